@@ -1,0 +1,131 @@
+# sgpu — GNU make build.  `make run` and `make test` are the two commands a
+# user needs; both install missing Debian packages first (scripts/deps.sh).
+#
+# Layout-driven: every src/<component>/*.c is compiled; the file holding
+# main() is src/<component>/main.c.  Unit tests are tests/<dir>/test_*.c
+# (cmocka), each linked with libsgpu.a and its component's objects (minus
+# main.o).  Integration tests are tests/**/*_test.py and tests/**/*_test.sh,
+# run by scripts/run-tests.sh against the binaries in $(BIN).
+
+SHELL := /bin/bash
+CC ?= cc
+BUILD ?= build
+BIN ?= bin
+PREFIX ?= /usr/local
+SAN ?= 0
+
+PKGS := libevent libevent_openssl libevent_pthreads json-c libcrypto libssl sqlite3
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT ?= -O2
+CFLAGS_BASE := -std=c17 -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+  -D_GNU_SOURCE -pthread -Isrc -Isrc/common $(PKG_CFLAGS)
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+CFLAGS += $(CFLAGS_BASE)
+LDLIBS := $(PKG_LIBS) -lm -pthread
+
+# Model compute kernels get more optimisation (see docs/design.md).
+MODEL_OPT ?= -O3 -ffp-contract=fast
+
+# component dir -> program name
+PROG_worker := sgpu-worker
+PROG_model  := sgpu-model
+PROG_engine := sgpu-engine
+PROG_launch := sgpu-launch
+PROG_cli    := sgpu
+
+COMPONENTS := $(sort $(foreach d,worker model engine launch cli,$(if $(wildcard src/$(d)/main.c),$(d))))
+
+COMMON_SRC := $(wildcard src/common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+LIBSGPU := $(BUILD)/libsgpu.a
+
+comp_src = $(wildcard src/$(1)/*.c src/$(1)/*/*.c)
+comp_obj = $(patsubst %.c,$(BUILD)/%.o,$(call comp_src,$(1)))
+comp_lib_obj = $(filter-out $(BUILD)/src/$(1)/main.o,$(call comp_obj,$(1)))
+
+PROGRAMS := $(foreach c,$(COMPONENTS),$(BIN)/$(PROG_$(c)))
+
+# Test programs and fixtures written in C (tests/fixtures/*.c, one program each).
+FIXTURE_SRC := $(wildcard tests/fixtures/*.c)
+FIXTURES := $(patsubst tests/fixtures/%.c,$(BIN)/fixtures/%,$(FIXTURE_SRC))
+
+UNIT_SRC := $(wildcard tests/common/test_*.c $(foreach c,$(COMPONENTS),tests/$(c)/test_*.c))
+UNIT_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps run test unit sanitize bench lint format install clean
+all: deps-quiet $(PROGRAMS) $(FIXTURES)
+
+deps:
+	@./scripts/deps.sh
+deps-quiet:
+	@./scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/src/model/%.o: src/model/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MODEL_OPT) -MMD -MP -c $< -o $@
+
+$(LIBSGPU): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+define prog_rule
+$(BIN)/$(PROG_$(1)): $(call comp_obj,$(1)) $(LIBSGPU)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $$@ $(call comp_obj,$(1)) $(LIBSGPU) $(LDLIBS)
+endef
+$(foreach c,$(COMPONENTS),$(eval $(call prog_rule,$(c))))
+
+$(BIN)/fixtures/%: $(BUILD)/tests/fixtures/%.o $(LIBSGPU)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBSGPU) $(LDLIBS)
+
+# unit test binaries: tests/<dir>/test_x.c links <dir>'s component objects
+define unit_rule
+$(BUILD)/tests/$(1)/%: $(BUILD)/tests/$(1)/%.o $(if $(filter common,$(1)),,$(call comp_lib_obj,$(1))) $(LIBSGPU)
+	@mkdir -p $$(dir $$@)
+	$(CC) $(LDFLAGS) -o $$@ $$^ $(CMOCKA_LIBS) $(LDLIBS)
+endef
+$(foreach d,common $(COMPONENTS),$(eval $(call unit_rule,$(d))))
+
+unit: $(UNIT_BIN)
+
+test: all unit
+	@SGPU_BIN=$(abspath $(BIN)) SGPU_BUILD=$(abspath $(BUILD)) ./scripts/run-tests.sh $(UNIT_BIN)
+
+# ASan + UBSan build of everything, then the whole suite against it.
+sanitize:
+	@./scripts/deps.sh
+	$(MAKE) SAN=1 OPT=-O1 BUILD=build/san BIN=build/san/bin test
+
+bench: all
+	@SGPU_BIN=$(abspath $(BIN)) ./scripts/run-bench.sh
+
+run: all
+	@SGPU_BIN=$(abspath $(BIN)) ./scripts/run-demo.sh
+
+lint:
+	@command -v clang-format >/dev/null && clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	@command -v cppcheck >/dev/null && cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -Isrc -Isrc/common src
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
