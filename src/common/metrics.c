@@ -207,7 +207,7 @@ void metrics_render(struct metrics *m, struct sbuf *out)
             for (size_t k = 0; k <= h->nbounds; k++) {
                 cum += atomic_load(&h->buckets[k]);
                 if (k < h->nbounds)
-                    snprintf(le, sizeof le, "le=\"%.17g\"", h->bounds[k]);
+                    snprintf(le, sizeof le, "le=\"%g\"", h->bounds[k]);
                 else
                     snprintf(le, sizeof le, "le=\"+Inf\"");
                 put_series(out, y->name, "_bucket", le);
