@@ -1,11 +1,15 @@
 /* Base64 (RFC 4648 standard alphabet) with Python's lenient decoder.
  *
- * b64_decode_lenient() behaves like Python's base64.b64decode(s) (validate=False):
- * every character outside [A-Za-z0-9+/=] is discarded first (so spaces,
- * newlines and URL-safe '-'/'_' vanish); then the data must be correctly
- * padded: a final quantum of 2 or 3 symbols needs "==" / "=", a lone symbol is
- * an error; after a complete padded quantum, surplus '=' are tolerated;
- * '=' in the middle of data is an error ("Incorrect padding"/"Excess data"). */
+ * b64_decode_lenient() behaves like Python 3.11's base64.b64decode(s)
+ * (validate=False) on a str, i.e. binascii.a2b_base64 non-strict (see b64.c):
+ * every character outside [A-Za-z0-9+/=] is discarded (so spaces, newlines
+ * and URL-safe '-'/'_' vanish); a final quantum of 2 or 3 symbols needs
+ * "==" / "=", a lone symbol is an error; a pad that completes a quantum ends
+ * decoding (anything after it, e.g. "YQ==YQ==", is ignored); a '=' seen
+ * before a quantum has 2 symbols is skipped, and a pad that does not complete
+ * the quantum is forgotten once data follows ("ab=c=" decodes as "abc=").
+ * Non-ASCII bytes (>= 0x80) are an error, as Python rejects a non-ASCII str.
+ */
 #ifndef SGPU_B64_H
 #define SGPU_B64_H
 

@@ -14,6 +14,15 @@
  * Parsing follows Python's json.loads: strict JSON plus NaN/Infinity/-Infinity,
  * lone surrogate escapes accepted, invalid UTF-8 in the raw bytes rejected
  * (Python's request.json() decodes UTF-8 strictly first), nesting depth bounded.
+ *
+ * Deliberate differences from Python 3.11 json.loads (documented, tested):
+ *   - nesting deeper than PYJ_MAX_DEPTH containers is rejected (Python allows
+ *     ~1000 before RecursionError);
+ *   - integer literals over 4300 digits are rejected, as Python 3.11 does by
+ *     default (ValueError from int_max_str_digits), not a JSON syntax error.
+ * Equality (pyj_equal) follows Python: True == 1 == 1.0, False == 0, ints and
+ * floats compare exactly, NaN != NaN except for the same node inside a
+ * container (Python's identity shortcut).
  */
 #ifndef SGPU_PYJSON_H
 #define SGPU_PYJSON_H
@@ -91,6 +100,8 @@ bool pyj_equal(const struct pyj_value *a, const struct pyj_value *b);
 struct pyj_dump_opts {
     int indent;     /* <0: one line with ", " and ": " (json.dumps default); >=0: indent=N */
     bool sort_keys; /* ascending by code point */
+    bool compact;   /* only with indent < 0: separators (",", ":") instead of (", ", ": ").
+                     * Added field (zero = Python's default); indent >= 0 ignores it. */
 };
 
 /* Append json.dumps(v, ...) to out. */
@@ -100,7 +111,8 @@ void pyj_dump(const struct pyj_value *v, const struct pyj_dump_opts *o, struct s
  * worker rebuilds signature messages without copying auth_data. */
 void pyj_dump_members(const struct pyj_value *obj, const char *const *keys, size_t nkeys,
                       const struct pyj_dump_opts *o, struct sbuf *out);
-/* A JSON string literal with ensure_ascii escaping, quotes included. */
+/* A JSON string literal with ensure_ascii escaping, quotes included.  s is
+ * WTF-8; a byte that does not start a valid sequence is written as \ufffd. */
 void pyj_write_string(struct sbuf *out, const char *s, size_t len);
 /* Python repr(float) into buf (>= 32 bytes); returns length. */
 size_t pyj_format_float(double v, char *buf, size_t n);
