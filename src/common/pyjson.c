@@ -312,10 +312,15 @@ static bool num_equal(const struct pyj_value *a, const struct pyj_value *b)
 
 static bool equal_inner(const struct pyj_value *a, const struct pyj_value *b);
 
-/* PyObject_RichCompareBool: identity implies equality (even for NaN). */
+/* Container items compare with PyObject_RichCompareBool, where identity
+ * implies equality; json.loads returns one shared float object for every NaN
+ * literal, so NaN items are equal to each other (top-level NaN != NaN). */
 static bool equal_item(const struct pyj_value *a, const struct pyj_value *b)
 {
-    return a == b || equal_inner(a, b);
+    if (a == b) return true;
+    if (a->type == PYJ_FLOAT && b->type == PYJ_FLOAT && isnan(a->u.f) && isnan(b->u.f))
+        return true;
+    return equal_inner(a, b);
 }
 
 static bool equal_inner(const struct pyj_value *a, const struct pyj_value *b)

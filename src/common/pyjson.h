@@ -21,8 +21,10 @@
  *   - integer literals over 4300 digits are rejected, as Python 3.11 does by
  *     default (ValueError from int_max_str_digits), not a JSON syntax error.
  * Equality (pyj_equal) follows Python: True == 1 == 1.0, False == 0, ints and
- * floats compare exactly, NaN != NaN except for the same node inside a
- * container (Python's identity shortcut).
+ * floats compare exactly.  NaN: a top-level NaN is unequal to anything, but
+ * NaN items of arrays/objects are equal to each other, because json.loads
+ * returns one shared NaN object and containers compare items by identity
+ * first (so json.loads('[NaN]') == json.loads('[NaN]') is True).
  */
 #ifndef SGPU_PYJSON_H
 #define SGPU_PYJSON_H
@@ -94,7 +96,8 @@ const struct pyj_value *pyj_get(const struct pyj_value *obj, const char *key);
 bool pyj_number(const struct pyj_value *v, double *out);
 /* Integer value if v is an INT that fits in int64. */
 bool pyj_int64(const struct pyj_value *v, int64_t *out);
-/* Python's == on JSON values (1 == 1.0, dict equality ignores order). */
+/* Python's == on json.loads results (1 == 1.0 == True, dict equality ignores
+ * order, NaN rule above). */
 bool pyj_equal(const struct pyj_value *a, const struct pyj_value *b);
 
 struct pyj_dump_opts {
