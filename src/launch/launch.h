@@ -48,11 +48,12 @@ struct spawn_opts {
     const int *log_fd;       /* output destination (through a relay) */
     bool whole_lines;
     int pdeath_sig;          /* signal the child gets if the launcher dies */
+    bool own_group;          /* new process group (pgid = pid) instead of the launcher's */
 };
-/* fork + exec in a new process group; stdin = /dev/null; stdout+stderr go to
- * a pipe relayed into *log_fd.  Returns the pid (= process group id) or -1. */
+/* fork + exec; stdin = /dev/null; stdout+stderr go to a pipe relayed into
+ * *log_fd.  Returns the pid (= process group id with own_group) or -1. */
 pid_t proc_spawn(struct event_base *base, const struct spawn_opts *o);
-/* Signal a child's whole process group (ignores ESRCH). */
+/* Signal a child's whole process group if it leads one, else the child. */
 void proc_signal(pid_t pgid, int sig);
 
 /* Finds a program: next to our own executable first, then $PATH.  `name` with

@@ -73,6 +73,7 @@ struct launcher {
     double backoff_max;
     double worker_grace;    /* SIGTERM -> SIGKILL for the worker */
     bool quiet;
+    bool worker_own_group;  /* interactive: keep terminal signals away from the worker */
     char **worker_args;     /* extra arguments after `--` */
     int n_worker_args;
     const char *sign_url;
@@ -483,6 +484,7 @@ static void start_model(void)
         .log_fd = &L.model_fd,
         .whole_lines = false,
         .pdeath_sig = SIGTERM,
+        .own_group = true,
     };
     pid_t pid = proc_spawn(L.base, &so);
     if (pid < 0) {
@@ -512,6 +514,7 @@ static void start_worker(void)
         .log_fd = &L.debug_fd,
         .whole_lines = true,
         .pdeath_sig = SIGTERM,
+        .own_group = L.worker_own_group,
     };
     pid_t pid = proc_spawn(L.base, &so);
     if (pid < 0) {
@@ -864,6 +867,11 @@ int main(int argc, char **argv)
         }
         L.worker_grace = d + 10;
     }
+
+    /* In a terminal's foreground group, Ctrl-C/Ctrl-Z must reach only us (we
+     * stop the worker ourselves, in order).  Otherwise the worker shares our
+     * group so that group SIGSTOP/SIGCONT (engine local provider) suspend it. */
+    L.worker_own_group = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
 
     L.base = http_base_new();
     if (!L.base) die(2, "cannot create the event loop");

@@ -1,12 +1,14 @@
 /* Child processes of the launcher and the relays that carry their output
  * into the log files.
  *
- * Each child runs in its own process group, so that a terminal's Ctrl-C (or a
- * signal to the launcher's group) reaches only the launcher, which then stops
- * the children in order (worker first).  Signals to a child go to its whole
- * group, which also reaches grandchildren of a `sh -c` model command.  The
- * children's output goes through pipes read by the launcher: it owns the log
- * files and can reopen them on SIGHUP. */
+ * Process groups: the model server runs in its own group, so that signals to
+ * it reach every process of a `sh -c` model command, and so that a signal to
+ * the launcher's group (terminal Ctrl-C, a supervisor's SIGTERM to the group)
+ * never stops the model before the worker has drained.  The worker stays in
+ * the launcher's group, so that the engine's local provider can suspend and
+ * resume an instance with SIGSTOP/SIGCONT to the launcher's group (see
+ * docs/launch.md).  The children's output goes through pipes read by the
+ * launcher: it owns the log files and can reopen them on SIGHUP. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -139,7 +141,7 @@ struct relay *relay_new(struct event_base *base, int pipe_fd, const int *dst_fd,
 /* In the child after fork: async-signal-safe calls only. */
 static void child_exec(const struct spawn_opts *o, int out_fd, pid_t parent)
 {
-    setpgid(0, 0);
+    if (o->own_group) setpgid(0, 0);
     if (o->pdeath_sig) {
         prctl(PR_SET_PDEATHSIG, o->pdeath_sig);
         if (getppid() != parent) _exit(1); /* the launcher is already gone */
@@ -193,7 +195,7 @@ pid_t proc_spawn(struct event_base *base, const struct spawn_opts *o)
     }
     /* Also set the group from the parent: whichever runs first wins the race,
      * so a signal sent right after spawn already reaches the group. */
-    setpgid(pid, pid);
+    if (o->own_group) setpgid(pid, pid);
     close(p[1]);
     fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
     if (!relay_new(base, p[0], o->log_fd, o->whole_lines)) close(p[0]);
@@ -203,7 +205,11 @@ pid_t proc_spawn(struct event_base *base, const struct spawn_opts *o)
 void proc_signal(pid_t pgid, int sig)
 {
     if (pgid <= 0) return;
-    if (kill(-pgid, sig) != 0 && errno == ESRCH) kill(pgid, sig);
+    if (getpgid(pgid) == pgid) {
+        if (kill(-pgid, sig) != 0 && errno == ESRCH) kill(pgid, sig);
+    } else {
+        kill(pgid, sig);
+    }
 }
 
 static bool is_exec(const char *path)

@@ -158,10 +158,11 @@ class LaunchTest(unittest.TestCase):
         for line in read(self.events).splitlines():
             parts = line.split()
             if len(parts) >= 3 and parts[0] == "start":
-                try:
-                    os.killpg(int(parts[2]), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError, ValueError):
-                    pass
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(int(parts[2]), signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError, ValueError):
+                        pass
         for s in self.sinks:
             s.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -340,6 +341,26 @@ class LaunchTest(unittest.TestCase):
         self.assertLess(order.index("exit worker"), order.index("term model"))
         dlog = read(os.path.join(self.ws, "debug.log"))
         self.assertIn("event=stopped exit=0", dlog)
+
+    def test_group_sigstop_suspends_worker_and_group_sigterm_keeps_order(self):
+        # the engine's local provider: SIGSTOP/SIGCONT to the launcher's group
+        p = self.launch(env=self.env(FAKE_DRAIN_S="0.2"))
+        wpid = int(self.wait_worker_started()[0][2])
+
+        def state(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        os.killpg(p.pid, signal.SIGSTOP)
+        wait_for(lambda: state(wpid) == "T", what="worker stopped")
+        os.killpg(p.pid, signal.SIGCONT)
+        wait_for(lambda: state(wpid) != "T", what="worker resumed")
+        # a supervisor's SIGTERM to the whole group still stops worker before model
+        wait_for(lambda: self.events_of("start", "model"), what="model start")
+        os.killpg(p.pid, signal.SIGTERM)
+        p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0)
+        order = [" ".join(l.split()[:2]) for l in read(self.events).splitlines()]
+        self.assertLess(order.index("exit worker"), order.index("term model"))
 
     def test_sighup_reopens_logs(self):
         p = self.launch()
