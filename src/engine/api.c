@@ -1,0 +1,941 @@
+/* HTTP routes: Vast wire routes (/route/, /pubkey/, /worker_status/, /delete_requests/,
+ * /get_endpoint_workers/, /get_endpoint_logs/), management (/api/v0/...), /health, /metrics.
+ * Every bad input gets a precise 4xx {"success": false, "error", "msg"}; bodies are parsed with
+ * json-c in strict mode with UTF-8 validation and a depth limit. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "engine.h"
+#include "httputil.h"
+#include "log.h"
+#include "pyjson.h"
+
+#define MAX_BODY (1u << 20)
+
+struct ctx {
+    struct engine *e;
+    struct evhttp_request *req;
+    enum evhttp_cmd_type method;
+    char path[512];
+    struct evkeyvalq query;
+    struct json_object *body; /* NULL when empty */
+};
+
+static void reply_err(struct ctx *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void reply_err(struct ctx *c, int status, const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct sbuf b = SBUF_INIT;
+    sbuf_printf(&b, "{\"success\": false, \"error\": \"%s\", \"msg\": ", code);
+    pyj_write_string(&b, msg, strlen(msg));
+    sbuf_putc(&b, '}');
+    http_reply_json(c->req, status, b.data, b.len);
+    sbuf_free(&b);
+    char q[640];
+    log_debug("http_error", "path=%s status=%d msg=%s", c->path, status,
+              log_quote(q, sizeof q, msg));
+}
+
+static void reply(struct ctx *c, int status, struct sbuf *b)
+{
+    http_reply_json(c->req, status, b->data ? b->data : "", b->len);
+}
+
+static void reply_ok(struct ctx *c)
+{
+    http_reply_json(c->req, 200, "{\"success\": true}", 17);
+}
+
+/* ---- input helpers ---- */
+
+/* Parse the request body: empty -> NULL body (0); a JSON object -> 0; otherwise replies and
+ * returns -1. */
+static int parse_body(struct ctx *c)
+{
+    size_t len;
+    const char *p = http_request_body(c->req, &len);
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)p[i])) i++;
+    if (i == len) return 0;
+    if (len > MAX_BODY) {
+        reply_err(c, 413, "too_large", "body larger than %u bytes", MAX_BODY);
+        return -1;
+    }
+    struct json_tokener *tok = json_tokener_new_ex(32);
+    if (!tok) abort();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    struct json_object *o = json_tokener_parse_ex(tok, p, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (!o || jerr != json_tokener_success) {
+        json_object_put(o);
+        reply_err(c, 400, "bad_json", "body is not valid JSON: %s",
+                  jerr == json_tokener_continue ? "unexpected end"
+                                                : json_tokener_error_desc(jerr));
+        return -1;
+    }
+    while (end < len && isspace((unsigned char)p[end])) end++;
+    if (end != len) {
+        json_object_put(o);
+        reply_err(c, 400, "bad_json", "trailing data after the JSON value");
+        return -1;
+    }
+    if (!json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        reply_err(c, 400, "bad_json", "body must be a JSON object");
+        return -1;
+    }
+    c->body = o;
+    return 0;
+}
+
+static struct json_object *field(struct ctx *c, const char *k)
+{
+    struct json_object *v;
+    if (!c->body || !json_object_object_get_ex(c->body, k, &v)) return NULL;
+    if (json_object_is_type(v, json_type_null)) return NULL;
+    return v;
+}
+
+/* A string field: 1 present, 0 absent, -1 wrong (replied). */
+static int get_string(struct ctx *c, const char *k, const char **out)
+{
+    struct json_object *v = field(c, k);
+    if (!v) return 0;
+    if (!json_object_is_type(v, json_type_string)) {
+        reply_err(c, 400, "bad_request", "%s must be a string", k);
+        return -1;
+    }
+    *out = json_object_get_string(v);
+    if (strlen(*out) != (size_t)json_object_get_string_len(v)) {
+        reply_err(c, 400, "bad_request", "%s contains a NUL character", k);
+        return -1;
+    }
+    return 1;
+}
+
+/* A number field within [lo, hi]: 1 present, 0 absent, -1 wrong (replied). */
+static int get_number(struct ctx *c, const char *k, double lo, double hi, double *out)
+{
+    struct json_object *v = field(c, k);
+    if (!v) return 0;
+    enum json_type t = json_object_get_type(v);
+    double d = json_object_get_double(v);
+    if ((t != json_type_int && t != json_type_double) || !isfinite(d)) {
+        reply_err(c, 400, "bad_request", "%s must be a finite number", k);
+        return -1;
+    }
+    if (d < lo || d > hi) {
+        reply_err(c, 400, "bad_request", "%s out of range (%g..%g)", k, lo, hi);
+        return -1;
+    }
+    *out = d;
+    return 1;
+}
+
+static int get_int(struct ctx *c, const char *k, int64_t lo, int64_t hi, int64_t *out)
+{
+    struct json_object *v = field(c, k);
+    if (!v) return 0;
+    enum json_type t = json_object_get_type(v);
+    if (t == json_type_double) {
+        double d = json_object_get_double(v);
+        if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi) {
+            reply_err(c, 400, "bad_request", "%s must be an integer in %lld..%lld", k,
+                      (long long)lo, (long long)hi);
+            return -1;
+        }
+        *out = (int64_t)d;
+        return 1;
+    }
+    if (t != json_type_int) {
+        reply_err(c, 400, "bad_request", "%s must be an integer", k);
+        return -1;
+    }
+    errno = 0;
+    int64_t x = json_object_get_int64(v);
+    if (errno == ERANGE || x < lo || x > hi ||
+        (x == INT64_MAX && json_object_get_uint64(v) > (uint64_t)INT64_MAX)) {
+        reply_err(c, 400, "bad_request", "%s must be an integer in %lld..%lld", k, (long long)lo,
+                  (long long)hi);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+static const char *query(struct ctx *c, const char *k)
+{
+    return evhttp_find_header(&c->query, k);
+}
+
+static const char *api_key_of(struct ctx *c)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ') h++;
+        return h;
+    }
+    struct json_object *v = field(c, "api_key");
+    if (v && json_object_is_type(v, json_type_string)) return json_object_get_string(v);
+    return query(c, "api_key");
+}
+
+static bool key_eq(const char *a, const char *b)
+{
+    size_t n = strlen(b);
+    if (!a || strlen(a) != n || n == 0) return false;
+    unsigned d = 0;
+    for (size_t i = 0; i < n; i++) d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+static bool is_admin(struct ctx *c)
+{
+    return key_eq(api_key_of(c), c->e->admin_key);
+}
+
+/* Admin or this endpoint's key; else replies 401/403 and returns false. */
+static bool auth_endpoint(struct ctx *c, struct endpoint *ep)
+{
+    const char *k = api_key_of(c);
+    if (key_eq(k, c->e->admin_key) || (ep && key_eq(k, ep->api_key))) return true;
+    for (struct endpoint *o = c->e->endpoints; o; o = o->next) {
+        if (key_eq(k, o->api_key)) {
+            reply_err(c, 403, "forbidden", "this key is not valid for this endpoint");
+            return false;
+        }
+    }
+    reply_err(c, 401, "auth_error", "Invalid user key");
+    return false;
+}
+
+static bool auth_admin(struct ctx *c)
+{
+    if (is_admin(c)) return true;
+    const char *k = api_key_of(c);
+    for (struct endpoint *o = c->e->endpoints; o; o = o->next) {
+        if (key_eq(k, o->api_key)) {
+            reply_err(c, 403, "forbidden", "management needs the admin key");
+            return false;
+        }
+    }
+    reply_err(c, 401, "auth_error", "Invalid user key");
+    return false;
+}
+
+/* "/prefix/<id>/" -> id; returns 1 with id, 0 when the path is exactly the prefix, -1 else. */
+static int path_id(const char *path, const char *prefix, int64_t *id)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(path, prefix, pl) != 0) return -1;
+    const char *r = path + pl;
+    if (*r == '\0') return 0;
+    if (*r == '/') r++;
+    if (*r == '\0') return 0;
+    int64_t v = 0;
+    int nd = 0;
+    while (isdigit((unsigned char)*r)) {
+        if (++nd > 15) return -1;
+        v = v * 10 + (*r - '0');
+        r++;
+    }
+    if (nd == 0) return -1;
+    if (*r == '/') r++;
+    if (*r) return -1;
+    *id = v;
+    return 1;
+}
+
+static bool path_is(const char *path, const char *p)
+{
+    /* accept with or without the trailing slash */
+    size_t n = strlen(p);
+    if (strcmp(path, p) == 0) return true;
+    return n > 1 && p[n - 1] == '/' && strncmp(path, p, n - 1) == 0 && path[n - 1] == '\0';
+}
+
+static bool method(struct ctx *c, int allowed)
+{
+    if (c->method & allowed) return true;
+    reply_err(c, 405, "method_not_allowed", "method not allowed on %s", c->path);
+    return false;
+}
+
+/* ---- worker / client routes ---- */
+
+static void h_route(struct ctx *c)
+{
+    struct engine *e = c->e;
+    if (!method(c, EVHTTP_REQ_POST)) return;
+    double t0 = time_mono();
+    const char *name = NULL;
+    int r = get_string(c, "endpoint", &name);
+    if (r < 0) return;
+    if (r == 0) name = query(c, "endpoint");
+    double cost = 100.0, rt = 0;
+    int64_t idx = 0;
+    if (get_number(c, "cost", 0, 1e12, &cost) < 0 || get_int(c, "request_idx", 0, INT64_MAX / 2, &idx) < 0 ||
+        get_number(c, "replay_timeout", 0, 86400, &rt) < 0) {
+        *e->c_routes_error += 1;
+        return;
+    }
+    if (!name) {
+        *e->c_routes_error += 1;
+        reply_err(c, 400, "bad_request", "endpoint is required");
+        return;
+    }
+    struct endpoint *ep = state_endpoint_by_name(e, name);
+    if (!auth_endpoint(c, ep)) {
+        *e->c_routes_error += 1;
+        return;
+    }
+    if (!ep) {
+        *e->c_routes_error += 1;
+        reply_err(c, 404, "not_found", "no endpoint named %.80s", name);
+        return;
+    }
+    struct sbuf out = SBUF_INIT;
+    int status = router_route(e, ep, cost, idx, rt, &out);
+    reply(c, status, &out);
+    sbuf_free(&out);
+    metrics_observe(e->h_route, time_mono() - t0);
+}
+
+static void h_pubkey(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)) return;
+    http_reply(c->req, 200, "text/plain; charset=utf-8", c->e->pubkey_pem.data,
+               c->e->pubkey_pem.len);
+}
+
+static void h_worker_status(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST)) return;
+    if (!c->body) {
+        reply_err(c, 400, "bad_request", "body must be a JSON object with id");
+        return;
+    }
+    char err[300] = "";
+    int st = lifecycle_report(c->e, c->body, err, sizeof err);
+    if (st == 200) reply_ok(c);
+    else reply_err(c, st, st == 404 ? "not_found" : st == 403 ? "forbidden" : "bad_request", "%s", err);
+}
+
+static void h_delete_requests(struct ctx *c)
+{
+    struct engine *e = c->e;
+    if (!method(c, EVHTTP_REQ_POST)) return;
+    int64_t wid;
+    int r = get_int(c, "worker_id", 0, INT64_MAX / 2, &wid);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "worker_id is required");
+        return;
+    }
+    struct worker *w = state_worker_by_id(e, wid);
+    if (!w) {
+        reply_err(c, 404, "not_found", "unknown worker id %lld", (long long)wid);
+        return;
+    }
+    const char *tok = NULL;
+    if (get_string(c, "mtoken", &tok) < 0) return;
+    if (tok && w->mtoken[0] && !key_eq(tok, w->mtoken)) {
+        reply_err(c, 403, "forbidden", "mtoken does not match worker %lld", (long long)wid);
+        return;
+    }
+    struct json_object *idxs = field(c, "request_idxs"), *reqs = field(c, "requests");
+    if (!idxs && !reqs) {
+        reply_err(c, 400, "bad_request", "request_idxs or requests is required");
+        return;
+    }
+    size_t n = 0;
+    if (idxs) {
+        if (!json_object_is_type(idxs, json_type_array)) {
+            reply_err(c, 400, "bad_request", "request_idxs must be a list of integers");
+            return;
+        }
+        for (size_t i = 0; i < json_object_array_length(idxs); i++) {
+            if (!json_object_is_type(json_object_array_get_idx(idxs, i), json_type_int)) {
+                reply_err(c, 400, "bad_request", "request_idxs[%zu] must be an integer", i);
+                return;
+            }
+        }
+        n += json_object_array_length(idxs);
+    }
+    if (reqs) {
+        if (!json_object_is_type(reqs, json_type_array)) {
+            reply_err(c, 400, "bad_request", "requests must be a list of objects");
+            return;
+        }
+        for (size_t i = 0; i < json_object_array_length(reqs); i++) {
+            struct json_object *o = json_object_array_get_idx(reqs, i), *ri;
+            if (!json_object_is_type(o, json_type_object) ||
+                !json_object_object_get_ex(o, "request_idx", &ri) ||
+                !json_object_is_type(ri, json_type_int)) {
+                reply_err(c, 400, "bad_request", "requests[%zu] must be an object with an integer "
+                          "request_idx", i);
+                return;
+            }
+        }
+        n += json_object_array_length(reqs);
+    }
+    *e->c_deletes += (double)n;
+    reply_ok(c);
+}
+
+/* Endpoint named by body {"id"} or {"endpoint"} (or query); replies on failure. */
+static struct endpoint *endpoint_from_body(struct ctx *c)
+{
+    int64_t id = 0;
+    int r = get_int(c, "id", 0, INT64_MAX / 2, &id);
+    if (r < 0) return NULL;
+    const char *name = NULL;
+    if (r == 0) {
+        int s = get_string(c, "endpoint", &name);
+        if (s < 0) return NULL;
+        if (!name) name = query(c, "endpoint");
+        if (!name) {
+            reply_err(c, 400, "bad_request", "id or endpoint is required");
+            return NULL;
+        }
+    }
+    struct endpoint *ep = name ? state_endpoint_by_name(c->e, name) : state_endpoint_by_id(c->e, id);
+    if (ep && ep->deleting) ep = NULL;
+    if (!auth_endpoint(c, ep)) return NULL;
+    if (!ep) {
+        reply_err(c, 404, "not_found", "no such endpoint");
+        return NULL;
+    }
+    return ep;
+}
+
+static void workers_list(struct engine *e, struct endpoint *ep, int64_t wg_id, struct sbuf *out)
+{
+    sbuf_putc(out, '[');
+    bool first = true;
+    /* oldest first: the list is kept newest-first, so collect then reverse */
+    size_t n = 0;
+    for (struct worker *w = e->workers; w; w = w->next) n++;
+    struct worker **v = calloc(n + 1, sizeof *v);
+    if (!v) abort();
+    size_t k = 0;
+    for (struct worker *w = e->workers; w; w = w->next) {
+        if (ep && w->endpoint_id != ep->id) continue;
+        if (wg_id > 0 && w->wg_id != wg_id) continue;
+        v[k++] = w;
+    }
+    while (k-- > 0) {
+        if (!first) sbuf_puts(out, ", ");
+        state_worker_json(e, v[k], out);
+        first = false;
+    }
+    free(v);
+    sbuf_putc(out, ']');
+}
+
+static void h_get_endpoint_workers(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST | EVHTTP_REQ_GET)) return;
+    struct endpoint *ep = endpoint_from_body(c);
+    if (!ep) return;
+    struct sbuf out = SBUF_INIT;
+    workers_list(c->e, ep, 0, &out);
+    reply(c, 200, &out);
+    sbuf_free(&out);
+}
+
+static void h_get_autogroup_workers(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST | EVHTTP_REQ_GET)) return;
+    int64_t id = 0;
+    int r = get_int(c, "id", 1, INT64_MAX / 2, &id);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "id is required");
+        return;
+    }
+    struct workergroup *g = state_wg_by_id(c->e, id);
+    struct endpoint *ep = g ? state_endpoint_by_id(c->e, g->endpoint_id) : NULL;
+    if (!auth_endpoint(c, ep)) return;
+    if (!g) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    struct sbuf out = SBUF_INIT;
+    workers_list(c->e, NULL, g->id, &out);
+    reply(c, 200, &out);
+    sbuf_free(&out);
+}
+
+static void tail_into(struct sbuf *out, const char *key, struct sbuf *text, int64_t tail, bool comma)
+{
+    const char *p = text->data ? text->data : "";
+    size_t n = text->len;
+    if (tail >= 0 && (size_t)tail < n) {
+        p += n - (size_t)tail;
+        n = (size_t)tail;
+    }
+    sbuf_printf(out, "%s\"%s\": ", comma ? ", " : "", key);
+    pyj_write_string(out, p, n);
+}
+
+static void h_get_endpoint_logs(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST | EVHTTP_REQ_GET)) return;
+    int64_t tail = -1;
+    struct json_object *t = field(c, "tail");
+    if (t && get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
+    struct endpoint *ep = endpoint_from_body(c);
+    if (!ep) return;
+    store_flush(c->e->store);
+    struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
+    store_events_text(c->e->store, ep->id, &d, &s);
+    sbuf_putc(&out, '{');
+    tail_into(&out, "info0", &d, tail, false);
+    tail_into(&out, "info1", &s, tail, true);
+    tail_into(&out, "trace", &empty, tail, true);
+    tail_into(&out, "debug", &empty, tail, true);
+    sbuf_putc(&out, '}');
+    reply(c, 200, &out);
+    sbuf_free(&d);
+    sbuf_free(&s);
+    sbuf_free(&out);
+}
+
+/* ---- management ---- */
+
+static void commit(struct ctx *c)
+{
+    store_flush(c->e->store);
+}
+
+static void h_endpoints(struct ctx *c)
+{
+    struct engine *e = c->e;
+    if (!auth_admin(c)) return;
+    int64_t id = 0;
+    int has_id = path_id(c->path, "/api/v0/endptjobs", &id);
+    if (has_id < 0) {
+        reply_err(c, 404, "not_found", "no such path");
+        return;
+    }
+    char err[300];
+    if (has_id == 0) {
+        if (c->method == EVHTTP_REQ_GET) {
+            struct sbuf out = SBUF_INIT;
+            sbuf_puts(&out, "{\"success\": true, \"results\": [");
+            bool first = true;
+            for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) {
+                if (!first) sbuf_puts(&out, ", ");
+                state_endpoint_json(ep, &out);
+                first = false;
+            }
+            sbuf_puts(&out, "]}");
+            reply(c, 200, &out);
+            sbuf_free(&out);
+            return;
+        }
+        if (!method(c, EVHTTP_REQ_POST)) return;
+        if (!c->body) {
+            reply_err(c, 400, "bad_request", "body must be a JSON object");
+            return;
+        }
+        const char *name = NULL;
+        int r = get_string(c, "endpoint_name", &name);
+        if (r < 0) return;
+        if (r == 0) {
+            reply_err(c, 400, "bad_request", "endpoint_name is required");
+            return;
+        }
+        if (!config_name_valid(name)) {
+            reply_err(c, 400, "bad_request", "endpoint_name must be 1-64 characters of "
+                      "[A-Za-z0-9._-]");
+            return;
+        }
+        if (state_endpoint_by_name(e, name)) {
+            reply_err(c, 409, "conflict", "an endpoint named %s exists", name);
+            return;
+        }
+        struct endpoint *ep = calloc(1, sizeof *ep);
+        if (!ep) abort();
+        config_params_default(&ep->p);
+        if (config_params_apply(&ep->p, c->body, err, sizeof err) != 0) {
+            free(ep);
+            reply_err(c, 400, "bad_request", "%s", err);
+            return;
+        }
+        ep->id = e->next_endpoint_id;
+        snprintf(ep->name, sizeof ep->name, "%s", name);
+        if (state_random_hex(ep->api_key, API_KEY_LEN) != 0) {
+            free(ep);
+            reply_err(c, 500, "internal", "no randomness");
+            return;
+        }
+        ep->created_at = time_wall();
+        state_endpoint_add(e, ep);
+        store_endpoint_save(e->store, ep);
+        lifecycle_event(e, ep, NULL, "endpoint_created", "api", NULL);
+        commit(c);
+        struct sbuf out = SBUF_INIT;
+        sbuf_printf(&out, "{\"success\": true, \"result\": %lld, \"api_key\": \"%s\"}",
+                    (long long)ep->id, ep->api_key);
+        reply(c, 200, &out);
+        sbuf_free(&out);
+        return;
+    }
+    struct endpoint *ep = state_endpoint_by_id(e, id);
+    if (!ep || ep->deleting) {
+        reply_err(c, 404, "not_found", "no endpoint %lld", (long long)id);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_GET) {
+        struct sbuf out = SBUF_INIT;
+        sbuf_puts(&out, "{\"success\": true, \"result\": ");
+        state_endpoint_json(ep, &out);
+        sbuf_putc(&out, '}');
+        reply(c, 200, &out);
+        sbuf_free(&out);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_PUT) {
+        if (!c->body) {
+            reply_err(c, 400, "bad_request", "body must be a JSON object");
+            return;
+        }
+        const char *name = NULL;
+        if (get_string(c, "endpoint_name", &name) < 0) return;
+        if (name && strcmp(name, ep->name) != 0) {
+            if (!config_name_valid(name)) {
+                reply_err(c, 400, "bad_request", "endpoint_name must be 1-64 characters of "
+                          "[A-Za-z0-9._-]");
+                return;
+            }
+            if (state_endpoint_by_name(e, name)) {
+                reply_err(c, 409, "conflict", "an endpoint named %s exists", name);
+                return;
+            }
+        }
+        struct ep_params p = ep->p;
+        if (config_params_apply(&p, c->body, err, sizeof err) != 0) {
+            reply_err(c, 400, "bad_request", "%s", err);
+            return;
+        }
+        if (p.sig_scheme != ep->p.sig_scheme) {
+            for (size_t i = 0; i < ep->nws; i++) { /* drop url-scheme caches */
+                free(ep->ws[i]->sig_url);
+                ep->ws[i]->sig_url = NULL;
+            }
+        }
+        ep->p = p;
+        if (name) snprintf(ep->name, sizeof ep->name, "%s", name);
+        store_endpoint_save(e->store, ep);
+        lifecycle_event(e, ep, NULL, "endpoint_updated", "api", NULL);
+        commit(c);
+        reply_ok(c);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_DELETE) {
+        ep->deleting = true;
+        router_queue_clear(ep);
+        lifecycle_retire_endpoint(e, ep);
+        for (struct workergroup *g = e->wgs; g; g = g->next) {
+            if (g->endpoint_id == ep->id && !g->deleting) {
+                g->deleting = true;
+                store_wg_save(e->store, g);
+            }
+        }
+        store_endpoint_save(e->store, ep);
+        lifecycle_event(e, ep, NULL, "endpoint_deleting", "api", NULL);
+        commit(c);
+        reply_ok(c);
+        return;
+    }
+    reply_err(c, 405, "method_not_allowed", "method not allowed on %s", c->path);
+}
+
+static int wg_fields(struct ctx *c, struct workergroup *g, bool create)
+{
+    char err[300];
+    struct json_object *launch = field(c, "launch");
+    if (launch) {
+        if (provider_validate(g->kind, launch, err, sizeof err) != 0) {
+            reply_err(c, 400, "bad_request", "%s", err);
+            return -1;
+        }
+    } else if (create) {
+        struct json_object *empty = json_object_new_object();
+        int rc = provider_validate(g->kind, empty, err, sizeof err);
+        json_object_put(empty);
+        if (rc != 0) {
+            reply_err(c, 400, "bad_request", "%s", err);
+            return -1;
+        }
+    }
+    int64_t tw = g->test_workers;
+    double ram = g->gpu_ram;
+    if (get_int(c, "test_workers", 0, 10000, &tw) < 0 || get_number(c, "gpu_ram", 0, 1e6, &ram) < 0)
+        return -1;
+    if (launch) {
+        json_object_put(g->launch);
+        g->launch = json_object_get(launch);
+    } else if (!g->launch) {
+        g->launch = json_object_new_object();
+    }
+    g->test_workers = (int)tw;
+    g->gpu_ram = ram;
+    return 0;
+}
+
+static void h_workergroups(struct ctx *c, const char *prefix)
+{
+    struct engine *e = c->e;
+    if (!auth_admin(c)) return;
+    int64_t id = 0;
+    int has_id = path_id(c->path, prefix, &id);
+    if (has_id < 0) {
+        reply_err(c, 404, "not_found", "no such path");
+        return;
+    }
+    if (has_id == 0) {
+        if (c->method == EVHTTP_REQ_GET) {
+            struct sbuf out = SBUF_INIT;
+            sbuf_puts(&out, "{\"success\": true, \"results\": [");
+            bool first = true;
+            for (struct workergroup *g = e->wgs; g; g = g->next) {
+                if (!first) sbuf_puts(&out, ", ");
+                state_wg_json(e, g, &out);
+                first = false;
+            }
+            sbuf_puts(&out, "]}");
+            reply(c, 200, &out);
+            sbuf_free(&out);
+            return;
+        }
+        if (!method(c, EVHTTP_REQ_POST)) return;
+        if (!c->body) {
+            reply_err(c, 400, "bad_request", "body must be a JSON object");
+            return;
+        }
+        const char *name = NULL, *prov = NULL;
+        int64_t eid = 0;
+        if (get_string(c, "endpoint_name", &name) < 0 || get_int(c, "endpoint_id", 1, INT64_MAX / 2, &eid) < 0 ||
+            get_string(c, "provider", &prov) < 0)
+            return;
+        if (!name && !eid) {
+            reply_err(c, 400, "bad_request", "endpoint_name or endpoint_id is required");
+            return;
+        }
+        struct endpoint *ep = name ? state_endpoint_by_name(e, name) : state_endpoint_by_id(e, eid);
+        if (!ep || ep->deleting) {
+            reply_err(c, 404, "not_found", "no such endpoint");
+            return;
+        }
+        if (!prov) prov = "local";
+        struct workergroup *g = calloc(1, sizeof *g);
+        if (!g) abort();
+        if (provider_parse_kind(prov, &g->kind) != 0) {
+            free(g);
+            reply_err(c, 400, "bad_request", "provider must be \"local\" or \"command\"");
+            return;
+        }
+        g->test_workers = 3;
+        g->gpu_ram = 24;
+        if (wg_fields(c, g, true) != 0) {
+            json_object_put(g->launch);
+            free(g);
+            return;
+        }
+        g->id = e->next_wg_id;
+        g->endpoint_id = ep->id;
+        g->created_at = time_wall();
+        state_wg_add(e, g);
+        store_wg_save(e->store, g);
+        lifecycle_event(e, ep, NULL, "workergroup_created", provider_kind_name(g->kind), NULL);
+        commit(c);
+        struct sbuf out = SBUF_INIT;
+        sbuf_printf(&out, "{\"success\": true, \"result\": %lld}", (long long)g->id);
+        reply(c, 200, &out);
+        sbuf_free(&out);
+        return;
+    }
+    struct workergroup *g = state_wg_by_id(e, id);
+    if (!g || g->deleting) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_GET) {
+        struct sbuf out = SBUF_INIT;
+        sbuf_puts(&out, "{\"success\": true, \"result\": ");
+        state_wg_json(e, g, &out);
+        sbuf_putc(&out, '}');
+        reply(c, 200, &out);
+        sbuf_free(&out);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_PUT) {
+        if (!c->body) {
+            reply_err(c, 400, "bad_request", "body must be a JSON object");
+            return;
+        }
+        if (wg_fields(c, g, false) != 0) return;
+        store_wg_save(e->store, g);
+        commit(c);
+        reply_ok(c);
+        return;
+    }
+    if (c->method == EVHTTP_REQ_DELETE) {
+        g->deleting = true;
+        lifecycle_retire_wg(e, g);
+        store_wg_save(e->store, g);
+        commit(c);
+        reply_ok(c);
+        return;
+    }
+    reply_err(c, 405, "method_not_allowed", "method not allowed on %s", c->path);
+}
+
+static void h_workers(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_GET)) return;
+    if (!auth_admin(c)) return;
+    const char *name = query(c, "endpoint");
+    struct endpoint *ep = NULL;
+    if (name) {
+        ep = state_endpoint_by_name(c->e, name);
+        if (!ep) {
+            reply_err(c, 404, "not_found", "no endpoint named %.80s", name);
+            return;
+        }
+    }
+    struct sbuf out = SBUF_INIT;
+    sbuf_puts(&out, "{\"success\": true, \"results\": ");
+    workers_list(c->e, ep, 0, &out);
+    sbuf_putc(&out, '}');
+    reply(c, 200, &out);
+    sbuf_free(&out);
+}
+
+static void h_events(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_GET)) return;
+    if (!auth_admin(c)) return;
+    const char *name = query(c, "endpoint"), *lim = query(c, "limit");
+    int limit = 100;
+    if (lim) {
+        char *end;
+        long l = strtol(lim, &end, 10);
+        if (end == lim || *end || l < 1 || l > 10000) {
+            reply_err(c, 400, "bad_request", "limit must be an integer in 1..10000");
+            return;
+        }
+        limit = (int)l;
+    }
+    struct endpoint *ep = NULL;
+    if (name) {
+        ep = state_endpoint_by_name(c->e, name);
+        if (!ep) {
+            reply_err(c, 404, "not_found", "no endpoint named %.80s", name);
+            return;
+        }
+    }
+    store_flush(c->e->store);
+    struct sbuf out = SBUF_INIT;
+    sbuf_puts(&out, "{\"success\": true, \"results\": ");
+    store_events_json(c->e->store, ep ? ep->id : -1, ep ? ep->name : NULL, limit, &out);
+    sbuf_putc(&out, '}');
+    reply(c, 200, &out);
+    sbuf_free(&out);
+}
+
+static void h_metrics(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)) return;
+    struct sbuf out = SBUF_INIT;
+    metrics_render(c->e->metrics, &out);
+    http_reply(c->req, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len);
+    sbuf_free(&out);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct ctx c;
+    memset(&c, 0, sizeof c);
+    c.e = arg;
+    c.req = req;
+    c.method = evhttp_request_get_command(req);
+    TAILQ_INIT(&c.query);
+    if (!http_request_path(req, c.path, sizeof c.path)) {
+        snprintf(c.path, sizeof c.path, "?");
+        reply_err(&c, 400, "bad_request", "malformed request URI");
+        return;
+    }
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    if (q && evhttp_parse_query_str(q, &c.query) != 0) {
+        reply_err(&c, 400, "bad_request", "malformed query string");
+        evhttp_clear_headers(&c.query);
+        return;
+    }
+    const char *p = c.path;
+    if (path_is(p, "/health")) {
+        http_reply_json(req, 200, "{\"ok\": true}", 12);
+    } else if (path_is(p, "/metrics")) {
+        h_metrics(&c);
+    } else if (path_is(p, "/pubkey/")) {
+        h_pubkey(&c);
+    } else if (parse_body(&c) != 0) {
+        /* replied */
+    } else if (path_is(p, "/route/")) {
+        h_route(&c);
+    } else if (path_is(p, "/worker_status/")) {
+        h_worker_status(&c);
+    } else if (path_is(p, "/delete_requests/")) {
+        h_delete_requests(&c);
+    } else if (path_is(p, "/get_endpoint_workers/")) {
+        h_get_endpoint_workers(&c);
+    } else if (path_is(p, "/get_autogroup_workers/")) {
+        h_get_autogroup_workers(&c);
+    } else if (path_is(p, "/get_endpoint_logs/")) {
+        h_get_endpoint_logs(&c);
+    } else if (strncmp(p, "/api/v0/endptjobs", 17) == 0) {
+        h_endpoints(&c);
+    } else if (strncmp(p, "/api/v0/workergroups", 20) == 0) {
+        h_workergroups(&c, "/api/v0/workergroups");
+    } else if (strncmp(p, "/api/v0/autojobs", 16) == 0) {
+        h_workergroups(&c, "/api/v0/autojobs");
+    } else if (path_is(p, "/api/v0/workers/")) {
+        h_workers(&c);
+    } else if (path_is(p, "/api/v0/events/")) {
+        h_events(&c);
+    } else {
+        reply_err(&c, 404, "not_found", "no route %.200s", p);
+    }
+    json_object_put(c.body);
+    evhttp_clear_headers(&c.query);
+}
+
+int api_init(struct engine *e)
+{
+    evhttp_set_gencb(e->http, on_request, e);
+    return 0;
+}

@@ -1,0 +1,400 @@
+/* sgpu-engine: shared types and the functions each file exports.
+ *
+ * One process, one libevent loop (no threads).  In memory: endpoints, workergroups and
+ * workers (linked lists; workers also indexed by id and listed per endpoint).  The store
+ * (SQLite) is the durable copy: configuration is written through, hot worker state and the
+ * event log are written back once per tick.  See docs/engine.md for the behaviour. */
+#ifndef SGPU_ENGINE_H
+#define SGPU_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <json-c/json.h>
+
+#include "metrics.h"
+#include "sbuf.h"
+
+#define EP_NAME_MAX 64
+#define API_KEY_LEN 40 /* hex chars */
+#define MTOKEN_LEN 32  /* hex chars */
+#define SCALER_HIST 4096 /* ticks of target history kept for scale-down hysteresis */
+
+struct engine;
+struct store;
+struct idmap;
+struct worker;
+struct workergroup;
+
+/* ---- config.c: endpoint parameters and engine options ---- */
+
+enum sig_scheme { SIG_URL = 0, SIG_FIELDS_V2 = 1, SIG_FIELDS_V1 = 2 };
+
+struct ep_params {
+    double min_load;          /* perf units/s */
+    double min_cold_load;     /* perf units/s */
+    double target_util;       /* (0, 1] */
+    double cold_mult;         /* >= 1 */
+    int min_workers;          /* a.k.a. cold_workers */
+    int max_workers;
+    double max_queue_time;    /* s */
+    double target_queue_time; /* s; 0 = off */
+    double inactivity_timeout; /* s; 0 = no gate, < 0 = never to zero */
+    enum sig_scheme sig_scheme;
+};
+
+struct engine_opts {
+    char data_dir[512];
+    char listen_host[128];
+    int listen_port;
+    char public_url[256]; /* "" = derived from the bound address */
+    int tick_ms;
+    double unavailable_after_s;
+    double unavailable_destroy_s;
+    double drain_grace_s;
+    double drain_timeout_s;
+    double scale_down_delay_s;
+    double stable_window_s;
+    double panic_window_s;
+    double provider_timeout_s;
+    double error_backoff_s; /* min delay before replacing a failed create */
+    bool keep_workers;
+    char log_level[16];
+};
+
+void config_params_default(struct ep_params *p);
+/* Apply the members of `o` (a JSON object from a create/update body) onto *p.  Unknown keys
+ * are ignored (Vast clients send extra ones).  0, or -1 with a message naming the field. */
+int config_params_apply(struct ep_params *p, struct json_object *o, char *err, size_t errlen);
+/* Append the params as JSON members (no braces; starts with a key) to out. */
+void config_params_write(const struct ep_params *p, struct sbuf *out);
+const char *config_scheme_name(enum sig_scheme s);
+int config_scheme_parse(const char *s, enum sig_scheme *out);
+bool config_name_valid(const char *s);
+void config_opts_default(struct engine_opts *o);
+/* Parse argv.  0 = run, 1 = --help printed, -1 = error printed. */
+int config_opts_parse(struct engine_opts *o, int argc, char **argv);
+
+/* ---- engine objects ---- */
+
+enum wstate {
+    WS_CREATING = 0,
+    WS_LOADING,
+    WS_MODEL_LOADING,
+    WS_IDLE,
+    WS_STOPPING,
+    WS_STOPPED,
+    WS_STARTING,
+    WS_ERROR,
+    WS_UNAVAILABLE,
+    WS_DESTROYING,
+    WS__COUNT
+};
+/* What a worker is for: serving now, or parking (stopped with the model loaded). */
+enum wintent { WI_ACTIVE = 0, WI_PARK = 1 };
+
+/* A request waiting in an endpoint's global queue (doubly linked, FIFO). */
+struct qreq {
+    int64_t request_idx;
+    double cost;
+    double first_mono, last_poll_mono, timeout_s;
+    struct qreq *prev, *next;
+};
+
+struct endpoint {
+    int64_t id;
+    char name[EP_NAME_MAX + 1];
+    struct ep_params p;
+    char api_key[API_KEY_LEN + 1];
+    double created_at; /* epoch s */
+    bool deleting;
+    /* runtime */
+    struct worker **ws; /* workers of this endpoint */
+    size_t nws, capws;
+    double arrivals;        /* cost of new requests since the last tick */
+    double lam_fast, lam_slow; /* smoothed demand, cost/s */
+    double last_request_mono; /* 0 = none since start */
+    double perf_est;        /* median measured max_perf; 0 = unknown */
+    bool had_worker;
+    struct qreq *qhead, *qtail;
+    size_t qlen;
+    struct idmap *qmap; /* request_idx -> struct qreq */
+    bool want_scale_up;
+    int create_fails;     /* consecutive failed creates (back-off) */
+    double create_after;  /* mono: no create before this */
+    /* hysteresis: active targets of recent ticks (ring) */
+    struct {
+        double t;
+        int a;
+    } hist[SCALER_HIST];
+    size_t hist_len, hist_pos;
+    int last_a, last_i; /* last computed targets */
+    double last_q;
+    /* per-endpoint gauges */
+    double *g_workers[WS__COUNT];
+    double *g_qlen, *g_load, *g_atarget, *g_itarget;
+    struct endpoint *next;
+};
+
+enum prov_kind { PROV_LOCAL = 0, PROV_COMMAND = 1 };
+
+struct workergroup {
+    int64_t id, endpoint_id;
+    enum prov_kind kind;
+    struct json_object *launch; /* owned */
+    int test_workers;
+    double gpu_ram;
+    double created_at;
+    bool deleting;
+    struct workergroup *next;
+};
+
+struct worker {
+    int64_t id, endpoint_id, wg_id;
+    enum wstate state;
+    enum wintent intent;
+    bool draining;
+    bool retired; /* endpoint/workergroup deleted: drain, then destroy */
+    bool reported; /* at least one report since (re)start */
+    double drain_since_mono, state_since_mono;
+    char url[512];
+    char mtoken[MTOKEN_LEN + 1];
+    char version[32];
+    char error_msg[512];
+    char instance[256]; /* provider handle */
+    double max_perf, cur_load, cur_perf, new_load, rej_load, loadtime, load_avg;
+    double disk_usage;
+    int64_t num_working;
+    double last_report_mono, last_report_wall, last_grant_mono;
+    double created_at, started_at, loaded_at; /* epoch s, 0 = never */
+    int64_t reqnum;
+    double granted_since_report; /* cost granted since the last report */
+    int64_t grants_total;
+    /* url-scheme signature cache: signature of {"url": sig_url} */
+    char *sig_url;
+    char *sig_b64;
+    bool op_running; /* a provider operation is in flight */
+    int op_fails;
+    double retry_after_mono;
+    bool dirty;
+    /* local provider process */
+    int pid;
+    unsigned long long pid_start; /* /proc start time, to recognise the process */
+    bool pid_is_child;
+    struct worker *next;
+};
+
+struct engine {
+    struct event_base *base;
+    struct evhttp *http;
+    struct engine_opts opts;
+    struct store *store;
+    struct rsa_privkey *key;
+    struct sbuf pubkey_pem;
+    char admin_key[API_KEY_LEN + 1];
+    char public_url[256];
+    char self_dir[512]; /* directory of the sgpu-engine executable */
+    struct endpoint *endpoints;
+    struct workergroup *wgs;
+    struct worker *workers;
+    struct idmap *worker_by_id;
+    int64_t next_worker_id;
+    int64_t next_endpoint_id, next_wg_id;
+    int64_t next_request_idx, request_idx_reserved;
+    struct event *tick_ev;
+    double last_tick_mono;
+    bool stopping;
+    struct metrics *metrics;
+    double *c_routes_granted, *c_routes_queued, *c_routes_error;
+    double *c_sign[3];
+    double *c_reports, *c_deletes;
+    double *c_actions[8];
+    struct metrics_hist *h_route;
+};
+
+/* ---- state.c: object registry ---- */
+const char *state_name(enum wstate s);
+struct endpoint *state_endpoint_by_name(struct engine *e, const char *name);
+struct endpoint *state_endpoint_by_id(struct engine *e, int64_t id);
+struct workergroup *state_wg_by_id(struct engine *e, int64_t id);
+struct workergroup *state_wg_for_endpoint(struct engine *e, int64_t endpoint_id);
+struct worker *state_worker_by_id(struct engine *e, int64_t id);
+struct endpoint *state_endpoint_add(struct engine *e, struct endpoint *ep); /* takes ownership */
+void state_endpoint_remove(struct engine *e, struct endpoint *ep);         /* frees */
+struct workergroup *state_wg_add(struct engine *e, struct workergroup *g);
+void state_wg_remove(struct engine *e, struct workergroup *g);
+struct worker *state_worker_add(struct engine *e, struct worker *w);
+void state_worker_remove(struct engine *e, struct worker *w); /* frees */
+void state_set(struct engine *e, struct worker *w, enum wstate s, const char *why);
+/* Random lowercase hex of n chars into out (n+1 bytes).  0 or -1. */
+int state_random_hex(char *out, size_t n);
+/* Append a worker object (JSON) to out. */
+void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *out);
+/* Append an endpoint list row (JSON) to out. */
+void state_endpoint_json(const struct endpoint *ep, struct sbuf *out);
+void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *out);
+bool state_is_ready(const struct worker *w);
+
+/* ---- idmap.c: int64 -> pointer hash map ---- */
+struct idmap *idmap_new(void);
+void idmap_free(struct idmap *m);
+void *idmap_get(const struct idmap *m, int64_t k);
+void idmap_put(struct idmap *m, int64_t k, void *v);
+void idmap_del(struct idmap *m, int64_t k);
+size_t idmap_len(const struct idmap *m);
+
+/* ---- signer.c ---- */
+/* The exact bytes the worker verifies for a grant (docs/engine.md, Signing schemes). */
+void signer_message(enum sig_scheme s, double cost, const char *endpoint, int64_t reqnum,
+                    int64_t request_idx, const char *url, struct sbuf *out);
+/* Base64 signature for this grant appended to out (url scheme: from the worker's cache).
+ * 0 or -1. */
+int signer_grant(struct engine *e, struct endpoint *ep, struct worker *w, double cost,
+                 int64_t reqnum, int64_t request_idx, struct sbuf *out);
+
+/* ---- router.c ---- */
+/* Handle one /route/ call for an authenticated, parsed request; appends the JSON answer to out.
+ * Returns the HTTP status. */
+int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
+                 double replay_timeout, struct sbuf *out);
+/* Estimated queue time of a worker in seconds (inf if max_perf is 0). */
+double router_queue_time(const struct worker *w);
+/* Drop waiting requests not polled within their timeout. */
+void router_expire(struct engine *e, struct endpoint *ep, double now);
+void router_queue_clear(struct endpoint *ep);
+/* State counts for the "status" member of a waiting answer, appended as a JSON object. */
+void router_status_json(struct endpoint *ep, struct sbuf *out);
+
+/* ---- scaler.c: pure scaling math (unit-tested) ---- */
+struct scaler_in {
+    struct ep_params p;
+    double load;         /* predicted demand, cost/s */
+    double perf_est;     /* per-worker perf; 0 = unknown */
+    double ready_cap;    /* sum of max_perf of routable workers */
+    double queue_time;   /* observed, s */
+    size_t qlen;         /* global queue length */
+    int ready, pending_active, stopped, pending_park, total;
+    bool inactive_allowed; /* provider can park workers */
+    bool recently_active;  /* within inactivity_timeout (or timeout < 0) */
+    int hist_max_a;        /* max active target over the scale-down window (-1 = none) */
+};
+struct scaler_out {
+    double active_cap, inactive_cap;
+    int a_raw; /* before hysteresis */
+    int a, i;  /* targets (workers) */
+    bool fast; /* queue-time scale-up fired */
+    const char *reason;
+};
+void scaler_compute(const struct scaler_in *in, struct scaler_out *out);
+/* Median of the positive values in v (0 if none).  Reorders v. */
+double scaler_median(double *v, size_t n);
+
+/* ---- lifecycle.c: the tick, worker reports, provider completions ---- */
+void lifecycle_tick(struct engine *e);
+enum prov_op { OP_CREATE = 0, OP_START, OP_STOP, OP_DESTROY };
+const char *lifecycle_op_name(enum prov_op op);
+/* Provider finished an operation on worker `id` (ok = 0 success).  `instance` (may be NULL)
+ * is the provider's handle after create. */
+void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
+                       const char *instance);
+/* A local instance exited by itself. */
+void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why);
+/* Apply a parsed /worker_status/ body.  Returns the HTTP status; err gets a message. */
+int lifecycle_report(struct engine *e, struct json_object *body, char *err, size_t errlen);
+/* Mark all workers of an endpoint/workergroup for removal. */
+void lifecycle_retire_endpoint(struct engine *e, struct endpoint *ep);
+void lifecycle_retire_wg(struct engine *e, struct workergroup *g);
+/* Record a decision: log line, event row (batched), metrics. inputs = JSON object text or NULL */
+void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
+                     const char *kind, const char *reason, const char *inputs);
+void lifecycle_shutdown(struct engine *e);
+
+/* ---- providers (providers/provider.c dispatch) ---- */
+int provider_parse_kind(const char *s, enum prov_kind *out);
+const char *provider_kind_name(enum prov_kind k);
+int provider_validate(enum prov_kind k, struct json_object *launch, char *err, size_t errlen);
+bool provider_can_park(const struct workergroup *g);
+/* Start an operation; completion comes through lifecycle_op_done (possibly before return).
+ * Returns 0 if started, -1 if it could not be started (op failed immediately). */
+int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+/* After restart: re-attach to an instance recorded in the store. */
+void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
+/* Engine exit: local instances are destroyed synchronously unless keep. */
+void provider_shutdown(struct engine *e, struct worker *w, bool keep);
+/* Per-tick liveness checks (adopted local processes). */
+void provider_poll(struct engine *e, struct worker *w);
+
+/* providers/local.c */
+int local_validate(struct json_object *launch, char *err, size_t errlen);
+int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+void local_adopt(struct engine *e, struct worker *w);
+void local_shutdown(struct engine *e, struct worker *w, bool keep);
+void local_poll(struct engine *e, struct worker *w);
+/* After local_shutdown on every worker: wait (bounded) for the instances to exit. */
+void local_shutdown_wait(struct engine *e);
+/* providers/command.c */
+int command_validate(struct json_object *launch, char *err, size_t errlen);
+int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+bool command_can_park(const struct workergroup *g);
+
+/* ---- proc.c: child processes watched from the loop ---- */
+struct proc_spec {
+    const char *const *argv; /* argv[0] is the program (execvp) */
+    const char *const *env;  /* full environment (NULL-terminated) */
+    const char *cwd;         /* NULL = inherit */
+    const char *log_path;    /* stdout+stderr appended here; NULL = /dev/null (unless capture) */
+    bool capture;            /* capture stdout (first 4 KiB) instead */
+    double timeout_s;        /* > 0: SIGKILL the group after this */
+};
+/* exit_status: waitpid status; out: captured stdout (NUL-terminated, may be ""). */
+typedef void (*proc_done_fn)(struct engine *e, void *arg, int exit_status, const char *out);
+int proc_init(struct engine *e);
+void proc_fini(struct engine *e);
+/* Spawn in a new process group (pgid = pid).  Returns pid or -1. */
+int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, void *arg);
+/* Forget the callback of a running child (it is still reaped). */
+void proc_detach(int pid);
+/* Build an environment: the engine's environ plus/overriding `extra` ("K=V" strings). */
+char **proc_env_build(const char *const *extra, size_t nextra);
+void proc_env_free(char **env);
+/* Start time of a process from /proc (0 if it does not exist). */
+unsigned long long proc_start_time(int pid);
+
+/* ---- store.c ---- */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *s);
+int store_meta_get(struct store *s, const char *key, char *out, size_t n);
+int store_meta_set(struct store *s, const char *key, const char *val);
+/* Writes open a transaction lazily; store_flush commits it (every tick, and before a
+ * management answer so configuration is durable when acknowledged). 0 or -1. */
+int store_flush(struct store *s);
+int store_endpoint_save(struct store *s, const struct endpoint *ep);
+int store_endpoint_delete(struct store *s, int64_t id);
+int store_wg_save(struct store *s, const struct workergroup *g);
+int store_wg_delete(struct store *s, int64_t id);
+int store_worker_save(struct store *s, const struct worker *w);
+int store_worker_delete(struct store *s, int64_t id);
+int store_api_key_add(struct store *s, const char *key, int64_t endpoint_id);
+int store_event_add(struct store *s, double ts, int64_t endpoint_id, int64_t worker_id,
+                    const char *kind, const char *reason, const char *inputs);
+int store_events_trim(struct store *s, int keep);
+/* Append a JSON array of events to out (newest `limit`, oldest first). endpoint_id < 0 = all. */
+int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name, int limit,
+                      struct sbuf *out);
+/* Event lines for /get_endpoint_logs/: kinds of scaling decisions into a, state changes into b */
+int store_events_text(struct store *s, int64_t endpoint_id, struct sbuf *decisions,
+                      struct sbuf *states);
+/* Load everything into e (endpoints, groups, workers).  0 or -1. */
+int store_load(struct store *s, struct engine *e);
+
+/* ---- api.c ---- */
+int api_init(struct engine *e);
+
+/* ---- metrics.c ---- */
+void emetrics_init(struct engine *e);
+void emetrics_endpoint(struct engine *e, struct endpoint *ep);
+
+#endif

@@ -1,0 +1,683 @@
+/* Worker lifecycle: reports in, provider operations out, and the per-tick scaling loop that
+ * turns scaler targets into create/start/drain/stop/destroy actions.
+ *
+ * Invariants kept here:
+ *  - at most one provider operation per worker at a time (op_running);
+ *  - an endpoint never has more than max_workers workers in any state (checked before create);
+ *  - a worker is stopped/destroyed only after draining: a report received at least
+ *    drain_grace after its last grant shows no work (or drain_timeout passed);
+ *  - every action is an event with its inputs and reason. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "httputil.h"
+#include "log.h"
+#include "pyjson.h"
+
+enum { ACT_CREATE, ACT_START, ACT_STOP, ACT_DESTROY, ACT_DRAIN, ACT_UNDRAIN, ACT_DECISION, ACT_ERR };
+
+static const char *const op_names[] = {"create", "start", "stop", "destroy"};
+
+const char *lifecycle_op_name(enum prov_op op)
+{
+    return op_names[op];
+}
+
+void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
+                     const char *kind, const char *reason, const char *inputs)
+{
+    char r[600], k[64];
+    log_quote(r, sizeof r, reason ? reason : "");
+    log_quote(k, sizeof k, kind);
+    log_info("scale_event", "endpoint=%s worker=%lld kind=%s reason=%s", ep ? ep->name : "-",
+             w ? (long long)w->id : -1LL, k, r);
+    if (e->store)
+        store_event_add(e->store, time_wall(), ep ? ep->id : 0, w ? w->id : 0, kind,
+                        reason ? reason : "", inputs ? inputs : "{}");
+    int a = -1;
+    if (strcmp(kind, "create") == 0) a = ACT_CREATE;
+    else if (strcmp(kind, "start") == 0) a = ACT_START;
+    else if (strcmp(kind, "stop") == 0) a = ACT_STOP;
+    else if (strcmp(kind, "destroy") == 0) a = ACT_DESTROY;
+    else if (strcmp(kind, "drain") == 0) a = ACT_DRAIN;
+    else if (strcmp(kind, "undrain") == 0) a = ACT_UNDRAIN;
+    else if (strcmp(kind, "decision") == 0) a = ACT_DECISION;
+    else if (strcmp(kind, "op_failed") == 0) a = ACT_ERR;
+    if (a >= 0 && e->c_actions[a]) *e->c_actions[a] += 1;
+}
+
+/* Start a provider operation.  The worker may be freed when this returns (destroy that
+ * completed synchronously): callers must not touch w afterwards. */
+static void start_op(struct engine *e, struct worker *w, enum prov_op op, const char *reason,
+                     const char *inputs)
+{
+    struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+    struct workergroup *g = state_wg_by_id(e, w->wg_id);
+    lifecycle_event(e, ep, w, op_names[op], reason, inputs);
+    static const enum wstate st[] = {WS_CREATING, WS_STARTING, WS_STOPPING, WS_DESTROYING};
+    state_set(e, w, st[op], reason);
+    w->op_running = true;
+    w->dirty = true;
+    if (!g) {
+        lifecycle_op_done(e, w->id, op, op == OP_DESTROY ? 0 : -1, "no workergroup", NULL);
+        return;
+    }
+    provider_op(e, g, w, op);
+}
+
+static struct worker *new_worker(struct engine *e, struct endpoint *ep, struct workergroup *g,
+                                 enum wintent intent)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    w->id = e->next_worker_id;
+    w->endpoint_id = ep->id;
+    w->wg_id = g->id;
+    w->intent = intent;
+    w->state = WS_CREATING;
+    w->state_since_mono = time_mono();
+    w->created_at = time_wall();
+    if (state_random_hex(w->mtoken, MTOKEN_LEN) != 0) {
+        free(w);
+        return NULL;
+    }
+    w->dirty = true;
+    state_worker_add(e, w);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)e->next_worker_id);
+    store_meta_set(e->store, "next_worker_id", v);
+    return w;
+}
+
+void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
+                       const char *instance)
+{
+    struct worker *w = state_worker_by_id(e, id);
+    if (!w) return;
+    struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+    double now = time_mono();
+    w->op_running = false;
+    w->dirty = true;
+    char why[400];
+    if (ok != 0) {
+        snprintf(why, sizeof why, "%s failed: %s", op_names[op], msg ? msg : "");
+        lifecycle_event(e, ep, w, "op_failed", why, NULL);
+        w->op_fails++;
+        double back = e->opts.error_backoff_s * pow(2, w->op_fails > 6 ? 6 : w->op_fails - 1);
+        w->retry_after_mono = now + back;
+    }
+    switch (op) {
+    case OP_CREATE:
+        if (ok == 0) {
+            if (instance) snprintf(w->instance, sizeof w->instance, "%s", instance);
+            w->started_at = time_wall();
+            w->last_report_mono = 0;
+            if (w->state == WS_CREATING) state_set(e, w, WS_LOADING, "created");
+            if (ep) ep->create_fails = 0;
+        } else {
+            snprintf(w->error_msg, sizeof w->error_msg, "%s", why);
+            state_set(e, w, WS_ERROR, why);
+            if (ep) {
+                ep->create_fails++;
+                int f = ep->create_fails > 6 ? 6 : ep->create_fails;
+                ep->create_after = now + e->opts.error_backoff_s * pow(2, f - 1);
+            }
+        }
+        break;
+    case OP_START:
+        if (ok == 0) {
+            w->started_at = time_wall();
+            w->last_report_mono = now; /* give it unavailable_after to report again */
+            w->reported = false;
+            struct workergroup *g = state_wg_by_id(e, w->wg_id);
+            /* a resumed local process still has its model loaded: routable at once */
+            if (g && g->kind == PROV_LOCAL && w->max_perf > 0) state_set(e, w, WS_IDLE, "resumed");
+        } else {
+            snprintf(w->error_msg, sizeof w->error_msg, "%s", why);
+            state_set(e, w, WS_ERROR, why);
+        }
+        break;
+    case OP_STOP:
+        w->draining = false;
+        if (ok == 0) {
+            w->intent = WI_PARK;
+            w->cur_load = 0;
+            w->granted_since_report = 0;
+            state_set(e, w, WS_STOPPED, "stopped");
+        } else {
+            w->intent = WI_ACTIVE;
+            state_set(e, w, WS_IDLE, why);
+        }
+        break;
+    case OP_DESTROY:
+        if (ok == 0) {
+            lifecycle_event(e, ep, w, "destroyed", msg ? msg : "", NULL);
+            store_worker_delete(e->store, w->id);
+            state_worker_remove(e, w);
+        }
+        /* on failure the tick retries the destroy after the back-off */
+        break;
+    }
+}
+
+void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why)
+{
+    struct worker *w = state_worker_by_id(e, id);
+    if (!w || w->state == WS_DESTROYING || w->state == WS_ERROR) return;
+    snprintf(w->error_msg, sizeof w->error_msg, "instance exited: %s", why);
+    state_set(e, w, WS_ERROR, w->error_msg);
+}
+
+/* ---- /worker_status/ ---- */
+
+static int field_num(struct json_object *b, const char *k, bool nonneg, double *dst, char *err,
+                     size_t errlen)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(b, k, &v) || json_object_is_type(v, json_type_null)) return 0;
+    enum json_type t = json_object_get_type(v);
+    double d = json_object_get_double(v);
+    if ((t != json_type_int && t != json_type_double) || !isfinite(d) || (nonneg && d < 0) ||
+        fabs(d) > 1e15) {
+        snprintf(err, errlen, "%s must be a finite%s number", k, nonneg ? " non-negative" : "");
+        return -1;
+    }
+    *dst = d;
+    return 1;
+}
+
+static int field_str(struct json_object *b, const char *k, char *dst, size_t n, char *err,
+                     size_t errlen)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(b, k, &v) || json_object_is_type(v, json_type_null)) return 0;
+    if (!json_object_is_type(v, json_type_string)) {
+        snprintf(err, errlen, "%s must be a string", k);
+        return -1;
+    }
+    const char *s = json_object_get_string(v);
+    size_t l = (size_t)json_object_get_string_len(v);
+    if (l >= n || memchr(s, '\0', l)) {
+        snprintf(err, errlen, "%s too long or contains NUL", k);
+        return -1;
+    }
+    memcpy(dst, s, l + 1);
+    return 1;
+}
+
+int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t errlen)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(b, "id", &v)) {
+        snprintf(err, errlen, "id is required");
+        return 400;
+    }
+    double idd;
+    if (field_num(b, "id", true, &idd, err, errlen) <= 0 || idd != floor(idd) || idd > 9e15) {
+        snprintf(err, errlen, "id must be a non-negative integer");
+        return 400;
+    }
+    struct worker *w = state_worker_by_id(e, (int64_t)idd);
+    if (!w) {
+        snprintf(err, errlen, "unknown worker id %lld", (long long)idd);
+        return 404;
+    }
+    char tok[128] = "";
+    int r = field_str(b, "mtoken", tok, sizeof tok, err, errlen);
+    if (r < 0) return 400;
+    if (r > 0 && w->mtoken[0]) {
+        /* constant-time compare over the stored length */
+        size_t n = strlen(w->mtoken);
+        unsigned diff = strlen(tok) != n;
+        for (size_t i = 0; i < n; i++) diff |= (unsigned)(w->mtoken[i] ^ tok[i < strlen(tok) ? i : 0]);
+        if (diff) {
+            snprintf(err, errlen, "mtoken does not match worker %lld", (long long)w->id);
+            return 403;
+        }
+    }
+    double loadtime = -1, cur_load = -1, new_load = -1, rej_load = -1, max_perf = -1,
+           cur_perf = -1, disk = 0, nwork = -1;
+    char url[512], version[32], emsg[512];
+    url[0] = version[0] = emsg[0] = '\0';
+    if (field_num(b, "loadtime", true, &loadtime, err, errlen) < 0 ||
+        field_num(b, "cur_load", true, &cur_load, err, errlen) < 0 ||
+        field_num(b, "new_load", true, &new_load, err, errlen) < 0 ||
+        field_num(b, "rej_load", true, &rej_load, err, errlen) < 0 ||
+        field_num(b, "max_perf", true, &max_perf, err, errlen) < 0 ||
+        field_num(b, "cur_perf", true, &cur_perf, err, errlen) < 0 ||
+        field_num(b, "additional_disk_usage", false, &disk, err, errlen) < 0 ||
+        field_num(b, "num_requests_working", true, &nwork, err, errlen) < 0 ||
+        field_str(b, "url", url, sizeof url, err, errlen) < 0 ||
+        field_str(b, "version", version, sizeof version, err, errlen) < 0 ||
+        field_str(b, "error_msg", emsg, sizeof emsg, err, errlen) < 0)
+        return 400;
+    if (json_object_object_get_ex(b, "working_request_idxs", &v) &&
+        !json_object_is_type(v, json_type_null) && !json_object_is_type(v, json_type_array)) {
+        snprintf(err, errlen, "working_request_idxs must be a list");
+        return 400;
+    }
+    if (url[0] && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        snprintf(err, errlen, "url must start with http:// or https://");
+        return 400;
+    }
+    double now = time_mono();
+    w->last_report_mono = now;
+    w->last_report_wall = time_wall();
+    w->reported = true;
+    if (loadtime >= 0) w->loadtime = loadtime > 0 ? loadtime : w->loadtime;
+    if (cur_load >= 0) w->cur_load = cur_load;
+    if (new_load >= 0) w->new_load = new_load;
+    if (rej_load >= 0) w->rej_load = rej_load;
+    if (max_perf >= 0) w->max_perf = max_perf;
+    if (cur_perf >= 0) w->cur_perf = cur_perf;
+    if (nwork >= 0) w->num_working = (int64_t)nwork;
+    w->disk_usage += disk;
+    if (w->disk_usage < 0) w->disk_usage = 0;
+    if (url[0] && strcmp(url, w->url) != 0) memcpy(w->url, url, strlen(url) + 1);
+    if (version[0]) memcpy(w->version, version, strlen(version) + 1);
+    w->granted_since_report = 0;
+    w->load_avg = w->load_avg * 0.8 + w->cur_load * 0.2;
+    w->dirty = true;
+    *e->c_reports += 1;
+
+    if (emsg[0]) {
+        if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
+        if (w->state != WS_DESTROYING && w->state != WS_ERROR) state_set(e, w, WS_ERROR, emsg);
+        return 200;
+    }
+    switch (w->state) {
+    case WS_CREATING:
+    case WS_LOADING:
+    case WS_MODEL_LOADING:
+    case WS_STARTING:
+    case WS_UNAVAILABLE:
+        if (w->max_perf > 0 && w->url[0]) state_set(e, w, WS_IDLE, "ready (report)");
+        else state_set(e, w, WS_MODEL_LOADING, "loading (report)");
+        break;
+    default: break; /* engine-driven states are not changed by reports */
+    }
+    return 200;
+}
+
+/* ---- retire (endpoint / workergroup deletion) ---- */
+
+static void retire(struct engine *e, struct worker *w)
+{
+    (void)e;
+    w->intent = WI_PARK;
+    if (!w->draining) {
+        w->draining = true;
+        w->drain_since_mono = time_mono();
+    }
+    w->retired = true;
+    w->dirty = true;
+}
+
+void lifecycle_retire_endpoint(struct engine *e, struct endpoint *ep)
+{
+    for (size_t i = 0; i < ep->nws; i++) retire(e, ep->ws[i]);
+}
+
+void lifecycle_retire_wg(struct engine *e, struct workergroup *g)
+{
+    for (struct worker *w = e->workers; w; w = w->next)
+        if (w->wg_id == g->id) retire(e, w);
+}
+
+static bool retired(const struct worker *w)
+{
+    return w->retired;
+}
+
+/* ---- the tick ---- */
+
+static bool drained(struct engine *e, const struct worker *w, double now)
+{
+    if (w->state != WS_IDLE && w->state != WS_UNAVAILABLE) return true; /* never served */
+    if (w->last_grant_mono <= 0 && w->num_working == 0 && w->cur_load <= 0) return true;
+    return w->last_report_mono >= w->last_grant_mono + e->opts.drain_grace_s &&
+           w->num_working == 0 && w->cur_load <= 0 && now >= w->last_grant_mono;
+}
+
+static bool pending_state(enum wstate s)
+{
+    return s == WS_CREATING || s == WS_LOADING || s == WS_MODEL_LOADING || s == WS_STARTING;
+}
+
+static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct scaler_in *in,
+                        const struct scaler_out *out)
+{
+    char b[16][40];
+    const double vals[] = {in->load, ep->lam_fast, ep->lam_slow, in->perf_est, in->ready_cap,
+                           in->queue_time, out->active_cap, out->inactive_cap, in->p.min_load,
+                           in->p.target_util, in->p.cold_mult, in->p.min_cold_load,
+                           in->p.target_queue_time, in->p.inactivity_timeout};
+    for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
+        pyj_format_float(isfinite(vals[k]) ? vals[k] : -1, b[k], sizeof b[k]);
+    sbuf_printf(o,
+                "{\"load\": %s, \"lam_fast\": %s, \"lam_slow\": %s, \"perf_est\": %s, "
+                "\"ready_cap\": %s, \"queue_time\": %s, \"active_cap\": %s, \"inactive_cap\": %s, "
+                "\"min_load\": %s, \"target_util\": %s, \"cold_mult\": %s, \"min_cold_load\": %s, "
+                "\"target_queue_time\": %s, \"inactivity_timeout\": %s, \"min_workers\": %d, "
+                "\"max_workers\": %d, \"qlen\": %zu, \"ready\": %d, \"pending_active\": %d, "
+                "\"stopped\": %d, \"pending_park\": %d, \"total\": %d, \"a_raw\": %d, "
+                "\"a\": %d, \"i\": %d, \"fast\": %s, \"recently_active\": %s}",
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                b[13], in->p.min_workers, in->p.max_workers, in->qlen, in->ready,
+                in->pending_active, in->stopped, in->pending_park, in->total, out->a_raw, out->a,
+                out->i, out->fast ? "true" : "false", in->recently_active ? "true" : "false");
+}
+
+/* Worker-level timeouts: unavailable after silence, destroy after long unavailability. */
+static void check_reports(struct engine *e, double now)
+{
+    for (struct worker *w = e->workers, *n; w; w = n) {
+        n = w->next;
+        provider_poll(e, w);
+        if (w->op_running) continue;
+        switch (w->state) {
+        case WS_LOADING:
+        case WS_MODEL_LOADING:
+        case WS_IDLE:
+        case WS_STARTING: {
+            double seen = w->last_report_mono > w->state_since_mono ? w->last_report_mono
+                                                                    : w->state_since_mono;
+            /* before the first report allow longer: instances take time to boot */
+            double lim = e->opts.unavailable_after_s * (w->reported ? 1 : 2);
+            if (now - seen > lim) state_set(e, w, WS_UNAVAILABLE, "no report");
+            break;
+        }
+        default: break;
+        }
+    }
+}
+
+static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, double dt)
+{
+    router_expire(e, ep, now);
+    double rate = dt > 0 ? ep->arrivals / dt : 0;
+    ep->arrivals = 0;
+    ep->lam_fast += (1 - exp(-dt / e->opts.panic_window_s)) * (rate - ep->lam_fast);
+    ep->lam_slow += (1 - exp(-dt / e->opts.stable_window_s)) * (rate - ep->lam_slow);
+    if (ep->lam_fast < 1e-9) ep->lam_fast = 0;
+    if (ep->lam_slow < 1e-9) ep->lam_slow = 0;
+
+    struct workergroup *g = state_wg_for_endpoint(e, ep->id);
+    struct scaler_in in;
+    memset(&in, 0, sizeof in);
+    in.p = ep->p;
+    in.load = ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow;
+    double perfs[256];
+    size_t np = 0;
+    double min_qt = INFINITY;
+    int counts[WS__COUNT] = {0};
+    for (size_t k = 0; k < ep->nws; k++) {
+        struct worker *w = ep->ws[k];
+        counts[w->state]++;
+        if (w->max_perf > 0 && np < 256) perfs[np++] = w->max_perf;
+        if (retired(w)) continue;
+        if (state_is_ready(w)) {
+            in.ready++;
+            in.ready_cap += w->max_perf;
+            double qt = router_queue_time(w);
+            if (qt < min_qt) min_qt = qt;
+        } else if (w->intent == WI_ACTIVE && pending_state(w->state)) {
+            in.pending_active++;
+        } else if (w->state == WS_STOPPED || w->state == WS_STOPPING) {
+            in.stopped++;
+        } else if (w->intent == WI_PARK && (pending_state(w->state) || w->state == WS_IDLE)) {
+            in.pending_park++;
+        }
+    }
+    in.total = (int)ep->nws;
+    double pe = scaler_median(perfs, np);
+    if (pe > 0) ep->perf_est = pe;
+    in.perf_est = ep->perf_est;
+    in.qlen = ep->qlen;
+    double qage = ep->qhead ? now - ep->qhead->first_mono : 0;
+    in.queue_time = isfinite(min_qt) ? min_qt : 0;
+    if (qage > in.queue_time) in.queue_time = qage;
+    in.inactive_allowed = g && provider_can_park(g);
+    double it = ep->p.inactivity_timeout;
+    in.recently_active = (it < 0 && (ep->had_worker || ep->last_request_mono > 0)) ||
+                         (it > 0 && ep->last_request_mono > 0 && now - ep->last_request_mono < it);
+    in.hist_max_a = -1;
+    for (size_t k = 0; k < ep->hist_len; k++) {
+        if (now - ep->hist[k].t <= e->opts.scale_down_delay_s && ep->hist[k].a > in.hist_max_a)
+            in.hist_max_a = ep->hist[k].a;
+    }
+    struct scaler_out out;
+    scaler_compute(&in, &out);
+    ep->hist[ep->hist_pos].t = now;
+    ep->hist[ep->hist_pos].a = out.a_raw;
+    ep->hist_pos = (ep->hist_pos + 1) % SCALER_HIST;
+    if (ep->hist_len < SCALER_HIST) ep->hist_len++;
+    ep->last_q = in.queue_time;
+    ep->want_scale_up = false;
+
+    struct sbuf inputs = SBUF_INIT;
+    inputs_json(&inputs, ep, &in, &out);
+    if (out.a != ep->last_a || out.i != ep->last_i) {
+        char why[200];
+        snprintf(why, sizeof why, "targets active %d->%d inactive %d->%d (%s)", ep->last_a, out.a,
+                 ep->last_i, out.i, out.reason);
+        lifecycle_event(e, ep, NULL, "decision", why, inputs.data);
+        ep->last_a = out.a;
+        ep->last_i = out.i;
+    }
+    /* gauges */
+    for (int s = 0; s < WS__COUNT; s++)
+        if (ep->g_workers[s]) *ep->g_workers[s] = counts[s];
+    if (ep->g_qlen) *ep->g_qlen = (double)ep->qlen;
+    if (ep->g_load) *ep->g_load = in.load;
+    if (ep->g_atarget) *ep->g_atarget = out.a;
+    if (ep->g_itarget) *ep->g_itarget = out.i;
+
+    /* 1. errors and long-unavailable workers: destroy (the targets below re-create) */
+    for (size_t k = 0; k < ep->nws;) {
+        struct worker *w = ep->ws[k];
+        size_t before = ep->nws;
+        if (!w->op_running && now >= w->retry_after_mono) {
+            if (w->state == WS_ERROR) {
+                start_op(e, w, OP_DESTROY, "replace errored worker", inputs.data);
+            } else if (w->state == WS_DESTROYING) {
+                start_op(e, w, OP_DESTROY, "retry destroy", inputs.data);
+            } else if (w->state == WS_UNAVAILABLE &&
+                       now - w->state_since_mono > e->opts.unavailable_destroy_s) {
+                start_op(e, w, OP_DESTROY, "unavailable too long", inputs.data);
+            }
+        }
+        if (ep->nws == before) k++; /* else w was removed and ws[k] is another worker */
+    }
+    if (!g) goto out; /* no provider: nothing to actuate */
+
+    int active_now = in.ready + in.pending_active;
+    int inactive_now = in.stopped + in.pending_park;
+    /* 2. active short: undrain, resume, repurpose parking workers, create */
+    if (out.a > active_now) {
+        int need = out.a - active_now;
+        for (size_t k = 0; k < ep->nws && need > 0; k++) {
+            struct worker *w = ep->ws[k];
+            if (w->draining && !retired(w) && w->state == WS_IDLE && w->intent == WI_ACTIVE &&
+                !w->op_running) {
+                w->draining = false;
+                lifecycle_event(e, ep, w, "undrain", "demand returned", inputs.data);
+                need--;
+            }
+        }
+        for (size_t k = 0; k < ep->nws && need > 0; k++) {
+            struct worker *w = ep->ws[k];
+            if (w->state == WS_STOPPED && !w->op_running && !retired(w) &&
+                now >= w->retry_after_mono) {
+                w->intent = WI_ACTIVE;
+                start_op(e, w, OP_START, out.reason, inputs.data);
+                need--;
+                inactive_now--;
+            }
+        }
+        for (size_t k = 0; k < ep->nws && need > 0; k++) {
+            struct worker *w = ep->ws[k];
+            if (w->intent == WI_PARK && !retired(w) &&
+                (pending_state(w->state) || (w->state == WS_IDLE && !w->op_running))) {
+                w->intent = WI_ACTIVE;
+                w->draining = false;
+                w->dirty = true;
+                lifecycle_event(e, ep, w, "activate", out.reason, inputs.data);
+                need--;
+                inactive_now--;
+            }
+        }
+        while (need > 0 && (int)ep->nws < ep->p.max_workers && now >= ep->create_after) {
+            struct worker *w = new_worker(e, ep, g, WI_ACTIVE);
+            if (!w) break;
+            start_op(e, w, OP_CREATE, out.reason, inputs.data);
+            need--;
+        }
+    } else if (out.a < active_now) {
+        /* 3. active surplus: pending ones park, then drain the least loaded ready workers */
+        int surplus = active_now - out.a;
+        for (size_t k = 0; k < ep->nws && surplus > 0; k++) {
+            struct worker *w = ep->ws[k];
+            if (w->intent == WI_ACTIVE && pending_state(w->state) && !retired(w)) {
+                w->intent = WI_PARK;
+                w->dirty = true;
+                lifecycle_event(e, ep, w, "deactivate", out.reason, inputs.data);
+                surplus--;
+                inactive_now++;
+            }
+        }
+        while (surplus > 0) {
+            struct worker *victim = NULL;
+            double vq = INFINITY;
+            for (size_t k = 0; k < ep->nws; k++) {
+                struct worker *w = ep->ws[k];
+                if (!state_is_ready(w) || retired(w)) continue;
+                double q = router_queue_time(w);
+                if (!victim || q < vq || (q == vq && w->id > victim->id)) {
+                    victim = w;
+                    vq = q;
+                }
+            }
+            if (!victim) break;
+            victim->draining = true;
+            victim->drain_since_mono = now;
+            victim->dirty = true;
+            lifecycle_event(e, ep, victim, "drain", out.reason, inputs.data);
+            surplus--;
+        }
+    }
+
+    /* 4. drained workers (and loaded parking workers): stop if inactive is short, else destroy */
+    for (size_t k = 0; k < ep->nws;) {
+        struct worker *w = ep->ws[k];
+        size_t before = ep->nws;
+        bool parking = w->intent == WI_PARK && w->state == WS_IDLE && !w->draining && !retired(w);
+        if (w->op_running || !(w->draining || parking || retired(w))) {
+            k++;
+            continue;
+        }
+        if (retired(w)) {
+            /* deleted: destroy once drained (or never served) */
+            bool idle = w->state == WS_IDLE;
+            bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
+            if (!idle || drained(e, w, now) || timed_out)
+                start_op(e, w, OP_DESTROY, "deleted", inputs.data);
+        } else if (parking) {
+            /* already counted in inactive_now */
+            if (in.inactive_allowed && inactive_now <= out.i) {
+                start_op(e, w, OP_STOP, "park", inputs.data);
+            } else {
+                inactive_now--;
+                start_op(e, w, OP_DESTROY, "inactive surplus", inputs.data);
+            }
+        } else if (w->state == WS_IDLE || w->state == WS_UNAVAILABLE) {
+            bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
+            if (drained(e, w, now) || timed_out || w->state == WS_UNAVAILABLE) {
+                const char *why = timed_out && !drained(e, w, now) ? "drain_timeout" : "drained";
+                if (in.inactive_allowed && w->state == WS_IDLE && inactive_now < out.i) {
+                    inactive_now++;
+                    start_op(e, w, OP_STOP, why, inputs.data);
+                } else {
+                    start_op(e, w, OP_DESTROY, why, inputs.data);
+                }
+            }
+        }
+        if (ep->nws == before) k++;
+    }
+
+    /* 5. inactive short: create parking workers; surplus: destroy stopped ones */
+    if (in.inactive_allowed) {
+        int need = out.i - inactive_now;
+        while (need > 0 && (int)ep->nws < ep->p.max_workers && now >= ep->create_after) {
+            struct worker *w = new_worker(e, ep, g, WI_PARK);
+            if (!w) break;
+            start_op(e, w, OP_CREATE, "inactive target", inputs.data);
+            need--;
+        }
+        int surplus = inactive_now - out.i;
+        for (size_t k = ep->nws; k-- > 0 && surplus > 0;) {
+            struct worker *w = ep->ws[k];
+            if (w->state == WS_STOPPED && !w->op_running && !retired(w)) {
+                surplus--;
+                start_op(e, w, OP_DESTROY, "inactive surplus", inputs.data);
+                if (k > ep->nws) k = ep->nws;
+            }
+        }
+    }
+out:
+    sbuf_free(&inputs);
+}
+
+void lifecycle_tick(struct engine *e)
+{
+    double now = time_mono();
+    double dt = e->last_tick_mono > 0 ? now - e->last_tick_mono : e->opts.tick_ms / 1000.0;
+    e->last_tick_mono = now;
+    check_reports(e, now);
+    for (struct endpoint *ep = e->endpoints, *n; ep; ep = n) {
+        n = ep->next;
+        tick_endpoint(e, ep, now, dt);
+        if (ep->deleting && ep->nws == 0) {
+            lifecycle_event(e, ep, NULL, "endpoint_deleted", "all workers gone", NULL);
+            for (struct workergroup *g = e->wgs, *gn; g; g = gn) {
+                gn = g->next;
+                if (g->endpoint_id == ep->id) {
+                    store_wg_delete(e->store, g->id);
+                    state_wg_remove(e, g);
+                }
+            }
+            store_endpoint_delete(e->store, ep->id);
+            state_endpoint_remove(e, ep);
+        }
+    }
+    for (struct workergroup *g = e->wgs, *gn; g; g = gn) {
+        gn = g->next;
+        if (!g->deleting) continue;
+        bool any = false;
+        for (struct worker *w = e->workers; w && !any; w = w->next) any = w->wg_id == g->id;
+        if (!any) {
+            store_wg_delete(e->store, g->id);
+            state_wg_remove(e, g);
+        }
+    }
+    for (struct worker *w = e->workers; w; w = w->next) {
+        if (w->dirty) {
+            store_worker_save(e->store, w);
+            w->dirty = false;
+        }
+    }
+    static unsigned trim;
+    if (++trim % 512 == 0) store_events_trim(e->store, 20000);
+    store_flush(e->store);
+}
+
+void lifecycle_shutdown(struct engine *e)
+{
+    for (struct worker *w = e->workers; w; w = w->next) provider_shutdown(e, w, e->opts.keep_workers);
+    local_shutdown_wait(e);
+    for (struct worker *w = e->workers; w; w = w->next) store_worker_save(e->store, w);
+    store_flush(e->store);
+}

@@ -1,0 +1,56 @@
+/* The engine's Prometheus series (docs/engine.md "Metrics"). */
+#include <stdio.h>
+
+#include "engine.h"
+
+static const double route_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                      0.005,   0.01,   0.025,   0.05,   0.1};
+
+void emetrics_init(struct engine *e)
+{
+    struct metrics *m = metrics_new();
+    e->metrics = m;
+    e->c_routes_granted = metrics_counter(m, "sgpu_engine_routes_total{result=\"granted\"}",
+                                          "Calls of /route/ by result");
+    e->c_routes_queued = metrics_counter(m, "sgpu_engine_routes_total{result=\"queued\"}",
+                                         "Calls of /route/ by result");
+    e->c_routes_error = metrics_counter(m, "sgpu_engine_routes_total{result=\"error\"}",
+                                        "Calls of /route/ by result");
+    static const char *const schemes[] = {"url", "fields-v2", "fields-v1"};
+    for (int i = 0; i < 3; i++) {
+        char n[128];
+        snprintf(n, sizeof n, "sgpu_engine_signatures_total{scheme=\"%s\"}", schemes[i]);
+        e->c_sign[i] = metrics_counter(m, n, "RSA signatures computed");
+    }
+    e->c_reports = metrics_counter(m, "sgpu_engine_worker_reports_total", "Accepted /worker_status/ reports");
+    e->c_deletes = metrics_counter(m, "sgpu_engine_delete_requests_total",
+                                   "Request ids closed through /delete_requests/");
+    static const char *const acts[] = {"create", "start", "stop", "destroy",
+                                       "drain",  "undrain", "decision", "op_failed"};
+    for (int i = 0; i < 8; i++) {
+        char n[128];
+        snprintf(n, sizeof n, "sgpu_engine_scale_actions_total{action=\"%s\"}", acts[i]);
+        e->c_actions[i] = metrics_counter(m, n, "Scaling actions and decisions");
+    }
+    e->h_route = metrics_histogram(m, "sgpu_engine_route_seconds", "Time to answer /route/",
+                                   route_bounds, sizeof route_bounds / sizeof route_bounds[0]);
+}
+
+void emetrics_endpoint(struct engine *e, struct endpoint *ep)
+{
+    if (!e->metrics) return;
+    char n[256];
+    for (int s = 0; s < WS__COUNT; s++) {
+        snprintf(n, sizeof n, "sgpu_engine_workers{endpoint=\"%s\",state=\"%s\"}", ep->name,
+                 state_name((enum wstate)s));
+        ep->g_workers[s] = metrics_gauge(e->metrics, n, "Workers by state");
+    }
+    snprintf(n, sizeof n, "sgpu_engine_queue_length{endpoint=\"%s\"}", ep->name);
+    ep->g_qlen = metrics_gauge(e->metrics, n, "Requests waiting in the global queue");
+    snprintf(n, sizeof n, "sgpu_engine_predicted_load{endpoint=\"%s\"}", ep->name);
+    ep->g_load = metrics_gauge(e->metrics, n, "Predicted demand (workload/s)");
+    snprintf(n, sizeof n, "sgpu_engine_active_target{endpoint=\"%s\"}", ep->name);
+    ep->g_atarget = metrics_gauge(e->metrics, n, "Active worker target");
+    snprintf(n, sizeof n, "sgpu_engine_inactive_target{endpoint=\"%s\"}", ep->name);
+    ep->g_itarget = metrics_gauge(e->metrics, n, "Inactive worker target");
+}

@@ -1,0 +1,401 @@
+/* `local` provider: each instance is an `sgpu-launch` process (own ports and workspace) in its
+ * own process group on this machine.  stop = SIGSTOP to the group (the model stays loaded in
+ * memory), start = SIGCONT (resumed in milliseconds), destroy = SIGTERM then SIGKILL after 10 s.
+ * Without sgpu-launch the instance is `sh -c 'MODEL_CMD >>model.log 2>&1 & exec sgpu-worker'`.
+ * Processes started by a previous engine run are re-attached by pid + /proc start time. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../engine.h"
+#include "httputil.h"
+#include "log.h"
+
+#define KILL_AFTER_S 10
+
+int local_validate(struct json_object *launch, char *err, size_t errlen)
+{
+    json_object_object_foreach(launch, k, v) {
+        if (strcmp(k, "model_cmd") == 0 || strcmp(k, "launch_bin") == 0 ||
+            strcmp(k, "worker_bin") == 0) {
+            if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > 8192) {
+                snprintf(err, errlen, "launch.%s must be a string", k);
+                return -1;
+            }
+        } else if (strcmp(k, "env") == 0) {
+            if (!json_object_is_type(v, json_type_object)) {
+                snprintf(err, errlen, "launch.env must be an object of strings");
+                return -1;
+            }
+            json_object_object_foreach(v, ek, ev) {
+                if (!json_object_is_type(ev, json_type_string) || !*ek || strchr(ek, '=')) {
+                    snprintf(err, errlen, "launch.env must map names (no '=') to strings");
+                    return -1;
+                }
+            }
+        } else if (strcmp(k, "args") == 0) {
+            if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > 64) {
+                snprintf(err, errlen, "launch.args must be a list of strings");
+                return -1;
+            }
+            for (size_t i = 0; i < json_object_array_length(v); i++) {
+                if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string)) {
+                    snprintf(err, errlen, "launch.args must be a list of strings");
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *lstr(struct workergroup *g, const char *key)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(g->launch, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    const char *s = json_object_get_string(v);
+    return *s ? s : NULL;
+}
+
+/* An executable: `name` next to sgpu-engine, else on $PATH.  0 and the path in out, or -1. */
+static int find_bin(struct engine *e, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", e->self_dir, name);
+    if (access(out, X_OK) == 0) return 0;
+    const char *path = getenv("PATH");
+    if (!path) return -1;
+    const char *p = path;
+    while (*p) {
+        size_t l = strcspn(p, ":");
+        if (l > 0 && l < 400) {
+            snprintf(out, n, "%.*s/%s", (int)l, p, name);
+            if (access(out, X_OK) == 0) return 0;
+        }
+        p += l;
+        if (*p == ':') p++;
+    }
+    return -1;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool direct_mode(const struct worker *w)
+{
+    return strncmp(w->instance, "direct:", 7) == 0;
+}
+
+static void instance_gone(struct engine *e, struct worker *w, const char *why)
+{
+    int pid = w->pid;
+    if (pid > 0) kill(-pid, SIGKILL); /* whatever is left of the group */
+    w->pid = 0;
+    w->pid_start = 0;
+    w->dirty = true;
+    if (w->state == WS_DESTROYING) lifecycle_op_done(e, w->id, OP_DESTROY, 0, why, NULL);
+    else lifecycle_instance_exited(e, w->id, why);
+}
+
+static void on_exit_cb(struct engine *e, void *arg, int status, const char *out)
+{
+    (void)out;
+    int64_t id = (int64_t)(intptr_t)arg;
+    struct worker *w = state_worker_by_id(e, id);
+    if (!w) return;
+    char why[64];
+    if (WIFEXITED(status)) snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
+    else snprintf(why, sizeof why, "killed by signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    log_info("local_instance_exit", "worker=%lld pid=%d why=\"%s\"", (long long)id, w->pid, why);
+    instance_gone(e, w, why);
+}
+
+static void mkdirs(const char *path)
+{
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0700);
+            *p = '/';
+        }
+    }
+    mkdir(tmp, 0700);
+}
+
+/* Replace every "{model_port}" in s. */
+static void subst_port(const char *s, int port, struct sbuf *out)
+{
+    const char *tag = "{model_port}";
+    for (const char *p = s;;) {
+        const char *q = strstr(p, tag);
+        if (!q) {
+            sbuf_puts(out, p);
+            return;
+        }
+        sbuf_append(out, p, (size_t)(q - p));
+        sbuf_printf(out, "%d", port);
+        p = q + strlen(tag);
+    }
+}
+
+static int local_create(struct engine *e, struct workergroup *g, struct worker *w)
+{
+    struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+    char bin[600], wbin[600];
+    const char *lb = lstr(g, "launch_bin");
+    const char *model_cmd = lstr(g, "model_cmd");
+    bool direct = false;
+    if (lb) {
+        snprintf(bin, sizeof bin, "%s", lb);
+    } else if (find_bin(e, "sgpu-launch", bin, sizeof bin) != 0) {
+        const char *wb = lstr(g, "worker_bin");
+        if (wb) snprintf(wbin, sizeof wbin, "%s", wb);
+        else if (find_bin(e, "sgpu-worker", wbin, sizeof wbin) != 0) {
+            log_error("local_no_binary", "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
+                      (long long)w->id);
+            return -1;
+        }
+        if (!model_cmd) {
+            log_error("local_no_model_cmd", "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
+                      (long long)w->id);
+            return -1;
+        }
+        direct = true;
+    }
+    int wport = free_port(), mport = free_port();
+    if (wport <= 0 || mport <= 0 || wport == mport) return -1;
+    char ws[600];
+    snprintf(ws, sizeof ws, "%s/workers/%lld", e->opts.data_dir, (long long)w->id);
+    mkdirs(ws);
+
+    struct sbuf v[24];
+    size_t nv = 0;
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        v[nv] = (struct sbuf)SBUF_INIT;                                                            \
+        sbuf_printf(&v[nv], __VA_ARGS__);                                                          \
+        nv++;                                                                                      \
+    } while (0)
+    ADD("WORKER_PORT=%d", wport);
+    ADD("VAST_TCP_PORT_%d=%d", wport, wport);
+    ADD("PUBLIC_IPADDR=127.0.0.1");
+    ADD("CONTAINER_ID=%lld", (long long)w->id);
+    ADD("REPORT_ADDR=%s", e->public_url);
+    ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
+    ADD("MASTER_TOKEN=%s", w->mtoken);
+    ADD("USE_SSL=false");
+    ADD("UNSECURED=false");
+    ADD("SGPU_AUTH_SCHEME=%s", config_scheme_name(ep ? ep->p.sig_scheme : SIG_URL));
+    ADD("WORKSPACE_DIR=%s", ws);
+    if (direct) {
+        ADD("MODEL_SERVER_URL=http://127.0.0.1:%d", mport);
+        ADD("MODEL_LOG=%s/model.log", ws);
+        ADD("SGPU_WORKER_BIN=%s", wbin);
+        ADD("MODEL_PORT=%d", mport);
+    }
+#undef ADD
+    struct json_object *envo = NULL;
+    size_t nenv = 0;
+    if (json_object_object_get_ex(g->launch, "env", &envo))
+        nenv = (size_t)json_object_object_length(envo);
+    const char **extra = calloc(nv + nenv + 1, sizeof *extra);
+    struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
+    if (!extra || !envs) abort();
+    size_t k = 0, j = 0;
+    if (envo) {
+        json_object_object_foreach(envo, ek, ev) {
+            envs[j] = (struct sbuf)SBUF_INIT;
+            sbuf_printf(&envs[j], "%s=%s", ek, json_object_get_string(ev));
+            extra[k++] = envs[j++].data;
+        }
+    }
+    for (size_t i = 0; i < nv; i++) extra[k++] = v[i].data;
+    char **env = proc_env_build(extra, k);
+
+    struct sbuf mc = SBUF_INIT, script = SBUF_INIT, portarg = SBUF_INIT;
+    if (model_cmd) subst_port(model_cmd, mport, &mc);
+    sbuf_printf(&portarg, "%d", mport);
+    const char *argv[80];
+    size_t a = 0;
+    if (direct) {
+        sbuf_printf(&script, "( %s ) >>\"$MODEL_LOG\" 2>&1 &\nexec \"$SGPU_WORKER_BIN\"", mc.data);
+        argv[a++] = "/bin/sh";
+        argv[a++] = "-c";
+        argv[a++] = script.data;
+    } else {
+        argv[a++] = bin;
+        argv[a++] = "--workspace";
+        argv[a++] = ws;
+        argv[a++] = "--model-port";
+        argv[a++] = portarg.data;
+        if (model_cmd) {
+            argv[a++] = "--model-cmd";
+            argv[a++] = mc.data;
+        }
+        struct json_object *args;
+        if (json_object_object_get_ex(g->launch, "args", &args)) {
+            for (size_t i = 0; i < json_object_array_length(args) && a < 78; i++)
+                argv[a++] = json_object_get_string(json_object_array_get_idx(args, i));
+        }
+    }
+    argv[a] = NULL;
+    char logp[700];
+    snprintf(logp, sizeof logp, "%s/launch.log", ws);
+    struct proc_spec spec = {.argv = argv, .env = (const char *const *)env, .cwd = ws,
+                             .log_path = logp, .capture = false, .timeout_s = 0};
+    int pid = proc_spawn(e, &spec, on_exit_cb, (void *)(intptr_t)w->id);
+    proc_env_free(env);
+    for (size_t i = 0; i < nv; i++) sbuf_free(&v[i]);
+    for (size_t i = 0; i < j; i++) sbuf_free(&envs[i]);
+    free(envs);
+    free(extra);
+    sbuf_free(&mc);
+    sbuf_free(&script);
+    sbuf_free(&portarg);
+    if (pid < 0) return -1;
+    w->pid = pid;
+    w->pid_start = proc_start_time(pid);
+    w->pid_is_child = true;
+    snprintf(w->url, sizeof w->url, "http://127.0.0.1:%d", wport);
+    char inst[64];
+    snprintf(inst, sizeof inst, "%s:%d", direct ? "direct" : "launch", pid);
+    log_info("local_instance_start", "worker=%lld pid=%d worker_port=%d model_port=%d mode=%s",
+             (long long)w->id, pid, wport, mport, direct ? "direct" : "sgpu-launch");
+    lifecycle_op_done(e, w->id, OP_CREATE, 0, "spawned", inst);
+    return 0;
+}
+
+struct killctx {
+    struct engine *e;
+    int pid;
+    unsigned long long start;
+    struct event *ev;
+};
+
+static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct killctx *k = arg;
+    if (k->start && proc_start_time(k->pid) == k->start) {
+        log_warn("local_instance_kill", "pid=%d", k->pid);
+        kill(-k->pid, SIGKILL);
+        kill(k->pid, SIGKILL);
+    }
+    event_free(k->ev);
+    free(k);
+}
+
+static bool alive(const struct worker *w)
+{
+    return w->pid > 0 && w->pid_start && proc_start_time(w->pid) == w->pid_start;
+}
+
+static void terminate(struct engine *e, struct worker *w)
+{
+    kill(-w->pid, SIGCONT);
+    if (direct_mode(w)) kill(-w->pid, SIGTERM);
+    else kill(w->pid, SIGTERM);
+    struct killctx *k = calloc(1, sizeof *k);
+    if (!k) abort();
+    k->e = e;
+    k->pid = w->pid;
+    k->start = w->pid_start;
+    k->ev = evtimer_new(e->base, on_kill_timer, k);
+    struct timeval tv = {KILL_AFTER_S, 0};
+    evtimer_add(k->ev, &tv);
+}
+
+int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
+{
+    switch (op) {
+    case OP_CREATE: return local_create(e, g, w);
+    case OP_START:
+    case OP_STOP:
+        if (!alive(w)) return -1;
+        if (kill(-w->pid, op == OP_STOP ? SIGSTOP : SIGCONT) != 0) return -1;
+        lifecycle_op_done(e, w->id, op, 0, op == OP_STOP ? "SIGSTOP" : "SIGCONT", NULL);
+        return 0;
+    case OP_DESTROY:
+        if (!alive(w)) {
+            int64_t id = w->id;
+            if (w->pid > 0) kill(-w->pid, SIGKILL);
+            lifecycle_op_done(e, id, OP_DESTROY, 0, "not running", NULL);
+            return 0;
+        }
+        terminate(e, w); /* completion: exit callback (child) or local_poll (adopted) */
+        return 0;
+    }
+    return -1;
+}
+
+void local_adopt(struct engine *e, struct worker *w)
+{
+    if (alive(w)) {
+        w->pid_is_child = false;
+        log_info("local_instance_adopted", "worker=%lld pid=%d", (long long)w->id, w->pid);
+        return;
+    }
+    if (w->pid > 0 || w->state != WS_DESTROYING) instance_gone(e, w, "not running after restart");
+}
+
+void local_poll(struct engine *e, struct worker *w)
+{
+    if (w->pid_is_child || w->pid <= 0) return; /* children are reaped through SIGCHLD */
+    if (!alive(w)) instance_gone(e, w, "process gone");
+}
+
+void local_shutdown(struct engine *e, struct worker *w, bool keep)
+{
+    if (w->pid <= 0 || keep) return;
+    if (w->pid_is_child) proc_detach(w->pid);
+    if (!alive(w)) return;
+    kill(-w->pid, SIGCONT);
+    if (direct_mode(w)) kill(-w->pid, SIGTERM);
+    else kill(w->pid, SIGTERM);
+    (void)e;
+}
+
+void local_shutdown_wait(struct engine *e)
+{
+    /* bounded synchronous wait at exit: instances drain on SIGTERM, then SIGKILL the rest */
+    for (int round = 0; round < 100; round++) {
+        bool any = false;
+        for (struct worker *w = e->workers; w; w = w->next) {
+            if (w->pid <= 0 || e->opts.keep_workers) continue;
+            if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
+            if (alive(w)) any = true;
+        }
+        if (!any) break;
+        usleep(50000);
+    }
+    for (struct worker *w = e->workers; w; w = w->next) {
+        if (w->pid <= 0 || e->opts.keep_workers) continue;
+        if (alive(w)) kill(-w->pid, SIGKILL);
+        kill(-w->pid, SIGKILL); /* leftovers in the group (model server) */
+        if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
+        w->pid = 0;
+        w->pid_start = 0;
+    }
+}

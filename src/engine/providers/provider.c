@@ -1,0 +1,57 @@
+/* Provider dispatch: which implementation runs a workergroup's instances. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../engine.h"
+
+int provider_parse_kind(const char *s, enum prov_kind *out)
+{
+    if (strcmp(s, "local") == 0) *out = PROV_LOCAL;
+    else if (strcmp(s, "command") == 0) *out = PROV_COMMAND;
+    else return -1;
+    return 0;
+}
+
+const char *provider_kind_name(enum prov_kind k)
+{
+    return k == PROV_LOCAL ? "local" : "command";
+}
+
+int provider_validate(enum prov_kind k, struct json_object *launch, char *err, size_t errlen)
+{
+    if (!json_object_is_type(launch, json_type_object)) {
+        snprintf(err, errlen, "launch must be an object");
+        return -1;
+    }
+    return k == PROV_LOCAL ? local_validate(launch, err, errlen)
+                           : command_validate(launch, err, errlen);
+}
+
+bool provider_can_park(const struct workergroup *g)
+{
+    return g->kind == PROV_LOCAL ? true : command_can_park(g);
+}
+
+int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
+{
+    int64_t id = w->id;
+    int rc = g->kind == PROV_LOCAL ? local_op(e, g, w, op) : command_op(e, g, w, op);
+    if (rc != 0) lifecycle_op_done(e, id, op, -1, "could not start the operation", NULL);
+    return rc;
+}
+
+void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w)
+{
+    if (g && g->kind == PROV_LOCAL) local_adopt(e, w);
+}
+
+void provider_shutdown(struct engine *e, struct worker *w, bool keep)
+{
+    struct workergroup *g = state_wg_by_id(e, w->wg_id);
+    if (g && g->kind == PROV_LOCAL) local_shutdown(e, w, keep);
+}
+
+void provider_poll(struct engine *e, struct worker *w)
+{
+    if (w->pid > 0) local_poll(e, w);
+}
