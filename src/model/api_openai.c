@@ -1,0 +1,311 @@
+/* OpenAI-compatible API: POST /v1/completions, /v1/chat/completions (plain or
+ * "stream": true as SSE ending with "data: [DONE]"), GET /v1/models.
+ *
+ * Parameters: prompt (string, [string], [ids] or [[ids]] with one entry) or
+ * messages; max_tokens (default 16 for completions, 256 for chat, capped by
+ * the context; max_completion_tokens is an alias); temperature (default 1,
+ * 0 = greedy), top_p, seed, stop, n (must be 1), echo, stream,
+ * stream_options.include_usage; extensions top_k and repetition_penalty.
+ * presence/frequency penalties, logprobs and user are accepted and ignored.
+ *
+ * Chat template (the default for every model; GGUF Jinja templates are not
+ * evaluated): each message as "<|im_start|>{role}\n{content}<|im_end|>\n",
+ * then "<|im_start|>assistant\n" (ChatML). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httputil.h"
+#include "jsonw.h"
+#include "server_int.h"
+
+#define BAD(code, ...)                                                                           \
+    do {                                                                                         \
+        *s->m_rejected_validation += 1;                                                          \
+        srv_oai_error(req, 400, "invalid_request_error", code, __VA_ARGS__);                     \
+        goto out;                                                                                \
+    } while (0)
+
+static int chat_prompt(struct json_object *msgs, struct sbuf *out, const char **err)
+{
+    if (!json_object_is_type(msgs, json_type_array) || json_object_array_length(msgs) == 0) {
+        *err = "`messages` must be a non-empty array";
+        return -1;
+    }
+    size_t n = json_object_array_length(msgs);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *m = json_object_array_get_idx(msgs, i), *role, *content;
+        if (!m || !json_object_is_type(m, json_type_object) ||
+            !json_object_object_get_ex(m, "role", &role) || !role ||
+            !json_object_is_type(role, json_type_string)) {
+            *err = "each message needs a string `role`";
+            return -1;
+        }
+        sbuf_puts(out, "<|im_start|>");
+        sbuf_append(out, json_object_get_string(role), (size_t)json_object_get_string_len(role));
+        sbuf_putc(out, '\n');
+        if (json_object_object_get_ex(m, "content", &content) && content &&
+            !json_object_is_type(content, json_type_null)) {
+            if (json_object_is_type(content, json_type_string)) {
+                sbuf_append(out, json_object_get_string(content),
+                            (size_t)json_object_get_string_len(content));
+            } else if (json_object_is_type(content, json_type_array)) {
+                for (size_t k = 0; k < json_object_array_length(content); k++) {
+                    struct json_object *part = json_object_array_get_idx(content, k), *t;
+                    if (!part || !json_object_is_type(part, json_type_object) ||
+                        !json_object_object_get_ex(part, "text", &t) || !t ||
+                        !json_object_is_type(t, json_type_string)) {
+                        *err = "only text content parts are supported";
+                        return -1;
+                    }
+                    sbuf_append(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+                }
+            } else {
+                *err = "message `content` must be a string or an array of text parts";
+                return -1;
+            }
+        }
+        sbuf_puts(out, "<|im_end|>\n");
+    }
+    sbuf_puts(out, "<|im_start|>assistant\n");
+    return 0;
+}
+
+/* prompt -> ids; 0 ok */
+static int prompt_ids(struct srv *s, struct json_object *p, struct ids *ids, struct sbuf *echo,
+                      const char **err)
+{
+    if (json_object_is_type(p, json_type_string)) {
+        const char *t = json_object_get_string(p);
+        size_t n = (size_t)json_object_get_string_len(p);
+        tok_encode(&s->model->tok, t, n, true, ids);
+        sbuf_append(echo, t, n);
+        return 0;
+    }
+    if (!json_object_is_type(p, json_type_array) || json_object_array_length(p) == 0) {
+        *err = "`prompt` must be a string, an array of one string, or an array of token ids";
+        return -1;
+    }
+    struct json_object *first = json_object_array_get_idx(p, 0);
+    if (json_object_array_length(p) == 1 && first && json_object_is_type(first, json_type_string))
+        return prompt_ids(s, first, ids, echo, err);
+    if (json_object_array_length(p) == 1 && first && json_object_is_type(first, json_type_array))
+        p = first;
+    size_t n = json_object_array_length(p);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *x = json_object_array_get_idx(p, i);
+        if (!x || !json_object_is_type(x, json_type_int)) {
+            *err = "only one prompt per request is supported (n and batch prompts are not)";
+            return -1;
+        }
+        long long v = json_object_get_int64(x);
+        if (v < 0 || v >= s->model->hp.n_vocab) {
+            *err = "token id in `prompt` out of range";
+            return -1;
+        }
+        ids_push(ids, (int)v);
+    }
+    tok_decode(&s->model->tok, ids->v, ids->n, echo);
+    return 0;
+}
+
+void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
+{
+    const char *msg = NULL;
+    struct creq *c = NULL;
+    struct sbuf tmp = SBUF_INIT;
+    struct json_object *o = srv_parse_body(req, &msg);
+    if (!o) {
+        *s->m_rejected_validation += 1;
+        srv_oai_error(req, 400, "invalid_request_error", NULL, "%s", msg);
+        return;
+    }
+    c = srv_creq_new(s, req, chat ? API_OAI_CHAT : API_OAI_COMPL);
+    struct gen_req *g = c->g;
+    long long max_tokens = chat ? 256 : 16, n = 1, seed = 0, top_k = 0;
+    double temp = 1.0, top_p = 1.0, rep = 1.0;
+    bool has_max = false, stream = false, echo = false, has_seed = false, present;
+    if (jget_int(o, "max_tokens", 1, 1 << 24, &max_tokens, &has_max))
+        BAD(NULL, "`max_tokens` must be a positive integer");
+    if (!has_max && chat && jget_int(o, "max_completion_tokens", 1, 1 << 24, &max_tokens, &has_max))
+        BAD(NULL, "`max_completion_tokens` must be a positive integer");
+    if (jget_int(o, "n", 1, 1, &n, NULL)) BAD(NULL, "only `n` = 1 is supported");
+    if (jget_num(o, "temperature", &temp, NULL) || temp < 0 || temp > 100)
+        BAD(NULL, "`temperature` must be between 0 and 100");
+    if (jget_num(o, "top_p", &top_p, NULL) || !(top_p > 0 && top_p <= 1))
+        BAD(NULL, "`top_p` must be > 0 and <= 1");
+    if (jget_int(o, "top_k", 0, 1 << 24, &top_k, NULL)) BAD(NULL, "`top_k` must be a non-negative integer");
+    if (jget_num(o, "repetition_penalty", &rep, NULL) || !(rep > 0))
+        BAD(NULL, "`repetition_penalty` must be positive");
+    if (jget_int(o, "seed", INT64_MIN, INT64_MAX, &seed, &has_seed)) BAD(NULL, "`seed` must be an integer");
+    if (jget_bool(o, "stream", &stream, NULL)) BAD(NULL, "`stream` must be a boolean");
+    if (jget_bool(o, "echo", &echo, NULL)) BAD(NULL, "`echo` must be a boolean");
+    if (jget_stop(o, "stop", g)) BAD(NULL, "`stop` must be a string or a list of at most 16 strings");
+    struct json_object *so;
+    if (json_object_object_get_ex(o, "stream_options", &so) && so &&
+        json_object_is_type(so, json_type_object)) {
+        bool inc = false;
+        if (jget_bool(so, "include_usage", &inc, &present)) BAD(NULL, "`include_usage` must be a boolean");
+        c->include_usage = inc;
+    }
+    c->stream = stream;
+    g->sp.sample = temp > 0;
+    g->sp.temperature = (float)(temp > 0 ? temp : 1.0);
+    g->sp.top_p = (float)top_p;
+    g->sp.top_k = (int)top_k;
+    g->sp.repetition_penalty = (float)rep;
+    g->sp.seed = has_seed ? (uint64_t)seed : (uint64_t)s->next_id * 0x9e3779b97f4a7c15ull ^ (uint64_t)c->created;
+    g->stop_include = false;
+    struct ids ids = {0};
+    const char *err = NULL;
+    if (chat) {
+        struct json_object *msgs;
+        if (!json_object_object_get_ex(o, "messages", &msgs) || !msgs) BAD(NULL, "`messages` is required");
+        if (chat_prompt(msgs, &tmp, &err)) BAD(NULL, "%s", err);
+        tok_encode(&s->model->tok, tmp.data, tmp.len, true, &ids);
+    } else {
+        struct json_object *p;
+        if (!json_object_object_get_ex(o, "prompt", &p) || !p) BAD(NULL, "`prompt` is required");
+        if (prompt_ids(s, p, &ids, &tmp, &err)) {
+            ids_free(&ids);
+            BAD(NULL, "%s", err);
+        }
+        if (echo) {
+            c->prefix = malloc(tmp.len + 1);
+            if (!c->prefix) abort();
+            memcpy(c->prefix, tmp.data ? tmp.data : "", tmp.len);
+            c->prefix[tmp.len] = 0;
+        }
+    }
+    g->prompt = ids.v;
+    g->n_prompt = (int)ids.n;
+    if (g->n_prompt == 0) BAD(NULL, "the prompt is empty");
+    if (!has_max && chat && g->n_prompt + max_tokens > s->n_ctx) max_tokens = s->n_ctx - g->n_prompt;
+    if (g->n_prompt >= s->n_ctx || g->n_prompt + max_tokens > s->n_ctx)
+        BAD("context_length_exceeded",
+            "This model's maximum context length is %d tokens. However, you requested %lld tokens "
+            "(%d in the prompt, %lld for the completion).",
+            s->n_ctx, g->n_prompt + max_tokens, g->n_prompt, max_tokens);
+    g->max_new = (int)max_tokens;
+    json_object_put(o);
+    sbuf_free(&tmp);
+    srv_start(c);
+    return;
+out:
+    if (c) srv_creq_discard(c);
+    sbuf_free(&tmp);
+    json_object_put(o);
+}
+
+static const char *oai_finish(int f)
+{
+    return f == FIN_LENGTH ? "length" : "stop";
+}
+
+static void head(struct creq *c, struct sbuf *b, const char *object)
+{
+    sbuf_puts(b, "{\"id\": ");
+    jw_cstr(b, c->id);
+    sbuf_printf(b, ", \"object\": \"%s\", \"created\": %ld, \"model\": ", object, c->created);
+    jw_cstr(b, c->s->model_id);
+}
+
+static void usage_json(struct sbuf *b, const struct gen_event *e)
+{
+    sbuf_printf(b, "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}",
+                e->n_prompt, e->n_gen, e->n_prompt + e->n_gen);
+}
+
+void api_oai_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out)
+{
+    bool chat = c->api == API_OAI_CHAT;
+    const char *obj = chat ? "chat.completion.chunk" : "text_completion";
+    if (e->finish == FIN_CANCEL) return;
+    if (e->finish == FIN_ERROR) {
+        sbuf_puts(out, "data: {\"error\": {\"message\": \"generation failed\", \"type\": \"server_error\", "
+                       "\"param\": null, \"code\": null}}\n\ndata: [DONE]\n\n");
+        return;
+    }
+    if (!c->started || c->n_toks == 0) {
+        c->n_toks = 1; /* first chunk marker */
+        if (chat) {
+            sbuf_puts(out, "data: ");
+            head(c, out, obj);
+            sbuf_puts(out, ", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", "
+                           "\"content\": \"\"}, \"logprobs\": null, \"finish_reason\": null}]}\n\n");
+        } else if (c->prefix && *c->prefix) {
+            sbuf_puts(out, "data: ");
+            head(c, out, obj);
+            sbuf_puts(out, ", \"choices\": [{\"index\": 0, \"text\": ");
+            jw_cstr(out, c->prefix);
+            sbuf_puts(out, ", \"logprobs\": null, \"finish_reason\": null}]}\n\n");
+        }
+    }
+    if (e->text_len || e->finish) {
+        sbuf_puts(out, "data: ");
+        head(c, out, obj);
+        sbuf_puts(out, ", \"choices\": [{\"index\": 0, ");
+        if (chat) {
+            sbuf_puts(out, "\"delta\": {");
+            if (e->text_len) {
+                sbuf_puts(out, "\"content\": ");
+                jw_str(out, e->text, e->text_len);
+            }
+            sbuf_putc(out, '}');
+        } else {
+            sbuf_puts(out, "\"text\": ");
+            jw_str(out, e->text ? e->text : "", e->text_len);
+        }
+        sbuf_puts(out, ", \"logprobs\": null, \"finish_reason\": ");
+        if (e->finish)
+            sbuf_printf(out, "\"%s\"", oai_finish(e->finish));
+        else
+            sbuf_puts(out, "null");
+        sbuf_puts(out, "}]}\n\n");
+    }
+    if (e->finish) {
+        if (c->include_usage) {
+            sbuf_puts(out, "data: ");
+            head(c, out, obj);
+            sbuf_puts(out, ", \"choices\": [], \"usage\": ");
+            usage_json(out, e);
+            sbuf_puts(out, "}\n\n");
+        }
+        sbuf_puts(out, "data: [DONE]\n\n");
+    }
+}
+
+void api_oai_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out)
+{
+    bool chat = c->api == API_OAI_CHAT;
+    head(c, out, chat ? "chat.completion" : "text_completion");
+    sbuf_puts(out, ", \"choices\": [{\"index\": 0, ");
+    struct sbuf t = SBUF_INIT;
+    if (c->prefix) sbuf_puts(&t, c->prefix);
+    sbuf_append(&t, c->text.data ? c->text.data : "", c->text.len);
+    if (chat) {
+        sbuf_puts(out, "\"message\": {\"role\": \"assistant\", \"content\": ");
+        jw_str(out, t.data ? t.data : "", t.len);
+        sbuf_putc(out, '}');
+    } else {
+        sbuf_puts(out, "\"text\": ");
+        jw_str(out, t.data ? t.data : "", t.len);
+    }
+    sbuf_free(&t);
+    sbuf_printf(out, ", \"logprobs\": null, \"finish_reason\": \"%s\"}], \"usage\": ",
+                oai_finish(e->finish));
+    usage_json(out, e);
+    sbuf_putc(out, '}');
+}
+
+void api_oai_models(struct srv *s, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
+    jw_cstr(&b, s->model_id);
+    sbuf_printf(&b, ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"sgpu\", "
+                    "\"max_model_len\": %d}]}",
+                (long)0, s->n_ctx);
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
+}

@@ -1,0 +1,206 @@
+/* Text Generation Inference compatible API: POST /generate, /generate_stream
+ * (and POST / with "stream"), GET /info.
+ *
+ * Request: {"inputs": str, "parameters": {max_new_tokens (default 20), temperature,
+ * top_p, top_k, do_sample, seed, stop, repetition_penalty, details,
+ * return_full_text}}.  As in TGI, sampling is on when do_sample is true or any
+ * of temperature != 1, top_k, top_p < 1 is given; otherwise greedy.
+ * Validation errors: 422 {"error": ..., "error_type": "validation"}; malformed
+ * JSON 400; queue full 429 "overloaded"; loading 503. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "httputil.h"
+#include "jsonw.h"
+#include "server_int.h"
+
+static const char *tgi_finish(int f)
+{
+    return f == FIN_EOS ? "eos_token" : f == FIN_STOP ? "stop_sequence" : "length";
+}
+
+static uint64_t fresh_seed(struct srv *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (s->next_id * 0x9e3779b97f4a7c15ull);
+    return x & 0x7fffffffffffffffull;
+}
+
+#define VALIDATION(...)                                                                          \
+    do {                                                                                         \
+        *s->m_rejected_validation += 1;                                                          \
+        srv_tgi_error(req, 422, "validation", __VA_ARGS__);                                      \
+        goto out;                                                                                \
+    } while (0)
+
+void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
+{
+    const char *msg = NULL;
+    struct creq *c = NULL;
+    struct json_object *o = srv_parse_body(req, &msg);
+    if (!o) {
+        *s->m_rejected_validation += 1;
+        srv_tgi_error(req, 400, "validation", "%s", msg);
+        return;
+    }
+    struct json_object *inputs = NULL, *params = NULL;
+    if (!json_object_object_get_ex(o, "inputs", &inputs) || !inputs ||
+        !json_object_is_type(inputs, json_type_string))
+        VALIDATION("`inputs` must be a string");
+    if (json_object_object_get_ex(o, "parameters", &params) && params &&
+        !json_object_is_type(params, json_type_null) && !json_object_is_type(params, json_type_object))
+        VALIDATION("`parameters` must be an object");
+    if (params && json_object_is_type(params, json_type_null)) params = NULL;
+    bool st = stream, present;
+    if (!stream && jget_bool(o, "stream", &st, &present)) VALIDATION("`stream` must be a boolean");
+    c = srv_creq_new(s, req, API_TGI);
+    c->stream = st;
+    struct gen_req *g = c->g;
+    long long max_new = 20, top_k = 0, seed = 0;
+    double temp = 1.0, top_p = 1.0, rep = 1.0;
+    bool do_sample = false, has_temp = false, has_topk = false, has_topp = false, has_seed = false,
+         details = false, full = false;
+    if (params) {
+        if (jget_int(params, "max_new_tokens", 1, 1 << 24, &max_new, NULL))
+            VALIDATION("`max_new_tokens` must be a positive integer");
+        if (jget_num(params, "temperature", &temp, &has_temp) || (has_temp && !(temp > 0)))
+            VALIDATION("`temperature` must be strictly positive");
+        if (jget_num(params, "top_p", &top_p, &has_topp) || (has_topp && !(top_p > 0 && top_p <= 1)))
+            VALIDATION("`top_p` must be > 0.0 and <= 1.0");
+        if (jget_int(params, "top_k", 0, 1 << 24, &top_k, &has_topk))
+            VALIDATION("`top_k` must be a non-negative integer");
+        if (jget_num(params, "repetition_penalty", &rep, NULL) || !(rep > 0))
+            VALIDATION("`repetition_penalty` must be strictly positive");
+        if (jget_bool(params, "do_sample", &do_sample, NULL)) VALIDATION("`do_sample` must be a boolean");
+        if (jget_int(params, "seed", 0, INT64_MAX, &seed, &has_seed))
+            VALIDATION("`seed` must be a non-negative integer");
+        if (jget_bool(params, "details", &details, NULL)) VALIDATION("`details` must be a boolean");
+        if (jget_bool(params, "return_full_text", &full, NULL))
+            VALIDATION("`return_full_text` must be a boolean");
+        if (jget_stop(params, "stop", g)) VALIDATION("`stop` must be a list of at most 16 strings");
+    }
+    g->sp.sample = do_sample || (has_temp && temp != 1.0) || (has_topk && top_k != 0) ||
+                   (has_topp && top_p < 1.0);
+    g->sp.temperature = (float)temp;
+    g->sp.top_k = (int)top_k;
+    g->sp.top_p = (float)top_p;
+    g->sp.repetition_penalty = (float)rep;
+    if (g->sp.sample) {
+        c->has_seed = true;
+        c->seed = has_seed ? (uint64_t)seed : fresh_seed(s);
+        g->sp.seed = c->seed;
+    }
+    g->stop_include = true;
+    c->details = details;
+    const char *text = json_object_get_string(inputs);
+    size_t tlen = (size_t)json_object_get_string_len(inputs);
+    if (full) {
+        c->prefix = malloc(tlen + 1);
+        if (!c->prefix) abort();
+        memcpy(c->prefix, text, tlen + 1);
+    }
+    struct ids ids = {0};
+    tok_encode(&s->model->tok, text, tlen, true, &ids);
+    g->prompt = ids.v;
+    g->n_prompt = (int)ids.n;
+    if (g->n_prompt == 0) VALIDATION("`inputs` cannot be empty");
+    if (g->n_prompt >= s->n_ctx)
+        VALIDATION("Input validation error: `inputs` must have less than %d tokens. Given: %d",
+                   s->n_ctx, g->n_prompt);
+    if ((long long)g->n_prompt + max_new > s->n_ctx)
+        VALIDATION("Input validation error: `inputs` tokens + `max_new_tokens` must be <= %d. "
+                   "Given: %d `inputs` tokens and %lld `max_new_tokens`",
+                   s->n_ctx, g->n_prompt, max_new);
+    g->max_new = (int)max_new;
+    json_object_put(o);
+    srv_start(c);
+    return;
+out:
+    if (c) srv_creq_discard(c);
+    json_object_put(o);
+}
+
+static void token_json(struct sbuf *b, const struct gen_event *e)
+{
+    sbuf_printf(b, "{\"id\": %d, \"text\": ", e->token);
+    jw_str(b, e->text ? e->text : "", e->text_len);
+    sbuf_puts(b, ", \"logprob\": ");
+    jw_num(b, e->logprob);
+    sbuf_printf(b, ", \"special\": %s}", e->special ? "true" : "false");
+}
+
+static void seed_json(struct sbuf *b, const struct creq *c)
+{
+    if (c->has_seed)
+        sbuf_printf(b, "%llu", (unsigned long long)c->seed);
+    else
+        sbuf_puts(b, "null");
+}
+
+static void full_text(struct sbuf *b, const struct creq *c)
+{
+    struct sbuf t = SBUF_INIT;
+    if (c->prefix) sbuf_puts(&t, c->prefix);
+    sbuf_append(&t, c->text.data ? c->text.data : "", c->text.len);
+    jw_str(b, t.data ? t.data : "", t.len);
+    sbuf_free(&t);
+}
+
+void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out)
+{
+    if (e->finish == FIN_CANCEL) return;
+    if (e->finish == FIN_ERROR) {
+        sbuf_puts(out, "data: {\"error\": \"generation failed\", \"error_type\": \"generation\"}\n\n");
+        return;
+    }
+    sbuf_puts(out, "data: {\"token\": ");
+    token_json(out, e);
+    if (!e->finish) {
+        sbuf_puts(out, ", \"generated_text\": null, \"details\": null}\n\n");
+        return;
+    }
+    sbuf_puts(out, ", \"generated_text\": ");
+    full_text(out, c);
+    sbuf_printf(out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
+                tgi_finish(e->finish), e->n_gen);
+    seed_json(out, c);
+    sbuf_puts(out, "}}\n\n");
+}
+
+void api_tgi_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out)
+{
+    sbuf_puts(out, "{\"generated_text\": ");
+    full_text(out, c);
+    if (c->details) {
+        sbuf_printf(out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
+                    tgi_finish(e->finish), e->n_gen);
+        seed_json(out, c);
+        sbuf_puts(out, ", \"prefill\": [], \"tokens\": [");
+        sbuf_append(out, c->toks.data ? c->toks.data : "", c->toks.len);
+        sbuf_puts(out, "]}");
+    }
+    sbuf_putc(out, '}');
+}
+
+void api_tgi_info(struct srv *s, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"model_id\": ");
+    jw_cstr(&b, s->model_id);
+    sbuf_puts(&b, ", \"model_sha\": null, \"model_dtype\": ");
+    jw_cstr(&b, s->model->dtype);
+    sbuf_printf(&b,
+                ", \"model_device_type\": \"cpu\", \"model_pipeline_tag\": \"text-generation\", "
+                "\"max_concurrent_requests\": %d, \"max_best_of\": 1, \"max_stop_sequences\": 16, "
+                "\"max_input_length\": %d, \"max_total_tokens\": %d, \"max_batch_size\": %d, "
+                "\"validation_workers\": 1, \"version\": \"sgpu-model 0.1.0\", \"sha\": null, "
+                "\"docker_label\": null, \"router\": \"sgpu-model\", \"vocab_size\": %d, "
+                "\"threads\": %d}",
+                s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx, s->max_batch,
+                s->model->hp.n_vocab, s->threads);
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
+}

@@ -1,0 +1,402 @@
+/* Continuous batching scheduler; see batcher.h. */
+#include "batcher.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httputil.h"
+#include "log.h"
+
+struct batcher {
+    const struct llama_model *m;
+    struct batcher_opts o;
+    struct llama_ctx *ctx;
+    void (*notify)(void *);
+    void *notify_arg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    /* queue (guarded by mu) */
+    struct gen_req *qhead, *qtail;
+    int n_queued;
+    /* events (guarded by mu) */
+    struct gen_event *ehead, *etail;
+    /* scheduler-private */
+    struct gen_req **active;
+    int n_active;
+    size_t kv_used;
+    struct llama_seq_in *seqs;
+    struct gen_req **order;     /* request of each seqs[] entry */
+    struct gen_req **cancelled; /* scratch */
+    float *logits; /* max_batch * n_vocab */
+    /* stats (guarded by mu) */
+    struct batcher_stats st;
+};
+
+void gen_event_free(struct gen_event *e)
+{
+    while (e) {
+        struct gen_event *n = e->next;
+        free(e->text);
+        free(e);
+        e = n;
+    }
+}
+
+void gen_req_free(struct gen_req *r)
+{
+    if (!r) return;
+    free(r->prompt);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_len);
+    llama_kv_free(&r->kv);
+    sampler_free(&r->smp);
+    free(r->ctx_ids);
+    sbuf_free(&r->text);
+    free(r);
+}
+
+/* Called with mu held. */
+static void push_event(struct batcher *b, struct gen_event *e)
+{
+    e->next = NULL;
+    if (b->etail)
+        b->etail->next = e;
+    else
+        b->ehead = e;
+    b->etail = e;
+}
+
+static struct gen_event *new_event(struct gen_req *r, int token, float lp, int finish)
+{
+    struct gen_event *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    e->req = r;
+    e->token = token;
+    e->logprob = lp;
+    e->finish = finish;
+    e->n_prompt = r->n_prompt;
+    e->n_gen = r->n_gen;
+    return e;
+}
+
+/* Bytes at the end of text that must wait: an incomplete UTF-8 sequence or a
+ * possible start of a stop string. */
+static size_t held_bytes(const struct gen_req *r)
+{
+    const unsigned char *s = (const unsigned char *)r->text.data;
+    size_t len = r->text.len, avail = len - r->sent, hold = 0;
+    for (size_t k = 1; k <= 3 && k <= avail; k++) {
+        unsigned char c = s[len - k];
+        if (c < 0x80) break;
+        if (c >= 0xc0) {
+            size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (need > k) hold = k;
+            break;
+        }
+    }
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = r->stop_len[i];
+        for (size_t k = sl - 1 < avail ? sl - 1 : avail; k > hold; k--)
+            if (memcmp(s + len - k, r->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Append a token's text, apply stop strings; returns FIN_STOP when matched. */
+static int add_text(const struct llama_model *m, struct gen_req *r, int tok)
+{
+    size_t old = r->text.len;
+    tok_piece(&m->tok, tok, &r->text);
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = r->stop_len[i];
+        size_t from = old >= sl ? old - sl + 1 : 0;
+        if (from < r->sent) from = r->sent;
+        if (r->text.len < sl) continue;
+        for (size_t p = from; p + sl <= r->text.len; p++)
+            if (memcmp(r->text.data + p, r->stop[i], sl) == 0) {
+                r->text.len = r->stop_include ? p + sl : p;
+                r->text.data[r->text.len] = 0;
+                return FIN_STOP;
+            }
+    }
+    return FIN_NONE;
+}
+
+static void finish_req(struct batcher *b, struct gen_req *r)
+{
+    if (r->admitted) {
+        b->kv_used -= r->kv_bytes;
+        llama_kv_free(&r->kv);
+        r->admitted = false;
+    }
+}
+
+/* Emit an event for a new token (or finish) of r; caller holds mu. */
+static void emit(struct batcher *b, struct gen_req *r, int tok, float lp, int fin)
+{
+    struct gen_event *e = new_event(r, tok, lp, fin);
+    e->special = tok >= 0 && tok_is_control(&b->m->tok, tok);
+    size_t end = r->text.len;
+    if (!fin) end -= held_bytes(r);
+    if (end > r->sent) {
+        e->text_len = end - r->sent;
+        e->text = malloc(e->text_len + 1);
+        if (!e->text) abort();
+        memcpy(e->text, r->text.data + r->sent, e->text_len);
+        e->text[e->text_len] = 0;
+        r->sent = end;
+    }
+    push_event(b, e);
+}
+
+static void *sched_main(void *arg)
+{
+    struct batcher *b = arg;
+    const struct llama_model *m = b->m;
+    int nv = m->hp.n_vocab;
+    size_t bpt = llama_kv_bytes_per_token(m);
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        /* drop cancelled requests still in the queue */
+        struct gen_req **pp = &b->qhead, *last = NULL;
+        bool posted = false;
+        while (*pp) {
+            struct gen_req *r = *pp;
+            if (atomic_load(&r->cancel)) {
+                *pp = r->next;
+                b->n_queued--;
+                push_event(b, new_event(r, -1, 0, FIN_CANCEL));
+                posted = true;
+            } else {
+                last = r;
+                pp = &r->next;
+            }
+        }
+        b->qtail = last;
+        /* admit */
+        while (b->qhead && b->n_active < b->o.max_batch) {
+            struct gen_req *r = b->qhead;
+            int cap = r->n_prompt + r->max_new;
+            size_t need = bpt * (size_t)cap;
+            if (b->n_active > 0 && b->kv_used + need > b->o.kv_budget) break;
+            b->qhead = r->next;
+            if (!b->qhead) b->qtail = NULL;
+            b->n_queued--;
+            r->next = NULL;
+            if (llama_kv_init(&r->kv, m, cap) ||
+                sampler_init(&r->smp, &r->sp, nv) ||
+                !(r->ctx_ids = malloc((size_t)cap * sizeof(int)))) {
+                push_event(b, new_event(r, -1, 0, FIN_ERROR));
+                posted = true;
+                continue;
+            }
+            memcpy(r->ctx_ids, r->prompt, (size_t)r->n_prompt * sizeof(int));
+            r->n_ctx_ids = r->n_prompt;
+            r->kv_bytes = need;
+            r->admitted = true;
+            b->kv_used += need;
+            b->active[b->n_active++] = r;
+        }
+        b->st.queued = b->n_queued;
+        b->st.active = b->n_active;
+        b->st.kv_bytes = b->kv_used;
+        if (posted && b->notify) b->notify(b->notify_arg);
+        if (b->n_active == 0) {
+            pthread_cond_wait(&b->cv, &b->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&b->mu);
+
+        /* cancelled active sequences leave now */
+        int ns = 0, budget = b->o.prefill_chunk;
+        struct gen_req **cancelled = b->cancelled, **order = b->order;
+        int n_cancelled = 0;
+        for (int i = 0; i < b->n_active;) {
+            struct gen_req *r = b->active[i];
+            if (atomic_load(&r->cancel)) {
+                finish_req(b, r);
+                cancelled[n_cancelled++] = r;
+                b->active[i] = b->active[--b->n_active];
+            } else {
+                i++;
+            }
+        }
+        /* decode tokens first, then prompt chunks */
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < b->n_active; i++) {
+                struct gen_req *r = b->active[i];
+                bool decoding = r->n_done == r->n_prompt;
+                if (pass == 0 && decoding) {
+                    b->seqs[ns] = (struct llama_seq_in){&r->kv, &r->last, 1, false, true,
+                                                        b->logits + (size_t)ns * nv};
+                    order[ns++] = r;
+                } else if (pass == 1 && !decoding && budget > 0) {
+                    int n = r->n_prompt - r->n_done;
+                    if (n > budget) n = budget;
+                    budget -= n;
+                    bool done = r->n_done + n == r->n_prompt;
+                    b->seqs[ns] = (struct llama_seq_in){&r->kv, r->prompt + r->n_done, n, false,
+                                                        done, b->logits + (size_t)ns * nv};
+                    order[ns++] = r;
+                }
+            }
+        int rc = ns ? llama_forward(b->ctx, b->seqs, ns) : 0;
+        double now = time_mono();
+
+        pthread_mutex_lock(&b->mu);
+        b->st.steps++;
+        for (int i = 0; i < n_cancelled; i++) push_event(b, new_event(cancelled[i], -1, 0, FIN_CANCEL));
+        for (int si = 0; si < ns; si++) {
+            struct gen_req *r = order[si];
+            struct llama_seq_in *q = &b->seqs[si];
+            if (rc != 0) {
+                finish_req(b, r);
+                push_event(b, new_event(r, -1, 0, FIN_ERROR));
+                r->n_done = -1; /* marker: remove below */
+                continue;
+            }
+            if (r->n_done < r->n_prompt) {
+                r->n_done += q->n;
+                if (r->n_done < r->n_prompt) continue;
+            }
+            float lp = 0;
+            int tok = sampler_next(&r->smp, q->logits, r->ctx_ids, r->n_ctx_ids, &lp);
+            r->ctx_ids[r->n_ctx_ids++] = tok;
+            r->n_gen++;
+            r->last = tok;
+            if (r->n_gen == 1) {
+                if (b->o.h_ttft) metrics_observe(b->o.h_ttft, now - r->t_submit);
+            } else if (b->o.h_tpot) {
+                metrics_observe(b->o.h_tpot, now - r->t_last);
+            }
+            r->t_last = now;
+            int fin = FIN_NONE;
+            if (tok == m->tok.eos) {
+                fin = FIN_EOS;
+            } else {
+                fin = add_text(m, r, tok);
+                if (!fin && (r->n_gen >= r->max_new || r->kv.n >= r->kv.cap)) fin = FIN_LENGTH;
+            }
+            if (fin) {
+                finish_req(b, r);
+                r->n_done = -1;
+            }
+            emit(b, r, tok, lp, fin);
+        }
+        for (int i = 0; i < b->n_active;) {
+            if (b->active[i]->n_done == -1)
+                b->active[i] = b->active[--b->n_active];
+            else
+                i++;
+        }
+        b->st.active = b->n_active;
+        b->st.kv_bytes = b->kv_used;
+        if (b->ehead && b->notify) b->notify(b->notify_arg);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+struct batcher *batcher_new(const struct llama_model *m, const struct batcher_opts *o,
+                            void (*notify)(void *), void *notify_arg)
+{
+    struct batcher *b = calloc(1, sizeof *b);
+    if (!b) abort();
+    b->m = m;
+    b->o = *o;
+    if (b->o.max_batch < 1) b->o.max_batch = 1;
+    if (b->o.prefill_chunk < 1) b->o.prefill_chunk = 256;
+    b->notify = notify;
+    b->notify_arg = notify_arg;
+    b->ctx = llama_ctx_new(m, o->threads);
+    b->active = calloc((size_t)b->o.max_batch, sizeof *b->active);
+    b->seqs = calloc((size_t)b->o.max_batch, sizeof *b->seqs);
+    b->order = calloc((size_t)b->o.max_batch, sizeof *b->order);
+    b->cancelled = calloc((size_t)b->o.max_batch, sizeof *b->cancelled);
+    b->logits = malloc((size_t)b->o.max_batch * m->hp.n_vocab * sizeof(float));
+    if (!b->active || !b->seqs || !b->logits || !b->order || !b->cancelled) abort();
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    if (pthread_create(&b->thread, NULL, sched_main, b) != 0) {
+        llama_ctx_free(b->ctx);
+        free(b->active);
+        free(b->seqs);
+        free(b->logits);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void batcher_free(struct batcher *b)
+{
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->thread, NULL);
+    /* requests still owned here are finished and handed back as events */
+    for (int i = 0; i < b->n_active; i++) finish_req(b, b->active[i]);
+    gen_event_free(b->ehead);
+    llama_ctx_free(b->ctx);
+    free(b->active);
+    free(b->seqs);
+    free(b->order);
+    free(b->cancelled);
+    free(b->logits);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+}
+
+int batcher_submit(struct batcher *b, struct gen_req *r)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->n_queued >= b->o.max_queue) {
+        pthread_mutex_unlock(&b->mu);
+        return -1;
+    }
+    r->next = NULL;
+    if (b->qtail)
+        b->qtail->next = r;
+    else
+        b->qhead = r;
+    b->qtail = r;
+    b->n_queued++;
+    b->st.queued = b->n_queued;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    return 0;
+}
+
+void batcher_cancel(struct batcher *b, struct gen_req *r)
+{
+    atomic_store(&r->cancel, 1);
+    pthread_mutex_lock(&b->mu);
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+struct gen_event *batcher_take_events(struct batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    struct gen_event *e = b->ehead;
+    b->ehead = b->etail = NULL;
+    pthread_mutex_unlock(&b->mu);
+    return e;
+}
+
+void batcher_get_stats(struct batcher *b, struct batcher_stats *s)
+{
+    pthread_mutex_lock(&b->mu);
+    *s = b->st;
+    pthread_mutex_unlock(&b->mu);
+}

@@ -1,0 +1,96 @@
+/* Continuous batching.  One scheduler thread owns the active sequences; each
+ * step it admits queued requests (slots and KV memory permitting), drops
+ * cancelled ones, and runs every active sequence through one llama_forward:
+ * decoding sequences contribute one token, prefilling ones a prompt chunk.
+ * Results go back as events (token, text released, finish reason) on a list
+ * the HTTP loop drains after notify() wakes it; the loop never computes.
+ *
+ * Ownership: the loop allocates a gen_req and submits it; from then on the
+ * batcher may touch it until it posts the event with finish != 0, after which
+ * it never touches it again and the loop frees it (gen_req_free). */
+#ifndef SGPU_MODEL_BATCHER_H
+#define SGPU_MODEL_BATCHER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "llama.h"
+#include "metrics.h"
+#include "sampler.h"
+#include "sbuf.h"
+
+enum gen_finish { FIN_NONE = 0, FIN_LENGTH, FIN_EOS, FIN_STOP, FIN_CANCEL, FIN_ERROR };
+
+struct gen_req {
+    /* set by the submitter */
+    int *prompt;
+    int n_prompt;
+    int max_new;
+    struct sampler_params sp;
+    char **stop; /* stop strings (owned) */
+    size_t *stop_len;
+    int n_stop;
+    bool stop_include; /* keep the matched stop text in the output (TGI) */
+    void *user;
+    double t_submit;
+    atomic_int cancel;
+    /* batcher-private */
+    struct gen_req *next;
+    struct llama_kv kv;
+    struct sampler smp;
+    int *ctx_ids; /* prompt + generated */
+    int n_ctx_ids;
+    int n_done; /* prompt tokens already in the KV cache */
+    int n_gen;
+    int last;
+    struct sbuf text;
+    size_t sent;
+    size_t kv_bytes;
+    double t_last;
+    bool admitted;
+};
+
+struct gen_event {
+    struct gen_req *req;
+    int token; /* -1 on cancel/error events */
+    float logprob;
+    bool special;
+    char *text; /* bytes released by this token (valid UTF-8 unless the model emits invalid bytes) */
+    size_t text_len;
+    int finish; /* enum gen_finish */
+    int n_prompt, n_gen;
+    struct gen_event *next;
+};
+
+struct batcher_opts {
+    int threads;
+    int max_batch;      /* active sequences */
+    int max_queue;      /* waiting requests */
+    size_t kv_budget;   /* bytes of KV cache across active sequences */
+    int prefill_chunk;  /* prompt tokens per step across sequences */
+    struct metrics_hist *h_ttft, *h_tpot;
+};
+
+struct batcher;
+
+struct batcher *batcher_new(const struct llama_model *m, const struct batcher_opts *o,
+                            void (*notify)(void *), void *notify_arg);
+void batcher_free(struct batcher *b);
+/* 0 queued; -1 queue full (the request stays the caller's). */
+int batcher_submit(struct batcher *b, struct gen_req *r);
+/* Ask for the request to end at the next step (a FIN_CANCEL event follows). */
+void batcher_cancel(struct batcher *b, struct gen_req *r);
+/* Take all pending events, oldest first (caller frees with gen_event_free). */
+struct gen_event *batcher_take_events(struct batcher *b);
+void gen_event_free(struct gen_event *e);
+void gen_req_free(struct gen_req *r);
+
+struct batcher_stats {
+    int queued, active;
+    size_t kv_bytes;
+    unsigned long long steps;
+};
+void batcher_get_stats(struct batcher *b, struct batcher_stats *s);
+
+#endif

@@ -1,0 +1,501 @@
+/* Llama forward pass; see llama.h. */
+#include "llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+#include "quant.h"
+#include "tiny.h"
+
+static int get_tensor(const struct gguf_file *f, const char *name, int rows, int cols,
+                      struct lweight *w, char *err, size_t errn)
+{
+    const struct gguf_tensor *t = gguf_tensor(f, name);
+    if (!t) {
+        snprintf(err, errn, "missing tensor %s", name);
+        return -1;
+    }
+    uint64_t r = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (t->ne[0] != (uint64_t)cols || r != (uint64_t)rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        snprintf(err, errn, "tensor %s has shape [%llu, %llu], expected [%d, %d]", name,
+                 (unsigned long long)t->ne[0], (unsigned long long)r, cols, rows);
+        return -1;
+    }
+    w->type = t->type;
+    w->data = t->data;
+    w->rows = rows;
+    w->cols = cols;
+    w->row_bytes = ggml_row_bytes(t->type, (uint64_t)cols);
+    return 0;
+}
+
+static float *get_vec(const struct gguf_file *f, const char *name, int n, char *err, size_t errn)
+{
+    struct lweight w;
+    if (get_tensor(f, name, 1, n, &w, err, errn)) return NULL;
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v) abort();
+    qk_dequant_row(w.type, w.data, v, n);
+    return v;
+}
+
+static int hp_u32(const struct gguf_file *f, const char *key, bool required, int def, int *out,
+                  char *err, size_t errn)
+{
+    uint32_t v;
+    int rc = gguf_get_u32(f, key, &v);
+    if (rc == 1 && !required) {
+        *out = def;
+        return 0;
+    }
+    if (rc != 0 || v == 0 || v > (1u << 24)) {
+        snprintf(err, errn, "%s metadata key %s", rc == 1 ? "missing" : "bad", key);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t errn)
+{
+    *out = NULL;
+    struct llama_model *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    m->gf = gf;
+    struct gguf_str arch;
+    if (gguf_get_str(gf, "general.architecture", &arch) != 0 || !gguf_str_eq(arch, "llama")) {
+        snprintf(err, errn, "general.architecture must be \"llama\"");
+        goto fail;
+    }
+    struct llama_hparams *hp = &m->hp;
+    if (hp_u32(gf, "llama.embedding_length", true, 0, &hp->n_embd, err, errn) ||
+        hp_u32(gf, "llama.block_count", true, 0, &hp->n_layer, err, errn) ||
+        hp_u32(gf, "llama.feed_forward_length", true, 0, &hp->n_ff, err, errn) ||
+        hp_u32(gf, "llama.attention.head_count", true, 0, &hp->n_head, err, errn) ||
+        hp_u32(gf, "llama.context_length", false, 2048, &hp->n_ctx_train, err, errn))
+        goto fail;
+    if (hp_u32(gf, "llama.attention.head_count_kv", false, hp->n_head, &hp->n_head_kv, err, errn))
+        goto fail;
+    if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv) {
+        snprintf(err, errn, "embedding_length %d / head_count %d / head_count_kv %d do not divide",
+                 hp->n_embd, hp->n_head, hp->n_head_kv);
+        goto fail;
+    }
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if (hp_u32(gf, "llama.attention.key_length", false, hp->head_dim, &hp->head_dim, err, errn) ||
+        hp_u32(gf, "llama.rope.dimension_count", false, hp->head_dim, &hp->n_rot, err, errn))
+        goto fail;
+    if (hp->n_rot > hp->head_dim || hp->n_rot % 2) {
+        snprintf(err, errn, "bad rope.dimension_count %d (head_dim %d)", hp->n_rot, hp->head_dim);
+        goto fail;
+    }
+    hp->eps = 1e-5f;
+    hp->rope_base = 10000.0f;
+    if (gguf_get_f32(gf, "llama.attention.layer_norm_rms_epsilon", &hp->eps) < 0 ||
+        gguf_get_f32(gf, "llama.rope.freq_base", &hp->rope_base) < 0 || !(hp->eps > 0) ||
+        !(hp->rope_base > 0)) {
+        snprintf(err, errn, "bad rms epsilon or rope.freq_base");
+        goto fail;
+    }
+    if (tok_load(&m->tok, gf, err, errn)) goto fail;
+    hp->n_vocab = m->tok.n_vocab;
+    struct gguf_str name;
+    if (gguf_get_str(gf, "general.name", &name) == 0 && name.n > 0)
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.n > 120 ? 120 : name.n), name.p);
+    else
+        snprintf(m->name, sizeof m->name, "llama");
+
+    int d = hp->n_embd, dq = hp->n_head * hp->head_dim, dkv = hp->n_head_kv * hp->head_dim;
+    if (get_tensor(gf, "token_embd.weight", hp->n_vocab, d, &m->tok_embd, err, errn)) goto fail;
+    if (gguf_tensor(gf, "output.weight")) {
+        if (get_tensor(gf, "output.weight", hp->n_vocab, d, &m->output, err, errn)) goto fail;
+    } else {
+        m->output = m->tok_embd; /* tied */
+    }
+    if (!(m->out_norm = get_vec(gf, "output_norm.weight", d, err, errn))) goto fail;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) abort();
+    size_t bytes_by_type[9] = {0};
+    for (int l = 0; l < hp->n_layer; l++) {
+        struct llama_layer *L = &m->layers[l];
+        char nm[96];
+#define T(field, suffix, rows, cols)                                                             \
+    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                               \
+    if (get_tensor(gf, nm, rows, cols, &L->field, err, errn)) goto fail;                        \
+    bytes_by_type[L->field.type] += L->field.row_bytes * (size_t)(rows);
+        T(wq, "attn_q.weight", dq, d);
+        T(wk, "attn_k.weight", dkv, d);
+        T(wv, "attn_v.weight", dkv, d);
+        T(wo, "attn_output.weight", d, dq);
+        T(wgate, "ffn_gate.weight", hp->n_ff, d);
+        T(wdown, "ffn_down.weight", d, hp->n_ff);
+        T(wup, "ffn_up.weight", hp->n_ff, d);
+#undef T
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        if (!(L->attn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        if (!(L->ffn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
+    }
+    bytes_by_type[m->output.type] += m->output.row_bytes * (size_t)hp->n_vocab;
+    size_t best = 0;
+    int bt = 0;
+    for (int i = 0; i < 9; i++) {
+        m->weight_bytes += bytes_by_type[i];
+        if (bytes_by_type[i] > best) {
+            best = bytes_by_type[i];
+            bt = i;
+        }
+    }
+    m->weight_bytes += m->tok_embd.row_bytes;
+    snprintf(m->dtype, sizeof m->dtype, "%s", ggml_type_name((uint32_t)bt));
+    m->n_params = (uint64_t)hp->n_vocab * d * (m->output.data == m->tok_embd.data ? 1 : 2) +
+                  (uint64_t)hp->n_layer * ((uint64_t)2 * d * dq + (uint64_t)2 * d * dkv +
+                                           (uint64_t)3 * d * hp->n_ff + 2 * (uint64_t)d) + d;
+    *out = m;
+    return 0;
+fail:
+    llama_free(m);
+    return -1;
+}
+
+void llama_free(struct llama_model *m)
+{
+    if (!m) return;
+    if (m->layers)
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            free(m->layers[l].attn_norm);
+            free(m->layers[l].ffn_norm);
+        }
+    free(m->layers);
+    free(m->out_norm);
+    tok_free(&m->tok);
+    gguf_close(m->gf);
+    free(m);
+}
+
+size_t llama_kv_bytes_per_token(const struct llama_model *m)
+{
+    return (size_t)2 * m->hp.n_layer * m->hp.n_head_kv * m->hp.head_dim * sizeof(float);
+}
+
+int llama_kv_init(struct llama_kv *kv, const struct llama_model *m, int cap)
+{
+    size_t per = (size_t)m->hp.n_layer * cap * m->hp.n_head_kv * m->hp.head_dim;
+    kv->cap = cap;
+    kv->n = 0;
+    kv->k = malloc(per * sizeof(float));
+    kv->v = malloc(per * sizeof(float));
+    if (!kv->k || !kv->v) {
+        llama_kv_free(kv);
+        return -1;
+    }
+    return 0;
+}
+
+void llama_kv_free(struct llama_kv *kv)
+{
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+    kv->cap = kv->n = 0;
+}
+
+/* ---- forward ---- */
+
+struct mm_job {
+    const struct lweight *w;
+    const float *x;
+    int ldx;
+    float *y;
+    int ldy;
+};
+
+struct llama_ctx {
+    const struct llama_model *m;
+    struct pool *pool;
+    int nth;
+    int cap_T, cap_L, cap_ctx;
+    float *x, *xn, *q, *k, *v, *att, *g, *u, *xl, *lo; /* activations, [T][dim] */
+    int *tok_seq, *tok_pos;
+    float *cosv, *sinv;   /* [T][n_rot/2] */
+    float **scratch;      /* per thread: max(n_embd, n_ff, dq) floats */
+    float **scores;       /* per thread: cap_ctx floats */
+    /* current dispatch */
+    struct mm_job jobs[3];
+    int n_jobs, T, layer;
+    struct llama_seq_in *seqs;
+};
+
+struct llama_ctx *llama_ctx_new(const struct llama_model *m, int n_threads)
+{
+    struct llama_ctx *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->m = m;
+    c->pool = pool_new(n_threads);
+    c->nth = pool_size(c->pool);
+    c->scratch = calloc((size_t)c->nth, sizeof *c->scratch);
+    c->scores = calloc((size_t)c->nth, sizeof *c->scores);
+    int mx = m->hp.n_embd;
+    if (m->hp.n_ff > mx) mx = m->hp.n_ff;
+    if (m->hp.n_head * m->hp.head_dim > mx) mx = m->hp.n_head * m->hp.head_dim;
+    for (int i = 0; i < c->nth; i++) {
+        c->scratch[i] = malloc((size_t)mx * sizeof(float));
+        if (!c->scratch[i]) abort();
+    }
+    return c;
+}
+
+void llama_ctx_free(struct llama_ctx *c)
+{
+    if (!c) return;
+    pool_free(c->pool);
+    for (int i = 0; i < c->nth; i++) {
+        free(c->scratch[i]);
+        free(c->scores[i]);
+    }
+    free(c->scratch);
+    free(c->scores);
+    free(c->x); free(c->xn); free(c->q); free(c->k); free(c->v); free(c->att);
+    free(c->g); free(c->u); free(c->xl); free(c->lo);
+    free(c->tok_seq); free(c->tok_pos); free(c->cosv); free(c->sinv);
+    free(c);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) abort();
+    return p;
+}
+
+static void ensure_T(struct llama_ctx *c, int T)
+{
+    if (T <= c->cap_T) return;
+    const struct llama_hparams *hp = &c->m->hp;
+    size_t d = (size_t)hp->n_embd, dq = (size_t)hp->n_head * hp->head_dim,
+           dkv = (size_t)hp->n_head_kv * hp->head_dim, ff = (size_t)hp->n_ff;
+    size_t t = (size_t)T;
+    c->x = xrealloc(c->x, t * d * 4);
+    c->xn = xrealloc(c->xn, t * (d > dq ? d : dq) * 4);
+    c->q = xrealloc(c->q, t * dq * 4);
+    c->k = xrealloc(c->k, t * dkv * 4);
+    c->v = xrealloc(c->v, t * dkv * 4);
+    c->att = xrealloc(c->att, t * dq * 4);
+    c->g = xrealloc(c->g, t * ff * 4);
+    c->u = xrealloc(c->u, t * ff * 4);
+    c->xl = xrealloc(c->xl, t * d * 4);
+    c->tok_seq = xrealloc(c->tok_seq, t * sizeof(int));
+    c->tok_pos = xrealloc(c->tok_pos, t * sizeof(int));
+    c->cosv = xrealloc(c->cosv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
+    c->sinv = xrealloc(c->sinv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
+    c->cap_T = T;
+}
+
+static void mm_task(void *arg, int ith, int nth)
+{
+    struct llama_ctx *c = arg;
+    for (int j = 0; j < c->n_jobs; j++) {
+        const struct mm_job *jb = &c->jobs[j];
+        int rows = jb->w->rows;
+        int r0 = (int)((long long)rows * ith / nth), r1 = (int)((long long)rows * (ith + 1) / nth);
+        qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx, c->T,
+                  jb->y, jb->ldy, r0, r1, c->scratch[ith]);
+    }
+}
+
+static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, const float *x,
+                   float *y0, const struct lweight *w1, float *y1, const struct lweight *w2, float *y2)
+{
+    c->T = T;
+    c->n_jobs = n;
+    const struct lweight *ws[3] = {w0, w1, w2};
+    float *ys[3] = {y0, y1, y2};
+    for (int i = 0; i < n; i++) {
+        c->jobs[i].w = ws[i];
+        c->jobs[i].x = x;
+        c->jobs[i].ldx = ws[i]->cols;
+        c->jobs[i].y = ys[i];
+        c->jobs[i].ldy = ws[i]->rows;
+    }
+    pool_run(c->pool, mm_task, c);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int n_heads, int hd, int n_rot, const float *cs, const float *sn)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *p = v + (size_t)h * hd;
+        for (int i = 0; i < n_rot / 2; i++) {
+            float x0 = p[2 * i], x1 = p[2 * i + 1];
+            p[2 * i] = x0 * cs[i] - x1 * sn[i];
+            p[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+static void attn_task(void *arg, int ith, int nth)
+{
+    struct llama_ctx *c = arg;
+    const struct llama_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, nh = hp->n_head, dkv = hp->n_head_kv * hd, dq = nh * hd;
+    int grp = nh / hp->n_head_kv;
+    long long total = (long long)c->T * nh;
+    long long a = total * ith / nth, b = total * (ith + 1) / nth;
+    float *sc = c->scores[ith];
+    float scale = 1.0f / sqrtf((float)hd);
+    for (long long task = a; task < b; task++) {
+        int t = (int)(task / nh), h = (int)(task % nh);
+        const struct llama_kv *kv = c->seqs[c->tok_seq[t]].kv;
+        int pos = c->tok_pos[t];
+        size_t lo = (size_t)c->layer * kv->cap * dkv;
+        const float *q = c->q + (size_t)t * dq + (size_t)h * hd;
+        const float *K = kv->k + lo + (size_t)(h / grp) * hd;
+        const float *V = kv->v + lo + (size_t)(h / grp) * hd;
+        float mx = -INFINITY;
+        for (int j = 0; j <= pos; j++) {
+            const float *kj = K + (size_t)j * dkv;
+            float s = 0;
+            for (int i = 0; i < hd; i++) s += q[i] * kj[i];
+            s *= scale;
+            sc[j] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int j = 0; j <= pos; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float inv = 1.0f / sum;
+        float *o = c->att + (size_t)t * dq + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0;
+        for (int j = 0; j <= pos; j++) {
+            const float *vj = V + (size_t)j * dkv;
+            float p = sc[j] * inv;
+            for (int i = 0; i < hd; i++) o[i] += p * vj[i];
+        }
+    }
+}
+
+int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
+{
+    const struct llama_model *m = c->m;
+    const struct llama_hparams *hp = &m->hp;
+    int T = 0, L = 0, maxpos = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const struct llama_seq_in *q = &seqs[s];
+        if (q->n < 0 || q->kv->n + q->n > q->kv->cap) return -1;
+        for (int i = 0; i < q->n; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= hp->n_vocab) return -1;
+        T += q->n;
+        L += q->all_logits ? q->n : (q->want_logits && q->n > 0) ? 1 : 0;
+        if (q->kv->n + q->n > maxpos) maxpos = q->kv->n + q->n;
+    }
+    if (T == 0) return 0;
+    ensure_T(c, T > L ? T : L);
+    if (maxpos > c->cap_ctx) {
+        for (int i = 0; i < c->nth; i++) c->scores[i] = xrealloc(c->scores[i], (size_t)maxpos * 4);
+        c->cap_ctx = maxpos;
+    }
+    int d = hp->n_embd, hd = hp->head_dim, dq = hp->n_head * hd, dkv = hp->n_head_kv * hd;
+    int nr = hp->n_rot / 2;
+    c->seqs = seqs;
+    /* token table, embeddings, rope angles */
+    int t = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n; i++, t++) {
+            c->tok_seq[t] = s;
+            c->tok_pos[t] = seqs[s].kv->n + i;
+            const struct lweight *e = &m->tok_embd;
+            qk_dequant_row(e->type, (const uint8_t *)e->data + (size_t)seqs[s].tokens[i] * e->row_bytes,
+                           c->x + (size_t)t * d, d);
+            for (int j = 0; j < nr; j++) {
+                double theta = (double)c->tok_pos[t] * pow((double)hp->rope_base, -2.0 * j / hp->n_rot);
+                c->cosv[(size_t)t * nr + j] = (float)cos(theta);
+                c->sinv[(size_t)t * nr + j] = (float)sin(theta);
+            }
+        }
+    for (int l = 0; l < hp->n_layer; l++) {
+        const struct llama_layer *Ly = &m->layers[l];
+        for (t = 0; t < T; t++) rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->attn_norm, d, hp->eps);
+        run_mm(c, T, 3, &Ly->wq, c->xn, c->q, &Ly->wk, c->k, &Ly->wv, c->v);
+        for (t = 0; t < T; t++) {
+            const float *cs = c->cosv + (size_t)t * nr, *sn = c->sinv + (size_t)t * nr;
+            rope(c->q + (size_t)t * dq, hp->n_head, hd, hp->n_rot, cs, sn);
+            rope(c->k + (size_t)t * dkv, hp->n_head_kv, hd, hp->n_rot, cs, sn);
+            struct llama_kv *kv = seqs[c->tok_seq[t]].kv;
+            size_t off = ((size_t)l * kv->cap + (size_t)c->tok_pos[t]) * dkv;
+            memcpy(kv->k + off, c->k + (size_t)t * dkv, (size_t)dkv * 4);
+            memcpy(kv->v + off, c->v + (size_t)t * dkv, (size_t)dkv * 4);
+        }
+        c->layer = l;
+        c->T = T;
+        pool_run(c->pool, attn_task, c);
+        run_mm(c, T, 1, &Ly->wo, c->att, c->xl, NULL, NULL, NULL, NULL);
+        for (size_t i = 0; i < (size_t)T * d; i++) c->x[i] += c->xl[i];
+        for (t = 0; t < T; t++) rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->ffn_norm, d, hp->eps);
+        run_mm(c, T, 2, &Ly->wgate, c->xn, c->g, &Ly->wup, c->u, NULL, NULL);
+        size_t nf = (size_t)T * hp->n_ff;
+        for (size_t i = 0; i < nf; i++) {
+            float gv = c->g[i];
+            c->g[i] = gv / (1.0f + expf(-gv)) * c->u[i];
+        }
+        run_mm(c, T, 1, &Ly->wdown, c->g, c->xl, NULL, NULL, NULL, NULL);
+        for (size_t i = 0; i < (size_t)T * d; i++) c->x[i] += c->xl[i];
+    }
+    /* output head only for the rows asked for */
+    if (L > 0) {
+        int r = 0;
+        t = 0;
+        for (int s = 0; s < n_seqs; s++) {
+            for (int i = 0; i < seqs[s].n; i++, t++) {
+                bool want = seqs[s].all_logits || (seqs[s].want_logits && i == seqs[s].n - 1);
+                if (want) rmsnorm(c->xn + (size_t)r++ * d, c->x + (size_t)t * d, m->out_norm, d, hp->eps);
+            }
+        }
+        if ((size_t)L * hp->n_vocab > (size_t)c->cap_L) {
+            c->lo = xrealloc(c->lo, (size_t)L * hp->n_vocab * 4);
+            c->cap_L = L * hp->n_vocab;
+        }
+        run_mm(c, L, 1, &m->output, c->xn, c->lo, NULL, NULL, NULL, NULL);
+        r = 0;
+        for (int s = 0; s < n_seqs; s++) {
+            int k = seqs[s].all_logits ? seqs[s].n : (seqs[s].want_logits && seqs[s].n > 0) ? 1 : 0;
+            if (k && seqs[s].logits)
+                memcpy(seqs[s].logits, c->lo + (size_t)r * hp->n_vocab, (size_t)k * hp->n_vocab * 4);
+            r += k;
+        }
+    }
+    for (int s = 0; s < n_seqs; s++) seqs[s].kv->n += seqs[s].n;
+    return 0;
+}
+
+int llama_open(const char *path, struct llama_model **out, char *err, size_t errn)
+{
+    struct gguf_file *gf;
+    if (!path || !*path) {
+        struct tiny_opts o;
+        tiny_default_opts(&o);
+        struct sbuf b = SBUF_INIT;
+        if (tiny_build(&o, &b)) {
+            sbuf_free(&b);
+            snprintf(err, errn, "cannot build the embedded default model");
+            return -1;
+        }
+        size_t n;
+        char *data = sbuf_steal(&b, &n);
+        if (gguf_open_mem(data, n, true, &gf, err, errn)) return -1;
+    } else if (gguf_open(path, &gf, err, errn)) {
+        return -1;
+    }
+    return llama_load(out, gf, err, errn);
+}

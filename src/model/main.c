@@ -1,0 +1,276 @@
+/* sgpu-model: LLM inference server and its checking tools.
+ *
+ *   sgpu-model serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N]
+ *                    [--ctx N] [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]
+ *   sgpu-model init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe]
+ *                    [--dim N] [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N]
+ *                    [--ctx N] [--tied] [--name S]
+ *   sgpu-model logits [--model F] --tokens 1,2,3 [--threads N]
+ *   sgpu-model generate [--model F] --tokens 1,2,3 --max-new-tokens N [--threads N] [--ignore-eos]
+ *   sgpu-model tokenize [--model F] --text T
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "llama.h"
+#include "log.h"
+#include "sampler.h"
+#include "server.h"
+#include "tiny.h"
+
+static void usage(void)
+{
+    fputs("usage: sgpu-model serve|init-tiny|logits|generate|tokenize [options]\n"
+          "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
+          "        [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]\n"
+          "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
+          "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
+          "  logits [--model F] --tokens 1,2,3\n"
+          "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos]\n"
+          "  tokenize [--model F] --text T\n",
+          stderr);
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_tokens(const char *s, struct ids *out)
+{
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 0 || v > 100000000) return -1;
+        ids_push(out, (int)v);
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return out->n ? 0 : -1;
+}
+
+static int cmd_init_tiny(int argc, char **argv)
+{
+    struct tiny_opts o;
+    tiny_default_opts(&o);
+    const char *outp = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (strcmp(a, "--tied") == 0) {
+            o.tied = true;
+        } else if (a[0] == '-' && a[1] == '-' && !v) {
+            fprintf(stderr, "init-tiny: %s needs a value\n", a);
+            return 2;
+        } else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v) return fprintf(stderr, "bad --seed\n"), 2;
+            o.seed = s;
+            i++;
+        } else if (strcmp(a, "--type") == 0) {
+            if (!strcmp(v, "f32")) o.wtype = GGML_TYPE_F32;
+            else if (!strcmp(v, "f16")) o.wtype = GGML_TYPE_F16;
+            else if (!strcmp(v, "q8_0")) o.wtype = GGML_TYPE_Q8_0;
+            else return fprintf(stderr, "bad --type\n"), 2;
+            i++;
+        } else if (strcmp(a, "--tokenizer") == 0) {
+            if (!strcmp(v, "spm")) o.tok = TOK_SPM;
+            else if (!strcmp(v, "bpe")) o.tok = TOK_BPE;
+            else return fprintf(stderr, "bad --tokenizer\n"), 2;
+            i++;
+        } else if (strcmp(a, "--name") == 0) {
+            o.name = v;
+            i++;
+        } else if (a[0] == '-') {
+            int *dst = !strcmp(a, "--dim") ? &o.n_embd : !strcmp(a, "--layers") ? &o.n_layer
+                     : !strcmp(a, "--heads") ? &o.n_head : !strcmp(a, "--kv-heads") ? &o.n_head_kv
+                     : !strcmp(a, "--ff") ? &o.n_ff : !strcmp(a, "--vocab") ? &o.vocab_size
+                     : !strcmp(a, "--ctx") ? &o.n_ctx : NULL;
+            if (!dst || parse_int(v, 1, 1 << 20, &n)) {
+                fprintf(stderr, "init-tiny: bad option %s %s\n", a, v);
+                return 2;
+            }
+            *dst = (int)n;
+            i++;
+        } else if (!outp) {
+            outp = a;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (!outp) {
+        usage();
+        return 2;
+    }
+    struct sbuf b = SBUF_INIT;
+    if (tiny_build(&o, &b)) {
+        fprintf(stderr, "init-tiny: invalid model shape\n");
+        return 2;
+    }
+    FILE *f = fopen(outp, "wb");
+    if (!f || fwrite(b.data, 1, b.len, f) != b.len || fclose(f) != 0) {
+        fprintf(stderr, "init-tiny: cannot write %s: %s\n", outp, strerror(errno));
+        sbuf_free(&b);
+        return 1;
+    }
+    sbuf_free(&b);
+    return 0;
+}
+
+struct tool_opts {
+    const char *model, *tokens, *text;
+    long max_new, threads;
+    bool ignore_eos;
+};
+
+static int parse_tool(int argc, char **argv, struct tool_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_new = 16;
+    o->threads = 1;
+    o->model = getenv("SGPU_MODEL_PATH");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = true;
+            continue;
+        }
+        if (!v) goto bad;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--tokens")) o->tokens = v;
+        else if (!strcmp(a, "--text")) o->text = v;
+        else if (!strcmp(a, "--max-new-tokens")) {
+            if (parse_int(v, 0, 1 << 24, &o->max_new)) goto bad;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(v, 1, 256, &o->threads)) goto bad;
+        } else
+            goto bad;
+        i++;
+    }
+    return 0;
+bad:
+    usage();
+    return -1;
+}
+
+static struct llama_model *open_or_die(const char *path)
+{
+    struct llama_model *m;
+    char err[512];
+    if (llama_open(path, &m, err, sizeof err)) {
+        fprintf(stderr, "sgpu-model: event=fatal error=\"%s\"\n", err);
+        return NULL;
+    }
+    return m;
+}
+
+static int cmd_logits_generate(int argc, char **argv, bool gen)
+{
+    struct tool_opts o;
+    if (parse_tool(argc, argv, &o)) return 2;
+    struct ids toks = {0};
+    if (!o.tokens || parse_tokens(o.tokens, &toks)) {
+        fprintf(stderr, "need --tokens as comma-separated ids\n");
+        return 2;
+    }
+    struct llama_model *m = open_or_die(o.model);
+    if (!m) return 1;
+    int nv = m->hp.n_vocab, rc = 0;
+    for (size_t i = 0; i < toks.n; i++)
+        if (toks.v[i] >= nv) {
+            fprintf(stderr, "token id %d out of range (vocabulary %d)\n", toks.v[i], nv);
+            llama_free(m);
+            ids_free(&toks);
+            return 2;
+        }
+    int cap = (int)toks.n + (gen ? (int)o.max_new : 0);
+    struct llama_kv kv;
+    struct llama_ctx *c = llama_ctx_new(m, (int)o.threads);
+    if (llama_kv_init(&kv, m, cap > 0 ? cap : 1)) abort();
+    float *lg = malloc((size_t)nv * (gen ? 1 : toks.n) * sizeof(float));
+    struct llama_seq_in s = {&kv, toks.v, (int)toks.n, !gen, true, lg};
+    if (llama_forward(c, &s, 1)) {
+        fprintf(stderr, "forward failed\n");
+        rc = 1;
+    } else if (!gen) {
+        struct sbuf line = SBUF_INIT;
+        for (size_t t = 0; t < toks.n; t++) {
+            sbuf_reset(&line);
+            for (int i = 0; i < nv; i++) sbuf_printf(&line, i ? " %.9g" : "%.9g", lg[t * (size_t)nv + i]);
+            sbuf_putc(&line, '\n');
+            fwrite(line.data, 1, line.len, stdout);
+        }
+        sbuf_free(&line);
+    } else {
+        struct sampler_params sp = {false, 1.0f, 0, 1.0f, 1.0f, 0};
+        struct sampler smp;
+        sampler_init(&smp, &sp, nv);
+        for (long i = 0; i < o.max_new; i++) {
+            int id = sampler_next(&smp, lg, NULL, 0, NULL);
+            printf(i ? " %d" : "%d", id);
+            if (!o.ignore_eos && id == m->tok.eos) break;
+            if (i + 1 == o.max_new) break;
+            struct llama_seq_in d = {&kv, &id, 1, false, true, lg};
+            if (llama_forward(c, &d, 1)) {
+                rc = 1;
+                break;
+            }
+        }
+        printf("\n");
+        sampler_free(&smp);
+    }
+    free(lg);
+    llama_kv_free(&kv);
+    llama_ctx_free(c);
+    llama_free(m);
+    ids_free(&toks);
+    return rc;
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    struct tool_opts o;
+    if (parse_tool(argc, argv, &o)) return 2;
+    if (!o.text) {
+        fprintf(stderr, "need --text\n");
+        return 2;
+    }
+    struct llama_model *m = open_or_die(o.model);
+    if (!m) return 1;
+    struct ids ids = {0};
+    tok_encode(&m->tok, o.text, strlen(o.text), false, &ids);
+    for (size_t i = 0; i < ids.n; i++) printf(i ? " %d" : "%d", ids.v[i]);
+    printf("\n");
+    ids_free(&ids);
+    llama_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    log_init("model", LOG_INFO);
+    if (argc < 2) return serve_main(0, NULL);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return serve_main(argc - 2, argv + 2);
+    if (!strcmp(cmd, "init-tiny")) return cmd_init_tiny(argc - 2, argv + 2);
+    if (!strcmp(cmd, "logits")) return cmd_logits_generate(argc - 2, argv + 2, false);
+    if (!strcmp(cmd, "generate")) return cmd_logits_generate(argc - 2, argv + 2, true);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (cmd[0] == '-') return serve_main(argc - 1, argv + 1);
+    usage();
+    return 2;
+}

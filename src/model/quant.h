@@ -1,0 +1,39 @@
+/* Tensor element formats and the matrix kernels of the forward pass.
+ *
+ * F32, F16 (IEEE half) and Q8_0 (blocks of 32: f16 scale d + 32 int8 q, value =
+ * d*q, 34 bytes).  Quantised rows are dequantised inside the matmul, one row at
+ * a time into a small (L1-resident) scratch row, never up front.
+ *
+ * Determinism: the value computed for one (row, token) pair does not depend on
+ * how many other tokens share the call, nor on which thread runs the row, so a
+ * sequence decoded inside a batch gets bitwise the same logits as decoded
+ * alone.  AVX2+FMA+F16C kernels are picked at run time (__builtin_cpu_supports);
+ * the portable path is plain C. */
+#ifndef SGPU_MODEL_QUANT_H
+#define SGPU_MODEL_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QK8_0 32
+#define Q8_0_BLOCK_BYTES 34
+
+float qk_f16_to_f32(uint16_t h);
+uint16_t qk_f32_to_f16(float f);
+
+/* Quantise n floats (n % 32 == 0) to Q8_0 as ggml does (d = max|x|/127, q = round(x/d)). */
+void qk_quantize_q8_0(const float *x, void *out, int n);
+/* Row of n elements of `type` -> floats. */
+void qk_dequant_row(uint32_t type, const void *row, float *out, int n);
+
+/* Y[t*ldy + r] = dot(W row r, X[t*ldx ...]) for rows r in [r0, r1), tokens t in [0, T).
+ * W rows are row_bytes apart and n elements long.  scratch: n floats. */
+void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const float *X, int ldx,
+               int T, float *Y, int ldy, int r0, int r1, float *scratch);
+
+/* 1 when the AVX2/FMA/F16C kernels are in use.  qk_force_portable(1) switches
+ * them off (tests compare both paths). */
+int qk_simd_active(void);
+void qk_force_portable(int on);
+
+#endif

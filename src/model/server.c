@@ -1,0 +1,677 @@
+/* sgpu-model serve: event loop, routing, request lifecycle, metrics.
+ *
+ * Threads: this loop thread (HTTP only, never computes), the model loader
+ * (once, at start-up), the batcher's scheduler and its compute pool.  The
+ * batcher wakes the loop through a pipe; the loop drains events and writes
+ * responses / SSE chunks.  Client disconnect is seen by an EV_CLOSED watcher
+ * on the socket (evhttp itself does not read while a request is pending) and
+ * by the connection close callback while streaming; either cancels the
+ * sequence, which leaves the batch at the next step. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/keyvalq_struct.h>
+
+#include "httputil.h"
+#include "jsonw.h"
+#include "log.h"
+#include "metrics.h"
+#include "quant.h"
+#include "server_int.h"
+
+static int wake_fd[2] = {-1, -1};
+static atomic_int wake_pending;
+static char load_err[512];
+static atomic_int load_state; /* 0 loading, 1 loaded, -1 failed */
+
+static void wake_loop(void *arg)
+{
+    (void)arg;
+    if (atomic_exchange(&wake_pending, 1) == 0) {
+        char c = 'w';
+        ssize_t r = write(wake_fd[1], &c, 1);
+        (void)r;
+    }
+}
+
+/* ---- replies ---- */
+
+void srv_reply_sbuf(struct evhttp_request *req, int status, const char *ctype, struct sbuf *b)
+{
+    http_reply(req, status, ctype, b->data ? b->data : "", b->len);
+}
+
+void srv_tgi_error(struct evhttp_request *req, int status, const char *type, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"error\": ");
+    jw_cstr(&b, msg);
+    sbuf_puts(&b, ", \"error_type\": ");
+    jw_cstr(&b, type);
+    sbuf_putc(&b, '}');
+    srv_reply_sbuf(req, status, "application/json", &b);
+    sbuf_free(&b);
+}
+
+void srv_oai_error(struct evhttp_request *req, int status, const char *type, const char *code,
+                   const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"error\": {\"message\": ");
+    jw_cstr(&b, msg);
+    sbuf_puts(&b, ", \"type\": ");
+    jw_cstr(&b, type);
+    sbuf_puts(&b, ", \"param\": null, \"code\": ");
+    if (code)
+        jw_cstr(&b, code);
+    else
+        sbuf_puts(&b, "null");
+    sbuf_puts(&b, "}}");
+    srv_reply_sbuf(req, status, "application/json", &b);
+    sbuf_free(&b);
+}
+
+/* ---- JSON input ---- */
+
+struct json_object *srv_parse_body(struct evhttp_request *req, const char **msg)
+{
+    size_t n;
+    const char *body = http_request_body(req, &n);
+    struct json_tokener *tk = json_tokener_new_ex(32);
+    if (!tk) {
+        *msg = "out of memory";
+        return NULL;
+    }
+    json_tokener_set_flags(tk, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    struct json_object *o = json_tokener_parse_ex(tk, body, (int)n);
+    enum json_tokener_error e = json_tokener_get_error(tk);
+    size_t end = json_tokener_get_parse_end(tk);
+    json_tokener_free(tk);
+    if (!o || e != json_tokener_success) {
+        if (o) json_object_put(o);
+        *msg = n == 0 ? "empty request body" : "request body is not valid JSON";
+        return NULL;
+    }
+    while (end < n && (body[end] == ' ' || body[end] == '\n' || body[end] == '\r' || body[end] == '\t'))
+        end++;
+    if (end != n || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        *msg = end != n ? "trailing data after the JSON body" : "request body must be a JSON object";
+        return NULL;
+    }
+    return o;
+}
+
+static struct json_object *jfield(struct json_object *o, const char *k)
+{
+    struct json_object *v = NULL;
+    if (!json_object_object_get_ex(o, k, &v) || !v || json_object_is_type(v, json_type_null)) return NULL;
+    return v;
+}
+
+int jget_int(struct json_object *o, const char *k, long long lo, long long hi, long long *out,
+             bool *present)
+{
+    struct json_object *v = jfield(o, k);
+    if (present) *present = v != NULL;
+    if (!v) return 0;
+    if (!json_object_is_type(v, json_type_int)) return -1;
+    errno = 0;
+    int64_t x = json_object_get_int64(v);
+    if (errno || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+int jget_num(struct json_object *o, const char *k, double *out, bool *present)
+{
+    struct json_object *v = jfield(o, k);
+    if (present) *present = v != NULL;
+    if (!v) return 0;
+    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) return -1;
+    *out = json_object_get_double(v);
+    return 0;
+}
+
+int jget_bool(struct json_object *o, const char *k, bool *out, bool *present)
+{
+    struct json_object *v = jfield(o, k);
+    if (present) *present = v != NULL;
+    if (!v) return 0;
+    if (!json_object_is_type(v, json_type_boolean)) return -1;
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+static void add_stop(struct gen_req *g, const char *s, size_t n)
+{
+    if (n == 0) return;
+    g->stop = realloc(g->stop, (size_t)(g->n_stop + 1) * sizeof *g->stop);
+    g->stop_len = realloc(g->stop_len, (size_t)(g->n_stop + 1) * sizeof *g->stop_len);
+    if (!g->stop || !g->stop_len) abort();
+    g->stop[g->n_stop] = malloc(n + 1);
+    if (!g->stop[g->n_stop]) abort();
+    memcpy(g->stop[g->n_stop], s, n);
+    g->stop[g->n_stop][n] = 0;
+    g->stop_len[g->n_stop] = n;
+    g->n_stop++;
+}
+
+int jget_stop(struct json_object *o, const char *k, struct gen_req *g)
+{
+    struct json_object *v = jfield(o, k);
+    if (!v) return 0;
+    if (json_object_is_type(v, json_type_string)) {
+        add_stop(g, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_array)) return -1;
+    size_t n = json_object_array_length(v);
+    if (n > 16) return -1;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *x = json_object_array_get_idx(v, i);
+        if (!x || !json_object_is_type(x, json_type_string)) return -1;
+        add_stop(g, json_object_get_string(x), (size_t)json_object_get_string_len(x));
+    }
+    return 0;
+}
+
+/* ---- request lifecycle ---- */
+
+struct creq *srv_creq_new(struct srv *s, struct evhttp_request *req, enum api_kind api)
+{
+    struct creq *c = calloc(1, sizeof *c);
+    struct gen_req *g = calloc(1, sizeof *g);
+    if (!c || !g) abort();
+    c->s = s;
+    c->req = req;
+    c->api = api;
+    c->g = g;
+    g->user = c;
+    g->sp.temperature = 1.0f;
+    g->sp.top_p = 1.0f;
+    g->sp.repetition_penalty = 1.0f;
+    c->created = (long)time(NULL);
+    c->t0 = time_mono();
+    s->next_id++;
+    snprintf(c->id, sizeof c->id, "%s-%llu", api == API_OAI_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)s->next_id);
+    return c;
+}
+
+static void creq_free(struct creq *c)
+{
+    gen_req_free(c->g);
+    sbuf_free(&c->text);
+    sbuf_free(&c->toks);
+    free(c->prefix);
+    free(c);
+}
+
+void srv_creq_discard(struct creq *c)
+{
+    creq_free(c);
+}
+
+static void creq_cancel(struct creq *c)
+{
+    if (c->gone) return;
+    c->gone = true;
+    log_info("client_gone", "id=%s generated=%d", c->id, c->g->n_gen);
+    batcher_cancel(c->s->bat, c->g);
+}
+
+static void on_close_ev(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    creq_cancel(arg);
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct creq *c = arg;
+    if (c->close_ev) {
+        event_free(c->close_ev);
+        c->close_ev = NULL;
+    }
+    creq_cancel(c);
+}
+
+/* Stop watching the connection (before replying or freeing). */
+static void creq_unwatch(struct creq *c)
+{
+    if (c->close_ev) {
+        event_free(c->close_ev);
+        c->close_ev = NULL;
+    }
+    struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
+    if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+}
+
+void srv_start(struct creq *c)
+{
+    struct srv *s = c->s;
+    struct gen_req *g = c->g;
+    g->t_submit = time_mono();
+    if (batcher_submit(s->bat, g) != 0) {
+        *s->m_rejected_queue += 1;
+        if (c->api == API_TGI)
+            srv_tgi_error(c->req, 429, "overloaded", "Model is overloaded: queue limit (%d waiting requests) reached",
+                          s->max_queue);
+        else
+            srv_oai_error(c->req, 429, "rate_limit_error", "queue_full",
+                          "queue limit (%d waiting requests) reached", s->max_queue);
+        creq_free(c);
+        return;
+    }
+    *s->m_requests += 1;
+    *s->m_prompt_tokens += g->n_prompt;
+    c->next = s->live;
+    if (s->live) s->live->prev = c;
+    s->live = c;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
+    if (evcon) {
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+        if (fd >= 0) {
+            http_set_nodelay(fd);
+            c->close_ev = event_new(s->base, fd, EV_CLOSED, on_close_ev, c);
+            if (c->close_ev) event_add(c->close_ev, NULL);
+        }
+        evhttp_connection_set_closecb(evcon, on_conn_close, c);
+    }
+    if (c->stream) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+        evhttp_remove_header(h, "Content-Type");
+        evhttp_add_header(h, "Content-Type", "text/event-stream");
+        evhttp_add_header(h, "Cache-Control", "no-cache");
+        evhttp_send_reply_start(c->req, 200, "OK");
+        c->started = true;
+    }
+}
+
+static void send_chunk(struct creq *c, struct sbuf *b)
+{
+    if (!b->len || c->gone) return;
+    struct evbuffer *eb = evbuffer_new();
+    if (!eb) return;
+    evbuffer_add(eb, b->data, b->len);
+    evhttp_send_reply_chunk(c->req, eb);
+    evbuffer_free(eb);
+}
+
+static const char *fin_name(int f)
+{
+    switch (f) {
+    case FIN_LENGTH: return "length";
+    case FIN_EOS: return "eos";
+    case FIN_STOP: return "stop";
+    case FIN_CANCEL: return "cancelled";
+    default: return "error";
+    }
+}
+
+static void creq_event(struct creq *c, const struct gen_event *e)
+{
+    struct srv *s = c->s;
+    if (e->text_len) sbuf_append(&c->text, e->text, e->text_len);
+    if (e->token >= 0) *s->m_gen_tokens += 1;
+    struct sbuf out = SBUF_INIT;
+    if (c->stream) {
+        if (!c->gone) {
+            if (c->api == API_TGI)
+                api_tgi_stream_event(c, e, &out);
+            else
+                api_oai_stream_event(c, e, &out);
+            send_chunk(c, &out);
+        }
+    } else if (c->api == API_TGI && c->details && e->token >= 0) {
+        struct sbuf piece = SBUF_INIT;
+        tok_piece(&s->model->tok, e->token, &piece);
+        if (c->n_toks++) sbuf_puts(&c->toks, ", ");
+        sbuf_printf(&c->toks, "{\"id\": %d, \"text\": ", e->token);
+        jw_str(&c->toks, piece.data ? piece.data : "", piece.len);
+        sbuf_puts(&c->toks, ", \"logprob\": ");
+        jw_num(&c->toks, e->logprob);
+        sbuf_printf(&c->toks, ", \"special\": %s}", e->special ? "true" : "false");
+        sbuf_free(&piece);
+    }
+    if (!e->finish) {
+        sbuf_free(&out);
+        return;
+    }
+    /* finished */
+    creq_unwatch(c);
+    if (e->finish == FIN_CANCEL) *s->m_cancelled += 1;
+    if (e->finish == FIN_ERROR) *s->m_errors += 1;
+    metrics_observe(s->h_duration, time_mono() - c->t0);
+    log_info("request_done", "id=%s prompt_tokens=%d generated=%d finish=%s seconds=%.3f", c->id,
+             e->n_prompt, e->n_gen, fin_name(e->finish), time_mono() - c->t0);
+    if (c->stream) {
+        evhttp_send_reply_end(c->req);
+    } else if (e->finish == FIN_CANCEL) {
+        evhttp_send_reply(c->req, 499, "Client Closed Request", NULL);
+    } else if (e->finish == FIN_ERROR) {
+        if (c->api == API_TGI)
+            srv_tgi_error(c->req, 500, "generation", "generation failed");
+        else
+            srv_oai_error(c->req, 500, "server_error", NULL, "generation failed");
+    } else {
+        sbuf_reset(&out);
+        if (c->api == API_TGI)
+            api_tgi_final_body(c, e, &out);
+        else
+            api_oai_final_body(c, e, &out);
+        srv_reply_sbuf(c->req, 200, "application/json", &out);
+    }
+    sbuf_free(&out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->live = c->next;
+    if (c->next) c->next->prev = c->prev;
+    creq_free(c);
+}
+
+/* ---- routes ---- */
+
+static void metrics_refresh(void *arg)
+{
+    struct srv *s = arg;
+    *s->g_ready = s->ready;
+    if (!s->bat) return;
+    struct batcher_stats st;
+    batcher_get_stats(s->bat, &st);
+    *s->g_queue = st.queued;
+    *s->g_batch = st.active;
+    *s->g_kv = (double)st.kv_bytes;
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    struct srv *s = arg;
+    char path[256];
+    if (!http_request_path(req, path, sizeof path)) {
+        http_reply_error(req, 400, "bad request URI");
+        return;
+    }
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
+    if (!strcmp(path, "/health")) {
+        if (!get) goto method;
+        if (s->ready)
+            http_reply_json(req, 200, "{\"status\": \"ok\"}", 16);
+        else
+            http_reply_json(req, 503, "{\"status\": \"loading\"}", 21);
+        return;
+    }
+    if (!strcmp(path, "/metrics")) {
+        if (!get) goto method;
+        struct sbuf b = SBUF_INIT;
+        metrics_render(s->met, &b);
+        srv_reply_sbuf(req, 200, "text/plain; version=0.0.4", &b);
+        sbuf_free(&b);
+        return;
+    }
+    bool tgi_gen = !strcmp(path, "/generate"), tgi_stream = !strcmp(path, "/generate_stream"),
+         tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
+         compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
+         models = !strcmp(path, "/v1/models");
+    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl && !chat && !models) {
+        http_reply_error(req, 404, "no route for %s", path);
+        return;
+    }
+    if (((info || models) && !get) || ((tgi_gen || tgi_stream || tgi_root || compl || chat) && !post))
+        goto method;
+    if (!s->ready) {
+        if (compl || chat || models)
+            srv_oai_error(req, 503, "server_error", "model_loading", "model is loading");
+        else
+            srv_tgi_error(req, 503, "unhealthy", "model is loading");
+        return;
+    }
+    if (info) api_tgi_info(s, req);
+    else if (models) api_oai_models(s, req);
+    else if (tgi_gen) api_tgi_generate(s, req, false);
+    else if (tgi_stream) api_tgi_generate(s, req, true);
+    else if (tgi_root) api_tgi_generate(s, req, false); /* "stream": true handled inside */
+    else api_oai_completions(s, req, chat);
+    return;
+method:
+    http_reply_error(req, 405, "method not allowed");
+}
+
+/* ---- loading and the wake pipe ---- */
+
+static void *loader_main(void *arg)
+{
+    struct srv *s = arg;
+    struct llama_model *m;
+    if (llama_open(s->model_path, &m, load_err, sizeof load_err)) {
+        atomic_store(&load_state, -1);
+    } else {
+        s->model = m;
+        atomic_store(&load_state, 1);
+    }
+    wake_loop(s);
+    return NULL;
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct srv *s = arg;
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    atomic_store(&wake_pending, 0);
+    if (!s->ready) {
+        int st = atomic_load(&load_state);
+        if (st < 0) {
+            char q[600];
+            log_error("fatal", "error=%s", log_quote(q, sizeof q, load_err));
+            event_base_loopexit(s->base, NULL);
+            return;
+        }
+        if (st > 0 && !s->bat) {
+            const struct llama_hparams *hp = &s->model->hp;
+            s->n_ctx = s->n_ctx > 0 && s->n_ctx < hp->n_ctx_train ? s->n_ctx : hp->n_ctx_train;
+            size_t bpt = llama_kv_bytes_per_token(s->model);
+            if (s->kv_budget < bpt * (size_t)s->n_ctx) s->kv_budget = bpt * (size_t)s->n_ctx;
+            *s->g_kv_budget = (double)s->kv_budget;
+            struct batcher_opts bo = {s->threads, s->max_batch, s->max_queue, s->kv_budget, 256,
+                                      s->h_ttft, s->h_tpot};
+            s->bat = batcher_new(s->model, &bo, wake_loop, s);
+            if (!s->bat) {
+                log_error("fatal", "error=\"cannot start the batcher thread\"");
+                event_base_loopexit(s->base, NULL);
+                return;
+            }
+            const char *base = s->model_path && *s->model_path ? strrchr(s->model_path, '/') : NULL;
+            snprintf(s->model_id, sizeof s->model_id, "%s",
+                     s->model_path && *s->model_path ? (base ? base + 1 : s->model_path) : s->model->name);
+            s->ready = 1;
+            char q1[200], q2[600];
+            log_info("model_loaded",
+                     "model=%s arch=llama dtype=%s params=%llu vocab=%d layers=%d ctx=%d threads=%d "
+                     "max_batch=%d port=%d simd=%d msg=%s",
+                     log_quote(q1, sizeof q1, s->model_id), s->model->dtype,
+                     (unsigned long long)s->model->n_params, hp->n_vocab, hp->n_layer, s->n_ctx,
+                     s->threads, s->max_batch, s->bound_port, qk_simd_active(),
+                     log_quote(q2, sizeof q2, s->load_msg ? s->load_msg : ""));
+            if (s->load_msg && *s->load_msg) fprintf(stderr, "%s\n", s->load_msg);
+        }
+    }
+    if (!s->bat) return;
+    struct gen_event *e = batcher_take_events(s->bat);
+    while (e) {
+        struct gen_event *n = e->next;
+        e->next = NULL;
+        creq_event(e->req->user, e);
+        gen_event_free(e);
+        e = n;
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct srv *s = arg;
+    log_info("shutdown", "signal=%d", (int)sig);
+    event_base_loopexit(s->base, NULL);
+}
+
+static int opt_int(const char *name, const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi) {
+        log_error("fatal", "error=\"bad value for %s\"", name);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct srv S;
+    struct srv *s = &S;
+    memset(s, 0, sizeof *s);
+    s->host = "127.0.0.1";
+    s->port = 5001;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+    s->max_batch = 16;
+    s->max_queue = 64;
+    int kv_mb = 1024, max_body_kb = 1024;
+    s->model_path = getenv("SGPU_MODEL_PATH");
+    const char *envp = getenv("SGPU_MODEL_PORT");
+    if (envp && *envp && opt_int("SGPU_MODEL_PORT", envp, 0, 65535, &s->port)) return 2;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!v) {
+            log_error("fatal", "error=\"option %s needs a value\"", a);
+            return 2;
+        }
+        if (!strcmp(a, "--model")) s->model_path = v;
+        else if (!strcmp(a, "--host")) s->host = v;
+        else if (!strcmp(a, "--load-log-msg")) s->load_msg = v;
+        else if (!strcmp(a, "--port")) rc = opt_int(a, v, 0, 65535, &s->port);
+        else if (!strcmp(a, "--threads")) rc = opt_int(a, v, 1, 256, &s->threads);
+        else if (!strcmp(a, "--max-batch")) rc = opt_int(a, v, 1, 1024, &s->max_batch);
+        else if (!strcmp(a, "--ctx")) rc = opt_int(a, v, 1, 1 << 20, &s->n_ctx);
+        else if (!strcmp(a, "--max-queue")) rc = opt_int(a, v, 0, 1 << 20, &s->max_queue);
+        else if (!strcmp(a, "--kv-mem")) rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
+        else if (!strcmp(a, "--max-body-kb")) rc = opt_int(a, v, 1, 1 << 20, &max_body_kb);
+        else {
+            log_error("fatal", "error=\"unknown option %s\"", a);
+            return 2;
+        }
+        if (rc) return 2;
+        i++;
+    }
+    s->kv_budget = (size_t)kv_mb << 20;
+    signal(SIGPIPE, SIG_IGN);
+    s->met = metrics_new();
+    s->m_requests = metrics_counter(s->met, "sgpu_model_requests_total", "Generation requests accepted");
+    s->m_prompt_tokens = metrics_counter(s->met, "sgpu_model_prompt_tokens_total", "Prompt tokens of accepted requests");
+    s->m_gen_tokens = metrics_counter(s->met, "sgpu_model_generated_tokens_total", "Tokens generated");
+    s->m_cancelled = metrics_counter(s->met, "sgpu_model_cancelled_total", "Requests cancelled by client disconnect");
+    s->m_errors = metrics_counter(s->met, "sgpu_model_errors_total", "Requests that failed during generation");
+    s->m_rejected_queue = metrics_counter(s->met, "sgpu_model_rejected_total{reason=\"queue_full\"}", "Requests rejected");
+    s->m_rejected_validation = metrics_counter(s->met, "sgpu_model_rejected_total{reason=\"validation\"}", "Requests rejected");
+    s->g_queue = metrics_gauge(s->met, "sgpu_model_queue_depth", "Requests waiting for a batch slot");
+    s->g_batch = metrics_gauge(s->met, "sgpu_model_batch_size", "Sequences in the running batch");
+    s->g_kv = metrics_gauge(s->met, "sgpu_model_kv_cache_bytes", "KV cache bytes reserved by active sequences");
+    s->g_kv_budget = metrics_gauge(s->met, "sgpu_model_kv_cache_budget_bytes", "KV cache byte budget");
+    s->g_ready = metrics_gauge(s->met, "sgpu_model_ready", "1 once the model is loaded");
+    static const double lat[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    static const double tpot[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1};
+    static const double dur[] = {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+    s->h_ttft = metrics_histogram(s->met, "sgpu_model_time_to_first_token_seconds", "Time from request to first token", lat, 12);
+    s->h_tpot = metrics_histogram(s->met, "sgpu_model_time_per_output_token_seconds", "Time between consecutive tokens", tpot, 10);
+    s->h_duration = metrics_histogram(s->met, "sgpu_model_request_duration_seconds", "Request duration", dur, 11);
+    metrics_on_render(s->met, metrics_refresh, s);
+
+    s->base = http_base_new();
+    struct http_limits lim = {(size_t)max_body_kb << 10, 16 << 10, 120};
+    s->http = s->base ? http_server_new(s->base, &lim) : NULL;
+    if (!s->http) {
+        log_error("fatal", "error=\"cannot create the event loop\"");
+        return 1;
+    }
+    evhttp_set_gencb(s->http, route, s);
+    if (http_server_listen(s->http, s->host, s->port, &s->bound_port) != 0) {
+        log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port, strerror(errno));
+        return 1;
+    }
+    if (pipe2(wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {
+        log_error("fatal", "error=\"pipe: %s\"", strerror(errno));
+        return 1;
+    }
+    struct event *wev = event_new(s->base, wake_fd[0], EV_READ | EV_PERSIST, on_wake, s);
+    struct event *sig1 = evsignal_new(s->base, SIGTERM, on_signal, s);
+    struct event *sig2 = evsignal_new(s->base, SIGINT, on_signal, s);
+    event_add(wev, NULL);
+    event_add(sig1, NULL);
+    event_add(sig2, NULL);
+    log_info("listening", "host=%s port=%d", s->host, s->bound_port);
+    pthread_t loader;
+    if (pthread_create(&loader, NULL, loader_main, s) != 0) {
+        log_error("fatal", "error=\"cannot start the loader thread\"");
+        return 1;
+    }
+    event_base_dispatch(s->base);
+    pthread_join(loader, NULL);
+    int rc = atomic_load(&load_state) < 0 || !s->bat ? 1 : 0;
+    /* shutdown: stop compute first, then drop requests and connections */
+    batcher_free(s->bat);
+    while (s->live) {
+        struct creq *c = s->live;
+        s->live = c->next;
+        creq_unwatch(c);
+        if (c->stream)
+            evhttp_send_reply_end(c->req);
+        else
+            http_reply_error(c->req, 503, "server shutting down");
+        creq_free(c);
+    }
+    evhttp_free(s->http);
+    event_free(wev);
+    event_free(sig1);
+    event_free(sig2);
+    event_base_free(s->base);
+    close(wake_fd[0]);
+    close(wake_fd[1]);
+    llama_free(s->model);
+    metrics_free(s->met);
+    return rc;
+}

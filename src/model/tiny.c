@@ -1,0 +1,305 @@
+/* Random-weight model generator; see tiny.h. */
+#include "tiny.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "quant.h"
+
+static const char *const WORDS[] = {
+    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
+    "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
+    "had", "they", "you", "were", "their", "one", "all", "we", "can", "her", "has", "there",
+    "been", "if", "more", "when", "will", "would", "who", "so", "no", "model", "token", "server",
+    "hello", "world", "GPU", "data", "time", "text", "er", "ing", "ed", "es", "th", "he", "in",
+    "an", "re", "on", "at", "en", "nd", "ti", "st", "or", "te", "ly", "tion", "ment",
+};
+#define N_WORDS (sizeof WORDS / sizeof WORDS[0])
+
+uint64_t tiny_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float tiny_randf(uint64_t *s)
+{
+    return (float)((double)(tiny_rand(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+void tiny_default_opts(struct tiny_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->seed = 0;
+    o->n_embd = 128;
+    o->n_layer = 4;
+    o->n_head = 4;
+    o->n_head_kv = 2;
+    o->n_ff = 352;
+    o->n_ctx = 1024;
+    o->wtype = GGML_TYPE_F32;
+    o->tok = TOK_SPM;
+    o->rope_base = 10000.0f;
+    o->name = "sgpu-tiny";
+}
+
+struct strlist {
+    char **v;
+    size_t n, cap;
+};
+
+static void sl_add(struct strlist *l, const char *s)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 512;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v) abort();
+    }
+    l->v[l->n] = strdup(s);
+    if (!l->v[l->n]) abort();
+    l->n++;
+}
+
+static int sl_find(const struct strlist *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], s) == 0) return (int)i;
+    return -1;
+}
+
+static void sl_free(struct strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+}
+
+/* Encode a code point < 0x800 as UTF-8. */
+static size_t cp_utf8(int cp, char *o)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    o[0] = (char)(0xc0 | (cp >> 6));
+    o[1] = (char)(0x80 | (cp & 0x3f));
+    return 2;
+}
+
+static void vocab_spm(struct gguf_writer *w, int vocab_size)
+{
+    struct strlist t = {0};
+    sl_add(&t, "<unk>");
+    sl_add(&t, "<s>");
+    sl_add(&t, "</s>");
+    char buf[64];
+    for (int b = 0; b < 256; b++) {
+        snprintf(buf, sizeof buf, "<0x%02X>", b);
+        sl_add(&t, buf);
+    }
+    sl_add(&t, "\xe2\x96\x81");
+    for (int c = 0x21; c < 0x7f; c++) {
+        buf[0] = (char)c;
+        buf[1] = 0;
+        sl_add(&t, buf);
+    }
+    /* every prefix of "▁word" and of "word", so merges can reach the words */
+    for (size_t i = 0; i < N_WORDS; i++)
+        for (int sp = 0; sp < 2; sp++) {
+            char full[64];
+            snprintf(full, sizeof full, "%s%s", sp ? "\xe2\x96\x81" : "", WORDS[i]);
+            size_t start = sp ? 3 : 1, len = strlen(full);
+            for (size_t k = start + 1; k <= len; k++) {
+                memcpy(buf, full, k);
+                buf[k] = 0;
+                if (sl_find(&t, buf) < 0) sl_add(&t, buf);
+            }
+        }
+    for (int i = 0; vocab_size > 0 && (int)t.n < vocab_size; i++) {
+        snprintf(buf, sizeof buf, "\xe2\x96\x81x%d", i);
+        sl_add(&t, buf);
+    }
+    float *scores = malloc(t.n * sizeof *scores);
+    int32_t *types = malloc(t.n * sizeof *types);
+    for (size_t i = 0; i < t.n; i++) {
+        types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+        /* longer pieces score higher so words win over their prefixes */
+        scores[i] = i < 259 ? 0.0f : (float)strlen(t.v[i]) - 0.001f * (float)i;
+    }
+    gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)t.v, t.n);
+    gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, t.n);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, t.n);
+    gguf_w_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", true);
+    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", false);
+    free(scores);
+    free(types);
+    sl_free(&t);
+}
+
+static void vocab_bpe(struct gguf_writer *w, int vocab_size)
+{
+    struct strlist t = {0}, merges = {0};
+    int byte_cp[256], extra = 0;
+    for (int b = 0; b < 256; b++) {
+        int direct = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+        byte_cp[b] = direct ? b : 256 + extra++;
+    }
+    char buf[128];
+    for (int b = 0; b < 256; b++) {
+        size_t n = cp_utf8(byte_cp[b], buf);
+        buf[n] = 0;
+        sl_add(&t, buf);
+    }
+    for (size_t i = 0; i < N_WORDS; i++)
+        for (int sp = 0; sp < 2; sp++) {
+            /* characters of the mapped word */
+            char ch[32][4];
+            int nch = 0;
+            if (sp) {
+                size_t n = cp_utf8(byte_cp[' '], ch[nch]);
+                ch[nch++][n] = 0;
+            }
+            for (const char *p = WORDS[i]; *p && nch < 31; p++) {
+                size_t n = cp_utf8(byte_cp[(unsigned char)*p], ch[nch]);
+                ch[nch++][n] = 0;
+            }
+            struct sbuf left = SBUF_INIT, pair = SBUF_INIT;
+            sbuf_puts(&left, ch[0]);
+            for (int k = 1; k < nch; k++) {
+                sbuf_reset(&pair);
+                sbuf_printf(&pair, "%s %s", left.data, ch[k]);
+                if (sl_find(&merges, pair.data) < 0) sl_add(&merges, pair.data);
+                sbuf_puts(&left, ch[k]);
+                if (sl_find(&t, left.data) < 0) sl_add(&t, left.data);
+            }
+        }
+    for (int i = 0; vocab_size > 0 && (int)t.n < vocab_size - 1; i++) {
+        snprintf(buf, sizeof buf, "\xc4\xa0y%d", i);
+        sl_add(&t, buf);
+    }
+    int eot = (int)t.n;
+    sl_add(&t, "<|endoftext|>");
+    int32_t *types = malloc(t.n * sizeof *types);
+    for (size_t i = 0; i < t.n; i++) types[i] = (int)i == eot ? 3 : 1;
+    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)t.v, t.n);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, t.n);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges.v, merges.n);
+    gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)eot);
+    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eot);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", false);
+    free(types);
+    sl_free(&t);
+    sl_free(&merges);
+}
+
+/* rows x cols matrix of uniform(+-scale) in the requested type */
+static void add_matrix(struct gguf_writer *w, const char *name, int rows, int cols, float scale,
+                       float offset, uint32_t type, uint64_t *rng)
+{
+    size_t rb = ggml_row_bytes(type, (uint64_t)cols);
+    uint8_t *data = malloc(rb * (size_t)rows);
+    float *row = malloc((size_t)cols * sizeof *row);
+    if (!data || !row) abort();
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) row[c] = offset + scale * tiny_randf(rng);
+        uint8_t *o = data + (size_t)r * rb;
+        if (type == GGML_TYPE_F32) {
+            memcpy(o, row, (size_t)cols * 4);
+        } else if (type == GGML_TYPE_F16) {
+            for (int c = 0; c < cols; c++) {
+                uint16_t h = qk_f32_to_f16(row[c]);
+                memcpy(o + 2 * c, &h, 2);
+            }
+        } else {
+            qk_quantize_q8_0(row, o, cols);
+        }
+    }
+    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+    gguf_w_tensor(w, name, rows == 1 ? 1 : 2, ne, type, data);
+    free(row);
+    free(data);
+}
+
+int tiny_build(const struct tiny_opts *o, struct sbuf *out)
+{
+    if (o->n_embd <= 0 || o->n_layer <= 0 || o->n_head <= 0 || o->n_head_kv <= 0 || o->n_ff <= 0 ||
+        o->n_embd % o->n_head || o->n_head % o->n_head_kv || o->n_ctx <= 0)
+        return -1;
+    if (o->wtype == GGML_TYPE_Q8_0 && (o->n_embd % 32 || o->n_ff % 32)) return -1;
+    if (o->wtype != GGML_TYPE_F32 && o->wtype != GGML_TYPE_F16 && o->wtype != GGML_TYPE_Q8_0)
+        return -1;
+    struct gguf_writer w;
+    gguf_w_init(&w);
+    gguf_w_str(&w, "general.architecture", "llama");
+    gguf_w_str(&w, "general.name", o->name ? o->name : "sgpu-tiny");
+    gguf_w_u32(&w, "general.alignment", 32);
+    gguf_w_u32(&w, "llama.context_length", (uint32_t)o->n_ctx);
+    gguf_w_u32(&w, "llama.embedding_length", (uint32_t)o->n_embd);
+    gguf_w_u32(&w, "llama.block_count", (uint32_t)o->n_layer);
+    gguf_w_u32(&w, "llama.feed_forward_length", (uint32_t)o->n_ff);
+    gguf_w_u32(&w, "llama.rope.dimension_count", (uint32_t)(o->n_embd / o->n_head));
+    gguf_w_u32(&w, "llama.attention.head_count", (uint32_t)o->n_head);
+    gguf_w_u32(&w, "llama.attention.head_count_kv", (uint32_t)o->n_head_kv);
+    gguf_w_f32(&w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_w_f32(&w, "llama.rope.freq_base", o->rope_base > 0 ? o->rope_base : 10000.0f);
+    gguf_w_u32(&w, "general.file_type", o->wtype == GGML_TYPE_F32 ? 0 : o->wtype == GGML_TYPE_F16 ? 1 : 7);
+    if (o->tok == TOK_SPM)
+        vocab_spm(&w, o->vocab_size);
+    else
+        vocab_bpe(&w, o->vocab_size);
+    /* vocabulary size = the token count just written: re-parse it */
+    int nv = 0;
+    {
+        struct sbuf tmp = SBUF_INIT;
+        gguf_w_finish(&w, &tmp);
+        struct gguf_file *f;
+        char err[128];
+        if (gguf_open_mem(tmp.data, tmp.len, false, &f, err, sizeof err) == 0) {
+            const struct gguf_kv *kv = gguf_find(f, "tokenizer.ggml.tokens");
+            nv = kv ? (int)kv->arr_n : 0;
+            gguf_close(f);
+        }
+        sbuf_free(&tmp);
+    }
+    if (nv <= 0) {
+        gguf_w_free(&w);
+        return -1;
+    }
+    uint64_t rng = o->seed * 0x9e3779b97f4a7c15ull + 12345;
+    int d = o->n_embd, hd = d / o->n_head, dkv = o->n_head_kv * hd;
+    float sd = sqrtf(3.0f / (float)d), sf = sqrtf(3.0f / (float)o->n_ff);
+    add_matrix(&w, "token_embd.weight", nv, d, 1.0f, 0.0f, o->wtype, &rng);
+    add_matrix(&w, "output_norm.weight", 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
+    if (!o->tied) add_matrix(&w, "output.weight", nv, d, sd * 2.0f, 0.0f, o->wtype, &rng);
+    char nm[64];
+    for (int l = 0; l < o->n_layer; l++) {
+#define M(suffix, rows, cols, sc)                                                                \
+    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                               \
+    add_matrix(&w, nm, rows, cols, sc, 0.0f, o->wtype, &rng)
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        add_matrix(&w, nm, 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
+        M("attn_q.weight", d, d, sd);
+        M("attn_k.weight", dkv, d, sd);
+        M("attn_v.weight", dkv, d, sd);
+        M("attn_output.weight", d, d, sd);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        add_matrix(&w, nm, 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
+        M("ffn_gate.weight", o->n_ff, d, sd);
+        M("ffn_down.weight", d, o->n_ff, sf);
+        M("ffn_up.weight", o->n_ff, d, sd);
+#undef M
+    }
+    gguf_w_finish(&w, out);
+    gguf_w_free(&w);
+    return 0;
+}
