@@ -173,7 +173,8 @@ void pyj_free(struct pyj_value *v)
         free(v->u.str.s);
         break;
     case PYJ_ARRAY:
-        for (size_t i = 0; i < v->u.arr.len; i++) pyj_free(v->u.arr.items[i]);
+        for (size_t i = 0; i < v->u.arr.len; i++)
+            pyj_free(v->u.arr.items[i]);
         free(v->u.arr.items);
         break;
     case PYJ_OBJECT:
@@ -318,8 +319,7 @@ static bool equal_inner(const struct pyj_value *a, const struct pyj_value *b);
 static bool equal_item(const struct pyj_value *a, const struct pyj_value *b)
 {
     if (a == b) return true;
-    if (a->type == PYJ_FLOAT && b->type == PYJ_FLOAT && isnan(a->u.f) && isnan(b->u.f))
-        return true;
+    if (a->type == PYJ_FLOAT && b->type == PYJ_FLOAT && isnan(a->u.f) && isnan(b->u.f)) return true;
     return equal_inner(a, b);
 }
 
@@ -378,7 +378,8 @@ static int perr(struct parser *ps, const char *what, const char *at)
 static inline void skip_ws(struct parser *ps)
 {
     const char *p = ps->p, *e = ps->end;
-    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
     ps->p = p;
 }
 
@@ -414,20 +415,23 @@ static int parse_number(struct parser *ps, struct pyj_value **out)
     if (*p == '0') {
         p++;
     } else {
-        while (p < e && is_digit(*p)) p++;
+        while (p < e && is_digit(*p))
+            p++;
     }
     bool isfloat = false;
     if (p + 1 < e && *p == '.' && is_digit(p[1])) {
         isfloat = true;
         p += 2;
-        while (p < e && is_digit(*p)) p++;
+        while (p < e && is_digit(*p))
+            p++;
     }
     if (p < e && (*p == 'e' || *p == 'E')) {
         const char *q = p + 1;
         if (q < e && (*q == '+' || *q == '-')) q++;
         if (q < e && is_digit(*q)) {
             isfloat = true;
-            while (q < e && is_digit(*q)) q++;
+            while (q < e && is_digit(*q))
+                q++;
             p = q;
         }
     }
@@ -458,7 +462,8 @@ static inline void scratch_put(struct parser *ps, size_t *len, const char *src, 
 {
     if (*len + n + 1 > ps->scap) {
         size_t cap = ps->scap ? ps->scap : 256;
-        while (cap < *len + n + 1) cap *= 2;
+        while (cap < *len + n + 1)
+            cap *= 2;
         ps->scratch = xrealloc(ps->scratch, cap);
         ps->scap = cap;
     }
@@ -507,10 +512,9 @@ static size_t utf8_valid_len(const unsigned char *p, const unsigned char *e)
         return 3;
     }
     if (c >= 0xF0 && c <= 0xF4) {
-        if (e - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 ||
-            (p[3] & 0xC0) != 0x80)
+        if (e - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
             return 0;
-        if (c == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+        if (c == 0xF0 && p[1] < 0x90) return 0;  /* overlong */
         if (c == 0xF4 && p[1] >= 0x90) return 0; /* > U+10FFFF */
         return 4;
     }
@@ -545,7 +549,8 @@ static int parse_string_raw(struct parser *ps, size_t *outlen)
     size_t len = 0;
     for (;;) {
         const unsigned char *run = p;
-        while (p < e && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80) p++;
+        while (p < e && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80)
+            p++;
         if (p > run) scratch_put(ps, &len, (const char *)run, (size_t)(p - run));
         if (p >= e) return perr(ps, "Unterminated string starting", qs);
         unsigned c = *p;
@@ -566,14 +571,30 @@ static int parse_string_raw(struct parser *ps, size_t *outlen)
         char esc = (char)p[1];
         char ch;
         switch (esc) {
-        case '"': ch = '"'; break;
-        case '\\': ch = '\\'; break;
-        case '/': ch = '/'; break;
-        case 'b': ch = '\b'; break;
-        case 'f': ch = '\f'; break;
-        case 'n': ch = '\n'; break;
-        case 'r': ch = '\r'; break;
-        case 't': ch = '\t'; break;
+        case '"':
+            ch = '"';
+            break;
+        case '\\':
+            ch = '\\';
+            break;
+        case '/':
+            ch = '/';
+            break;
+        case 'b':
+            ch = '\b';
+            break;
+        case 'f':
+            ch = '\f';
+            break;
+        case 'n':
+            ch = '\n';
+            break;
+        case 'r':
+            ch = '\r';
+            break;
+        case 't':
+            ch = '\t';
+            break;
         case 'u': {
             uint32_t cp;
             if (e - p < 6 || hex4((const char *)p + 2, &cp) != 0)
@@ -636,8 +657,10 @@ static void idx_msort(size_t *idx, size_t *tmp, size_t n, const struct pyj_membe
         else
             tmp[k++] = idx[j++];
     }
-    while (i < h) tmp[k++] = idx[i++];
-    while (j < n) tmp[k++] = idx[j++];
+    while (i < h)
+        tmp[k++] = idx[i++];
+    while (j < n)
+        tmp[k++] = idx[j++];
     memcpy(idx, tmp, n * sizeof *idx);
 }
 
@@ -665,11 +688,13 @@ static void obj_dedup(struct pyj_value *obj)
         }
     } else {
         size_t *idx = xmalloc(n * sizeof *idx), *tmp = xmalloc(n * sizeof *tmp);
-        for (size_t i = 0; i < n; i++) idx[i] = i;
+        for (size_t i = 0; i < n; i++)
+            idx[i] = i;
         idx_msort(idx, tmp, n, m);
         for (size_t i = 0; i < n;) {
             size_t j = i + 1;
-            while (j < n && key_cmp(&m[idx[i]], &m[idx[j]]) == 0) j++;
+            while (j < n && key_cmp(&m[idx[i]], &m[idx[j]]) == 0)
+                j++;
             if (j - i > 1) {
                 any = true;
                 struct pyj_member *first = &m[idx[i]];
@@ -862,7 +887,8 @@ static int sci_digits(double v, int p, char *d, size_t *nd)
     for (; *s && *s != 'e'; s++)
         if (*s != '.') d[k++] = *s;
     int ex = atoi(s + 1);
-    while (k > 1 && d[k - 1] == '0') k--;
+    while (k > 1 && d[k - 1] == '0')
+        k--;
     d[k] = '\0';
     *nd = k;
     return ex;
@@ -908,7 +934,8 @@ static int shortest_digits(double v, char *d, size_t *nd)
                 int n2 = snprintf(s2, sizeof s2, "%" PRIu64, m2);
                 int eadj = e16 + (n2 - 16);
                 size_t k = (size_t)n2;
-                while (k > 1 && s2[k - 1] == '0') k--;
+                while (k > 1 && s2[k - 1] == '0')
+                    k--;
                 memcpy(d, s2, k);
                 d[k] = '\0';
                 *nd = k;
@@ -941,12 +968,14 @@ size_t pyj_format_float(double v, char *out, size_t n)
                 if (ex < 0) {
                     buf[k++] = '0';
                     buf[k++] = '.';
-                    for (int i = 0; i < -ex - 1; i++) buf[k++] = '0';
+                    for (int i = 0; i < -ex - 1; i++)
+                        buf[k++] = '0';
                     memcpy(buf + k, d, nd);
                     k += nd;
                 } else {
                     size_t ip = (size_t)ex + 1; /* digits before the point */
-                    for (size_t i = 0; i < ip; i++) buf[k++] = i < nd ? d[i] : '0';
+                    for (size_t i = 0; i < ip; i++)
+                        buf[k++] = i < nd ? d[i] : '0';
                     buf[k++] = '.';
                     if (nd > ip) {
                         memcpy(buf + k, d + ip, nd - ip);
@@ -981,7 +1010,10 @@ size_t pyj_format_float(double v, char *out, size_t n)
 
 /* 0: byte copied as is; 1: needs escaping (control, '"', '\\', DEL, non-ASCII). */
 static const unsigned char needs_esc[256] = {
-    [0 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x7F ... 0xFF] = 1,
+    [0 ... 0x1F] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x7F ... 0xFF] = 1,
 };
 
 static const char hexd[] = "0123456789abcdef";
@@ -1005,17 +1037,16 @@ static size_t wtf8_decode(const unsigned char *p, const unsigned char *e, uint32
         *cp = ((c & 0x1Fu) << 6) | (p[1] & 0x3Fu);
         return 2;
     }
-    if (c >= 0xE0 && c <= 0xEF && e - p >= 3 && (p[1] & 0xC0) == 0x80 &&
-        (p[2] & 0xC0) == 0x80) {
+    if (c >= 0xE0 && c <= 0xEF && e - p >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
         uint32_t v = ((c & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
         if (v < 0x800) return 0;
         *cp = v;
         return 3;
     }
-    if (c >= 0xF0 && c <= 0xF4 && e - p >= 4 && (p[1] & 0xC0) == 0x80 &&
-        (p[2] & 0xC0) == 0x80 && (p[3] & 0xC0) == 0x80) {
-        uint32_t v = ((c & 0x07u) << 18) | ((p[1] & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) |
-                     (p[3] & 0x3Fu);
+    if (c >= 0xF0 && c <= 0xF4 && e - p >= 4 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80 &&
+        (p[3] & 0xC0) == 0x80) {
+        uint32_t v =
+            ((c & 0x07u) << 18) | ((p[1] & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) | (p[3] & 0x3Fu);
         if (v < 0x10000 || v > 0x10FFFF) return 0;
         *cp = v;
         return 4;
@@ -1030,7 +1061,8 @@ void pyj_write_string(struct sbuf *out, const char *s, size_t len)
     out->data[out->len++] = '"';
     while (p < e) {
         const unsigned char *run = p;
-        while (p < e && !needs_esc[*p]) p++;
+        while (p < e && !needs_esc[*p])
+            p++;
         if (p > run) sbuf_append(out, run, (size_t)(p - run));
         if (p >= e) break;
         char b[12];
@@ -1038,13 +1070,27 @@ void pyj_write_string(struct sbuf *out, const char *s, size_t len)
         unsigned c = *p;
         b[0] = '\\';
         switch (c) {
-        case '"': b[1] = '"'; break;
-        case '\\': b[1] = '\\'; break;
-        case '\n': b[1] = 'n'; break;
-        case '\r': b[1] = 'r'; break;
-        case '\t': b[1] = 't'; break;
-        case '\b': b[1] = 'b'; break;
-        case '\f': b[1] = 'f'; break;
+        case '"':
+            b[1] = '"';
+            break;
+        case '\\':
+            b[1] = '\\';
+            break;
+        case '\n':
+            b[1] = 'n';
+            break;
+        case '\r':
+            b[1] = 'r';
+            break;
+        case '\t':
+            b[1] = 't';
+            break;
+        case '\b':
+            b[1] = 'b';
+            break;
+        case '\f':
+            b[1] = 'f';
+            break;
         default:
             if (c < 0x80) {
                 put_u(b, c);
@@ -1124,13 +1170,14 @@ static void dump_members(const struct pyj_member *const *ms, size_t n,
     sbuf_putc(out, '}');
 }
 
-static void dump_object(const struct pyj_value *v, const struct pyj_dump_opts *o,
-                        struct sbuf *out, int level)
+static void dump_object(const struct pyj_value *v, const struct pyj_dump_opts *o, struct sbuf *out,
+                        int level)
 {
     size_t n = v->u.obj.len;
     const struct pyj_member *small[16];
     const struct pyj_member **ms = n <= 16 ? small : xmalloc(n * sizeof *ms);
-    for (size_t i = 0; i < n; i++) ms[i] = &v->u.obj.members[i];
+    for (size_t i = 0; i < n; i++)
+        ms[i] = &v->u.obj.members[i];
     if (o->sort_keys && n > 1) qsort(ms, n, sizeof *ms, member_ptr_cmp);
     dump_members(ms, n, o, out, level);
     if (ms != small) free(ms);
@@ -1209,7 +1256,8 @@ void pyj_dump_members(const struct pyj_value *obj, const char *const *keys, size
     size_t n = 0;
     for (size_t i = 0; i < nkeys; i++) {
         bool dup = false;
-        for (size_t j = 0; j < i && !dup; j++) dup = strcmp(ks[i], ks[j]) == 0;
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = strcmp(ks[i], ks[j]) == 0;
         if (dup || !obj || obj->type != PYJ_OBJECT) continue;
         const struct pyj_member *m = obj_find(obj, ks[i], strlen(ks[i]));
         if (m) ms[n++] = m;

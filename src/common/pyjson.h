@@ -35,7 +35,16 @@
 
 #include "sbuf.h"
 
-enum pyj_type { PYJ_NULL, PYJ_FALSE, PYJ_TRUE, PYJ_INT, PYJ_FLOAT, PYJ_STRING, PYJ_ARRAY, PYJ_OBJECT };
+enum pyj_type {
+    PYJ_NULL,
+    PYJ_FALSE,
+    PYJ_TRUE,
+    PYJ_INT,
+    PYJ_FLOAT,
+    PYJ_STRING,
+    PYJ_ARRAY,
+    PYJ_OBJECT
+};
 
 struct pyj_member;
 
@@ -47,7 +56,7 @@ struct pyj_value {
         } i;
         double f;
         struct {
-            char *s;    /* UTF-8 bytes (may contain NUL and lone surrogates as WTF-8) */
+            char *s; /* UTF-8 bytes (may contain NUL and lone surrogates as WTF-8) */
             size_t len;
         } str;
         struct {

@@ -207,8 +207,8 @@ int rsa_privkey_save_file(const struct rsa_privkey *k, const char *path)
     int rc = -1;
     BIO *b = BIO_new_fd(fd, BIO_NOCLOSE);
     if (b && fchmod(fd, 0600) == 0 &&
-        PEM_write_bio_PrivateKey(b, k->pkey, NULL, NULL, 0, NULL, NULL) == 1 &&
-        BIO_flush(b) == 1 && fsync(fd) == 0)
+        PEM_write_bio_PrivateKey(b, k->pkey, NULL, NULL, 0, NULL, NULL) == 1 && BIO_flush(b) == 1 &&
+        fsync(fd) == 0)
         rc = 0;
     BIO_free(b);
     if (close(fd) != 0) rc = -1;

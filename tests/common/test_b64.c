@@ -13,8 +13,12 @@
 static void test_encode(void **state)
 {
     (void)state;
-    static const char *v[][2] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-                                 {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    static const char *v[][2] = {{"", ""},
+                                 {"f", "Zg=="},
+                                 {"fo", "Zm8="},
+                                 {"foo", "Zm9v"},
+                                 {"foob", "Zm9vYg=="},
+                                 {"fooba", "Zm9vYmE="},
                                  {"foobar", "Zm9vYmFy"}};
     char out[16];
     for (size_t i = 0; i < 7; i++) {
@@ -24,7 +28,8 @@ static void test_encode(void **state)
         assert_string_equal(out, v[i][1]);
     }
     uint8_t all[256];
-    for (int i = 0; i < 256; i++) all[i] = (uint8_t)i;
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
     char enc[400];
     uint8_t dec[300];
     size_t dl;
@@ -56,25 +61,25 @@ static void test_decode_lenient(void **state)
     dec("YWJj", "abc");
     dec("YQ==", "a");
     dec("YWI=", "ab");
-    dec("YQ", NULL);                 /* Incorrect padding */
+    dec("YQ", NULL); /* Incorrect padding */
     dec("YQ=", NULL);
     dec("YWI", NULL);
-    dec("Y", NULL);                  /* 1 more than a multiple of 4 */
+    dec("Y", NULL); /* 1 more than a multiple of 4 */
     dec("YWJjZ", NULL);
-    dec("YQ===", "a");               /* surplus '=' tolerated */
-    dec("YQ==YQ==", "a");            /* decoding stops at the completing pad */
+    dec("YQ===", "a");    /* surplus '=' tolerated */
+    dec("YQ==YQ==", "a"); /* decoding stops at the completing pad */
     dec("YQ==garbage!", "a");
-    dec("=YQ==", "a");               /* '=' before 2 symbols is skipped */
+    dec("=YQ==", "a"); /* '=' before 2 symbols is skipped */
     dec("Y=Q==", "a");
-    dec("ab=c=", "i\xb7");           /* a pad that does not complete is forgotten */
+    dec("ab=c=", "i\xb7"); /* a pad that does not complete is forgotten */
     dec("YW=J=j", "ab");
-    dec("Y W\nJ\tj", "abc");         /* whitespace discarded */
-    dec("YW-J_j", "abc");            /* URL-safe chars discarded, not mapped */
+    dec("Y W\nJ\tj", "abc"); /* whitespace discarded */
+    dec("YW-J_j", "abc");    /* URL-safe chars discarded, not mapped */
     dec("!!!", "");
     dec("====", "");
     dec("YQ=\n=", "a");
-    dec("YWJ\xc3\xa9j", NULL);       /* non-ASCII str -> ValueError in Python */
-    dec("YR==", "a");                /* non-zero leftover bits are accepted */
+    dec("YWJ\xc3\xa9j", NULL); /* non-ASCII str -> ValueError in Python */
+    dec("YR==", "a");          /* non-zero leftover bits are accepted */
     /* Capacity is enforced. */
     uint8_t small[2];
     size_t n;

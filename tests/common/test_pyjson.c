@@ -36,7 +36,8 @@ static void rejects(const char *in, size_t len)
 {
     struct pyj_value *v = (struct pyj_value *)1;
     char err[128];
-    if (pyj_parse(in, len, &v, err, sizeof err) == 0) fail_msg("accepted invalid input [%.*s]", (int)len, in);
+    if (pyj_parse(in, len, &v, err, sizeof err) == 0)
+        fail_msg("accepted invalid input [%.*s]", (int)len, in);
     assert_null(v);
     assert_true(err[0] != '\0');
 }
@@ -47,7 +48,8 @@ static void sha256_hex(const char *s, size_t n, char out[65])
     unsigned char h[32];
     unsigned hl;
     EVP_Digest(s, n, h, &hl, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
 static const char *ENVELOPE_AUTH =
@@ -65,8 +67,9 @@ static void test_vectors_g1_g2_g3(void **state)
 
     const char *g1keys[] = {"cost", "endpoint", "reqnum", "url"};
     pyj_dump_members(v, g1keys, 4, &IND4, &b);
-    assert_string_equal(b.data, "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
-                                "    \"reqnum\": 1234,\n    \"url\": \"https://203.0.113.7:41234\"\n}");
+    assert_string_equal(b.data,
+                        "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
+                        "    \"reqnum\": 1234,\n    \"url\": \"https://203.0.113.7:41234\"\n}");
     assert_int_equal(b.len, 112);
     sha256_hex(b.data, b.len, hx);
     assert_string_equal(hx, "7ab7e895ac9a48ac0d72e8498d23212a423d493e12ca34fb1ec2765a2f97f663");
@@ -112,7 +115,10 @@ static void test_escaping_raw(void **state)
     roundtrip("[\"\x7f\xc3\xa9\xf0\x9f\x98\x80/\\/\\\"\\\\\\b\\f\\n\\r\\t\\u0000\"]", &DEF,
               "[\"\\u007f\\u00e9\\ud83d\\ude00//\\\"\\\\\\b\\f\\n\\r\\t\\u0000\"]");
     struct sbuf b = SBUF_INIT;
-    pyj_write_string(&b, "a\xff" "b\xed\xa0\x80", 6); /* invalid byte, WTF-8 surrogate */
+    pyj_write_string(&b,
+                     "a\xff"
+                     "b\xed\xa0\x80",
+                     6); /* invalid byte, WTF-8 surrogate */
     assert_string_equal(b.data, "\"a\\ufffdb\\ud800\"");
     sbuf_free(&b);
 }
@@ -213,7 +219,8 @@ static void test_duplicates(void **state)
             sbuf_printf(&in, "%s\"k%d\": %d", (r || i) ? ", " : "", (i * 7) % 40, r * 100 + i);
     sbuf_putc(&in, '}');
     sbuf_putc(&want, '{');
-    for (int i = 0; i < 40; i++) sbuf_printf(&want, "%s\"k%d\": %d", i ? ", " : "", (i * 7) % 40, 100 + i);
+    for (int i = 0; i < 40; i++)
+        sbuf_printf(&want, "%s\"k%d\": %d", i ? ", " : "", (i * 7) % 40, 100 + i);
     sbuf_putc(&want, '}');
     roundtrip(in.data, &DEF, want.data);
     sbuf_free(&in);
@@ -227,11 +234,13 @@ static void test_layout(void **state)
     (void)state;
     roundtrip("{}", &IND4, "{}");
     roundtrip("[]", &IND4, "[]");
-    roundtrip("[[], {}, [1, [2]]]", &IND4,
-              "[\n    [],\n    {},\n    [\n        1,\n        [\n            2\n        ]\n    ]\n]");
+    roundtrip(
+        "[[], {}, [1, [2]]]", &IND4,
+        "[\n    [],\n    {},\n    [\n        1,\n        [\n            2\n        ]\n    ]\n]");
     struct pyj_dump_opts i0 = {0, false, false}, i2 = {2, true, false}, c = {-1, true, true};
     roundtrip("{\"b\": [1, 2], \"a\": null}", &i0, "{\n\"b\": [\n1,\n2\n],\n\"a\": null\n}");
-    roundtrip("{\"b\": [1, 2], \"a\": null}", &i2, "{\n  \"a\": null,\n  \"b\": [\n    1,\n    2\n  ]\n}");
+    roundtrip("{\"b\": [1, 2], \"a\": null}", &i2,
+              "{\n  \"a\": null,\n  \"b\": [\n    1,\n    2\n  ]\n}");
     roundtrip(" {\"b\" : [true,false] ,\"a\":null}\n", &c, "{\"a\":null,\"b\":[true,false]}");
     roundtrip("{\"b\": {\"d\": 1, \"c\": 2}, \"\xc3\xa9\": 0, \"B\": 1, \"\": 2}", &IND4S,
               "{\n    \"\": 2,\n    \"B\": 1,\n    \"b\": {\n        \"c\": 2,\n        \"d\": 1\n"
@@ -259,9 +268,11 @@ static void test_depth(void **state)
     rejects(buf, 2 * (PYJ_MAX_DEPTH + 1));
     /* Objects count too. */
     struct sbuf s = SBUF_INIT;
-    for (int i = 0; i <= PYJ_MAX_DEPTH; i++) sbuf_puts(&s, "{\"a\":");
+    for (int i = 0; i <= PYJ_MAX_DEPTH; i++)
+        sbuf_puts(&s, "{\"a\":");
     sbuf_puts(&s, "1");
-    for (int i = 0; i <= PYJ_MAX_DEPTH; i++) sbuf_putc(&s, '}');
+    for (int i = 0; i <= PYJ_MAX_DEPTH; i++)
+        sbuf_putc(&s, '}');
     rejects(s.data, s.len);
     sbuf_free(&s);
 }
@@ -302,12 +313,12 @@ static void test_invalid(void **state)
     REJECT("\"\\ud800\\u12\"");
     REJECT("\"\\ud800\\uZZZZ\"");
     REJECT("\"\xff\"");
-    REJECT("\"\xc0\x80\"");          /* overlong NUL */
-    REJECT("\"\xed\xa0\x80\"");      /* raw UTF-8 surrogate */
-    REJECT("\"\xf4\x90\x80\x80\"");  /* > U+10FFFF */
-    REJECT("\"\xe2\x82\"");          /* truncated */
-    REJECT("\xef\xbb\xbf{}");        /* BOM: Python's json.loads(str) rejects it */
-    REJECT("[\x0b]");                /* VT is not JSON whitespace */
+    REJECT("\"\xc0\x80\"");         /* overlong NUL */
+    REJECT("\"\xed\xa0\x80\"");     /* raw UTF-8 surrogate */
+    REJECT("\"\xf4\x90\x80\x80\""); /* > U+10FFFF */
+    REJECT("\"\xe2\x82\"");         /* truncated */
+    REJECT("\xef\xbb\xbf{}");       /* BOM: Python's json.loads(str) rejects it */
+    REJECT("[\x0b]");               /* VT is not JSON whitespace */
     REJECT("\x00");
     rejects("[1]\x00", 4);
     /* Accepted edge cases. */
@@ -385,13 +396,15 @@ static void test_build_clone(void **state)
     pyj_array_push(arr, pyj_new_bool(false));
     pyj_array_push(arr, pyj_new_int_text("-0"));
     pyj_array_push(arr, pyj_new_int_text("123456789012345678901234567890"));
-    for (int i = 0; i < 10; i++) pyj_array_push(arr, pyj_new_object());
+    for (int i = 0; i < 10; i++)
+        pyj_array_push(arr, pyj_new_object());
     pyj_object_set(o, "arr", arr);
     struct sbuf b = SBUF_INIT;
     pyj_dump(o, NULL, &b);
-    assert_string_equal(b.data, "{\"z\": \"x\\u0000y\", \"a\": 0.5, \"arr\": [null, true, false, 0, "
-                                "123456789012345678901234567890, {}, {}, {}, {}, {}, {}, {}, {}, "
-                                "{}, {}]}");
+    assert_string_equal(b.data,
+                        "{\"z\": \"x\\u0000y\", \"a\": 0.5, \"arr\": [null, true, false, 0, "
+                        "123456789012345678901234567890, {}, {}, {}, {}, {}, {}, {}, {}, "
+                        "{}, {}]}");
     struct pyj_value *c = pyj_clone(o);
     assert_true(pyj_equal(o, c));
     struct sbuf b2 = SBUF_INIT;

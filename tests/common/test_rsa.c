@@ -25,8 +25,8 @@ static const char G1_MSG[] = "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-en
 
 struct fx {
     struct rsa_privkey *priv, *other;
-    struct sbuf pem;    /* SPKI PEM of priv */
-    EVP_PKEY *pub_evp;  /* same key via OpenSSL, to make other encodings */
+    struct sbuf pem;   /* SPKI PEM of priv */
+    EVP_PKEY *pub_evp; /* same key via OpenSSL, to make other encodings */
     struct rsa_pubkey *pub;
 };
 
@@ -222,7 +222,8 @@ static void test_key_formats(void **state)
     EVP_Digest(der, (size_t)n, h, &hl, EVP_sha256(), NULL);
     OPENSSL_free(der);
     char hx[65];
-    for (int i = 0; i < 32; i++) snprintf(hx + 2 * i, 3, "%02x", h[i]);
+    for (int i = 0; i < 32; i++)
+        snprintf(hx + 2 * i, 3, "%02x", h[i]);
     assert_string_equal(fp0, hx);
     /* Garbage and non-RSA keys. */
     struct rsa_pubkey *k;
