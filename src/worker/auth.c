@@ -1,0 +1,215 @@
+/* Grant verification (vast-protocol.md §3.4-3.7).
+ *
+ * The signed message is rebuilt from the *parsed* auth_data exactly as Python
+ * json.dumps(..., indent=4[, sort_keys=True]) renders it (pyjson), then
+ * verified with RSASSA-PKCS1-v1_5/SHA-256 (both DigestInfo encodings) after
+ * Python-lenient base64 decoding.
+ *
+ * Replay guard (fields-* schemes): PyWorker's rule - a reqnum more than
+ * `replay_window` below the highest accepted one is too old, and an accepted
+ * message is single-use - with a bounded history (hash set + FIFO ring of
+ * SHA-256 digests).  State changes only after a successful verification.
+ *
+ * url scheme: the message depends on the url alone and PKCS#1 v1.5 is
+ * deterministic, so a verified (url, signature) pair stays valid until the
+ * key changes; a small direct-mapped cache skips the RSA operation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "b64.h"
+#include "log.h"
+#include "worker.h"
+
+struct hist_ent {
+    uint8_t d[32];
+    int next; /* bucket chain, -1 = end */
+    bool used;
+};
+
+struct cache_ent {
+    uint64_t h;
+    char *url;
+    char *sig;
+};
+
+struct auth_state {
+    bool have_max;
+    double reqnum_max;
+    struct hist_ent *ring;
+    int cap, pos;
+    int *buckets;
+    unsigned nb; /* power of two */
+    struct cache_ent *cache;
+    int ncache;
+    uint64_t hits, misses;
+};
+
+static unsigned bucket_of(const struct auth_state *a, const uint8_t d[32])
+{
+    uint32_t x;
+    memcpy(&x, d, 4);
+    return x & (a->nb - 1);
+}
+
+struct auth_state *auth_new(const struct wconfig *c)
+{
+    struct auth_state *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->cap = c->replay_history > 0 ? c->replay_history : 1;
+    a->ring = calloc((size_t)a->cap, sizeof *a->ring);
+    a->nb = 1;
+    while (a->nb < (unsigned)a->cap * 2) a->nb <<= 1;
+    a->buckets = malloc(a->nb * sizeof *a->buckets);
+    if (!a->ring || !a->buckets) abort();
+    for (unsigned i = 0; i < a->nb; i++) a->buckets[i] = -1;
+    a->ncache = c->url_cache;
+    if (a->ncache) {
+        a->cache = calloc((size_t)a->ncache, sizeof *a->cache);
+        if (!a->cache) abort();
+    }
+    return a;
+}
+
+void auth_key_changed(struct auth_state *a)
+{
+    for (int i = 0; i < a->ncache; i++) {
+        free(a->cache[i].url);
+        free(a->cache[i].sig);
+        a->cache[i] = (struct cache_ent){0, NULL, NULL};
+    }
+}
+
+void auth_free(struct auth_state *a)
+{
+    if (!a) return;
+    auth_key_changed(a);
+    free(a->cache);
+    free(a->ring);
+    free(a->buckets);
+    free(a);
+}
+
+static bool hist_has(const struct auth_state *a, const uint8_t d[32])
+{
+    for (int i = a->buckets[bucket_of(a, d)]; i >= 0; i = a->ring[i].next)
+        if (memcmp(a->ring[i].d, d, 32) == 0) return true;
+    return false;
+}
+
+static void hist_add(struct auth_state *a, const uint8_t d[32])
+{
+    struct hist_ent *e = &a->ring[a->pos];
+    if (e->used) { /* evict the oldest: unlink from its chain */
+        int *pp = &a->buckets[bucket_of(a, e->d)];
+        while (*pp >= 0 && *pp != a->pos) pp = &a->ring[*pp].next;
+        if (*pp == a->pos) *pp = e->next;
+    }
+    memcpy(e->d, d, 32);
+    e->used = true;
+    unsigned b = bucket_of(a, d);
+    e->next = a->buckets[b];
+    a->buckets[b] = a->pos;
+    a->pos = (a->pos + 1) % a->cap;
+}
+
+static uint64_t fnv(const char *s, size_t n, uint64_t h)
+{
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+void auth_message(enum auth_scheme s, const struct pyj_value *auth, struct sbuf *out)
+{
+    static const char *const k1[] = {"cost", "endpoint", "reqnum", "url"};
+    static const char *const k2[] = {"cost", "endpoint", "reqnum", "request_idx", "url"};
+    static const char *const k3[] = {"url"};
+    struct pyj_dump_opts o = {.indent = 4, .sort_keys = s != AUTH_FIELDS_V1};
+    switch (s) {
+    case AUTH_FIELDS_V1: pyj_dump_members(auth, k1, 4, &o, out); break;
+    case AUTH_FIELDS_V2: pyj_dump_members(auth, k2, 5, &o, out); break;
+    case AUTH_URL: pyj_dump_members(auth, k3, 1, &o, out); break;
+    }
+}
+
+int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
+{
+    struct auth_state *a = w->auth;
+    if (w->cfg.unsecured) return 0;
+    if (!w->key) {
+        *why = "no public key";
+        return -1;
+    }
+    const struct pyj_value *sig = pyj_get(auth, "signature");
+    if (!sig || sig->type != PYJ_STRING) {
+        *why = "signature is not a string";
+        return -1;
+    }
+    const struct pyj_value *url = pyj_get(auth, "url");
+    struct cache_ent *ce = NULL;
+    uint64_t ch = 0;
+    if (w->cfg.scheme == AUTH_URL && a->ncache && url && url->type == PYJ_STRING &&
+        !memchr(url->u.str.s, 0, url->u.str.len) && !memchr(sig->u.str.s, 0, sig->u.str.len)) {
+        ch = fnv(sig->u.str.s, sig->u.str.len, fnv(url->u.str.s, url->u.str.len, 1469598103934665603ULL));
+        ce = &a->cache[ch % (uint64_t)a->ncache];
+        if (ce->url && ce->h == ch && strcmp(ce->url, url->u.str.s) == 0 &&
+            strcmp(ce->sig, sig->u.str.s) == 0 && !w->cfg.replay_guard) {
+            a->hits++;
+            return 0;
+        }
+        a->misses++;
+    }
+    struct sbuf msg = SBUF_INIT;
+    auth_message(w->cfg.scheme, auth, &msg);
+    uint8_t dg[32];
+    double reqnum = 0;
+    int rc = -1;
+    if (w->cfg.replay_guard) {
+        const struct pyj_value *rv = pyj_get(auth, "reqnum");
+        if (!rv || (rv->type != PYJ_INT && rv->type != PYJ_FLOAT) || !pyj_number(rv, &reqnum) ||
+            isnan(reqnum)) {
+            *why = "reqnum is not a number";
+            goto out;
+        }
+        if (a->have_max && reqnum < a->reqnum_max - (double)w->cfg.replay_window) {
+            *why = "reqnum too old";
+            goto out;
+        }
+        SHA256((const unsigned char *)msg.data, msg.len, dg);
+        if (hist_has(a, dg)) {
+            *why = "grant already used";
+            goto out;
+        }
+    }
+    uint8_t raw[1024];
+    size_t rawlen = 0;
+    if (sig->u.str.len > 1300 ||
+        b64_decode_lenient(sig->u.str.s, sig->u.str.len, raw, sizeof raw, &rawlen) != 0) {
+        *why = "signature is not valid base64";
+        goto out;
+    }
+    if (rsa_verify_sha256(w->key, msg.data, msg.len, raw, rawlen) != 0) {
+        *why = "bad signature";
+        goto out;
+    }
+    rc = 0;
+    if (w->cfg.replay_guard) {
+        if (!a->have_max || reqnum > a->reqnum_max) a->reqnum_max = reqnum;
+        a->have_max = true;
+        hist_add(a, dg);
+    }
+    if (ce) {
+        free(ce->url);
+        free(ce->sig);
+        ce->h = ch;
+        ce->url = strdup(url->u.str.s);
+        ce->sig = strdup(sig->u.str.s);
+        if (!ce->url || !ce->sig) abort();
+    }
+out:
+    sbuf_free(&msg);
+    return rc;
+}

@@ -1,0 +1,346 @@
+/* Route table: backend presets, the optional JSON config file (SGPU_CONFIG),
+ * and workload rules (the per-request cost reported to the engine). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.h"
+
+/* 250 words of filler text for language-model benchmark prompts. */
+static void filler_words(struct sbuf *b, int n)
+{
+    static const char *const words[] = {
+        "the",   "model", "server", "answers", "quickly", "when",  "every", "token",
+        "flows", "through", "a",    "small",   "worker",  "that",  "never", "blocks",
+        "its",   "loop",  "while", "streams", "arrive",  "from",  "GPU",   "memory"};
+    for (int i = 0; i < n; i++) {
+        if (i) sbuf_putc(b, ' ');
+        sbuf_puts(b, words[(i * 7 + i / 3) % (int)(sizeof words / sizeof words[0])]);
+    }
+}
+
+static char *bench_tgi(void)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"inputs\": \"");
+    filler_words(&b, 250);
+    sbuf_puts(&b, "\", \"parameters\": {\"max_new_tokens\": 256}}");
+    return sbuf_steal(&b, NULL);
+}
+
+static char *bench_openai(void)
+{
+    const char *model = getenv("MODEL_NAME");
+    if (!model) model = getenv("VLLM_MODEL");
+    if (!model) model = "default";
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"model\": ");
+    pyj_write_string(&b, model, strlen(model));
+    sbuf_puts(&b, ", \"prompt\": \"");
+    filler_words(&b, 250);
+    sbuf_puts(&b, "\", \"max_tokens\": 500, \"temperature\": 0.7}");
+    return sbuf_steal(&b, NULL);
+}
+
+static struct handler *add(struct worker *w, const char *route, const char *upstream,
+                           enum wl_kind wl, double wl_default, bool parallel,
+                           enum payload_check check)
+{
+    struct handler *n = realloc(w->handlers, (w->nhandlers + 1) * sizeof *n);
+    if (!n) abort();
+    w->handlers = n;
+    struct handler *h = &w->handlers[w->nhandlers++];
+    memset(h, 0, sizeof *h);
+    snprintf(h->route, sizeof h->route, "%s", route);
+    snprintf(h->upstream, sizeof h->upstream, "%s", upstream ? upstream : "");
+    h->wl = wl;
+    h->wl_default = wl_default;
+    h->parallel = parallel;
+    h->max_queue_time = w->cfg.max_queue_time;
+    h->check = check;
+    return h;
+}
+
+static int load_config_file(struct worker *w, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "sgpu-worker: SGPU_CONFIG: cannot open %s\n", path);
+        return -1;
+    }
+    struct sbuf b = SBUF_INIT;
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) sbuf_append(&b, tmp, n);
+    fclose(f);
+    struct pyj_value *doc = NULL;
+    char err[160];
+    int rc = -1;
+    if (pyj_parse(b.data ? b.data : "", b.len, &doc, err, sizeof err) != 0) {
+        fprintf(stderr, "sgpu-worker: SGPU_CONFIG %s: invalid JSON: %s\n", path, err);
+        goto out;
+    }
+    const struct pyj_value *hs = pyj_get(doc, "handlers");
+    if (!hs || hs->type != PYJ_ARRAY || hs->u.arr.len == 0) {
+        fprintf(stderr, "sgpu-worker: SGPU_CONFIG %s: \"handlers\" must be a non-empty array\n",
+                path);
+        goto out;
+    }
+    for (size_t i = 0; i < hs->u.arr.len; i++) {
+        const struct pyj_value *o = hs->u.arr.items[i];
+        const struct pyj_value *route = pyj_get(o, "route");
+        if (!route || route->type != PYJ_STRING || route->u.str.len == 0 ||
+            route->u.str.len >= 255 || (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*"))) {
+            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].route: expected \"/path\" or \"*\"\n", i);
+            goto out;
+        }
+        const struct pyj_value *up = pyj_get(o, "upstream");
+        if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/')) {
+            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].upstream: expected \"/path\"\n", i);
+            goto out;
+        }
+        enum wl_kind wl = WL_CONST;
+        double wdef = w->cfg.wl_constant;
+        char field[128] = "";
+        const struct pyj_value *wv = pyj_get(o, "workload");
+        if (wv && wv->type == PYJ_STRING) {
+            if (strcmp(wv->u.str.s, "tgi") == 0) wl = WL_TGI, wdef = 256;
+            else if (strcmp(wv->u.str.s, "openai") == 0) wl = WL_OPENAI;
+            else if (strcmp(wv->u.str.s, "comfyui") == 0) wl = WL_COMFY;
+            else {
+                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: unknown rule\n", i);
+                goto out;
+            }
+        } else if (wv && wv->type == PYJ_OBJECT) {
+            const struct pyj_value *fv = pyj_get(wv, "field");
+            const struct pyj_value *cv = pyj_get(wv, "constant");
+            const struct pyj_value *dv = pyj_get(wv, "default");
+            double x;
+            if (fv) {
+                if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= sizeof field) {
+                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.field: expected a dotted path\n", i);
+                    goto out;
+                }
+                wl = WL_FIELD;
+                snprintf(field, sizeof field, "%s", fv->u.str.s);
+            }
+            if (cv) {
+                if (!pyj_number(cv, &x) || !(x >= 0) || !isfinite(x)) {
+                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.constant: expected a number >= 0\n", i);
+                    goto out;
+                }
+                wdef = x;
+            }
+            if (dv) {
+                if (!pyj_number(dv, &x) || !(x >= 0) || !isfinite(x)) {
+                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.default: expected a number >= 0\n", i);
+                    goto out;
+                }
+                wdef = x;
+            }
+        } else if (wv) {
+            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: expected a string or object\n", i);
+            goto out;
+        }
+        bool parallel = w->cfg.parallel;
+        const struct pyj_value *pv = pyj_get(o, "parallel");
+        if (pv) {
+            if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE) {
+                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].parallel: expected a boolean\n", i);
+                goto out;
+            }
+            parallel = pv->type == PYJ_TRUE;
+        }
+        enum payload_check check = PC_OBJECT;
+        const struct pyj_value *chk = pyj_get(o, "payload");
+        if (chk) {
+            if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0) check = PC_TGI;
+            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0) check = PC_ANY;
+            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0) check = PC_OBJECT;
+            else {
+                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].payload: expected object, tgi or any\n", i);
+                goto out;
+            }
+        }
+        struct handler *h = add(w, route->u.str.s, up ? up->u.str.s : NULL, wl, wdef, parallel, check);
+        if (wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", field);
+        const struct pyj_value *mq = pyj_get(o, "max_queue_time");
+        if (mq) {
+            double x;
+            if (mq->type == PYJ_NULL) h->max_queue_time = -1;
+            else if (pyj_number(mq, &x) && x >= 0 && isfinite(x)) h->max_queue_time = x;
+            else {
+                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].max_queue_time: expected a number >= 0 or null\n", i);
+                goto out;
+            }
+        }
+        const struct pyj_value *bp = pyj_get(o, "benchmark");
+        if (bp && bp->type != PYJ_NULL) {
+            struct sbuf t = SBUF_INIT;
+            struct pyj_dump_opts dopt = {.indent = -1};
+            pyj_dump(bp, &dopt, &t);
+            h->bench_payload = sbuf_steal(&t, NULL);
+        }
+    }
+    rc = 0;
+out:
+    pyj_free(doc);
+    sbuf_free(&b);
+    return rc;
+}
+
+int handlers_init(struct worker *w)
+{
+    struct wconfig *c = &w->cfg;
+    if (c->config_file[0]) {
+        if (load_config_file(w, c->config_file) != 0) return -1;
+    } else if (strcmp(c->backend, "tgi") == 0) {
+        struct handler *h = add(w, "/generate", NULL, WL_TGI, 256, true, PC_TGI);
+        h->bench_payload = bench_tgi();
+        add(w, "/generate_stream", NULL, WL_TGI, 256, true, PC_TGI);
+    } else if (strcmp(c->backend, "openai") == 0) {
+        struct handler *h = add(w, "/v1/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
+        h->bench_payload = bench_openai();
+        add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
+    } else if (strcmp(c->backend, "comfyui") == 0) {
+        struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
+        h->bench_payload = strdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
+    } else {
+        struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST,
+                                c->wl_constant, c->parallel, PC_OBJECT);
+        snprintf(h->wl_field, sizeof h->wl_field, "%s", c->wl_field);
+    }
+    for (size_t i = 0; i < w->nhandlers; i++) {
+        struct handler *h = &w->handlers[i];
+        TAILQ_INIT(&h->queue);
+        if (strcmp(h->route, "*") == 0) w->generic = h;
+        if (!w->bench_handler && h->bench_payload) w->bench_handler = h;
+    }
+    if (w->generic && c->bench_payload && !w->bench_handler) {
+        w->generic->bench_payload = strdup(c->bench_payload);
+        w->bench_handler = w->generic;
+    }
+    return 0;
+}
+
+void handlers_free(struct worker *w)
+{
+    for (size_t i = 0; i < w->nhandlers; i++) free(w->handlers[i].bench_payload);
+    free(w->handlers);
+    w->handlers = NULL;
+    w->nhandlers = 0;
+}
+
+struct handler *handlers_find(struct worker *w, const char *path, bool *known_path)
+{
+    for (size_t i = 0; i < w->nhandlers; i++) {
+        if (strcmp(w->handlers[i].route, path) == 0) {
+            *known_path = true;
+            return &w->handlers[i];
+        }
+    }
+    *known_path = w->generic != NULL;
+    return w->generic;
+}
+
+/* payload value at a dotted path ("parameters.max_new_tokens"). */
+static const struct pyj_value *get_path(const struct pyj_value *v, const char *path)
+{
+    char seg[128];
+    while (v && *path) {
+        size_t l = strcspn(path, ".");
+        if (l >= sizeof seg) return NULL;
+        memcpy(seg, path, l);
+        seg[l] = '\0';
+        if (v->type == PYJ_ARRAY) {
+            char *end;
+            long idx = strtol(seg, &end, 10);
+            if (*end || idx < 0 || (size_t)idx >= v->u.arr.len) return NULL;
+            v = v->u.arr.items[idx];
+        } else {
+            v = pyj_get(v, seg);
+        }
+        path += l;
+        if (*path == '.') path++;
+    }
+    return v;
+}
+
+static bool positive(const struct pyj_value *v, double *out)
+{
+    double x;
+    if (!v || (v->type != PYJ_INT && v->type != PYJ_FLOAT) || !pyj_number(v, &x)) return false;
+    if (!isfinite(x) || x <= 0) return false;
+    *out = x;
+    return true;
+}
+
+/* Characters of prompt text: a string, a list of strings, or chat messages. */
+static size_t text_chars(const struct pyj_value *v, int depth)
+{
+    if (!v || depth > 8) return 0;
+    if (v->type == PYJ_STRING) return v->u.str.len;
+    size_t n = 0;
+    if (v->type == PYJ_ARRAY)
+        for (size_t i = 0; i < v->u.arr.len; i++) n += text_chars(v->u.arr.items[i], depth + 1);
+    if (v->type == PYJ_OBJECT) {
+        n += text_chars(pyj_get(v, "content"), depth + 1);
+        n += text_chars(pyj_get(v, "text"), depth + 1);
+    }
+    return n;
+}
+
+/* First member named `key` holding a positive number, depth-first. */
+static bool find_num(const struct pyj_value *v, const char *key, int depth, double *out)
+{
+    if (!v || depth > 6) return false;
+    if (v->type == PYJ_OBJECT) {
+        if (positive(pyj_get(v, key), out)) return true;
+        for (size_t i = 0; i < v->u.obj.len; i++)
+            if (find_num(v->u.obj.members[i].val, key, depth + 1, out)) return true;
+    } else if (v->type == PYJ_ARRAY) {
+        for (size_t i = 0; i < v->u.arr.len; i++)
+            if (find_num(v->u.arr.items[i], key, depth + 1, out)) return true;
+    }
+    return false;
+}
+
+double handler_workload(const struct handler *h, const struct pyj_value *p)
+{
+    double x = h->wl_default;
+    switch (h->wl) {
+    case WL_CONST: break;
+    case WL_FIELD: {
+        const struct pyj_value *fv = get_path(p, h->wl_field);
+        double z;
+        if (fv && (fv->type == PYJ_INT || fv->type == PYJ_FLOAT) && pyj_number(fv, &z) &&
+            isfinite(z) && z >= 0)
+            x = z;
+        break;
+    }
+    case WL_TGI:
+        if (!positive(get_path(p, "parameters.max_new_tokens"), &x)) x = 256;
+        break;
+    case WL_OPENAI:
+        if (!positive(pyj_get(p, "max_tokens"), &x) &&
+            !positive(pyj_get(p, "max_completion_tokens"), &x)) {
+            /* estimate: prompt tokens (~4 chars each) + a 16-token answer; never 0 (B26) */
+            size_t chars = text_chars(pyj_get(p, "prompt"), 0) + text_chars(pyj_get(p, "messages"), 0);
+            x = ceil((double)chars / 4.0) + 16.0;
+        }
+        break;
+    case WL_COMFY: {
+        double wd = 512, ht = 512, steps = 20;
+        find_num(p, "width", 0, &wd);
+        find_num(p, "height", 0, &ht);
+        find_num(p, "steps", 0, &steps);
+        double tiles = ceil(wd / 512.0) * ceil(ht / 512.0);
+        x = (175.0 * tiles + 85.0) * steps / 20.0;
+        break;
+    }
+    }
+    if (!isfinite(x) || x < 0) x = 100.0;
+    return x;
+}

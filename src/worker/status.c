@@ -1,0 +1,157 @@
+/* Worker-local endpoints (GET): /ping ("pong", as G1 PyWorker), /health (200
+ * only when ready), /status (JSON snapshot), /metrics (Prometheus). */
+#include <string.h>
+
+#include "httputil.h"
+#include "log.h"
+#include "worker.h"
+
+static void put_float(struct sbuf *b, double v)
+{
+    char t[40];
+    size_t n = pyj_format_float(v, t, sizeof t);
+    sbuf_append(b, t, n);
+}
+
+static void status_json(struct worker *w, struct sbuf *b)
+{
+    sbuf_puts(b, "{\"phase\": ");
+    const char *ph = phase_name(w->phase);
+    pyj_write_string(b, ph, strlen(ph));
+    sbuf_puts(b, ", \"version\": \"" SGPU_WORKER_VERSION "\", \"started_at\": ");
+    put_float(b, w->t_start_wall);
+    sbuf_puts(b, ", \"loaded_at\": ");
+    put_float(b, w->t_loaded);
+    sbuf_puts(b, ", \"ready_at\": ");
+    put_float(b, w->t_ready);
+    sbuf_puts(b, ", \"error_at\": ");
+    put_float(b, w->t_error);
+    sbuf_puts(b, ", \"loadtime\": ");
+    put_float(b, w->loadtime);
+    sbuf_puts(b, ", \"max_perf\": ");
+    put_float(b, w->max_perf);
+    sbuf_puts(b, ", \"last_error\": ");
+    pyj_write_string(b, w->error_msg, strlen(w->error_msg));
+    sbuf_printf(b, ", \"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
+                w->cfg.scheme == AUTH_URL         ? "url"
+                : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2"
+                                                  : "fields-v1",
+                w->cfg.unsecured ? "true" : "false", w->key ? "true" : "false");
+    if (w->key) sbuf_printf(b, ", \"pubkey_sha256\": \"%s\"", w->key_fp);
+    sbuf_printf(b, "}, \"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
+                   "\"error\": %llu, \"cancelled\": %llu, \"rejected\": %llu}",
+                w->nworking, (unsigned long long)w->n_accepted,
+                (unsigned long long)w->n_out[OUT_SUCCESS], (unsigned long long)w->n_out[OUT_ERROR],
+                (unsigned long long)w->n_out[OUT_CANCELLED],
+                (unsigned long long)w->n_out[OUT_REJECTED]);
+    sbuf_puts(b, ", \"working_load\": ");
+    put_float(b, w->working_load);
+    sbuf_puts(b, ", \"queue\": {");
+    bool first = true;
+    for (size_t i = 0; i < w->nhandlers; i++) {
+        const struct handler *h = &w->handlers[i];
+        if (!first) sbuf_puts(b, ", ");
+        first = false;
+        pyj_write_string(b, h->route, strlen(h->route));
+        sbuf_printf(b, ": {\"parallel\": %s, \"queued\": %d, \"running\": %d}",
+                    h->parallel ? "true" : "false", h->nqueued, h->running);
+    }
+    sbuf_printf(b, "}, \"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
+                (unsigned long long)w->reports_ok, (unsigned long long)w->reports_failed, w->ndone);
+    sbuf_puts(b, ", \"counters\": {\"received\": ");
+    put_float(b, w->cur.received);
+    sbuf_puts(b, ", \"served\": ");
+    put_float(b, w->cur.served);
+    sbuf_puts(b, ", \"errored\": ");
+    put_float(b, w->cur.errored);
+    sbuf_puts(b, ", \"cancelled\": ");
+    put_float(b, w->cur.cancelled);
+    sbuf_puts(b, ", \"rejected\": ");
+    put_float(b, w->cur.rejected);
+    sbuf_puts(b, "}}");
+}
+
+static void refresh(void *arg)
+{
+    struct worker *w = arg;
+    *w->m_working = w->nworking;
+    int q = 0;
+    for (size_t i = 0; i < w->nhandlers; i++) q += w->handlers[i].nqueued;
+    *w->m_queued = q;
+    *w->m_max_perf = w->max_perf;
+    *w->m_phase = (double)w->phase;
+}
+
+void status_metrics_init(struct worker *w)
+{
+    struct metrics *m = w->metrics;
+    w->m_req_total[OUT_SUCCESS] = metrics_counter(
+        m, "sgpu_worker_requests_total{outcome=\"success\"}", "Requests by outcome");
+    w->m_req_total[OUT_ERROR] =
+        metrics_counter(m, "sgpu_worker_requests_total{outcome=\"error\"}", "Requests by outcome");
+    w->m_req_total[OUT_CANCELLED] = metrics_counter(
+        m, "sgpu_worker_requests_total{outcome=\"cancelled\"}", "Requests by outcome");
+    w->m_req_total[OUT_REJECTED] = metrics_counter(
+        m, "sgpu_worker_requests_total{outcome=\"rejected\"}", "Requests by outcome");
+    w->m_req_total[4] = metrics_counter(m, "sgpu_worker_requests_total{outcome=\"other\"}",
+                                        "Requests by outcome");
+    w->m_status_401 = metrics_counter(m, "sgpu_worker_replies_total{status=\"401\"}",
+                                      "Replies produced by the worker itself");
+    w->m_status_422 = metrics_counter(m, "sgpu_worker_replies_total{status=\"422\"}",
+                                      "Replies produced by the worker itself");
+    w->m_status_429 = metrics_counter(m, "sgpu_worker_replies_total{status=\"429\"}",
+                                      "Replies produced by the worker itself");
+    w->m_status_503 = metrics_counter(m, "sgpu_worker_replies_total{status=\"503\"}",
+                                      "Replies produced by the worker itself");
+    w->m_status_502 = metrics_counter(m, "sgpu_worker_replies_total{status=\"502\"}",
+                                      "Replies produced by the worker itself");
+    w->m_phase = metrics_gauge(m, "sgpu_worker_phase",
+                               "0 loading, 1 benchmarking, 2 ready, 3 error, 4 draining");
+    w->m_working = metrics_gauge(m, "sgpu_worker_requests_working", "Requests queued or running");
+    w->m_queued = metrics_gauge(m, "sgpu_worker_requests_queued", "Requests waiting in FIFOs");
+    w->m_max_perf = metrics_gauge(m, "sgpu_worker_max_perf", "Benchmark result (workload/s)");
+    static const double bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300};
+    w->m_latency = metrics_histogram(m, "sgpu_worker_request_seconds",
+                                     "Time from admission to the end of the answer", bounds,
+                                     sizeof bounds / sizeof bounds[0]);
+    metrics_on_render(m, refresh, w);
+}
+
+int status_handle(struct worker *w, struct evhttp_request *req, const char *path)
+{
+    if (path[0] != '/') return 0;
+    int which = strcmp(path, "/ping") == 0     ? 1
+                : strcmp(path, "/health") == 0 ? 2
+                : strcmp(path, "/status") == 0 ? 3
+                : strcmp(path, "/metrics") == 0 ? 4
+                                                : 0;
+    if (!which) return 0;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        /* a generic backend forwards POST /health etc. like any other path */
+        if (w->generic) return 0;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        reply_text(req, 405, "405: Method Not Allowed");
+        return 1;
+    }
+    struct sbuf b = SBUF_INIT;
+    switch (which) {
+    case 1: reply_text(req, 200, "pong"); break;
+    case 2: {
+        bool ok = w->phase == PH_READY;
+        sbuf_printf(&b, "{\"status\": \"%s\"}", phase_name(w->phase));
+        reply_json(req, ok ? 200 : 503, NULL, b.data, b.len);
+        break;
+    }
+    case 3:
+        status_json(w, &b);
+        reply_json(req, 200, NULL, b.data, b.len);
+        break;
+    case 4:
+        metrics_render(w->metrics, &b);
+        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+        break;
+    }
+    sbuf_free(&b);
+    return 1;
+}
