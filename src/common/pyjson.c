@@ -1136,12 +1136,12 @@ static void dump_value(const struct pyj_value *v, const struct pyj_dump_opts *o,
 static const char *item_sep(const struct pyj_dump_opts *o)
 {
     if (o->indent >= 0) return ",";
-    return o->compact ? "," : ", ";
+    return o->indent == PYJ_INDENT_COMPACT ? "," : ", ";
 }
 
 static const char *key_sep(const struct pyj_dump_opts *o)
 {
-    return (o->indent < 0 && o->compact) ? ":" : ": ";
+    return o->indent == PYJ_INDENT_COMPACT ? ":" : ": ";
 }
 
 static int member_ptr_cmp(const void *a, const void *b)
@@ -1231,7 +1231,7 @@ static void dump_value(const struct pyj_value *v, const struct pyj_dump_opts *o,
     }
 }
 
-static const struct pyj_dump_opts default_opts = {-1, false, false};
+static const struct pyj_dump_opts default_opts = {-1, false};
 
 void pyj_dump(const struct pyj_value *v, const struct pyj_dump_opts *o, struct sbuf *out)
 {

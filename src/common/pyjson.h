@@ -109,11 +109,13 @@ bool pyj_int64(const struct pyj_value *v, int64_t *out);
  * order, NaN rule above). */
 bool pyj_equal(const struct pyj_value *a, const struct pyj_value *b);
 
+/* indent value for json.dumps(separators=(",", ":")): one line, no spaces.
+ * (Added; any other negative indent keeps Python's default ", " / ": ".) */
+#define PYJ_INDENT_COMPACT (-2)
+
 struct pyj_dump_opts {
     int indent;     /* <0: one line with ", " and ": " (json.dumps default); >=0: indent=N */
     bool sort_keys; /* ascending by code point */
-    bool compact;   /* only with indent < 0: separators (",", ":") instead of (", ", ": ").
-                     * Added field (zero = Python's default); indent >= 0 ignores it. */
 };
 
 /* Append json.dumps(v, ...) to out. */

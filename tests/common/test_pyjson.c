@@ -14,9 +14,9 @@
 
 #include "pyjson.h"
 
-static const struct pyj_dump_opts IND4 = {4, false, false};
-static const struct pyj_dump_opts IND4S = {4, true, false};
-static const struct pyj_dump_opts DEF = {-1, false, false};
+static const struct pyj_dump_opts IND4 = {4, false};
+static const struct pyj_dump_opts IND4S = {4, true};
+static const struct pyj_dump_opts DEF = {-1, false};
 
 /* Parse `in`, dump with opts, compare with `want`. */
 static void roundtrip(const char *in, const struct pyj_dump_opts *o, const char *want)
@@ -237,7 +237,9 @@ static void test_layout(void **state)
     roundtrip(
         "[[], {}, [1, [2]]]", &IND4,
         "[\n    [],\n    {},\n    [\n        1,\n        [\n            2\n        ]\n    ]\n]");
-    struct pyj_dump_opts i0 = {0, false, false}, i2 = {2, true, false}, c = {-1, true, true};
+    struct pyj_dump_opts i0 = {0, false}, i2 = {2, true}, c = {PYJ_INDENT_COMPACT, true};
+    struct pyj_dump_opts neg = {-7, false}; /* any other negative: json.dumps default */
+    roundtrip("{\"a\":[1,{}]}", &neg, "{\"a\": [1, {}]}");
     roundtrip("{\"b\": [1, 2], \"a\": null}", &i0, "{\n\"b\": [\n1,\n2\n],\n\"a\": null\n}");
     roundtrip("{\"b\": [1, 2], \"a\": null}", &i2,
               "{\n  \"a\": null,\n  \"b\": [\n    1,\n    2\n  ]\n}");
