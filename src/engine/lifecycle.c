@@ -402,8 +402,15 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     ep->arrivals = 0;
     ep->lam_fast += (1 - exp(-dt / e->opts.panic_window_s)) * (rate - ep->lam_fast);
     ep->lam_slow += (1 - exp(-dt / e->opts.stable_window_s)) * (rate - ep->lam_slow);
-    if (ep->lam_fast < 1e-9) ep->lam_fast = 0;
-    if (ep->lam_slow < 1e-9) ep->lam_slow = 0;
+    /* no request for a whole stable window, or past inactivity_timeout: demand is zero (the
+     * exponential averages would otherwise only approach it) */
+    double idle_for = ep->last_request_mono > 0 ? now - ep->last_request_mono : INFINITY;
+    double it0 = ep->p.inactivity_timeout;
+    if (idle_for >= e->opts.stable_window_s || (it0 > 0 && idle_for >= it0) ||
+        ep->lam_fast + ep->lam_slow < 1e-9) {
+        ep->lam_fast = 0;
+        ep->lam_slow = 0;
+    }
 
     struct workergroup *g = state_wg_for_endpoint(e, ep->id);
     struct scaler_in in;
