@@ -1,0 +1,274 @@
+/* sgpu: client CLI for sgpu-engine and its workers (docs/cli.md). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+#include "httputil.h"
+
+static void usage(FILE *f)
+{
+    fputs(
+        "usage: sgpu [global options] COMMAND [options]\n"
+        "\n"
+        "Commands:\n"
+        "  call       one request through the engine: route, then call the worker\n"
+        "  load       open-loop load test through the engine, with live progress\n"
+        "  endpoint   create | list | update | delete endpoints\n"
+        "  workergroup create | list | update | delete workergroups\n"
+        "  worker     list workers (state, load, perf)\n"
+        "  events     the engine's scaling event log\n"
+        "  keygen     write an RSA key pair (PEM)\n"
+        "Run `sgpu COMMAND --help` for a command's options.\n"
+        "\n"
+        "Global options (anywhere on the line):\n"
+        "  --engine URL      engine base URL.  Default $SGPU_ENGINE, else the address in\n"
+        "                    <data-dir>/engine.addr, else http://127.0.0.1:8080.\n"
+        "  --api-key KEY     API key (route: the endpoint's or the admin key; management: admin).\n"
+        "                    Default $SGPU_API_KEY, else <data-dir>/api_key.\n"
+        "  --data-dir DIR    engine data directory to read api_key / engine.addr from\n"
+        "                    (default $SGPU_DATA_DIR, else ./sgpu-data).\n"
+        "  --insecure        do not verify TLS certificates (self-signed workers).\n"
+        "  --cacert FILE     extra CA certificates (PEM) to trust.\n"
+        "  -v, --verbose     print routing/retry steps on stderr.\n"
+        "\n"
+        "Exit status: 0 success; 1 request failed; 2 usage error; 3 answer broken mid-stream;\n"
+        "4 timed out.\n",
+        f);
+}
+
+/* Reads the first line of a file into a malloc'd string (NULL if unreadable). */
+static char *read_line_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char buf[1024];
+    char *r = fgets(buf, sizeof buf, f) ? strdup(buf) : NULL;
+    fclose(f);
+    if (r) r[strcspn(r, "\r\n")] = '\0';
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli_common c = {0};
+    const char *data_dir = getenv("SGPU_DATA_DIR");
+    const char *engine = getenv("SGPU_ENGINE");
+    const char *key = getenv("SGPU_API_KEY");
+    if (engine && !*engine) engine = NULL;
+    if (key && !*key) key = NULL;
+
+    /* Pull the global options out of argv (they may appear anywhere before `--`). */
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        int take = 0; /* 1 = flag, 2 = flag + value */
+        if (i > 0 && strcmp(a, "--") == 0) {
+            while (i < argc) rest[nrest++] = argv[i++];
+            break;
+        }
+        static const char *const with_val[] = {"--engine", "--api-key", "--data-dir", "--cacert"};
+        for (size_t k = 0; i > 0 && k < 4; k++) {
+            size_t l = strlen(with_val[k]);
+            if (strcmp(a, with_val[k]) == 0) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "sgpu: %s needs a value\n", a);
+                    return 2;
+                }
+                val = argv[i + 1];
+                take = 2;
+            } else if (strncmp(a, with_val[k], l) == 0 && a[l] == '=') {
+                val = a + l + 1;
+                take = 1;
+            }
+            if (take) {
+                if (k == 0) engine = val;
+                else if (k == 1) key = val;
+                else if (k == 2) data_dir = val;
+                else c.cacert = val;
+                break;
+            }
+        }
+        if (!take && i > 0 && strcmp(a, "--insecure") == 0) {
+            c.insecure = true;
+            take = 1;
+        }
+        if (!take && i > 0 && (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)) {
+            c.verbose = true;
+            take = 1;
+        }
+        if (take) {
+            i += take - 1;
+            continue;
+        }
+        rest[nrest++] = argv[i];
+    }
+    rest[nrest] = NULL;
+
+    if (nrest < 2 || strcmp(rest[1], "--help") == 0 || strcmp(rest[1], "-h") == 0 ||
+        strcmp(rest[1], "help") == 0) {
+        usage(nrest < 2 ? stderr : stdout);
+        free(rest);
+        return nrest < 2 ? 2 : 0;
+    }
+
+    if (!data_dir || !*data_dir) data_dir = "./sgpu-data";
+    char path[4096];
+    char *file_engine = NULL, *file_key = NULL;
+    if (!engine) {
+        snprintf(path, sizeof path, "%s/engine.addr", data_dir);
+        file_engine = read_line_file(path);
+        if (file_engine && *file_engine) {
+            if (!strstr(file_engine, "://")) {
+                char *u = malloc(strlen(file_engine) + 8);
+                sprintf(u, "http://%s", file_engine);
+                free(file_engine);
+                file_engine = u;
+            }
+            engine = file_engine;
+        }
+    }
+    if (!engine) engine = "http://127.0.0.1:8080";
+    if (!key) {
+        snprintf(path, sizeof path, "%s/api_key", data_dir);
+        file_key = read_line_file(path);
+        if (file_key && *file_key) key = file_key;
+    }
+    c.engine = engine;
+    c.api_key = key;
+    srandom((unsigned)(time(NULL) ^ getpid()));
+
+    const char *cmd = rest[1];
+    int sub_argc = nrest - 1;
+    char **sub_argv = rest + 1;
+    int rc;
+    if (strcmp(cmd, "call") == 0) rc = cmd_call(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "load") == 0) rc = cmd_load(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "endpoint") == 0 || strcmp(cmd, "endpoints") == 0)
+        rc = cmd_endpoint(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "workergroup") == 0 || strcmp(cmd, "workergroups") == 0)
+        rc = cmd_workergroup(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "worker") == 0 || strcmp(cmd, "workers") == 0)
+        rc = cmd_worker(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "events") == 0) rc = cmd_events(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "keygen") == 0) rc = cmd_keygen(&c, sub_argc, sub_argv);
+    else {
+        fprintf(stderr, "sgpu: unknown command '%s' (see sgpu --help)\n", cmd);
+        rc = 2;
+    }
+    free(file_engine);
+    free(file_key);
+    free(rest);
+    return rc;
+}
+
+/* ---- helpers shared by the commands ---- */
+
+void cli_run_until(struct event_base *base, const bool *flag)
+{
+    while (!*flag) {
+        if (event_base_loop(base, EVLOOP_ONCE) != 0) break;
+    }
+}
+
+struct sync_ctx {
+    bool done;
+    int status;
+    struct sbuf *out;
+    char *err;
+    size_t errlen;
+    int rc;
+};
+
+static void sync_done(void *arg, const struct hc_response *r)
+{
+    struct sync_ctx *s = arg;
+    s->done = true;
+    s->status = r->status;
+    if (r->err != HC_OK) {
+        snprintf(s->err, s->errlen, "%s", r->errmsg ? r->errmsg : hc_error_name(r->err));
+        s->rc = -1;
+        return;
+    }
+    sbuf_append(s->out, r->body, r->body_len);
+    s->rc = 0;
+}
+
+int cli_http(struct event_base *base, struct hclient *hc, const char *method, const char *url,
+             const char *bearer, const char *body, double timeout_s, int *status,
+             struct sbuf *out, char *err, size_t errlen)
+{
+    struct sync_ctx s = {.out = out, .err = err, .errlen = errlen, .rc = -1};
+    struct hc_opts o = {
+        .method = method,
+        .url = url,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .bearer = bearer,
+        .timeout_s = timeout_s,
+        .on_done = sync_done,
+        .arg = &s,
+    };
+    if (!hc_request(hc, &o)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    cli_run_until(base, &s.done);
+    *status = s.status;
+    return s.rc;
+}
+
+int cli_read_data(const char *arg, struct sbuf *out)
+{
+    if (strcmp(arg, "-") == 0 || arg[0] == '@') {
+        FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+        if (!f) {
+            fprintf(stderr, "sgpu: cannot read %s: %s\n", arg + 1, strerror(errno));
+            return -1;
+        }
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) sbuf_append(out, buf, n);
+        if (f != stdin) fclose(f);
+        return 0;
+    }
+    sbuf_puts(out, arg);
+    return 0;
+}
+
+bool cli_json_valid(const char *text, size_t len, char *err, size_t errlen)
+{
+    json_tokener *tok = json_tokener_new();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    json_object *j = json_tokener_parse_ex(tok, text, (int)len);
+    enum json_tokener_error e = json_tokener_get_error(tok);
+    if (!j && e == json_tokener_continue) {
+        /* a bare number may still be waiting for its end: signal end of input */
+        j = json_tokener_parse_ex(tok, "", 1);
+        e = json_tokener_get_error(tok);
+    }
+    bool ok = j != NULL && e == json_tokener_success;
+    if (ok) {
+        /* only whitespace may follow */
+        size_t off = json_tokener_get_parse_end(tok);
+        if (off == 0) off = len; /* finished by the end-of-input call above */
+        while (off < len && strchr(" \t\r\n", text[off])) off++;
+        if (off != len) {
+            ok = false;
+            snprintf(err, errlen, "trailing data after the JSON value at offset %zu", off);
+        }
+    } else {
+        snprintf(err, errlen, "%s", e == json_tokener_continue ? "unexpected end of input"
+                                                              : json_tokener_error_desc(e));
+    }
+    json_object_put(j);
+    json_tokener_free(tok);
+    return ok;
+}
