@@ -258,6 +258,7 @@ static void ureq_finish(struct upstream_req *u)
 }
 
 static int start(struct upstream_req *u, bool fresh);
+static void on_chunk_cb(struct evhttp_request *req, void *arg);
 
 static int on_header_cb(struct evhttp_request *req, void *arg)
 {
@@ -279,6 +280,7 @@ static int on_header_cb(struct evhttp_request *req, void *arg)
     }
     if (r > 0) {
         u->streaming = true;
+        evhttp_request_set_chunked_cb(req, on_chunk_cb);
         evhttp_connection_set_max_body_size(u->c->evcon, -1);
     }
     return 0;
@@ -484,7 +486,6 @@ static int start(struct upstream_req *u, bool fresh)
         return -1;
     }
     evhttp_request_set_header_cb(req, on_header_cb);
-    evhttp_request_set_chunked_cb(req, on_chunk_cb);
     evhttp_request_set_error_cb(req, on_error_cb);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", p->hosthdr);
