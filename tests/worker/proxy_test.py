@@ -1,0 +1,277 @@
+"""Request path end to end against the stub model: forwarding, streaming (chunk by
+chunk), cancellation, serial queueing, 429, 503 before ready, upstream failures."""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from worker_lib import (WorkerTestCase, envelope, grant, raw_request, tgi_payload,  # noqa: E402
+                        wait_for)
+
+AUTH = {"cost": 1, "endpoint": "e", "reqnum": 1, "request_idx": 7, "signature": "x", "url": "u"}
+
+
+def http_post_raw(port, path, body):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body))) + body
+
+
+class Forwarding(WorkerTestCase, unittest.TestCase):
+    def setUp(self):
+        self.start({"BACKEND": "generic", "UNSECURED": "1"}, stub_log=False)
+
+    def test_payload_bytes_forwarded_verbatim(self):
+        payload = '{"b":1,  "a" : [1.0, 2e3, 1E400, -0.0], "s": "\\u00e9\\ud83d\\ude00 \u00e9", "n": null}'
+        body = '{"payload" : %s , "auth_data": %s, "extra": [1]}' % (payload, json.dumps(AUTH))
+        r = self.worker.request("POST", "/any/path", body.encode("utf-8"))
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.body, payload.encode("utf-8"))
+        self.assertEqual(r.header("Content-Type"), "application/json")
+
+    def test_duplicate_payload_key_last_wins(self):
+        body = '{"auth_data": %s, "payload": {"first": 1}, "payload": {"second": 2}}' % json.dumps(AUTH)
+        r = self.worker.request("POST", "/echo", body)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b'{"second": 2}')
+
+    def test_model_status_and_body_passed_through_and_counted_as_error(self):
+        r = self.worker.post("/x", envelope(AUTH, {"status": 418}))
+        self.assertEqual(r.status, 418)
+        self.assertEqual(r.json(), {"error": "forced status 418"})
+        st = self.worker.status()
+        self.assertEqual(st["requests"]["error"], 1)  # B26: not "success"
+        self.assertEqual(st["requests"]["success"], 0)
+
+    def test_content_type_passthrough(self):
+        r = self.worker.post("/x", envelope(AUTH, {"sleep_ms": 1, "content_type": "text/plain; x=1"}))
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("Content-Type"), "text/plain; x=1")
+
+    def test_large_response(self):
+        r = self.worker.post("/generate", envelope(AUTH, {"sleep_ms": 1, "body_bytes": 5_000_000}))
+        self.assertEqual(r.status, 200)
+        self.assertGreaterEqual(len(r.body), 4_999_000)
+        json.loads(r.body)
+
+    def test_non_object_payload_422(self):
+        r = self.worker.post("/x", {"auth_data": AUTH, "payload": [1, 2]})
+        self.assertEqual(r.status, 422)
+        self.assertEqual(r.body, b'{"payload": {"data": "payload must be a dictionary"}}')
+
+    def test_envelope_422_exact(self):
+        cases = [
+            (b"not json", b'{"error": "invalid JSON"}'),
+            (b'{"payload": {}}', b'{"auth_data": "field missing"}'),
+            (b'{"auth_data": {}}', b'{"payload": "field missing"}'),
+            (b'{}', b'{"auth_data": "field missing", "payload": "field missing"}'),
+            (b'{"auth_data": {"cost": 1}, "payload": 3}',
+             b'{"auth_data": {"endpoint": "missing parameter", "reqnum": "missing parameter", '
+             b'"request_idx": "missing parameter", "signature": "missing parameter", '
+             b'"url": "missing parameter"}, "payload": {"data": "payload must be a dictionary"}}'),
+        ]
+        for body, want in cases:
+            r = self.worker.request("POST", "/x", body)
+            self.assertEqual(r.status, 422, body)
+            self.assertEqual(r.body, want)
+            self.assertEqual(r.header("Content-Type"), "application/json; charset=utf-8")
+
+    def test_session_id_410_after_auth(self):
+        r = self.worker.post("/x", envelope(AUTH, {}, session_id="abc"))
+        self.assertEqual(r.status, 410)
+        self.assertEqual(r.body, b'{"error": "invalid session"}')
+        r = self.worker.post("/x", envelope(AUTH, {}, session_id=None))
+        self.assertEqual(r.status, 200)
+
+
+class TgiRoutes(WorkerTestCase, unittest.TestCase):
+    def setUp(self):
+        self.start({"UNSECURED": "1"})
+
+    def test_404_405(self):
+        r = self.worker.request("GET", "/generate")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.header("Allow"), "POST")
+        r = self.worker.post("/nope", envelope(AUTH, tgi_payload()))
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.body, b"404: Not Found")
+        self.assertEqual(self.worker.request("GET", "/ping").body, b"pong")
+
+    def test_tgi_payload_422_and_extra_parameters_kept(self):
+        r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x"}))
+        self.assertEqual(r.status, 422)
+        self.assertEqual(r.body, b'{"payload": {"parameters": "missing parameter"}}')
+        r = self.worker.post("/generate", envelope(AUTH, {"x": 1}))
+        self.assertEqual(r.body, b'{"payload": {"inputs": "missing parameter", "parameters": "missing parameter"}}')
+        # B7: temperature etc. reach the model (stub answers with max_new_tokens tokens)
+        r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x", "parameters": {
+            "max_new_tokens": 3, "temperature": 0.5, "top_p": 0.9}}))
+        self.assertEqual(r.json()["generated_text"], "tok0 tok1 tok2 ")
+
+    def test_stream_chunk_by_chunk(self):
+        """Each event must reach the client before the stub sends the next (handshake)."""
+        hs = "hs1"
+        n = 6
+        s = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        s.sendall(http_post_raw(self.worker.port, "/generate_stream",
+                                envelope(AUTH, tgi_payload(n, handshake=hs, chunks=n))))
+        buf = b""
+        acked = -1
+        deadline = time.monotonic() + 20
+        while b"\r\n0\r\n\r\n" not in buf and time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+            # ack every complete event seen so far (the last one needs none)
+            events = [e for e in buf.split(b"data: ")[1:] if b"\n\n" in e]
+            while acked + 1 < min(len(events), n - 1):
+                acked += 1
+                self.assertEqual(self.stub.ack(hs, acked), 200)
+            got = len(events)
+        s.close()
+        head, _, _ = buf.partition(b"\r\n\r\n")
+        self.assertIn(b"200 OK", head)
+        self.assertIn(b"X-Accel-Buffering: no", head)
+        self.assertIn(b"Content-Type: text/event-stream", head)
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        self.assertEqual(acked, n - 2, buf)
+        self.assertEqual(got, n)
+        self.assertTrue(buf.endswith(b"\r\n0\r\n\r\n"))
+        wait_for(lambda: self.worker.status()["requests"]["success"] == 1, 5, what="success")
+
+    def test_cancel_before_first_byte_aborts_upstream(self):
+        s = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        s.sendall(http_post_raw(0, "/generate", envelope(AUTH, tgi_payload(sleep_ms=20000))))
+        wait_for(lambda: self.stub.stats()["in_flight"] == 1, 5, what="upstream started")
+        s.close()
+        wait_for(lambda: self.stub.stats()["cancelled"] == 1, 5, what="upstream cancelled")
+        st = wait_for(lambda: (lambda x: x if x["requests"]["cancelled"] == 1 else None)(self.worker.status()), 5)
+        self.assertEqual(st["requests"]["working"], 0)
+        self.assertEqual(st["working_load"], 0.0)
+
+    def test_cancel_mid_stream_aborts_upstream(self):
+        hs = "hs2"
+        s = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        s.sendall(http_post_raw(0, "/generate_stream", envelope(AUTH, tgi_payload(8, handshake=hs, chunks=8))))
+        buf = b""
+        while b'"id": 0' not in buf:
+            buf += s.recv(65536)
+        s.close()
+        wait_for(lambda: self.stub.stats()["cancelled"] == 1, 5, what="upstream cancelled")
+        wait_for(lambda: self.worker.status()["requests"]["cancelled"] == 1, 5, what="counted")
+
+    def test_parallel_requests(self):
+        res = []
+
+        def one():
+            res.append(self.worker.post("/generate", envelope(AUTH, tgi_payload(2, sleep_ms=300))).status)
+        ts = [threading.Thread(target=one) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(res, [200] * 4)
+        self.assertGreaterEqual(self.stub.stats()["max_in_flight"], 2)
+
+
+class Serial(WorkerTestCase, unittest.TestCase):
+    def setUp(self):
+        self.start({"BACKEND": "generic", "UNSECURED": "1", "SGPU_PARALLEL": "false",
+                    "SGPU_MAX_QUEUE_TIME": "2.5", "SGPU_MAX_PERF": "100", "SGPU_WORKLOAD": "100"},
+                   stub_log=False)
+
+    def test_fifo_one_at_a_time_then_429(self):
+        res = {}
+
+        def one(i):
+            a = dict(AUTH, request_idx=100 + i)
+            res[i] = self.worker.post("/slow", envelope(a, {"sleep_ms": 600})).status
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for i, t in enumerate(ts):
+            t.start()
+            wait_for(lambda: self.worker.status()["requests"]["working"] == i + 1, 5, what="queued")
+        # 3 x 100 workload queued at max_perf 100 = 3 s > 2.5 s
+        r = self.worker.post("/slow", envelope(dict(AUTH, request_idx=999), {"sleep_ms": 1}))
+        self.assertEqual(r.status, 429)
+        self.assertEqual(r.body, b"")
+        for t in ts:
+            t.join()
+        self.assertEqual(res, {0: 200, 1: 200, 2: 200})
+        self.assertEqual(self.stub.stats()["max_in_flight"], 1)
+
+    def test_cancel_while_queued_frees_slot(self):
+        s1 = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        s1.sendall(http_post_raw(0, "/a", envelope(AUTH, {"sleep_ms": 800})))
+        wait_for(lambda: self.stub.stats()["in_flight"] == 1, 5)
+        s2 = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        s2.sendall(http_post_raw(0, "/b", envelope(AUTH, {"sleep_ms": 1})))
+        wait_for(lambda: self.worker.status()["queue"]["*"]["queued"] == 1, 5)
+        s2.close()  # leaves while queued: never reaches the model (B3)
+        wait_for(lambda: self.worker.status()["queue"]["*"]["queued"] == 0, 5)
+        data = s1.recv(65536)
+        self.assertIn(b"200 OK", data)
+        s1.close()
+        st = wait_for(lambda: (lambda x: x if x["requests"]["working"] == 0 else None)(self.worker.status()), 5)
+        self.assertEqual(st["requests"]["cancelled"], 1)
+        self.assertEqual(self.stub.stats()["started"], 1)
+        r = self.worker.post("/c", envelope(AUTH, {"sleep_ms": 1}))
+        self.assertEqual(r.status, 200)
+
+
+class NotReady(WorkerTestCase, unittest.TestCase):
+    def test_503_until_loaded(self):
+        self.start({"UNSECURED": "1"}, load_delay_ms=1500, wait_ready=False)
+        r = self.worker.post("/generate", envelope(AUTH, tgi_payload()))
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.header("Retry-After"), "5")
+        self.assertEqual(self.worker.request("GET", "/health").status, 503)
+        self.assertEqual(self.stub.stats()["requests"], 0)  # B29: nothing forwarded
+        self.worker.wait_phase("ready", 15)
+        self.assertEqual(self.worker.post("/generate", envelope(AUTH, tgi_payload())).status, 200)
+        self.assertEqual(self.worker.request("GET", "/health").status, 200)
+
+
+class UpstreamDown(WorkerTestCase, unittest.TestCase):
+    def test_502_json_and_counted(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        self.start({"BACKEND": "generic", "UNSECURED": "1",
+                    "MODEL_SERVER_URL": "http://127.0.0.1:%d" % port}, stub=False)
+        r = self.worker.post("/x", envelope(AUTH, {}))
+        self.assertEqual(r.status, 502)
+        self.assertIn("error", r.json())
+        self.assertEqual(self.worker.status()["requests"]["error"], 1)
+
+    def test_timeout_504(self):
+        self.start({"BACKEND": "generic", "UNSECURED": "1", "SGPU_UPSTREAM_TIMEOUT": "0.3"},
+                   stub_log=False)
+        r = self.worker.post("/x", envelope(AUTH, {"sleep_ms": 5000}))
+        self.assertEqual(r.status, 504)
+        wait_for(lambda: self.stub.stats()["cancelled"] == 1, 5, what="upstream aborted")
+
+
+class OpenAI(WorkerTestCase, unittest.TestCase):
+    def test_completions_plain_and_stream(self):
+        self.start({"BACKEND": "openai", "UNSECURED": "1", "MODEL_LOAD_LOG_MSG": "loaded"})
+        r = self.worker.post("/v1/completions", envelope(AUTH, {"prompt": "hi", "max_tokens": 3}))
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["choices"][0]["text"], "tok0 tok1 tok2 ")
+        r = self.worker.post("/v1/chat/completions", envelope(AUTH, {
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}))
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"))
+        self.assertEqual(r.body.count(b"data: "), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
