@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack on this machine.
+#   sgpu-engine (local provider) -> sgpu-launch -> sgpu-model (embedded tiny model) + sgpu-worker
+# Creates an endpoint + workergroup, waits for a ready worker, streams one request through
+# `sgpu call` so the tokens can be seen arriving, prints how to send your own requests and
+# how to serve a real GGUF model, then keeps serving until Ctrl-C and shuts everything down.
+#
+# Environment: SGPU_BIN (programs, default ./bin), SGPU_DEMO_DIR (state, default ./.run/demo,
+# recreated on every run), SGPU_DEMO_LISTEN (default 127.0.0.1:8080, or an ephemeral port
+# when 8080 is taken), SGPU_DEMO_EXIT_AFTER_CALL=1 (stop after the first call; used by tests).
+set -u
+cd "$(dirname "$0")/.."
+BIN=${SGPU_BIN:-$PWD/bin}
+DIR=${SGPU_DEMO_DIR:-$PWD/.run/demo}
+DATA=$DIR/data
+SGPU="$BIN/sgpu"
+
+bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m\n' "$*"; else printf '%s\n' "$*"; fi; }
+say() { printf '%s\n' "$*"; }
+
+for p in sgpu-engine sgpu-launch sgpu-worker sgpu-model sgpu; do
+    if [ ! -x "$BIN/$p" ]; then
+        say "run-demo: $BIN/$p is missing; run 'make' first" >&2
+        exit 1
+    fi
+done
+
+listen=${SGPU_DEMO_LISTEN:-}
+if [ -z "$listen" ]; then
+    if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
+        listen=127.0.0.1:0 # 8080 is taken: let the engine pick a port
+    else
+        listen=127.0.0.1:8080
+    fi
+fi
+
+rm -rf "$DIR"
+mkdir -p "$DIR"
+engine_pid=
+cleanup() {
+    trap - INT TERM EXIT
+    if [ -n "$engine_pid" ] && kill -0 "$engine_pid" 2>/dev/null; then
+        say ""
+        bold "Shutting down: the engine drains and stops its instances (worker first, then model)..."
+        kill -TERM "$engine_pid" 2>/dev/null
+        wait "$engine_pid" 2>/dev/null
+        say "Stopped. Logs: $DIR/engine.log and $DATA/workers/*/{debug,model}.log"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bold "== Starting sgpu-engine (local provider), state in $DATA"
+"$BIN/sgpu-engine" --data-dir "$DATA" --listen "$listen" >"$DIR/engine.log" 2>&1 &
+engine_pid=$!
+for _ in $(seq 1 100); do
+    [ -s "$DATA/engine.addr" ] && break
+    if ! kill -0 "$engine_pid" 2>/dev/null; then
+        say "run-demo: sgpu-engine exited; see $DIR/engine.log:" >&2
+        tail -5 "$DIR/engine.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+ENGINE=$(cat "$DATA/engine.addr")
+export SGPU_DATA_DIR=$DATA # lets `sgpu` find the engine address and the admin key
+say "engine at $ENGINE (admin key in $DATA/api_key)"
+
+bold "== Creating endpoint 'demo' and a workergroup serving the embedded tiny model"
+"$SGPU" endpoint create demo cold_workers=1 max_workers=2 target_util=0.9 || exit 1
+# one benchmark round instead of three: the demo is ready sooner on a small machine
+"$SGPU" workergroup create --endpoint demo --launch '{"env": {"SGPU_BENCHMARK_RUNS": "1"}}' ||
+    exit 1
+
+bold "== Waiting for a worker: the engine starts sgpu-launch, which starts sgpu-model + sgpu-worker"
+t0=$(date +%s)
+last=
+while :; do
+    states=$("$SGPU" worker list --json 2>/dev/null |
+        /usr/bin/python3 -c 'import json,sys; print(" ".join(sorted(w["status"] for w in json.load(sys.stdin))))' 2>/dev/null)
+    if [ "$states" != "$last" ]; then
+        say "  $(($(date +%s) - t0))s: workers: ${states:-(none yet)}"
+        last=$states
+    fi
+    case " $states " in *" idle "* | *" stopped "*) break ;; esac
+    if ! kill -0 "$engine_pid" 2>/dev/null; then
+        say "run-demo: the engine stopped; see $DIR/engine.log" >&2
+        exit 1
+    fi
+    if [ $(($(date +%s) - t0)) -gt 180 ]; then
+        say "run-demo: no worker became ready in 180 s; see $DATA/workers/*/debug.log" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+"$SGPU" worker list
+
+bold "== A streamed request through the engine: sgpu call --endpoint demo --stream ..."
+say "(the tiny model has random weights: expect gibberish, arriving token by token)"
+printf '  > '
+"$SGPU" call --endpoint demo --stream --show-worker 2>"$DIR/call.err" \
+    --data '{"inputs": "Once upon a time", "parameters": {"max_new_tokens": 48}}' |
+    /usr/bin/python3 -u -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("data:"):
+        ev = json.loads(line[5:])
+        tok = (ev.get("token") or {}).get("text", "")
+        sys.stdout.write(tok)
+        sys.stdout.flush()
+print()
+'
+rc=${PIPESTATUS[0]}
+sed 's/^sgpu: /  /' "$DIR/call.err"
+[ "$rc" -ne 0 ] && say "run-demo: the call failed (exit $rc)" >&2
+[ "${SGPU_DEMO_EXIT_AFTER_CALL:-0}" = 1 ] && exit "$rc"
+
+cat <<EOF
+
+$(bold "== Serving. Try it yourself (in another terminal):")
+  export SGPU_DATA_DIR=$DATA      # or: --engine $ENGINE --api-key \$(cat $DATA/api_key)
+  $BIN/sgpu call --endpoint demo --data '{"inputs": "Hello", "parameters": {"max_new_tokens": 16}}'
+  $BIN/sgpu call --endpoint demo --stream --data '{"inputs": "Hello"}'
+  $BIN/sgpu load --endpoint demo -n 200 --rps 20 --data '{"inputs": "Hi", "parameters": {"max_new_tokens": 8}}'
+  $BIN/sgpu worker list;  $BIN/sgpu events --endpoint demo
+
+$(bold "== Serve a real GGUF model (Llama family, F16/Q8_0) instead of the tiny one:")
+  $BIN/sgpu endpoint create mymodel cold_workers=1 max_workers=2
+  $BIN/sgpu workergroup create --endpoint mymodel \\
+      --model-cmd "$BIN/sgpu-model serve --model /path/to/model.gguf --port {model_port}"
+  $BIN/sgpu call --endpoint mymodel --stream --data '{"inputs": "Hello", "parameters": {"max_new_tokens": 64}}'
+
+Press Ctrl-C to stop everything.
+EOF
+wait "$engine_pid"
