@@ -1,0 +1,145 @@
+"""/worker_status/ and /delete_requests/ against a recording sink: field sets and
+order, Python json.dumps bytes, counter semantics and resets, address fallback."""
+import json
+import os
+import socket
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from worker_lib import WorkerTestCase, envelope, grant, tgi_payload, wait_for  # noqa: E402
+
+V3 = ["id", "mtoken", "version", "loadtime", "cur_load", "rej_load", "new_load", "error_msg",
+      "max_perf", "cur_perf", "cur_capacity", "max_capacity", "num_requests_working",
+      "num_requests_recieved", "additional_disk_usage", "working_request_idxs", "url"]
+V1 = ["id", "loadtime", "cur_load", "error_msg", "max_perf", "cur_perf", "cur_capacity",
+      "max_capacity", "num_requests_working", "num_requests_recieved", "additional_disk_usage", "url"]
+URL = "http://203.0.113.7:41234"
+ENV = {"CONTAINER_ID": "4242", "MASTER_TOKEN": "tok-\u00e9", "PUBLIC_IPADDR": "203.0.113.7",
+       "VAST_TCP_PORT_0": "41234", "SGPU_REPORT_INTERVAL": "1"}
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class StatusV3(WorkerTestCase, unittest.TestCase):
+    def setUp(self):
+        self.start(dict(ENV))
+
+    def ready_reports(self):
+        return [p for p in self.sink.reports(ok_only=True) if p["json"]["max_perf"] > 0]
+
+    def test_fields_order_and_bytes(self):
+        wait_for(self.ready_reports, 10, what="ready report")
+        p = self.ready_reports()[0]
+        d = p["json"]
+        self.assertEqual(list(d.keys()), V3)
+        self.assertEqual(p["raw"], json.dumps(d).encode())  # json.dumps default separators, exact
+        self.assertEqual(p["ctype"], "application/json")
+        self.assertEqual(d["id"], 4242)
+        self.assertEqual(d["mtoken"], "tok-\u00e9")
+        self.assertEqual(d["version"], "1.1.0")
+        self.assertEqual(d["url"], URL)
+        self.assertEqual(d["error_msg"], "")
+        self.assertIsInstance(d["loadtime"], float)
+        self.assertGreater(d["loadtime"], 0)
+        self.assertEqual(d["cur_capacity"], 0)
+        self.assertEqual(d["working_request_idxs"], [])
+
+    def test_counters_reset_after_send_and_delete_requests(self):
+        wait_for(self.ready_reports, 10, what="ready report")
+        for i in (7, 8):
+            g = grant("url", URL, request_idx=i)
+            self.assertEqual(self.worker.post("/generate", envelope(g, tgi_payload(4))).status, 200)
+        bad = grant("url", URL, request_idx=666)
+        bad["url"] = "http://evil"
+        self.assertEqual(self.worker.post("/generate", envelope(bad, tgi_payload(5))).status, 401)
+
+        def carried():
+            for p in self.sink.reports(ok_only=True):
+                if p["json"]["new_load"] > 0:
+                    return p["json"]
+        d = wait_for(carried, 10, what="report with load")
+        self.assertEqual(d["new_load"], 8.0)
+        self.assertEqual(d["cur_perf"], 8.0)
+        self.assertEqual(d["rej_load"], 5.0)
+        self.assertEqual(d["num_requests_recieved"], 2)
+        self.assertEqual(d["num_requests_working"], 0)
+        self.assertEqual(d["cur_load"], 0.0)
+        n = len(self.sink.reports())
+        wait_for(lambda: len(self.sink.reports()) > n, 15, what="next report")
+        last = self.sink.reports()[-1]["json"]
+        self.assertEqual(last["new_load"], 0.0)  # reset after the successful send
+        self.assertEqual(last["num_requests_recieved"], 2)  # lifetime count
+
+        dels = wait_for(lambda: self.sink.reports("/delete_requests/"), 10, what="delete_requests")
+        reqs = [r for p in dels for r in p["json"]["requests"]]
+        self.assertEqual(list(dels[0]["json"].keys()), ["worker_id", "mtoken", "requests"])
+        self.assertEqual(dels[0]["json"]["worker_id"], 4242)
+        self.assertEqual(sorted(r["request_idx"] for r in reqs), [7, 8])  # not 666 (B18)
+        for r in reqs:
+            self.assertEqual(list(r.keys()), ["request_idx", "success", "status", "entered_queue_at",
+                                              "work_started_at", "work_completed_at"])
+            self.assertEqual((r["success"], r["status"]), (True, "Success"))
+            self.assertLessEqual(r["entered_queue_at"], r["work_started_at"])
+            self.assertLessEqual(r["work_started_at"], r["work_completed_at"])
+
+    def test_working_request_idxs_and_cur_load(self):
+        wait_for(self.ready_reports, 10, what="ready report")
+        import threading
+        t = threading.Thread(target=lambda: self.worker.post(
+            "/generate", envelope(grant("url", URL, request_idx=31), tgi_payload(9, sleep_ms=2500))))
+        t.start()
+
+        def busy():
+            for p in self.sink.reports(ok_only=True):
+                if p["json"]["num_requests_working"] == 1:
+                    return p["json"]
+        d = wait_for(busy, 10, what="report while busy")
+        t.join()
+        self.assertEqual(d["working_request_idxs"], [31])
+        self.assertEqual(d["cur_load"], 9.0)
+
+
+class FailuresAndFallback(WorkerTestCase, unittest.TestCase):
+    def test_counters_kept_when_send_fails(self):
+        self.start(dict(ENV))
+        wait_for(lambda: self.sink.reports(ok_only=True), 10, what="first report")
+        self.sink.fail["/worker_status/"] = 500
+        n = len(self.sink.reports())
+        for i in range(3):
+            self.assertEqual(self.worker.post("/generate", envelope(grant("url", URL), tgi_payload(2))).status, 200)
+        wait_for(lambda: len([p for p in self.sink.reports()[n:] if p["status"] == 500]) >= 2, 15,
+                 what="failed sends")
+        del self.sink.fail["/worker_status/"]
+        d = wait_for(lambda: [p["json"] for p in self.sink.reports(ok_only=True)[1:]
+                              if p["json"]["new_load"] > 0], 15, what="recovered report")[0]
+        self.assertEqual(d["new_load"], 6.0)  # B5: nothing lost while the engine failed
+        self.assertEqual(d["cur_perf"], 6.0)
+
+    def test_second_address_and_v1_format(self):
+        dead = "http://127.0.0.1:%d" % closed_port()
+        env = dict(ENV)
+        env.update({"SGPU_REPORT_FORMAT": "v1", "UNSECURED": "1"})
+        self.start(env)
+        self.worker.stop()
+        env["REPORT_ADDR"] = dead + "," + self.sink.url
+        from worker_lib import Worker
+        self.worker = Worker(dict(self.worker.env, **env), wait_ready=True)
+        self.assertEqual(self.worker.post("/generate", envelope({"cost": 1, "endpoint": "e", "reqnum": 1, "request_idx": 1,
+                                                                 "signature": "s", "url": "u"},
+                                                                tgi_payload(3))).status, 200)
+        d = wait_for(lambda: [p["json"] for p in self.sink.reports(ok_only=True)
+                              if p["json"]["cur_load"] > 0], 10, what="v1 report")[0]
+        self.assertEqual(list(d.keys()), V1)
+        self.assertEqual(d["cur_load"], 3.0)
+        self.assertEqual(self.sink.reports("/delete_requests/"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
