@@ -360,6 +360,8 @@ void proc_detach(int pid);
 /* Build an environment: the engine's environ plus/overriding `extra` ("K=V" strings). */
 char **proc_env_build(const char *const *extra, size_t nextra);
 void proc_env_free(char **env);
+/* Signal a process, its descendants and the groups they lead (e.g. a launcher's model). */
+void proc_kill_tree(int pid, int sig);
 /* Start time of a process from /proc (0 if it does not exist). */
 unsigned long long proc_start_time(int pid);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -210,7 +211,15 @@ char **proc_env_build(const char *const *extra, size_t nextra)
             over = strncmp(extra[j], environ[i], kl) == 0 && extra[j][kl] == '=';
         if (!over) env[k++] = strdup(environ[i]);
     }
-    for (size_t j = 0; j < nextra; j++) env[k++] = strdup(extra[j]);
+    /* a later extra overrides an earlier one with the same name */
+    for (size_t j = 0; j < nextra; j++) {
+        const char *eq = strchr(extra[j], '=');
+        size_t kl = eq ? (size_t)(eq - extra[j]) : strlen(extra[j]);
+        bool later = false;
+        for (size_t m = j + 1; m < nextra && !later; m++)
+            later = strncmp(extra[m], extra[j], kl) == 0 && extra[m][kl] == '=';
+        if (!later) env[k++] = strdup(extra[j]);
+    }
     env[k] = NULL;
     for (size_t i = 0; i < k; i++)
         if (!env[i]) abort();
@@ -246,4 +255,47 @@ unsigned long long proc_start_time(int pid)
         field++;
     }
     return tok ? strtoull(tok, NULL, 10) : 0;
+}
+
+/* ppid and pgid of a process from /proc (-1 if gone). */
+static int proc_parent(int pid, int *pgid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    int ppid = -1, pg = -1;
+    char st;
+    if (!p || sscanf(p + 1, " %c %d %d", &st, &ppid, &pg) != 3) return -1;
+    *pgid = pg;
+    return ppid;
+}
+
+void proc_kill_tree(int pid, int sig)
+{
+    if (pid <= 0) return;
+    /* collect descendants first (breadth-first over one /proc scan per level) */
+    int tree[256];
+    size_t nt = 0;
+    tree[nt++] = pid;
+    for (size_t i = 0; i < nt && nt < 256; i++) {
+        DIR *d = opendir("/proc");
+        if (!d) break;
+        struct dirent *de;
+        while ((de = readdir(d)) && nt < 256) {
+            int c = atoi(de->d_name);
+            int pg;
+            if (c > 0 && proc_parent(c, &pg) == tree[i]) tree[nt++] = c;
+        }
+        closedir(d);
+    }
+    for (size_t i = 0; i < nt; i++) {
+        int pg;
+        if (proc_parent(tree[i], &pg) >= 0 && pg == tree[i]) kill(-tree[i], sig);
+        kill(tree[i], sig);
+    }
 }

@@ -229,6 +229,7 @@ void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *ou
                 w->draining ? "true" : "false");
     put_s(out, "intent", w->intent == WI_PARK ? "park" : "active");
     put_s(out, "version", w->version);
+    put_s(out, "instance", w->instance);
     sbuf_putc(out, '}');
     (void)e;
 }

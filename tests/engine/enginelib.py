@@ -32,7 +32,7 @@ class Engine:
         self.dir = data_dir or tempfile.mkdtemp(prefix="sgpu-engine-test-")
         self.extra = list(extra)
         self.tick_ms = tick_ms
-        self.keep = keep
+        self.keep = keep or bool(os.environ.get("SGPU_TEST_KEEP"))
         self.proc = None
         self.start()
 

@@ -189,14 +189,21 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     snprintf(ws, sizeof ws, "%s/workers/%lld", e->opts.data_dir, (long long)w->id);
     mkdirs(ws);
 
+    /* environment: defaults (user env may override), then launch.env, then what the engine
+     * must control (ports, identity, report address, token) */
     struct sbuf v[24];
-    size_t nv = 0;
+    size_t nv = 0, ndef;
 #define ADD(...)                                                                                   \
     do {                                                                                           \
         v[nv] = (struct sbuf)SBUF_INIT;                                                            \
         sbuf_printf(&v[nv], __VA_ARGS__);                                                          \
         nv++;                                                                                      \
     } while (0)
+    ADD("MODEL_SERVER_URL=http://127.0.0.1:%d", mport);
+    ADD("USE_SSL=false");
+    ADD("UNSECURED=false");
+    ADD("SGPU_AUTH_SCHEME=%s", config_scheme_name(ep ? ep->p.sig_scheme : SIG_URL));
+    ndef = nv;
     ADD("WORKER_PORT=%d", wport);
     ADD("VAST_TCP_PORT_%d=%d", wport, wport);
     ADD("PUBLIC_IPADDR=127.0.0.1");
@@ -204,12 +211,8 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     ADD("REPORT_ADDR=%s", e->public_url);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("MASTER_TOKEN=%s", w->mtoken);
-    ADD("USE_SSL=false");
-    ADD("UNSECURED=false");
-    ADD("SGPU_AUTH_SCHEME=%s", config_scheme_name(ep ? ep->p.sig_scheme : SIG_URL));
     ADD("WORKSPACE_DIR=%s", ws);
     if (direct) {
-        ADD("MODEL_SERVER_URL=http://127.0.0.1:%d", mport);
         ADD("MODEL_LOG=%s/model.log", ws);
         ADD("SGPU_WORKER_BIN=%s", wbin);
         ADD("MODEL_PORT=%d", mport);
@@ -223,6 +226,7 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
     if (!extra || !envs) abort();
     size_t k = 0, j = 0;
+    for (size_t i = 0; i < ndef; i++) extra[k++] = v[i].data;
     if (envo) {
         json_object_object_foreach(envo, ek, ev) {
             envs[j] = (struct sbuf)SBUF_INIT;
@@ -230,7 +234,7 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
             extra[k++] = envs[j++].data;
         }
     }
-    for (size_t i = 0; i < nv; i++) extra[k++] = v[i].data;
+    for (size_t i = ndef; i < nv; i++) extra[k++] = v[i].data;
     char **env = proc_env_build(extra, k);
 
     struct sbuf mc = SBUF_INIT, script = SBUF_INIT, portarg = SBUF_INIT;
@@ -300,8 +304,7 @@ static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
     struct killctx *k = arg;
     if (k->start && proc_start_time(k->pid) == k->start) {
         log_warn("local_instance_kill", "pid=%d", k->pid);
-        kill(-k->pid, SIGKILL);
-        kill(k->pid, SIGKILL);
+        proc_kill_tree(k->pid, SIGKILL);
     }
     event_free(k->ev);
     free(k);
@@ -334,8 +337,16 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
     case OP_START:
     case OP_STOP:
         if (!alive(w)) return -1;
-        if (kill(-w->pid, op == OP_STOP ? SIGSTOP : SIGCONT) != 0) return -1;
-        lifecycle_op_done(e, w->id, op, 0, op == OP_STOP ? "SIGSTOP" : "SIGCONT", NULL);
+        if (op == OP_START) {
+            /* the launcher's group (launcher + worker); its SIGCONT handler resumes the model */
+            if (kill(-w->pid, SIGCONT) != 0) return -1;
+        } else if (direct_mode(w)) {
+            if (kill(-w->pid, SIGSTOP) != 0) return -1;
+        } else {
+            /* sgpu-launch suspends worker, model server (own group) and itself on SIGTSTP */
+            if (kill(w->pid, SIGTSTP) != 0) return -1;
+        }
+        lifecycle_op_done(e, w->id, op, 0, op == OP_STOP ? "suspended" : "resumed", NULL);
         return 0;
     case OP_DESTROY:
         if (!alive(w)) {
@@ -379,8 +390,9 @@ void local_shutdown(struct engine *e, struct worker *w, bool keep)
 
 void local_shutdown_wait(struct engine *e)
 {
-    /* bounded synchronous wait at exit: instances drain on SIGTERM, then SIGKILL the rest */
-    for (int round = 0; round < 100; round++) {
+    /* bounded synchronous wait at exit: instances drain on SIGTERM, then SIGKILL the rest
+     * (with their descendants: sgpu-launch runs the model server in its own group) */
+    for (int round = 0; round < 300; round++) {
         bool any = false;
         for (struct worker *w = e->workers; w; w = w->next) {
             if (w->pid <= 0 || e->opts.keep_workers) continue;
@@ -392,8 +404,11 @@ void local_shutdown_wait(struct engine *e)
     }
     for (struct worker *w = e->workers; w; w = w->next) {
         if (w->pid <= 0 || e->opts.keep_workers) continue;
-        if (alive(w)) kill(-w->pid, SIGKILL);
-        kill(-w->pid, SIGKILL); /* leftovers in the group (model server) */
+        if (alive(w)) {
+            log_warn("local_instance_kill", "worker=%lld pid=%d", (long long)w->id, w->pid);
+            proc_kill_tree(w->pid, SIGKILL);
+        }
+        kill(-w->pid, SIGKILL); /* leftovers in the group */
         if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
         w->pid = 0;
         w->pid_start = 0;
