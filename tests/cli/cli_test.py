@@ -443,5 +443,70 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.sgpu("frobnicate").returncode, 2)
 
 
+@unittest.skipUnless(os.access(os.path.join(BIN, "sgpu-engine"), os.X_OK), "no sgpu-engine")
+class RealEngineTest(unittest.TestCase):
+    """The CLI against a real sgpu-engine (no workergroup: nothing is started)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sgpu-cli-real-")
+        self.data = os.path.join(self.tmp, "data")
+        self.log = open(os.path.join(self.tmp, "engine.log"), "w")
+        self.engine = subprocess.Popen(
+            [os.path.join(BIN, "sgpu-engine"), "--data-dir", self.data, "--listen",
+             "127.0.0.1:0", "--tick-ms", "100"], stdout=self.log, stderr=subprocess.STDOUT)
+        addr = os.path.join(self.data, "engine.addr")
+        end = time.monotonic() + 20
+        while not (os.path.exists(addr) and os.path.getsize(addr)) and time.monotonic() < end:
+            time.sleep(0.02)
+        self.env = dict(os.environ, SGPU_DATA_DIR=self.data)
+        self.env.pop("SGPU_ENGINE", None)
+        self.env.pop("SGPU_API_KEY", None)
+
+    def tearDown(self):
+        self.engine.send_signal(signal.SIGTERM)
+        try:
+            self.engine.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.engine.kill()
+            self.engine.wait()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sgpu(self, *args):
+        return subprocess.run([SGPU] + list(args), capture_output=True, text=True, timeout=60,
+                              env=self.env)
+
+    def test_management_round_trip_and_waiting_call(self):
+        r = self.sgpu("endpoint", "create", "real", "cold_workers=0", "max_workers=2",
+                      "sig_scheme=fields-v2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.sgpu("endpoint", "list", "--json")
+        (ep,) = json.loads(r.stdout)
+        self.assertEqual((ep["endpoint_name"], ep["max_workers"], ep["sig_scheme"]),
+                         ("real", 2, "fields-v2"))
+        r = self.sgpu("endpoint", "update", "real", "max_workers=3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        (ep,) = json.loads(self.sgpu("endpoint", "list", "--json").stdout)
+        self.assertEqual(ep["max_workers"], 3)
+        # bad value: the engine's precise error reaches the user
+        r = self.sgpu("endpoint", "update", "real", "target_util=7")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("target_util", r.stderr)
+        # no workergroup: the request waits in the global queue until --max-time
+        r = self.sgpu("call", "--endpoint", "real", "--data", "{}", "--max-time", "2", "-v")
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("waiting", r.stderr)
+        # the endpoint's own key is accepted for /route/, a wrong key is refused
+        r = self.sgpu("--api-key", "wrong", "call", "--endpoint", "real", "--data", "{}")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("HTTP 401", r.stderr)
+        r = self.sgpu("--api-key", ep["api_key"], "call", "--endpoint", "real", "--data", "{}",
+                      "--max-time", "1.5")
+        self.assertEqual(r.returncode, 4, r.stderr)
+        r = self.sgpu("endpoint", "delete", "real")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(self.sgpu("endpoint", "list", "--json").stdout), [])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -377,6 +377,9 @@ class WorkerTestCase:
         w = getattr(self, "worker", None)
         if w:
             w.stop()
+            if os.environ.get("SGPU_TEST_KEEP_LOG"):
+                with open(os.environ["SGPU_TEST_KEEP_LOG"], "a") as f:
+                    f.write("==== %s\n%s\n" % (self.id(), w.final_log))
             errs = w.sanitizer_errors()
             if errs:
                 raise AssertionError("sanitizer: %s" % errs[:5])
