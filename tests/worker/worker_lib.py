@@ -320,8 +320,34 @@ class Worker:
                 "runtime error:" in l or "ERROR: LeakSanitizer" in l]
 
 
-def raw_request(port, data, timeout=5.0, read_all=True):
-    """Send raw bytes, return whatever comes back until close/timeout."""
+def _complete(buf, n):
+    """True when buf holds n complete HTTP responses (Content-Length or chunked)."""
+    pos = 0
+    for _ in range(n):
+        h = buf.find(b"\r\n\r\n", pos)
+        if h < 0:
+            return False
+        head = buf[pos:h].lower()
+        body = h + 4
+        m = re.search(rb"content-length:\s*(\d+)", head)
+        if m:
+            end = body + int(m.group(1))
+            if len(buf) < end:
+                return False
+            pos = end
+        elif b"transfer-encoding: chunked" in head:
+            e = buf.find(b"\r\n0\r\n\r\n", body - 2)
+            if e < 0:
+                return False
+            pos = e + 7
+        else:
+            return False  # close-delimited: read to EOF
+    return True
+
+
+def raw_request(port, data, timeout=5.0, read_all=True, responses=1):
+    """Send raw bytes; return what comes back until `responses` complete responses
+    arrived, the peer closed, or the timeout passed."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(data)
@@ -331,10 +357,12 @@ def raw_request(port, data, timeout=5.0, read_all=True):
                 b = s.recv(65536)
             except socket.timeout:
                 break
+            except ConnectionResetError:
+                break
             if not b:
                 break
             out += b
-            if not read_all and b"\r\n\r\n" in out:
+            if _complete(out, responses) or (not read_all and b"\r\n\r\n" in out):
                 break
         return out
     finally:
