@@ -207,7 +207,13 @@ static void *sched_main(void *arg)
         b->st.queued = b->n_queued;
         b->st.active = b->n_active;
         b->st.kv_bytes = b->kv_used;
-        if (posted && b->notify) b->notify(b->notify_arg);
+        if (posted && b->notify) {
+            /* notify outside the lock: the callback may block or call back in */
+            pthread_mutex_unlock(&b->mu);
+            b->notify(b->notify_arg);
+            pthread_mutex_lock(&b->mu);
+            continue;
+        }
         if (b->n_active == 0) {
             pthread_cond_wait(&b->cv, &b->mu);
             continue;
@@ -298,7 +304,11 @@ static void *sched_main(void *arg)
         }
         b->st.active = b->n_active;
         b->st.kv_bytes = b->kv_used;
-        if (b->ehead && b->notify) b->notify(b->notify_arg);
+        if (b->ehead && b->notify) {
+            pthread_mutex_unlock(&b->mu);
+            b->notify(b->notify_arg);
+            pthread_mutex_lock(&b->mu);
+        }
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;

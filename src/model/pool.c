@@ -39,7 +39,7 @@ static void *worker_main(void *a)
     struct pool *p = wa->p;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = atomic_load(&p->gen);
+    unsigned seen = 0; /* gen at creation: a dispatch may precede this thread start */
     for (;;) {
         int spins = 0;
         while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen) {

@@ -295,12 +295,15 @@ static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ev_cv = PTHREAD_COND_INITIALIZER;
 static int ev_flag;
 
+static int lockstep; /* notify waits until the consumer has handled the events */
+
 static void on_notify(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&ev_mu);
     ev_flag = 1;
-    pthread_cond_signal(&ev_cv);
+    pthread_cond_broadcast(&ev_cv);
+    while (lockstep && ev_flag) pthread_cond_wait(&ev_cv, &ev_mu);
     pthread_mutex_unlock(&ev_mu);
 }
 
@@ -330,6 +333,7 @@ static void test_batcher_greedy_and_cancel(void **st)
     for (int i = 0; i < NR; i++) solo(m, 1, TOKS + i, 2 + i, K, want[i], scratch);
     free(scratch);
     struct batcher_opts o = {2, 3, 16, 1 << 20, 5, NULL, NULL}; /* 3 slots, small prefill chunks */
+    lockstep = 1;
     struct batcher *b = batcher_new(m, &o, on_notify, NULL);
     struct gen_req *r[NR + 1];
     int got[NR + 1][64], ng[NR + 1] = {0}, fin[NR + 1] = {0};
@@ -346,7 +350,6 @@ static void test_batcher_greedy_and_cancel(void **st)
     while (done < NR + 1) {
         pthread_mutex_lock(&ev_mu);
         while (!ev_flag) pthread_cond_wait(&ev_cv, &ev_mu);
-        ev_flag = 0;
         pthread_mutex_unlock(&ev_mu);
         struct gen_event *e = batcher_take_events(b), *x;
         for (x = e; x; x = x->next) {
@@ -359,7 +362,12 @@ static void test_batcher_greedy_and_cancel(void **st)
             }
         }
         gen_event_free(e);
+        pthread_mutex_lock(&ev_mu);
+        ev_flag = 0;
+        pthread_cond_broadcast(&ev_cv);
+        pthread_mutex_unlock(&ev_mu);
     }
+    lockstep = 0;
     for (int i = 0; i < NR; i++) {
         assert_true(fin[i] == FIN_LENGTH || fin[i] == FIN_EOS);
         for (int k = 0; k < ng[i]; k++) assert_int_equal(got[i][k], want[i][k]);
