@@ -73,6 +73,8 @@ bool tok_is_control(const struct tokenizer *t, int id);
 void tok_spm_encode(const struct tokenizer *t, const char *text, size_t n, struct ids *out);
 void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struct ids *out);
 void tok_bpe_init_bytes(struct tokenizer *t);
+/* GPT-2 pre-tokenizer: end offsets (bytes) of the pieces of text; returns the count. */
+size_t tok_bpe_split(const char *text, size_t n, size_t *ends, size_t max_ends);
 /* UTF-8 sequence length from a lead byte, clamped to avail (1 for invalid). */
 size_t tok_utf8_len(const unsigned char *s, size_t avail);
 

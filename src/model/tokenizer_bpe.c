@@ -276,3 +276,19 @@ void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struc
     }
     free(cps);
 }
+
+size_t tok_bpe_split(const char *text, size_t n, size_t *ends, size_t max_ends)
+{
+    if (n == 0) return 0;
+    struct cpi *cps = malloc(n * sizeof *cps);
+    if (!cps) abort();
+    size_t nc = decode_cps(text, n, cps), k = 0;
+    for (size_t i = 0; i < nc;) {
+        size_t len = split_next(cps, nc, i, text);
+        if (k < max_ends) ends[k] = cps[i + len - 1].off + cps[i + len - 1].n;
+        k++;
+        i += len;
+    }
+    free(cps);
+    return k;
+}

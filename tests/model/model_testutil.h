@@ -29,14 +29,14 @@ struct tw {
     } L[TW_MAXL];
 };
 
-static float *tw_mat(int n, float scale, float offset, uint64_t *rng)
+static __attribute__((unused)) float *tw_mat(int n, float scale, float offset, uint64_t *rng)
 {
     float *p = malloc((size_t)n * sizeof *p);
     for (int i = 0; i < n; i++) p[i] = offset + scale * tiny_randf(rng);
     return p;
 }
 
-static void tw_random(struct tw *w, uint64_t seed, bool tied)
+static __attribute__((unused)) void tw_random(struct tw *w, uint64_t seed, bool tied)
 {
     memset(w, 0, sizeof *w);
     w->d = 64;
@@ -68,7 +68,7 @@ static void tw_random(struct tw *w, uint64_t seed, bool tied)
     }
 }
 
-static void tw_free(struct tw *w)
+static __attribute__((unused)) void tw_free(struct tw *w)
 {
     free(w->emb);
     free(w->outn);
@@ -81,7 +81,7 @@ static void tw_free(struct tw *w)
 
 /* The test's own dequantisation of one value array (round trip through the
  * storage format), so the reference can run on exactly the stored values. */
-static void tw_roundtrip(float *p, int rows, int cols, uint32_t type)
+static __attribute__((unused)) void tw_roundtrip(float *p, int rows, int cols, uint32_t type)
 {
     if (type == GGML_TYPE_F32) return;
     uint8_t *buf = malloc(ggml_row_bytes(type, (uint64_t)cols));
@@ -102,7 +102,7 @@ static void tw_roundtrip(float *p, int rows, int cols, uint32_t type)
     free(buf);
 }
 
-static void tw_roundtrip_all(struct tw *w, uint32_t type)
+static __attribute__((unused)) void tw_roundtrip_all(struct tw *w, uint32_t type)
 {
     int d = w->d, dkv = w->nkv * w->hd;
     tw_roundtrip(w->emb, w->nv, d, type);
@@ -118,7 +118,7 @@ static void tw_roundtrip_all(struct tw *w, uint32_t type)
     }
 }
 
-static void tw_tensor(struct gguf_writer *g, const char *name, const float *p, int rows, int cols,
+static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char *name, const float *p, int rows, int cols,
                       uint32_t type)
 {
     size_t rb = ggml_row_bytes(type, (uint64_t)cols);
@@ -140,7 +140,7 @@ static void tw_tensor(struct gguf_writer *g, const char *name, const float *p, i
 }
 
 /* skip: tensor name to leave out (error tests), or NULL */
-static void tw_write(const struct tw *w, uint32_t type, struct sbuf *out, const char *skip)
+static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, struct sbuf *out, const char *skip)
 {
     struct gguf_writer g;
     gguf_w_init(&g);
@@ -193,7 +193,7 @@ static void tw_write(const struct tw *w, uint32_t type, struct sbuf *out, const 
 }
 
 /* y[r] = sum_c W[r][c] x[c] */
-static void ref_mv(const float *W, const double *x, int rows, int cols, double *y)
+static __attribute__((unused)) void ref_mv(const float *W, const double *x, int rows, int cols, double *y)
 {
     for (int r = 0; r < rows; r++) {
         double s = 0;
@@ -202,7 +202,7 @@ static void ref_mv(const float *W, const double *x, int rows, int cols, double *
     }
 }
 
-static void ref_rms(const double *x, const float *w, int n, double eps, double *o)
+static __attribute__((unused)) void ref_rms(const double *x, const float *w, int n, double eps, double *o)
 {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += x[i] * x[i];
@@ -211,7 +211,7 @@ static void ref_rms(const double *x, const float *w, int n, double eps, double *
 }
 
 /* logits[n][nv] for the whole token sequence, recomputed from scratch. */
-static void ref_forward(const struct tw *w, const int *toks, int n, double *logits)
+static __attribute__((unused)) void ref_forward(const struct tw *w, const int *toks, int n, double *logits)
 {
     int d = w->d, hd = w->hd, nh = w->nh, nkv = w->nkv, dkv = nkv * hd, ff = w->ff;
     double *x = calloc((size_t)n * d, sizeof(double));
