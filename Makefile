@@ -58,7 +58,9 @@ FIXTURES := $(patsubst tests/fixtures/%.c,$(BIN)/fixtures/%,$(FIXTURE_SRC))
 UNIT_SRC := $(wildcard tests/common/test_*.c $(foreach c,$(COMPONENTS),tests/$(c)/test_*.c))
 UNIT_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps run test unit sanitize bench lint format install clean
+.PHONY: all deps deps-quiet run test unit sanitize bench lint format install clean
+# keep object files of test programs (they are intermediates of pattern rules)
+.SECONDARY:
 all: deps-quiet $(PROGRAMS) $(FIXTURES)
 
 deps:
