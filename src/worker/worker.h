@@ -15,6 +15,7 @@
  *   report     /worker_status/ and /delete_requests/
  *   status     /ping /health /status /metrics
  *   listener   listening socket, TLS, connection guard (slowloris deadline)
+ *   drain      SIGTERM: stop admitting, finish in-flight work, final report
  */
 #ifndef SGPU_WORKER_H
 #define SGPU_WORKER_H
@@ -319,7 +320,9 @@ int listener_init(struct worker *w);
 void listener_free(struct worker *w);
 void listener_request_begin(struct worker *w, struct evhttp_request *req);
 
-/* main.c */
+/* drain.c */
+void drain_init(struct worker *w);
+void drain_free(struct worker *w);
 void worker_check_drained(struct worker *w);
 
 #endif
