@@ -5,7 +5,7 @@
  * messages; max_tokens (default 16 for completions, 256 for chat, capped by
  * the context; max_completion_tokens is an alias); temperature (default 1,
  * 0 = greedy), top_p, seed, stop, n (must be 1), echo, stream,
- * stream_options.include_usage; extensions top_k and repetition_penalty.
+ * stream_options.include_usage; extensions top_k, repetition_penalty, ignore_eos.
  * presence/frequency penalties, logprobs and user are accepted and ignored.
  *
  * Chat template (the default for every model; GGUF Jinja templates are not
@@ -141,6 +141,7 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
     if (jget_bool(o, "stream", &stream, NULL)) BAD(NULL, "`stream` must be a boolean");
     if (jget_bool(o, "echo", &echo, NULL)) BAD(NULL, "`echo` must be a boolean");
     if (jget_stop(o, "stop", g)) BAD(NULL, "`stop` must be a string or a list of at most 16 strings");
+    if (jget_bool(o, "ignore_eos", &g->ignore_eos, NULL)) BAD(NULL, "`ignore_eos` must be a boolean");
     struct json_object *so;
     if (json_object_object_get_ex(o, "stream_options", &so) && so &&
         json_object_is_type(so, json_type_object)) {

@@ -3,7 +3,7 @@
  *
  * Request: {"inputs": str, "parameters": {max_new_tokens (default 20), temperature,
  * top_p, top_k, do_sample, seed, stop, repetition_penalty, details,
- * return_full_text}}.  As in TGI, sampling is on when do_sample is true or any
+ * return_full_text, ignore_eos (extension, as in vLLM)}}.  As in TGI, sampling is on when do_sample is true or any
  * of temperature != 1, top_k, top_p < 1 is given; otherwise greedy.
  * Validation errors: 422 {"error": ..., "error_type": "validation"}; malformed
  * JSON 400; queue full 429 "overloaded"; loading 503. */
@@ -81,6 +81,8 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
         if (jget_bool(params, "return_full_text", &full, NULL))
             VALIDATION("`return_full_text` must be a boolean");
         if (jget_stop(params, "stop", g)) VALIDATION("`stop` must be a list of at most 16 strings");
+        if (jget_bool(params, "ignore_eos", &g->ignore_eos, NULL))
+            VALIDATION("`ignore_eos` must be a boolean");
     }
     g->sp.sample = do_sample || (has_temp && temp != 1.0) || (has_topk && top_k != 0) ||
                    (has_topp && top_p < 1.0);

@@ -284,7 +284,7 @@ static void *sched_main(void *arg)
             }
             r->t_last = now;
             int fin = FIN_NONE;
-            if (tok == m->tok.eos) {
+            if (tok == m->tok.eos && !r->ignore_eos) {
                 fin = FIN_EOS;
             } else {
                 fin = add_text(m, r, tok);

@@ -32,6 +32,7 @@ struct gen_req {
     size_t *stop_len;
     int n_stop;
     bool stop_include; /* keep the matched stop text in the output (TGI) */
+    bool ignore_eos;   /* keep going past EOS (benchmarks, tests) */
     void *user;
     double t_submit;
     atomic_int cancel;

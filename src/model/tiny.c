@@ -144,6 +144,15 @@ static void vocab_spm(struct gguf_writer *w, int vocab_size)
     sl_free(&t);
 }
 
+/* dst += src within cap bytes (dst and src are different rows) */
+static void cat_sym(char *dst, const char *src, size_t cap)
+{
+    size_t a = strlen(dst), b = strlen(src);
+    if (a + b >= cap) b = cap - 1 - a;
+    memmove(dst + a, src, b);
+    dst[a + b] = 0;
+}
+
 static void vocab_bpe(struct gguf_writer *w, int vocab_size)
 {
     struct strlist t = {0}, merges = {0};
@@ -158,29 +167,49 @@ static void vocab_bpe(struct gguf_writer *w, int vocab_size)
         buf[n] = 0;
         sl_add(&t, buf);
     }
+    /* "Train" merges word by word so they are consistent: apply the merges so
+     * far (lowest rank first), then add merges joining what is left from the
+     * left, so every listed word ends up a single token. */
+    struct strmap ranks = {0};
+    strmap_init(&ranks, 1024);
     for (size_t i = 0; i < N_WORDS; i++)
         for (int sp = 0; sp < 2; sp++) {
-            /* characters of the mapped word */
-            char ch[32][4];
-            int nch = 0;
+            char sym[32][64];
+            int ns = 0;
             if (sp) {
-                size_t n = cp_utf8(byte_cp[' '], ch[nch]);
-                ch[nch++][n] = 0;
+                size_t n = cp_utf8(byte_cp[' '], sym[ns]);
+                sym[ns++][n] = 0;
             }
-            for (const char *p = WORDS[i]; *p && nch < 31; p++) {
-                size_t n = cp_utf8(byte_cp[(unsigned char)*p], ch[nch]);
-                ch[nch++][n] = 0;
+            for (const char *p = WORDS[i]; *p && ns < 31; p++) {
+                size_t n = cp_utf8(byte_cp[(unsigned char)*p], sym[ns]);
+                sym[ns++][n] = 0;
             }
-            struct sbuf left = SBUF_INIT, pair = SBUF_INIT;
-            sbuf_puts(&left, ch[0]);
-            for (int k = 1; k < nch; k++) {
-                sbuf_reset(&pair);
-                sbuf_printf(&pair, "%s %s", left.data, ch[k]);
-                if (sl_find(&merges, pair.data) < 0) sl_add(&merges, pair.data);
-                sbuf_puts(&left, ch[k]);
-                if (sl_find(&t, left.data) < 0) sl_add(&t, left.data);
+            for (;;) {
+                int best = -1, best_rank = 0;
+                for (int k = 0; k + 1 < ns; k++) {
+                    snprintf(buf, sizeof buf, "%s %s", sym[k], sym[k + 1]);
+                    int r = strmap_get(&ranks, buf, strlen(buf));
+                    if (r >= 0 && (best < 0 || r < best_rank)) {
+                        best = k;
+                        best_rank = r;
+                    }
+                }
+                if (best < 0) break;
+                cat_sym(sym[best], sym[best + 1], sizeof sym[best]);
+                memmove(sym[best + 1], sym[best + 2], (size_t)(ns - best - 2) * sizeof sym[0]);
+                ns--;
+            }
+            while (ns > 1) {
+                snprintf(buf, sizeof buf, "%s %s", sym[0], sym[1]);
+                sl_add(&merges, buf);
+                strmap_put(&ranks, merges.v[merges.n - 1], strlen(buf), (int)merges.n - 1);
+                cat_sym(sym[0], sym[1], sizeof sym[0]);
+                if (sl_find(&t, sym[0]) < 0) sl_add(&t, sym[0]);
+                memmove(sym[1], sym[2], (size_t)(ns - 2) * sizeof sym[0]);
+                ns--;
             }
         }
+    strmap_free(&ranks);
     for (int i = 0; vocab_size > 0 && (int)t.n < vocab_size - 1; i++) {
         snprintf(buf, sizeof buf, "\xc4\xa0y%d", i);
         sl_add(&t, buf);
