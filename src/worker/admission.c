@@ -105,9 +105,8 @@ void wreq_end(struct wreq *wr, enum outcome out)
 
 static void admission_next(struct handler *h)
 {
-    static bool busy;
-    if (busy) return; /* proxy_start may end a request synchronously; loop here instead */
-    busy = true;
+    if (h->advancing) return; /* proxy_start may end a request synchronously; loop here instead */
+    h->advancing = true;
     while (!h->parallel && h->running == 0 && h->nqueued > 0) {
         struct wreq *wr = TAILQ_FIRST(&h->queue);
         TAILQ_REMOVE(&h->queue, wr, qlink);
@@ -116,7 +115,7 @@ static void admission_next(struct handler *h)
         h->running++;
         proxy_start(wr);
     }
-    busy = false;
+    h->advancing = false;
 }
 
 void wreq_start(struct wreq *wr)

@@ -61,6 +61,7 @@ struct handler {
     struct wreq_list queue;
     int nqueued;
     int running;
+    bool advancing;
 };
 
 struct wconfig {

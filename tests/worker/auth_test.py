@@ -51,6 +51,16 @@ class AuthUrlScheme(WorkerTestCase, unittest.TestCase):
         bad["signature"] = forged["signature"]
         self.assertEqual(self.call(bad).status, 401)
 
+    def test_session_checked_after_signature(self):
+        """B15: an unauthenticated caller cannot probe sessions (401, not 410)."""
+        from worker_lib import Cryptodome_RSA as R  # noqa: F401
+        forged = grant("url", URL)
+        forged["url"] = "http://elsewhere"
+        r = self.worker.post("/generate", envelope(forged, tgi_payload(), session_id="abc"))
+        self.assertEqual(r.status, 401)
+        r = self.worker.post("/generate", envelope(grant("url", URL), tgi_payload(), session_id="abc"))
+        self.assertEqual(r.status, 410)
+
     def test_malformed_signatures(self):
         g = grant("url", URL)
         for sig in [123, None, ["x"], {"a": 1}, "", "abc", "!!!!", g["signature"][:-4],

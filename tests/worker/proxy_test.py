@@ -103,6 +103,18 @@ class TgiRoutes(WorkerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 404)
         self.assertEqual(r.body, b"404: Not Found")
         self.assertEqual(self.worker.request("GET", "/ping").body, b"pong")
+        # B16/B19: no unauthenticated session creation or forced update routes
+        for p in ("/session/create", "/session/end", "/pyworker/update"):
+            self.assertEqual(self.worker.request("POST", p, b"{}").status, 404, p)
+
+    def test_port_in_use_is_a_clear_startup_error(self):
+        """B27: a duplicate launch fails fast (exit 1) instead of limping along."""
+        import subprocess
+        from worker_lib import WORKER_BIN
+        env = dict(self.worker.env, WORKER_PORT=str(self.worker.port))
+        p = subprocess.run([WORKER_BIN], env=env, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"listen_failed", p.stderr)
 
     def test_tgi_payload_422_and_extra_parameters_kept(self):
         r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x"}))

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -248,7 +249,9 @@ class Response:
 class Worker:
     """sgpu-worker in a temp dir.  env: extra variables (strings)."""
 
-    def __init__(self, env=None, args=None, cwd=None, wait_ready=False, timeout=15):
+    def __init__(self, env=None, args=None, cwd=None, wait_ready=False, timeout=None):
+        if timeout is None:
+            timeout = 60 if os.environ.get("SGPU_TEST_WRAPPER") else 15
         self.tmp = tempfile.TemporaryDirectory(prefix="sgpu-worker-test-")
         self.cwd = cwd or self.tmp.name
         self.logpath = os.path.join(self.tmp.name, "worker.log")
@@ -259,7 +262,8 @@ class Worker:
         e.update({k: str(v) for k, v in (env or {}).items()})
         self.env = e
         self.logf = open(self.logpath, "wb")
-        self.proc = subprocess.Popen([WORKER_BIN] + list(args or []), env=e, cwd=self.cwd,
+        wrapper = shlex.split(os.environ.get("SGPU_TEST_WRAPPER", ""))  # e.g. valgrind
+        self.proc = subprocess.Popen(wrapper + [WORKER_BIN] + list(args or []), env=e, cwd=self.cwd,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         self.port = wait_for(self._find_port, timeout, what="worker to listen")
         if wait_ready:
@@ -295,6 +299,8 @@ class Worker:
         return self.request("GET", "/status").json()
 
     def wait_phase(self, phase, timeout=15):
+        if os.environ.get("SGPU_TEST_WRAPPER"):
+            timeout *= 4
         return wait_for(lambda: self.status()["phase"] == phase, timeout, what="phase " + phase)
 
     def signal(self, sig=signal.SIGTERM):
@@ -316,8 +322,11 @@ class Worker:
 
     def sanitizer_errors(self):
         t = getattr(self, "final_log", None) or self.log()
-        return [l for l in t.splitlines() if "ERROR: AddressSanitizer" in l or
-                "runtime error:" in l or "ERROR: LeakSanitizer" in l]
+        bad = [l for l in t.splitlines() if "ERROR: AddressSanitizer" in l or
+               "runtime error:" in l or "ERROR: LeakSanitizer" in l]
+        bad += [l for l in t.splitlines() if re.search(r"ERROR SUMMARY: [1-9]", l) or
+                re.search(r"definitely lost: [1-9]", l)]
+        return bad
 
 
 def _complete(buf, n):
