@@ -325,7 +325,7 @@ class Client:
         self.engine, self.fleet, self.endpoint, self.cost = engine, fleet, endpoint, cost
         self.lock = threading.Lock()
         self.pending = []
-        self.results = []  # (t_arrival, t_granted, worker_id)
+        self.results = []  # (t_arrival, t_granted, worker_id, wait_at_worker)
         self.errors = []
         self.last_request = 0.0
         self.cv = threading.Condition(self.lock)
@@ -379,9 +379,12 @@ class Client:
                         with self.lock:
                             self.errors.append(("unknown url", data["url"]))
                         break
-                    w.submit(self.cost, data["request_idx"])
+                    fin = w.submit(self.cost, data["request_idx"])
+                    now = time.time()
+                    # wait at the worker before service starts (FIFO)
+                    wq = max(0.0, fin - self.cost / w.perf - now) if fin else 0.0
                     with self.lock:
-                        self.results.append((t_arr, time.time(), w.id))
+                        self.results.append((t_arr, now, w.id, wq))
                     break
                 idx = data["request_idx"]
                 time.sleep(0.05)
