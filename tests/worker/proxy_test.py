@@ -299,7 +299,8 @@ class FlowControlAndTls(WorkerTestCase, unittest.TestCase):
         def rss_kib():
             with open("/proc/%d/status" % self.worker.proc.pid) as f:
                 return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
-        self.assertLess(rss_kib(), 40 * 1024)  # far below the 40 MB being streamed (ASan builds are larger)
+        if not os.environ.get("SGPU_TEST_WRAPPER"):  # valgrind's own RSS is not the worker's
+            self.assertLess(rss_kib(), 40 * 1024)  # far below the 40 MB streamed (ASan builds are larger)
         n = 0
         tail = b""
         while True:

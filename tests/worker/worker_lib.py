@@ -325,7 +325,8 @@ class Worker:
         bad = [l for l in t.splitlines() if "ERROR: AddressSanitizer" in l or
                "runtime error:" in l or "ERROR: LeakSanitizer" in l]
         bad += [l for l in t.splitlines() if re.search(r"ERROR SUMMARY: [1-9]", l) or
-                re.search(r"definitely lost: [1-9]", l)]
+                re.search(r"definitely lost: [1-9]", l) or
+                re.search(r"==\d+== (Invalid (read|write|free)|Conditional jump|Syscall param)", l)]
         return bad
 
 
