@@ -251,7 +251,7 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
             fprintf(stderr, "sgpu-engine: %s needs a value\n%s", name, usage);
             return -1;
         }
-        double d;
+        double d = 0;
         int rc = 0;
         if (strcmp(name, "--data-dir") == 0) {
             rc = copy_str(name, o->data_dir, sizeof o->data_dir, val);

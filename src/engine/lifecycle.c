@@ -283,9 +283,17 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     w->dirty = true;
     *e->c_reports += 1;
 
+    struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     if (emsg[0]) {
         if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
-        if (w->state != WS_DESTROYING && w->state != WS_ERROR) state_set(e, w, WS_ERROR, emsg);
+        if (w->state != WS_DESTROYING && w->state != WS_ERROR) {
+            state_set(e, w, WS_ERROR, emsg);
+            if (ep) { /* a model that keeps failing is replaced with growing back-off */
+                ep->create_fails++;
+                int f = ep->create_fails > 6 ? 6 : ep->create_fails;
+                ep->create_after = now + e->opts.error_backoff_s * pow(2, f - 1);
+            }
+        }
         return 200;
     }
     switch (w->state) {
@@ -294,7 +302,10 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     case WS_MODEL_LOADING:
     case WS_STARTING:
     case WS_UNAVAILABLE:
-        if (w->max_perf > 0 && w->url[0]) state_set(e, w, WS_IDLE, "ready (report)");
+        if (w->max_perf > 0 && w->url[0]) {
+            state_set(e, w, WS_IDLE, "ready (report)");
+            if (ep) ep->create_fails = 0;
+        }
         else state_set(e, w, WS_MODEL_LOADING, "loading (report)");
         break;
     default: break; /* engine-driven states are not changed by reports */

@@ -66,7 +66,7 @@ static int load_or_create_admin_key(struct engine *e)
             log_error("api_key_invalid", "path=%s msg=\"16-40 characters expected\"", path);
             return -1;
         }
-        snprintf(e->admin_key, sizeof e->admin_key, "%s", buf);
+        memcpy(e->admin_key, buf, strlen(buf) + 1);
         log_info("api_key_loaded", "path=%s", path);
         return 0;
     }

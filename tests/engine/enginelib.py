@@ -78,10 +78,18 @@ class Engine:
             self.log.close()
         self.proc = None
 
+    def sanitizer_errors(self):
+        log = self.logtext()
+        pats = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+        return [ln for ln in log.splitlines() if any(p in ln for p in pats)]
+
     def close(self):
         self.stop()
-        if self.own_dir and not self.keep:
+        errs = self.sanitizer_errors()
+        if self.own_dir and not self.keep and not errs:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if errs:
+            raise AssertionError("sanitizer errors in %s/engine.log: %s" % (self.dir, errs[:5]))
 
     # ---- HTTP ----
     def raw(self, method, path, body=None, headers=None, timeout=10):
