@@ -97,8 +97,12 @@ void wreq_end(struct wreq *wr, enum outcome out)
     report_request_done(w, wr, out);
     log_debug("request_end", "id=%llu outcome=%d workload=%g", (unsigned long long)wr->id, (int)out,
               wr->workload);
-    free(wr->payload_owned);
-    free(wr);
+    if (wr->in_write) {
+        wr->zombie = true; /* proxy.c frees it when the write call returns */
+    } else {
+        free(wr->payload_owned);
+        free(wr);
+    }
     if (!h->parallel) admission_next(h);
     worker_check_drained(w);
 }

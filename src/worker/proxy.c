@@ -6,6 +6,7 @@
  * client's output buffer holds more than 1 MiB).  Model 4xx/5xx answers are
  * relayed with their body (B8) and counted as errors (B26); connection
  * failures answer 502, timeouts 504, both with a JSON error. */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -29,6 +30,17 @@ static bool is_stream(const char *ct, const char *te)
     return strcasestr(ct, "stream") != NULL;
 }
 
+/* A TLS bufferevent may report a dead client synchronously from inside an
+ * evhttp write call; the close callback then ends the request.  The writer
+ * frees it afterwards.  Returns true when wr is gone. */
+static bool wr_reap(struct wreq *wr)
+{
+    if (!wr->zombie) return false;
+    free(wr->payload_owned);
+    free(wr);
+    return true;
+}
+
 static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs, void *arg)
 {
     struct wreq *wr = arg;
@@ -43,10 +55,12 @@ static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs
     evhttp_add_header(oh, "Content-Type", wr->ctype);
     evhttp_add_header(oh, "X-Accel-Buffering", "no");
     evhttp_add_header(oh, "Cache-Control", "no-cache");
-    evhttp_send_reply_start(req, status, http_reason(status));
     wr->streaming = true;
     wr->replied = true;
-    if (status >= 400) wr->paused = false;
+    wr->in_write = true;
+    evhttp_send_reply_start(req, status, http_reason(status));
+    wr->in_write = false;
+    if (wr_reap(wr)) return -1;
     return 1;
 }
 
@@ -66,7 +80,10 @@ static void on_chunk(struct upstream_req *u, struct evbuffer *data, void *arg)
         evbuffer_drain(data, evbuffer_get_length(data));
         return;
     }
+    wr->in_write = true;
     evhttp_send_reply_chunk_with_cb(wr->req, data, on_flushed, wr);
+    wr->in_write = false;
+    if (wr_reap(wr)) return;
     struct bufferevent *bev = wr->evcon ? evhttp_connection_get_bufferevent(wr->evcon) : NULL;
     if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > STREAM_HIGH_WATER && !wr->paused) {
         wr->paused = true;

@@ -140,6 +140,8 @@ struct wreq {
     double t_enter, t_start, t_done; /* wall clock */
     double m_enter;                  /* monotonic */
     bool queued, streaming, replied, paused;
+    bool in_write; /* inside an evhttp write call that may re-enter (TLS close) */
+    bool zombie;   /* ended during in_write: freed by the writer */
     char ctype[128]; /* upstream Content-Type */
     TAILQ_ENTRY(wreq) wlink; /* worker's working list */
     TAILQ_ENTRY(wreq) qlink; /* handler queue */

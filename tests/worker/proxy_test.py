@@ -338,6 +338,17 @@ class FlowControlAndTls(WorkerTestCase, unittest.TestCase):
         self.assertEqual(json.loads(r.read())["generated_text"], "tok0 tok1 ")
         c.close()
         self.assertIn("url=https://198.51.100.9:", self.worker.log())
+        # TLS client leaving mid-stream: upstream aborted, worker unharmed
+        for i in range(3):
+            raw = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+            t = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            t.sendall(http_post_raw(0, "/generate_stream", envelope(AUTH, tgi_payload(
+                64, chunks=200, chunk_bytes=50000))))
+            t.recv(1000)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            t.close()
+        wait_for(lambda: self.stub.stats()["cancelled"] == 3, 10, what="upstream aborted")
+
         for f in (crt, key):
             os.unlink(f)
         os.rmdir(d)
