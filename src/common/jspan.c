@@ -5,7 +5,8 @@
 
 static size_t skip_ws(const char *s, size_t n, size_t i)
 {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
     return i;
 }
 
@@ -19,7 +20,8 @@ static size_t skip_string(const char *s, size_t n, size_t i)
         size_t j = (size_t)(q - s);
         /* count backslashes before the quote */
         size_t k = j;
-        while (k > i && s[k - 1] == '\\') k--;
+        while (k > i && s[k - 1] == '\\')
+            k--;
         if (((j - k) & 1) == 0) return j + 1;
         i = j + 1;
     }
@@ -45,11 +47,21 @@ static bool key_eq(const char *s, size_t a, size_t b, const char *key)
         if (c == '\\' && i + 1 < b) {
             char e = s[++i];
             switch (e) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
             case 'u': {
                 if (i + 4 >= b) return false;
                 int v = 0;
@@ -63,7 +75,9 @@ static bool key_eq(const char *s, size_t a, size_t b, const char *key)
                 i += 4;
                 break;
             }
-            default: c = e; break;
+            default:
+                c = e;
+                break;
             }
         }
         if (key[k] == '\0' || key[k] != c) return false;
@@ -87,7 +101,8 @@ static size_t skip_value(const char *s, size_t n, size_t i)
                 if (i > n) return n + 1;
                 continue;
             }
-            if (c == '{' || c == '[') depth++;
+            if (c == '{' || c == '[')
+                depth++;
             else if (c == '}' || c == ']') {
                 if (--depth == 0) return i + 1;
             }
@@ -106,7 +121,8 @@ static size_t skip_value(const char *s, size_t n, size_t i)
 int jspan_members(const char *s, size_t n, const char *const *keys, size_t nkeys,
                   struct jspan *spans)
 {
-    for (size_t k = 0; k < nkeys; k++) spans[k] = (struct jspan){false, 0, 0};
+    for (size_t k = 0; k < nkeys; k++)
+        spans[k] = (struct jspan){false, 0, 0};
     size_t i = skip_ws(s, n, 0);
     if (i >= n || s[i] != '{') return -1;
     i = skip_ws(s, n, i + 1);

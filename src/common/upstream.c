@@ -70,12 +70,18 @@ static const struct timeval tv_zero = {0, 0};
 const char *upstream_err_name(enum upstream_err e)
 {
     switch (e) {
-    case UPSTREAM_OK: return "ok";
-    case UPSTREAM_ERR_CONNECT: return "connect";
-    case UPSTREAM_ERR_TIMEOUT: return "timeout";
-    case UPSTREAM_ERR_BROKEN: return "broken";
-    case UPSTREAM_ERR_TOO_BIG: return "too_big";
-    case UPSTREAM_ERR_ABORTED: return "aborted";
+    case UPSTREAM_OK:
+        return "ok";
+    case UPSTREAM_ERR_CONNECT:
+        return "connect";
+    case UPSTREAM_ERR_TIMEOUT:
+        return "timeout";
+    case UPSTREAM_ERR_BROKEN:
+        return "broken";
+    case UPSTREAM_ERR_TOO_BIG:
+        return "too_big";
+    case UPSTREAM_ERR_ABORTED:
+        return "aborted";
     }
     return "unknown";
 }
@@ -118,7 +124,8 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, struct evdns_ba
         if (!p->insecure) {
             SSL_CTX_set_verify(p->ssl, SSL_VERIFY_PEER, NULL);
             if (SSL_CTX_set_default_verify_paths(p->ssl) != 1) goto fail;
-            if (tls && tls->ca_file && SSL_CTX_load_verify_locations(p->ssl, tls->ca_file, NULL) != 1)
+            if (tls && tls->ca_file &&
+                SSL_CTX_load_verify_locations(p->ssl, tls->ca_file, NULL) != 1)
                 goto fail;
         } else {
             SSL_CTX_set_verify(p->ssl, SSL_VERIFY_NONE, NULL);
@@ -131,11 +138,26 @@ fail:
     return NULL;
 }
 
-const char *upstream_pool_host(const struct upstream_pool *p) { return p->host; }
-int upstream_pool_port(const struct upstream_pool *p) { return p->port; }
-bool upstream_pool_tls(const struct upstream_pool *p) { return p->tls; }
-int upstream_pool_connections(const struct upstream_pool *p) { return p->nconns; }
-int upstream_pool_idle(const struct upstream_pool *p) { return p->nidle; }
+const char *upstream_pool_host(const struct upstream_pool *p)
+{
+    return p->host;
+}
+int upstream_pool_port(const struct upstream_pool *p)
+{
+    return p->port;
+}
+bool upstream_pool_tls(const struct upstream_pool *p)
+{
+    return p->tls;
+}
+int upstream_pool_connections(const struct upstream_pool *p)
+{
+    return p->nconns;
+}
+int upstream_pool_idle(const struct upstream_pool *p)
+{
+    return p->nidle;
+}
 void upstream_pool_set_max_idle(struct upstream_pool *p, int n)
 {
     p->max_idle = p->tls ? 0 : (n < 0 ? 0 : n);
@@ -237,7 +259,8 @@ static void ureq_free(struct upstream_req *u)
 {
     if (u->deadline) event_free(u->deadline);
     if (u->hdrs) {
-        for (char **h = u->hdrs; *h; h++) free(*h);
+        for (char **h = u->hdrs; *h; h++)
+            free(*h);
         free(u->hdrs);
     }
     free(u->path);
@@ -491,7 +514,8 @@ static int start(struct upstream_req *u, bool fresh)
     evhttp_add_header(h, "Host", p->hosthdr);
     if (u->ctype) evhttp_add_header(h, "Content-Type", u->ctype);
     if (u->hdrs)
-        for (char **kv = u->hdrs; kv[0] && kv[1]; kv += 2) evhttp_add_header(h, kv[0], kv[1]);
+        for (char **kv = u->hdrs; kv[0] && kv[1]; kv += 2)
+            evhttp_add_header(h, kv[0], kv[1]);
     if (u->len) {
         char cl[32];
         snprintf(cl, sizeof cl, "%zu", u->len);
@@ -503,9 +527,8 @@ static int start(struct upstream_req *u, bool fresh)
     double idle = u->o.idle_timeout_s > 0 ? u->o.idle_timeout_s : 86400.0;
     struct timeval itv = {(time_t)idle, (suseconds_t)((idle - (double)(time_t)idle) * 1e6)};
     evhttp_connection_set_timeout_tv(c->evcon, &itv);
-    evhttp_connection_set_max_body_size(c->evcon,
-                                        (ev_ssize_t)(u->o.max_buffered ? u->o.max_buffered
-                                                                       : (size_t)64 << 20));
+    evhttp_connection_set_max_body_size(
+        c->evcon, (ev_ssize_t)(u->o.max_buffered ? u->o.max_buffered : (size_t)64 << 20));
     u->c = c;
     u->req = req;
     u->got_head = false;
@@ -522,10 +545,10 @@ static int start(struct upstream_req *u, bool fresh)
 }
 
 struct upstream_req *upstream_request(struct upstream_pool *p, enum evhttp_cmd_type method,
-                                      const char *path, const char *content_type,
-                                      const void *body, size_t len, const char *const *headers,
-                                      const struct upstream_opts *o,
-                                      const struct upstream_cbs *cbs, void *arg)
+                                      const char *path, const char *content_type, const void *body,
+                                      size_t len, const char *const *headers,
+                                      const struct upstream_opts *o, const struct upstream_cbs *cbs,
+                                      void *arg)
 {
     struct upstream_req *u = calloc(1, sizeof *u);
     if (!u) return NULL;
@@ -541,10 +564,12 @@ struct upstream_req *upstream_request(struct upstream_pool *p, enum evhttp_cmd_t
     u->ev_err = -1;
     if (headers) {
         size_t n = 0;
-        while (headers[n]) n++;
+        while (headers[n])
+            n++;
         u->hdrs = calloc(n + 1, sizeof *u->hdrs);
         if (u->hdrs)
-            for (size_t i = 0; i < n; i++) u->hdrs[i] = strdup(headers[i]);
+            for (size_t i = 0; i < n; i++)
+                u->hdrs[i] = strdup(headers[i]);
     }
     if (u->o.timeout_s > 0) {
         u->deadline = evtimer_new(p->base, deadline_cb, u);

@@ -39,11 +39,11 @@ struct upstream_req;
 
 enum upstream_err {
     UPSTREAM_OK = 0,
-    UPSTREAM_ERR_CONNECT,  /* no response head: refused, reset, closed, DNS failure */
-    UPSTREAM_ERR_TIMEOUT,  /* request deadline passed */
-    UPSTREAM_ERR_BROKEN,   /* connection failed after the head (body truncated) */
-    UPSTREAM_ERR_TOO_BIG,  /* buffered body exceeded max_buffered */
-    UPSTREAM_ERR_ABORTED,  /* on_headers returned -1 */
+    UPSTREAM_ERR_CONNECT, /* no response head: refused, reset, closed, DNS failure */
+    UPSTREAM_ERR_TIMEOUT, /* request deadline passed */
+    UPSTREAM_ERR_BROKEN,  /* connection failed after the head (body truncated) */
+    UPSTREAM_ERR_TOO_BIG, /* buffered body exceeded max_buffered */
+    UPSTREAM_ERR_ABORTED, /* on_headers returned -1 */
 };
 
 struct upstream_cbs {
@@ -90,10 +90,10 @@ int upstream_pool_idle(const struct upstream_pool *p);
  * pairs added to Host, Content-Type (when content_type != NULL) and
  * Content-Length.  Returns NULL on immediate failure. */
 struct upstream_req *upstream_request(struct upstream_pool *p, enum evhttp_cmd_type method,
-                                      const char *path, const char *content_type,
-                                      const void *body, size_t len, const char *const *headers,
-                                      const struct upstream_opts *o,
-                                      const struct upstream_cbs *cbs, void *arg);
+                                      const char *path, const char *content_type, const void *body,
+                                      size_t len, const char *const *headers,
+                                      const struct upstream_opts *o, const struct upstream_cbs *cbs,
+                                      void *arg);
 /* Abort: the upstream connection is reset (the server sees EOF) and dropped. */
 void upstream_cancel(struct upstream_req *u);
 /* Stop / resume reading the response (flow control while streaming). */

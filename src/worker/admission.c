@@ -77,7 +77,8 @@ void wreq_end(struct wreq *wr, enum outcome out)
     TAILQ_REMOVE(&w->working, wr, wlink);
     w->nworking--;
     w->working_load -= wr->workload;
-    if (w->nworking == 0 || w->working_load < 0) w->working_load = w->nworking ? w->working_load : 0;
+    if (w->nworking == 0 || w->working_load < 0)
+        w->working_load = w->nworking ? w->working_load : 0;
     if (wr->queued) {
         TAILQ_REMOVE(&h->queue, wr, qlink);
         h->nqueued--;
@@ -85,10 +86,19 @@ void wreq_end(struct wreq *wr, enum outcome out)
         h->running--;
     }
     switch (out) {
-    case OUT_SUCCESS: w->cur.served += wr->workload; w->served_total += wr->workload; break;
-    case OUT_ERROR: w->cur.errored += wr->workload; break;
-    case OUT_CANCELLED: w->cur.cancelled += wr->workload; break;
-    case OUT_REJECTED: w->cur.rejected += wr->workload; break;
+    case OUT_SUCCESS:
+        w->cur.served += wr->workload;
+        w->served_total += wr->workload;
+        break;
+    case OUT_ERROR:
+        w->cur.errored += wr->workload;
+        break;
+    case OUT_CANCELLED:
+        w->cur.cancelled += wr->workload;
+        break;
+    case OUT_REJECTED:
+        w->cur.rejected += wr->workload;
+        break;
     }
     w->n_out[out]++;
     *w->m_req_total[out] += 1;

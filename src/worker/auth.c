@@ -62,10 +62,12 @@ struct auth_state *auth_new(const struct wconfig *c)
     a->cap = c->replay_history > 0 ? c->replay_history : 1;
     a->ring = calloc((size_t)a->cap, sizeof *a->ring);
     a->nb = 1;
-    while (a->nb < (unsigned)a->cap * 2) a->nb <<= 1;
+    while (a->nb < (unsigned)a->cap * 2)
+        a->nb <<= 1;
     a->buckets = malloc(a->nb * sizeof *a->buckets);
     if (!a->ring || !a->buckets) abort();
-    for (unsigned i = 0; i < a->nb; i++) a->buckets[i] = -1;
+    for (unsigned i = 0; i < a->nb; i++)
+        a->buckets[i] = -1;
     a->ncache = c->url_cache;
     if (a->ncache) {
         a->cache = calloc((size_t)a->ncache, sizeof *a->cache);
@@ -105,7 +107,8 @@ static void hist_add(struct auth_state *a, const uint8_t d[32])
     struct hist_ent *e = &a->ring[a->pos];
     if (e->used) { /* evict the oldest: unlink from its chain */
         int *pp = &a->buckets[bucket_of(a, e->d)];
-        while (*pp >= 0 && *pp != a->pos) pp = &a->ring[*pp].next;
+        while (*pp >= 0 && *pp != a->pos)
+            pp = &a->ring[*pp].next;
         if (*pp == a->pos) *pp = e->next;
     }
     memcpy(e->d, d, 32);
@@ -118,7 +121,8 @@ static void hist_add(struct auth_state *a, const uint8_t d[32])
 
 static uint64_t fnv(const char *s, size_t n, uint64_t h)
 {
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
     return h;
 }
 
@@ -129,9 +133,15 @@ void auth_message(enum auth_scheme s, const struct pyj_value *auth, struct sbuf 
     static const char *const k3[] = {"url"};
     struct pyj_dump_opts o = {.indent = 4, .sort_keys = s != AUTH_FIELDS_V1};
     switch (s) {
-    case AUTH_FIELDS_V1: pyj_dump_members(auth, k1, 4, &o, out); break;
-    case AUTH_FIELDS_V2: pyj_dump_members(auth, k2, 5, &o, out); break;
-    case AUTH_URL: pyj_dump_members(auth, k3, 1, &o, out); break;
+    case AUTH_FIELDS_V1:
+        pyj_dump_members(auth, k1, 4, &o, out);
+        break;
+    case AUTH_FIELDS_V2:
+        pyj_dump_members(auth, k2, 5, &o, out);
+        break;
+    case AUTH_URL:
+        pyj_dump_members(auth, k3, 1, &o, out);
+        break;
     }
 }
 
@@ -153,7 +163,8 @@ int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
     uint64_t ch = 0;
     if (w->cfg.scheme == AUTH_URL && a->ncache && url && url->type == PYJ_STRING &&
         !memchr(url->u.str.s, 0, url->u.str.len) && !memchr(sig->u.str.s, 0, sig->u.str.len)) {
-        ch = fnv(sig->u.str.s, sig->u.str.len, fnv(url->u.str.s, url->u.str.len, 1469598103934665603ULL));
+        ch = fnv(sig->u.str.s, sig->u.str.len,
+                 fnv(url->u.str.s, url->u.str.len, 1469598103934665603ULL));
         ce = &a->cache[ch % (uint64_t)a->ncache];
         if (ce->url && ce->h == ch && strcmp(ce->url, url->u.str.s) == 0 &&
             strcmp(ce->sig, sig->u.str.s) == 0 && !w->cfg.replay_guard) {

@@ -56,7 +56,8 @@ int benchmark_cache_read(const char *path, double *perf)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r')) buf[--n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
     char *end;
     errno = 0;
     double d = strtod(buf, &end);
@@ -93,7 +94,8 @@ static void fingerprint(struct benchmark *b, char out[32])
     uint64_t h = 1469598103934665603ULL;
     const char *parts[] = {b->w->cfg.model_url, b->h->route, b->path, b->payload};
     for (size_t i = 0; i < 4; i++) {
-        for (const char *p = parts[i]; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+        for (const char *p = parts[i]; *p; p++)
+            h = (h ^ (uint8_t)*p) * 1099511628211ULL;
         h = (h ^ 0xff) * 1099511628211ULL;
     }
     snprintf(out, 32, "%016llx", (unsigned long long)h);
@@ -121,7 +123,8 @@ static void round_start(struct benchmark *b)
     b->ok_workload = 0;
     int n = b->round == 0 ? 1 : b->conc;
     b->outstanding = n;
-    for (int i = 0; i < n; i++) send_one(b, i);
+    for (int i = 0; i < n; i++)
+        send_one(b, i);
 }
 
 static void round_end(struct benchmark *b)

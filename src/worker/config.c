@@ -13,16 +13,61 @@
 #include "worker.h"
 
 enum {
-    O_WORKER_PORT, O_HOST, O_BACKEND, O_MODEL_SERVER_URL, O_MODEL_LOG, O_MODEL_LOAD_LOG_MSG,
-    O_MODEL_ERROR_LOG_MSGS, O_MODEL_INFO_LOG_MSGS, O_MODEL_HEALTH_ENDPOINT, O_REPORT_ADDR,
-    O_CONTAINER_ID, O_PUBLIC_IPADDR, O_USE_SSL, O_TLS_CERT, O_TLS_KEY, O_UNSECURED,
-    O_MASTER_TOKEN, O_PUBKEY_FILE, O_PUBKEY_URL, O_PUBKEY_REFRESH, O_AUTH_SCHEME, O_REPLAY_GUARD,
-    O_REPLAY_WINDOW, O_REPLAY_HISTORY, O_URL_CACHE, O_REPORT_FORMAT, O_CONFIG, O_DRAIN_TIMEOUT,
-    O_MAX_BODY, O_MAX_HEADERS, O_IDLE_TIMEOUT, O_REQUEST_DEADLINE, O_UPSTREAM_TIMEOUT,
-    O_MAX_RESPONSE, O_HEALTH_INTERVAL, O_HEALTH_TIMEOUT, O_HEALTH_FAILURES, O_BENCH,
-    O_BENCH_RUNS, O_BENCH_CONCURRENCY, O_BENCH_FILE, O_BENCH_TIMEOUT, O_BENCH_PAYLOAD,
-    O_BENCH_ROUTE, O_MAX_PERF, O_REPORT_INTERVAL, O_REPORT_TIMEOUT, O_QUEUE_LIMIT, O_LOG_POLL,
-    O_WORKLOAD, O_WORKLOAD_FIELD, O_PARALLEL, O_MAX_QUEUE_TIME, O_VERSION, NOPT
+    O_WORKER_PORT,
+    O_HOST,
+    O_BACKEND,
+    O_MODEL_SERVER_URL,
+    O_MODEL_LOG,
+    O_MODEL_LOAD_LOG_MSG,
+    O_MODEL_ERROR_LOG_MSGS,
+    O_MODEL_INFO_LOG_MSGS,
+    O_MODEL_HEALTH_ENDPOINT,
+    O_REPORT_ADDR,
+    O_CONTAINER_ID,
+    O_PUBLIC_IPADDR,
+    O_USE_SSL,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_UNSECURED,
+    O_MASTER_TOKEN,
+    O_PUBKEY_FILE,
+    O_PUBKEY_URL,
+    O_PUBKEY_REFRESH,
+    O_AUTH_SCHEME,
+    O_REPLAY_GUARD,
+    O_REPLAY_WINDOW,
+    O_REPLAY_HISTORY,
+    O_URL_CACHE,
+    O_REPORT_FORMAT,
+    O_CONFIG,
+    O_DRAIN_TIMEOUT,
+    O_MAX_BODY,
+    O_MAX_HEADERS,
+    O_IDLE_TIMEOUT,
+    O_REQUEST_DEADLINE,
+    O_UPSTREAM_TIMEOUT,
+    O_MAX_RESPONSE,
+    O_HEALTH_INTERVAL,
+    O_HEALTH_TIMEOUT,
+    O_HEALTH_FAILURES,
+    O_BENCH,
+    O_BENCH_RUNS,
+    O_BENCH_CONCURRENCY,
+    O_BENCH_FILE,
+    O_BENCH_TIMEOUT,
+    O_BENCH_PAYLOAD,
+    O_BENCH_ROUTE,
+    O_MAX_PERF,
+    O_REPORT_INTERVAL,
+    O_REPORT_TIMEOUT,
+    O_QUEUE_LIMIT,
+    O_LOG_POLL,
+    O_WORKLOAD,
+    O_WORKLOAD_FIELD,
+    O_PARALLEL,
+    O_MAX_QUEUE_TIME,
+    O_VERSION,
+    NOPT
 };
 
 struct opt {
@@ -35,7 +80,8 @@ struct opt {
 static const struct opt opts[NOPT] = {
     [O_WORKER_PORT] = {"WORKER_PORT", "port", "3000", "listening port"},
     [O_HOST] = {"SGPU_HOST", "host", "0.0.0.0", "listening address"},
-    [O_BACKEND] = {"BACKEND", "backend", "generic", "tgi | openai | comfyui | generic (handler preset)"},
+    [O_BACKEND] = {"BACKEND", "backend", "generic",
+                   "tgi | openai | comfyui | generic (handler preset)"},
     [O_MODEL_SERVER_URL] = {"MODEL_SERVER_URL", "model-server-url", "@",
                             "model server base URL (tgi http://127.0.0.1:5001, openai/generic "
                             "http://127.0.0.1:18000, comfyui http://127.0.0.1:18288)"},
@@ -59,8 +105,9 @@ static const struct opt opts[NOPT] = {
     [O_UNSECURED] = {"UNSECURED", "unsecured", "false", "accept requests without checking grants"},
     [O_MASTER_TOKEN] = {"MASTER_TOKEN", "master-token", "", "reported as `mtoken`"},
     [O_PUBKEY_FILE] = {"PUBKEY_FILE", "pubkey-file", NULL, "engine public key file (PEM/DER)"},
-    [O_PUBKEY_URL] = {"PUBKEY_URL", "pubkey-url", "@", "engine public key URL "
-                                                       "(default <first REPORT_ADDR>/pubkey/)"},
+    [O_PUBKEY_URL] = {"PUBKEY_URL", "pubkey-url", "@",
+                      "engine public key URL "
+                      "(default <first REPORT_ADDR>/pubkey/)"},
     [O_PUBKEY_REFRESH] = {"SGPU_PUBKEY_REFRESH", "pubkey-refresh", "3600",
                           "seconds between public key refreshes (0 = never)"},
     [O_AUTH_SCHEME] = {"SGPU_AUTH_SCHEME", "auth-scheme", "url",
@@ -91,7 +138,8 @@ static const struct opt opts[NOPT] = {
                         "buffered (non-streamed) model response limit"},
     [O_HEALTH_INTERVAL] = {"SGPU_HEALTH_INTERVAL", "health-interval", "5",
                            "seconds between model health checks"},
-    [O_HEALTH_TIMEOUT] = {"SGPU_HEALTH_TIMEOUT", "health-timeout", "10", "health probe timeout (s)"},
+    [O_HEALTH_TIMEOUT] = {"SGPU_HEALTH_TIMEOUT", "health-timeout", "10",
+                          "health probe timeout (s)"},
     [O_HEALTH_FAILURES] = {"SGPU_HEALTH_FAILURES", "health-failures", "3",
                            "consecutive failed probes (after the first success) that are fatal"},
     [O_BENCH] = {"SGPU_BENCHMARK", "benchmark", "true", "run the benchmark after load"},
@@ -205,9 +253,12 @@ static int get_size(const char **v, int i, size_t *out)
     unsigned long long x = strtoull(v[i], &end, 10);
     if (end == v[i] || errno || v[i][0] == '-') return bad(i, v[i], "expected bytes (K/M/G)");
     unsigned long long mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1ULL << 10, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1ULL << 20, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1ULL << 30, end++;
+    if (*end == 'K' || *end == 'k')
+        mul = 1ULL << 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1ULL << 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1ULL << 30, end++;
     if (*end == 'B' || *end == 'b') end++;
     if (*end || x == 0 || x > (1ULL << 40) / mul) return bad(i, v[i], "expected bytes (K/M/G)");
     *out = (size_t)(x * mul);
@@ -250,7 +301,8 @@ static char **split(const char *s, char sep, size_t *n)
 static void free_list(char **l, size_t n)
 {
     if (!l) return;
-    for (size_t i = 0; i < n; i++) free(l[i]);
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
     free(l);
 }
 
@@ -268,7 +320,8 @@ struct preset_defaults {
     const char *name, *url, *load, *error, *info;
 };
 static const struct preset_defaults presets[] = {
-    {"tgi", "http://127.0.0.1:5001", "\"message\":\"Connected\",\"target\":\"text_generation_router\"",
+    {"tgi", "http://127.0.0.1:5001",
+     "\"message\":\"Connected\",\"target\":\"text_generation_router\"",
      "Error: WebserverFailed|Error: DownloadError", "\"message\":\"Download"},
     {"openai", "http://127.0.0.1:18000", "Application startup complete.",
      "INFO exited: vllm|RuntimeError: Engine|Traceback (most recent call last):", ""},
@@ -333,10 +386,12 @@ int config_load(struct wconfig *c, int argc, char **argv)
     if (http_url_parse(c->model_url, &hu) != 0)
         return bad(O_MODEL_SERVER_URL, c->model_url, "expected http[s]://host:port");
     if (v[O_MODEL_LOG] && get_str(v, O_MODEL_LOG, c->model_log, sizeof c->model_log)) return -1;
-    c->load_msgs = split(v[O_MODEL_LOAD_LOG_MSG] ? v[O_MODEL_LOAD_LOG_MSG] : pd->load, '|', &c->nload);
+    c->load_msgs =
+        split(v[O_MODEL_LOAD_LOG_MSG] ? v[O_MODEL_LOAD_LOG_MSG] : pd->load, '|', &c->nload);
     c->error_msgs =
         split(v[O_MODEL_ERROR_LOG_MSGS] ? v[O_MODEL_ERROR_LOG_MSGS] : pd->error, '|', &c->nerror);
-    c->info_msgs = split(v[O_MODEL_INFO_LOG_MSGS] ? v[O_MODEL_INFO_LOG_MSGS] : pd->info, '|', &c->ninfo);
+    c->info_msgs =
+        split(v[O_MODEL_INFO_LOG_MSGS] ? v[O_MODEL_INFO_LOG_MSGS] : pd->info, '|', &c->ninfo);
     if (v[O_MODEL_HEALTH_ENDPOINT] &&
         get_str(v, O_MODEL_HEALTH_ENDPOINT, c->health_endpoint, sizeof c->health_endpoint))
         return -1;
@@ -347,10 +402,13 @@ int config_load(struct wconfig *c, int argc, char **argv)
     for (size_t i = 0; i < c->nreport; i++) {
         /* trim spaces around items */
         char *s = c->report_addrs[i];
-        while (*s == ' ') memmove(s, s + 1, strlen(s));
+        while (*s == ' ')
+            memmove(s, s + 1, strlen(s));
         size_t l = strlen(s);
-        while (l && s[l - 1] == ' ') s[--l] = '\0';
-        if (http_url_parse(s, &hu) != 0) return bad(O_REPORT_ADDR, s, "expected http[s]://host[:port]");
+        while (l && s[l - 1] == ' ')
+            s[--l] = '\0';
+        if (http_url_parse(s, &hu) != 0)
+            return bad(O_REPORT_ADDR, s, "expected http[s]://host[:port]");
     }
     if (get_int(v, O_CONTAINER_ID, -((long long)1 << 53), (long long)1 << 53, &c->container_id))
         return -1;
@@ -370,15 +428,20 @@ int config_load(struct wconfig *c, int argc, char **argv)
         /* B13: built from the first address, not from the whole comma list */
         const char *a = c->report_addrs[0];
         size_t l = strlen(a);
-        while (l && a[l - 1] == '/') l--;
+        while (l && a[l - 1] == '/')
+            l--;
         snprintf(c->pubkey_url, sizeof c->pubkey_url, "%.*s/pubkey/", (int)l, a);
     }
     if (get_double(v, O_PUBKEY_REFRESH, 0, 1e9, &c->pubkey_refresh)) return -1;
     const char *sch = v[O_AUTH_SCHEME];
-    if (strcmp(sch, "fields-v1") == 0) c->scheme = AUTH_FIELDS_V1;
-    else if (strcmp(sch, "fields-v2") == 0) c->scheme = AUTH_FIELDS_V2;
-    else if (strcmp(sch, "url") == 0) c->scheme = AUTH_URL;
-    else return bad(O_AUTH_SCHEME, sch, "expected fields-v1, fields-v2 or url");
+    if (strcmp(sch, "fields-v1") == 0)
+        c->scheme = AUTH_FIELDS_V1;
+    else if (strcmp(sch, "fields-v2") == 0)
+        c->scheme = AUTH_FIELDS_V2;
+    else if (strcmp(sch, "url") == 0)
+        c->scheme = AUTH_URL;
+    else
+        return bad(O_AUTH_SCHEME, sch, "expected fields-v1, fields-v2 or url");
     c->replay_guard = c->scheme != AUTH_URL;
     if (v[O_REPLAY_GUARD] && get_bool(v, O_REPLAY_GUARD, &c->replay_guard)) return -1;
     if (get_int(v, O_REPLAY_WINDOW, 0, 1 << 30, &ll)) return -1;
@@ -387,9 +450,12 @@ int config_load(struct wconfig *c, int argc, char **argv)
     c->replay_history = (int)ll;
     if (get_int(v, O_URL_CACHE, 0, 1 << 16, &ll)) return -1;
     c->url_cache = (int)ll;
-    if (strcmp(v[O_REPORT_FORMAT], "v1") == 0) c->report_fmt = REPORT_V1;
-    else if (strcmp(v[O_REPORT_FORMAT], "v3") == 0) c->report_fmt = REPORT_V3;
-    else return bad(O_REPORT_FORMAT, v[O_REPORT_FORMAT], "expected v1 or v3");
+    if (strcmp(v[O_REPORT_FORMAT], "v1") == 0)
+        c->report_fmt = REPORT_V1;
+    else if (strcmp(v[O_REPORT_FORMAT], "v3") == 0)
+        c->report_fmt = REPORT_V3;
+    else
+        return bad(O_REPORT_FORMAT, v[O_REPORT_FORMAT], "expected v1 or v3");
     if (v[O_CONFIG] && get_str(v, O_CONFIG, c->config_file, sizeof c->config_file)) return -1;
     if (get_double(v, O_DRAIN_TIMEOUT, 0, 86400, &c->drain_timeout)) return -1;
     if (get_size(v, O_MAX_BODY, &c->max_body)) return -1;

@@ -14,7 +14,8 @@
 #define CT_422 "application/json; charset=utf-8"
 
 static const char *const keys_v1[] = {"signature", "cost", "endpoint", "reqnum", "url"};
-static const char *const keys_v2[] = {"cost", "endpoint", "reqnum", "request_idx", "signature", "url"};
+static const char *const keys_v2[] = {"cost",        "endpoint",  "reqnum",
+                                      "request_idx", "signature", "url"};
 
 static void reply_422(struct evhttp_request *req, const char *body)
 {
@@ -46,8 +47,9 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
         struct sbuf b = SBUF_INIT;
         sbuf_putc(&b, '{');
         if (!env->auth) sbuf_puts(&b, "\"auth_data\": \"field missing\"");
-        if (!env->payload) sbuf_puts(&b, env->auth ? "\"payload\": \"field missing\""
-                                                   : ", \"payload\": \"field missing\"");
+        if (!env->payload)
+            sbuf_puts(&b, env->auth ? "\"payload\": \"field missing\""
+                                    : ", \"payload\": \"field missing\"");
         sbuf_putc(&b, '}');
         reply_422(req, b.data);
         sbuf_free(&b);
@@ -80,8 +82,9 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
         if (ni || np) {
             sbuf_printf(&b, "%s\"payload\": {", sep);
             if (ni) sbuf_puts(&b, "\"inputs\": \"missing parameter\"");
-            if (np) sbuf_puts(&b, ni ? ", \"parameters\": \"missing parameter\""
-                                     : "\"parameters\": \"missing parameter\"");
+            if (np)
+                sbuf_puts(&b, ni ? ", \"parameters\": \"missing parameter\""
+                                 : "\"parameters\": \"missing parameter\"");
             sbuf_putc(&b, '}');
         }
     }

@@ -12,9 +12,9 @@
 static void filler_words(struct sbuf *b, int n)
 {
     static const char *const words[] = {
-        "the",   "model", "server", "answers", "quickly", "when",  "every", "token",
-        "flows", "through", "a",    "small",   "worker",  "that",  "never", "blocks",
-        "its",   "loop",  "while", "streams", "arrive",  "from",  "GPU",   "memory"};
+        "the",   "model",   "server", "answers", "quickly", "when", "every", "token",
+        "flows", "through", "a",      "small",   "worker",  "that", "never", "blocks",
+        "its",   "loop",    "while",  "streams", "arrive",  "from", "GPU",   "memory"};
     for (int i = 0; i < n; i++) {
         if (i) sbuf_putc(b, ' ');
         sbuf_puts(b, words[(i * 7 + i / 3) % (int)(sizeof words / sizeof words[0])]);
@@ -73,7 +73,8 @@ static int load_config_file(struct worker *w, const char *path)
     struct sbuf b = SBUF_INIT;
     char tmp[8192];
     size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) sbuf_append(&b, tmp, n);
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        sbuf_append(&b, tmp, n);
     fclose(f);
     struct pyj_value *doc = NULL;
     char err[160];
@@ -93,12 +94,15 @@ static int load_config_file(struct worker *w, const char *path)
         const struct pyj_value *route = pyj_get(o, "route");
         if (!route || route->type != PYJ_STRING || route->u.str.len == 0 ||
             route->u.str.len >= 255 || (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*"))) {
-            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].route: expected \"/path\" or \"*\"\n", i);
+            fprintf(stderr,
+                    "sgpu-worker: SGPU_CONFIG handlers[%zu].route: expected \"/path\" or \"*\"\n",
+                    i);
             goto out;
         }
         const struct pyj_value *up = pyj_get(o, "upstream");
         if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/')) {
-            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].upstream: expected \"/path\"\n", i);
+            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].upstream: expected \"/path\"\n",
+                    i);
             goto out;
         }
         enum wl_kind wl = WL_CONST;
@@ -106,11 +110,15 @@ static int load_config_file(struct worker *w, const char *path)
         char field[128] = "";
         const struct pyj_value *wv = pyj_get(o, "workload");
         if (wv && wv->type == PYJ_STRING) {
-            if (strcmp(wv->u.str.s, "tgi") == 0) wl = WL_TGI, wdef = 256;
-            else if (strcmp(wv->u.str.s, "openai") == 0) wl = WL_OPENAI;
-            else if (strcmp(wv->u.str.s, "comfyui") == 0) wl = WL_COMFY;
+            if (strcmp(wv->u.str.s, "tgi") == 0)
+                wl = WL_TGI, wdef = 256;
+            else if (strcmp(wv->u.str.s, "openai") == 0)
+                wl = WL_OPENAI;
+            else if (strcmp(wv->u.str.s, "comfyui") == 0)
+                wl = WL_COMFY;
             else {
-                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: unknown rule\n", i);
+                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: unknown rule\n",
+                        i);
                 goto out;
             }
         } else if (wv && wv->type == PYJ_OBJECT) {
@@ -120,7 +128,10 @@ static int load_config_file(struct worker *w, const char *path)
             double x;
             if (fv) {
                 if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= sizeof field) {
-                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.field: expected a dotted path\n", i);
+                    fprintf(stderr,
+                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.field: expected a "
+                            "dotted path\n",
+                            i);
                     goto out;
                 }
                 wl = WL_FIELD;
@@ -128,27 +139,37 @@ static int load_config_file(struct worker *w, const char *path)
             }
             if (cv) {
                 if (!pyj_number(cv, &x) || !(x >= 0) || !isfinite(x)) {
-                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.constant: expected a number >= 0\n", i);
+                    fprintf(stderr,
+                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.constant: expected a "
+                            "number >= 0\n",
+                            i);
                     goto out;
                 }
                 wdef = x;
             }
             if (dv) {
                 if (!pyj_number(dv, &x) || !(x >= 0) || !isfinite(x)) {
-                    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.default: expected a number >= 0\n", i);
+                    fprintf(stderr,
+                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.default: expected a "
+                            "number >= 0\n",
+                            i);
                     goto out;
                 }
                 wdef = x;
             }
         } else if (wv) {
-            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: expected a string or object\n", i);
+            fprintf(
+                stderr,
+                "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: expected a string or object\n",
+                i);
             goto out;
         }
         bool parallel = w->cfg.parallel;
         const struct pyj_value *pv = pyj_get(o, "parallel");
         if (pv) {
             if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE) {
-                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].parallel: expected a boolean\n", i);
+                fprintf(stderr,
+                        "sgpu-worker: SGPU_CONFIG handlers[%zu].parallel: expected a boolean\n", i);
                 goto out;
             }
             parallel = pv->type == PYJ_TRUE;
@@ -156,23 +177,35 @@ static int load_config_file(struct worker *w, const char *path)
         enum payload_check check = PC_OBJECT;
         const struct pyj_value *chk = pyj_get(o, "payload");
         if (chk) {
-            if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0) check = PC_TGI;
-            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0) check = PC_ANY;
-            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0) check = PC_OBJECT;
+            if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
+                check = PC_TGI;
+            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
+                check = PC_ANY;
+            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
+                check = PC_OBJECT;
             else {
-                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].payload: expected object, tgi or any\n", i);
+                fprintf(
+                    stderr,
+                    "sgpu-worker: SGPU_CONFIG handlers[%zu].payload: expected object, tgi or any\n",
+                    i);
                 goto out;
             }
         }
-        struct handler *h = add(w, route->u.str.s, up ? up->u.str.s : NULL, wl, wdef, parallel, check);
+        struct handler *h =
+            add(w, route->u.str.s, up ? up->u.str.s : NULL, wl, wdef, parallel, check);
         if (wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", field);
         const struct pyj_value *mq = pyj_get(o, "max_queue_time");
         if (mq) {
             double x;
-            if (mq->type == PYJ_NULL) h->max_queue_time = -1;
-            else if (pyj_number(mq, &x) && x >= 0 && isfinite(x)) h->max_queue_time = x;
+            if (mq->type == PYJ_NULL)
+                h->max_queue_time = -1;
+            else if (pyj_number(mq, &x) && x >= 0 && isfinite(x))
+                h->max_queue_time = x;
             else {
-                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].max_queue_time: expected a number >= 0 or null\n", i);
+                fprintf(stderr,
+                        "sgpu-worker: SGPU_CONFIG handlers[%zu].max_queue_time: expected a number "
+                        ">= 0 or null\n",
+                        i);
                 goto out;
             }
         }
@@ -208,8 +241,8 @@ int handlers_init(struct worker *w)
         struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
         h->bench_payload = strdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
     } else {
-        struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST,
-                                c->wl_constant, c->parallel, PC_OBJECT);
+        struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST, c->wl_constant,
+                                c->parallel, PC_OBJECT);
         snprintf(h->wl_field, sizeof h->wl_field, "%s", c->wl_field);
     }
     for (size_t i = 0; i < w->nhandlers; i++) {
@@ -227,7 +260,8 @@ int handlers_init(struct worker *w)
 
 void handlers_free(struct worker *w)
 {
-    for (size_t i = 0; i < w->nhandlers; i++) free(w->handlers[i].bench_payload);
+    for (size_t i = 0; i < w->nhandlers; i++)
+        free(w->handlers[i].bench_payload);
     free(w->handlers);
     w->handlers = NULL;
     w->nhandlers = 0;
@@ -284,7 +318,8 @@ static size_t text_chars(const struct pyj_value *v, int depth)
     if (v->type == PYJ_STRING) return v->u.str.len;
     size_t n = 0;
     if (v->type == PYJ_ARRAY)
-        for (size_t i = 0; i < v->u.arr.len; i++) n += text_chars(v->u.arr.items[i], depth + 1);
+        for (size_t i = 0; i < v->u.arr.len; i++)
+            n += text_chars(v->u.arr.items[i], depth + 1);
     if (v->type == PYJ_OBJECT) {
         n += text_chars(pyj_get(v, "content"), depth + 1);
         n += text_chars(pyj_get(v, "text"), depth + 1);
@@ -311,7 +346,8 @@ double handler_workload(const struct handler *h, const struct pyj_value *p)
 {
     double x = h->wl_default;
     switch (h->wl) {
-    case WL_CONST: break;
+    case WL_CONST:
+        break;
     case WL_FIELD: {
         const struct pyj_value *fv = get_path(p, h->wl_field);
         double z;
@@ -327,7 +363,8 @@ double handler_workload(const struct handler *h, const struct pyj_value *p)
         if (!positive(pyj_get(p, "max_tokens"), &x) &&
             !positive(pyj_get(p, "max_completion_tokens"), &x)) {
             /* estimate: prompt tokens (~4 chars each) + a 16-token answer; never 0 (B26) */
-            size_t chars = text_chars(pyj_get(p, "prompt"), 0) + text_chars(pyj_get(p, "messages"), 0);
+            size_t chars =
+                text_chars(pyj_get(p, "prompt"), 0) + text_chars(pyj_get(p, "messages"), 0);
             x = ceil((double)chars / 4.0) + 16.0;
         }
         break;

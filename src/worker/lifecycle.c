@@ -48,11 +48,16 @@ struct lifecycle {
 const char *phase_name(enum phase p)
 {
     switch (p) {
-    case PH_LOADING: return "loading";
-    case PH_BENCHMARKING: return "benchmarking";
-    case PH_READY: return "ready";
-    case PH_ERROR: return "error";
-    case PH_DRAINING: return "draining";
+    case PH_LOADING:
+        return "loading";
+    case PH_BENCHMARKING:
+        return "benchmarking";
+    case PH_READY:
+        return "ready";
+    case PH_ERROR:
+        return "error";
+    case PH_DRAINING:
+        return "draining";
     }
     return "unknown";
 }
@@ -135,7 +140,8 @@ void lifecycle_model_loaded(struct worker *w, const char *why)
 
 static void scan_line(struct worker *w, char *s, size_t n)
 {
-    while (n && (s[n - 1] == '\r' || s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    while (n && (s[n - 1] == '\r' || s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
     s[n] = '\0';
     const struct wconfig *c = &w->cfg;
     for (size_t i = 0; i < c->nerror; i++) {
@@ -324,8 +330,10 @@ int lifecycle_init(struct worker *w)
         health_tick(-1, 0, w); /* first probe right away */
     }
     bool log_readiness = c->model_log[0] && c->nload > 0;
-    if (!log_readiness && !c->health_endpoint[0]) lifecycle_model_loaded(w, "no readiness source");
-    else if (c->model_log[0]) log_tick(-1, 0, w); /* read what is already there */
+    if (!log_readiness && !c->health_endpoint[0])
+        lifecycle_model_loaded(w, "no readiness source");
+    else if (c->model_log[0])
+        log_tick(-1, 0, w); /* read what is already there */
     return 0;
 }
 

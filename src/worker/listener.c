@@ -123,11 +123,13 @@ static struct tconn *find(struct listener *l, struct bufferevent *bev)
     struct tconn *t;
     TAILQ_FOREACH_REVERSE(t, &l->conns, tconn_list, link)
     {
+        // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
         if (t->bev != bev) continue;
         if (fd >= 0 && fd < 65536) {
             if (fd >= l->nbyfd) {
                 int n = l->nbyfd ? l->nbyfd : 64;
-                while (n <= fd) n *= 2;
+                while (n <= fd)
+                    n *= 2;
                 struct tconn **nb = realloc(l->byfd, (size_t)n * sizeof *nb);
                 if (!nb) return t;
                 memset(nb + l->nbyfd, 0, (size_t)(n - l->nbyfd) * sizeof *nb);
@@ -219,7 +221,8 @@ void listener_free(struct worker *w)
     if (!l) return;
     if (l->sweep_ev) event_free(l->sweep_ev);
     struct tconn *t;
-    while ((t = TAILQ_FIRST(&l->conns)) != NULL) tconn_drop(l, t);
+    while ((t = TAILQ_FIRST(&l->conns)) != NULL)
+        tconn_drop(l, t);
     free(l->byfd);
     if (l->ssl) SSL_CTX_free(l->ssl);
     free(l);

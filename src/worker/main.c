@@ -42,7 +42,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sgpu-worker: MODEL_SERVER_URL %s is unusable\n", w->cfg.model_url);
         return 2;
     }
-    struct http_limits lim = {w->cfg.max_body, w->cfg.max_headers, (int)(w->cfg.idle_timeout + 0.5)};
+    struct http_limits lim = {w->cfg.max_body, w->cfg.max_headers,
+                              (int)(w->cfg.idle_timeout + 0.5)};
     w->http = http_server_new(w->base, &lim);
     if (!w->http) return 1;
     evhttp_set_gencb(w->http, request_cb, w);
@@ -52,7 +53,9 @@ int main(int argc, char **argv)
                  w->cfg.public_ip, w->cfg.port);
     log_info("listening", "port=%d backend=%s model=%s scheme=%s unsecured=%d url=%s", w->cfg.port,
              w->cfg.backend, w->cfg.model_url,
-             w->cfg.scheme == AUTH_URL ? "url" : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2" : "fields-v1",
+             w->cfg.scheme == AUTH_URL         ? "url"
+             : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2"
+                                               : "fields-v1",
              (int)w->cfg.unsecured, w->cfg.url);
     if (pubkey_init(w) != 0) return 2;
     if (report_init(w) != 0) return 1;

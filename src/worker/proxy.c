@@ -85,7 +85,8 @@ static void on_chunk(struct upstream_req *u, struct evbuffer *data, void *arg)
     wr->in_write = false;
     if (wr_reap(wr)) return;
     struct bufferevent *bev = wr->evcon ? evhttp_connection_get_bufferevent(wr->evcon) : NULL;
-    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > STREAM_HIGH_WATER && !wr->paused) {
+    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > STREAM_HIGH_WATER &&
+        !wr->paused) {
         wr->paused = true;
         upstream_pause(u, true);
     }

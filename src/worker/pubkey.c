@@ -72,7 +72,8 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
     log_warn("pubkey_fetch_failed", "url=%s status=%d attempt=%d", w->cfg.pubkey_url, status,
              w->pubkey_attempts);
     int a = w->pubkey_attempts < 6 ? w->pubkey_attempts : 6;
-    schedule(w, w->key ? (w->cfg.pubkey_refresh > 0 ? w->cfg.pubkey_refresh : 60) : (double)(1 << a));
+    schedule(w,
+             w->key ? (w->cfg.pubkey_refresh > 0 ? w->cfg.pubkey_refresh : 60) : (double)(1 << a));
 }
 
 static void on_error(struct upstream_req *u, enum upstream_err e, const char *msg, void *arg)
@@ -118,12 +119,15 @@ int pubkey_init(struct worker *w)
     if (w->cfg.pubkey_file[0]) {
         /* start-up read (before the loop runs); later re-reads on the timer */
         load_file(w);
-        if (!w->key) schedule(w, 1.0);
-        else if (w->cfg.pubkey_refresh > 0) schedule(w, w->cfg.pubkey_refresh);
+        if (!w->key)
+            schedule(w, 1.0);
+        else if (w->cfg.pubkey_refresh > 0)
+            schedule(w, w->cfg.pubkey_refresh);
         return 0;
     }
     if (!w->cfg.pubkey_url[0]) {
-        if (!w->cfg.unsecured) log_warn("pubkey_none", "msg=\"no PUBKEY_FILE or PUBKEY_URL: all grants get 401\"");
+        if (!w->cfg.unsecured)
+            log_warn("pubkey_none", "msg=\"no PUBKEY_FILE or PUBKEY_URL: all grants get 401\"");
         return 0;
     }
     struct http_url u;

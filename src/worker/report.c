@@ -30,13 +30,13 @@
 struct send_ctx {
     struct worker *w;
     bool is_status;
-    size_t addr;          /* index being tried */
+    size_t addr; /* index being tried */
     struct sbuf body;
     char path[32];
     struct counters snap; /* what this status report carried */
     double disk_used;
     bool carried_loadtime;
-    size_t ndone;         /* delete_requests entries carried */
+    size_t ndone; /* delete_requests entries carried */
 };
 
 static void (*final_cb)(struct worker *, void *);
@@ -105,8 +105,9 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
         double el = now - (w->last_report_ok_mono > 0 ? w->last_report_ok_mono : w->t_start_mono);
         put_float(b, el > 0 ? w->cur.served / el : 0.0);
     }
-    sbuf_printf(b, ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
-                   "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
+    sbuf_printf(b,
+                ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
+                "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
                 w->nworking, (unsigned long long)w->n_accepted);
     put_float(b, disk);
     if (v3) {
@@ -115,6 +116,7 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
         struct wreq *wr;
         TAILQ_FOREACH(wr, &w->working, wlink)
         {
+            // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
             if (!wr->has_idx) continue;
             sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
             first = false;
@@ -135,10 +137,14 @@ void report_status_json(struct worker *w, struct sbuf *out)
 static const char *outcome_status(enum outcome o)
 {
     switch (o) {
-    case OUT_SUCCESS: return "Success";
-    case OUT_ERROR: return "Error";
-    case OUT_CANCELLED: return "Cancelled";
-    case OUT_REJECTED: return "Rejected";
+    case OUT_SUCCESS:
+        return "Success";
+    case OUT_ERROR:
+        return "Error";
+    case OUT_CANCELLED:
+        return "Cancelled";
+    case OUT_REJECTED:
+        return "Rejected";
     }
     return "Error";
 }
@@ -150,8 +156,9 @@ static void build_delete(struct worker *w, struct sbuf *b, size_t n)
     sbuf_puts(b, ", \"requests\": [");
     for (size_t i = 0; i < n; i++) {
         const struct done_entry *d = &w->done[i];
-        sbuf_printf(b, "%s{\"request_idx\": %lld, \"success\": %s, \"status\": \"%s\", "
-                       "\"entered_queue_at\": ",
+        sbuf_printf(b,
+                    "%s{\"request_idx\": %lld, \"success\": %s, \"status\": \"%s\", "
+                    "\"entered_queue_at\": ",
                     i ? ", " : "", (long long)d->request_idx,
                     d->out == OUT_SUCCESS || d->out == OUT_CANCELLED ? "true" : "false",
                     outcome_status(d->out));
@@ -179,8 +186,8 @@ void report_request_done(struct worker *w, const struct wreq *wr, enum outcome o
         w->done = nd;
         w->capdone = nc;
     }
-    w->done[w->ndone++] = (struct done_entry){wr->request_idx, out, wr->t_enter, wr->t_start,
-                                              wr->t_done};
+    w->done[w->ndone++] =
+        (struct done_entry){wr->request_idx, out, wr->t_enter, wr->t_start, wr->t_done};
 }
 
 static void check_final(struct worker *w)
@@ -264,7 +271,8 @@ static void try_send(struct send_ctx *sc)
         http_url_parse(a, &u);
         char path[1100];
         size_t l = strlen(u.path);
-        while (l && u.path[l - 1] == '/') l--;
+        while (l && u.path[l - 1] == '/')
+            l--;
         snprintf(path, sizeof path, "%.*s%s", (int)l, u.path, sc->path);
         struct upstream_opts o = {.timeout_s = w->cfg.report_timeout, .max_buffered = 1 << 20};
         if (upstream_request(p, EVHTTP_REQ_POST, path, "application/json", sc->body.data,

@@ -38,8 +38,9 @@ static void status_json(struct worker *w, struct sbuf *b)
                                                   : "fields-v1",
                 w->cfg.unsecured ? "true" : "false", w->key ? "true" : "false");
     if (w->key) sbuf_printf(b, ", \"pubkey_sha256\": \"%s\"", w->key_fp);
-    sbuf_printf(b, "}, \"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
-                   "\"error\": %llu, \"cancelled\": %llu, \"rejected\": %llu}",
+    sbuf_printf(b,
+                "}, \"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
+                "\"error\": %llu, \"cancelled\": %llu, \"rejected\": %llu}",
                 w->nworking, (unsigned long long)w->n_accepted,
                 (unsigned long long)w->n_out[OUT_SUCCESS], (unsigned long long)w->n_out[OUT_ERROR],
                 (unsigned long long)w->n_out[OUT_CANCELLED],
@@ -76,7 +77,8 @@ static void refresh(void *arg)
     struct worker *w = arg;
     *w->m_working = w->nworking;
     int q = 0;
-    for (size_t i = 0; i < w->nhandlers; i++) q += w->handlers[i].nqueued;
+    for (size_t i = 0; i < w->nhandlers; i++)
+        q += w->handlers[i].nqueued;
     *w->m_queued = q;
     *w->m_max_perf = w->max_perf;
     *w->m_phase = (double)w->phase;
@@ -93,8 +95,8 @@ void status_metrics_init(struct worker *w)
         m, "sgpu_worker_requests_total{outcome=\"cancelled\"}", "Requests by outcome");
     w->m_req_total[OUT_REJECTED] = metrics_counter(
         m, "sgpu_worker_requests_total{outcome=\"rejected\"}", "Requests by outcome");
-    w->m_req_total[4] = metrics_counter(m, "sgpu_worker_requests_total{outcome=\"other\"}",
-                                        "Requests by outcome");
+    w->m_req_total[4] =
+        metrics_counter(m, "sgpu_worker_requests_total{outcome=\"other\"}", "Requests by outcome");
     w->m_status_401 = metrics_counter(m, "sgpu_worker_replies_total{status=\"401\"}",
                                       "Replies produced by the worker itself");
     w->m_status_422 = metrics_counter(m, "sgpu_worker_replies_total{status=\"422\"}",
@@ -120,9 +122,9 @@ void status_metrics_init(struct worker *w)
 int status_handle(struct worker *w, struct evhttp_request *req, const char *path)
 {
     if (path[0] != '/') return 0;
-    int which = strcmp(path, "/ping") == 0     ? 1
-                : strcmp(path, "/health") == 0 ? 2
-                : strcmp(path, "/status") == 0 ? 3
+    int which = strcmp(path, "/ping") == 0      ? 1
+                : strcmp(path, "/health") == 0  ? 2
+                : strcmp(path, "/status") == 0  ? 3
                 : strcmp(path, "/metrics") == 0 ? 4
                                                 : 0;
     if (!which) return 0;
@@ -136,7 +138,9 @@ int status_handle(struct worker *w, struct evhttp_request *req, const char *path
     }
     struct sbuf b = SBUF_INIT;
     switch (which) {
-    case 1: reply_text(req, 200, "pong"); break;
+    case 1:
+        reply_text(req, 200, "pong");
+        break;
     case 2: {
         bool ok = w->phase == PH_READY;
         sbuf_printf(&b, "{\"status\": \"%s\"}", phase_name(w->phase));

@@ -126,23 +126,23 @@ struct wreq {
     uint64_t id;
     struct worker *w;
     struct handler *h;
-    struct evhttp_request *req;    /* client request; NULL once finished */
+    struct evhttp_request *req; /* client request; NULL once finished */
     struct evhttp_connection *evcon;
-    struct event *close_ev;        /* EV_CLOSED watcher until the first response byte */
+    struct event *close_ev; /* EV_CLOSED watcher until the first response byte */
     struct upstream_req *up;
-    char path[256];                /* upstream path */
-    const char *payload;           /* bytes forwarded (inside the client body) */
+    char path[256];      /* upstream path */
+    const char *payload; /* bytes forwarded (inside the client body) */
     size_t payload_len;
-    char *payload_owned;           /* when the payload had to be re-serialised */
+    char *payload_owned; /* when the payload had to be re-serialised */
     double workload;
     bool has_idx;
     int64_t request_idx;
     double t_enter, t_start, t_done; /* wall clock */
     double m_enter;                  /* monotonic */
     bool queued, streaming, replied, paused;
-    bool in_write; /* inside an evhttp write call that may re-enter (TLS close) */
-    bool zombie;   /* ended during in_write: freed by the writer */
-    char ctype[128]; /* upstream Content-Type */
+    bool in_write;           /* inside an evhttp write call that may re-enter (TLS close) */
+    bool zombie;             /* ended during in_write: freed by the writer */
+    char ctype[128];         /* upstream Content-Type */
     TAILQ_ENTRY(wreq) wlink; /* worker's working list */
     TAILQ_ENTRY(wreq) qlink; /* handler queue */
 };
@@ -179,7 +179,7 @@ struct worker {
     bool loadtime_pending;             /* v1: not yet delivered in a successful report */
     char error_msg[512];
     double max_perf;
-    bool model_loaded;  /* load pattern seen / health ok */
+    bool model_loaded; /* load pattern seen / health ok */
     bool health_ok_once;
     int health_fail_streak;
 
@@ -190,9 +190,9 @@ struct worker {
     double working_load;
 
     /* reporting */
-    struct counters cur;     /* since the last successful /worker_status/ */
-    uint64_t n_accepted;     /* lifetime (num_requests_recieved) */
-    uint64_t n_out[4];       /* lifetime per outcome */
+    struct counters cur; /* since the last successful /worker_status/ */
+    uint64_t n_accepted; /* lifetime (num_requests_recieved) */
+    uint64_t n_out[4];   /* lifetime per outcome */
     double served_total;
     bool update_pending;
     double last_report_mono;
@@ -214,8 +214,8 @@ struct worker {
     struct auth_state *auth;
 
     /* timers */
-    struct event *tick_ev;   /* 1 s: reports, delete_requests */
-    struct event *log_ev;    /* log tail */
+    struct event *tick_ev; /* 1 s: reports, delete_requests */
+    struct event *log_ev;  /* log tail */
     struct event *health_ev;
     struct event *pubkey_ev;
     struct event *drain_ev;
@@ -278,9 +278,9 @@ void pubkey_free(struct worker *w);
 
 /* admission.c / proxy.c */
 void request_cb(struct evhttp_request *req, void *arg);
-void wreq_start(struct wreq *wr);       /* admission -> proxy */
+void wreq_start(struct wreq *wr); /* admission -> proxy */
 void wreq_end(struct wreq *wr, enum outcome out);
-void wreq_abort_all(struct worker *w);  /* drain timeout: cancel what is left */
+void wreq_abort_all(struct worker *w); /* drain timeout: cancel what is left */
 struct evhttp_request *wreq_client_begin_reply(struct wreq *wr); /* stops the EV_CLOSED watcher */
 struct evhttp_request *wreq_client_finish(struct wreq *wr);      /* detaches the client request */
 void proxy_start(struct wreq *wr);

@@ -15,14 +15,16 @@
 #include "jspan.h"
 #include "worker/worker.h"
 
-static const char *const ENV_VARS[] = {
-    "WORKER_PORT", "BACKEND", "MODEL_SERVER_URL", "REPORT_ADDR", "SGPU_AUTH_SCHEME",
-    "SGPU_REPORT_FORMAT", "UNSECURED", "SGPU_MAX_BODY", "CONTAINER_ID", "PUBKEY_URL",
-    "SGPU_REPLAY_GUARD", "VAST_TCP_PORT_3000", "PUBLIC_IPADDR", "USE_SSL", "SGPU_MAX_QUEUE_TIME"};
+static const char *const ENV_VARS[] = {"WORKER_PORT",   "BACKEND",           "MODEL_SERVER_URL",
+                                       "REPORT_ADDR",   "SGPU_AUTH_SCHEME",  "SGPU_REPORT_FORMAT",
+                                       "UNSECURED",     "SGPU_MAX_BODY",     "CONTAINER_ID",
+                                       "PUBKEY_URL",    "SGPU_REPLAY_GUARD", "VAST_TCP_PORT_3000",
+                                       "PUBLIC_IPADDR", "USE_SSL",           "SGPU_MAX_QUEUE_TIME"};
 
 static void clear_env(void)
 {
-    for (size_t i = 0; i < sizeof ENV_VARS / sizeof ENV_VARS[0]; i++) unsetenv(ENV_VARS[i]);
+    for (size_t i = 0; i < sizeof ENV_VARS / sizeof ENV_VARS[0]; i++)
+        unsetenv(ENV_VARS[i]);
 }
 
 static int load(struct wconfig *c, int argc, char **argv)
@@ -132,8 +134,9 @@ static void test_workload_rules(void **state)
     assert_true(wl(WL_OPENAI, NULL, 0, "{\"messages\": [{\"content\": \"1234\"}]}") == 1 + 16);
     assert_true(wl(WL_OPENAI, NULL, 0, "{}") == 16);
     assert_true(wl(WL_COMFY, NULL, 0, "{}") == 260);
-    assert_true(wl(WL_COMFY, NULL, 0, "{\"input\": {\"width\": 1024, \"height\": 1024, \"steps\": 40}}") ==
-                (175.0 * 4 + 85) * 2);
+    assert_true(
+        wl(WL_COMFY, NULL, 0, "{\"input\": {\"width\": 1024, \"height\": 1024, \"steps\": 40}}") ==
+        (175.0 * 4 + 85) * 2);
     assert_true(wl(WL_FIELD, "a.b", 7, "{\"a\": {\"b\": 3.5}}") == 3.5);
     assert_true(wl(WL_FIELD, "a.1", 7, "{\"a\": [1, 2]}") == 2);
     assert_true(wl(WL_FIELD, "a.b", 7, "{\"a\": {\"b\": -1}}") == 7);
@@ -146,14 +149,16 @@ static void sha_hex(const struct sbuf *b, char out[65])
 {
     unsigned char d[32];
     SHA256((const unsigned char *)b->data, b->len, d);
-    for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", d[i]);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
 }
 
 static void test_auth_messages(void **state)
 {
-    const char *doc = "{\"signature\": \"x\", \"url\": \"https://203.0.113.7:41234\", \"request_idx\": "
-                      "98765, \"reqnum\": 1234, \"endpoint\": \"my-endpoint\", \"cost\": 256.0, "
-                      "\"__request_id\": \"z\"}";
+    const char *doc =
+        "{\"signature\": \"x\", \"url\": \"https://203.0.113.7:41234\", \"request_idx\": "
+        "98765, \"reqnum\": 1234, \"endpoint\": \"my-endpoint\", \"cost\": 256.0, "
+        "\"__request_id\": \"z\"}";
     struct pyj_value *v = NULL;
     char err[64];
     assert_int_equal(pyj_parse(doc, strlen(doc), &v, err, sizeof err), 0);
@@ -192,7 +197,8 @@ static void test_jspan(void **state)
     const char *esc = "{\"payl\\u006fad\": 5}";
     assert_int_equal(jspan_members(esc, strlen(esc), keys, 1, sp), 0);
     assert_true(sp[0].found && sp[0].len == 1);
-    const char *bad[] = {"", "[]", "{", "{\"a\" 1}", "{\"a\": [1}", "{\"a\": \"x}", "{\"a\": 1,}", "{\"a\": 1 2}"};
+    const char *bad[] = {
+        "", "[]", "{", "{\"a\" 1}", "{\"a\": [1}", "{\"a\": \"x}", "{\"a\": 1,}", "{\"a\": 1 2}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(jspan_members(bad[i], strlen(bad[i]), keys, 1, sp), -1);
     assert_int_equal(jspan_members("{}", 2, keys, 1, sp), 0);
