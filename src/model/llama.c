@@ -219,6 +219,8 @@ struct llama_ctx {
     int nth;
     int cap_T, cap_L, cap_ctx;
     float *x, *xn, *q, *k, *v, *att, *g, *u, *xl, *lo; /* activations, [T][dim] */
+    int8_t *xq;           /* quantised matmul input for Q8_0 weights: [T][cols] */
+    float *xd;            /* its block scales: [T][cols/32] */
     int *tok_seq, *tok_pos;
     float *cosv, *sinv;   /* [T][n_rot/2] */
     float **scratch;      /* per thread: max(n_embd, n_ff, dq) floats */
@@ -261,6 +263,7 @@ void llama_ctx_free(struct llama_ctx *c)
     free(c->x); free(c->xn); free(c->q); free(c->k); free(c->v); free(c->att);
     free(c->g); free(c->u); free(c->xl); free(c->lo);
     free(c->tok_seq); free(c->tok_pos); free(c->cosv); free(c->sinv);
+    free(c->xq); free(c->xd);
     free(c);
 }
 
@@ -287,6 +290,10 @@ static void ensure_T(struct llama_ctx *c, int T)
     c->g = xrealloc(c->g, t * ff * 4);
     c->u = xrealloc(c->u, t * ff * 4);
     c->xl = xrealloc(c->xl, t * d * 4);
+    size_t mx = d > ff ? d : ff;
+    if (dq > mx) mx = dq;
+    c->xq = xrealloc(c->xq, t * mx);
+    c->xd = xrealloc(c->xd, t * (mx / 32 + 1) * 4);
     c->tok_seq = xrealloc(c->tok_seq, t * sizeof(int));
     c->tok_pos = xrealloc(c->tok_pos, t * sizeof(int));
     c->cosv = xrealloc(c->cosv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
@@ -301,8 +308,12 @@ static void mm_task(void *arg, int ith, int nth)
         const struct mm_job *jb = &c->jobs[j];
         int rows = jb->w->rows;
         int r0 = (int)((long long)rows * ith / nth), r1 = (int)((long long)rows * (ith + 1) / nth);
-        qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx, c->T,
-                  jb->y, jb->ldy, r0, r1, c->scratch[ith]);
+        if (jb->w->type == GGML_TYPE_Q8_0)
+            qk_matmul_q8q8(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xd, c->T, jb->y,
+                           jb->ldy, r0, r1);
+        else
+            qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx,
+                      c->T, jb->y, jb->ldy, r0, r1, c->scratch[ith]);
     }
 }
 
@@ -313,6 +324,13 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
     c->n_jobs = n;
     const struct lweight *ws[3] = {w0, w1, w2};
     float *ys[3] = {y0, y1, y2};
+    bool q8 = false;
+    for (int i = 0; i < n; i++) q8 |= ws[i]->type == GGML_TYPE_Q8_0;
+    if (q8) { /* jobs of one dispatch share x: quantise it once */
+        int cols = w0->cols, nb = cols / 32;
+        for (int t = 0; t < T; t++)
+            qk_quantize_act(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols, c->xd + (size_t)t * nb);
+    }
     for (int i = 0; i < n; i++) {
         c->jobs[i].w = ws[i];
         c->jobs[i].x = x;

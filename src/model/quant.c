@@ -2,6 +2,7 @@
 #include "quant.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "gguf.h"
@@ -162,36 +163,103 @@ QK_TARGET static void dequant_avx2(uint32_t type, const void *row, float *out, i
     }
 }
 
-/* TT tokens against one row: per token two accumulators (even/odd 8-lane
- * chunks of each 16), summed in a fixed order, so a token's result does not
- * depend on TT. n % 16 == 0. */
-#define ROWS_TILE(TT)                                                                            \
+/* The AVX2 kernels share one accumulation order per (row, token): four
+ * 8-lane accumulators, a[j] += w[32b + 8j .. +8] * x[...] for each 32-element
+ * block b in order, then hsum((a0 + a1) + (a2 + a3)).  Four independent FMA
+ * chains keep single-token decode from being latency-bound, and a token's
+ * result does not depend on the tile it was computed in, nor on whether the
+ * row was dequantised in registers or into scratch first.  n % 32 == 0.
+ * W_J(j) yields the 8 weights of sub-block j of the current block as floats. */
+#define TILE_BODY(TT, BLOCK_SETUP, W_J)                                                          \
+    do {                                                                                         \
+        __m256 a[4][TT];                                                                         \
+        for (int j = 0; j < 4; j++)                                                              \
+            for (int tt = 0; tt < TT; tt++) a[j][tt] = _mm256_setzero_ps();                      \
+        for (int k = 0; k < n; k += 32) {                                                        \
+            BLOCK_SETUP;                                                                         \
+            for (int j = 0; j < 4; j++) {                                                        \
+                __m256 w_ = W_J(j);                                                              \
+                for (int tt = 0; tt < TT; tt++)                                                  \
+                    a[j][tt] = _mm256_fmadd_ps(                                                  \
+                        w_, _mm256_loadu_ps(X + (size_t)(t + tt) * ldx + k + 8 * j), a[j][tt]);  \
+            }                                                                                    \
+        }                                                                                        \
+        for (int tt = 0; tt < TT; tt++)                                                          \
+            Y[(size_t)(t + tt) * ldy] = hsum8(_mm256_add_ps(_mm256_add_ps(a[0][tt], a[1][tt]),   \
+                                                            _mm256_add_ps(a[2][tt], a[3][tt]))); \
+    } while (0)
+
+#define F32_SETUP (void)0
+#define F32_W(j) _mm256_loadu_ps((const float *)row + k + 8 * (j))
+
+/* Q8_0: the block's scale d times the int8 values, converted in registers. */
+#define Q8_SETUP                                                                                 \
+    const uint8_t *blk = (const uint8_t *)row + (size_t)(k / 32) * Q8_0_BLOCK_BYTES;            \
+    uint16_t dh;                                                                                 \
+    memcpy(&dh, blk, 2);                                                                         \
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(dh))
+#define Q8_W(j)                                                                                  \
+    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(                                    \
+                         _mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * (j))))))
+
+#define F16_SETUP const uint8_t *hp = (const uint8_t *)row + (size_t)k * 2
+#define F16_W(j) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hp + 16 * (j))))
+
+/* Tiles of 3 tokens (12 accumulators + 1 weight vector in registers). */
+#define ROWS_FN(name, SETUP, W)                                                                  \
+    QK_TARGET static void name(const void *row, int n, const float *X, int ldx, int T, float *Y, \
+                               int ldy)                                                          \
+    {                                                                                            \
+        int t = 0;                                                                               \
+        for (; t + 3 <= T; t += 3) TILE_BODY(3, SETUP, W);                                       \
+        if (T - t == 2)                                                                          \
+            TILE_BODY(2, SETUP, W);                                                              \
+        else if (T - t == 1)                                                                     \
+            TILE_BODY(1, SETUP, W);                                                              \
+    }
+
+ROWS_FN(rows_avx2, F32_SETUP, F32_W)
+ROWS_FN(rows_q8_avx2, Q8_SETUP, Q8_W)
+ROWS_FN(rows_f16_avx2, F16_SETUP, F16_W)
+
+/* Q8 x Q8: per block, s = sum_i wq_i * xq_i (exact int32), acc += (dw*dx) * s.
+ * Two accumulators per token (even / odd blocks). n % 32 == 0. */
+#define Q8Q8_TILE(TT)                                                                            \
     do {                                                                                         \
         __m256 a0[TT], a1[TT];                                                                   \
         for (int tt = 0; tt < TT; tt++) a0[tt] = a1[tt] = _mm256_setzero_ps();                    \
-        for (int k = 0; k < n; k += 16) {                                                        \
-            __m256 w0 = _mm256_loadu_ps(w + k), w1 = _mm256_loadu_ps(w + k + 8);                \
+        const __m256i ones = _mm256_set1_epi16(1);                                               \
+        for (int b = 0; b < nb; b++) {                                                           \
+            const uint8_t *blk = (const uint8_t *)row + (size_t)b * Q8_0_BLOCK_BYTES;           \
+            uint16_t dh;                                                                         \
+            memcpy(&dh, blk, 2);                                                                 \
+            float dw = _cvtsh_ss(dh);                                                            \
+            __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));                          \
+            __m256i aw = _mm256_sign_epi8(w, w);                                                 \
             for (int tt = 0; tt < TT; tt++) {                                                    \
-                const float *x = X + (size_t)(t + tt) * ldx + k;                                 \
-                a0[tt] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), a0[tt]);                        \
-                a1[tt] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), a1[tt]);                    \
+                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)(t + tt) * n + 32 * b)); \
+                __m256i sx = _mm256_sign_epi8(x, w);                                             \
+                __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);             \
+                __m256 sc = _mm256_set1_ps(dw * xd[(size_t)(t + tt) * nb + b]);                  \
+                if (b & 1)                                                                       \
+                    a1[tt] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32), a1[tt]);               \
+                else                                                                             \
+                    a0[tt] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32), a0[tt]);               \
             }                                                                                    \
         }                                                                                        \
         for (int tt = 0; tt < TT; tt++)                                                          \
             Y[(size_t)(t + tt) * ldy] = hsum8(_mm256_add_ps(a0[tt], a1[tt]));                    \
     } while (0)
 
-QK_TARGET static void rows_avx2(const float *w, int n, const float *X, int ldx, int T, float *Y,
-                                int ldy)
+QK_TARGET static void rows_q8q8_avx2(const void *row, int n, const int8_t *xq, const float *xd,
+                                     int T, float *Y, int ldy)
 {
-    int t = 0;
-    for (; t + 6 <= T; t += 6) ROWS_TILE(6);
+    int nb = n / 32, t = 0;
+    for (; t + 4 <= T; t += 4) Q8Q8_TILE(4);
     switch (T - t) {
-    case 5: ROWS_TILE(5); break;
-    case 4: ROWS_TILE(4); break;
-    case 3: ROWS_TILE(3); break;
-    case 2: ROWS_TILE(2); break;
-    case 1: ROWS_TILE(1); break;
+    case 3: Q8Q8_TILE(3); break;
+    case 2: Q8Q8_TILE(2); break;
+    case 1: Q8Q8_TILE(1); break;
     default: break;
     }
 }
@@ -236,15 +304,23 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
 {
     const uint8_t *base = W;
 #if QK_X86
-    if (qk_simd_active() && n % 16 == 0) {
+    if (qk_simd_active() && n % 32 == 0) {
+        /* Few tokens: dequantise in registers (memory-bound decode).  Many
+         * tokens (prefill): dequantise the row once into L1 and reuse it;
+         * both give bitwise the same values (see TILE_BODY). */
+        bool fused = T <= 3;
         for (int r = r0; r < r1; r++) {
             const void *row = base + (size_t)r * row_bytes;
-            const float *w = row;
-            if (type != GGML_TYPE_F32) {
+            if (type == GGML_TYPE_F32) {
+                rows_avx2(row, n, X, ldx, T, Y + r, ldy);
+            } else if (fused && type == GGML_TYPE_Q8_0) {
+                rows_q8_avx2(row, n, X, ldx, T, Y + r, ldy);
+            } else if (fused) {
+                rows_f16_avx2(row, n, X, ldx, T, Y + r, ldy);
+            } else {
                 dequant_avx2(type, row, scratch, n);
-                w = scratch;
+                rows_avx2(scratch, n, X, ldx, T, Y + r, ldy);
             }
-            rows_avx2(w, n, X, ldx, T, Y + r, ldy);
         }
         return;
     }
@@ -257,5 +333,45 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
             w = scratch;
         }
         rows_portable(w, n, X, ldx, T, Y + r, ldy);
+    }
+}
+
+void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
+{
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        xd[b] = d;
+        for (int j = 0; j < 32; j++) xq[32 * b + j] = (int8_t)lrintf(xb[j] * id);
+    }
+}
+
+void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
+                    int T, float *Y, int ldy, int r0, int r1)
+{
+    const uint8_t *base = W;
+    int nb = n / 32;
+#if QK_X86
+    if (qk_simd_active()) {
+        for (int r = r0; r < r1; r++) rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
+        return;
+    }
+#endif
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = base + (size_t)r * row_bytes;
+        for (int t = 0; t < T; t++) {
+            float acc = 0;
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * Q8_0_BLOCK_BYTES;
+                uint16_t dh;
+                memcpy(&dh, blk, 2);
+                int32_t sum = 0;
+                for (int j = 0; j < 32; j++) sum += (int8_t)blk[2 + j] * xq[(size_t)t * n + 32 * b + j];
+                acc += qk_f16_to_f32(dh) * xd[(size_t)t * nb + b] * (float)sum;
+            }
+            Y[(size_t)t * ldy + r] = acc;
+        }
     }
 }

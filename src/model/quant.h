@@ -31,6 +31,15 @@ void qk_dequant_row(uint32_t type, const void *row, float *out, int n);
 void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const float *X, int ldx,
                int T, float *Y, int ldy, int r0, int r1, float *scratch);
 
+/* Q8_0 weights x Q8 activations (as llama.cpp does): activations are
+ * quantised per token in blocks of 32 (float scale xd, int8 xq), dot products
+ * run on int8 with exact int32 sums, scaled by dw*dx per block.  About 3x
+ * fewer instructions than dequantising the weights to floats.
+ *   xq: T rows of n int8; xd: T rows of n/32 floats. */
+void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd);
+void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
+                    int T, float *Y, int ldy, int r0, int r1);
+
 /* 1 when the AVX2/FMA/F16C kernels are in use.  qk_force_portable(1) switches
  * them off (tests compare both paths). */
 int qk_simd_active(void);
