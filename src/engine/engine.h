@@ -122,6 +122,7 @@ struct endpoint {
     struct qreq *qhead, *qtail;
     size_t qlen;
     struct idmap *qmap; /* request_idx -> struct qreq */
+    size_t q_active;    /* waiting requests polled recently (counted each tick) */
     bool want_scale_up;
     int create_fails;     /* consecutive failed creates (back-off) */
     double create_after;  /* mono: no create before this */

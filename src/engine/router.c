@@ -2,8 +2,8 @@
  * park the request in the endpoint's global queue (the client polls with its request_idx).
  *
  * Fairness: while requests wait, a new request is granted only if there are more non-full
- * workers than waiting requests (each waiting request can still take one); a polling waiting
- * request is served whenever any worker is non-full. */
+ * workers than waiting requests that are still being polled (each can still take one); a
+ * polling waiting request is served whenever any worker is non-full. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,10 +47,16 @@ void router_queue_clear(struct endpoint *ep)
     ep->qmap = NULL;
 }
 
+/* A waiting request whose client has not polled for this long no longer holds back new
+ * requests (the SDK polls at least every 5 s); it still expires only after its timeout. */
+#define POLL_STALE_S 10.0
+
 void router_expire(struct engine *e, struct endpoint *ep, double now)
 {
+    ep->q_active = 0;
     for (struct qreq *q = ep->qhead, *n; q; q = n) {
         n = q->next;
+        if (now - q->last_poll_mono <= POLL_STALE_S) ep->q_active++;
         if (now - q->last_poll_mono > q->timeout_s) {
             log_info("queue_expired", "endpoint=%s request_idx=%lld waited=%.3f", ep->name,
                      (long long)q->request_idx, now - q->first_mono);
@@ -163,7 +169,9 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
             best_qt = qt;
         }
     }
-    bool grant = best && (q || nonfull > ep->qlen);
+    /* q_active is refreshed every tick; requests queued since then count too */
+    size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
+    bool grant = best && (q || nonfull > waiting);
     if (!grant) {
         ep->want_scale_up = true;
         if (!q) {
@@ -184,6 +192,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
             else ep->qhead = q;
             ep->qtail = q;
             ep->qlen++;
+            ep->q_active++;
             if (!ep->qmap) ep->qmap = idmap_new();
             idmap_put(ep->qmap, request_idx, q);
         }
