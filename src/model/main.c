@@ -8,13 +8,16 @@
  *   sgpu-model logits [--model F] --tokens 1,2,3 [--threads N]
  *   sgpu-model generate [--model F] --tokens 1,2,3 --max-new-tokens N [--threads N] [--ignore-eos]
  *   sgpu-model tokenize [--model F] --text T
+ *   sgpu-model membw [--threads N] [--mb N]     (memory read bandwidth, GB/s; for the roofline)
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gguf.h"
+#include "httputil.h"
 #include "llama.h"
 #include "log.h"
 #include "sampler.h"
@@ -241,6 +244,65 @@ static int cmd_logits_generate(int argc, char **argv, bool gen)
     return rc;
 }
 
+struct bw_arg {
+    const uint64_t *p;
+    size_t n; /* words */
+    double sum;
+};
+
+static void *bw_thread(void *a)
+{
+    /* integer xor: one-cycle latency, so the loop is bound by memory, not ALU */
+    struct bw_arg *b = a;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= b->n; i += 4) {
+        s0 ^= b->p[i];
+        s1 ^= b->p[i + 1];
+        s2 ^= b->p[i + 2];
+        s3 ^= b->p[i + 3];
+    }
+    b->sum = (double)(s0 ^ s1 ^ s2 ^ s3);
+    return NULL;
+}
+
+/* membw [--threads N] [--mb N]: best-of-5 read bandwidth (GB/s) of a buffer
+ * far larger than the caches, split across N threads (the roofline input). */
+static int cmd_membw(int argc, char **argv)
+{
+    long threads = 2, mb = 1024;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--threads") && !parse_int(argv[i + 1], 1, 64, &threads)) continue;
+        if (!strcmp(argv[i], "--mb") && !parse_int(argv[i + 1], 64, 1 << 16, &mb)) continue;
+        usage();
+        return 2;
+    }
+    size_t n = (size_t)mb << 17; /* 8-byte words */
+    uint64_t *p = malloc(n * sizeof *p);
+    if (!p) return 1;
+    for (size_t i = 0; i < n; i++) p[i] = i * 0x9e3779b97f4a7c15ull;
+    double best = 0, chk = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        pthread_t th[64];
+        struct bw_arg a[64];
+        double t0 = time_mono();
+        for (long k = 0; k < threads; k++) {
+            a[k].p = p + n / threads * k;
+            a[k].n = n / threads;
+            pthread_create(&th[k], NULL, bw_thread, &a[k]);
+        }
+        for (long k = 0; k < threads; k++) {
+            pthread_join(th[k], NULL);
+            chk += a[k].sum;
+        }
+        double gbs = (double)n * 8 / (time_mono() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    printf("%.2f\n", best);
+    if (chk < 0) printf("%g\n", chk);
+    free(p);
+    return 0;
+}
+
 static int cmd_tokenize(int argc, char **argv)
 {
     struct tool_opts o;
@@ -270,6 +332,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "logits")) return cmd_logits_generate(argc - 2, argv + 2, false);
     if (!strcmp(cmd, "generate")) return cmd_logits_generate(argc - 2, argv + 2, true);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "membw")) return cmd_membw(argc - 2, argv + 2);
     if (cmd[0] == '-') return serve_main(argc - 1, argv + 1);
     usage();
     return 2;

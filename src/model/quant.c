@@ -311,6 +311,10 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
         bool fused = T <= 3;
         for (int r = r0; r < r1; r++) {
             const void *row = base + (size_t)r * row_bytes;
+            if (r + 2 < r1) { /* software prefetch two rows ahead (see qk_matmul_q8q8) */
+                const char *pf = (const char *)row + 2 * row_bytes;
+                for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+            }
             if (type == GGML_TYPE_F32) {
                 rows_avx2(row, n, X, ldx, T, Y + r, ldy);
             } else if (fused && type == GGML_TYPE_Q8_0) {
@@ -348,6 +352,10 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
     }
 }
 
+#ifndef QK_PF_ROWS
+#define QK_PF_ROWS 4
+#endif
+
 void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
                     int T, float *Y, int ldy, int r0, int r1)
 {
@@ -355,7 +363,15 @@ void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, co
     int nb = n / 32;
 #if QK_X86
     if (qk_simd_active()) {
-        for (int r = r0; r < r1; r++) rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
+        for (int r = r0; r < r1; r++) {
+            /* prefetch a few rows ahead: rows are short (816 B for n = 768)
+             * and the stream prefetcher ramps up slowly across pages */
+            if (r + QK_PF_ROWS < r1) {
+                const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
+                for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+            }
+            rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
+        }
         return;
     }
 #endif
