@@ -146,8 +146,9 @@ static void child_exec(const struct spawn_opts *o, int out_fd, pid_t parent)
         prctl(PR_SET_PDEATHSIG, o->pdeath_sig);
         if (getppid() != parent) _exit(1); /* the launcher is already gone */
     }
-    /* Default dispositions and an empty mask (libevent installed handlers;
-     * exec keeps ignored signals ignored and keeps the mask). */
+    /* Default dispositions, then an empty mask (signals are blocked since
+     * before fork; libevent installed handlers; exec keeps ignored signals
+     * ignored and keeps the mask). */
     for (int s = 1; s < NSIG; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
         signal(s, SIG_DFL);
@@ -182,7 +183,15 @@ pid_t proc_spawn(struct event_base *base, const struct spawn_opts *o)
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return -1;
     pid_t parent = getpid();
+    /* Block every signal across fork: until the child has reset its handlers,
+     * a signal sent to it (e.g. SIGTERM right after spawn) would otherwise run
+     * libevent's handler in the child, which writes into the socketpair it
+     * shares with us: the launcher would believe it got that signal. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
     pid_t pid = fork();
+    if (pid != 0) sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         close(p[0]);
         close(p[1]);
