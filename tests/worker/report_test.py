@@ -106,6 +106,29 @@ class StatusV3(WorkerTestCase, unittest.TestCase):
         self.assertEqual(d["cur_load"], 9.0)
 
 
+class Cadence(WorkerTestCase, unittest.TestCase):
+    def test_change_reported_soon_idle_reported_by_interval(self):
+        """Order and coarse spacing only: a change is reported well before the 10 s interval,
+        an idle worker is not chatty, a loading worker reports once then waits."""
+        env = dict(ENV, SGPU_REPORT_INTERVAL="10")
+        self.start(env)
+        wait_for(lambda: [p for p in self.sink.reports() if p["json"]["max_perf"] > 0], 10,
+                 what="ready report")
+        import time
+        time.sleep(1.2)  # let the ready burst settle
+        n_idle = len(self.sink.reports())
+        time.sleep(2.5)
+        self.assertLessEqual(len(self.sink.reports()) - n_idle, 1)  # idle: no flood
+        t0 = time.monotonic()
+        self.assertEqual(self.worker.post("/generate", envelope(grant("url", URL), tgi_payload(2))).status, 200)
+        p = wait_for(lambda: [p for p in self.sink.reports() if p["json"]["new_load"] > 0], 9,
+                     what="change report")[0]
+        self.assertLess(p["t"] - t0, 5.0)  # "1 s after a change", far below the 10 s interval
+        ready_idx = [i for i, p in enumerate(self.sink.reports()) if p["json"]["max_perf"] > 0][0]
+        for q in self.sink.reports()[:ready_idx]:
+            self.assertEqual(q["json"]["max_perf"], 0.0)  # loading reports come first
+
+
 class FailuresAndFallback(WorkerTestCase, unittest.TestCase):
     def test_counters_kept_when_send_fails(self):
         self.start(dict(ENV))
