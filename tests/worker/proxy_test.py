@@ -272,6 +272,52 @@ class UpstreamDown(WorkerTestCase, unittest.TestCase):
         wait_for(lambda: self.stub.stats()["cancelled"] == 1, 5, what="upstream aborted")
 
 
+class OddUpstreams(WorkerTestCase, unittest.TestCase):
+    """Python http.server upstreams: HTTP/1.0 close-delimited answers, and HTTP/1.1
+    keep-alive connections the server closes after 0.2 s idle (pool must recover)."""
+
+    def serve(self, proto, idle):
+        import http.server
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = proto
+            timeout = idle
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if proto == "HTTP/1.1":
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        return "http://127.0.0.1:%d" % srv.server_address[1]
+
+    def test_http10_and_idle_closed_keepalive(self):
+        for proto, idle in (("HTTP/1.0", None), ("HTTP/1.1", 0.2)):
+            url = self.serve(proto, idle)
+            if getattr(self, "worker", None):
+                self.worker.stop()
+                self.sink.stop()
+                self._tmp.cleanup()
+            self.start({"BACKEND": "generic", "UNSECURED": "1", "MODEL_SERVER_URL": url}, stub=False)
+            for i in range(6):
+                r = self.worker.post("/e", envelope(AUTH, {"i": i}))
+                self.assertEqual((r.status, r.body), (200, b'{"i": %d}' % i), proto)
+                time.sleep(0.3 if idle else 0.01)  # let the server drop the idle connection
+            st = self.worker.status()
+            self.assertEqual(st["requests"]["success"], 6)
+
+
 class OpenAI(WorkerTestCase, unittest.TestCase):
     def test_completions_plain_and_stream(self):
         self.start({"BACKEND": "openai", "UNSECURED": "1", "MODEL_LOAD_LOG_MSG": "loaded"})
