@@ -10,26 +10,26 @@
 
 static void call_usage(FILE *f)
 {
-    fputs(
-        "usage: sgpu call --endpoint NAME [--route /generate] --data JSON [options]\n"
-        "\n"
-        "Routes the request through the engine (POST /route/, polling while the engine answers\n"
-        "\"waiting\"), then POSTs {\"auth_data\": <grant>, \"payload\": <data>} to the worker.\n"
-        "Re-routes when the worker cannot be reached; retries 408/429/5xx answers (before any\n"
-        "answer byte) with capped exponential back-off; never retries once an answer has\n"
-        "started.  The answer body goes to stdout (as it arrives with --stream).\n"
-        "\n"
-        "  --endpoint NAME     endpoint name (required)\n"
-        "  --route PATH        worker route (default /generate, or /generate_stream with --stream)\n"
-        "  --data JSON         payload: literal JSON, @FILE, or - for stdin (required)\n"
-        "  --stream            write answer bytes as they arrive (unbuffered)\n"
-        "  --cost N            workload estimate sent to /route/ (default 100)\n"
-        "  --max-time S        give up after S seconds in total (default 600)\n"
-        "  --timeout S         one worker call (default 600)\n"
-        "  --max-attempts N    worker calls including retries (default 5)\n"
-        "  --show-worker       print the worker URL and timings on stderr when done\n"
-        "  plus the global options (--engine, --api-key, ...; see sgpu --help)\n",
-        f);
+    fputs("usage: sgpu call --endpoint NAME [--route /generate] --data JSON [options]\n"
+          "\n"
+          "Routes the request through the engine (POST /route/, polling while the engine answers\n"
+          "\"waiting\"), then POSTs {\"auth_data\": <grant>, \"payload\": <data>} to the worker.\n"
+          "Re-routes when the worker cannot be reached; retries 408/429/5xx answers (before any\n"
+          "answer byte) with capped exponential back-off; never retries once an answer has\n"
+          "started.  The answer body goes to stdout (as it arrives with --stream).\n"
+          "\n"
+          "  --endpoint NAME     endpoint name (required)\n"
+          "  --route PATH        worker route (default /generate, or /generate_stream with "
+          "--stream)\n"
+          "  --data JSON         payload: literal JSON, @FILE, or - for stdin (required)\n"
+          "  --stream            write answer bytes as they arrive (unbuffered)\n"
+          "  --cost N            workload estimate sent to /route/ (default 100)\n"
+          "  --max-time S        give up after S seconds in total (default 600)\n"
+          "  --timeout S         one worker call (default 600)\n"
+          "  --max-attempts N    worker calls including retries (default 5)\n"
+          "  --show-worker       print the worker URL and timings on stderr when done\n"
+          "  plus the global options (--engine, --api-key, ...; see sgpu --help)\n",
+          f);
 }
 
 struct call_ctx {
@@ -59,8 +59,10 @@ static void on_chunk(void *arg, const char *p, size_t n)
 {
     struct call_ctx *x = arg;
     if (n) x->last = p[n - 1];
-    if (x->stream) write_all(p, n);
-    else sbuf_append(&x->out, p, n);
+    if (x->stream)
+        write_all(p, n);
+    else
+        sbuf_append(&x->out, p, n);
 }
 
 static void on_note(void *arg, const char *what, const char *detail)
@@ -81,8 +83,8 @@ static void on_done(void *arg, const struct rcall_result *r)
         if (x->last && x->last != '\n' && isatty(STDOUT_FILENO)) write_all("\n", 1);
         fprintf(stderr, "sgpu: %s\n", r->msg);
         if (r->err_body_len)
-            fprintf(stderr, "sgpu: answer body: %.*s\n", (int)(r->err_body_len > 2000 ? 2000 : r->err_body_len),
-                    r->err_body);
+            fprintf(stderr, "sgpu: answer body: %.*s\n",
+                    (int)(r->err_body_len > 2000 ? 2000 : r->err_body_len), r->err_body);
         x->rc = r->fail == RC_MIDSTREAM ? 3 : r->fail == RC_TIMEOUT ? 4 : 1;
     }
     if (x->show)
@@ -118,18 +120,40 @@ int cmd_call(struct cli_common *c, int argc, char **argv)
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end = NULL;
         switch (o) {
-        case O_EP: endpoint = optarg; break;
-        case O_ROUTE: route = optarg; break;
-        case O_DATA: data = optarg; break;
-        case O_STREAM: x.stream = true; break;
-        case O_COST: cost = strtod(optarg, &end); break;
-        case O_MAXT: max_time = strtod(optarg, &end); break;
-        case O_TMO: timeout = strtod(optarg, &end); break;
-        case O_ATT: max_attempts = (int)strtol(optarg, &end, 10); break;
-        case O_SHOW: x.show = true; break;
+        case O_EP:
+            endpoint = optarg;
+            break;
+        case O_ROUTE:
+            route = optarg;
+            break;
+        case O_DATA:
+            data = optarg;
+            break;
+        case O_STREAM:
+            x.stream = true;
+            break;
+        case O_COST:
+            cost = strtod(optarg, &end);
+            break;
+        case O_MAXT:
+            max_time = strtod(optarg, &end);
+            break;
+        case O_TMO:
+            timeout = strtod(optarg, &end);
+            break;
+        case O_ATT:
+            max_attempts = (int)strtol(optarg, &end, 10);
+            break;
+        case O_SHOW:
+            x.show = true;
+            break;
         case 'h':
-        case O_HELP: call_usage(stdout); return 0;
-        default: call_usage(stderr); return 2;
+        case O_HELP:
+            call_usage(stdout);
+            return 0;
+        default:
+            call_usage(stderr);
+            return 2;
         }
         if (end && (end == optarg || *end)) {
             fprintf(stderr, "sgpu call: not a number: '%s'\n", optarg);

@@ -21,8 +21,8 @@
 
 /* Options shared by all sub-commands (parsed by main.c). */
 struct cli_common {
-    const char *engine;   /* base URL without trailing slash */
-    const char *api_key;  /* may be NULL */
+    const char *engine;  /* base URL without trailing slash */
+    const char *api_key; /* may be NULL */
     bool insecure;
     const char *cacert;
     bool verbose;
@@ -30,25 +30,25 @@ struct cli_common {
 
 enum rc_fail {
     RC_OK = 0,
-    RC_ROUTE,         /* the engine refused or could not be reached */
-    RC_STATUS,        /* the worker answered a non-retryable status, or retries ran out */
-    RC_MIDSTREAM,     /* the worker's answer broke after it had started (never retried) */
-    RC_TIMEOUT,       /* --max-time passed */
+    RC_ROUTE,     /* the engine refused or could not be reached */
+    RC_STATUS,    /* the worker answered a non-retryable status, or retries ran out */
+    RC_MIDSTREAM, /* the worker's answer broke after it had started (never retried) */
+    RC_TIMEOUT,   /* --max-time passed */
     RC_CANCELLED,
 };
 
 struct rcall_result {
     enum rc_fail fail;
-    int status;             /* last worker HTTP status (0 = none) */
-    char msg[512];          /* human text when fail != RC_OK */
-    char worker_url[256];   /* worker of the last attempt */
-    int attempts;           /* worker calls made */
-    int routes;             /* /route/ calls made (grants + polls + retries) */
-    int waits;              /* "waiting" answers seen */
-    double t_grant;         /* s from start to the (last) grant */
-    double t_first_byte;    /* s from start to the first body byte of the answer (2xx) */
-    double t_total;         /* s from start to completion */
-    const char *err_body;   /* body of the failing answer (RC_STATUS), may be "" */
+    int status;           /* last worker HTTP status (0 = none) */
+    char msg[512];        /* human text when fail != RC_OK */
+    char worker_url[256]; /* worker of the last attempt */
+    int attempts;         /* worker calls made */
+    int routes;           /* /route/ calls made (grants + polls + retries) */
+    int waits;            /* "waiting" answers seen */
+    double t_grant;       /* s from start to the (last) grant */
+    double t_first_byte;  /* s from start to the first body byte of the answer (2xx) */
+    double t_total;       /* s from start to completion */
+    const char *err_body; /* body of the failing answer (RC_STATUS), may be "" */
     size_t err_body_len;
 };
 
@@ -56,14 +56,14 @@ struct rcall_opts {
     const char *engine;
     const char *endpoint;
     const char *api_key;
-    const char *route;        /* e.g. "/generate" */
-    const char *payload;      /* JSON text */
+    const char *route;   /* e.g. "/generate" */
+    const char *payload; /* JSON text */
     size_t payload_len;
     double cost;
-    double max_time;          /* overall deadline (s) */
-    double worker_timeout;    /* one worker call (s) */
-    int max_attempts;         /* worker calls, retries included */
-    double first_poll_s;      /* first delay after a "waiting" answer (SDK: 1 s); <0 = default */
+    double max_time;       /* overall deadline (s) */
+    double worker_timeout; /* one worker call (s) */
+    int max_attempts;      /* worker calls, retries included */
+    double first_poll_s;   /* first delay after a "waiting" answer (SDK: 1 s); <0 = default */
     /* Body bytes of the answer that is being delivered (2xx head), as they arrive. */
     void (*on_chunk)(void *arg, const char *p, size_t n);
     /* Progress notes for --verbose (may be NULL). */
@@ -83,8 +83,8 @@ void cli_run_until(struct event_base *base, const bool *flag);
 
 /* One request, synchronously (drives the loop).  Fills *status and body. */
 int cli_http(struct event_base *base, struct hclient *hc, const char *method, const char *url,
-             const char *bearer, const char *body, double timeout_s, int *status,
-             struct sbuf *out, char *err, size_t errlen);
+             const char *bearer, const char *body, double timeout_s, int *status, struct sbuf *out,
+             char *err, size_t errlen);
 
 int cmd_call(struct cli_common *c, int argc, char **argv);
 int cmd_load(struct cli_common *c, int argc, char **argv);

@@ -26,15 +26,20 @@ int cmd_keygen(struct cli_common *c, int argc, char **argv)
     while ((o = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         switch (o) {
         case 'o':
-        case O_OUT: prefix = optarg; break;
-        case O_BITS: bits = atoi(optarg); break;
+        case O_OUT:
+            prefix = optarg;
+            break;
+        case O_BITS:
+            bits = atoi(optarg);
+            break;
         case 'h':
         case O_HELP:
             puts("usage: sgpu keygen [--out PREFIX] [--bits 2048]\n"
                  "Writes PREFIX.pem (private key, PKCS#8, mode 0600) and PREFIX.pub.pem (public\n"
                  "key, SubjectPublicKeyInfo PEM).  Default PREFIX: sgpu-key.");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (bits < 1024 || bits > 16384) {

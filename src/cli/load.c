@@ -85,8 +85,10 @@ static void maybe_done(struct load *l);
 static void lreq_unlink(struct lreq *q)
 {
     struct load *l = q->l;
-    if (q->prev) q->prev->next = q->next;
-    else l->live = q->next;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->live = q->next;
     if (q->next) q->next->prev = q->prev;
 }
 
@@ -123,10 +125,18 @@ static void on_done(void *arg, const struct rcall_result *r)
         l->grant[l->nlat] = r->t_grant;
         l->nlat++;
         break;
-    case RC_ROUTE: l->err_route++; break;
-    case RC_STATUS: l->err_status++; break;
-    case RC_MIDSTREAM: l->err_midstream++; break;
-    default: l->err_timeout++; break;
+    case RC_ROUTE:
+        l->err_route++;
+        break;
+    case RC_STATUS:
+        l->err_status++;
+        break;
+    case RC_MIDSTREAM:
+        l->err_midstream++;
+        break;
+    default:
+        l->err_timeout++;
+        break;
     }
     if (r->fail != RC_OK) snprintf(l->last_err, sizeof l->last_err, "%s", r->msg);
     maybe_done(l);
@@ -146,8 +156,7 @@ static void progress(struct load *l, bool final)
             o += (size_t)snprintf(spread + o, sizeof spread - o, "%s%ld", i ? "/" : "", tmp[i].n);
         snprintf(spread + o, sizeof spread - o, "%s]", l->nworkers > 6 ? "/..." : "");
     }
-    fprintf(stderr,
-            "%ssent %ld/%ld  inflight %ld  done %ld  errors %ld%s  p50 %.3fs p99 %.3fs%s%s",
+    fprintf(stderr, "%ssent %ld/%ld  inflight %ld  done %ld  errors %ld%s  p50 %.3fs p99 %.3fs%s%s",
             l->tty ? "\r\033[K" : "", l->sent, l->n, l->inflight, l->ok, errs,
             l->skipped ? " (skipped)" : "", pct(l->lat, l->nlat, 50), pct(l->lat, l->nlat, 99),
             spread, (l->tty && !final) ? "" : "\n");
@@ -250,7 +259,8 @@ static void load_usage(FILE *f)
         "  --duration S        stop sending after S seconds (default: when N are sent)\n"
         "  --max-time S        hard stop: cancel what is still in flight (default: sending time\n"
         "                      + 120 s)\n"
-        "  --max-in-flight N   a due request is skipped (counted) beyond N in flight (default 1000)\n"
+        "  --max-in-flight N   a due request is skipped (counted) beyond N in flight (default "
+        "1000)\n"
         "  --endpoint, --route, --data, --stream, --cost, --timeout, --max-attempts: as sgpu call\n"
         "  --json              print the summary as JSON on stdout\n"
         "Exit status 0 when every request succeeded, 1 otherwise.\n",
@@ -268,8 +278,21 @@ int cmd_load(struct cli_common *c, int argc, char **argv)
     l.rps = 10;
     l.max_time = -1;
     l.max_inflight = 1000;
-    enum { O_EP = 1, O_ROUTE, O_DATA, O_STREAM, O_COST, O_TMO, O_ATT, O_RPS, O_DUR, O_MAXT, O_MIF,
-           O_JSON, O_HELP };
+    enum {
+        O_EP = 1,
+        O_ROUTE,
+        O_DATA,
+        O_STREAM,
+        O_COST,
+        O_TMO,
+        O_ATT,
+        O_RPS,
+        O_DUR,
+        O_MAXT,
+        O_MIF,
+        O_JSON,
+        O_HELP
+    };
     static const struct option opts[] = {
         {"endpoint", required_argument, NULL, O_EP},
         {"route", required_argument, NULL, O_ROUTE},
@@ -291,22 +314,52 @@ int cmd_load(struct cli_common *c, int argc, char **argv)
     while ((o = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         char *end = NULL;
         switch (o) {
-        case 'n': l.n = strtol(optarg, &end, 10); break;
-        case O_EP: endpoint = optarg; break;
-        case O_ROUTE: route = optarg; break;
-        case O_DATA: data = optarg; break;
-        case O_STREAM: stream = true; break;
-        case O_COST: cost = strtod(optarg, &end); break;
-        case O_TMO: timeout = strtod(optarg, &end); break;
-        case O_ATT: max_attempts = (int)strtol(optarg, &end, 10); break;
-        case O_RPS: l.rps = strtod(optarg, &end); break;
-        case O_DUR: l.duration = strtod(optarg, &end); break;
-        case O_MAXT: l.max_time = strtod(optarg, &end); break;
-        case O_MIF: l.max_inflight = strtol(optarg, &end, 10); break;
-        case O_JSON: json = true; break;
+        case 'n':
+            l.n = strtol(optarg, &end, 10);
+            break;
+        case O_EP:
+            endpoint = optarg;
+            break;
+        case O_ROUTE:
+            route = optarg;
+            break;
+        case O_DATA:
+            data = optarg;
+            break;
+        case O_STREAM:
+            stream = true;
+            break;
+        case O_COST:
+            cost = strtod(optarg, &end);
+            break;
+        case O_TMO:
+            timeout = strtod(optarg, &end);
+            break;
+        case O_ATT:
+            max_attempts = (int)strtol(optarg, &end, 10);
+            break;
+        case O_RPS:
+            l.rps = strtod(optarg, &end);
+            break;
+        case O_DUR:
+            l.duration = strtod(optarg, &end);
+            break;
+        case O_MAXT:
+            l.max_time = strtod(optarg, &end);
+            break;
+        case O_MIF:
+            l.max_inflight = strtol(optarg, &end, 10);
+            break;
+        case O_JSON:
+            json = true;
+            break;
         case 'h':
-        case O_HELP: load_usage(stdout); return 0;
-        default: load_usage(stderr); return 2;
+        case O_HELP:
+            load_usage(stdout);
+            return 0;
+        default:
+            load_usage(stderr);
+            return 2;
         }
         if (end && (end == optarg || *end)) {
             fprintf(stderr, "sgpu load: not a number: '%s'\n", optarg);
@@ -365,7 +418,8 @@ int cmd_load(struct cli_common *c, int argc, char **argv)
     l.stop_ev = evtimer_new(l.base, stop_cb, &l);
     struct timeval ptv = {l.tty ? 0 : 2, l.tty ? 500000 : 0};
     event_add(l.progress_ev, &ptv);
-    struct timeval stv = {(time_t)l.max_time, (suseconds_t)((l.max_time - floor(l.max_time)) * 1e6)};
+    struct timeval stv = {(time_t)l.max_time,
+                          (suseconds_t)((l.max_time - floor(l.max_time)) * 1e6)};
     evtimer_add(l.stop_ev, &stv);
     l.t0 = time_mono();
     struct timeval zero = {0, 0};
@@ -396,7 +450,8 @@ int cmd_load(struct cli_common *c, int argc, char **argv)
             fprintf(out, "%s\"%s\": %ld", i ? ", " : "", l.workers[i].url, l.workers[i].n);
         fprintf(out, "}}\n");
     } else {
-        fprintf(out, "sgpu load: %ld requests in %.2f s: %ld ok (%.1f/s achieved, %.1f/s offered)\n",
+        fprintf(out,
+                "sgpu load: %ld requests in %.2f s: %ld ok (%.1f/s achieved, %.1f/s offered)\n",
                 l.sent, elapsed, l.ok, elapsed > 0 ? (double)l.ok / elapsed : 0, l.rps);
         fprintf(out,
                 "  errors %ld (route %ld, worker status %ld, mid-stream %ld, timeout %ld), "

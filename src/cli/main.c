@@ -71,7 +71,8 @@ int main(int argc, char **argv)
         const char *val = NULL;
         int take = 0; /* 1 = flag, 2 = flag + value */
         if (i > 0 && strcmp(a, "--") == 0) {
-            while (i < argc) rest[nrest++] = argv[i++];
+            while (i < argc)
+                rest[nrest++] = argv[i++];
             break;
         }
         static const char *const with_val[] = {"--engine", "--api-key", "--data-dir", "--cacert"};
@@ -89,10 +90,14 @@ int main(int argc, char **argv)
                 take = 1;
             }
             if (take) {
-                if (k == 0) engine = val;
-                else if (k == 1) key = val;
-                else if (k == 2) data_dir = val;
-                else c.cacert = val;
+                if (k == 0)
+                    engine = val;
+                else if (k == 1)
+                    key = val;
+                else if (k == 2)
+                    data_dir = val;
+                else
+                    c.cacert = val;
                 break;
             }
         }
@@ -149,16 +154,20 @@ int main(int argc, char **argv)
     int sub_argc = nrest - 1;
     char **sub_argv = rest + 1;
     int rc;
-    if (strcmp(cmd, "call") == 0) rc = cmd_call(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "load") == 0) rc = cmd_load(&c, sub_argc, sub_argv);
+    if (strcmp(cmd, "call") == 0)
+        rc = cmd_call(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "load") == 0)
+        rc = cmd_load(&c, sub_argc, sub_argv);
     else if (strcmp(cmd, "endpoint") == 0 || strcmp(cmd, "endpoints") == 0)
         rc = cmd_endpoint(&c, sub_argc, sub_argv);
     else if (strcmp(cmd, "workergroup") == 0 || strcmp(cmd, "workergroups") == 0)
         rc = cmd_workergroup(&c, sub_argc, sub_argv);
     else if (strcmp(cmd, "worker") == 0 || strcmp(cmd, "workers") == 0)
         rc = cmd_worker(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "events") == 0) rc = cmd_events(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "keygen") == 0) rc = cmd_keygen(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "events") == 0)
+        rc = cmd_events(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "keygen") == 0)
+        rc = cmd_keygen(&c, sub_argc, sub_argv);
     else {
         fprintf(stderr, "sgpu: unknown command '%s' (see sgpu --help)\n", cmd);
         rc = 2;
@@ -202,8 +211,8 @@ static void sync_done(void *arg, const struct hc_response *r)
 }
 
 int cli_http(struct event_base *base, struct hclient *hc, const char *method, const char *url,
-             const char *bearer, const char *body, double timeout_s, int *status,
-             struct sbuf *out, char *err, size_t errlen)
+             const char *bearer, const char *body, double timeout_s, int *status, struct sbuf *out,
+             char *err, size_t errlen)
 {
     struct sync_ctx s = {.out = out, .err = err, .errlen = errlen, .rc = -1};
     struct hc_opts o = {
@@ -235,7 +244,8 @@ int cli_read_data(const char *arg, struct sbuf *out)
         }
         char buf[65536];
         size_t n;
-        while ((n = fread(buf, 1, sizeof buf, f)) > 0) sbuf_append(out, buf, n);
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+            sbuf_append(out, buf, n);
         if (f != stdin) fclose(f);
         return 0;
     }
@@ -259,14 +269,16 @@ bool cli_json_valid(const char *text, size_t len, char *err, size_t errlen)
         /* only whitespace may follow */
         size_t off = json_tokener_get_parse_end(tok);
         if (off == 0) off = len; /* finished by the end-of-input call above */
-        while (off < len && strchr(" \t\r\n", text[off])) off++;
+        while (off < len && strchr(" \t\r\n", text[off]))
+            off++;
         if (off != len) {
             ok = false;
             snprintf(err, errlen, "trailing data after the JSON value at offset %zu", off);
         }
     } else {
-        snprintf(err, errlen, "%s", e == json_tokener_continue ? "unexpected end of input"
-                                                              : json_tokener_error_desc(e));
+        snprintf(err, errlen, "%s",
+                 e == json_tokener_continue ? "unexpected end of input"
+                                            : json_tokener_error_desc(e));
     }
     json_object_put(j);
     json_tokener_free(tok);

@@ -115,8 +115,9 @@ static const char *jstr(json_object *o, const char *k, char *buf, size_t n)
         snprintf(buf, n, "%g", json_object_get_double(v));
         return buf;
     }
-    snprintf(buf, n, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+    snprintf(
+        buf, n, "%s",
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     return buf;
 }
 
@@ -162,8 +163,10 @@ static bool take_flag(int *argc, char **argv, const char *flag)
     bool found = false;
     int o = 0;
     for (int i = 0; i < *argc; i++) {
-        if (strcmp(argv[i], flag) == 0) found = true;
-        else argv[o++] = argv[i];
+        if (strcmp(argv[i], flag) == 0)
+            found = true;
+        else
+            argv[o++] = argv[i];
     }
     *argc = o;
     argv[o] = NULL;
@@ -234,7 +237,8 @@ int cmd_endpoint(struct cli_common *c, int argc, char **argv)
         json_object_put(body);
         if (j) {
             json_object *id;
-            if (m.json_out) print_json(j);
+            if (m.json_out)
+                print_json(j);
             else if (json_object_object_get_ex(j, "result", &id))
                 printf("created endpoint %s id=%s\n", argv[2], json_object_get_string(id));
             rc = 0;
@@ -246,13 +250,13 @@ int cmd_endpoint(struct cli_common *c, int argc, char **argv)
             if (m.json_out || !r) {
                 print_json(r ? r : j);
             } else {
-                printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n", "ID", "NAME", "STATE",
-                       "COLD", "MAX", "UTIL", "SCHEME", "API_KEY");
+                printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n", "ID", "NAME", "STATE", "COLD",
+                       "MAX", "UTIL", "SCHEME", "API_KEY");
                 for (size_t i = 0; i < json_object_array_length(r); i++) {
                     json_object *e = json_object_array_get_idx(r, i);
                     char b[8][128];
-                    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n",
-                           jstr(e, "id", b[0], 128), jstr(e, "endpoint_name", b[1], 128),
+                    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n", jstr(e, "id", b[0], 128),
+                           jstr(e, "endpoint_name", b[1], 128),
                            jstr(e, "endpoint_state", b[2], 128), jstr(e, "cold_workers", b[3], 128),
                            jstr(e, "max_workers", b[4], 128), jstr(e, "target_util", b[5], 128),
                            jstr(e, "sig_scheme", b[6], 128), jstr(e, "api_key", b[7], 128));
@@ -283,8 +287,10 @@ int cmd_endpoint(struct cli_common *c, int argc, char **argv)
             j = api(&m, "DELETE", path, NULL);
         }
         if (j) {
-            if (m.json_out) print_json(j);
-            else printf("%s endpoint %lld\n", sub[0] == 'u' ? "updated" : "deleted", id);
+            if (m.json_out)
+                print_json(j);
+            else
+                printf("%s endpoint %lld\n", sub[0] == 'u' ? "updated" : "deleted", id);
             rc = 0;
         }
     } else {
@@ -336,9 +342,12 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
         json_object *body = json_object_new_object();
         char *end;
         long long eid = strtoll(endpoint, &end, 10);
-        if (*endpoint && !*end) json_object_object_add(body, "endpoint_id", json_object_new_int64(eid));
-        else json_object_object_add(body, "endpoint_name", json_object_new_string(endpoint));
-        json_object_object_add(body, "provider", json_object_new_string(provider ? provider : "local"));
+        if (*endpoint && !*end)
+            json_object_object_add(body, "endpoint_id", json_object_new_int64(eid));
+        else
+            json_object_object_add(body, "endpoint_name", json_object_new_string(endpoint));
+        json_object_object_add(body, "provider",
+                               json_object_new_string(provider ? provider : "local"));
         json_object *l = launch ? json_tokener_parse(launch) : json_object_new_object();
         if (!l || !json_object_is_type(l, json_type_object)) {
             fprintf(stderr, "sgpu workergroup create: --launch must be a JSON object\n");
@@ -358,7 +367,8 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
         json_object_put(body);
         if (j) {
             json_object *id;
-            if (m.json_out) print_json(j);
+            if (m.json_out)
+                print_json(j);
             else if (json_object_object_get_ex(j, "result", &id))
                 printf("created workergroup id=%s\n", json_object_get_string(id));
             rc = 0;
@@ -403,8 +413,10 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
             j = api(&m, "DELETE", path, NULL);
         }
         if (j) {
-            if (m.json_out) print_json(j);
-            else printf("%s workergroup %s\n", sub[0] == 'u' ? "updated" : "deleted", argv[2]);
+            if (m.json_out)
+                print_json(j);
+            else
+                printf("%s workergroup %s\n", sub[0] == 'u' ? "updated" : "deleted", argv[2]);
             rc = 0;
         }
     } else {
@@ -444,8 +456,8 @@ int cmd_worker(struct cli_common *c, int argc, char **argv)
         if (m.json_out || !r) {
             print_json(r ? r : j);
         } else {
-            printf("%-5s %-4s %-13s %-28s %-8s %-9s %-7s %s\n", "ID", "EP", "STATUS", "URL",
-                   "LOAD", "PERF", "WORKING", "ERROR");
+            printf("%-5s %-4s %-13s %-28s %-8s %-9s %-7s %s\n", "ID", "EP", "STATUS", "URL", "LOAD",
+                   "PERF", "WORKING", "ERROR");
             for (size_t i = 0; i < json_object_array_length(r); i++) {
                 json_object *e = json_object_array_get_idx(r, i);
                 char b[8][256];
@@ -487,8 +499,8 @@ int cmd_events(struct cli_common *c, int argc, char **argv)
     long long last_id = -1;
     for (;;) {
         char path[512];
-        size_t o = (size_t)snprintf(path, sizeof path, "/api/v0/events/?limit=%s",
-                                    limit ? limit : "100");
+        size_t o =
+            (size_t)snprintf(path, sizeof path, "/api/v0/events/?limit=%s", limit ? limit : "100");
         if (endpoint) {
             char *q = evhttp_encode_uri(endpoint);
             snprintf(path + o, sizeof path - o, "&endpoint=%s", q ? q : endpoint);
@@ -503,7 +515,8 @@ int cmd_events(struct cli_common *c, int argc, char **argv)
         } else {
             for (size_t i = 0; r && i < json_object_array_length(r); i++) {
                 json_object *e = json_object_array_get_idx(r, i), *v;
-                long long id = json_object_object_get_ex(e, "id", &v) ? json_object_get_int64(v) : -1;
+                long long id =
+                    json_object_object_get_ex(e, "id", &v) ? json_object_get_int64(v) : -1;
                 if (id >= 0 && id <= last_id) continue;
                 if (id > last_id) last_id = id;
                 if (m.json_out) {

@@ -36,18 +36,18 @@ struct rcall {
     char *engine, *endpoint, *api_key, *route, *payload;
     enum rstate st;
     struct hc_req *req;
-    struct event *timer;     /* back-off / poll delay */
-    struct event *deadline;  /* max_time */
+    struct event *timer;    /* back-off / poll delay */
+    struct event *deadline; /* max_time */
     double t0;
     long long request_idx;
-    int route_fails;         /* consecutive engine failures */
-    int polls;               /* consecutive waiting answers */
-    int retry_n;             /* worker-side retries so far */
-    bool head_ok;            /* 2xx head of the current call */
+    int route_fails; /* consecutive engine failures */
+    int polls;       /* consecutive waiting answers */
+    int retry_n;     /* worker-side retries so far */
+    bool head_ok;    /* 2xx head of the current call */
     bool got_byte;
-    struct sbuf grant;       /* route answer, verbatim */
+    struct sbuf grant; /* route answer, verbatim */
     struct sbuf errbody;
-    char last_err[1024];     /* last transient failure, for the timeout message */
+    char last_err[1024]; /* last transient failure, for the timeout message */
     struct rcall_result res;
 };
 
@@ -131,10 +131,11 @@ static void deadline_cb(evutil_socket_t fd, short ev, void *arg)
     if (c->res.attempts > 0 && c->head_ok)
         finish(c, RC_MIDSTREAM, "--max-time reached while the answer was arriving");
     else
-        finish(c, RC_TIMEOUT,
-               "no answer within --max-time %.1f s (%d route calls, %d waiting, %d worker calls)%s%s",
-               c->o.max_time, c->res.routes, c->res.waits, c->res.attempts,
-               c->last_err[0] ? "; last problem: " : "", c->last_err);
+        finish(
+            c, RC_TIMEOUT,
+            "no answer within --max-time %.1f s (%d route calls, %d waiting, %d worker calls)%s%s",
+            c->o.max_time, c->res.routes, c->res.waits, c->res.attempts,
+            c->last_err[0] ? "; last problem: " : "", c->last_err);
 }
 
 /* capped exponential back-off: min(2^n + U(0,1), 5) s */
@@ -154,8 +155,11 @@ static void route_done(void *arg, const struct hc_response *r)
     if (r->err != HC_OK || r->status == 429 || r->status >= 500) {
         c->route_fails++;
         char why[640];
-        if (r->err != HC_OK) snprintf(why, sizeof why, "%s", r->errmsg);
-        else snprintf(why, sizeof why, "HTTP %d: %.*s", r->status, (int)(r->body_len > 300 ? 300 : r->body_len), r->body);
+        if (r->err != HC_OK)
+            snprintf(why, sizeof why, "%s", r->errmsg);
+        else
+            snprintf(why, sizeof why, "HTTP %d: %.*s", r->status,
+                     (int)(r->body_len > 300 ? 300 : r->body_len), r->body);
         if (c->route_fails >= ROUTE_MAX_FAILS) {
             finish(c, RC_ROUTE, "engine %s: %s", c->engine, why);
             return;
@@ -171,8 +175,10 @@ static void route_done(void *arg, const struct hc_response *r)
         const char *msg = NULL;
         json_object *j = json_tokener_parse(r->body);
         json_object *m;
-        if (j && json_object_object_get_ex(j, "msg", &m)) msg = json_object_get_string(m);
-        else if (j && json_object_object_get_ex(j, "error", &m)) msg = json_object_get_string(m);
+        if (j && json_object_object_get_ex(j, "msg", &m))
+            msg = json_object_get_string(m);
+        else if (j && json_object_object_get_ex(j, "error", &m))
+            msg = json_object_get_string(m);
         sbuf_reset(&c->errbody);
         sbuf_append(&c->errbody, r->body, r->body_len > ERR_BODY_MAX ? ERR_BODY_MAX : r->body_len);
         finish(c, RC_ROUTE, "engine refused the route (HTTP %d): %s", r->status,
@@ -206,8 +212,8 @@ static void route_done(void *arg, const struct hc_response *r)
     }
     /* waiting: poll again with the same request_idx */
     c->res.waits++;
-    double d = c->polls == 0 ? c->o.first_poll_s
-                             : urand(0.1, fmin(pow(2.0, c->polls) + urand(0, 1), 5.0));
+    double d =
+        c->polls == 0 ? c->o.first_poll_s : urand(0.1, fmin(pow(2.0, c->polls) + urand(0, 1), 5.0));
     c->polls++;
     json_object *st = NULL;
     json_object_object_get_ex(j, "status", &st);
@@ -319,8 +325,10 @@ static void call_done(void *arg, const struct hc_response *r)
     /* Connection failures re-route at once (the SDK loops); statuses back off. */
     double d = conn ? (c->retry_n == 0 ? 0.0 : backoff(c->retry_n - 1) / 4) : backoff(c->retry_n);
     c->retry_n++;
-    if (conn) snprintf(c->last_err, sizeof c->last_err, "%s", r->errmsg);
-    else snprintf(c->last_err, sizeof c->last_err, "worker answered HTTP %d", r->status);
+    if (conn)
+        snprintf(c->last_err, sizeof c->last_err, "%s", r->errmsg);
+    else
+        snprintf(c->last_err, sizeof c->last_err, "worker answered HTTP %d", r->status);
     note(c, conn ? "reroute" : "retry", "%s; routing again in %.2fs",
          conn ? r->errmsg : (r->status == 429 ? "HTTP 429" : "retryable HTTP status"), d);
     schedule(c, R_ROUTE, d);
@@ -342,7 +350,8 @@ static void send_call(struct rcall *c)
     char url[1600];
     const char *base = c->res.worker_url;
     size_t bl = strlen(base);
-    while (bl && base[bl - 1] == '/') bl--;
+    while (bl && base[bl - 1] == '/')
+        bl--;
     snprintf(url, sizeof url, "%.*s%s", (int)bl, base, c->route);
     double left = c->o.max_time - (time_mono() - c->t0);
     struct hc_opts ho = {
@@ -386,7 +395,8 @@ struct rcall *rcall_start(struct event_base *base, struct hclient *hc, const str
     memcpy(c->payload, o->payload, o->payload_len);
     c->payload[o->payload_len] = '\0';
     size_t el = strlen(c->engine);
-    while (el && c->engine[el - 1] == '/') c->engine[--el] = '\0';
+    while (el && c->engine[el - 1] == '/')
+        c->engine[--el] = '\0';
     c->t0 = time_mono();
     struct timeval tv = {(time_t)c->o.max_time,
                          (suseconds_t)((c->o.max_time - floor(c->o.max_time)) * 1e6)};

@@ -89,14 +89,22 @@ static void req_deadline_cb(evutil_socket_t fd, short ev, void *arg);
 const char *hc_error_name(enum hc_error e)
 {
     switch (e) {
-    case HC_OK: return "ok";
-    case HC_ERR_RESOLVE: return "resolve";
-    case HC_ERR_CONNECT: return "connect";
-    case HC_ERR_TIMEOUT: return "timeout";
-    case HC_ERR_MIDSTREAM: return "midstream";
-    case HC_ERR_TOO_LARGE: return "too_large";
-    case HC_ERR_CANCELLED: return "cancelled";
-    case HC_ERR_BAD_URL: return "bad_url";
+    case HC_OK:
+        return "ok";
+    case HC_ERR_RESOLVE:
+        return "resolve";
+    case HC_ERR_CONNECT:
+        return "connect";
+    case HC_ERR_TIMEOUT:
+        return "timeout";
+    case HC_ERR_MIDSTREAM:
+        return "midstream";
+    case HC_ERR_TOO_LARGE:
+        return "too_large";
+    case HC_ERR_CANCELLED:
+        return "cancelled";
+    case HC_ERR_BAD_URL:
+        return "bad_url";
     }
     return "unknown";
 }
@@ -123,8 +131,10 @@ static void idle_drop(struct hclient *hc, size_t i)
 static void req_free(struct hc_req *r)
 {
     struct hclient *hc = r->hc;
-    if (r->prev) r->prev->next = r->next;
-    else hc->active = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        hc->active = r->next;
     if (r->next) r->next->prev = r->prev;
     hc->nactive--;
     if (r->dnsreq) evdns_getaddrinfo_cancel(r->dnsreq);
@@ -147,7 +157,8 @@ void hclient_free(struct hclient *hc)
         hc->active->cancelled = true;
         req_free(hc->active);
     }
-    while (hc->nidle) idle_drop(hc, hc->nidle - 1);
+    while (hc->nidle)
+        idle_drop(hc, hc->nidle - 1);
     if (hc->dns) evdns_base_free(hc->dns, 0);
     if (hc->ssl) SSL_CTX_free(hc->ssl);
     free(hc->ca_file);
@@ -289,7 +300,7 @@ static void error_cb(enum evhttp_request_error e, void *arg)
 static void done_cb(struct evhttp_request *ereq, void *arg)
 {
     struct hc_req *r = arg;
-    r->ereq = NULL; /* evhttp frees it after this callback (or already did) */
+    r->ereq = NULL;               /* evhttp frees it after this callback (or already did) */
     if (r->st == ST_DONE) return; /* cancelled or timed out meanwhile */
     r->t_done = time_mono() - r->t0;
     if (ereq && evhttp_request_get_response_code(ereq) > 0 && r->err_type < 0) {
@@ -321,7 +332,8 @@ static void done_cb(struct evhttp_request *ereq, void *arg)
                  r->result == HC_ERR_TIMEOUT ? "timeout talking to" : "cannot reach", r->u.host,
                  r->u.port,
                  r->err_type == EVREQ_HTTP_TIMEOUT ? "timed out"
-                 : errno ? strerror(errno) : "connection closed without a response");
+                 : errno                           ? strerror(errno)
+                                                   : "connection closed without a response");
     }
     r->st = ST_DONE;
     kick_now(r);
@@ -385,9 +397,9 @@ static void start_send(struct hc_req *r)
                 else
                     SSL_set1_host(ssl, r->u.host);
             }
-            struct bufferevent *bev = bufferevent_openssl_socket_new(
-                hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+            struct bufferevent *bev =
+                bufferevent_openssl_socket_new(hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
             if (!bev) {
                 SSL_free(ssl);
                 req_fail(r, HC_ERR_CONNECT, "TLS setup failed%s", NULL);
@@ -397,8 +409,8 @@ static void start_send(struct hc_req *r)
             r->evcon = evhttp_connection_base_bufferevent_new(hc->base, NULL, bev, r->addr,
                                                               (unsigned short)r->u.port);
         } else {
-            r->evcon = evhttp_connection_base_new(hc->base, NULL, r->addr,
-                                                  (unsigned short)r->u.port);
+            r->evcon =
+                evhttp_connection_base_new(hc->base, NULL, r->addr, (unsigned short)r->u.port);
         }
         if (!r->evcon) {
             req_fail(r, HC_ERR_CONNECT, "cannot create connection%s", NULL);
@@ -435,11 +447,16 @@ static void start_send(struct hc_req *r)
         evhttp_add_header(h, "Authorization", auth);
     }
     enum evhttp_cmd_type cmd = EVHTTP_REQ_GET;
-    if (strcmp(r->method_s, "POST") == 0) cmd = EVHTTP_REQ_POST;
-    else if (strcmp(r->method_s, "PUT") == 0) cmd = EVHTTP_REQ_PUT;
-    else if (strcmp(r->method_s, "DELETE") == 0) cmd = EVHTTP_REQ_DELETE;
-    else if (strcmp(r->method_s, "PATCH") == 0) cmd = EVHTTP_REQ_PATCH;
-    else if (strcmp(r->method_s, "HEAD") == 0) cmd = EVHTTP_REQ_HEAD;
+    if (strcmp(r->method_s, "POST") == 0)
+        cmd = EVHTTP_REQ_POST;
+    else if (strcmp(r->method_s, "PUT") == 0)
+        cmd = EVHTTP_REQ_PUT;
+    else if (strcmp(r->method_s, "DELETE") == 0)
+        cmd = EVHTTP_REQ_DELETE;
+    else if (strcmp(r->method_s, "PATCH") == 0)
+        cmd = EVHTTP_REQ_PATCH;
+    else if (strcmp(r->method_s, "HEAD") == 0)
+        cmd = EVHTTP_REQ_HEAD;
     if (r->body_s || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT) {
         char cl[32];
         size_t n = r->body_s ? r->o.body_len : 0;
@@ -579,8 +596,8 @@ static void req_deadline_cb(evutil_socket_t fd, short ev, void *arg)
         req_fail(r, HC_ERR_MIDSTREAM, "deadline passed while reading the body%s", NULL);
     } else {
         r->result = HC_ERR_TIMEOUT;
-        snprintf(r->errmsg, sizeof r->errmsg, "no answer from %s:%d within the deadline",
-                 r->u.host, r->u.port);
+        snprintf(r->errmsg, sizeof r->errmsg, "no answer from %s:%d within the deadline", r->u.host,
+                 r->u.port);
         r->st = ST_DONE;
         kick_now(r);
     }

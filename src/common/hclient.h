@@ -21,34 +21,34 @@
 
 enum hc_error {
     HC_OK = 0,
-    HC_ERR_RESOLVE,    /* name did not resolve */
-    HC_ERR_CONNECT,    /* no response head: refused, reset, closed before answering */
-    HC_ERR_TIMEOUT,    /* deadline passed before the response head */
-    HC_ERR_MIDSTREAM,  /* failed after the head (body truncated / timed out) */
-    HC_ERR_TOO_LARGE,  /* accumulated body exceeded max_body */
-    HC_ERR_CANCELLED,  /* hc_cancel() */
+    HC_ERR_RESOLVE,   /* name did not resolve */
+    HC_ERR_CONNECT,   /* no response head: refused, reset, closed before answering */
+    HC_ERR_TIMEOUT,   /* deadline passed before the response head */
+    HC_ERR_MIDSTREAM, /* failed after the head (body truncated / timed out) */
+    HC_ERR_TOO_LARGE, /* accumulated body exceeded max_body */
+    HC_ERR_CANCELLED, /* hc_cancel() */
     HC_ERR_BAD_URL,
 };
 
 struct hc_response {
     enum hc_error err;
-    int status;          /* HTTP status, 0 if no head arrived */
-    const char *body;    /* accumulated body (NUL-terminated) unless on_chunk was set */
+    int status;       /* HTTP status, 0 if no head arrived */
+    const char *body; /* accumulated body (NUL-terminated) unless on_chunk was set */
     size_t body_len;
-    const char *errmsg;  /* human text for err != HC_OK */
-    double t_head;       /* seconds from hc_request() to the response head (0 if none) */
-    double t_done;       /* seconds from hc_request() to completion */
+    const char *errmsg; /* human text for err != HC_OK */
+    double t_head;      /* seconds from hc_request() to the response head (0 if none) */
+    double t_done;      /* seconds from hc_request() to completion */
 };
 
 struct hc_opts {
-    const char *method;        /* "GET", "POST", "PUT", "DELETE"; NULL = GET, or POST with a body */
-    const char *url;           /* http://host:port/path?query or https://... */
-    const char *content_type;  /* NULL = application/json when there is a body */
+    const char *method;       /* "GET", "POST", "PUT", "DELETE"; NULL = GET, or POST with a body */
+    const char *url;          /* http://host:port/path?query or https://... */
+    const char *content_type; /* NULL = application/json when there is a body */
     const void *body;
     size_t body_len;
-    const char *bearer;        /* adds Authorization: Bearer <bearer> when not NULL */
-    double timeout_s;          /* whole request deadline; 0 = 60 s */
-    size_t max_body;           /* accumulated body limit; 0 = 64 MiB */
+    const char *bearer; /* adds Authorization: Bearer <bearer> when not NULL */
+    double timeout_s;   /* whole request deadline; 0 = 60 s */
+    size_t max_body;    /* accumulated body limit; 0 = 64 MiB */
     /* Called once when the head arrives (status known). */
     void (*on_head)(void *arg, int status);
     /* When set, body bytes are delivered here as they arrive and not accumulated. */
@@ -63,8 +63,8 @@ struct hclient;
 struct hc_req;
 
 struct hclient_tls_opts {
-    bool insecure;         /* do not verify the peer certificate */
-    const char *ca_file;   /* extra CA bundle (PEM); NULL = system store only */
+    bool insecure;       /* do not verify the peer certificate */
+    const char *ca_file; /* extra CA bundle (PEM); NULL = system store only */
 };
 
 /* NULL on failure.  tls may be NULL (verify against the system store). */

@@ -45,10 +45,10 @@ void relay_free_all(void);
 struct spawn_opts {
     const char *const *argv; /* argv[0] = program path (or /bin/sh) */
     const char *cwd;
-    const int *log_fd;       /* output destination (through a relay) */
+    const int *log_fd; /* output destination (through a relay) */
     bool whole_lines;
-    int pdeath_sig;          /* signal the child gets if the launcher dies */
-    bool own_group;          /* new process group (pgid = pid) instead of the launcher's */
+    int pdeath_sig; /* signal the child gets if the launcher dies */
+    bool own_group; /* new process group (pgid = pid) instead of the launcher's */
 };
 /* fork + exec; stdin = /dev/null; stdout+stderr go to a pipe relayed into
  * *log_fd.  Returns the pid (= process group id with own_group) or -1. */

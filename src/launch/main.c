@@ -33,21 +33,21 @@
 #include "launch.h"
 #include "log.h"
 
-#define WORKER_STABLE_S 30.0  /* a worker up this long resets its back-off */
-#define MODEL_STABLE_S 60.0   /* a model up this long resets its restart budget */
+#define WORKER_STABLE_S 30.0 /* a worker up this long resets its back-off */
+#define MODEL_STABLE_S 60.0  /* a model up this long resets its restart budget */
 #define MODEL_STOP_GRACE_S 10.0
 
 enum lstate { ST_TLS, ST_RUNNING, ST_STOP_WORKER, ST_STOP_MODEL, ST_FAIL_STOP, ST_FAIL_REPORT };
 
 struct child {
     const char *name;
-    pid_t pid;              /* 0 when not running */
-    double started;         /* time_mono() of the last start */
-    int crashes;            /* consecutive unexpected exits */
-    bool stop_requested;    /* we sent SIGTERM */
-    struct event *restart;  /* pending (re)start timer */
-    struct event *kill;     /* SIGKILL after the grace period */
-    int last_status;        /* wait status of the last exit */
+    pid_t pid;             /* 0 when not running */
+    double started;        /* time_mono() of the last start */
+    int crashes;           /* consecutive unexpected exits */
+    bool stop_requested;   /* we sent SIGTERM */
+    struct event *restart; /* pending (re)start timer */
+    struct event *kill;    /* SIGKILL after the grace period */
+    int last_status;       /* wait status of the last exit */
 };
 
 struct launcher {
@@ -64,17 +64,17 @@ struct launcher {
     char lock_path[PATH_MAX];
     char worker_bin[PATH_MAX];
     char model_bin[PATH_MAX];
-    const char *model_cmd;  /* NULL = default sgpu-model serve */
+    const char *model_cmd; /* NULL = default sgpu-model serve */
     int model_port;
     bool model_port_given;
     int worker_port;
     int max_model_restarts;
-    double restart_delay;   /* first model restart delay; doubles */
+    double restart_delay; /* first model restart delay; doubles */
     double backoff_max;
-    double worker_grace;    /* SIGTERM -> SIGKILL for the worker */
+    double worker_grace; /* SIGTERM -> SIGKILL for the worker */
     bool quiet;
-    bool worker_own_group;  /* interactive: keep terminal signals away from the worker */
-    char **worker_args;     /* extra arguments after `--` */
+    bool worker_own_group; /* interactive: keep terminal signals away from the worker */
+    char **worker_args;    /* extra arguments after `--` */
     int n_worker_args;
     const char *sign_url;
     char tls_key[PATH_MAX], tls_cert[PATH_MAX];
@@ -125,7 +125,8 @@ static void usage(FILE *f)
         "                          is restarted at once, then after 0.5, 1, 2 ... s; 30 s of\n"
         "                          uptime resets its back-off.\n"
         "  --stop-timeout SECS     worker drain time after SIGTERM before SIGKILL (default:\n"
-        "                          $SGPU_DRAIN_TIMEOUT + 10, i.e. 40).  The model server gets 10 s.\n"
+        "                          $SGPU_DRAIN_TIMEOUT + 10, i.e. 40).  The model server gets 10 "
+        "s.\n"
         "  --debug-log FILE        the launcher's and the worker's log (default\n"
         "                          <workspace>/debug.log).\n"
         "  --cert-sign-url URL     with USE_SSL=true: POST a CSR here (application/octet-stream)\n"
@@ -310,7 +311,8 @@ static void on_worker_exit(int status)
         double delay = 0;
         if (w->crashes > 1) {
             delay = 0.5;
-            for (int i = 2; i < w->crashes && delay < L.backoff_max; i++) delay *= 2;
+            for (int i = 2; i < w->crashes && delay < L.backoff_max; i++)
+                delay *= 2;
             if (delay > L.backoff_max) delay = L.backoff_max;
         }
         log_warn("worker_crashed", "how=\"%s\" uptime_s=%.1f crashes=%d restart_in_s=%.1f", why, up,
@@ -324,7 +326,8 @@ static void on_worker_exit(int status)
         /* The pair restarts: model first (after its back-off), then the worker. */
         L.model_restart_pending = false;
         double delay = L.restart_delay;
-        for (int i = 1; i < L.model.crashes && delay < L.backoff_max; i++) delay *= 2;
+        for (int i = 1; i < L.model.crashes && delay < L.backoff_max; i++)
+            delay *= 2;
         if (delay > L.backoff_max) delay = L.backoff_max;
         log_info("model_restart_scheduled", "in_s=%.2f attempt=%d max=%d", delay, L.model.crashes,
                  L.max_model_restarts);
@@ -359,8 +362,8 @@ static void on_model_exit(int status)
     if (m->crashes > L.max_model_restarts) {
         char msg[1024];
         if (snprintf(msg, sizeof msg,
-                     "model server exited %d times (max restarts %d); last: %s; see %s",
-                     m->crashes, L.max_model_restarts, why, L.model_log) >= (int)sizeof msg)
+                     "model server exited %d times (max restarts %d); last: %s; see %s", m->crashes,
+                     L.max_model_restarts, why, L.model_log) >= (int)sizeof msg)
             msg[sizeof msg - 1] = '\0';
         begin_fail(msg);
         return;
@@ -381,8 +384,10 @@ static void reap(void)
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) break;
-        if (pid == L.worker.pid) on_worker_exit(status);
-        else if (pid == L.model.pid) on_model_exit(status);
+        if (pid == L.worker.pid)
+            on_worker_exit(status);
+        else if (pid == L.model.pid)
+            on_model_exit(status);
     }
 }
 
@@ -506,7 +511,8 @@ static void start_worker(void)
     const char *argv[64];
     int n = 0;
     argv[n++] = L.worker_bin;
-    for (int i = 0; i < L.n_worker_args && n < 63; i++) argv[n++] = L.worker_args[i];
+    for (int i = 0; i < L.n_worker_args && n < 63; i++)
+        argv[n++] = L.worker_args[i];
     argv[n] = NULL;
     struct spawn_opts so = {
         .argv = argv,
@@ -562,9 +568,10 @@ static void sign_done(void *arg, const struct hc_response *r)
     char q[300];
     log_warn("tls_sign_failed", "attempt=%d status=%d reason=%s", L.sign_attempt, r->status,
              log_quote(q, sizeof q,
-                       r->err != HC_OK ? r->errmsg : r->status == 200 ? "answer is not a PEM "
-                                                                        "certificate"
-                                                                      : "http status"));
+                       r->err != HC_OK    ? r->errmsg
+                       : r->status == 200 ? "answer is not a PEM "
+                                            "certificate"
+                                          : "http status"));
     if (L.sign_attempt >= 5) {
         begin_fail("TLS certificate signing failed after 5 attempts");
         return;
@@ -706,8 +713,22 @@ int main(int argc, char **argv)
         L.model_port_given = true;
     }
 
-    enum { O_WS = 1, O_MCMD, O_MLOG, O_MPORT, O_WBIN, O_MBIN, O_MAXR, O_RDELAY, O_BMAX, O_STOP,
-           O_DLOG, O_SIGN, O_QUIET, O_HELP };
+    enum {
+        O_WS = 1,
+        O_MCMD,
+        O_MLOG,
+        O_MPORT,
+        O_WBIN,
+        O_MBIN,
+        O_MAXR,
+        O_RDELAY,
+        O_BMAX,
+        O_STOP,
+        O_DLOG,
+        O_SIGN,
+        O_QUIET,
+        O_HELP
+    };
     static const struct option opts[] = {
         {"workspace", required_argument, NULL, O_WS},
         {"model-cmd", required_argument, NULL, O_MCMD},
@@ -728,25 +749,53 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         switch (c) {
-        case O_WS: ws = optarg; break;
-        case O_MCMD: L.model_cmd = *optarg ? optarg : NULL; break;
-        case O_MLOG: model_log = optarg; break;
+        case O_WS:
+            ws = optarg;
+            break;
+        case O_MCMD:
+            L.model_cmd = *optarg ? optarg : NULL;
+            break;
+        case O_MLOG:
+            model_log = optarg;
+            break;
         case O_MPORT:
             L.model_port = parse_int("--model-port", optarg, 1, 65535);
             L.model_port_given = true;
             break;
-        case O_WBIN: worker_bin = optarg; break;
-        case O_MBIN: model_bin = optarg; break;
-        case O_MAXR: L.max_model_restarts = parse_int("--max-model-restarts", optarg, 0, 1000000); break;
-        case O_RDELAY: L.restart_delay = parse_secs("--restart-delay", optarg); break;
-        case O_BMAX: L.backoff_max = parse_secs("--backoff-max", optarg); break;
-        case O_STOP: L.worker_grace = parse_secs("--stop-timeout", optarg); break;
-        case O_DLOG: debug_log = optarg; break;
-        case O_SIGN: L.sign_url = optarg; break;
-        case O_QUIET: L.quiet = true; break;
+        case O_WBIN:
+            worker_bin = optarg;
+            break;
+        case O_MBIN:
+            model_bin = optarg;
+            break;
+        case O_MAXR:
+            L.max_model_restarts = parse_int("--max-model-restarts", optarg, 0, 1000000);
+            break;
+        case O_RDELAY:
+            L.restart_delay = parse_secs("--restart-delay", optarg);
+            break;
+        case O_BMAX:
+            L.backoff_max = parse_secs("--backoff-max", optarg);
+            break;
+        case O_STOP:
+            L.worker_grace = parse_secs("--stop-timeout", optarg);
+            break;
+        case O_DLOG:
+            debug_log = optarg;
+            break;
+        case O_SIGN:
+            L.sign_url = optarg;
+            break;
+        case O_QUIET:
+            L.quiet = true;
+            break;
         case 'h':
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     L.worker_args = argv + optind;
@@ -774,8 +823,9 @@ int main(int argc, char **argv)
         ssize_t n = pread(L.lock_fd, buf, sizeof buf - 1, 0);
         buf[n > 0 ? n : 0] = '\0';
         buf[strcspn(buf, "\n")] = '\0';
-        die(3, "another sgpu-launch (pid %s) is already running in %s (lock %s); refusing to start "
-               "a second instance",
+        die(3,
+            "another sgpu-launch (pid %s) is already running in %s (lock %s); refusing to start "
+            "a second instance",
             buf[0] ? buf : "?", L.workspace, L.lock_path);
     }
     if (ftruncate(L.lock_fd, 0) == 0) {
@@ -790,8 +840,9 @@ int main(int argc, char **argv)
         die(2, "worker program '%s' not found (next to sgpu-launch or in $PATH); use --worker-bin",
             worker_bin);
     if (!L.model_cmd && proc_find_program(model_bin, L.model_bin, sizeof L.model_bin) != 0)
-        die(2, "model program '%s' not found (next to sgpu-launch or in $PATH); use --model-bin or "
-               "--model-cmd",
+        die(2,
+            "model program '%s' not found (next to sgpu-launch or in $PATH); use --model-bin or "
+            "--model-cmd",
             model_bin);
 
     /* Ports. */
@@ -809,26 +860,32 @@ int main(int argc, char **argv)
     if (!L.model_port) L.model_port = 5001;
     int e = port_free("0.0.0.0", L.worker_port);
     if (e)
-        die(4, "port %d (WORKER_PORT) is not available: %s; is another worker (or PyWorker) already "
-               "running on this machine?",
+        die(4,
+            "port %d (WORKER_PORT) is not available: %s; is another worker (or PyWorker) already "
+            "running on this machine?",
             L.worker_port, strerror(e));
     if (!L.model_cmd || L.model_port_given) {
         if (L.model_port == L.worker_port)
             die(2, "model port and WORKER_PORT are both %d", L.model_port);
         e = port_free("127.0.0.1", L.model_port);
         if (e)
-            die(4, "model port %d is not available: %s; another model server may be running "
-                   "(use --model-port N)",
+            die(4,
+                "model port %d is not available: %s; another model server may be running "
+                "(use --model-port N)",
                 L.model_port, strerror(e));
     }
 
     /* Logs. */
-    if (model_log && *model_log) snprintf(L.model_log, sizeof L.model_log, "%s", model_log);
+    if (model_log && *model_log)
+        snprintf(L.model_log, sizeof L.model_log, "%s", model_log);
     else if (getenv("MODEL_LOG") && *getenv("MODEL_LOG"))
         snprintf(L.model_log, sizeof L.model_log, "%s", getenv("MODEL_LOG"));
-    else snprintf(L.model_log, sizeof L.model_log, "%s/model.log", L.workspace);
-    if (debug_log && *debug_log) snprintf(L.debug_log, sizeof L.debug_log, "%s", debug_log);
-    else snprintf(L.debug_log, sizeof L.debug_log, "%s/debug.log", L.workspace);
+    else
+        snprintf(L.model_log, sizeof L.model_log, "%s/model.log", L.workspace);
+    if (debug_log && *debug_log)
+        snprintf(L.debug_log, sizeof L.debug_log, "%s", debug_log);
+    else
+        snprintf(L.debug_log, sizeof L.debug_log, "%s/debug.log", L.workspace);
     /* relative paths would change meaning in the children's cwd */
     char absbuf[PATH_MAX];
     if (L.model_log[0] != '/' && getcwd(absbuf, sizeof absbuf)) {
@@ -906,7 +963,8 @@ int main(int argc, char **argv)
     /* Children still alive here only after a forced exit path. */
     if (L.worker.pid > 0) proc_signal(L.worker.pid, SIGKILL);
     if (L.model.pid > 0) proc_signal(L.model.pid, SIGKILL);
-    for (int i = 0; i < 6; i++) event_free(sigs[i]);
+    for (int i = 0; i < 6; i++)
+        event_free(sigs[i]);
     event_free(L.model.restart);
     event_free(L.worker.restart);
     event_free(L.model.kill);

@@ -104,7 +104,8 @@ static void relay_cb(evutil_socket_t fd, short what, void *arg)
         }
         /* Write up to the last newline; keep the tail for later. */
         size_t last = (size_t)n;
-        while (last > 0 && buf[last - 1] != '\n') last--;
+        while (last > 0 && buf[last - 1] != '\n')
+            last--;
         if (last > 0) {
             if (r->partial.len) {
                 write_dst(r->dst, r->partial.data, r->partial.len);

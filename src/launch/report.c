@@ -21,14 +21,26 @@ void json_put_string(struct sbuf *out, const char *s)
     sbuf_putc(out, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': sbuf_puts(out, "\\\""); break;
-        case '\\': sbuf_puts(out, "\\\\"); break;
-        case '\n': sbuf_puts(out, "\\n"); break;
-        case '\r': sbuf_puts(out, "\\r"); break;
-        case '\t': sbuf_puts(out, "\\t"); break;
+        case '"':
+            sbuf_puts(out, "\\\"");
+            break;
+        case '\\':
+            sbuf_puts(out, "\\\\");
+            break;
+        case '\n':
+            sbuf_puts(out, "\\n");
+            break;
+        case '\r':
+            sbuf_puts(out, "\\r");
+            break;
+        case '\t':
+            sbuf_puts(out, "\\t");
+            break;
         default:
-            if (*p < 0x20 || *p >= 0x7f) sbuf_printf(out, "\\u%04x", *p >= 0x7f ? 0xfffd : *p);
-            else sbuf_putc(out, (char)*p);
+            if (*p < 0x20 || *p >= 0x7f)
+                sbuf_printf(out, "\\u%04x", *p >= 0x7f ? 0xfffd : *p);
+            else
+                sbuf_putc(out, (char)*p);
         }
     }
     sbuf_putc(out, '"');
@@ -165,8 +177,10 @@ int report_error_send(struct event_base *base, struct hclient *hc, const char *e
         /* trim spaces and trailing slashes, then append /worker_status/ */
         const char *s = p;
         size_t sl = l;
-        while (sl && (*s == ' ')) s++, sl--;
-        while (sl && (s[sl - 1] == ' ' || s[sl - 1] == '/')) sl--;
+        while (sl && (*s == ' '))
+            s++, sl--;
+        while (sl && (s[sl - 1] == ' ' || s[sl - 1] == '/'))
+            sl--;
         if (sl > 0 && sl < 900) {
             struct rep_one *o = calloc(1, sizeof *o);
             if (o) {
