@@ -341,6 +341,30 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.routes(e)[0]["api_key"], "envkey")
 
+    def test_tls_worker_verified_with_cacert(self):
+        crt, key = os.path.join(self.tmp, "w.crt"), os.path.join(self.tmp, "w.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=worker", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", crt], check=True, capture_output=True)
+        w = self.worker()
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        w.socket = ctx.wrap_socket(w.socket, server_side=True)
+        url = "https://127.0.0.1:%d" % w.server_address[1]
+        e = self.engine([("grant", url)])
+        r = self.sgpu("--cacert", crt, "call", "--endpoint", "demo", "--data", "{}", engine=e)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["grant"], url)
+        # not trusted: refused (never sent), after the bounded attempts
+        n = len(w.calls)
+        r = self.sgpu("call", "--endpoint", "demo", "--data", "{}", "--max-attempts", "2",
+                      engine=e)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(len(w.calls), n)
+        r = self.sgpu("--insecure", "call", "--endpoint", "demo", "--data", "{}", engine=e)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     # ---- load ----------------------------------------------------------------
 
     def test_load_spreads_and_summarises(self):

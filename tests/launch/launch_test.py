@@ -131,7 +131,7 @@ class SinkHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class LaunchTest(unittest.TestCase):
+class LaunchBase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="sgpu-launch-test-")
         self.ws = os.path.join(self.tmp, "ws")
@@ -202,8 +202,8 @@ class LaunchTest(unittest.TestCase):
         p.communicate(timeout=30)
         return p.returncode
 
-    # ---- tests -------------------------------------------------------------------
 
+class LaunchTest(LaunchBase):
     def test_help_documents_options(self):
         r = subprocess.run([LAUNCH, "--help"], capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 0)
@@ -434,6 +434,162 @@ class LaunchTest(unittest.TestCase):
         self.assertIn(b"BEGIN CERTIFICATE REQUEST", body)
         self.assertEqual(read(os.path.join(self.ws, "instance.crt")), read(crt))
         self.assertEqual(self.stop(p), 0)
+
+
+class StatusSink(http.server.ThreadingHTTPServer):
+    """A minimal engine stand-in for the real worker: records /worker_status/ bodies,
+    serves GET /pubkey/, accepts /delete_requests/."""
+
+    daemon_threads = True
+
+    def __init__(self, pubkey_pem):
+        self.reports = []
+        self.pubkey = pubkey_pem
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), StatusHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server_address[1]
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+class StatusHandler(http.server.BaseHTTPRequestHandler):
+    def _answer(self, body, ctype="application/json"):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._answer(self.server.pubkey, "text/plain")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        if self.path == "/worker_status/":
+            with self.server.lock:
+                self.server.reports.append(json.loads(body))
+        self._answer(b'{"success": true}')
+
+    def log_message(self, *a):
+        pass
+
+
+REAL = [os.path.join(BIN, b) for b in ("sgpu-worker", "sgpu-model", "sgpu")]
+
+
+@unittest.skipUnless(all(os.access(b, os.X_OK) for b in REAL), "sgpu-worker/sgpu-model not built")
+class LaunchRealTest(LaunchBase):
+    """The launcher with the real sgpu-worker and sgpu-model (default model command)."""
+
+    def setUp(self):
+        super().setUp()
+        subprocess.run([os.path.join(BIN, "sgpu"), "keygen", "--out",
+                        os.path.join(self.tmp, "k")], check=True, capture_output=True)
+        with open(os.path.join(self.tmp, "k.pub.pem"), "rb") as f:
+            self.sink = StatusSink(f.read())
+        self.sinks.append(self.sink)
+
+    def real_env(self, **kw):
+        e = self.env(REPORT_ADDR=self.sink.url, CONTAINER_ID="5", UNSECURED="true",
+                     SGPU_BENCHMARK="false", SGPU_HEALTH_INTERVAL="0.2",
+                     SGPU_REPORT_INTERVAL="1", **kw)
+        return e
+
+    def launch_real(self, *args, env=None, model_cmd=None):
+        cmd = [LAUNCH, "--workspace", self.ws, "--model-port", str(free_port())] + list(args)
+        if model_cmd:
+            cmd += ["--model-cmd", model_cmd]
+        p = subprocess.Popen(cmd, env=env or self.real_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def ready_reports(self):
+        with self.sink.lock:
+            return [r for r in self.sink.reports if r.get("max_perf", 0) > 0 and
+                    not r.get("error_msg")]
+
+    def worker_pids(self, lpid):
+        try:
+            with open("/proc/%d/task/%d/children" % (lpid, lpid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+        out = []
+        for k in kids:
+            try:
+                with open("/proc/%d/cmdline" % k, "rb") as f:
+                    if f.read().split(b"\0")[0].endswith(b"sgpu-worker"):
+                        out.append(k)
+            except OSError:
+                pass
+        return out
+
+    def test_real_pair_serves_heals_and_stops_in_order(self):
+        env = self.real_env()
+        p = self.launch_real(env=env)
+        wait_for(self.ready_reports, what="a ready report from the real worker")
+        port = env["WORKER_PORT"]
+        auth = {"cost": 100.0, "endpoint": "e", "reqnum": 1, "request_idx": 1,
+                "signature": "", "url": "http://127.0.0.1:%s" % port}  # UNSECURED=true
+        body = json.dumps({"auth_data": auth, "payload": {"inputs": "Hi",
+                           "parameters": {"max_new_tokens": 4}}}).encode()
+        import urllib.request
+        req = urllib.request.Request("http://127.0.0.1:%s/generate" % port, data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            self.assertIn("generated_text", json.loads(r.read()))
+        (wpid,) = wait_for(lambda: self.worker_pids(p.pid), what="worker pid")
+        n = len(self.ready_reports())
+        os.kill(wpid, signal.SIGKILL)
+        wait_for(lambda: [x for x in self.worker_pids(p.pid) if x != wpid], what="new worker")
+        wait_for(lambda: len(self.ready_reports()) > n, what="ready again after the restart")
+        self.assertEqual(self.stop(p), 0)
+        dlog = read(os.path.join(self.ws, "debug.log"))
+        self.assertIn("comp=worker event=draining", dlog)
+        self.assertLess(dlog.rindex("event=worker_exited"), dlog.rindex("event=stopping child=model"))
+        self.assertIn("event=model_exited", dlog)
+
+    def test_real_worker_serves_tls_with_generated_certificate(self):
+        env = self.real_env(USE_SSL="true")
+        p = self.launch_real(env=env)
+        rep = wait_for(self.ready_reports, what="a ready report")[-1]
+        port = env["WORKER_PORT"]
+        self.assertTrue(rep["url"].startswith("https://"), rep)
+        # the self-signed certificate verifies for 127.0.0.1 when trusted as its own CA
+        ctx = ssl.create_default_context(cafile=os.path.join(self.ws, "instance.crt"))
+        auth = {"cost": 100.0, "endpoint": "e", "reqnum": 1, "request_idx": 1,
+                "signature": "", "url": "https://127.0.0.1:%s" % port}
+        body = json.dumps({"auth_data": auth, "payload": {"inputs": "Hi",
+                           "parameters": {"max_new_tokens": 2}}}).encode()
+        import urllib.request
+        req = urllib.request.Request("https://127.0.0.1:%s/generate" % port, data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
+            self.assertIn("generated_text", json.loads(r.read()))
+        self.assertEqual(self.stop(p), 0)
+
+    def test_real_model_failure_is_reported(self):
+        bad = "%s serve --model %s --port %d" % (os.path.join(BIN, "sgpu-model"),
+                                                 os.path.join(self.tmp, "missing.gguf"),
+                                                 free_port())
+        p = self.launch_real("--max-model-restarts", "1", "--restart-delay", "0.05",
+                             model_cmd=bad)
+        p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 1)
+        with self.sink.lock:
+            errs = [r for r in self.sink.reports if "model server exited" in r.get("error_msg", "")]
+        self.assertEqual(len(errs), 1)
+        self.assertEqual(errs[0]["id"], 5)
+        self.assertIn("missing.gguf", read(os.path.join(self.ws, "model.log")) +
+                      read(os.path.join(self.ws, "model.log.old")))
 
 
 if __name__ == "__main__":
