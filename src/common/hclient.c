@@ -297,6 +297,27 @@ static void error_cb(enum evhttp_request_error e, void *arg)
     r->err_type = (int)e;
 }
 
+/* Why a TLS connection failed (certificate verification or handshake), or "". */
+static void tls_error(struct hc_req *r, char *out, size_t n)
+{
+    out[0] = '\0';
+    struct bufferevent *bev = r->evcon ? evhttp_connection_get_bufferevent(r->evcon) : NULL;
+    if (!bev) return;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long e, last = 0;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0)
+        last = e;
+    if (vr != X509_V_OK) {
+        snprintf(out, n, "TLS certificate verification failed: %s",
+                 X509_verify_cert_error_string(vr));
+    } else if (last) {
+        char buf[256];
+        ERR_error_string_n(last, buf, sizeof buf);
+        snprintf(out, n, "TLS error: %s", buf);
+    }
+}
+
 static void done_cb(struct evhttp_request *ereq, void *arg)
 {
     struct hc_req *r = arg;
@@ -327,13 +348,17 @@ static void done_cb(struct evhttp_request *ereq, void *arg)
         kick_now(r);
         return;
     } else {
+        int saved = errno;
         r->result = r->err_type == EVREQ_HTTP_TIMEOUT ? HC_ERR_TIMEOUT : HC_ERR_CONNECT;
+        char tlsmsg[300] = "";
+        if (r->u.tls) tls_error(r, tlsmsg, sizeof tlsmsg);
         snprintf(r->errmsg, sizeof r->errmsg, "%s %s:%d: %s",
                  r->result == HC_ERR_TIMEOUT ? "timeout talking to" : "cannot reach", r->u.host,
                  r->u.port,
-                 r->err_type == EVREQ_HTTP_TIMEOUT ? "timed out"
-                 : errno                           ? strerror(errno)
-                                                   : "connection closed without a response");
+                 tlsmsg[0]                           ? tlsmsg
+                 : r->err_type == EVREQ_HTTP_TIMEOUT ? "timed out"
+                 : saved                             ? strerror(saved)
+                                                     : "connection closed without a response");
     }
     r->st = ST_DONE;
     kick_now(r);

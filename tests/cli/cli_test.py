@@ -361,6 +361,7 @@ class CliTest(unittest.TestCase):
         r = self.sgpu("call", "--endpoint", "demo", "--data", "{}", "--max-attempts", "2",
                       engine=e)
         self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("TLS certificate verification failed", r.stderr)
         self.assertEqual(len(w.calls), n)
         r = self.sgpu("--insecure", "call", "--endpoint", "demo", "--data", "{}", engine=e)
         self.assertEqual(r.returncode, 0, r.stderr)
