@@ -49,13 +49,7 @@ class RealWorkers(unittest.TestCase):
         cls.eng = el.Engine("--drain-grace-s", "1", "--unavailable-after-s", "30",
                             "--stable-window-s", "3", "--scale-down-delay-s", "1",
                             tick_ms=100)
-        stub = el.binpath("fixtures/stub_model")
-        cls.launch = {
-            "model_cmd": stub + " --port {model_port} --log \"$MODEL_LOG\"",
-            "env": {"BACKEND": "tgi", "SGPU_BENCHMARK_RUNS": "1", "SGPU_REPORT_INTERVAL": "1",
-                    "SGPU_LOG_LEVEL": "info", "SGPU_DRAIN_TIMEOUT": "2"},
-            "args": ["--stop-timeout", "5"],
-        }
+        cls.launch = cls.launch_spec()
         for scheme in ("url", "fields-v2"):
             cls.eng.create_endpoint("real-" + scheme, min_load=1, min_workers=0, max_workers=1,
                                     target_util=1.0, cold_mult=1, max_queue_time=30,
@@ -64,6 +58,16 @@ class RealWorkers(unittest.TestCase):
         el.wait_for(lambda: all(any(w["status"] == "idle" for w in cls.eng.workers("real-" + s))
                                 for s in ("url", "fields-v2")), timeout=60,
                     what="real workers ready")
+
+    @staticmethod
+    def launch_spec():
+        stub = el.binpath("fixtures/stub_model")
+        return {
+            "model_cmd": stub + " --port {model_port} --log \"$MODEL_LOG\"",
+            "env": {"BACKEND": "tgi", "SGPU_BENCHMARK_RUNS": "1", "SGPU_REPORT_INTERVAL": "1",
+                    "SGPU_LOG_LEVEL": "info", "SGPU_DRAIN_TIMEOUT": "2"},
+            "args": ["--stop-timeout", "5"],
+        }
 
     @classmethod
     def tearDownClass(cls):
@@ -151,6 +155,48 @@ class RealWorkers(unittest.TestCase):
         after = [x for x in e.events("real-url") if x["kind"] == "create"]
         self.assertEqual(len(before), len(after))
         self.assertTrue([x for x in e.events("real-url") if x["kind"] == "start"])
+
+
+class ReadoptLocal(unittest.TestCase):
+    """--keep-workers: the engine exits, its sgpu-launch instance keeps running; the next engine
+    (same data dir and address) re-attaches it by pid and routes to it; then destroys it."""
+
+    def setUp(self):
+        for n in NEED:
+            if not os.access(el.binpath(n), os.X_OK):
+                raise unittest.SkipTest("missing " + n)
+
+    def test_readopt(self):
+        e = el.Engine("--keep-workers", tick_ms=100)
+        pid = None
+        try:
+            launch = dict(RealWorkers.launch_spec())
+            e.create_endpoint("ra", min_load=1, min_workers=0, max_workers=1, target_util=1.0,
+                              cold_mult=1, inactivity_timeout=0)
+            e.create_group("ra", "local", launch)
+            w = el.wait_for(lambda: [x for x in e.workers("ra") if x["status"] == "idle"],
+                            timeout=60, what="idle")[0]
+            pid = int(w["instance"].split(":")[1])
+            port = e.port
+            e.stop()
+            self.assertTrue(pid_alive(pid), "instance should survive --keep-workers")
+            e.extra = ["--listen", "127.0.0.1:%d" % port]  # same address: reports keep coming
+            e.start()
+            w2 = el.wait_for(lambda: [x for x in e.workers("ra") if x["status"] == "idle"],
+                             timeout=60, what="re-adopted idle")[0]
+            self.assertEqual((w2["id"], w2["instance"]), (w["id"], w["instance"]))
+            st, g = e.route("ra", cost=4)
+            self.assertIn("url", g)
+            st, body = post(g["url"], "/generate", {"auth_data": g, "payload": {
+                "inputs": "x", "parameters": {"max_new_tokens": 2}}})
+            self.assertEqual(st, 200, body)
+            self.assertEqual(len([x for x in e.events("ra") if x["kind"] == "create"]), 1)
+            e.stop()  # without --keep-workers now: the adopted instance is destroyed
+            el.wait_for(lambda: not pid_alive(pid), timeout=30, what="instance gone")
+        finally:
+            if pid and pid_alive(pid):
+                os.kill(pid, 9)
+            e.close()
 
 
 if __name__ == "__main__":
