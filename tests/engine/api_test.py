@@ -171,6 +171,39 @@ class Api(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertIsNone(e.proc.poll())
 
+    def test_random_bodies_every_route(self):
+        """Seeded random JSON built from the keys each route reads, with values of every type."""
+        import random
+        rnd = random.Random(1127)
+        keys = ["endpoint", "api_key", "cost", "request_idx", "replay_timeout", "id", "mtoken",
+                "max_perf", "cur_load", "url", "error_msg", "num_requests_working", "loadtime",
+                "working_request_idxs", "worker_id", "request_idxs", "requests", "success",
+                "endpoint_name", "min_load", "max_workers", "target_util", "sig_scheme",
+                "provider", "launch", "endpoint_id", "tail", "cold_workers", "gpu_ram"]
+
+        def val(d=0):
+            k = rnd.randrange(11 if d < 3 else 8)
+            gens = [lambda: None, lambda: True, lambda: rnd.randint(-2**70, 2**70),
+                    lambda: rnd.choice([0, 1, -1, 2**63, 7]),
+                    lambda: rnd.uniform(-1e300, 1e300),
+                    lambda: rnd.choice([0.0, -0.0, 1e-300, 0.5]),
+                    lambda: "".join(chr(rnd.randrange(1, 0x2FFFF)) for _ in range(rnd.randrange(8))),
+                    lambda: rnd.choice(["", "url", "local", "command", "http://x", "ep", "1"]),
+                    lambda: [val(d + 1) for _ in range(rnd.randrange(4))],
+                    lambda: {rnd.choice(keys): val(d + 1) for _ in range(rnd.randrange(4))},
+                    lambda: {"create": val(d + 1), "destroy": "true", "env": val(d + 1)}]
+            return gens[k]()
+
+        e = self.eng
+        for path in ROUTES_POST:
+            for _ in range(120):
+                body = {rnd.choice(keys): val() for _ in range(rnd.randrange(1, 6))}
+                data = json.dumps(body, ensure_ascii=rnd.random() < 0.5).encode("utf-8", "surrogatepass")
+                st, out, _ = e.raw("POST", path, data, {"Authorization": "Bearer " + e.key})
+                self.assertLess(st, 500, (path, data[:200], out[:200]))
+        st, _, _ = e.raw("GET", "/health")
+        self.assertEqual(st, 200)
+
     def test_route_errors_are_precise(self):
         e = self.eng
         st, r = e.call("POST", "/route/", {"api_key": e.key, "cost": 1}, key=False)
