@@ -137,6 +137,14 @@ def main():
         json.dump(envelope(g, payload), f)
     with open(direct, "w") as f:
         json.dump(payload, f)
+    bigp = {"inputs": "word " * 20000, "parameters": {"max_new_tokens": 16}, "list": list(range(2000))}
+    big, bigdirect = os.path.join(tmp, "big.json"), os.path.join(tmp, "bigpayload.json")
+    with open(big, "w") as f:
+        json.dump(envelope(g, bigp), f)
+    with open(bigdirect, "w") as f:
+        json.dump(bigp, f)
+    sizes = {"1k": (os.path.getsize(body), os.path.getsize(direct)),
+             "110k": (os.path.getsize(big), os.path.getsize(bigdirect))}
     stub = Stub()
     base_env = {"BACKEND": "generic", "MODEL_SERVER_URL": stub.url, "REPORT_ADDR": "",
                 "PUBKEY_FILE": os.path.join(tmp, "pub.pem"), "SGPU_MAX_QUEUE_TIME": "none"}
@@ -162,17 +170,19 @@ def main():
         sink.stop()
 
         for c in (1, 32):
-            rows[("direct", c)] = wrk(stub.url + "/bench", direct, c, lua)
+            rows[("direct", "1k", c)] = wrk(stub.url + "/bench", direct, c, lua)
+        rows[("direct", "110k", 1)] = wrk(stub.url + "/bench", bigdirect, 1, lua)
         for name, cache in (("worker, RSA verify per request", "0"), ("worker, cached url grants", "256")):
             p, port, _ = start_worker(dict(base_env, SGPU_URL_CACHE=cache), tmp)
             first_answer(port, "/health")
-            for c in (1, 32):
+            runs = [("1k", 1), ("1k", 32)] + ([("110k", 1)] if cache != "0" else [])
+            for size, c in runs:
                 t0 = cpu_ticks(p.pid)
-                r = wrk("http://127.0.0.1:%d/bench" % port, body, c, lua)
+                r = wrk("http://127.0.0.1:%d/bench" % port, body if size == "1k" else big, c, lua)
                 r["cpu_us"] = (cpu_ticks(p.pid) - t0) / TCK / r["n"] * 1e6
                 r["rss"] = rss_kib(p.pid)
                 r["hwm"] = rss_kib(p.pid, "VmHWM")
-                rows[(name, c)] = r
+                rows[(name, size, c)] = r
             stop(p)
 
         # streamed chunk delay (TGI stream, 40 events, 10 ms apart)
@@ -188,15 +198,16 @@ def main():
     def med(v):
         return statistics.median(v)
 
-    print("| path | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | x direct | worker CPU us/req | RSS KiB (peak) | non-2xx |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (name, c), r in sorted(rows.items(), key=lambda kv: (kv[0][0] != "direct", kv[0][0], kv[0][1])):
-        d = rows[("direct", c)]
+    print("| path | body B (worker / direct) | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | x direct | worker CPU us/req | RSS KiB (peak) | non-2xx |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, size, c), r in sorted(rows.items(), key=lambda kv: (kv[0][1] != "1k", kv[0][0] != "direct", kv[0][0], kv[0][2])):
+        d = rows[("direct", size, c)]
+        sz = "%d / %d" % sizes[size]
         if name == "direct":
-            print("| direct to stub | %d | %.0f | %.3f | %.3f | - | - | 1.00 | - | - | %d |" % (c, r["rps"], r["p50"], r["p99"], r["bad"]))
+            print("| direct to stub | %s | %d | %.0f | %.3f | %.3f | - | - | 1.00 | - | - | %d |" % (sz, c, r["rps"], r["p50"], r["p99"], r["bad"]))
         else:
-            print("| %s | %d | %.0f | %.3f | %.3f | %+.3f | %+.3f | %.2f | %.1f | %d (%d) | %d |" % (
-                name, c, r["rps"], r["p50"], r["p99"], r["p50"] - d["p50"], r["p99"] - d["p99"],
+            print("| %s | %s | %d | %.0f | %.3f | %.3f | %+.3f | %+.3f | %.2f | %.1f | %d (%d) | %d |" % (
+                name, sz, c, r["rps"], r["p50"], r["p99"], r["p50"] - d["p50"], r["p99"] - d["p99"],
                 r["rps"] / d["rps"], r["cpu_us"], r["rss"], r["hwm"], r["bad"]))
     print()
     print("| start-up (median) | ms |")
