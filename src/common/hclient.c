@@ -357,6 +357,7 @@ static void done_cb(struct evhttp_request *ereq, void *arg)
                  r->u.port,
                  tlsmsg[0]                           ? tlsmsg
                  : r->err_type == EVREQ_HTTP_TIMEOUT ? "timed out"
+                 : saved == ENOTCONN                 ? "connection refused or closed"
                  : saved                             ? strerror(saved)
                                                      : "connection closed without a response");
     }

@@ -40,6 +40,8 @@ FILE *logs_tee_open(int *fd, bool also_stderr);
  * launcher's own lines never split a child's line).  Frees itself at EOF. */
 struct relay;
 struct relay *relay_new(struct event_base *base, int pipe_fd, const int *dst_fd, bool whole_lines);
+/* With whole_lines: keep the child's last non-empty output line in `buf` (NUL-terminated). */
+void relay_track_last_line(struct relay *r, char *buf, size_t n);
 void relay_free_all(void);
 
 struct spawn_opts {
@@ -47,8 +49,10 @@ struct spawn_opts {
     const char *cwd;
     const int *log_fd; /* output destination (through a relay) */
     bool whole_lines;
-    int pdeath_sig; /* signal the child gets if the launcher dies */
-    bool own_group; /* new process group (pgid = pid) instead of the launcher's */
+    int pdeath_sig;  /* signal the child gets if the launcher dies */
+    bool own_group;  /* new process group (pgid = pid) instead of the launcher's */
+    char *last_line; /* optional: receives the last output line (whole_lines only) */
+    size_t last_line_len;
 };
 /* fork + exec; stdin = /dev/null; stdout+stderr go to a pipe relayed into
  * *log_fd.  Returns the pid (= process group id with own_group) or -1. */

@@ -36,6 +36,8 @@
 #define WORKER_STABLE_S 30.0 /* a worker up this long resets its back-off */
 #define MODEL_STABLE_S 60.0  /* a model up this long resets its restart budget */
 #define MODEL_STOP_GRACE_S 10.0
+#define WORKER_SETUP_FAILS 3 /* consecutive exit-2-at-start of the worker before giving up */
+#define WORKER_SETUP_WINDOW_S 5.0
 
 enum lstate { ST_TLS, ST_RUNNING, ST_STOP_WORKER, ST_STOP_MODEL, ST_FAIL_STOP, ST_FAIL_REPORT };
 
@@ -84,6 +86,8 @@ struct launcher {
     FILE *tee;
 
     struct child model, worker;
+    int worker_setup_fails;     /* consecutive exits with status 2 within WORKER_SETUP_WINDOW_S */
+    char worker_last_line[512]; /* last output line of the current worker */
     bool model_restart_pending; /* model crashed: restart the pair once the worker is down */
     char fail_msg[1024];
 
@@ -123,7 +127,8 @@ static void usage(FILE *f)
         "                          capped by --backoff-max).\n"
         "  --backoff-max SECS      cap of the restart back-offs (default 30).  A crashed worker\n"
         "                          is restarted at once, then after 0.5, 1, 2 ... s; 30 s of\n"
-        "                          uptime resets its back-off.\n"
+        "                          uptime resets its back-off.  A worker that exits 2 (configuration\n"
+        "                          error) 3 times within 5 s of starting is reported instead.\n"
         "  --stop-timeout SECS     worker drain time after SIGTERM before SIGKILL (default:\n"
         "                          $SGPU_DRAIN_TIMEOUT + 10, i.e. 40).  The model server gets 10 "
         "s.\n"
@@ -304,7 +309,18 @@ static void on_worker_exit(int status)
     evtimer_del(w->kill);
     if (expected || !live()) {
         log_info("worker_exited", "how=\"%s\" uptime_s=%.1f", why, up);
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && up < WORKER_SETUP_WINDOW_S &&
+               ++L.worker_setup_fails >= WORKER_SETUP_FAILS) {
+        /* sgpu-worker exits 2 on a configuration error: restarting cannot help. */
+        char msg[1024];
+        if (snprintf(msg, sizeof msg, "Worker Server failed to launch (%s, %d times): %s", why,
+                     L.worker_setup_fails,
+                     L.worker_last_line[0] ? L.worker_last_line : "no output") >= (int)sizeof msg)
+            msg[sizeof msg - 1] = '\0';
+        begin_fail(msg);
+        return;
     } else {
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 2)) L.worker_setup_fails = 0;
         if (up >= WORKER_STABLE_S) w->crashes = 0;
         w->crashes++;
         /* at once, then 0.5 s, 1 s, 2 s, ... capped */
@@ -521,6 +537,8 @@ static void start_worker(void)
         .whole_lines = true,
         .pdeath_sig = SIGTERM,
         .own_group = L.worker_own_group,
+        .last_line = L.worker_last_line,
+        .last_line_len = sizeof L.worker_last_line,
     };
     pid_t pid = proc_spawn(L.base, &so);
     if (pid < 0) {

@@ -34,6 +34,8 @@ struct relay {
     bool whole_lines;
     struct event *ev;
     struct sbuf partial;
+    char *last; /* optional last-line buffer (not owned) */
+    size_t last_n;
 };
 
 static struct relay *relays;
@@ -49,6 +51,29 @@ static void write_dst(const int *dst, const char *p, size_t n)
         p += w;
         n -= (size_t)w;
     }
+}
+
+/* Remembers the last non-empty line of the complete lines in p[0..n). */
+static void note_last_line(struct relay *r, const char *p, size_t n)
+{
+    if (!r->last || n == 0) return;
+    size_t end = n;
+    while (end > 0 && (p[end - 1] == '\n' || p[end - 1] == '\r'))
+        end--;
+    if (end == 0) return;
+    size_t start = end;
+    while (start > 0 && p[start - 1] != '\n')
+        start--;
+    size_t l = end - start < r->last_n - 1 ? end - start : r->last_n - 1;
+    memcpy(r->last, p + start, l);
+    r->last[l] = '\0';
+}
+
+void relay_track_last_line(struct relay *r, char *buf, size_t n)
+{
+    r->last = buf;
+    r->last_n = n;
+    if (n) buf[0] = '\0';
 }
 
 static void relay_free(struct relay *r)
@@ -112,6 +137,7 @@ static void relay_cb(evutil_socket_t fd, short what, void *arg)
                 sbuf_reset(&r->partial);
             }
             write_dst(r->dst, buf, last);
+            note_last_line(r, buf, last);
         }
         sbuf_append(&r->partial, buf + last, (size_t)n - last);
         if (r->partial.len > RELAY_MAX_PARTIAL) {
@@ -208,7 +234,11 @@ pid_t proc_spawn(struct event_base *base, const struct spawn_opts *o)
     if (o->own_group) setpgid(pid, pid);
     close(p[1]);
     fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
-    if (!relay_new(base, p[0], o->log_fd, o->whole_lines)) close(p[0]);
+    struct relay *r = relay_new(base, p[0], o->log_fd, o->whole_lines);
+    if (!r)
+        close(p[0]);
+    else if (o->last_line)
+        relay_track_last_line(r, o->last_line, o->last_line_len);
     return pid;
 }
 

@@ -311,6 +311,25 @@ class LaunchTest(LaunchBase):
         self.assertEqual(len(self.events_of("term")), len(self.events_of("start")))
         self.assertIn("event=giving_up", read(os.path.join(self.ws, "debug.log")))
 
+    def test_worker_config_error_is_reported_not_looped(self):
+        sink = Sink()
+        self.sinks.append(sink)
+        bad = os.path.join(self.tmp, "bad-worker")
+        with open(bad, "w") as f:
+            f.write('#!/bin/sh\necho "worker: invalid FOO value" >&2\nexit 2\n')
+        os.chmod(bad, 0o755)
+        cmd = [LAUNCH, "--workspace", self.ws, "--worker-bin", bad, "--model-cmd", MODEL_CMD]
+        p = subprocess.Popen(cmd, env=self.env(REPORT_ADDR=sink.url), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        self.procs.append(p)
+        p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 1)
+        (post,) = sink.posts
+        msg = json.loads(post[2])["error_msg"]
+        self.assertIn("Worker Server failed to launch", msg)
+        self.assertIn("worker: invalid FOO value", msg)
+        self.assertIn("term model", read(self.events))  # the model server was stopped
+
     def test_model_crash_restarts_pair(self):
         # the model dies once (flag file), then stays up
         flag = os.path.join(self.tmp, "crashed-once")
