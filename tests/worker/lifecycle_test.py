@@ -29,11 +29,11 @@ def append(path, line):
 
 class LogPatterns(WorkerTestCase, unittest.TestCase):
     def test_load_line_then_ready_and_loadtime(self):
-        self.start({"UNSECURED": "1"}, load_delay_ms=600, wait_ready=False)
+        self.start({"UNSECURED": "1"}, load_delay_ms=2000, wait_ready=False)
         self.assertIn(self.worker.status()["phase"], ("loading", "benchmarking"))
         self.worker.wait_phase("ready")
         st = self.worker.status()
-        self.assertGreater(st["loadtime"], 0.3)
+        self.assertGreater(st["loadtime"], 0.1)
         self.assertGreater(st["max_perf"], 0)
 
     def test_error_pattern_is_fatal_and_reported(self):
@@ -145,7 +145,7 @@ class Benchmark(WorkerTestCase, unittest.TestCase):
 class Health(WorkerTestCase, unittest.TestCase):
     def test_one_blip_is_not_fatal_persistent_failure_is(self):
         self.start({"UNSECURED": "1", "MODEL_HEALTH_ENDPOINT": "/health", "SGPU_HEALTH_INTERVAL": "0.1",
-                    "SGPU_HEALTH_FAILURES": "4"})
+                    "SGPU_HEALTH_FAILURES": "15"})
         n = self.stub.stats()["health_checks"]
         self.stub.control({"health": 503})
         wait_for(lambda: self.stub.stats()["health_checks"] >= n + 1, 5)
@@ -158,7 +158,7 @@ class Health(WorkerTestCase, unittest.TestCase):
 
     def test_health_gated_readiness_without_log(self):
         self.start({"UNSECURED": "1", "MODEL_HEALTH_ENDPOINT": "/health", "SGPU_HEALTH_INTERVAL": "0.1"},
-                   stub_log=False, load_delay_ms=700, wait_ready=False)
+                   stub_log=False, load_delay_ms=2000, wait_ready=False)
         self.assertNotEqual(self.worker.status()["phase"], "ready")
         self.worker.wait_phase("ready", 10)
 

@@ -240,7 +240,7 @@ class Serial(WorkerTestCase, unittest.TestCase):
 
 class NotReady(WorkerTestCase, unittest.TestCase):
     def test_503_until_loaded(self):
-        self.start({"UNSECURED": "1"}, load_delay_ms=1500, wait_ready=False)
+        self.start({"UNSECURED": "1"}, load_delay_ms=3000, wait_ready=False)
         r = self.worker.post("/generate", envelope(AUTH, tgi_payload()))
         self.assertEqual(r.status, 503)
         self.assertEqual(r.header("Retry-After"), "5")
