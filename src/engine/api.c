@@ -72,7 +72,8 @@ static int parse_body(struct ctx *c)
     size_t len;
     const char *p = http_request_body(c->req, &len);
     size_t i = 0;
-    while (i < len && isspace((unsigned char)p[i])) i++;
+    while (i < len && isspace((unsigned char)p[i]))
+        i++;
     if (i == len) return 0;
     if (len > MAX_BODY) {
         reply_err(c, 413, "too_large", "body larger than %u bytes", MAX_BODY);
@@ -88,11 +89,11 @@ static int parse_body(struct ctx *c)
     if (!o || jerr != json_tokener_success) {
         json_object_put(o);
         reply_err(c, 400, "bad_json", "body is not valid JSON: %s",
-                  jerr == json_tokener_continue ? "unexpected end"
-                                                : json_tokener_error_desc(jerr));
+                  jerr == json_tokener_continue ? "unexpected end" : json_tokener_error_desc(jerr));
         return -1;
     }
-    while (end < len && isspace((unsigned char)p[end])) end++;
+    while (end < len && isspace((unsigned char)p[end]))
+        end++;
     if (end != len) {
         json_object_put(o);
         reply_err(c, 400, "bad_json", "trailing data after the JSON value");
@@ -192,7 +193,8 @@ static const char *api_key_of(struct ctx *c)
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
     if (h && strncasecmp(h, "Bearer ", 7) == 0) {
         h += 7;
-        while (*h == ' ') h++;
+        while (*h == ' ')
+            h++;
         return h;
     }
     struct json_object *v = field(c, "api_key");
@@ -205,7 +207,8 @@ static bool key_eq(const char *a, const char *b)
     size_t n = strlen(b);
     if (!a || strlen(a) != n || n == 0) return false;
     unsigned d = 0;
-    for (size_t i = 0; i < n; i++) d |= (unsigned char)(a[i] ^ b[i]);
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
     return d == 0;
 }
 
@@ -294,7 +297,8 @@ static void h_route(struct ctx *c)
     if (r == 0) name = query(c, "endpoint");
     double cost = 100.0, rt = 0;
     int64_t idx = 0;
-    if (get_number(c, "cost", 0, 1e12, &cost) < 0 || get_int(c, "request_idx", 0, INT64_MAX / 2, &idx) < 0 ||
+    if (get_number(c, "cost", 0, 1e12, &cost) < 0 ||
+        get_int(c, "request_idx", 0, INT64_MAX / 2, &idx) < 0 ||
         get_number(c, "replay_timeout", 0, 86400, &rt) < 0) {
         *e->c_routes_error += 1;
         return;
@@ -337,8 +341,14 @@ static void h_worker_status(struct ctx *c)
     }
     char err[300] = "";
     int st = lifecycle_report(c->e, c->body, err, sizeof err);
-    if (st == 200) reply_ok(c);
-    else reply_err(c, st, st == 404 ? "not_found" : st == 403 ? "forbidden" : "bad_request", "%s", err);
+    if (st == 200)
+        reply_ok(c);
+    else
+        reply_err(c, st,
+                  st == 404   ? "not_found"
+                  : st == 403 ? "forbidden"
+                              : "bad_request",
+                  "%s", err);
 }
 
 static void h_delete_requests(struct ctx *c)
@@ -392,8 +402,10 @@ static void h_delete_requests(struct ctx *c)
             if (!json_object_is_type(o, json_type_object) ||
                 !json_object_object_get_ex(o, "request_idx", &ri) ||
                 !json_object_is_type(ri, json_type_int)) {
-                reply_err(c, 400, "bad_request", "requests[%zu] must be an object with an integer "
-                          "request_idx", i);
+                reply_err(c, 400, "bad_request",
+                          "requests[%zu] must be an object with an integer "
+                          "request_idx",
+                          i);
                 return;
             }
         }
@@ -419,7 +431,8 @@ static struct endpoint *endpoint_from_body(struct ctx *c)
             return NULL;
         }
     }
-    struct endpoint *ep = name ? state_endpoint_by_name(c->e, name) : state_endpoint_by_id(c->e, id);
+    struct endpoint *ep =
+        name ? state_endpoint_by_name(c->e, name) : state_endpoint_by_id(c->e, id);
     if (ep && ep->deleting) ep = NULL;
     if (!auth_endpoint(c, ep)) return NULL;
     if (!ep) {
@@ -435,7 +448,8 @@ static void workers_list(struct engine *e, struct endpoint *ep, int64_t wg_id, s
     bool first = true;
     /* oldest first: the list is kept newest-first, so collect then reverse */
     size_t n = 0;
-    for (struct worker *w = e->workers; w; w = w->next) n++;
+    for (struct worker *w = e->workers; w; w = w->next)
+        n++;
     struct worker **v = calloc(n + 1, sizeof *v);
     if (!v) abort();
     size_t k = 0;
@@ -487,7 +501,8 @@ static void h_get_autogroup_workers(struct ctx *c)
     sbuf_free(&out);
 }
 
-static void tail_into(struct sbuf *out, const char *key, struct sbuf *text, int64_t tail, bool comma)
+static void tail_into(struct sbuf *out, const char *key, struct sbuf *text, int64_t tail,
+                      bool comma)
 {
     const char *p = text->data ? text->data : "";
     size_t n = text->len;
@@ -568,7 +583,8 @@ static void h_endpoints(struct ctx *c)
             return;
         }
         if (!config_name_valid(name)) {
-            reply_err(c, 400, "bad_request", "endpoint_name must be 1-64 characters of "
+            reply_err(c, 400, "bad_request",
+                      "endpoint_name must be 1-64 characters of "
                       "[A-Za-z0-9._-]");
             return;
         }
@@ -626,7 +642,8 @@ static void h_endpoints(struct ctx *c)
         if (get_string(c, "endpoint_name", &name) < 0) return;
         if (name && strcmp(name, ep->name) != 0) {
             if (!config_name_valid(name)) {
-                reply_err(c, 400, "bad_request", "endpoint_name must be 1-64 characters of "
+                reply_err(c, 400, "bad_request",
+                          "endpoint_name must be 1-64 characters of "
                           "[A-Za-z0-9._-]");
                 return;
             }
@@ -738,7 +755,8 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         }
         const char *name = NULL, *prov = NULL;
         int64_t eid = 0;
-        if (get_string(c, "endpoint_name", &name) < 0 || get_int(c, "endpoint_id", 1, INT64_MAX / 2, &eid) < 0 ||
+        if (get_string(c, "endpoint_name", &name) < 0 ||
+            get_int(c, "endpoint_id", 1, INT64_MAX / 2, &eid) < 0 ||
             get_string(c, "provider", &prov) < 0)
             return;
         if (!name && !eid) {

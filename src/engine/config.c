@@ -27,19 +27,26 @@ void config_params_default(struct ep_params *p)
 const char *config_scheme_name(enum sig_scheme s)
 {
     switch (s) {
-    case SIG_URL: return "url";
-    case SIG_FIELDS_V2: return "fields-v2";
-    case SIG_FIELDS_V1: return "fields-v1";
+    case SIG_URL:
+        return "url";
+    case SIG_FIELDS_V2:
+        return "fields-v2";
+    case SIG_FIELDS_V1:
+        return "fields-v1";
     }
     return "url";
 }
 
 int config_scheme_parse(const char *s, enum sig_scheme *out)
 {
-    if (strcmp(s, "url") == 0) *out = SIG_URL;
-    else if (strcmp(s, "fields-v2") == 0) *out = SIG_FIELDS_V2;
-    else if (strcmp(s, "fields-v1") == 0) *out = SIG_FIELDS_V1;
-    else return -1;
+    if (strcmp(s, "url") == 0)
+        *out = SIG_URL;
+    else if (strcmp(s, "fields-v2") == 0)
+        *out = SIG_FIELDS_V2;
+    else if (strcmp(s, "fields-v1") == 0)
+        *out = SIG_FIELDS_V1;
+    else
+        return -1;
     return 0;
 }
 
@@ -265,24 +272,24 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
             rc = parse_double(name, val, 1, 60000, &d);
             o->tick_ms = (int)d;
         } else {
-            static const struct {
+            const struct {
                 const char *flag;
-                size_t off;
+                double *dst;
             } dbl[] = {
-                {"--unavailable-after-s", offsetof(struct engine_opts, unavailable_after_s)},
-                {"--unavailable-destroy-s", offsetof(struct engine_opts, unavailable_destroy_s)},
-                {"--drain-grace-s", offsetof(struct engine_opts, drain_grace_s)},
-                {"--drain-timeout-s", offsetof(struct engine_opts, drain_timeout_s)},
-                {"--scale-down-delay-s", offsetof(struct engine_opts, scale_down_delay_s)},
-                {"--stable-window-s", offsetof(struct engine_opts, stable_window_s)},
-                {"--panic-window-s", offsetof(struct engine_opts, panic_window_s)},
-                {"--provider-timeout-s", offsetof(struct engine_opts, provider_timeout_s)},
-                {"--error-backoff-s", offsetof(struct engine_opts, error_backoff_s)},
+                {"--unavailable-after-s", &o->unavailable_after_s},
+                {"--unavailable-destroy-s", &o->unavailable_destroy_s},
+                {"--drain-grace-s", &o->drain_grace_s},
+                {"--drain-timeout-s", &o->drain_timeout_s},
+                {"--scale-down-delay-s", &o->scale_down_delay_s},
+                {"--stable-window-s", &o->stable_window_s},
+                {"--panic-window-s", &o->panic_window_s},
+                {"--provider-timeout-s", &o->provider_timeout_s},
+                {"--error-backoff-s", &o->error_backoff_s},
             };
             size_t k;
             for (k = 0; k < sizeof dbl / sizeof dbl[0]; k++) {
                 if (strcmp(name, dbl[k].flag) == 0) {
-                    rc = parse_double(name, val, 0, 1e7, (double *)((char *)o + dbl[k].off));
+                    rc = parse_double(name, val, 0, 1e7, dbl[k].dst);
                     break;
                 }
             }

@@ -19,8 +19,8 @@
 #include "sbuf.h"
 
 #define EP_NAME_MAX 64
-#define API_KEY_LEN 40 /* hex chars */
-#define MTOKEN_LEN 32  /* hex chars */
+#define API_KEY_LEN 40   /* hex chars */
+#define MTOKEN_LEN 32    /* hex chars */
 #define SCALER_HIST 4096 /* ticks of target history kept for scale-down hysteresis */
 
 struct engine;
@@ -34,14 +34,14 @@ struct workergroup;
 enum sig_scheme { SIG_URL = 0, SIG_FIELDS_V2 = 1, SIG_FIELDS_V1 = 2 };
 
 struct ep_params {
-    double min_load;          /* perf units/s */
-    double min_cold_load;     /* perf units/s */
-    double target_util;       /* (0, 1] */
-    double cold_mult;         /* >= 1 */
-    int min_workers;          /* a.k.a. cold_workers */
+    double min_load;      /* perf units/s */
+    double min_cold_load; /* perf units/s */
+    double target_util;   /* (0, 1] */
+    double cold_mult;     /* >= 1 */
+    int min_workers;      /* a.k.a. cold_workers */
     int max_workers;
-    double max_queue_time;    /* s */
-    double target_queue_time; /* s; 0 = off */
+    double max_queue_time;     /* s */
+    double target_queue_time;  /* s; 0 = off */
     double inactivity_timeout; /* s; 0 = no gate, < 0 = never to zero */
     enum sig_scheme sig_scheme;
 };
@@ -114,18 +114,18 @@ struct endpoint {
     /* runtime */
     struct worker **ws; /* workers of this endpoint */
     size_t nws, capws;
-    double arrivals;        /* cost of new requests since the last tick */
+    double arrivals;           /* cost of new requests since the last tick */
     double lam_fast, lam_slow; /* smoothed demand, cost/s */
-    double last_request_mono; /* 0 = none since start */
-    double perf_est;        /* median measured max_perf; 0 = unknown */
+    double last_request_mono;  /* 0 = none since start */
+    double perf_est;           /* median measured max_perf; 0 = unknown */
     bool had_worker;
     struct qreq *qhead, *qtail;
     size_t qlen;
     struct idmap *qmap; /* request_idx -> struct qreq */
     size_t q_active;    /* waiting requests polled recently (counted each tick) */
     bool want_scale_up;
-    int create_fails;     /* consecutive failed creates (back-off) */
-    double create_after;  /* mono: no create before this */
+    int create_fails;    /* consecutive failed creates (back-off) */
+    double create_after; /* mono: no create before this */
     /* hysteresis: active targets of recent ticks (ring) */
     struct {
         double t;
@@ -158,7 +158,7 @@ struct worker {
     enum wstate state;
     enum wintent intent;
     bool draining;
-    bool retired; /* endpoint/workergroup deleted: drain, then destroy */
+    bool retired;  /* endpoint/workergroup deleted: drain, then destroy */
     bool reported; /* at least one report since (re)start */
     double drain_since_mono, state_since_mono;
     char url[512];
@@ -224,7 +224,7 @@ struct workergroup *state_wg_by_id(struct engine *e, int64_t id);
 struct workergroup *state_wg_for_endpoint(struct engine *e, int64_t endpoint_id);
 struct worker *state_worker_by_id(struct engine *e, int64_t id);
 struct endpoint *state_endpoint_add(struct engine *e, struct endpoint *ep); /* takes ownership */
-void state_endpoint_remove(struct engine *e, struct endpoint *ep);         /* frees */
+void state_endpoint_remove(struct engine *e, struct endpoint *ep);          /* frees */
 struct workergroup *state_wg_add(struct engine *e, struct workergroup *g);
 void state_wg_remove(struct engine *e, struct workergroup *g);
 struct worker *state_worker_add(struct engine *e, struct worker *w);
@@ -272,11 +272,11 @@ void router_status_json(struct endpoint *ep, struct sbuf *out);
 /* ---- scaler.c: pure scaling math (unit-tested) ---- */
 struct scaler_in {
     struct ep_params p;
-    double load;         /* predicted demand, cost/s */
-    double perf_est;     /* per-worker perf; 0 = unknown */
-    double ready_cap;    /* sum of max_perf of routable workers */
-    double queue_time;   /* observed, s */
-    size_t qlen;         /* global queue length */
+    double load;       /* predicted demand, cost/s */
+    double perf_est;   /* per-worker perf; 0 = unknown */
+    double ready_cap;  /* sum of max_perf of routable workers */
+    double queue_time; /* observed, s */
+    size_t qlen;       /* global queue length */
     int ready, pending_active, stopped, pending_park, total;
     bool inactive_allowed; /* provider can park workers */
     bool recently_active;  /* within inactivity_timeout (or timeout < 0) */

@@ -75,7 +75,8 @@ void idmap_put(struct idmap *m, int64_t k, void *v)
     }
     if ((m->len + 1) * 4 > m->cap * 3) grow(m);
     size_t i = hash(k, m->cap);
-    while (m->s[i].v && m->s[i].k != k) i = (i + 1) & (m->cap - 1);
+    while (m->s[i].v && m->s[i].k != k)
+        i = (i + 1) & (m->cap - 1);
     if (!m->s[i].v) m->len++;
     m->s[i].k = k;
     m->s[i].v = v;
@@ -85,7 +86,8 @@ void idmap_del(struct idmap *m, int64_t k)
 {
     size_t mask = m->cap - 1;
     size_t i = hash(k, m->cap);
-    while (m->s[i].v && m->s[i].k != k) i = (i + 1) & mask;
+    while (m->s[i].v && m->s[i].k != k)
+        i = (i + 1) & mask;
     if (!m->s[i].v) return;
     m->s[i].v = NULL;
     m->len--;

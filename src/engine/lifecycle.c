@@ -17,7 +17,16 @@
 #include "log.h"
 #include "pyjson.h"
 
-enum { ACT_CREATE, ACT_START, ACT_STOP, ACT_DESTROY, ACT_DRAIN, ACT_UNDRAIN, ACT_DECISION, ACT_ERR };
+enum {
+    ACT_CREATE,
+    ACT_START,
+    ACT_STOP,
+    ACT_DESTROY,
+    ACT_DRAIN,
+    ACT_UNDRAIN,
+    ACT_DECISION,
+    ACT_ERR
+};
 
 static const char *const op_names[] = {"create", "start", "stop", "destroy"};
 
@@ -38,14 +47,22 @@ void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct w
         store_event_add(e->store, time_wall(), ep ? ep->id : 0, w ? w->id : 0, kind,
                         reason ? reason : "", inputs ? inputs : "{}");
     int a = -1;
-    if (strcmp(kind, "create") == 0) a = ACT_CREATE;
-    else if (strcmp(kind, "start") == 0) a = ACT_START;
-    else if (strcmp(kind, "stop") == 0) a = ACT_STOP;
-    else if (strcmp(kind, "destroy") == 0) a = ACT_DESTROY;
-    else if (strcmp(kind, "drain") == 0) a = ACT_DRAIN;
-    else if (strcmp(kind, "undrain") == 0) a = ACT_UNDRAIN;
-    else if (strcmp(kind, "decision") == 0) a = ACT_DECISION;
-    else if (strcmp(kind, "op_failed") == 0) a = ACT_ERR;
+    if (strcmp(kind, "create") == 0)
+        a = ACT_CREATE;
+    else if (strcmp(kind, "start") == 0)
+        a = ACT_START;
+    else if (strcmp(kind, "stop") == 0)
+        a = ACT_STOP;
+    else if (strcmp(kind, "destroy") == 0)
+        a = ACT_DESTROY;
+    else if (strcmp(kind, "drain") == 0)
+        a = ACT_DRAIN;
+    else if (strcmp(kind, "undrain") == 0)
+        a = ACT_UNDRAIN;
+    else if (strcmp(kind, "decision") == 0)
+        a = ACT_DECISION;
+    else if (strcmp(kind, "op_failed") == 0)
+        a = ACT_ERR;
     if (a >= 0 && e->c_actions[a]) *e->c_actions[a] += 1;
 }
 
@@ -232,14 +249,15 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         /* constant-time compare over the stored length */
         size_t n = strlen(w->mtoken);
         unsigned diff = strlen(tok) != n;
-        for (size_t i = 0; i < n; i++) diff |= (unsigned)(w->mtoken[i] ^ tok[i < strlen(tok) ? i : 0]);
+        for (size_t i = 0; i < n; i++)
+            diff |= (unsigned)(w->mtoken[i] ^ tok[i < strlen(tok) ? i : 0]);
         if (diff) {
             snprintf(err, errlen, "mtoken does not match worker %lld", (long long)w->id);
             return 403;
         }
     }
-    double loadtime = -1, cur_load = -1, new_load = -1, rej_load = -1, max_perf = -1,
-           cur_perf = -1, disk = 0, nwork = -1;
+    double loadtime = -1, cur_load = -1, new_load = -1, rej_load = -1, max_perf = -1, cur_perf = -1,
+           disk = 0, nwork = -1;
     char url[512], version[32], emsg[512];
     url[0] = version[0] = emsg[0] = '\0';
     if (field_num(b, "loadtime", true, &loadtime, err, errlen) < 0 ||
@@ -305,10 +323,11 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         if (w->max_perf > 0 && w->url[0]) {
             state_set(e, w, WS_IDLE, "ready (report)");
             if (ep) ep->create_fails = 0;
-        }
-        else state_set(e, w, WS_MODEL_LOADING, "loading (report)");
+        } else
+            state_set(e, w, WS_MODEL_LOADING, "loading (report)");
         break;
-    default: break; /* engine-driven states are not changed by reports */
+    default:
+        break; /* engine-driven states are not changed by reports */
     }
     return 200;
 }
@@ -329,7 +348,8 @@ static void retire(struct engine *e, struct worker *w)
 
 void lifecycle_retire_endpoint(struct engine *e, struct endpoint *ep)
 {
-    for (size_t i = 0; i < ep->nws; i++) retire(e, ep->ws[i]);
+    for (size_t i = 0; i < ep->nws; i++)
+        retire(e, ep->ws[i]);
 }
 
 void lifecycle_retire_wg(struct engine *e, struct workergroup *g)
@@ -362,10 +382,20 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                         const struct scaler_out *out)
 {
     char b[16][40];
-    const double vals[] = {in->load, ep->lam_fast, ep->lam_slow, in->perf_est, in->ready_cap,
-                           in->queue_time, out->active_cap, out->inactive_cap, in->p.min_load,
-                           in->p.target_util, in->p.cold_mult, in->p.min_cold_load,
-                           in->p.target_queue_time, in->p.inactivity_timeout};
+    const double vals[] = {in->load,
+                           ep->lam_fast,
+                           ep->lam_slow,
+                           in->perf_est,
+                           in->ready_cap,
+                           in->queue_time,
+                           out->active_cap,
+                           out->inactive_cap,
+                           in->p.min_load,
+                           in->p.target_util,
+                           in->p.cold_mult,
+                           in->p.min_cold_load,
+                           in->p.target_queue_time,
+                           in->p.inactivity_timeout};
     for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
         pyj_format_float(isfinite(vals[k]) ? vals[k] : -1, b[k], sizeof b[k]);
     sbuf_printf(o,
@@ -401,7 +431,8 @@ static void check_reports(struct engine *e, double now)
             if (now - seen > lim) state_set(e, w, WS_UNAVAILABLE, "no report");
             break;
         }
-        default: break;
+        default:
+            break;
         }
     }
 }
@@ -675,7 +706,8 @@ void lifecycle_tick(struct engine *e)
         gn = g->next;
         if (!g->deleting) continue;
         bool any = false;
-        for (struct worker *w = e->workers; w && !any; w = w->next) any = w->wg_id == g->id;
+        for (struct worker *w = e->workers; w && !any; w = w->next)
+            any = w->wg_id == g->id;
         if (!any) {
             store_wg_delete(e->store, g->id);
             state_wg_remove(e, g);
@@ -694,8 +726,10 @@ void lifecycle_tick(struct engine *e)
 
 void lifecycle_shutdown(struct engine *e)
 {
-    for (struct worker *w = e->workers; w; w = w->next) provider_shutdown(e, w, e->opts.keep_workers);
+    for (struct worker *w = e->workers; w; w = w->next)
+        provider_shutdown(e, w, e->opts.keep_workers);
     local_shutdown_wait(e);
-    for (struct worker *w = e->workers; w; w = w->next) store_worker_save(e->store, w);
+    for (struct worker *w = e->workers; w; w = w->next)
+        store_worker_save(e->store, w);
     store_flush(e->store);
 }

@@ -101,7 +101,8 @@ static void adopt_workers(struct engine *e)
             w->state = WS_IDLE;
             w->intent = WI_PARK;
             break;
-        default: break;
+        default:
+            break;
         }
         struct workergroup *g = state_wg_by_id(e, w->wg_id);
         provider_adopt(e, g, w);
@@ -186,7 +187,8 @@ int main(int argc, char **argv)
             (int)sizeof e->public_url)
             return 1;
         size_t l = strlen(e->public_url);
-        while (l > 0 && e->public_url[l - 1] == '/') e->public_url[--l] = '\0';
+        while (l > 0 && e->public_url[l - 1] == '/')
+            e->public_url[--l] = '\0';
     } else {
         const char *h = e->opts.listen_host;
         if (strcmp(h, "0.0.0.0") == 0 || !*h) h = "127.0.0.1";
@@ -221,8 +223,10 @@ int main(int argc, char **argv)
     event_add(sint, NULL);
 
     size_t nep = 0, nw = 0;
-    for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) nep++;
-    for (struct worker *w = e->workers; w; w = w->next) nw++;
+    for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
+        nep++;
+    for (struct worker *w = e->workers; w; w = w->next)
+        nw++;
     log_info("listening", "port=%d url=%s data_dir=%s endpoints=%zu workers=%zu tick_ms=%d", port,
              e->public_url, e->opts.data_dir, nep, nw, e->opts.tick_ms);
 
@@ -235,9 +239,12 @@ int main(int argc, char **argv)
     event_free(sint);
     evhttp_free(e->http);
     proc_fini(e);
-    while (e->workers) state_worker_remove(e, e->workers);
-    while (e->wgs) state_wg_remove(e, e->wgs);
-    while (e->endpoints) state_endpoint_remove(e, e->endpoints);
+    while (e->workers)
+        state_worker_remove(e, e->workers);
+    while (e->wgs)
+        state_wg_remove(e, e->wgs);
+    while (e->endpoints)
+        state_endpoint_remove(e, e->endpoints);
     idmap_free(e->worker_by_id);
     store_close(e->store);
     rsa_privkey_free(e->key);

@@ -22,10 +22,11 @@ void emetrics_init(struct engine *e)
         snprintf(n, sizeof n, "sgpu_engine_signatures_total{scheme=\"%s\"}", schemes[i]);
         e->c_sign[i] = metrics_counter(m, n, "RSA signatures computed");
     }
-    e->c_reports = metrics_counter(m, "sgpu_engine_worker_reports_total", "Accepted /worker_status/ reports");
+    e->c_reports =
+        metrics_counter(m, "sgpu_engine_worker_reports_total", "Accepted /worker_status/ reports");
     e->c_deletes = metrics_counter(m, "sgpu_engine_delete_requests_total",
                                    "Request ids closed through /delete_requests/");
-    static const char *const acts[] = {"create", "start", "stop", "destroy",
+    static const char *const acts[] = {"create", "start",   "stop",     "destroy",
                                        "drain",  "undrain", "decision", "op_failed"};
     for (int i = 0; i < 8; i++) {
         char n[128];

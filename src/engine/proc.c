@@ -103,7 +103,8 @@ static void on_sigchld(evutil_socket_t fd, short what, void *arg)
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) break;
         struct proc *p = procs;
-        while (p && p->pid != pid) p = p->next;
+        while (p && p->pid != pid)
+            p = p->next;
         if (!p) continue;
         p->exited = true;
         p->status = status;
@@ -199,7 +200,8 @@ int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, voi
 char **proc_env_build(const char *const *extra, size_t nextra)
 {
     size_t n = 0;
-    while (environ[n]) n++;
+    while (environ[n])
+        n++;
     char **env = calloc(n + nextra + 1, sizeof *env);
     if (!env) abort();
     size_t k = 0;
@@ -229,7 +231,8 @@ char **proc_env_build(const char *const *extra, size_t nextra)
 void proc_env_free(char **env)
 {
     if (!env) return;
-    for (char **p = env; *p; p++) free(*p);
+    for (char **p = env; *p; p++)
+        free(*p);
     free(env);
 }
 
@@ -247,8 +250,8 @@ unsigned long long proc_start_time(int pid)
     char *p = strrchr(buf, ')');
     if (!p) return 0;
     p++;
-    char *tok = strtok(p, " "); /* field 3: state */
-    if (tok && tok[0] == 'Z') return 0;     /* zombie = gone */
+    char *tok = strtok(p, " ");         /* field 3: state */
+    if (tok && tok[0] == 'Z') return 0; /* zombie = gone */
     int field = 3;
     while (tok && field < 22) {
         tok = strtok(NULL, " ");

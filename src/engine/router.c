@@ -31,10 +31,14 @@ static bool worker_full(const struct endpoint *ep, const struct worker *w, doubl
 
 static void q_unlink(struct endpoint *ep, struct qreq *q)
 {
-    if (q->prev) q->prev->next = q->next;
-    else ep->qhead = q->next;
-    if (q->next) q->next->prev = q->prev;
-    else ep->qtail = q->prev;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        ep->qhead = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        ep->qtail = q->prev;
     idmap_del(ep->qmap, q->request_idx);
     ep->qlen--;
     free(q);
@@ -42,7 +46,8 @@ static void q_unlink(struct endpoint *ep, struct qreq *q)
 
 void router_queue_clear(struct endpoint *ep)
 {
-    while (ep->qhead) q_unlink(ep, ep->qhead);
+    while (ep->qhead)
+        q_unlink(ep, ep->qhead);
     idmap_free(ep->qmap);
     ep->qmap = NULL;
 }
@@ -69,7 +74,8 @@ void router_expire(struct engine *e, struct endpoint *ep, double now)
 void router_status_json(struct endpoint *ep, struct sbuf *out)
 {
     int counts[WS__COUNT] = {0};
-    for (size_t i = 0; i < ep->nws; i++) counts[ep->ws[i]->state]++;
+    for (size_t i = 0; i < ep->nws; i++)
+        counts[ep->ws[i]->state]++;
     sbuf_putc(out, '{');
     bool first = true;
     for (int s = 0; s < WS__COUNT; s++) {
@@ -111,8 +117,8 @@ static uint64_t rng_next(void)
 static void put_uuid4(struct sbuf *out)
 {
     uint64_t a = rng_next(), b = rng_next();
-    a = (a & ~0xF000ull) | 0x4000ull;                 /* version 4 */
-    b = (b & ~(3ull << 62)) | (2ull << 62);           /* variant 10 */
+    a = (a & ~0xF000ull) | 0x4000ull;       /* version 4 */
+    b = (b & ~(3ull << 62)) | (2ull << 62); /* variant 10 */
     sbuf_printf(out, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(a >> 32),
                 (unsigned long long)((a >> 16) & 0xFFFF), (unsigned long long)(a & 0xFFFF),
                 (unsigned long long)(b >> 48), (unsigned long long)(b & 0xFFFFFFFFFFFFull));
@@ -188,8 +194,10 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
             q->first_mono = q->last_poll_mono = now;
             q->timeout_s = replay_timeout > 0 ? replay_timeout : 60.0;
             q->prev = ep->qtail;
-            if (ep->qtail) ep->qtail->next = q;
-            else ep->qhead = q;
+            if (ep->qtail)
+                ep->qtail->next = q;
+            else
+                ep->qhead = q;
             ep->qtail = q;
             ep->qlen++;
             ep->q_active++;
@@ -214,7 +222,8 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
         out->len = mark;
         if (out->data) out->data[mark] = '\0';
         *e->c_routes_error += 1;
-        sbuf_puts(out, "{\"success\": false, \"error\": \"internal\", \"msg\": \"signing failed\"}");
+        sbuf_puts(out,
+                  "{\"success\": false, \"error\": \"internal\", \"msg\": \"signing failed\"}");
         return 500;
     }
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);

@@ -38,15 +38,17 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
     }
 
     int a;
-    if (cap <= 0) a = 0;
-    else if (pe <= 0) a = 1; /* unknown perf: one worker until the first benchmark */
-    else a = ceil_div(cap, pe);
+    if (cap <= 0)
+        a = 0;
+    else if (pe <= 0)
+        a = 1; /* unknown perf: one worker until the first benchmark */
+    else
+        a = ceil_div(cap, pe);
     if (in->qlen > 0 && a < 1) {
         a = 1;
         reason = "queue_waiting";
     }
-    if (fast && a <= in->ready + in->pending_active && in->ready > 0 &&
-        in->pending_active == 0) {
+    if (fast && a <= in->ready + in->pending_active && in->ready > 0 && in->pending_active == 0) {
         /* the queue says we are short although the estimate says we are not: add one */
         a = in->ready + 1;
     }
@@ -67,8 +69,10 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         int i1 = p->min_workers - a;
         int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * cap, pe) : 0;
         int i3;
-        if (pe > 0) i3 = ceil_div(p->min_cold_load - cap, pe);
-        else i3 = p->min_cold_load > cap ? 1 : 0;
+        if (pe > 0)
+            i3 = ceil_div(p->min_cold_load - cap, pe);
+        else
+            i3 = p->min_cold_load > cap ? 1 : 0;
         i = i1;
         if (i2 > i) i = i2;
         if (i3 > i) i = i3;

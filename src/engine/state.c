@@ -13,8 +13,8 @@
 #include "pyjson.h"
 
 static const char *const state_names[WS__COUNT] = {
-    "creating", "loading", "model_loading", "idle",      "stopping",
-    "stopped",  "starting", "error",        "unavailable", "destroying",
+    "creating", "loading",  "model_loading", "idle",        "stopping",
+    "stopped",  "starting", "error",         "unavailable", "destroying",
 };
 
 const char *state_name(enum wstate s)
@@ -65,7 +65,8 @@ struct worker *state_worker_by_id(struct engine *e, int64_t id)
 struct endpoint *state_endpoint_add(struct engine *e, struct endpoint *ep)
 {
     struct endpoint **pp = &e->endpoints;
-    while (*pp) pp = &(*pp)->next;
+    while (*pp)
+        pp = &(*pp)->next;
     *pp = ep;
     ep->next = NULL;
     if (ep->id >= e->next_endpoint_id) e->next_endpoint_id = ep->id + 1;
@@ -92,7 +93,8 @@ void state_endpoint_remove(struct engine *e, struct endpoint *ep)
 struct workergroup *state_wg_add(struct engine *e, struct workergroup *g)
 {
     struct workergroup **pp = &e->wgs;
-    while (*pp) pp = &(*pp)->next;
+    while (*pp)
+        pp = &(*pp)->next;
     *pp = g;
     g->next = NULL;
     if (g->id >= e->next_wg_id) e->next_wg_id = g->id + 1;
@@ -181,7 +183,8 @@ int state_random_hex(char *out, size_t n)
         got += (size_t)r;
     }
     static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) out[i] = hx[(raw[i / 2] >> ((i & 1) ? 0 : 4)) & 15];
+    for (size_t i = 0; i < n; i++)
+        out[i] = hx[(raw[i / 2] >> ((i & 1) ? 0 : 4)) & 15];
     out[n] = '\0';
     return 0;
 }

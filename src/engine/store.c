@@ -133,9 +133,9 @@ struct store *store_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     sqlite3_busy_timeout(s->db, 2000);
-    if (exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
-                "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);") !=
-        0) {
+    if (exec(s,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
+             "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);") != 0) {
         snprintf(err, errlen, "cannot initialise %s", path);
         store_close(s);
         return NULL;
@@ -157,7 +157,8 @@ struct store *store_open(const char *path, char *err, size_t errlen)
             return NULL;
         }
         snprintf(v, sizeof v, "%d", k + 1);
-        sqlite3_stmt *st = prep(s, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)");
+        sqlite3_stmt *st =
+            prep(s, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)");
         if (!st || (sqlite3_bind_text(st, 1, v, -1, SQLITE_STATIC), step_done(s, st)) ||
             exec(s, "COMMIT")) {
             snprintf(err, errlen, "migration to schema %d failed", k + 1);
@@ -247,11 +248,11 @@ int store_wg_delete(struct store *s, int64_t id)
 int store_worker_save(struct store *s, const struct worker *w)
 {
     if (txn(s)) return -1;
-    sqlite3_stmt *st = prep(
-        s, "INSERT OR REPLACE INTO workers(id, endpoint_id, workergroup_id, state, intent,"
-           " draining, retired, url, mtoken, version, error_msg, instance, pid, pid_start,"
-           " max_perf, reqnum, created_at, started_at, loaded_at, last_report_at)"
-           " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    sqlite3_stmt *st =
+        prep(s, "INSERT OR REPLACE INTO workers(id, endpoint_id, workergroup_id, state, intent,"
+                " draining, retired, url, mtoken, version, error_msg, instance, pid, pid_start,"
+                " max_perf, reqnum, created_at, started_at, loaded_at, last_report_at)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -1;
     int i = 1;
     sqlite3_bind_int64(st, i++, w->id);
@@ -293,8 +294,10 @@ int store_api_key_add(struct store *s, const char *key, int64_t endpoint_id)
         prep(s, "INSERT OR REPLACE INTO api_keys(key, endpoint_id, created_at) VALUES(?,?,?)");
     if (!st) return -1;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (endpoint_id > 0) sqlite3_bind_int64(st, 2, endpoint_id);
-    else sqlite3_bind_null(st, 2);
+    if (endpoint_id > 0)
+        sqlite3_bind_int64(st, 2, endpoint_id);
+    else
+        sqlite3_bind_null(st, 2);
     sqlite3_bind_double(st, 3, time_wall());
     return step_done(s, st);
 }
@@ -318,8 +321,7 @@ int store_event_add(struct store *s, double ts, int64_t endpoint_id, int64_t wor
 int store_events_trim(struct store *s, int keep)
 {
     if (txn(s)) return -1;
-    sqlite3_stmt *st =
-        prep(s, "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?");
+    sqlite3_stmt *st = prep(s, "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?");
     if (!st) return -1;
     sqlite3_bind_int(st, 1, keep);
     return step_done(s, st);
@@ -347,8 +349,8 @@ int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name,
                     (long long)sqlite3_column_int64(st, 2));
         const char *n = ep_name ? ep_name : "";
         pyj_write_string(out, n, strlen(n));
-        sbuf_printf(out, ", \"worker_id\": %lld, \"kind\": ",
-                    (long long)sqlite3_column_int64(st, 3));
+        sbuf_printf(out,
+                    ", \"worker_id\": %lld, \"kind\": ", (long long)sqlite3_column_int64(st, 3));
         const char *k = (const char *)sqlite3_column_text(st, 4);
         const char *r = (const char *)sqlite3_column_text(st, 5);
         const char *in = (const char *)sqlite3_column_text(st, 6);

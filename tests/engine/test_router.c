@@ -51,8 +51,10 @@ static int setup(void **st)
 static int teardown(void **st)
 {
     (void)st;
-    while (E->workers) state_worker_remove(E, E->workers);
-    while (E->endpoints) state_endpoint_remove(E, E->endpoints);
+    while (E->workers)
+        state_worker_remove(E, E->workers);
+    while (E->endpoints)
+        state_endpoint_remove(E, E->endpoints);
     idmap_free(E->worker_by_id);
     rsa_privkey_free(E->key);
     metrics_free(E->metrics);

@@ -108,7 +108,7 @@ static void test_inactive_rules(void **st)
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 2);
     assert_int_equal(out.i, 3); /* min_workers - active */
-    in.p.cold_mult = 3; /* (3-1) x 200 = 400 -> 4 inactive */
+    in.p.cold_mult = 3;         /* (3-1) x 200 = 400 -> 4 inactive */
     scaler_compute(&in, &out);
     assert_int_equal(out.i, 4);
     in.p.min_cold_load = 1000; /* 1000 - 200 = 800 -> 8 */
@@ -143,9 +143,11 @@ static void test_idmap(void **st)
     (void)st;
     struct idmap *m = idmap_new();
     static int vals[5000];
-    for (int i = 0; i < 5000; i++) idmap_put(m, (int64_t)i * 7919, &vals[i]);
+    for (int i = 0; i < 5000; i++)
+        idmap_put(m, (int64_t)i * 7919, &vals[i]);
     assert_int_equal(idmap_len(m), 5000);
-    for (int i = 0; i < 5000; i += 2) idmap_del(m, (int64_t)i * 7919);
+    for (int i = 0; i < 5000; i += 2)
+        idmap_del(m, (int64_t)i * 7919);
     assert_int_equal(idmap_len(m), 2500);
     for (int i = 0; i < 5000; i++)
         assert_ptr_equal(idmap_get(m, (int64_t)i * 7919), (i & 1) ? &vals[i] : NULL);
@@ -157,12 +159,15 @@ static void test_messages(void **st)
 {
     (void)st;
     struct sbuf b = SBUF_INIT;
-    signer_message(SIG_FIELDS_V1, 256.0, "my-endpoint", 1234, 98765, "https://203.0.113.7:41234", &b);
-    assert_string_equal(b.data, "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
-                                "    \"reqnum\": 1234,\n    \"url\": \"https://203.0.113.7:41234\"\n}");
+    signer_message(SIG_FIELDS_V1, 256.0, "my-endpoint", 1234, 98765, "https://203.0.113.7:41234",
+                   &b);
+    assert_string_equal(b.data,
+                        "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
+                        "    \"reqnum\": 1234,\n    \"url\": \"https://203.0.113.7:41234\"\n}");
     assert_int_equal(b.len, 112);
     sbuf_reset(&b);
-    signer_message(SIG_FIELDS_V2, 256.0, "my-endpoint", 1234, 98765, "https://203.0.113.7:41234", &b);
+    signer_message(SIG_FIELDS_V2, 256.0, "my-endpoint", 1234, 98765, "https://203.0.113.7:41234",
+                   &b);
     assert_string_equal(b.data, "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
                                 "    \"reqnum\": 1234,\n    \"request_idx\": 98765,\n"
                                 "    \"url\": \"https://203.0.113.7:41234\"\n}");
@@ -193,9 +198,10 @@ static void test_params(void **st)
     assert_true(p.target_util == 0.5);
     assert_int_equal(p.sig_scheme, SIG_FIELDS_V1);
     json_object_put(o);
-    const char *bad[] = {"{\"target_util\": 0}", "{\"target_util\": 1.5}", "{\"max_workers\": -1}",
-                         "{\"min_workers\": 2.5}", "{\"min_load\": \"1\"}", "{\"cold_mult\": 0.5}",
-                         "{\"sig_scheme\": 3}", "{\"max_queue_time\": -1}"};
+    const char *bad[] = {"{\"target_util\": 0}",  "{\"target_util\": 1.5}",
+                         "{\"max_workers\": -1}", "{\"min_workers\": 2.5}",
+                         "{\"min_load\": \"1\"}", "{\"cold_mult\": 0.5}",
+                         "{\"sig_scheme\": 3}",   "{\"max_queue_time\": -1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct ep_params q = p;
         o = json_tokener_parse(bad[i]);
@@ -213,10 +219,14 @@ static void test_params(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_active_target), cmocka_unit_test(test_queue_and_zero),
-        cmocka_unit_test(test_hysteresis_and_cap), cmocka_unit_test(test_inactive_rules),
-        cmocka_unit_test(test_median), cmocka_unit_test(test_idmap),
-        cmocka_unit_test(test_messages), cmocka_unit_test(test_params),
+        cmocka_unit_test(test_active_target),
+        cmocka_unit_test(test_queue_and_zero),
+        cmocka_unit_test(test_hysteresis_and_cap),
+        cmocka_unit_test(test_inactive_rules),
+        cmocka_unit_test(test_median),
+        cmocka_unit_test(test_idmap),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

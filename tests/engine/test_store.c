@@ -45,9 +45,12 @@ static struct engine *engine_new(void)
 
 static void engine_free(struct engine *e)
 {
-    while (e->workers) state_worker_remove(e, e->workers);
-    while (e->wgs) state_wg_remove(e, e->wgs);
-    while (e->endpoints) state_endpoint_remove(e, e->endpoints);
+    while (e->workers)
+        state_worker_remove(e, e->workers);
+    while (e->wgs)
+        state_wg_remove(e, e->wgs);
+    while (e->endpoints)
+        state_endpoint_remove(e, e->endpoints);
     idmap_free(e->worker_by_id);
     free(e);
 }
@@ -67,8 +70,8 @@ static void test_roundtrip(void **st)
     snprintf(ep->api_key, sizeof ep->api_key, "k123");
     ep->created_at = 1.5;
     assert_int_equal(store_endpoint_save(s, ep), 0);
-    struct workergroup g = {.id = 3, .endpoint_id = 7, .kind = PROV_COMMAND, .test_workers = 2,
-                            .gpu_ram = 24};
+    struct workergroup g = {
+        .id = 3, .endpoint_id = 7, .kind = PROV_COMMAND, .test_workers = 2, .gpu_ram = 24};
     g.launch = json_tokener_parse("{\"create\": \"echo hi\", \"destroy\": \"true\"}");
     assert_int_equal(store_wg_save(s, &g), 0);
     struct worker w;

@@ -25,9 +25,11 @@ static const char *launch_str(const struct workergroup *g, const char *key)
 
 int command_validate(struct json_object *launch, char *err, size_t errlen)
 {
-    json_object_object_foreach(launch, k, v) {
+    json_object_object_foreach(launch, k, v)
+    {
         bool cmd = false;
-        for (int i = 0; i < 4; i++) cmd |= strcmp(k, op_keys[i]) == 0;
+        for (int i = 0; i < 4; i++)
+            cmd |= strcmp(k, op_keys[i]) == 0;
         if (cmd) {
             if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > 8192) {
                 snprintf(err, errlen, "launch.%s must be a string (<= 8 KiB)", k);
@@ -38,7 +40,8 @@ int command_validate(struct json_object *launch, char *err, size_t errlen)
                 snprintf(err, errlen, "launch.env must be an object of strings");
                 return -1;
             }
-            json_object_object_foreach(v, ek, ev) {
+            json_object_object_foreach(v, ek, ev)
+            {
                 if (!json_object_is_type(ev, json_type_string) || !*ek || strchr(ek, '=')) {
                     snprintf(err, errlen, "launch.env must map names (no '=') to strings");
                     return -1;
@@ -46,7 +49,8 @@ int command_validate(struct json_object *launch, char *err, size_t errlen)
             }
         } else if (strcmp(k, "timeout_s") == 0) {
             double d = json_object_get_double(v);
-            if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) ||
+            if ((!json_object_is_type(v, json_type_int) &&
+                 !json_object_is_type(v, json_type_double)) ||
                 !(d > 0 && d <= 86400)) {
                 snprintf(err, errlen, "launch.timeout_s must be a number in (0, 86400]");
                 return -1;
@@ -85,11 +89,14 @@ static void cmd_done(struct engine *e, void *arg, int status, const char *out)
     first[l] = '\0';
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     char msg[400];
-    if (WIFEXITED(status)) snprintf(msg, sizeof msg, "exit %d %s", WEXITSTATUS(status), first);
-    else snprintf(msg, sizeof msg, "signal %d %s", WIFSIGNALED(status) ? WTERMSIG(status) : 0, first);
+    if (WIFEXITED(status))
+        snprintf(msg, sizeof msg, "exit %d %s", WEXITSTATUS(status), first);
+    else
+        snprintf(msg, sizeof msg, "signal %d %s", WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                 first);
     char q[400];
-    log_info("provider_command_done", "worker=%lld op=%s ok=%d out=%s", (long long)id,
-             op_keys[op], ok, log_quote(q, sizeof q, first));
+    log_info("provider_command_done", "worker=%lld op=%s ok=%d out=%s", (long long)id, op_keys[op],
+             ok, log_quote(q, sizeof q, first));
     lifecycle_op_done(e, id, op, ok ? 0 : -1, msg, op == OP_CREATE && ok ? first : NULL);
 }
 
@@ -127,20 +134,23 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
 #undef ADD
     size_t nenv = 0;
     struct json_object *envo = NULL;
-    if (json_object_object_get_ex(g->launch, "env", &envo)) nenv = (size_t)json_object_object_length(envo);
+    if (json_object_object_get_ex(g->launch, "env", &envo))
+        nenv = (size_t)json_object_object_length(envo);
     const char **extra = calloc(nv + nenv + 1, sizeof *extra);
     struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
     if (!extra || !envs) abort();
     size_t k = 0;
     if (envo) {
         size_t j = 0;
-        json_object_object_foreach(envo, ek, ev) {
+        json_object_object_foreach(envo, ek, ev)
+        {
             sbuf_printf(&envs[j], "%s=%s", ek, json_object_get_string(ev));
             extra[k++] = envs[j].data;
             j++;
         }
     }
-    for (size_t i = 0; i < nv; i++) extra[k++] = vars[i].data; /* ours override launch.env */
+    for (size_t i = 0; i < nv; i++)
+        extra[k++] = vars[i].data; /* ours override launch.env */
     char **env = proc_env_build(extra, k);
     double tmo = e->opts.provider_timeout_s;
     struct json_object *t;
@@ -148,16 +158,22 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     char logp[600];
     snprintf(logp, sizeof logp, "%s/provider.log", e->opts.data_dir);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    struct proc_spec spec = {.argv = argv, .env = (const char *const *)env, .cwd = NULL,
-                             .log_path = logp, .capture = true, .timeout_s = tmo};
+    struct proc_spec spec = {.argv = argv,
+                             .env = (const char *const *)env,
+                             .cwd = NULL,
+                             .log_path = logp,
+                             .capture = true,
+                             .timeout_s = tmo};
     struct cmd_ctx *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->id = w->id;
     c->op = op;
     int pid = proc_spawn(e, &spec, cmd_done, c);
     proc_env_free(env);
-    for (size_t i = 0; i < nv; i++) sbuf_free(&vars[i]);
-    for (size_t i = 0; i < nenv; i++) sbuf_free(&envs[i]);
+    for (size_t i = 0; i < nv; i++)
+        sbuf_free(&vars[i]);
+    for (size_t i = 0; i < nenv; i++)
+        sbuf_free(&envs[i]);
     free(envs);
     free(extra);
     if (pid < 0) {

@@ -23,7 +23,8 @@
 
 int local_validate(struct json_object *launch, char *err, size_t errlen)
 {
-    json_object_object_foreach(launch, k, v) {
+    json_object_object_foreach(launch, k, v)
+    {
         if (strcmp(k, "model_cmd") == 0 || strcmp(k, "launch_bin") == 0 ||
             strcmp(k, "worker_bin") == 0) {
             if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > 8192) {
@@ -35,7 +36,8 @@ int local_validate(struct json_object *launch, char *err, size_t errlen)
                 snprintf(err, errlen, "launch.env must be an object of strings");
                 return -1;
             }
-            json_object_object_foreach(v, ek, ev) {
+            json_object_object_foreach(v, ek, ev)
+            {
                 if (!json_object_is_type(ev, json_type_string) || !*ek || strchr(ek, '=')) {
                     snprintf(err, errlen, "launch.env must map names (no '=') to strings");
                     return -1;
@@ -112,8 +114,10 @@ static void instance_gone(struct engine *e, struct worker *w, const char *why)
     w->pid = 0;
     w->pid_start = 0;
     w->dirty = true;
-    if (w->state == WS_DESTROYING) lifecycle_op_done(e, w->id, OP_DESTROY, 0, why, NULL);
-    else lifecycle_instance_exited(e, w->id, why);
+    if (w->state == WS_DESTROYING)
+        lifecycle_op_done(e, w->id, OP_DESTROY, 0, why, NULL);
+    else
+        lifecycle_instance_exited(e, w->id, why);
 }
 
 static void on_exit_cb(struct engine *e, void *arg, int status, const char *out)
@@ -123,8 +127,11 @@ static void on_exit_cb(struct engine *e, void *arg, int status, const char *out)
     struct worker *w = state_worker_by_id(e, id);
     if (!w) return;
     char why[64];
-    if (WIFEXITED(status)) snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
-    else snprintf(why, sizeof why, "killed by signal %d", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    if (WIFEXITED(status))
+        snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
+    else
+        snprintf(why, sizeof why, "killed by signal %d",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     log_info("local_instance_exit", "worker=%lld pid=%d why=\"%s\"", (long long)id, w->pid, why);
     instance_gone(e, w, why);
 }
@@ -170,14 +177,17 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
         snprintf(bin, sizeof bin, "%s", lb);
     } else if (find_bin(e, "sgpu-launch", bin, sizeof bin) != 0) {
         const char *wb = lstr(g, "worker_bin");
-        if (wb) snprintf(wbin, sizeof wbin, "%s", wb);
+        if (wb)
+            snprintf(wbin, sizeof wbin, "%s", wb);
         else if (find_bin(e, "sgpu-worker", wbin, sizeof wbin) != 0) {
-            log_error("local_no_binary", "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
+            log_error("local_no_binary",
+                      "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
                       (long long)w->id);
             return -1;
         }
         if (!model_cmd) {
-            log_error("local_no_model_cmd", "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
+            log_error("local_no_model_cmd",
+                      "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
                       (long long)w->id);
             return -1;
         }
@@ -226,15 +236,18 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
     if (!extra || !envs) abort();
     size_t k = 0, j = 0;
-    for (size_t i = 0; i < ndef; i++) extra[k++] = v[i].data;
+    for (size_t i = 0; i < ndef; i++)
+        extra[k++] = v[i].data;
     if (envo) {
-        json_object_object_foreach(envo, ek, ev) {
+        json_object_object_foreach(envo, ek, ev)
+        {
             envs[j] = (struct sbuf)SBUF_INIT;
             sbuf_printf(&envs[j], "%s=%s", ek, json_object_get_string(ev));
             extra[k++] = envs[j++].data;
         }
     }
-    for (size_t i = ndef; i < nv; i++) extra[k++] = v[i].data;
+    for (size_t i = ndef; i < nv; i++)
+        extra[k++] = v[i].data;
     char **env = proc_env_build(extra, k);
 
     struct sbuf mc = SBUF_INIT, script = SBUF_INIT, portarg = SBUF_INIT;
@@ -266,12 +279,18 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     argv[a] = NULL;
     char logp[700];
     snprintf(logp, sizeof logp, "%s/launch.log", ws);
-    struct proc_spec spec = {.argv = argv, .env = (const char *const *)env, .cwd = ws,
-                             .log_path = logp, .capture = false, .timeout_s = 0};
+    struct proc_spec spec = {.argv = argv,
+                             .env = (const char *const *)env,
+                             .cwd = ws,
+                             .log_path = logp,
+                             .capture = false,
+                             .timeout_s = 0};
     int pid = proc_spawn(e, &spec, on_exit_cb, (void *)(intptr_t)w->id);
     proc_env_free(env);
-    for (size_t i = 0; i < nv; i++) sbuf_free(&v[i]);
-    for (size_t i = 0; i < j; i++) sbuf_free(&envs[i]);
+    for (size_t i = 0; i < nv; i++)
+        sbuf_free(&v[i]);
+    for (size_t i = 0; i < j; i++)
+        sbuf_free(&envs[i]);
     free(envs);
     free(extra);
     sbuf_free(&mc);
@@ -318,8 +337,10 @@ static bool alive(const struct worker *w)
 static void terminate(struct engine *e, struct worker *w)
 {
     kill(-w->pid, SIGCONT);
-    if (direct_mode(w)) kill(-w->pid, SIGTERM);
-    else kill(w->pid, SIGTERM);
+    if (direct_mode(w))
+        kill(-w->pid, SIGTERM);
+    else
+        kill(w->pid, SIGTERM);
     struct killctx *k = calloc(1, sizeof *k);
     if (!k) abort();
     k->e = e;
@@ -333,7 +354,8 @@ static void terminate(struct engine *e, struct worker *w)
 int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
     switch (op) {
-    case OP_CREATE: return local_create(e, g, w);
+    case OP_CREATE:
+        return local_create(e, g, w);
     case OP_START:
     case OP_STOP:
         if (!alive(w)) return -1;
@@ -383,8 +405,10 @@ void local_shutdown(struct engine *e, struct worker *w, bool keep)
     if (w->pid_is_child) proc_detach(w->pid);
     if (!alive(w)) return;
     kill(-w->pid, SIGCONT);
-    if (direct_mode(w)) kill(-w->pid, SIGTERM);
-    else kill(w->pid, SIGTERM);
+    if (direct_mode(w))
+        kill(-w->pid, SIGTERM);
+    else
+        kill(w->pid, SIGTERM);
     (void)e;
 }
 

@@ -6,9 +6,12 @@
 
 int provider_parse_kind(const char *s, enum prov_kind *out)
 {
-    if (strcmp(s, "local") == 0) *out = PROV_LOCAL;
-    else if (strcmp(s, "command") == 0) *out = PROV_COMMAND;
-    else return -1;
+    if (strcmp(s, "local") == 0)
+        *out = PROV_LOCAL;
+    else if (strcmp(s, "command") == 0)
+        *out = PROV_COMMAND;
+    else
+        return -1;
     return 0;
 }
 
