@@ -91,9 +91,11 @@ def bench_routes(seconds=5.0, conns=16):
             m = re.search(r"(\d+) requests in", out)
             n = int(m.group(1)) if m else 0
             non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            p50 = re.search(r"50%\s+([\d.]+\w+)", out)
             p99 = re.search(r"99%\s+([\d.]+\w+)", out)
             rows.append((scheme, n / wall, n / cpu if cpu > 0 else 0, cpu / wall,
-                         p99.group(1) if p99 else "?", int(non2xx.group(1)) if non2xx else 0))
+                         p50.group(1) if p50 else "?", p99.group(1) if p99 else "?",
+                         int(non2xx.group(1)) if non2xx else 0))
         stop.set()
         t.join(5)
         return rows
@@ -217,10 +219,10 @@ def main():
         sign = openssl_sign_per_s()
         rows = bench_routes()
         print("routes: /route/ answers, engine pinned to CPU 0, wrk -t1 -c16 on CPU 1, 5 s each")
-        print("%-10s %12s %14s %9s %9s %7s" % ("scheme", "routes/s", "routes/cpu-s", "eng_cpu",
-                                                "p99", "non2xx"))
+        print("%-10s %12s %14s %9s %9s %9s %7s" % ("scheme", "routes/s", "routes/cpu-s",
+                                                     "eng_cpu", "p50", "p99", "non2xx"))
         for r in rows:
-            print("%-10s %12.0f %14.0f %9.2f %9s %7d" % r)
+            print("%-10s %12.0f %14.0f %9.2f %9s %9s %7d" % r)
         if sign:
             print("openssl speed rsa2048 sign (CPU 0): %.0f/s  -> ceiling for fields-* routes/core"
                   % sign)
