@@ -54,14 +54,21 @@ def bench_routes(seconds=5.0, conns=16):
             eng.create_endpoint("b-" + scheme, min_load=8 * perf, min_workers=0, max_workers=8,
                                 target_util=1.0, cold_mult=1, max_queue_time=1e6,
                                 target_queue_time=0, sig_scheme=scheme)
-            eng.create_group("b-" + scheme, "command", {"create": "true", "destroy": "true"})
+            eng.create_group("b-" + scheme, "command", {
+                "create": "echo $SGPU_WORKER_ID $SGPU_MASTER_TOKEN >> %s/tokens" % eng.dir,
+                "destroy": "true"})
 
         def reporter():
             import http.client
             c = http.client.HTTPConnection(eng.host, eng.port, timeout=5)
             while not stop.is_set():
+                try:
+                    with open(os.path.join(eng.dir, "tokens")) as f:
+                        toks = dict(line.split() for line in f if line.strip())
+                except OSError:
+                    toks = {}
                 for w in eng.workers():
-                    body = {"id": w["id"], "version": "1.1.0", "loadtime": 1.0,
+                    body = {"id": w["id"], "mtoken": toks.get(str(w["id"]), ""), "version": "1.1.0", "loadtime": 1.0,
                             "cur_load": 0.0, "new_load": 0.0, "error_msg": "", "max_perf": perf,
                             "cur_perf": 0.0, "num_requests_working": 0,
                             "url": "http://127.0.0.1:%d" % (30000 + w["id"])}

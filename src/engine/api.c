@@ -369,8 +369,9 @@ static void h_delete_requests(struct ctx *c)
     }
     const char *tok = NULL;
     if (get_string(c, "mtoken", &tok) < 0) return;
-    if (tok && w->mtoken[0] && !key_eq(tok, w->mtoken)) {
-        reply_err(c, 403, "forbidden", "mtoken does not match worker %lld", (long long)wid);
+    if (w->mtoken[0] && !key_eq(tok, w->mtoken)) {
+        reply_err(c, 403, "forbidden", "mtoken %s for worker %lld",
+                  tok ? "does not match" : "is required", (long long)wid);
         return;
     }
     struct json_object *idxs = field(c, "request_idxs"), *reqs = field(c, "requests");

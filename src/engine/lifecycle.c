@@ -245,14 +245,15 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     char tok[128] = "";
     int r = field_str(b, "mtoken", tok, sizeof tok, err, errlen);
     if (r < 0) return 400;
-    if (r > 0 && w->mtoken[0]) {
-        /* constant-time compare over the stored length */
-        size_t n = strlen(w->mtoken);
-        unsigned diff = strlen(tok) != n;
+    if (w->mtoken[0]) {
+        /* the worker's MASTER_TOKEN is required: a report can change where grants point */
+        size_t n = strlen(w->mtoken), m = strlen(tok);
+        unsigned diff = (unsigned)(m != n);
         for (size_t i = 0; i < n; i++)
-            diff |= (unsigned)(w->mtoken[i] ^ tok[i < strlen(tok) ? i : 0]);
+            diff |= (unsigned)(w->mtoken[i] ^ (i < m ? tok[i] : 0));
         if (diff) {
-            snprintf(err, errlen, "mtoken does not match worker %lld", (long long)w->id);
+            snprintf(err, errlen, "mtoken %s for worker %lld", r ? "does not match" : "is required",
+                     (long long)w->id);
             return 403;
         }
     }

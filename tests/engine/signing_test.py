@@ -143,6 +143,23 @@ class Signing(unittest.TestCase):
         self.assertEqual(st, 401)
         self.assertEqual(g["error"], "auth_error")
 
+    def test_reports_need_the_worker_token(self):
+        w = self.fleet.live()[0]
+        body = w.report()
+        for bad in ({k: v for k, v in body.items() if k != "mtoken"}, dict(body, mtoken="x" * 32),
+                    dict(body, mtoken=w.mtoken[:-1]), dict(body, mtoken=w.mtoken + "0")):
+            st, r = self.eng.call("POST", "/worker_status/", bad, key=False)
+            self.assertEqual((st, r["error"]), (403, "forbidden"), bad.get("mtoken"))
+            st, r = self.eng.call("POST", "/delete_requests/", {
+                "worker_id": w.id, "mtoken": bad.get("mtoken"), "request_idxs": [1]}, key=False)
+            self.assertEqual(st, 403)
+        st, r = self.eng.call("POST", "/worker_status/", body, key=False)
+        self.assertEqual((st, r), (200, {"success": True}))
+        st, r = self.eng.call("POST", "/delete_requests/", {
+            "worker_id": w.id, "mtoken": w.mtoken,
+            "requests": [{"request_idx": 1, "success": True, "status": "Success"}]}, key=False)
+        self.assertEqual((st, r), (200, {"success": True}))
+
     def test_signature_counter_in_metrics(self):
         self.grant("sig-fields-v2", 1)
         st, text, _ = self.eng.raw("GET", "/metrics")
