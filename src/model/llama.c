@@ -381,10 +381,7 @@ static void attn_task(void *arg, int ith, int nth)
         const float *V = kv->v + lo + (size_t)(h / grp) * hd;
         float mx = -INFINITY;
         for (int j = 0; j <= pos; j++) {
-            const float *kj = K + (size_t)j * dkv;
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += q[i] * kj[i];
-            s *= scale;
+            float s = qk_dot(q, K + (size_t)j * dkv, hd) * scale;
             sc[j] = s;
             if (s > mx) mx = s;
         }
@@ -396,11 +393,7 @@ static void attn_task(void *arg, int ith, int nth)
         float inv = 1.0f / sum;
         float *o = c->att + (size_t)t * dq + (size_t)h * hd;
         for (int i = 0; i < hd; i++) o[i] = 0;
-        for (int j = 0; j <= pos; j++) {
-            const float *vj = V + (size_t)j * dkv;
-            float p = sc[j] * inv;
-            for (int i = 0; i < hd; i++) o[i] += p * vj[i];
-        }
+        for (int j = 0; j <= pos; j++) qk_axpy(o, sc[j] * inv, V + (size_t)j * dkv, hd);
     }
 }
 

@@ -223,49 +223,73 @@ ROWS_FN(rows_q8_avx2, Q8_SETUP, Q8_W)
 ROWS_FN(rows_f16_avx2, F16_SETUP, F16_W)
 
 /* Q8 x Q8: per block, s = sum_i wq_i * xq_i (exact int32), acc += (dw*dx) * s.
- * Two accumulators per token (even / odd blocks). n % 32 == 0. */
-#define Q8Q8_TILE(TT)                                                                            \
+ * Two accumulators per token (even / odd blocks). n % 32 == 0.  DOT(aw, sx)
+ * sums |w| * (x * sign(w)) in int32 lanes: maddubs+madd on AVX2, one dpbusd
+ * with AVX-VNNI; both exact (|w| <= 128, |x| <= 127: no int16 saturation), so
+ * the two variants give bitwise equal results. */
+#define DOT_AVX2(aw, sx) _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+#define DOT_VNNI(aw, sx) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx)
+#define Q8Q8_TILE(TT, DOT)                                                                       \
     do {                                                                                         \
         __m256 a0[TT], a1[TT];                                                                   \
         for (int tt = 0; tt < TT; tt++) a0[tt] = a1[tt] = _mm256_setzero_ps();                    \
-        const __m256i ones = _mm256_set1_epi16(1);                                               \
         for (int b = 0; b < nb; b++) {                                                           \
             const uint8_t *blk = (const uint8_t *)row + (size_t)b * Q8_0_BLOCK_BYTES;           \
             uint16_t dh;                                                                         \
             memcpy(&dh, blk, 2);                                                                 \
-            float dw = _cvtsh_ss(dh);                                                            \
+            __m256 dwv = _mm256_set1_ps(_cvtsh_ss(dh));                                          \
             __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));                          \
             __m256i aw = _mm256_sign_epi8(w, w);                                                 \
             for (int tt = 0; tt < TT; tt++) {                                                    \
-                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)(t + tt) * n + 32 * b)); \
-                __m256i sx = _mm256_sign_epi8(x, w);                                             \
-                __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);             \
-                __m256 sc = _mm256_set1_ps(dw * xd[(size_t)(t + tt) * nb + b]);                  \
+                const int8_t *xp = xq + (size_t)(t + tt) * n + 32 * b;                           \
+                __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xp), w);       \
+                __m256 sc = _mm256_mul_ps(dwv, _mm256_broadcast_ss(xd + (size_t)(t + tt) * nb + b)); \
+                __m256 f = _mm256_cvtepi32_ps(DOT(aw, sx));                                      \
                 if (b & 1)                                                                       \
-                    a1[tt] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32), a1[tt]);               \
+                    a1[tt] = _mm256_fmadd_ps(sc, f, a1[tt]);                                     \
                 else                                                                             \
-                    a0[tt] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32), a0[tt]);               \
+                    a0[tt] = _mm256_fmadd_ps(sc, f, a0[tt]);                                     \
             }                                                                                    \
         }                                                                                        \
         for (int tt = 0; tt < TT; tt++)                                                          \
             Y[(size_t)(t + tt) * ldy] = hsum8(_mm256_add_ps(a0[tt], a1[tt]));                    \
     } while (0)
 
-QK_TARGET static void rows_q8q8_avx2(const void *row, int n, const int8_t *xq, const float *xd,
-                                     int T, float *Y, int ldy)
-{
-    int nb = n / 32, t = 0;
-    for (; t + 4 <= T; t += 4) Q8Q8_TILE(4);
-    switch (T - t) {
-    case 3: Q8Q8_TILE(3); break;
-    case 2: Q8Q8_TILE(2); break;
-    case 1: Q8Q8_TILE(1); break;
-    default: break;
+#define Q8Q8_FN(name, TARGET, DOT)                                                               \
+    TARGET static void name(const void *row, int n, const int8_t *xq, const float *xd, int T,    \
+                            float *Y, int ldy)                                                   \
+    {                                                                                            \
+        int nb = n / 32, t = 0;                                                                  \
+        for (; t + 4 <= T; t += 4) Q8Q8_TILE(4, DOT);                                            \
+        switch (T - t) {                                                                         \
+        case 3: Q8Q8_TILE(3, DOT); break;                                                        \
+        case 2: Q8Q8_TILE(2, DOT); break;                                                        \
+        case 1: Q8Q8_TILE(1, DOT); break;                                                        \
+        default: break;                                                                          \
+        }                                                                                        \
     }
+
+Q8Q8_FN(rows_q8q8_avx2, QK_TARGET, DOT_AVX2)
+Q8Q8_FN(rows_q8q8_vnni, __attribute__((target("avx2,fma,f16c,avxvnni"))), DOT_VNNI)
+
+/* Attention helpers: 8-lane partial sums, fixed order. n % 8 == 0. */
+QK_TARGET static float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    return hsum8(acc);
+}
+
+QK_TARGET static void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 }
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
+static int vnni_state = -1;
 static int simd_forced_off;
 
 int qk_simd_active(void)
@@ -276,6 +300,7 @@ int qk_simd_active(void)
         __builtin_cpu_init();
         simd_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
+        vnni_state = simd_state && __builtin_cpu_supports("avxvnni");
 #else
         simd_state = 0;
 #endif
@@ -370,7 +395,10 @@ void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, co
                 const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
                 for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
             }
-            rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
+            if (vnni_state > 0)
+                rows_q8q8_vnni(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
+            else
+                rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
         }
         return;
     }
@@ -390,4 +418,25 @@ void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, co
             Y[(size_t)t * ldy + r] = acc;
         }
     }
+}
+
+float qk_dot(const float *a, const float *b, int n)
+{
+#if QK_X86
+    if (qk_simd_active() && n % 8 == 0) return dot_avx2(a, b, n);
+#endif
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void qk_axpy(float *y, float a, const float *x, int n)
+{
+#if QK_X86
+    if (qk_simd_active() && n % 8 == 0) {
+        axpy_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }

@@ -40,6 +40,10 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd);
 void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
                     int T, float *Y, int ldy, int r0, int r1);
 
+/* Attention helpers: dot product and y += a*x (8-lane SIMD when n % 8 == 0). */
+float qk_dot(const float *a, const float *b, int n);
+void qk_axpy(float *y, float a, const float *x, int n);
+
 /* 1 when the AVX2/FMA/F16C kernels are in use.  qk_force_portable(1) switches
  * them off (tests compare both paths). */
 int qk_simd_active(void);
