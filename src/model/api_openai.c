@@ -19,11 +19,11 @@
 #include "jsonw.h"
 #include "server_int.h"
 
-#define BAD(code, ...)                                                                           \
-    do {                                                                                         \
-        *s->m_rejected_validation += 1;                                                          \
-        srv_oai_error(req, 400, "invalid_request_error", code, __VA_ARGS__);                     \
-        goto out;                                                                                \
+#define BAD(code, ...)                                                                             \
+    do {                                                                                           \
+        *s->m_rejected_validation += 1;                                                            \
+        srv_oai_error(req, 400, "invalid_request_error", code, __VA_ARGS__);                       \
+        goto out;                                                                                  \
     } while (0)
 
 static int chat_prompt(struct json_object *msgs, struct sbuf *out, const char **err)
@@ -58,7 +58,8 @@ static int chat_prompt(struct json_object *msgs, struct sbuf *out, const char **
                         *err = "only text content parts are supported";
                         return -1;
                     }
-                    sbuf_append(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+                    sbuf_append(out, json_object_get_string(t),
+                                (size_t)json_object_get_string_len(t));
                 }
             } else {
                 *err = "message `content` must be a string or an array of text parts";
@@ -134,19 +135,24 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
         BAD(NULL, "`temperature` must be between 0 and 100");
     if (jget_num(o, "top_p", &top_p, NULL) || !(top_p > 0 && top_p <= 1))
         BAD(NULL, "`top_p` must be > 0 and <= 1");
-    if (jget_int(o, "top_k", 0, 1 << 24, &top_k, NULL)) BAD(NULL, "`top_k` must be a non-negative integer");
+    if (jget_int(o, "top_k", 0, 1 << 24, &top_k, NULL))
+        BAD(NULL, "`top_k` must be a non-negative integer");
     if (jget_num(o, "repetition_penalty", &rep, NULL) || !(rep > 0))
         BAD(NULL, "`repetition_penalty` must be positive");
-    if (jget_int(o, "seed", INT64_MIN, INT64_MAX, &seed, &has_seed)) BAD(NULL, "`seed` must be an integer");
+    if (jget_int(o, "seed", INT64_MIN, INT64_MAX, &seed, &has_seed))
+        BAD(NULL, "`seed` must be an integer");
     if (jget_bool(o, "stream", &stream, NULL)) BAD(NULL, "`stream` must be a boolean");
     if (jget_bool(o, "echo", &echo, NULL)) BAD(NULL, "`echo` must be a boolean");
-    if (jget_stop(o, "stop", g)) BAD(NULL, "`stop` must be a string or a list of at most 16 strings");
-    if (jget_bool(o, "ignore_eos", &g->ignore_eos, NULL)) BAD(NULL, "`ignore_eos` must be a boolean");
+    if (jget_stop(o, "stop", g))
+        BAD(NULL, "`stop` must be a string or a list of at most 16 strings");
+    if (jget_bool(o, "ignore_eos", &g->ignore_eos, NULL))
+        BAD(NULL, "`ignore_eos` must be a boolean");
     struct json_object *so;
     if (json_object_object_get_ex(o, "stream_options", &so) && so &&
         json_object_is_type(so, json_type_object)) {
         bool inc = false;
-        if (jget_bool(so, "include_usage", &inc, &present)) BAD(NULL, "`include_usage` must be a boolean");
+        if (jget_bool(so, "include_usage", &inc, &present))
+            BAD(NULL, "`include_usage` must be a boolean");
         c->include_usage = inc;
     }
     c->stream = stream;
@@ -155,13 +161,15 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
     g->sp.top_p = (float)top_p;
     g->sp.top_k = (int)top_k;
     g->sp.repetition_penalty = (float)rep;
-    g->sp.seed = has_seed ? (uint64_t)seed : (uint64_t)s->next_id * 0x9e3779b97f4a7c15ull ^ (uint64_t)c->created;
+    g->sp.seed = has_seed ? (uint64_t)seed
+                          : (uint64_t)s->next_id * 0x9e3779b97f4a7c15ull ^ (uint64_t)c->created;
     g->stop_include = false;
     struct ids ids = {0};
     const char *err = NULL;
     if (chat) {
         struct json_object *msgs;
-        if (!json_object_object_get_ex(o, "messages", &msgs) || !msgs) BAD(NULL, "`messages` is required");
+        if (!json_object_object_get_ex(o, "messages", &msgs) || !msgs)
+            BAD(NULL, "`messages` is required");
         if (chat_prompt(msgs, &tmp, &err)) BAD(NULL, "%s", err);
         tok_encode(&s->model->tok, tmp.data, tmp.len, true, &ids);
     } else {
@@ -181,7 +189,8 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
     g->prompt = ids.v;
     g->n_prompt = (int)ids.n;
     if (g->n_prompt == 0) BAD(NULL, "the prompt is empty");
-    if (!has_max && chat && g->n_prompt + max_tokens > s->n_ctx) max_tokens = s->n_ctx - g->n_prompt;
+    if (!has_max && chat && g->n_prompt + max_tokens > s->n_ctx)
+        max_tokens = s->n_ctx - g->n_prompt;
     if (g->n_prompt >= s->n_ctx || g->n_prompt + max_tokens > s->n_ctx)
         BAD("context_length_exceeded",
             "This model's maximum context length is %d tokens. However, you requested %lld tokens "
@@ -223,8 +232,10 @@ void api_oai_stream_event(struct creq *c, const struct gen_event *e, struct sbuf
     const char *obj = chat ? "chat.completion.chunk" : "text_completion";
     if (e->finish == FIN_CANCEL) return;
     if (e->finish == FIN_ERROR) {
-        sbuf_puts(out, "data: {\"error\": {\"message\": \"generation failed\", \"type\": \"server_error\", "
-                       "\"param\": null, \"code\": null}}\n\ndata: [DONE]\n\n");
+        sbuf_puts(
+            out,
+            "data: {\"error\": {\"message\": \"generation failed\", \"type\": \"server_error\", "
+            "\"param\": null, \"code\": null}}\n\ndata: [DONE]\n\n");
         return;
     }
     if (!c->started || c->n_toks == 0) {
@@ -232,8 +243,9 @@ void api_oai_stream_event(struct creq *c, const struct gen_event *e, struct sbuf
         if (chat) {
             sbuf_puts(out, "data: ");
             head(c, out, obj);
-            sbuf_puts(out, ", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", "
-                           "\"content\": \"\"}, \"logprobs\": null, \"finish_reason\": null}]}\n\n");
+            sbuf_puts(out,
+                      ", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", "
+                      "\"content\": \"\"}, \"logprobs\": null, \"finish_reason\": null}]}\n\n");
         } else if (c->prefix && *c->prefix) {
             sbuf_puts(out, "data: ");
             head(c, out, obj);
@@ -304,8 +316,9 @@ void api_oai_models(struct srv *s, struct evhttp_request *req)
     struct sbuf b = SBUF_INIT;
     sbuf_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
     jw_cstr(&b, s->model_id);
-    sbuf_printf(&b, ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"sgpu\", "
-                    "\"max_model_len\": %d}]}",
+    sbuf_printf(&b,
+                ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"sgpu\", "
+                "\"max_model_len\": %d}]}",
                 (long)0, s->n_ctx);
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);

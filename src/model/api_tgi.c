@@ -3,10 +3,10 @@
  *
  * Request: {"inputs": str, "parameters": {max_new_tokens (default 20), temperature,
  * top_p, top_k, do_sample, seed, stop, repetition_penalty, details,
- * return_full_text, ignore_eos (extension, as in vLLM)}}.  As in TGI, sampling is on when do_sample is true or any
- * of temperature != 1, top_k, top_p < 1 is given; otherwise greedy.
- * Validation errors: 422 {"error": ..., "error_type": "validation"}; malformed
- * JSON 400; queue full 429 "overloaded"; loading 503. */
+ * return_full_text, ignore_eos (extension, as in vLLM)}}.  As in TGI, sampling is on when do_sample
+ * is true or any of temperature != 1, top_k, top_p < 1 is given; otherwise greedy. Validation
+ * errors: 422 {"error": ..., "error_type": "validation"}; malformed JSON 400; queue full 429
+ * "overloaded"; loading 503. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +25,16 @@ static uint64_t fresh_seed(struct srv *s)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (s->next_id * 0x9e3779b97f4a7c15ull);
+    uint64_t x =
+        ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (s->next_id * 0x9e3779b97f4a7c15ull);
     return x & 0x7fffffffffffffffull;
 }
 
-#define VALIDATION(...)                                                                          \
-    do {                                                                                         \
-        *s->m_rejected_validation += 1;                                                          \
-        srv_tgi_error(req, 422, "validation", __VA_ARGS__);                                      \
-        goto out;                                                                                \
+#define VALIDATION(...)                                                                            \
+    do {                                                                                           \
+        *s->m_rejected_validation += 1;                                                            \
+        srv_tgi_error(req, 422, "validation", __VA_ARGS__);                                        \
+        goto out;                                                                                  \
     } while (0)
 
 void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
@@ -51,7 +52,8 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
         !json_object_is_type(inputs, json_type_string))
         VALIDATION("`inputs` must be a string");
     if (json_object_object_get_ex(o, "parameters", &params) && params &&
-        !json_object_is_type(params, json_type_null) && !json_object_is_type(params, json_type_object))
+        !json_object_is_type(params, json_type_null) &&
+        !json_object_is_type(params, json_type_object))
         VALIDATION("`parameters` must be an object");
     if (params && json_object_is_type(params, json_type_null)) params = NULL;
     bool st = stream, present;
@@ -68,13 +70,15 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
             VALIDATION("`max_new_tokens` must be a positive integer");
         if (jget_num(params, "temperature", &temp, &has_temp) || (has_temp && !(temp > 0)))
             VALIDATION("`temperature` must be strictly positive");
-        if (jget_num(params, "top_p", &top_p, &has_topp) || (has_topp && !(top_p > 0 && top_p <= 1)))
+        if (jget_num(params, "top_p", &top_p, &has_topp) ||
+            (has_topp && !(top_p > 0 && top_p <= 1)))
             VALIDATION("`top_p` must be > 0.0 and <= 1.0");
         if (jget_int(params, "top_k", 0, 1 << 24, &top_k, &has_topk))
             VALIDATION("`top_k` must be a non-negative integer");
         if (jget_num(params, "repetition_penalty", &rep, NULL) || !(rep > 0))
             VALIDATION("`repetition_penalty` must be strictly positive");
-        if (jget_bool(params, "do_sample", &do_sample, NULL)) VALIDATION("`do_sample` must be a boolean");
+        if (jget_bool(params, "do_sample", &do_sample, NULL))
+            VALIDATION("`do_sample` must be a boolean");
         if (jget_int(params, "seed", 0, INT64_MAX, &seed, &has_seed))
             VALIDATION("`seed` must be a non-negative integer");
         if (jget_bool(params, "details", &details, NULL)) VALIDATION("`details` must be a boolean");
@@ -155,7 +159,8 @@ void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf
 {
     if (e->finish == FIN_CANCEL) return;
     if (e->finish == FIN_ERROR) {
-        sbuf_puts(out, "data: {\"error\": \"generation failed\", \"error_type\": \"generation\"}\n\n");
+        sbuf_puts(out,
+                  "data: {\"error\": \"generation failed\", \"error_type\": \"generation\"}\n\n");
         return;
     }
     sbuf_puts(out, "data: {\"token\": ");
@@ -166,7 +171,8 @@ void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf
     }
     sbuf_puts(out, ", \"generated_text\": ");
     full_text(out, c);
-    sbuf_printf(out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
+    sbuf_printf(out,
+                ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
                 tgi_finish(e->finish), e->n_gen);
     seed_json(out, c);
     sbuf_puts(out, "}}\n\n");
@@ -177,8 +183,9 @@ void api_tgi_final_body(struct creq *c, const struct gen_event *e, struct sbuf *
     sbuf_puts(out, "{\"generated_text\": ");
     full_text(out, c);
     if (c->details) {
-        sbuf_printf(out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
-                    tgi_finish(e->finish), e->n_gen);
+        sbuf_printf(
+            out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
+            tgi_finish(e->finish), e->n_gen);
         seed_json(out, c);
         sbuf_puts(out, ", \"prefill\": [], \"tokens\": [");
         sbuf_append(out, c->toks.data ? c->toks.data : "", c->toks.len);

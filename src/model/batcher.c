@@ -30,7 +30,7 @@ struct batcher {
     struct llama_seq_in *seqs;
     struct gen_req **order;     /* request of each seqs[] entry */
     struct gen_req **cancelled; /* scratch */
-    float *logits; /* max_batch * n_vocab */
+    float *logits;              /* max_batch * n_vocab */
     /* stats (guarded by mu) */
     struct batcher_stats st;
 };
@@ -49,7 +49,8 @@ void gen_req_free(struct gen_req *r)
 {
     if (!r) return;
     free(r->prompt);
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
     free(r->stop);
     free(r->stop_len);
     llama_kv_free(&r->kv);
@@ -190,8 +191,7 @@ static void *sched_main(void *arg)
             if (!b->qhead) b->qtail = NULL;
             b->n_queued--;
             r->next = NULL;
-            if (llama_kv_init(&r->kv, m, cap) ||
-                sampler_init(&r->smp, &r->sp, nv) ||
+            if (llama_kv_init(&r->kv, m, cap) || sampler_init(&r->smp, &r->sp, nv) ||
                 !(r->ctx_ids = malloc((size_t)cap * sizeof(int)))) {
                 push_event(b, new_event(r, -1, 0, FIN_ERROR));
                 posted = true;
@@ -240,16 +240,16 @@ static void *sched_main(void *arg)
                 struct gen_req *r = b->active[i];
                 bool decoding = r->n_done == r->n_prompt;
                 if (pass == 0 && decoding) {
-                    b->seqs[ns] = (struct llama_seq_in){&r->kv, &r->last, 1, false, true,
-                                                        b->logits + (size_t)ns * nv};
+                    b->seqs[ns] = (struct llama_seq_in){
+                        &r->kv, &r->last, 1, false, true, b->logits + (size_t)ns * nv};
                     order[ns++] = r;
                 } else if (pass == 1 && !decoding && budget > 0) {
                     int n = r->n_prompt - r->n_done;
                     if (n > budget) n = budget;
                     budget -= n;
                     bool done = r->n_done + n == r->n_prompt;
-                    b->seqs[ns] = (struct llama_seq_in){&r->kv, r->prompt + r->n_done, n, false,
-                                                        done, b->logits + (size_t)ns * nv};
+                    b->seqs[ns] = (struct llama_seq_in){
+                        &r->kv, r->prompt + r->n_done, n, false, done, b->logits + (size_t)ns * nv};
                     order[ns++] = r;
                 }
             }
@@ -258,7 +258,8 @@ static void *sched_main(void *arg)
 
         pthread_mutex_lock(&b->mu);
         b->st.steps++;
-        for (int i = 0; i < n_cancelled; i++) push_event(b, new_event(cancelled[i], -1, 0, FIN_CANCEL));
+        for (int i = 0; i < n_cancelled; i++)
+            push_event(b, new_event(cancelled[i], -1, 0, FIN_CANCEL));
         for (int si = 0; si < ns; si++) {
             struct gen_req *r = order[si];
             struct llama_seq_in *q = &b->seqs[si];
@@ -354,7 +355,8 @@ void batcher_free(struct batcher *b)
     pthread_mutex_unlock(&b->mu);
     pthread_join(b->thread, NULL);
     /* requests still owned here are finished and handed back as events */
-    for (int i = 0; i < b->n_active; i++) finish_req(b, b->active[i]);
+    for (int i = 0; i < b->n_active; i++)
+        finish_req(b, b->active[i]);
     gen_event_free(b->ehead);
     llama_ctx_free(b->ctx);
     free(b->active);

@@ -57,7 +57,8 @@ struct gen_event {
     int token; /* -1 on cancel/error events */
     float logprob;
     bool special;
-    char *text; /* bytes released by this token (valid UTF-8 unless the model emits invalid bytes) */
+    char
+        *text; /* bytes released by this token (valid UTF-8 unless the model emits invalid bytes) */
     size_t text_len;
     int finish; /* enum gen_finish */
     int n_prompt, n_gen;
@@ -66,10 +67,10 @@ struct gen_event {
 
 struct batcher_opts {
     int threads;
-    int max_batch;      /* active sequences */
-    int max_queue;      /* waiting requests */
-    size_t kv_budget;   /* bytes of KV cache across active sequences */
-    int prefill_chunk;  /* prompt tokens per step across sequences */
+    int max_batch;     /* active sequences */
+    int max_queue;     /* waiting requests */
+    size_t kv_budget;  /* bytes of KV cache across active sequences */
+    int prefill_chunk; /* prompt tokens per step across sequences */
     struct metrics_hist *h_ttft, *h_tpot;
 };
 

@@ -42,8 +42,14 @@ static int rd_bytes(struct rd *r, void *out, size_t n)
     return 0;
 }
 
-static int rd_u32(struct rd *r, uint32_t *v) { return rd_bytes(r, v, 4); }
-static int rd_u64(struct rd *r, uint64_t *v) { return rd_bytes(r, v, 8); }
+static int rd_u32(struct rd *r, uint32_t *v)
+{
+    return rd_bytes(r, v, 4);
+}
+static int rd_u64(struct rd *r, uint64_t *v)
+{
+    return rd_bytes(r, v, 8);
+}
 
 static int rd_str(struct rd *r, struct gguf_str *s)
 {
@@ -61,11 +67,23 @@ static int rd_str(struct rd *r, struct gguf_str *s)
 static size_t vtype_size(uint32_t t)
 {
     switch (t) {
-    case GGUF_T_U8: case GGUF_T_I8: case GGUF_T_BOOL: return 1;
-    case GGUF_T_U16: case GGUF_T_I16: return 2;
-    case GGUF_T_U32: case GGUF_T_I32: case GGUF_T_F32: return 4;
-    case GGUF_T_U64: case GGUF_T_I64: case GGUF_T_F64: return 8;
-    default: return 0;
+    case GGUF_T_U8:
+    case GGUF_T_I8:
+    case GGUF_T_BOOL:
+        return 1;
+    case GGUF_T_U16:
+    case GGUF_T_I16:
+        return 2;
+    case GGUF_T_U32:
+    case GGUF_T_I32:
+    case GGUF_T_F32:
+        return 4;
+    case GGUF_T_U64:
+    case GGUF_T_I64:
+    case GGUF_T_F64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -87,20 +105,28 @@ size_t ggml_row_bytes(uint32_t type, uint64_t n)
 {
     if (n > ((uint64_t)1 << 40)) return 0;
     switch (type) {
-    case GGML_TYPE_F32: return (size_t)n * 4;
-    case GGML_TYPE_F16: return (size_t)n * 2;
-    case GGML_TYPE_Q8_0: return n % 32 ? 0 : (size_t)(n / 32) * 34;
-    default: return 0;
+    case GGML_TYPE_F32:
+        return (size_t)n * 4;
+    case GGML_TYPE_F16:
+        return (size_t)n * 2;
+    case GGML_TYPE_Q8_0:
+        return n % 32 ? 0 : (size_t)(n / 32) * 34;
+    default:
+        return 0;
     }
 }
 
 const char *ggml_type_name(uint32_t type)
 {
     switch (type) {
-    case GGML_TYPE_F32: return "F32";
-    case GGML_TYPE_F16: return "F16";
-    case GGML_TYPE_Q8_0: return "Q8_0";
-    default: return "unsupported";
+    case GGML_TYPE_F32:
+        return "F32";
+    case GGML_TYPE_F16:
+        return "F16";
+    case GGML_TYPE_Q8_0:
+        return "Q8_0";
+    default:
+        return "unsupported";
     }
 }
 
@@ -161,12 +187,14 @@ static int parse(struct gguf_file *f, char *err, size_t errn)
             return fail(&r, "tensor %llu: bad dimension count %u", (unsigned long long)i,
                         t->n_dims);
         uint64_t rows = 1;
-        for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+        for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
+            t->ne[d] = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
             if (rd_u64(&r, &t->ne[d])) return -1;
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 40))
-                return fail(&r, "tensor '%.*s': bad dimension %llu", (int)(t->name.n > 64 ? 64 : t->name.n),
-                            t->name.p, (unsigned long long)t->ne[d]);
+                return fail(&r, "tensor '%.*s': bad dimension %llu",
+                            (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p,
+                            (unsigned long long)t->ne[d]);
             if (d > 0) {
                 if (rows > (((uint64_t)1 << 48) / t->ne[d]))
                     return fail(&r, "tensor dimensions overflow");
@@ -194,7 +222,8 @@ static int parse(struct gguf_file *f, char *err, size_t errn)
                         (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p,
                         (unsigned long long)t->offset, a);
         if (t->offset > avail || t->nbytes > avail - t->offset)
-            return fail(&r, "tensor '%.*s': data [%llu, +%llu) past the end of the file (truncated?)",
+            return fail(&r,
+                        "tensor '%.*s': data [%llu, +%llu) past the end of the file (truncated?)",
                         (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p,
                         (unsigned long long)t->offset, (unsigned long long)t->nbytes);
         t->data = f->base + off + t->offset;
@@ -293,15 +322,48 @@ static int kv_int(const struct gguf_kv *kv, int64_t *v, uint64_t *u, bool *is_si
     const uint8_t *p = kv->val;
     *is_signed = true;
     switch (kv->type) {
-    case GGUF_T_U8: *v = p[0]; return 0;
-    case GGUF_T_I8: *v = (int8_t)p[0]; return 0;
-    case GGUF_T_U16: { uint16_t x; memcpy(&x, p, 2); *v = x; return 0; }
-    case GGUF_T_I16: { int16_t x; memcpy(&x, p, 2); *v = x; return 0; }
-    case GGUF_T_U32: { uint32_t x; memcpy(&x, p, 4); *v = x; return 0; }
-    case GGUF_T_I32: { int32_t x; memcpy(&x, p, 4); *v = x; return 0; }
-    case GGUF_T_I64: { int64_t x; memcpy(&x, p, 8); *v = x; return 0; }
-    case GGUF_T_U64: memcpy(u, p, 8); *is_signed = false; return 0;
-    default: return -1;
+    case GGUF_T_U8:
+        *v = p[0];
+        return 0;
+    case GGUF_T_I8:
+        *v = (int8_t)p[0];
+        return 0;
+    case GGUF_T_U16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        *v = x;
+        return 0;
+    }
+    case GGUF_T_I16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        *v = x;
+        return 0;
+    }
+    case GGUF_T_U32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        *v = x;
+        return 0;
+    }
+    case GGUF_T_I32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        *v = x;
+        return 0;
+    }
+    case GGUF_T_I64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        *v = x;
+        return 0;
+    }
+    case GGUF_T_U64:
+        memcpy(u, p, 8);
+        *is_signed = false;
+        return 0;
+    default:
+        return -1;
     }
 }
 
@@ -391,17 +453,52 @@ double gguf_arr_num(const struct gguf_kv *kv, uint64_t i)
 {
     const uint8_t *p = kv->val + i * vtype_size(kv->arr_type);
     switch (kv->arr_type) {
-    case GGUF_T_U8: return p[0];
-    case GGUF_T_I8: return (int8_t)p[0];
-    case GGUF_T_U16: { uint16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_T_I16: { int16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_T_U32: { uint32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_T_I32: { int32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_T_F32: { float x; memcpy(&x, p, 4); return x; }
-    case GGUF_T_U64: { uint64_t x; memcpy(&x, p, 8); return (double)x; }
-    case GGUF_T_I64: { int64_t x; memcpy(&x, p, 8); return (double)x; }
-    case GGUF_T_F64: { double x; memcpy(&x, p, 8); return x; }
-    default: return 0;
+    case GGUF_T_U8:
+        return p[0];
+    case GGUF_T_I8:
+        return (int8_t)p[0];
+    case GGUF_T_U16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        return x;
+    }
+    case GGUF_T_I16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        return x;
+    }
+    case GGUF_T_U32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_T_I32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_T_F32: {
+        float x;
+        memcpy(&x, p, 4);
+        return x;
+    }
+    case GGUF_T_U64: {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        return (double)x;
+    }
+    case GGUF_T_I64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        return (double)x;
+    }
+    case GGUF_T_F64: {
+        double x;
+        memcpy(&x, p, 8);
+        return x;
+    }
+    default:
+        return 0;
     }
 }
 
@@ -426,8 +523,14 @@ void gguf_w_free(struct gguf_writer *w)
     sbuf_free(&w->data);
 }
 
-static void w_u32(struct sbuf *b, uint32_t v) { sbuf_append(b, &v, 4); }
-static void w_u64(struct sbuf *b, uint64_t v) { sbuf_append(b, &v, 8); }
+static void w_u32(struct sbuf *b, uint32_t v)
+{
+    sbuf_append(b, &v, 4);
+}
+static void w_u64(struct sbuf *b, uint64_t v)
+{
+    sbuf_append(b, &v, 8);
+}
 static void w_str(struct sbuf *b, const char *s)
 {
     size_t n = strlen(s);
@@ -477,7 +580,8 @@ void gguf_w_arr_str(struct gguf_writer *w, const char *key, const char *const *s
     w_key(w, key, GGUF_T_ARRAY);
     w_u32(&w->kvs, GGUF_T_STRING);
     w_u64(&w->kvs, n);
-    for (uint64_t i = 0; i < n; i++) w_str(&w->kvs, s[i]);
+    for (uint64_t i = 0; i < n; i++)
+        w_str(&w->kvs, s[i]);
 }
 
 void gguf_w_arr_f32(struct gguf_writer *w, const char *key, const float *v, uint64_t n)
@@ -500,12 +604,15 @@ void gguf_w_tensor(struct gguf_writer *w, const char *name, uint32_t n_dims, con
                    uint32_t type, const void *data)
 {
     uint64_t rows = 1;
-    for (uint32_t d = 1; d < n_dims; d++) rows *= ne[d];
+    for (uint32_t d = 1; d < n_dims; d++)
+        rows *= ne[d];
     size_t nbytes = ggml_row_bytes(type, ne[0]) * rows;
-    while (w->data.len % 32) sbuf_putc(&w->data, 0);
+    while (w->data.len % 32)
+        sbuf_putc(&w->data, 0);
     w_str(&w->infos, name);
     w_u32(&w->infos, n_dims);
-    for (uint32_t d = 0; d < n_dims; d++) w_u64(&w->infos, ne[d]);
+    for (uint32_t d = 0; d < n_dims; d++)
+        w_u64(&w->infos, ne[d]);
     w_u32(&w->infos, type);
     w_u64(&w->infos, w->data.len);
     sbuf_append(&w->data, data, nbytes);
@@ -521,6 +628,7 @@ void gguf_w_finish(struct gguf_writer *w, struct sbuf *out)
     w_u64(out, w->n_kv);
     sbuf_append(out, w->kvs.data, w->kvs.len);
     sbuf_append(out, w->infos.data, w->infos.len);
-    while ((out->len - start) % 32) sbuf_putc(out, 0);
+    while ((out->len - start) % 32)
+        sbuf_putc(out, 0);
     sbuf_append(out, w->data.data, w->data.len);
 }

@@ -16,9 +16,19 @@
 #include "sbuf.h"
 
 enum gguf_vtype {
-    GGUF_T_U8 = 0, GGUF_T_I8 = 1, GGUF_T_U16 = 2, GGUF_T_I16 = 3, GGUF_T_U32 = 4,
-    GGUF_T_I32 = 5, GGUF_T_F32 = 6, GGUF_T_BOOL = 7, GGUF_T_STRING = 8, GGUF_T_ARRAY = 9,
-    GGUF_T_U64 = 10, GGUF_T_I64 = 11, GGUF_T_F64 = 12,
+    GGUF_T_U8 = 0,
+    GGUF_T_I8 = 1,
+    GGUF_T_U16 = 2,
+    GGUF_T_I16 = 3,
+    GGUF_T_U32 = 4,
+    GGUF_T_I32 = 5,
+    GGUF_T_F32 = 6,
+    GGUF_T_BOOL = 7,
+    GGUF_T_STRING = 8,
+    GGUF_T_ARRAY = 9,
+    GGUF_T_U64 = 10,
+    GGUF_T_I64 = 11,
+    GGUF_T_F64 = 12,
 };
 
 /* ggml tensor types this server computes with. */
@@ -40,9 +50,9 @@ struct gguf_kv {
 struct gguf_tensor {
     struct gguf_str name;
     uint32_t n_dims;
-    uint64_t ne[4];   /* ne[0] = innermost (row length) */
-    uint32_t type;    /* enum ggml_type */
-    uint64_t offset;  /* relative to the data section */
+    uint64_t ne[4];  /* ne[0] = innermost (row length) */
+    uint32_t type;   /* enum ggml_type */
+    uint64_t offset; /* relative to the data section */
     uint64_t nbytes;
     const void *data; /* base + data_off + offset */
 };
@@ -87,9 +97,9 @@ const char *ggml_type_name(uint32_t type);
 
 /* ---- writer ---- */
 struct gguf_writer {
-    struct sbuf kvs;  /* serialized key/values */
+    struct sbuf kvs;   /* serialized key/values */
     struct sbuf infos; /* serialized tensor infos */
-    struct sbuf data; /* tensor data, each aligned to 32 */
+    struct sbuf data;  /* tensor data, each aligned to 32 */
     uint64_t n_kv, n_tensors;
 };
 

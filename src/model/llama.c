@@ -122,9 +122,9 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     for (int l = 0; l < hp->n_layer; l++) {
         struct llama_layer *L = &m->layers[l];
         char nm[96];
-#define T(field, suffix, rows, cols)                                                             \
-    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                               \
-    if (get_tensor(gf, nm, rows, cols, &L->field, err, errn)) goto fail;                        \
+#define T(field, suffix, rows, cols)                                                               \
+    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
+    if (get_tensor(gf, nm, rows, cols, &L->field, err, errn)) goto fail;                           \
     bytes_by_type[L->field.type] += L->field.row_bytes * (size_t)(rows);
         T(wq, "attn_q.weight", dq, d);
         T(wk, "attn_k.weight", dkv, d);
@@ -153,7 +153,8 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     snprintf(m->dtype, sizeof m->dtype, "%s", ggml_type_name((uint32_t)bt));
     m->n_params = (uint64_t)hp->n_vocab * d * (m->output.data == m->tok_embd.data ? 1 : 2) +
                   (uint64_t)hp->n_layer * ((uint64_t)2 * d * dq + (uint64_t)2 * d * dkv +
-                                           (uint64_t)3 * d * hp->n_ff + 2 * (uint64_t)d) + d;
+                                           (uint64_t)3 * d * hp->n_ff + 2 * (uint64_t)d) +
+                  d;
     *out = m;
     return 0;
 fail:
@@ -219,12 +220,12 @@ struct llama_ctx {
     int nth;
     int cap_T, cap_L, cap_ctx;
     float *x, *xn, *q, *k, *v, *att, *g, *u, *xl, *lo; /* activations, [T][dim] */
-    int8_t *xq;           /* quantised matmul input for Q8_0 weights: [T][cols] */
-    float *xd;            /* its block scales: [T][cols/32] */
+    int8_t *xq; /* quantised matmul input for Q8_0 weights: [T][cols] */
+    float *xd;  /* its block scales: [T][cols/32] */
     int *tok_seq, *tok_pos;
-    float *cosv, *sinv;   /* [T][n_rot/2] */
-    float **scratch;      /* per thread: max(n_embd, n_ff, dq) floats */
-    float **scores;       /* per thread: cap_ctx floats */
+    float *cosv, *sinv; /* [T][n_rot/2] */
+    float **scratch;    /* per thread: max(n_embd, n_ff, dq) floats */
+    float **scores;     /* per thread: cap_ctx floats */
     /* current dispatch */
     struct mm_job jobs[3];
     int n_jobs, T, layer;
@@ -260,10 +261,22 @@ void llama_ctx_free(struct llama_ctx *c)
     }
     free(c->scratch);
     free(c->scores);
-    free(c->x); free(c->xn); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->g); free(c->u); free(c->xl); free(c->lo);
-    free(c->tok_seq); free(c->tok_pos); free(c->cosv); free(c->sinv);
-    free(c->xq); free(c->xd);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->g);
+    free(c->u);
+    free(c->xl);
+    free(c->lo);
+    free(c->tok_seq);
+    free(c->tok_pos);
+    free(c->cosv);
+    free(c->sinv);
+    free(c->xq);
+    free(c->xd);
     free(c);
 }
 
@@ -312,24 +325,27 @@ static void mm_task(void *arg, int ith, int nth)
             qk_matmul_q8q8(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xd, c->T, jb->y,
                            jb->ldy, r0, r1);
         else
-            qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx,
-                      c->T, jb->y, jb->ldy, r0, r1, c->scratch[ith]);
+            qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx, c->T,
+                      jb->y, jb->ldy, r0, r1, c->scratch[ith]);
     }
 }
 
 static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, const float *x,
-                   float *y0, const struct lweight *w1, float *y1, const struct lweight *w2, float *y2)
+                   float *y0, const struct lweight *w1, float *y1, const struct lweight *w2,
+                   float *y2)
 {
     c->T = T;
     c->n_jobs = n;
     const struct lweight *ws[3] = {w0, w1, w2};
     float *ys[3] = {y0, y1, y2};
     bool q8 = false;
-    for (int i = 0; i < n; i++) q8 |= ws[i]->type == GGML_TYPE_Q8_0;
+    for (int i = 0; i < n; i++)
+        q8 |= ws[i]->type == GGML_TYPE_Q8_0;
     if (q8) { /* jobs of one dispatch share x: quantise it once */
         int cols = w0->cols, nb = cols / 32;
         for (int t = 0; t < T; t++)
-            qk_quantize_act(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols, c->xd + (size_t)t * nb);
+            qk_quantize_act(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols,
+                            c->xd + (size_t)t * nb);
     }
     for (int i = 0; i < n; i++) {
         c->jobs[i].w = ws[i];
@@ -344,9 +360,11 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
     float ss = 0;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
     float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * r * w[i];
 }
 
 static void rope(float *v, int n_heads, int hd, int n_rot, const float *cs, const float *sn)
@@ -392,8 +410,10 @@ static void attn_task(void *arg, int ith, int nth)
         }
         float inv = 1.0f / sum;
         float *o = c->att + (size_t)t * dq + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0;
-        for (int j = 0; j <= pos; j++) qk_axpy(o, sc[j] * inv, V + (size_t)j * dkv, hd);
+        for (int i = 0; i < hd; i++)
+            o[i] = 0;
+        for (int j = 0; j <= pos; j++)
+            qk_axpy(o, sc[j] * inv, V + (size_t)j * dkv, hd);
     }
 }
 
@@ -414,7 +434,8 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
     if (T == 0) return 0;
     ensure_T(c, T > L ? T : L);
     if (maxpos > c->cap_ctx) {
-        for (int i = 0; i < c->nth; i++) c->scores[i] = xrealloc(c->scores[i], (size_t)maxpos * 4);
+        for (int i = 0; i < c->nth; i++)
+            c->scores[i] = xrealloc(c->scores[i], (size_t)maxpos * 4);
         c->cap_ctx = maxpos;
     }
     int d = hp->n_embd, hd = hp->head_dim, dq = hp->n_head * hd, dkv = hp->n_head_kv * hd;
@@ -427,17 +448,20 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
             c->tok_seq[t] = s;
             c->tok_pos[t] = seqs[s].kv->n + i;
             const struct lweight *e = &m->tok_embd;
-            qk_dequant_row(e->type, (const uint8_t *)e->data + (size_t)seqs[s].tokens[i] * e->row_bytes,
+            qk_dequant_row(e->type,
+                           (const uint8_t *)e->data + (size_t)seqs[s].tokens[i] * e->row_bytes,
                            c->x + (size_t)t * d, d);
             for (int j = 0; j < nr; j++) {
-                double theta = (double)c->tok_pos[t] * pow((double)hp->rope_base, -2.0 * j / hp->n_rot);
+                double theta =
+                    (double)c->tok_pos[t] * pow((double)hp->rope_base, -2.0 * j / hp->n_rot);
                 c->cosv[(size_t)t * nr + j] = (float)cos(theta);
                 c->sinv[(size_t)t * nr + j] = (float)sin(theta);
             }
         }
     for (int l = 0; l < hp->n_layer; l++) {
         const struct llama_layer *Ly = &m->layers[l];
-        for (t = 0; t < T; t++) rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->attn_norm, d, hp->eps);
+        for (t = 0; t < T; t++)
+            rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->attn_norm, d, hp->eps);
         run_mm(c, T, 3, &Ly->wq, c->xn, c->q, &Ly->wk, c->k, &Ly->wv, c->v);
         for (t = 0; t < T; t++) {
             const float *cs = c->cosv + (size_t)t * nr, *sn = c->sinv + (size_t)t * nr;
@@ -452,8 +476,10 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
         c->T = T;
         pool_run(c->pool, attn_task, c);
         run_mm(c, T, 1, &Ly->wo, c->att, c->xl, NULL, NULL, NULL, NULL);
-        for (size_t i = 0; i < (size_t)T * d; i++) c->x[i] += c->xl[i];
-        for (t = 0; t < T; t++) rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->ffn_norm, d, hp->eps);
+        for (size_t i = 0; i < (size_t)T * d; i++)
+            c->x[i] += c->xl[i];
+        for (t = 0; t < T; t++)
+            rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->ffn_norm, d, hp->eps);
         run_mm(c, T, 2, &Ly->wgate, c->xn, c->g, &Ly->wup, c->u, NULL, NULL);
         size_t nf = (size_t)T * hp->n_ff;
         for (size_t i = 0; i < nf; i++) {
@@ -461,7 +487,8 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
             c->g[i] = gv / (1.0f + expf(-gv)) * c->u[i];
         }
         run_mm(c, T, 1, &Ly->wdown, c->g, c->xl, NULL, NULL, NULL, NULL);
-        for (size_t i = 0; i < (size_t)T * d; i++) c->x[i] += c->xl[i];
+        for (size_t i = 0; i < (size_t)T * d; i++)
+            c->x[i] += c->xl[i];
     }
     /* output head only for the rows asked for */
     if (L > 0) {
@@ -470,7 +497,8 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
         for (int s = 0; s < n_seqs; s++) {
             for (int i = 0; i < seqs[s].n; i++, t++) {
                 bool want = seqs[s].all_logits || (seqs[s].want_logits && i == seqs[s].n - 1);
-                if (want) rmsnorm(c->xn + (size_t)r++ * d, c->x + (size_t)t * d, m->out_norm, d, hp->eps);
+                if (want)
+                    rmsnorm(c->xn + (size_t)r++ * d, c->x + (size_t)t * d, m->out_norm, d, hp->eps);
             }
         }
         if ((size_t)L * hp->n_vocab > (size_t)c->cap_L) {
@@ -482,11 +510,13 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
         for (int s = 0; s < n_seqs; s++) {
             int k = seqs[s].all_logits ? seqs[s].n : (seqs[s].want_logits && seqs[s].n > 0) ? 1 : 0;
             if (k && seqs[s].logits)
-                memcpy(seqs[s].logits, c->lo + (size_t)r * hp->n_vocab, (size_t)k * hp->n_vocab * 4);
+                memcpy(seqs[s].logits, c->lo + (size_t)r * hp->n_vocab,
+                       (size_t)k * hp->n_vocab * 4);
             r += k;
         }
     }
-    for (int s = 0; s < n_seqs; s++) seqs[s].kv->n += seqs[s].n;
+    for (int s = 0; s < n_seqs; s++)
+        seqs[s].kv->n += seqs[s].n;
     return 0;
 }
 

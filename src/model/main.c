@@ -26,15 +26,16 @@
 
 static void usage(void)
 {
-    fputs("usage: sgpu-model serve|init-tiny|logits|generate|tokenize [options]\n"
-          "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
-          "        [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]\n"
-          "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
-          "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
-          "  logits [--model F] --tokens 1,2,3\n"
-          "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos]\n"
-          "  tokenize [--model F] --text T\n",
-          stderr);
+    fputs(
+        "usage: sgpu-model serve|init-tiny|logits|generate|tokenize [options]\n"
+        "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
+        "        [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]\n"
+        "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
+        "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
+        "  logits [--model F] --tokens 1,2,3\n"
+        "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos]\n"
+        "  tokenize [--model F] --text T\n",
+        stderr);
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -56,8 +57,10 @@ static int parse_tokens(const char *s, struct ids *out)
         if (errno || end == s || v < 0 || v > 100000000) return -1;
         ids_push(out, (int)v);
         s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
     }
     return out->n ? 0 : -1;
 }
@@ -84,24 +87,35 @@ static int cmd_init_tiny(int argc, char **argv)
             o.seed = s;
             i++;
         } else if (strcmp(a, "--type") == 0) {
-            if (!strcmp(v, "f32")) o.wtype = GGML_TYPE_F32;
-            else if (!strcmp(v, "f16")) o.wtype = GGML_TYPE_F16;
-            else if (!strcmp(v, "q8_0")) o.wtype = GGML_TYPE_Q8_0;
-            else return fprintf(stderr, "bad --type\n"), 2;
+            if (!strcmp(v, "f32"))
+                o.wtype = GGML_TYPE_F32;
+            else if (!strcmp(v, "f16"))
+                o.wtype = GGML_TYPE_F16;
+            else if (!strcmp(v, "q8_0"))
+                o.wtype = GGML_TYPE_Q8_0;
+            else
+                return fprintf(stderr, "bad --type\n"), 2;
             i++;
         } else if (strcmp(a, "--tokenizer") == 0) {
-            if (!strcmp(v, "spm")) o.tok = TOK_SPM;
-            else if (!strcmp(v, "bpe")) o.tok = TOK_BPE;
-            else return fprintf(stderr, "bad --tokenizer\n"), 2;
+            if (!strcmp(v, "spm"))
+                o.tok = TOK_SPM;
+            else if (!strcmp(v, "bpe"))
+                o.tok = TOK_BPE;
+            else
+                return fprintf(stderr, "bad --tokenizer\n"), 2;
             i++;
         } else if (strcmp(a, "--name") == 0) {
             o.name = v;
             i++;
         } else if (a[0] == '-') {
-            int *dst = !strcmp(a, "--dim") ? &o.n_embd : !strcmp(a, "--layers") ? &o.n_layer
-                     : !strcmp(a, "--heads") ? &o.n_head : !strcmp(a, "--kv-heads") ? &o.n_head_kv
-                     : !strcmp(a, "--ff") ? &o.n_ff : !strcmp(a, "--vocab") ? &o.vocab_size
-                     : !strcmp(a, "--ctx") ? &o.n_ctx : NULL;
+            int *dst = !strcmp(a, "--dim")        ? &o.n_embd
+                       : !strcmp(a, "--layers")   ? &o.n_layer
+                       : !strcmp(a, "--heads")    ? &o.n_head
+                       : !strcmp(a, "--kv-heads") ? &o.n_head_kv
+                       : !strcmp(a, "--ff")       ? &o.n_ff
+                       : !strcmp(a, "--vocab")    ? &o.vocab_size
+                       : !strcmp(a, "--ctx")      ? &o.n_ctx
+                                                  : NULL;
             if (!dst || parse_int(v, 1, 1 << 20, &n)) {
                 fprintf(stderr, "init-tiny: bad option %s %s\n", a, v);
                 return 2;
@@ -153,9 +167,12 @@ static int parse_tool(int argc, char **argv, struct tool_opts *o)
             continue;
         }
         if (!v) goto bad;
-        if (!strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--tokens")) o->tokens = v;
-        else if (!strcmp(a, "--text")) o->text = v;
+        if (!strcmp(a, "--model"))
+            o->model = v;
+        else if (!strcmp(a, "--tokens"))
+            o->tokens = v;
+        else if (!strcmp(a, "--text"))
+            o->text = v;
         else if (!strcmp(a, "--max-new-tokens")) {
             if (parse_int(v, 0, 1 << 24, &o->max_new)) goto bad;
         } else if (!strcmp(a, "--threads")) {
@@ -213,7 +230,8 @@ static int cmd_logits_generate(int argc, char **argv, bool gen)
         struct sbuf line = SBUF_INIT;
         for (size_t t = 0; t < toks.n; t++) {
             sbuf_reset(&line);
-            for (int i = 0; i < nv; i++) sbuf_printf(&line, i ? " %.9g" : "%.9g", lg[t * (size_t)nv + i]);
+            for (int i = 0; i < nv; i++)
+                sbuf_printf(&line, i ? " %.9g" : "%.9g", lg[t * (size_t)nv + i]);
             sbuf_putc(&line, '\n');
             fwrite(line.data, 1, line.len, stdout);
         }
@@ -279,7 +297,8 @@ static int cmd_membw(int argc, char **argv)
     size_t n = (size_t)mb << 17; /* 8-byte words */
     uint64_t *p = malloc(n * sizeof *p);
     if (!p) return 1;
-    for (size_t i = 0; i < n; i++) p[i] = i * 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++)
+        p[i] = i * 0x9e3779b97f4a7c15ull;
     double best = 0, chk = 0;
     for (int rep = 0; rep < 5; rep++) {
         pthread_t th[64];
@@ -315,7 +334,8 @@ static int cmd_tokenize(int argc, char **argv)
     if (!m) return 1;
     struct ids ids = {0};
     tok_encode(&m->tok, o.text, strlen(o.text), false, &ids);
-    for (size_t i = 0; i < ids.n; i++) printf(i ? " %d" : "%d", ids.v[i]);
+    for (size_t i = 0; i < ids.n; i++)
+        printf(i ? " %d" : "%d", ids.v[i]);
     printf("\n");
     ids_free(&ids);
     llama_free(m);

@@ -48,5 +48,8 @@ void qk_axpy(float *y, float a, const float *x, int n);
  * them off (tests compare both paths). */
 int qk_simd_active(void);
 void qk_force_portable(int on);
+/* 1 when the Q8 dot uses AVX-VNNI; qk_allow_vnni(0) falls back to AVX2 (tests). */
+int qk_vnni_active(void);
+void qk_allow_vnni(int on);
 
 #endif

@@ -67,13 +67,15 @@ int sampler_next(struct sampler *s, float *logits, const int *ctx, int n_ctx, fl
         if (logits[i] > logits[best]) best = i;
     float mx = logits[best];
     double z = 0;
-    for (int i = 0; i < n; i++) z += exp((double)(logits[i] - mx));
+    for (int i = 0; i < n; i++)
+        z += exp((double)(logits[i] - mx));
     double logz = log(z) + mx;
     int pick = best;
     if (s->p.sample) {
         float temp = s->p.temperature > 0 ? s->p.temperature : 1.0f;
         int k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
-        for (int i = 0; i < n; i++) s->idx[i] = i;
+        for (int i = 0; i < n; i++)
+            s->idx[i] = i;
         /* partial selection of the top k is enough; sort it */
         if (k < n || s->p.top_p < 1.0f) qsort_r(s->idx, (size_t)n, sizeof(int), cmp_desc, logits);
         double sum = 0;
@@ -93,7 +95,8 @@ int sampler_next(struct sampler *s, float *logits, const int *ctx, int n_ctx, fl
                 }
             }
             sum = 0;
-            for (int i = 0; i < m; i++) sum += s->work[i];
+            for (int i = 0; i < m; i++)
+                sum += s->work[i];
         }
         double r = (double)(xs64(&s->rng) >> 11) / 9007199254740992.0 * sum;
         pick = s->idx[m - 1];

@@ -22,8 +22,8 @@ struct sampler {
     struct sampler_params p;
     uint64_t rng;
     int n_vocab;
-    float *work;  /* n_vocab */
-    int *idx;     /* n_vocab */
+    float *work; /* n_vocab */
+    int *idx;    /* n_vocab */
 };
 
 int sampler_init(struct sampler *s, const struct sampler_params *p, int n_vocab);

@@ -115,11 +115,13 @@ struct json_object *srv_parse_body(struct evhttp_request *req, const char **msg)
         *msg = n == 0 ? "empty request body" : "request body is not valid JSON";
         return NULL;
     }
-    while (end < n && (body[end] == ' ' || body[end] == '\n' || body[end] == '\r' || body[end] == '\t'))
+    while (end < n &&
+           (body[end] == ' ' || body[end] == '\n' || body[end] == '\r' || body[end] == '\t'))
         end++;
     if (end != n || !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
-        *msg = end != n ? "trailing data after the JSON body" : "request body must be a JSON object";
+        *msg =
+            end != n ? "trailing data after the JSON body" : "request body must be a JSON object";
         return NULL;
     }
     return o;
@@ -128,7 +130,8 @@ struct json_object *srv_parse_body(struct evhttp_request *req, const char **msg)
 static struct json_object *jfield(struct json_object *o, const char *k)
 {
     struct json_object *v = NULL;
-    if (!json_object_object_get_ex(o, k, &v) || !v || json_object_is_type(v, json_type_null)) return NULL;
+    if (!json_object_object_get_ex(o, k, &v) || !v || json_object_is_type(v, json_type_null))
+        return NULL;
     return v;
 }
 
@@ -151,7 +154,8 @@ int jget_num(struct json_object *o, const char *k, double *out, bool *present)
     struct json_object *v = jfield(o, k);
     if (present) *present = v != NULL;
     if (!v) return 0;
-    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) return -1;
+    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+        return -1;
     *out = json_object_get_double(v);
     return 0;
 }
@@ -281,7 +285,8 @@ void srv_start(struct creq *c)
     if (batcher_submit(s->bat, g) != 0) {
         *s->m_rejected_queue += 1;
         if (c->api == API_TGI)
-            srv_tgi_error(c->req, 429, "overloaded", "Model is overloaded: queue limit (%d waiting requests) reached",
+            srv_tgi_error(c->req, 429, "overloaded",
+                          "Model is overloaded: queue limit (%d waiting requests) reached",
                           s->max_queue);
         else
             srv_oai_error(c->req, 429, "rate_limit_error", "queue_full",
@@ -328,11 +333,16 @@ static void send_chunk(struct creq *c, struct sbuf *b)
 static const char *fin_name(int f)
 {
     switch (f) {
-    case FIN_LENGTH: return "length";
-    case FIN_EOS: return "eos";
-    case FIN_STOP: return "stop";
-    case FIN_CANCEL: return "cancelled";
-    default: return "error";
+    case FIN_LENGTH:
+        return "length";
+    case FIN_EOS:
+        return "eos";
+    case FIN_STOP:
+        return "stop";
+    case FIN_CANCEL:
+        return "cancelled";
+    default:
+        return "error";
     }
 }
 
@@ -442,11 +452,12 @@ static void route(struct evhttp_request *req, void *arg)
          tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
          compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
          models = !strcmp(path, "/v1/models");
-    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl && !chat && !models) {
+    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models) {
         http_reply_error(req, 404, "no route for %s", path);
         return;
     }
-    if (((info || models) && !get) || ((tgi_gen || tgi_stream || tgi_root || compl || chat) && !post))
+    if (((info || models) && !get) ||
+        ((tgi_gen || tgi_stream || tgi_root || compl || chat) && !post))
         goto method;
     if (!s->ready) {
         if (compl || chat || models)
@@ -455,12 +466,18 @@ static void route(struct evhttp_request *req, void *arg)
             srv_tgi_error(req, 503, "unhealthy", "model is loading");
         return;
     }
-    if (info) api_tgi_info(s, req);
-    else if (models) api_oai_models(s, req);
-    else if (tgi_gen) api_tgi_generate(s, req, false);
-    else if (tgi_stream) api_tgi_generate(s, req, true);
-    else if (tgi_root) api_tgi_generate(s, req, false); /* "stream": true handled inside */
-    else api_oai_completions(s, req, chat);
+    if (info)
+        api_tgi_info(s, req);
+    else if (models)
+        api_oai_models(s, req);
+    else if (tgi_gen)
+        api_tgi_generate(s, req, false);
+    else if (tgi_stream)
+        api_tgi_generate(s, req, true);
+    else if (tgi_root)
+        api_tgi_generate(s, req, false); /* "stream": true handled inside */
+    else
+        api_oai_completions(s, req, chat);
     return;
 method:
     http_reply_error(req, 405, "method not allowed");
@@ -504,8 +521,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             size_t bpt = llama_kv_bytes_per_token(s->model);
             if (s->kv_budget < bpt * (size_t)s->n_ctx) s->kv_budget = bpt * (size_t)s->n_ctx;
             *s->g_kv_budget = (double)s->kv_budget;
-            struct batcher_opts bo = {s->threads, s->max_batch, s->max_queue, s->kv_budget, 256,
-                                      s->h_ttft, s->h_tpot};
+            struct batcher_opts bo = {s->threads, s->max_batch, s->max_queue, s->kv_budget,
+                                      256,        s->h_ttft,    s->h_tpot};
             s->bat = batcher_new(s->model, &bo, wake_loop, s);
             if (!s->bat) {
                 log_error("fatal", "error=\"cannot start the batcher thread\"");
@@ -514,16 +531,18 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             }
             const char *base = s->model_path && *s->model_path ? strrchr(s->model_path, '/') : NULL;
             snprintf(s->model_id, sizeof s->model_id, "%s",
-                     s->model_path && *s->model_path ? (base ? base + 1 : s->model_path) : s->model->name);
+                     s->model_path && *s->model_path ? (base ? base + 1 : s->model_path)
+                                                     : s->model->name);
             s->ready = 1;
             char q1[200], q2[600];
-            log_info("model_loaded",
-                     "model=%s arch=llama dtype=%s params=%llu vocab=%d layers=%d ctx=%d threads=%d "
-                     "max_batch=%d port=%d simd=%d msg=%s",
-                     log_quote(q1, sizeof q1, s->model_id), s->model->dtype,
-                     (unsigned long long)s->model->n_params, hp->n_vocab, hp->n_layer, s->n_ctx,
-                     s->threads, s->max_batch, s->bound_port, qk_simd_active(),
-                     log_quote(q2, sizeof q2, s->load_msg ? s->load_msg : ""));
+            log_info(
+                "model_loaded",
+                "model=%s arch=llama dtype=%s params=%llu vocab=%d layers=%d ctx=%d threads=%d "
+                "max_batch=%d port=%d simd=%d msg=%s",
+                log_quote(q1, sizeof q1, s->model_id), s->model->dtype,
+                (unsigned long long)s->model->n_params, hp->n_vocab, hp->n_layer, s->n_ctx,
+                s->threads, s->max_batch, s->bound_port, qk_simd_active(),
+                log_quote(q2, sizeof q2, s->load_msg ? s->load_msg : ""));
             if (s->load_msg && *s->load_msg) fprintf(stderr, "%s\n", s->load_msg);
         }
     }
@@ -581,16 +600,26 @@ int serve_main(int argc, char **argv)
             log_error("fatal", "error=\"option %s needs a value\"", a);
             return 2;
         }
-        if (!strcmp(a, "--model")) s->model_path = v;
-        else if (!strcmp(a, "--host")) s->host = v;
-        else if (!strcmp(a, "--load-log-msg")) s->load_msg = v;
-        else if (!strcmp(a, "--port")) rc = opt_int(a, v, 0, 65535, &s->port);
-        else if (!strcmp(a, "--threads")) rc = opt_int(a, v, 1, 256, &s->threads);
-        else if (!strcmp(a, "--max-batch")) rc = opt_int(a, v, 1, 1024, &s->max_batch);
-        else if (!strcmp(a, "--ctx")) rc = opt_int(a, v, 1, 1 << 20, &s->n_ctx);
-        else if (!strcmp(a, "--max-queue")) rc = opt_int(a, v, 0, 1 << 20, &s->max_queue);
-        else if (!strcmp(a, "--kv-mem")) rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
-        else if (!strcmp(a, "--max-body-kb")) rc = opt_int(a, v, 1, 1 << 20, &max_body_kb);
+        if (!strcmp(a, "--model"))
+            s->model_path = v;
+        else if (!strcmp(a, "--host"))
+            s->host = v;
+        else if (!strcmp(a, "--load-log-msg"))
+            s->load_msg = v;
+        else if (!strcmp(a, "--port"))
+            rc = opt_int(a, v, 0, 65535, &s->port);
+        else if (!strcmp(a, "--threads"))
+            rc = opt_int(a, v, 1, 256, &s->threads);
+        else if (!strcmp(a, "--max-batch"))
+            rc = opt_int(a, v, 1, 1024, &s->max_batch);
+        else if (!strcmp(a, "--ctx"))
+            rc = opt_int(a, v, 1, 1 << 20, &s->n_ctx);
+        else if (!strcmp(a, "--max-queue"))
+            rc = opt_int(a, v, 0, 1 << 20, &s->max_queue);
+        else if (!strcmp(a, "--kv-mem"))
+            rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
+        else if (!strcmp(a, "--max-body-kb"))
+            rc = opt_int(a, v, 1, 1 << 20, &max_body_kb);
         else {
             log_error("fatal", "error=\"unknown option %s\"", a);
             return 2;
@@ -601,24 +630,37 @@ int serve_main(int argc, char **argv)
     s->kv_budget = (size_t)kv_mb << 20;
     signal(SIGPIPE, SIG_IGN);
     s->met = metrics_new();
-    s->m_requests = metrics_counter(s->met, "sgpu_model_requests_total", "Generation requests accepted");
-    s->m_prompt_tokens = metrics_counter(s->met, "sgpu_model_prompt_tokens_total", "Prompt tokens of accepted requests");
-    s->m_gen_tokens = metrics_counter(s->met, "sgpu_model_generated_tokens_total", "Tokens generated");
-    s->m_cancelled = metrics_counter(s->met, "sgpu_model_cancelled_total", "Requests cancelled by client disconnect");
-    s->m_errors = metrics_counter(s->met, "sgpu_model_errors_total", "Requests that failed during generation");
-    s->m_rejected_queue = metrics_counter(s->met, "sgpu_model_rejected_total{reason=\"queue_full\"}", "Requests rejected");
-    s->m_rejected_validation = metrics_counter(s->met, "sgpu_model_rejected_total{reason=\"validation\"}", "Requests rejected");
-    s->g_queue = metrics_gauge(s->met, "sgpu_model_queue_depth", "Requests waiting for a batch slot");
+    s->m_requests =
+        metrics_counter(s->met, "sgpu_model_requests_total", "Generation requests accepted");
+    s->m_prompt_tokens = metrics_counter(s->met, "sgpu_model_prompt_tokens_total",
+                                         "Prompt tokens of accepted requests");
+    s->m_gen_tokens =
+        metrics_counter(s->met, "sgpu_model_generated_tokens_total", "Tokens generated");
+    s->m_cancelled = metrics_counter(s->met, "sgpu_model_cancelled_total",
+                                     "Requests cancelled by client disconnect");
+    s->m_errors = metrics_counter(s->met, "sgpu_model_errors_total",
+                                  "Requests that failed during generation");
+    s->m_rejected_queue = metrics_counter(
+        s->met, "sgpu_model_rejected_total{reason=\"queue_full\"}", "Requests rejected");
+    s->m_rejected_validation = metrics_counter(
+        s->met, "sgpu_model_rejected_total{reason=\"validation\"}", "Requests rejected");
+    s->g_queue =
+        metrics_gauge(s->met, "sgpu_model_queue_depth", "Requests waiting for a batch slot");
     s->g_batch = metrics_gauge(s->met, "sgpu_model_batch_size", "Sequences in the running batch");
-    s->g_kv = metrics_gauge(s->met, "sgpu_model_kv_cache_bytes", "KV cache bytes reserved by active sequences");
-    s->g_kv_budget = metrics_gauge(s->met, "sgpu_model_kv_cache_budget_bytes", "KV cache byte budget");
+    s->g_kv = metrics_gauge(s->met, "sgpu_model_kv_cache_bytes",
+                            "KV cache bytes reserved by active sequences");
+    s->g_kv_budget =
+        metrics_gauge(s->met, "sgpu_model_kv_cache_budget_bytes", "KV cache byte budget");
     s->g_ready = metrics_gauge(s->met, "sgpu_model_ready", "1 once the model is loaded");
     static const double lat[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
     static const double tpot[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1};
     static const double dur[] = {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
-    s->h_ttft = metrics_histogram(s->met, "sgpu_model_time_to_first_token_seconds", "Time from request to first token", lat, 12);
-    s->h_tpot = metrics_histogram(s->met, "sgpu_model_time_per_output_token_seconds", "Time between consecutive tokens", tpot, 10);
-    s->h_duration = metrics_histogram(s->met, "sgpu_model_request_duration_seconds", "Request duration", dur, 11);
+    s->h_ttft = metrics_histogram(s->met, "sgpu_model_time_to_first_token_seconds",
+                                  "Time from request to first token", lat, 12);
+    s->h_tpot = metrics_histogram(s->met, "sgpu_model_time_per_output_token_seconds",
+                                  "Time between consecutive tokens", tpot, 10);
+    s->h_duration = metrics_histogram(s->met, "sgpu_model_request_duration_seconds",
+                                      "Request duration", dur, 11);
     metrics_on_render(s->met, metrics_refresh, s);
 
     s->base = http_base_new();
@@ -630,7 +672,8 @@ int serve_main(int argc, char **argv)
     }
     evhttp_set_gencb(s->http, route, s);
     if (http_server_listen(s->http, s->host, s->port, &s->bound_port) != 0) {
-        log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port, strerror(errno));
+        log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port,
+                  strerror(errno));
         return 1;
     }
     if (pipe2(wake_fd, O_NONBLOCK | O_CLOEXEC) != 0) {

@@ -23,7 +23,7 @@ struct srv {
     struct llama_model *model;
     struct batcher *bat;
     int ready;
-    int n_ctx;            /* effective context length (positions per sequence) */
+    int n_ctx; /* effective context length (positions per sequence) */
     int max_batch, max_queue, threads;
     size_t kv_budget;
     const char *model_path, *host, *load_msg;

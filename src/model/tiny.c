@@ -10,12 +10,13 @@
 #include "quant.h"
 
 static const char *const WORDS[] = {
-    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
-    "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
-    "had", "they", "you", "were", "their", "one", "all", "we", "can", "her", "has", "there",
-    "been", "if", "more", "when", "will", "would", "who", "so", "no", "model", "token", "server",
-    "hello", "world", "GPU", "data", "time", "text", "er", "ing", "ed", "es", "th", "he", "in",
-    "an", "re", "on", "at", "en", "nd", "ti", "st", "or", "te", "ly", "tion", "ment",
+    "the",   "of",    "and", "to",   "in",    "is",    "that",   "for",   "it",    "as",    "was",
+    "with",  "be",    "by",  "on",   "not",   "he",    "this",   "are",   "or",    "his",   "from",
+    "at",    "which", "but", "have", "an",    "had",   "they",   "you",   "were",  "their", "one",
+    "all",   "we",    "can", "her",  "has",   "there", "been",   "if",    "more",  "when",  "will",
+    "would", "who",   "so",  "no",   "model", "token", "server", "hello", "world", "GPU",   "data",
+    "time",  "text",  "er",  "ing",  "ed",    "es",    "th",     "he",    "in",    "an",    "re",
+    "on",    "at",    "en",  "nd",   "ti",    "st",    "or",     "te",    "ly",    "tion",  "ment",
 };
 #define N_WORDS (sizeof WORDS / sizeof WORDS[0])
 
@@ -74,7 +75,8 @@ static int sl_find(const struct strlist *l, const char *s)
 
 static void sl_free(struct strlist *l)
 {
-    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
     free(l->v);
 }
 
@@ -217,7 +219,8 @@ static void vocab_bpe(struct gguf_writer *w, int vocab_size)
     int eot = (int)t.n;
     sl_add(&t, "<|endoftext|>");
     int32_t *types = malloc(t.n * sizeof *types);
-    for (size_t i = 0; i < t.n; i++) types[i] = (int)i == eot ? 3 : 1;
+    for (size_t i = 0; i < t.n; i++)
+        types[i] = (int)i == eot ? 3 : 1;
     gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
     gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");
     gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)t.v, t.n);
@@ -240,7 +243,8 @@ static void add_matrix(struct gguf_writer *w, const char *name, int rows, int co
     float *row = malloc((size_t)cols * sizeof *row);
     if (!data || !row) abort();
     for (int r = 0; r < rows; r++) {
-        for (int c = 0; c < cols; c++) row[c] = offset + scale * tiny_randf(rng);
+        for (int c = 0; c < cols; c++)
+            row[c] = offset + scale * tiny_randf(rng);
         uint8_t *o = data + (size_t)r * rb;
         if (type == GGML_TYPE_F32) {
             memcpy(o, row, (size_t)cols * 4);
@@ -281,7 +285,10 @@ int tiny_build(const struct tiny_opts *o, struct sbuf *out)
     gguf_w_u32(&w, "llama.attention.head_count_kv", (uint32_t)o->n_head_kv);
     gguf_w_f32(&w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     gguf_w_f32(&w, "llama.rope.freq_base", o->rope_base > 0 ? o->rope_base : 10000.0f);
-    gguf_w_u32(&w, "general.file_type", o->wtype == GGML_TYPE_F32 ? 0 : o->wtype == GGML_TYPE_F16 ? 1 : 7);
+    gguf_w_u32(&w, "general.file_type",
+               o->wtype == GGML_TYPE_F32   ? 0
+               : o->wtype == GGML_TYPE_F16 ? 1
+                                           : 7);
     if (o->tok == TOK_SPM)
         vocab_spm(&w, o->vocab_size);
     else
@@ -312,8 +319,8 @@ int tiny_build(const struct tiny_opts *o, struct sbuf *out)
     if (!o->tied) add_matrix(&w, "output.weight", nv, d, sd * 2.0f, 0.0f, o->wtype, &rng);
     char nm[64];
     for (int l = 0; l < o->n_layer; l++) {
-#define M(suffix, rows, cols, sc)                                                                \
-    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                               \
+#define M(suffix, rows, cols, sc)                                                                  \
+    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
     add_matrix(&w, nm, rows, cols, sc, 0.0f, o->wtype, &rng)
         snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
         add_matrix(&w, nm, 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);

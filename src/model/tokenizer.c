@@ -20,7 +20,8 @@ static uint64_t hash_bytes(const char *k, size_t n)
 void strmap_init(struct strmap *m, size_t expected)
 {
     size_t cap = 16;
-    while (cap < expected * 2 + 2) cap *= 2;
+    while (cap < expected * 2 + 2)
+        cap *= 2;
     m->cap = cap;
     m->len = 0;
     m->keys = calloc(cap, sizeof *m->keys);
@@ -124,8 +125,10 @@ static int parse_byte_token(const char *s, size_t n)
     int v = 0;
     for (int i = 3; i < 5; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v * 16 + d;
     }
@@ -167,12 +170,15 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
     gguf_arr_strings(tk, strs);
     const struct gguf_kv *sk = gguf_find(f, "tokenizer.ggml.scores");
     const struct gguf_kv *yk = gguf_find(f, "tokenizer.ggml.token_type");
-    if (sk && (sk->type != GGUF_T_ARRAY || sk->arr_n != (uint64_t)nv || sk->arr_type == GGUF_T_STRING))
+    if (sk &&
+        (sk->type != GGUF_T_ARRAY || sk->arr_n != (uint64_t)nv || sk->arr_type == GGUF_T_STRING))
         sk = NULL;
-    if (yk && (yk->type != GGUF_T_ARRAY || yk->arr_n != (uint64_t)nv || yk->arr_type == GGUF_T_STRING))
+    if (yk &&
+        (yk->type != GGUF_T_ARRAY || yk->arr_n != (uint64_t)nv || yk->arr_type == GGUF_T_STRING))
         yk = NULL;
     strmap_init(&t->vocab, (size_t)nv);
-    for (int i = 0; i < 256; i++) t->byte_tok[i] = -1;
+    for (int i = 0; i < 256; i++)
+        t->byte_tok[i] = -1;
     for (int i = 0; i < nv; i++) {
         t->len[i] = (uint32_t)strs[i].n;
         t->text[i] = malloc(strs[i].n + 1);
@@ -236,14 +242,16 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
 void tok_free(struct tokenizer *t)
 {
     if (t->text)
-        for (int i = 0; i < t->n_vocab; i++) free(t->text[i]);
+        for (int i = 0; i < t->n_vocab; i++)
+            free(t->text[i]);
     free(t->text);
     free(t->len);
     free(t->scores);
     free(t->type);
     strmap_free(&t->vocab);
     if (t->merge_text)
-        for (size_t i = 0; i < t->n_merges; i++) free(t->merge_text[i]);
+        for (size_t i = 0; i < t->n_merges; i++)
+            free(t->merge_text[i]);
     free(t->merge_text);
     strmap_free(&t->merges);
     memset(t, 0, sizeof *t);
@@ -300,9 +308,12 @@ void tok_piece(const struct tokenizer *t, int id, struct sbuf *out)
         const unsigned char *u = (const unsigned char *)s + i;
         size_t l = tok_utf8_len(u, n - i);
         uint32_t cp = u[0];
-        if (l == 2) cp = ((uint32_t)(u[0] & 0x1f) << 6) | (u[1] & 0x3f);
-        else if (l == 3) cp = ((uint32_t)(u[0] & 0x0f) << 12) | ((uint32_t)(u[1] & 0x3f) << 6) | (u[2] & 0x3f);
-        else if (l == 4) cp = 0x110000; /* never a mapped byte */
+        if (l == 2)
+            cp = ((uint32_t)(u[0] & 0x1f) << 6) | (u[1] & 0x3f);
+        else if (l == 3)
+            cp = ((uint32_t)(u[0] & 0x0f) << 12) | ((uint32_t)(u[1] & 0x3f) << 6) | (u[2] & 0x3f);
+        else if (l == 4)
+            cp = 0x110000; /* never a mapped byte */
         if (cp < 512 && t->cp_byte[cp] >= 0)
             sbuf_putc(out, (char)t->cp_byte[cp]);
         else

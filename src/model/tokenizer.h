@@ -15,7 +15,14 @@
 #include "sbuf.h"
 
 enum tok_kind { TOK_SPM = 0, TOK_BPE = 1 };
-enum tok_type { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+enum tok_type {
+    TT_NORMAL = 1,
+    TT_UNKNOWN = 2,
+    TT_CONTROL = 3,
+    TT_USER = 4,
+    TT_UNUSED = 5,
+    TT_BYTE = 6
+};
 
 /* String -> int map (open addressing); keys are borrowed, not copied. */
 struct strmap {
@@ -40,7 +47,7 @@ void ids_free(struct ids *a);
 struct tokenizer {
     enum tok_kind kind;
     int n_vocab;
-    char **text;  /* owned, NUL-terminated */
+    char **text; /* owned, NUL-terminated */
     uint32_t *len;
     float *scores;
     uint8_t *type; /* enum tok_type */
@@ -50,9 +57,9 @@ struct tokenizer {
     size_t n_merges;
     int bos, eos, unk, pad; /* -1 when absent */
     bool add_bos, add_eos, add_space_prefix;
-    int byte_tok[256];      /* spm: <0xXX> ids; bpe: id of the single mapped char; -1 absent */
-    uint16_t byte_cp[256];  /* bpe: byte -> code point */
-    int16_t cp_byte[512];   /* bpe: code point -> byte (-1 if none) */
+    int byte_tok[256];     /* spm: <0xXX> ids; bpe: id of the single mapped char; -1 absent */
+    uint16_t byte_cp[256]; /* bpe: byte -> code point */
+    int16_t cp_byte[512];  /* bpe: code point -> byte (-1 if none) */
 };
 
 int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t errn);

@@ -18,7 +18,8 @@
 
 void tok_bpe_init_bytes(struct tokenizer *t)
 {
-    for (int i = 0; i < 512; i++) t->cp_byte[i] = -1;
+    for (int i = 0; i < 512; i++)
+        t->cp_byte[i] = -1;
     int extra = 0;
     for (int b = 0; b < 256; b++) {
         int direct = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
@@ -62,10 +63,10 @@ static enum cclass classify(uint32_t cp)
         if (cp >= 0xc0 && cp != 0xd7 && cp != 0xf7) return C_LETTER;
         return C_OTHER;
     }
-    if ((cp >= 0x660 && cp <= 0x669) || (cp >= 0x6f0 && cp <= 0x6f9) || (cp >= 0x966 && cp <= 0x96f) ||
-        (cp >= 0xff10 && cp <= 0xff19) || (cp >= 0x2070 && cp <= 0x2079) ||
-        (cp >= 0x2080 && cp <= 0x2089) || (cp >= 0x2150 && cp <= 0x218b) ||
-        (cp >= 0x2460 && cp <= 0x249b))
+    if ((cp >= 0x660 && cp <= 0x669) || (cp >= 0x6f0 && cp <= 0x6f9) ||
+        (cp >= 0x966 && cp <= 0x96f) || (cp >= 0xff10 && cp <= 0xff19) ||
+        (cp >= 0x2070 && cp <= 0x2079) || (cp >= 0x2080 && cp <= 0x2089) ||
+        (cp >= 0x2150 && cp <= 0x218b) || (cp >= 0x2460 && cp <= 0x249b))
         return C_NUMBER;
     if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
         (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff0f) ||
@@ -122,11 +123,13 @@ static size_t split_next(const struct cpi *cps, size_t nc, size_t i, const char 
         k = classify(cps[j].cp);
     }
     if (k != C_SPACE) {
-        while (j < nc && classify(cps[j].cp) == k) j++;
+        while (j < nc && classify(cps[j].cp) == k)
+            j++;
         return j - i;
     }
     /* whitespace run */
-    while (j < nc && classify(cps[j].cp) == C_SPACE) j++;
+    while (j < nc && classify(cps[j].cp) == C_SPACE)
+        j++;
     if (j < nc && j - i > 1) return j - i - 1; /* \s+(?!\S) leaves the last one */
     return j - i;
 }
@@ -225,7 +228,8 @@ static void bpe_word(const struct tokenizer *t, const char *src, size_t n, struc
         s[i].n = m - s[i].off;
     }
     struct pheap h = {0};
-    for (size_t i = 0; i + 1 < n; i++) try_pair(t, w, s, (int)i, &h, key);
+    for (size_t i = 0; i + 1 < n; i++)
+        try_pair(t, w, s, (int)i, &h, key);
     while (h.n) {
         struct bpair p = ph_pop(&h);
         struct bsym *l = &s[p.left];

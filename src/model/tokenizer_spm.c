@@ -124,7 +124,8 @@ void tok_spm_encode(const struct tokenizer *t, const char *text, size_t n, struc
         i += l;
     }
     struct heap h = {0};
-    for (int i = 0; i + 1 < ns; i++) try_bigram(t, txt, syms, i, &h);
+    for (int i = 0; i + 1 < ns; i++)
+        try_bigram(t, txt, syms, i, &h);
     while (h.n > 0) {
         struct bigram b = heap_pop(&h);
         struct sym *l = &syms[b.left];

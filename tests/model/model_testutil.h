@@ -32,7 +32,8 @@ struct tw {
 static __attribute__((unused)) float *tw_mat(int n, float scale, float offset, uint64_t *rng)
 {
     float *p = malloc((size_t)n * sizeof *p);
-    for (int i = 0; i < n; i++) p[i] = offset + scale * tiny_randf(rng);
+    for (int i = 0; i < n; i++)
+        p[i] = offset + scale * tiny_randf(rng);
     return p;
 }
 
@@ -74,8 +75,15 @@ static __attribute__((unused)) void tw_free(struct tw *w)
     free(w->outn);
     if (!w->tied) free(w->out);
     for (int l = 0; l < w->nl; l++) {
-        free(w->L[l].an); free(w->L[l].fn); free(w->L[l].q); free(w->L[l].k); free(w->L[l].v);
-        free(w->L[l].o); free(w->L[l].g); free(w->L[l].u); free(w->L[l].dn);
+        free(w->L[l].an);
+        free(w->L[l].fn);
+        free(w->L[l].q);
+        free(w->L[l].k);
+        free(w->L[l].v);
+        free(w->L[l].o);
+        free(w->L[l].g);
+        free(w->L[l].u);
+        free(w->L[l].dn);
     }
 }
 
@@ -88,14 +96,16 @@ static __attribute__((unused)) void tw_roundtrip(float *p, int rows, int cols, u
     for (int r = 0; r < rows; r++) {
         float *x = p + (size_t)r * cols;
         if (type == GGML_TYPE_F16) {
-            for (int c = 0; c < cols; c++) x[c] = qk_f16_to_f32(qk_f32_to_f16(x[c]));
+            for (int c = 0; c < cols; c++)
+                x[c] = qk_f16_to_f32(qk_f32_to_f16(x[c]));
         } else {
             qk_quantize_q8_0(x, buf, cols);
             for (int b = 0; b < cols / 32; b++) {
                 uint16_t dh;
                 memcpy(&dh, buf + 34 * b, 2);
                 double dd = qk_f16_to_f32(dh);
-                for (int j = 0; j < 32; j++) x[b * 32 + j] = (float)(dd * (int8_t)buf[34 * b + 2 + j]);
+                for (int j = 0; j < 32; j++)
+                    x[b * 32 + j] = (float)(dd * (int8_t)buf[34 * b + 2 + j]);
             }
         }
     }
@@ -118,21 +128,23 @@ static __attribute__((unused)) void tw_roundtrip_all(struct tw *w, uint32_t type
     }
 }
 
-static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char *name, const float *p, int rows, int cols,
-                      uint32_t type)
+static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char *name,
+                                              const float *p, int rows, int cols, uint32_t type)
 {
     size_t rb = ggml_row_bytes(type, (uint64_t)cols);
     uint8_t *buf = malloc(rb * (size_t)rows);
     for (int r = 0; r < rows; r++) {
         const float *x = p + (size_t)r * cols;
         uint8_t *o = buf + (size_t)r * rb;
-        if (type == GGML_TYPE_F32) memcpy(o, x, (size_t)cols * 4);
+        if (type == GGML_TYPE_F32)
+            memcpy(o, x, (size_t)cols * 4);
         else if (type == GGML_TYPE_F16)
             for (int c = 0; c < cols; c++) {
                 uint16_t h = qk_f32_to_f16(x[c]);
                 memcpy(o + 2 * c, &h, 2);
             }
-        else qk_quantize_q8_0(x, o, cols);
+        else
+            qk_quantize_q8_0(x, o, cols);
     }
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
     gguf_w_tensor(g, name, rows == 1 ? 1 : 2, ne, type, buf);
@@ -140,7 +152,8 @@ static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char 
 }
 
 /* skip: tensor name to leave out (error tests), or NULL */
-static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, struct sbuf *out, const char *skip)
+static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, struct sbuf *out,
+                                             const char *skip)
 {
     struct gguf_writer g;
     gguf_w_init(&g);
@@ -163,18 +176,19 @@ static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, 
     gguf_w_arr_str(&g, "tokenizer.ggml.tokens", (const char *const *)toks, (uint64_t)w->nv);
     gguf_w_u32(&g, "tokenizer.ggml.bos_token_id", 1);
     gguf_w_u32(&g, "tokenizer.ggml.eos_token_id", 2);
-    for (int i = 0; i < w->nv; i++) free(toks[i]);
+    for (int i = 0; i < w->nv; i++)
+        free(toks[i]);
     free(toks);
     int d = w->d, dkv = w->nkv * w->hd;
     char nm[64];
-#define TT(name, p, rows, cols, ty)                                                              \
+#define TT(name, p, rows, cols, ty)                                                                \
     if (!skip || strcmp(skip, name)) tw_tensor(&g, name, p, rows, cols, ty)
     TT("token_embd.weight", w->emb, w->nv, d, type);
     TT("output_norm.weight", w->outn, 1, d, GGML_TYPE_F32);
     if (!w->tied) TT("output.weight", w->out, w->nv, d, type);
     for (int l = 0; l < w->nl; l++) {
-#define TL(suffix, p, rows, cols, ty)                                                            \
-    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                               \
+#define TL(suffix, p, rows, cols, ty)                                                              \
+    snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
     TT(nm, p, rows, cols, ty)
         TL("attn_norm.weight", w->L[l].an, 1, d, GGML_TYPE_F32);
         TL("ffn_norm.weight", w->L[l].fn, 1, d, GGML_TYPE_F32);
@@ -193,35 +207,43 @@ static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, 
 }
 
 /* y[r] = sum_c W[r][c] x[c] */
-static __attribute__((unused)) void ref_mv(const float *W, const double *x, int rows, int cols, double *y)
+static __attribute__((unused)) void ref_mv(const float *W, const double *x, int rows, int cols,
+                                           double *y)
 {
     for (int r = 0; r < rows; r++) {
         double s = 0;
-        for (int c = 0; c < cols; c++) s += (double)W[(size_t)r * cols + c] * x[c];
+        for (int c = 0; c < cols; c++)
+            s += (double)W[(size_t)r * cols + c] * x[c];
         y[r] = s;
     }
 }
 
-static __attribute__((unused)) void ref_rms(const double *x, const float *w, int n, double eps, double *o)
+static __attribute__((unused)) void ref_rms(const double *x, const float *w, int n, double eps,
+                                            double *o)
 {
     double ss = 0;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
     double r = 1.0 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) o[i] = x[i] * r * w[i];
+    for (int i = 0; i < n; i++)
+        o[i] = x[i] * r * w[i];
 }
 
 /* logits[n][nv] for the whole token sequence, recomputed from scratch. */
-static __attribute__((unused)) void ref_forward(const struct tw *w, const int *toks, int n, double *logits)
+static __attribute__((unused)) void ref_forward(const struct tw *w, const int *toks, int n,
+                                                double *logits)
 {
     int d = w->d, hd = w->hd, nh = w->nh, nkv = w->nkv, dkv = nkv * hd, ff = w->ff;
     double *x = calloc((size_t)n * d, sizeof(double));
-    double *K = calloc((size_t)n * dkv, sizeof(double)), *V = calloc((size_t)n * dkv, sizeof(double));
+    double *K = calloc((size_t)n * dkv, sizeof(double)),
+           *V = calloc((size_t)n * dkv, sizeof(double));
     double *Q = calloc((size_t)n * d, sizeof(double)), *h = calloc((size_t)d, sizeof(double));
     double *att = calloc((size_t)d, sizeof(double)), *tmp = calloc((size_t)d, sizeof(double));
     double *g = calloc((size_t)ff, sizeof(double)), *u = calloc((size_t)ff, sizeof(double));
     double *sc = calloc((size_t)n, sizeof(double));
     for (int t = 0; t < n; t++)
-        for (int i = 0; i < d; i++) x[(size_t)t * d + i] = w->emb[(size_t)toks[t] * d + i];
+        for (int i = 0; i < d; i++)
+            x[(size_t)t * d + i] = w->emb[(size_t)toks[t] * d + i];
     for (int l = 0; l < w->nl; l++) {
         for (int t = 0; t < n; t++) {
             ref_rms(x + (size_t)t * d, w->L[l].an, d, w->eps, h);
@@ -230,7 +252,8 @@ static __attribute__((unused)) void ref_forward(const struct tw *w, const int *t
             ref_mv(w->L[l].v, h, dkv, d, V + (size_t)t * dkv);
             /* rotary: pairs (2i, 2i+1) of each head, angle pos * base^(-2i/hd) */
             for (int hh = 0; hh < nh + nkv; hh++) {
-                double *p = hh < nh ? Q + (size_t)t * d + hh * hd : K + (size_t)t * dkv + (hh - nh) * hd;
+                double *p =
+                    hh < nh ? Q + (size_t)t * d + hh * hd : K + (size_t)t * dkv + (hh - nh) * hd;
                 for (int i = 0; i < hd / 2; i++) {
                     double th = t * pow(w->base, -2.0 * i / hd);
                     double a = p[2 * i], b = p[2 * i + 1];
@@ -245,35 +268,50 @@ static __attribute__((unused)) void ref_forward(const struct tw *w, const int *t
                 double mx = -1e300;
                 for (int j = 0; j <= t; j++) {
                     double s = 0;
-                    for (int i = 0; i < hd; i++) s += Q[(size_t)t * d + hh * hd + i] * K[(size_t)j * dkv + kvh * hd + i];
+                    for (int i = 0; i < hd; i++)
+                        s += Q[(size_t)t * d + hh * hd + i] * K[(size_t)j * dkv + kvh * hd + i];
                     sc[j] = s / sqrt((double)hd);
                     if (sc[j] > mx) mx = sc[j];
                 }
                 double z = 0;
-                for (int j = 0; j <= t; j++) z += exp(sc[j] - mx);
+                for (int j = 0; j <= t; j++)
+                    z += exp(sc[j] - mx);
                 for (int i = 0; i < hd; i++) {
                     double o = 0;
-                    for (int j = 0; j <= t; j++) o += exp(sc[j] - mx) / z * V[(size_t)j * dkv + kvh * hd + i];
+                    for (int j = 0; j <= t; j++)
+                        o += exp(sc[j] - mx) / z * V[(size_t)j * dkv + kvh * hd + i];
                     att[hh * hd + i] = o;
                 }
             }
             ref_mv(w->L[l].o, att, d, d, tmp);
-            for (int i = 0; i < d; i++) x[(size_t)t * d + i] += tmp[i];
+            for (int i = 0; i < d; i++)
+                x[(size_t)t * d + i] += tmp[i];
         }
         for (int t = 0; t < n; t++) {
             ref_rms(x + (size_t)t * d, w->L[l].fn, d, w->eps, h);
             ref_mv(w->L[l].g, h, ff, d, g);
             ref_mv(w->L[l].u, h, ff, d, u);
-            for (int i = 0; i < ff; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            for (int i = 0; i < ff; i++)
+                g[i] = g[i] / (1 + exp(-g[i])) * u[i];
             ref_mv(w->L[l].dn, g, d, ff, tmp);
-            for (int i = 0; i < d; i++) x[(size_t)t * d + i] += tmp[i];
+            for (int i = 0; i < d; i++)
+                x[(size_t)t * d + i] += tmp[i];
         }
     }
     for (int t = 0; t < n; t++) {
         ref_rms(x + (size_t)t * d, w->outn, d, w->eps, h);
         ref_mv(w->out, h, w->nv, d, logits + (size_t)t * w->nv);
     }
-    free(x); free(K); free(V); free(Q); free(h); free(att); free(tmp); free(g); free(u); free(sc);
+    free(x);
+    free(K);
+    free(V);
+    free(Q);
+    free(h);
+    free(att);
+    free(tmp);
+    free(g);
+    free(u);
+    free(sc);
 }
 
 #endif

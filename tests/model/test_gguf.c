@@ -28,7 +28,8 @@ static char *small_file(size_t *n)
     int32_t ints[] = {-1, 2, 3};
     gguf_w_arr_i32(&w, "k.ints", ints, 3);
     float f[64];
-    for (int i = 0; i < 64; i++) f[i] = (float)i;
+    for (int i = 0; i < 64; i++)
+        f[i] = (float)i;
     uint64_t ne[2] = {32, 2};
     gguf_w_tensor(&w, "t.f32", 2, ne, GGML_TYPE_F32, f);
     uint8_t q[68];
@@ -53,7 +54,8 @@ static int open_copy(const char *d, size_t n, char *err, size_t errn)
         for (uint64_t i = 0; i < f->n_tensors; i++) {
             const uint8_t *p = f->tensors[i].data;
             volatile uint8_t s = 0;
-            for (uint64_t k = 0; k < f->tensors[i].nbytes; k++) s ^= p[k];
+            for (uint64_t k = 0; k < f->tensors[i].nbytes; k++)
+                s ^= p[k];
         }
         for (uint64_t i = 0; i < f->n_kv; i++)
             if (f->kv[i].type == GGUF_T_ARRAY && f->kv[i].arr_type == GGUF_T_STRING) {
@@ -104,7 +106,8 @@ static void test_roundtrip(void **st)
     assert_int_equal(t->nbytes, 68);
     float back[64];
     qk_dequant_row(GGML_TYPE_Q8_0, t->data, back, 64);
-    for (int i = 0; i < 64; i++) assert_true(fabsf(back[i] - (float)i) <= 0.5f * 63.0f / 127.0f + 0.05f);
+    for (int i = 0; i < 64; i++)
+        assert_true(fabsf(back[i] - (float)i) <= 0.5f * 63.0f / 127.0f + 0.05f);
     gguf_close(f);
 }
 
@@ -150,8 +153,14 @@ static void test_fuzzed_headers(void **st)
     free(d);
 }
 
-static void put_u32(char *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(char *p, uint64_t v) { memcpy(p, &v, 8); }
+static void put_u32(char *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static void put_u64(char *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
 
 static void test_specific_corruptions(void **st)
 {
@@ -160,18 +169,18 @@ static void test_specific_corruptions(void **st)
     char *d = small_file(&n);
     char *m = malloc(n);
     char err[256];
-#define TRY(mutation, needle)                                                                    \
-    do {                                                                                         \
-        memcpy(m, d, n);                                                                         \
-        mutation;                                                                                \
-        assert_int_equal(open_copy(m, n, err, sizeof err), -1);                                  \
-        if (!strstr(err, needle)) fail_msg("error '%s' lacks '%s'", err, needle);                \
+#define TRY(mutation, needle)                                                                      \
+    do {                                                                                           \
+        memcpy(m, d, n);                                                                           \
+        mutation;                                                                                  \
+        assert_int_equal(open_copy(m, n, err, sizeof err), -1);                                    \
+        if (!strstr(err, needle)) fail_msg("error '%s' lacks '%s'", err, needle);                  \
     } while (0)
     TRY(m[0] = 'X', "magic");
     TRY(put_u32(m + 4, 4), "version");
     TRY(put_u32(m + 4, 1), "version");
-    TRY(put_u64(m + 8, (uint64_t)1 << 40), "implausible");  /* tensor count */
-    TRY(put_u64(m + 16, (uint64_t)1 << 40), "implausible"); /* kv count */
+    TRY(put_u64(m + 8, (uint64_t)1 << 40), "implausible");    /* tensor count */
+    TRY(put_u64(m + 16, (uint64_t)1 << 40), "implausible");   /* kv count */
     TRY(put_u64(m + 24, (uint64_t)1 << 62), "out of bounds"); /* first key length */
     /* find the f32 tensor info: name "t.f32" then n_dims, ne0, ne1, type, offset */
     char *ti = memmem(m, n, "t.f32", 5);
@@ -242,7 +251,8 @@ static void test_model_errors(void **st)
     /* the full model is accepted, and truncating it anywhere in the data is not */
     b = (struct sbuf)SBUF_INIT;
     tw_write(&w, GGML_TYPE_Q8_0, &b, NULL);
-    for (size_t cut = b.len - 1; cut > b.len - 4000; cut -= 397) assert_int_equal(open_copy(b.data, cut, err, sizeof err), -1);
+    for (size_t cut = b.len - 1; cut > b.len - 4000; cut -= 397)
+        assert_int_equal(open_copy(b.data, cut, err, sizeof err), -1);
     assert_int_equal(open_copy(b.data, b.len, err, sizeof err), 0);
     sbuf_free(&b);
     tw_free(&w);
@@ -267,12 +277,9 @@ static void test_file_errors(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_every_truncation),
-        cmocka_unit_test(test_fuzzed_headers),
-        cmocka_unit_test(test_specific_corruptions),
-        cmocka_unit_test(test_model_errors),
-        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_fuzzed_headers), cmocka_unit_test(test_specific_corruptions),
+        cmocka_unit_test(test_model_errors),   cmocka_unit_test(test_file_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -71,8 +71,9 @@ static void check_type(uint32_t type, bool tied, double tol_exact, double tol_vs
     double *refq = malloc((size_t)NT * w.nv * sizeof(double));
     ref_forward(&w, TOKS, NT, refq);
     double eq = rel_err(lg, refq, (size_t)NT * w.nv);
-    print_message("type %s tied %d: rel err vs stored-weight reference %.3g, vs F32 reference %.3g\n",
-                  ggml_type_name(type), tied, eq, e32);
+    print_message(
+        "type %s tied %d: rel err vs stored-weight reference %.3g, vs F32 reference %.3g\n",
+        ggml_type_name(type), tied, eq, e32);
     assert_true(eq < tol_exact);
     assert_true(e32 < tol_vs_f32);
     free(lg);
@@ -115,13 +116,17 @@ static void test_q8q8_kernel_exact(void **st)
     enum { R = 37, N = 256, T = 7 };
     uint64_t rng = 3;
     float *w = malloc(sizeof(float) * R * N), *x = malloc(sizeof(float) * T * N);
-    for (int i = 0; i < R * N; i++) w[i] = tiny_randf(&rng);
-    for (int i = 0; i < T * N; i++) x[i] = 4 * tiny_randf(&rng);
+    for (int i = 0; i < R * N; i++)
+        w[i] = tiny_randf(&rng);
+    for (int i = 0; i < T * N; i++)
+        x[i] = 4 * tiny_randf(&rng);
     uint8_t *wq = malloc((size_t)R * N / 32 * 34);
-    for (int r = 0; r < R; r++) qk_quantize_q8_0(w + r * N, wq + (size_t)r * N / 32 * 34, N);
+    for (int r = 0; r < R; r++)
+        qk_quantize_q8_0(w + r * N, wq + (size_t)r * N / 32 * 34, N);
     int8_t xq[T * N];
     float xd[T * N / 32], y[T * R];
-    for (int t = 0; t < T; t++) qk_quantize_act(x + t * N, N, xq + t * N, xd + t * N / 32);
+    for (int t = 0; t < T; t++)
+        qk_quantize_act(x + t * N, N, xq + t * N, xd + t * N / 32);
     for (int pass = 0; pass < 2; pass++) {
         qk_force_portable(pass);
         /* rows split in two calls, tokens all at once: as the pool does */
@@ -135,18 +140,28 @@ static void test_q8q8_kernel_exact(void **st)
                     uint16_t dh;
                     memcpy(&dh, blk, 2);
                     long s = 0;
-                    for (int j = 0; j < 32; j++) s += (long)(int8_t)blk[2 + j] * xq[t * N + 32 * b + j];
+                    for (int j = 0; j < 32; j++)
+                        s += (long)(int8_t)blk[2 + j] * xq[t * N + 32 * b + j];
                     want += (double)qk_f16_to_f32(dh) * xd[t * N / 32 + b] * (double)s;
                     mag += fabs((double)qk_f16_to_f32(dh) * xd[t * N / 32 + b]) * 32 * 127 * 127;
                 }
                 assert_true(fabs(y[t * R + r] - want) <= 1e-6 * mag + 1e-6);
                 /* and the quantisation itself is close to the float product */
                 double f = 0;
-                for (int k = 0; k < N; k++) f += (double)w[r * N + k] * x[t * N + k];
+                for (int k = 0; k < N; k++)
+                    f += (double)w[r * N + k] * x[t * N + k];
                 assert_true(fabs(want - f) < 0.05 * sqrt((double)N) * 4);
             }
     }
     qk_force_portable(0);
+    /* AVX-VNNI and AVX2 variants give bitwise equal results */
+    float y2[T * R];
+    qk_matmul_q8q8(wq, N / 32 * 34, N, xq, xd, T, y, R, 0, R);
+    qk_allow_vnni(0);
+    qk_matmul_q8q8(wq, N / 32 * 34, N, xq, xd, T, y2, R, 0, R);
+    qk_allow_vnni(1);
+    assert_memory_equal(y, y2, sizeof y);
+    print_message("q8 dot: simd %d, vnni %d\n", qk_simd_active(), qk_vnni_active());
     free(w);
     free(x);
     free(wq);
@@ -182,7 +197,8 @@ static void test_portable_matches_simd(void **st)
         float *b = run_all(m, TOKS, NT, 1);
         qk_force_portable(0);
         double md = 0;
-        for (int i = 0; i < NT * w.nv; i++) md = fmax(md, fabs((double)a[i] - b[i]));
+        for (int i = 0; i < NT * w.nv; i++)
+            md = fmax(md, fabs((double)a[i] - b[i]));
         assert_true(md < 1e-4);
         free(a);
         free(b);
@@ -208,11 +224,13 @@ static void test_cached_equals_uncached(void **st)
     struct llama_seq_in s = {&kv, TOKS, 3, true, true, pre};
     assert_int_equal(llama_forward(c, &s, 1), 0);
     double md = 0;
-    for (int i = 0; i < 3 * nv; i++) md = fmax(md, fabs((double)pre[i] - full[i]));
+    for (int i = 0; i < 3 * nv; i++)
+        md = fmax(md, fabs((double)pre[i] - full[i]));
     for (int t = 3; t < NT; t++) {
         struct llama_seq_in d = {&kv, &TOKS[t], 1, false, true, step};
         assert_int_equal(llama_forward(c, &d, 1), 0);
-        for (int i = 0; i < nv; i++) md = fmax(md, fabs((double)step[i] - full[(size_t)t * nv + i]));
+        for (int i = 0; i < nv; i++)
+            md = fmax(md, fabs((double)step[i] - full[(size_t)t * nv + i]));
     }
     print_message("cached vs uncached max abs diff %.3g\n", md);
     assert_true(md < 1e-5);
@@ -243,7 +261,8 @@ static int argmax(const float *x, int n)
 }
 
 /* greedy continuation of prompt p (len n) for k tokens, alone; logits kept */
-static void solo(struct llama_model *m, int threads, const int *p, int n, int k, int *out, float *lg_out)
+static void solo(struct llama_model *m, int threads, const int *p, int n, int k, int *out,
+                 float *lg_out)
 {
     int nv = m->hp.n_vocab;
     struct llama_ctx *c = llama_ctx_new(m, threads);
@@ -274,7 +293,7 @@ static void test_batched_equals_solo(void **st)
         enum { NS = 5, K = 10 };
         const int plen[NS] = {3, 7, 1, 12, 5};
         const int start[NS] = {0, 0, 2, 3, 6}; /* step at which each joins */
-        const int kk[NS] = {K, 4, K, 6, K};    /* tokens each generates (leave at different steps) */
+        const int kk[NS] = {K, 4, K, 6, K}; /* tokens each generates (leave at different steps) */
         int want[NS][K], got[NS][K];
         float *want_lg[NS], *got_lg[NS];
         for (int s = 0; s < NS; s++) {
@@ -286,16 +305,19 @@ static void test_batched_equals_solo(void **st)
         struct llama_kv kv[NS];
         int ngen[NS] = {0}, pending[NS];
         float *lg = malloc((size_t)NS * nv * sizeof(float));
-        for (int s = 0; s < NS; s++) llama_kv_init(&kv[s], m, plen[s] + K);
+        for (int s = 0; s < NS; s++)
+            llama_kv_init(&kv[s], m, plen[s] + K);
         for (int step = 0; step < 20; step++) {
             struct llama_seq_in in[NS];
             int who[NS], ns = 0;
             for (int s = 0; s < NS; s++) {
                 if (step < start[s] || ngen[s] >= kk[s]) continue;
                 if (step == start[s])
-                    in[ns] = (struct llama_seq_in){&kv[s], TOKS, plen[s], false, true, lg + (size_t)ns * nv};
+                    in[ns] = (struct llama_seq_in){&kv[s], TOKS, plen[s],
+                                                   false,  true, lg + (size_t)ns * nv};
                 else
-                    in[ns] = (struct llama_seq_in){&kv[s], &pending[s], 1, false, true, lg + (size_t)ns * nv};
+                    in[ns] = (struct llama_seq_in){&kv[s], &pending[s], 1,
+                                                   false,  true,        lg + (size_t)ns * nv};
                 who[ns++] = s;
             }
             if (!ns) continue;
@@ -350,7 +372,8 @@ static void on_notify(void *arg)
     pthread_mutex_lock(&ev_mu);
     ev_flag = 1;
     pthread_cond_broadcast(&ev_cv);
-    while (lockstep && ev_flag) pthread_cond_wait(&ev_cv, &ev_mu);
+    while (lockstep && ev_flag)
+        pthread_cond_wait(&ev_cv, &ev_mu);
     pthread_mutex_unlock(&ev_mu);
 }
 
@@ -377,7 +400,8 @@ static void test_batcher_greedy_and_cancel(void **st)
     enum { NR = 6, K = 8 };
     int want[NR][K];
     float *scratch = malloc((size_t)K * nv * sizeof(float));
-    for (int i = 0; i < NR; i++) solo(m, 1, TOKS + i, 2 + i, K, want[i], scratch);
+    for (int i = 0; i < NR; i++)
+        solo(m, 1, TOKS + i, 2 + i, K, want[i], scratch);
     free(scratch);
     struct batcher_opts o = {2, 3, 16, 1 << 20, 5, NULL, NULL}; /* 3 slots, small prefill chunks */
     lockstep = 1;
@@ -396,7 +420,8 @@ static void test_batcher_greedy_and_cancel(void **st)
     int done = 0;
     while (done < NR + 1) {
         pthread_mutex_lock(&ev_mu);
-        while (!ev_flag) pthread_cond_wait(&ev_cv, &ev_mu);
+        while (!ev_flag)
+            pthread_cond_wait(&ev_cv, &ev_mu);
         pthread_mutex_unlock(&ev_mu);
         struct gen_event *e = batcher_take_events(b), *x;
         for (x = e; x; x = x->next) {
@@ -417,7 +442,8 @@ static void test_batcher_greedy_and_cancel(void **st)
     lockstep = 0;
     for (int i = 0; i < NR; i++) {
         assert_true(fin[i] == FIN_LENGTH || fin[i] == FIN_EOS);
-        for (int k = 0; k < ng[i]; k++) assert_int_equal(got[i][k], want[i][k]);
+        for (int k = 0; k < ng[i]; k++)
+            assert_int_equal(got[i][k], want[i][k]);
         if (fin[i] == FIN_LENGTH) assert_int_equal(ng[i], K);
     }
     assert_int_equal(fin[NR], FIN_CANCEL);
@@ -427,7 +453,8 @@ static void test_batcher_greedy_and_cancel(void **st)
     assert_int_equal(bs.active, 0);
     assert_int_equal((int)bs.kv_bytes, 0);
     batcher_free(b);
-    for (int i = 0; i <= NR; i++) gen_req_free(r[i]);
+    for (int i = 0; i <= NR; i++)
+        gen_req_free(r[i]);
     llama_free(m);
     tw_free(&w);
 }
@@ -456,7 +483,8 @@ static void test_sampler(void **st)
     enum { N = 100 };
     float base[N], lg[N];
     uint64_t rng = 5;
-    for (int i = 0; i < N; i++) base[i] = 3 * tiny_randf(&rng);
+    for (int i = 0; i < N; i++)
+        base[i] = 3 * tiny_randf(&rng);
     int am = argmax(base, N);
     struct sampler s;
     struct sampler_params g = {false, 1, 0, 1, 1, 0};
@@ -465,7 +493,8 @@ static void test_sampler(void **st)
     float lp;
     assert_int_equal(sampler_next(&s, lg, NULL, 0, &lp), am);
     double z = 0;
-    for (int i = 0; i < N; i++) z += exp(base[i] - base[am]);
+    for (int i = 0; i < N; i++)
+        z += exp(base[i] - base[am]);
     assert_true(fabs(lp - (-log(z))) < 1e-4);
     sampler_free(&s);
     /* top_k = 1 sampling is greedy */

@@ -28,8 +28,9 @@ static struct gguf_file *finish(struct gguf_writer *w)
 }
 
 /* SPM vocabulary: 0 <unk> 1 <s> 2 </s>, 3..258 <0xXX>, then pieces */
-static const char *SPM_PIECES[] = {"\xe2\x96\x81", "h", "e", "l", "o", "he", "ll", "hell", "\xe2\x96\x81hell",
-                                   "\xe2\x96\x81hello", "a", "b", "c", "ab", "bc"};
+static const char *SPM_PIECES[] = {
+    "\xe2\x96\x81",      "h", "e", "l", "o",  "he", "ll", "hell", "\xe2\x96\x81hell",
+    "\xe2\x96\x81hello", "a", "b", "c", "ab", "bc"};
 static const float SPM_SCORES[] = {0, 0, 0, 0, 0, -1, -2, -3, -4, -5, 0, 0, 0, -1, 0};
 #define SPM_BASE 259
 
@@ -39,7 +40,7 @@ static void spm_tok(struct tokenizer *t, bool space_prefix)
     const char **toks = calloc((size_t)nv, sizeof *toks);
     float *sc = calloc((size_t)nv, sizeof *sc);
     int32_t *ty = calloc((size_t)nv, sizeof *ty);
-    char (*bytes)[8] = calloc(256, 8);
+    char(*bytes)[8] = calloc(256, 8);
     toks[0] = "<unk>";
     toks[1] = "<s>";
     toks[2] = "</s>";
@@ -74,12 +75,14 @@ static void spm_tok(struct tokenizer *t, bool space_prefix)
     free(bytes);
 }
 
-static void expect(const struct tokenizer *t, const char *text, bool special, const int *want, size_t n)
+static void expect(const struct tokenizer *t, const char *text, bool special, const int *want,
+                   size_t n)
 {
     struct ids ids = {0};
     tok_encode(t, text, strlen(text), special, &ids);
     if (ids.n != n) {
-        for (size_t i = 0; i < ids.n; i++) print_message("%d ", ids.v[i]);
+        for (size_t i = 0; i < ids.n; i++)
+            print_message("%d ", ids.v[i]);
         print_message("\n");
     }
     assert_int_equal(ids.n, n);
@@ -109,7 +112,8 @@ static void test_spm_known_splits(void **st)
     /* "<s>" in text is never the control token */
     struct ids ids = {0};
     tok_encode(&t, "<s>", 3, false, &ids);
-    for (size_t i = 0; i < ids.n; i++) assert_int_not_equal(ids.v[i], 1);
+    for (size_t i = 0; i < ids.n; i++)
+        assert_int_not_equal(ids.v[i], 1);
     ids_free(&ids);
     /* decode drops the prefix space, maps ▁ to space and byte tokens to bytes */
     struct sbuf s = SBUF_INIT;
@@ -128,7 +132,8 @@ static void test_bpe_pretokenizer(void **st)
 {
     (void)st;
     const char *s = "I'm  fine!!\n\nok 123 caf\xc3\xa9s're";
-    const char *want[] = {"I", "'m", " ", " fine", "!!", "\n", "\n", "ok", " 123", " caf\xc3\xa9s", "'re"};
+    const char *want[] = {"I",  "'m", " ",    " fine",         "!!", "\n",
+                          "\n", "ok", " 123", " caf\xc3\xa9s", "'re"};
     size_t ends[32];
     size_t n = tok_bpe_split(s, strlen(s), ends, 32);
     assert_int_equal(n, sizeof want / sizeof *want);
@@ -154,9 +159,9 @@ static void test_bpe_known_splits(void **st)
 {
     (void)st;
     /* tokens: the 256 byte characters in byte order, then one per merge */
-    static const char *merges[] = {"h e", "l l", "he ll", "hell o", "o r", "\xc4\xa0 w",
-                                   "\xc4\xa0w or", "l d", "\xc4\xa0wor ld", "\xc4\xa0 t",
-                                   "\xc4\xa0t he"};
+    static const char *merges[] = {
+        "h e",          "l l", "he ll",          "hell o",     "o r",         "\xc4\xa0 w",
+        "\xc4\xa0w or", "l d", "\xc4\xa0wor ld", "\xc4\xa0 t", "\xc4\xa0t he"};
     enum { NM = sizeof merges / sizeof *merges };
     const char *toks[256 + NM + 1];
     char store[256 + NM][16];
@@ -181,7 +186,8 @@ static void test_bpe_known_splits(void **st)
     }
     toks[256 + NM] = "<|endoftext|>";
     int32_t types[256 + NM + 1];
-    for (int i = 0; i < 256 + NM + 1; i++) types[i] = i == 256 + NM ? 3 : 1;
+    for (int i = 0; i < 256 + NM + 1; i++)
+        types[i] = i == 256 + NM ? 3 : 1;
     struct gguf_writer w;
     gguf_w_init(&w);
     gguf_w_str(&w, "tokenizer.ggml.model", "gpt2");
@@ -220,8 +226,22 @@ static void test_bpe_known_splits(void **st)
 
 static void random_text(uint64_t *rng, char *buf, size_t *len, bool allow_invalid)
 {
-    static const char *pieces[] = {"the", " ", "  ", "hello", "world", ",", ".", "\n", "\t", "'s",
-                                   "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "123", "GPU", "!"};
+    static const char *pieces[] = {"the",
+                                   " ",
+                                   "  ",
+                                   "hello",
+                                   "world",
+                                   ",",
+                                   ".",
+                                   "\n",
+                                   "\t",
+                                   "'s",
+                                   "\xc3\xa9",
+                                   "\xe4\xb8\xad",
+                                   "\xf0\x9f\x98\x80",
+                                   "123",
+                                   "GPU",
+                                   "!"};
     size_t n = 0, k = 1 + tiny_rand(rng) % 20;
     for (size_t i = 0; i < k; i++) {
         int r = (int)(tiny_rand(rng) % 20);
@@ -314,12 +334,9 @@ static void test_tokenizer_metadata_errors(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spm_known_splits),
-        cmocka_unit_test(test_bpe_pretokenizer),
-        cmocka_unit_test(test_bpe_known_splits),
-        cmocka_unit_test(test_spm_roundtrip),
-        cmocka_unit_test(test_bpe_roundtrip),
-        cmocka_unit_test(test_tokenizer_metadata_errors),
+        cmocka_unit_test(test_spm_known_splits), cmocka_unit_test(test_bpe_pretokenizer),
+        cmocka_unit_test(test_bpe_known_splits), cmocka_unit_test(test_spm_roundtrip),
+        cmocka_unit_test(test_bpe_roundtrip),    cmocka_unit_test(test_tokenizer_metadata_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
