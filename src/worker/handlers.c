@@ -60,6 +60,7 @@ static struct handler *add(struct worker *w, const char *route, const char *upst
     h->parallel = parallel;
     h->max_queue_time = w->cfg.max_queue_time;
     h->check = check;
+    h->stream = -1;
     return h;
 }
 
@@ -205,6 +206,22 @@ static int load_config_file(struct worker *w, const char *path)
                 fprintf(stderr,
                         "sgpu-worker: SGPU_CONFIG handlers[%zu].max_queue_time: expected a number "
                         ">= 0 or null\n",
+                        i);
+                goto out;
+            }
+        }
+        const struct pyj_value *sv = pyj_get(o, "stream");
+        if (sv) {
+            if (sv->type == PYJ_TRUE)
+                h->stream = 1;
+            else if (sv->type == PYJ_FALSE)
+                h->stream = 0;
+            else if (sv->type == PYJ_STRING && strcmp(sv->u.str.s, "auto") == 0)
+                h->stream = -1;
+            else {
+                fprintf(stderr,
+                        "sgpu-worker: SGPU_CONFIG handlers[%zu].stream: expected true, "
+                        "false or \"auto\"\n",
                         i);
                 goto out;
             }

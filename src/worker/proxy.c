@@ -47,7 +47,8 @@ static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs
     const char *ct = evhttp_find_header(hdrs, "Content-Type");
     const char *te = evhttp_find_header(hdrs, "Transfer-Encoding");
     snprintf(wr->ctype, sizeof wr->ctype, "%s", ct && *ct ? ct : "application/octet-stream");
-    if (!is_stream(ct, te)) return 0;
+    bool stream = wr->h->stream < 0 ? is_stream(ct, te) : wr->h->stream == 1;
+    if (!stream) return 0;
     struct evhttp_request *req = wreq_client_begin_reply(wr);
     if (!req) return -1;
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);

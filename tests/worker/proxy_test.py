@@ -318,6 +318,29 @@ class OddUpstreams(WorkerTestCase, unittest.TestCase):
             self.assertEqual(st["requests"]["success"], 6)
 
 
+class StreamOption(WorkerTestCase, unittest.TestCase):
+    def test_forced_and_disabled_streaming(self):
+        import tempfile
+        cfg = os.path.join(tempfile.mkdtemp(), "h.json")
+        with open(cfg, "w") as f:
+            json.dump({"handlers": [
+                {"route": "/always", "upstream": "/generate", "stream": True, "workload": {"constant": 1}},
+                {"route": "/never", "upstream": "/generate_stream", "stream": False, "payload": "any"},
+                {"route": "/auto", "upstream": "/generate_stream", "stream": "auto"}]}, f)
+        self.start({"UNSECURED": "1", "SGPU_CONFIG": cfg, "SGPU_BENCHMARK": "false"})
+        r = raw_request(self.worker.port, http_post_raw(0, "/always", envelope(AUTH, tgi_payload(2))))
+        self.assertIn(b"Transfer-Encoding: chunked", r)
+        self.assertIn(b"X-Accel-Buffering: no", r)
+        self.assertIn(b'"generated_text": "tok0 tok1 "', r)
+        r = raw_request(self.worker.port, http_post_raw(0, "/never", envelope(AUTH, tgi_payload(2))))
+        self.assertIn(b"Content-Length:", r)
+        self.assertNotIn(b"X-Accel-Buffering", r)
+        self.assertEqual(r.count(b"data: "), 2)
+        r = raw_request(self.worker.port, http_post_raw(0, "/auto", envelope(AUTH, tgi_payload(2))))
+        self.assertIn(b"X-Accel-Buffering: no", r)
+        os.unlink(cfg)
+
+
 class OpenAI(WorkerTestCase, unittest.TestCase):
     def test_completions_plain_and_stream(self):
         self.start({"BACKEND": "openai", "UNSECURED": "1", "MODEL_LOAD_LOG_MSG": "loaded"})
