@@ -62,6 +62,8 @@ enum {
     O_REPORT_TIMEOUT,
     O_QUEUE_LIMIT,
     O_LOG_POLL,
+    O_ENGINE_CA,
+    O_ENGINE_INSECURE,
     O_WORKLOAD,
     O_WORKLOAD_FIELD,
     O_PARALLEL,
@@ -163,6 +165,10 @@ static const struct opt opts[NOPT] = {
     [O_QUEUE_LIMIT] = {"SGPU_QUEUE_LIMIT", "queue-limit", "1024",
                        "queued requests per serial handler before 429"},
     [O_LOG_POLL] = {"SGPU_LOG_POLL", "log-poll", "0.1", "MODEL_LOG poll interval (s)"},
+    [O_ENGINE_CA] = {"SGPU_ENGINE_CA", "engine-ca", NULL,
+                     "extra CA bundle (PEM) for https REPORT_ADDR / PUBKEY_URL"},
+    [O_ENGINE_INSECURE] = {"SGPU_ENGINE_INSECURE", "engine-insecure", "false",
+                           "do not verify the engine's TLS certificate (tests only)"},
     [O_WORKLOAD] = {"SGPU_WORKLOAD", "workload", "100",
                     "generic: constant workload, or default when the field is absent"},
     [O_WORKLOAD_FIELD] = {"SGPU_WORKLOAD_FIELD", "workload-field", NULL,
@@ -491,6 +497,8 @@ int config_load(struct wconfig *c, int argc, char **argv)
     if (get_int(v, O_QUEUE_LIMIT, 0, 1 << 24, &ll)) return -1;
     c->queue_limit = (int)ll;
     if (get_double(v, O_LOG_POLL, 0.001, 60, &c->log_poll)) return -1;
+    if (v[O_ENGINE_CA] && get_str(v, O_ENGINE_CA, c->engine_ca, sizeof c->engine_ca)) return -1;
+    if (get_bool(v, O_ENGINE_INSECURE, &c->engine_insecure)) return -1;
     if (get_double(v, O_WORKLOAD, 0, 1e12, &c->wl_constant)) return -1;
     if (v[O_WORKLOAD_FIELD] && get_str(v, O_WORKLOAD_FIELD, c->wl_field, sizeof c->wl_field))
         return -1;

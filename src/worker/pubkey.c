@@ -133,7 +133,9 @@ int pubkey_init(struct worker *w)
     struct http_url u;
     if (http_url_parse(w->cfg.pubkey_url, &u) != 0) return -1;
     snprintf(w->pubkey_path, sizeof w->pubkey_path, "%s", u.path);
-    w->pubkey_pool = upstream_pool_new(w->base, w->dns, w->cfg.pubkey_url, NULL);
+    struct upstream_tls_opts tls = {w->cfg.engine_insecure,
+                                    w->cfg.engine_ca[0] ? w->cfg.engine_ca : NULL};
+    w->pubkey_pool = upstream_pool_new(w->base, w->dns, w->cfg.pubkey_url, &tls);
     if (!w->pubkey_pool) {
         log_error("pubkey_url_unusable", "url=%s", w->cfg.pubkey_url);
         return -1;

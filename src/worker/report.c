@@ -350,8 +350,10 @@ int report_init(struct worker *w)
     w->disk_base_gib = disk_used_gib();
     w->report_pools = calloc(w->cfg.nreport + 1, sizeof *w->report_pools);
     if (!w->report_pools) return -1;
+    struct upstream_tls_opts tls = {w->cfg.engine_insecure,
+                                    w->cfg.engine_ca[0] ? w->cfg.engine_ca : NULL};
     for (size_t i = 0; i < w->cfg.nreport; i++) {
-        w->report_pools[i] = upstream_pool_new(w->base, w->dns, w->cfg.report_addrs[i], NULL);
+        w->report_pools[i] = upstream_pool_new(w->base, w->dns, w->cfg.report_addrs[i], &tls);
         if (!w->report_pools[i])
             log_warn("report_addr_unusable", "addr=%s", w->cfg.report_addrs[i]);
         else

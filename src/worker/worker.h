@@ -112,6 +112,8 @@ struct wconfig {
     double report_timeout;
     int queue_limit;
     double log_poll;
+    char engine_ca[1024]; /* extra CA bundle for https engine URLs */
+    bool engine_insecure;
     /* generic backend */
     double wl_constant;
     char wl_field[128];

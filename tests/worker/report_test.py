@@ -129,6 +129,39 @@ class Cadence(WorkerTestCase, unittest.TestCase):
             self.assertEqual(q["json"]["max_perf"], 0.0)  # loading reports come first
 
 
+class TlsEngine(WorkerTestCase, unittest.TestCase):
+    def test_https_engine_with_ca_and_verification(self):
+        import ssl
+        import subprocess
+        import tempfile
+        d = tempfile.mkdtemp()
+        crt, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", crt, "-days", "1", "-subj", "/CN=engine.test",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        self.start(dict(ENV), wait_ready=False, stub=True)
+        self.worker.stop()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        self.sink.srv.socket = ctx.wrap_socket(self.sink.srv.socket, server_side=True)
+        url = "https://127.0.0.1:%d" % self.sink.port
+        from worker_lib import Worker
+        # without the CA: the key cannot be fetched (certificate verification fails)
+        self.worker = Worker(dict(self.worker.env, REPORT_ADDR=url, SGPU_ENGINE_CA=""), wait_ready=False)
+        import time
+        time.sleep(1.5)
+        self.assertFalse(self.worker.status()["auth"]["pubkey"])
+        self.worker.stop()
+        self.worker = Worker(dict(self.worker.env, REPORT_ADDR=url, SGPU_ENGINE_CA=crt), wait_ready=True)
+        g = grant("url", URL)
+        self.assertEqual(self.worker.post("/generate", envelope(g, tgi_payload(2))).status, 200)
+        wait_for(lambda: [p for p in self.sink.reports(ok_only=True) if p["json"]["max_perf"] > 0], 10,
+                 what="report over TLS")
+        for f in (crt, key):
+            os.unlink(f)
+        os.rmdir(d)
+
+
 class FailuresAndFallback(WorkerTestCase, unittest.TestCase):
     def test_counters_kept_when_send_fails(self):
         self.start(dict(ENV))
