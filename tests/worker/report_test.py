@@ -129,6 +129,29 @@ class Cadence(WorkerTestCase, unittest.TestCase):
             self.assertEqual(q["json"]["max_perf"], 0.0)  # loading reports come first
 
 
+class NamedEngine(WorkerTestCase, unittest.TestCase):
+    def test_report_addr_by_name_resolved_asynchronously(self):
+        """A host name (from /etc/hosts here) goes through evdns, not a blocking resolver."""
+        import socket as so
+        name = None
+        for cand in (so.gethostname(), "vm", "runsc"):
+            try:
+                if so.gethostbyname(cand) == "127.0.0.1":
+                    name = cand
+                    break
+            except OSError:
+                pass
+        if not name:
+            self.skipTest("no /etc/hosts name for 127.0.0.1")
+        self.start(dict(ENV), wait_ready=False)
+        self.worker.stop()
+        from worker_lib import Worker
+        url = "http://%s:%d" % (name, self.sink.port)
+        self.worker = Worker(dict(self.worker.env, REPORT_ADDR=url), wait_ready=True)
+        wait_for(lambda: [p for p in self.sink.reports(ok_only=True) if p["json"]["max_perf"] > 0], 10,
+                 what="report via a named host")
+
+
 class TlsEngine(WorkerTestCase, unittest.TestCase):
     def test_https_engine_with_ca_and_verification(self):
         import ssl
