@@ -214,6 +214,7 @@ struct engine {
     double *c_reports, *c_deletes;
     double *c_actions[8];
     struct metrics_hist *h_route;
+    struct metrics_hist *h_qwait; /* global-queue wait of requests granted after waiting */
 };
 
 /* ---- state.c: object registry ---- */

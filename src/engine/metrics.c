@@ -35,6 +35,10 @@ void emetrics_init(struct engine *e)
     }
     e->h_route = metrics_histogram(m, "sgpu_engine_route_seconds", "Time to answer /route/",
                                    route_bounds, sizeof route_bounds / sizeof route_bounds[0]);
+    static const double wait_bounds[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+    e->h_qwait = metrics_histogram(m, "sgpu_engine_queue_wait_seconds",
+                                   "Time requests waited in the global queue before a grant",
+                                   wait_bounds, sizeof wait_bounds / sizeof wait_bounds[0]);
 }
 
 void emetrics_endpoint(struct engine *e, struct endpoint *ep)

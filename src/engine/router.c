@@ -229,7 +229,10 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);
     put_uuid4(out);
     sbuf_puts(out, "\"}");
-    if (q) q_unlink(ep, q);
+    if (q) {
+        if (e->h_qwait) metrics_observe(e->h_qwait, now - q->first_mono);
+        q_unlink(ep, q);
+    }
     best->granted_since_report += cost;
     best->last_grant_mono = now;
     best->grants_total++;

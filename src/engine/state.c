@@ -246,7 +246,12 @@ void state_endpoint_json(const struct endpoint *ep, struct sbuf *out)
     sbuf_printf(out, ", \"api_key\": \"%s\", \"endpoint_state\": \"%s\"", ep->api_key,
                 ep->deleting ? "deleting" : "active");
     put_f(out, "created_at", ep->created_at, true);
-    sbuf_printf(out, ", \"workers\": %zu", ep->nws);
+    sbuf_printf(out,
+                ", \"workers\": %zu, \"queue_length\": %zu, \"active_target\": %d, "
+                "\"inactive_target\": %d",
+                ep->nws, ep->qlen, ep->last_a, ep->last_i);
+    put_f(out, "predicted_load", ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow, true);
+    put_f(out, "perf_estimate", ep->perf_est, true);
     sbuf_putc(out, '}');
 }
 

@@ -46,6 +46,14 @@ class Spike(unittest.TestCase):
         queued = [ln for ln in text.decode().splitlines()
                   if ln.startswith('sgpu_engine_routes_total{result="queued"}')]
         self.assertTrue(queued and float(queued[0].split()[-1]) > 0, "nothing waited")
+        waited = [ln for ln in text.decode().splitlines()
+                  if ln.startswith("sgpu_engine_queue_wait_seconds_count")]
+        self.assertTrue(waited and float(waited[0].split()[-1]) > 0)
+        st, r = self.eng.call("GET", "/api/v0/endptjobs/")
+        row = r["results"][0]
+        self.assertEqual(row["perf_estimate"], 100.0)
+        for k in ("queue_length", "active_target", "inactive_target", "predicted_load"):
+            self.assertIn(k, row)
         # after the spike everything drains back to zero, never with work in flight
         el.wait_for(lambda: len(active(self.fleet)) == 0, timeout=60, what="back to zero")
         self.assertEqual(self.fleet.violations, [])
