@@ -105,5 +105,19 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
         env->payload_raw = body + sp.off;
         env->payload_len = sp.len;
     }
+    /* openai worker's request_parser: {"input": {...}} is unwrapped (§3.2). */
+    const struct pyj_value *inner = h->unwrap_input ? pyj_get(env->payload, "input") : NULL;
+    if (inner && inner->type == PYJ_OBJECT) {
+        env->payload = inner;
+        static const char *const in[] = {"input"};
+        struct jspan isp;
+        if (env->payload_raw &&
+            jspan_members(env->payload_raw, env->payload_len, in, 1, &isp) == 0 && isp.found) {
+            env->payload_raw += isp.off;
+            env->payload_len = isp.len;
+        } else {
+            env->payload_raw = NULL; /* re-serialised by the caller */
+        }
+    }
     return 0;
 }

@@ -210,6 +210,17 @@ static int load_config_file(struct worker *w, const char *path)
                 goto out;
             }
         }
+        const struct pyj_value *uv = pyj_get(o, "unwrap_input");
+        if (uv) {
+            if (uv->type != PYJ_TRUE && uv->type != PYJ_FALSE) {
+                fprintf(stderr,
+                        "sgpu-worker: SGPU_CONFIG handlers[%zu].unwrap_input: expected a "
+                        "boolean\n",
+                        i);
+                goto out;
+            }
+            h->unwrap_input = uv->type == PYJ_TRUE;
+        }
         const struct pyj_value *sv = pyj_get(o, "stream");
         if (sv) {
             if (sv->type == PYJ_TRUE)
@@ -253,7 +264,8 @@ int handlers_init(struct worker *w)
     } else if (strcmp(c->backend, "openai") == 0) {
         struct handler *h = add(w, "/v1/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
         h->bench_payload = bench_openai();
-        add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
+        h->unwrap_input = true;
+        add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT)->unwrap_input = true;
     } else if (strcmp(c->backend, "comfyui") == 0) {
         struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
         h->bench_payload = strdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");

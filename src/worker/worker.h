@@ -57,6 +57,7 @@ struct handler {
     double max_queue_time; /* seconds; < 0 = no 429 estimate */
     enum payload_check check;
     int stream;          /* -1 auto (by upstream Content-Type / chunking), 0 never, 1 always */
+    bool unwrap_input;   /* forward payload["input"] when it is an object (openai worker) */
     char *bench_payload; /* JSON text, or NULL */
     /* serial FIFO state */
     struct wreq_list queue;

@@ -352,6 +352,30 @@ class OpenAI(WorkerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 200)
         self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"))
         self.assertEqual(r.body.count(b"data: "), 3)
+        # the openai worker's request_parser: payload["input"] is what the model gets
+        r = self.worker.post("/v1/completions", envelope(AUTH, {"input": {"prompt": "x", "max_tokens": 2}}))
+        self.assertEqual(r.json()["choices"][0]["text"], "tok0 tok1 ")
+
+    def test_bad_config_file_is_a_startup_error(self):
+        import subprocess
+        import tempfile
+        from worker_lib import WORKER_BIN
+        d = tempfile.mkdtemp()
+        for i, doc in enumerate(['{"handlers": []}', '{"handlers": [{"route": "x"}]}', 'nope',
+                                 '{"handlers": [{"route": "/a", "workload": "gpu"}]}',
+                                 '{"handlers": [{"route": "/a", "stream": 3}]}']):
+            cfg = os.path.join(d, "c%d.json" % i)
+            with open(cfg, "w") as f:
+                f.write(doc)
+            p = subprocess.run([WORKER_BIN, "--config", cfg, "--port", "0", "--report-addr", ""],
+                               capture_output=True, timeout=20)
+            self.assertEqual(p.returncode, 2, doc)
+            self.assertIn(b"SGPU_CONFIG", p.stderr)
+            os.unlink(cfg)
+        p = subprocess.run([WORKER_BIN, "--port", "0", "--backend", "vllm"], capture_output=True, timeout=20)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"BACKEND", p.stderr)
+        os.rmdir(d)
 
 
 
