@@ -658,11 +658,15 @@ static void h_endpoints(struct ctx *c)
             reply_err(c, 400, "bad_request", "%s", err);
             return;
         }
-        if (p.sig_scheme != ep->p.sig_scheme) {
-            for (size_t i = 0; i < ep->nws; i++) { /* drop url-scheme caches */
+        bool rescheme = p.sig_scheme != ep->p.sig_scheme;
+        if (rescheme) {
+            /* workers verify the scheme they were started with (SGPU_AUTH_SCHEME): replace
+             * them, rolling — each drains and is destroyed, the scaler creates new ones */
+            for (size_t i = 0; i < ep->nws; i++) {
                 free(ep->ws[i]->sig_url);
                 ep->ws[i]->sig_url = NULL;
             }
+            lifecycle_retire_endpoint(e, ep);
         }
         ep->p = p;
         if (name) snprintf(ep->name, sizeof ep->name, "%s", name);

@@ -160,6 +160,23 @@ class Signing(unittest.TestCase):
             "requests": [{"request_idx": 1, "success": True, "status": "Success"}]}, key=False)
         self.assertEqual((st, r), (200, {"success": True}))
 
+    def test_scheme_change_replaces_workers(self):
+        eid = self.eng.create_endpoint("sig-switch", min_load=1, min_workers=0, max_workers=2,
+                                       sig_scheme="url", cold_mult=1, max_queue_time=1e6)
+        self.eng.create_group("sig-switch", "command", self.fleet.launch)
+        old = el.wait_for(lambda: [w for w in self.eng.workers("sig-switch")
+                                   if w["status"] == "idle"], what="idle")[0]
+        st, r = self.eng.call("PUT", "/api/v0/endptjobs/%d/" % eid, {"sig_scheme": "fields-v1"})
+        self.assertEqual(st, 200)
+        new = el.wait_for(lambda: [w for w in self.eng.workers("sig-switch")
+                                   if w["status"] == "idle" and w["id"] != old["id"]],
+                          what="replacement")[0]
+        el.wait_for(lambda: old["id"] not in [w["id"] for w in self.eng.workers("sig-switch")],
+                    what="old worker destroyed")
+        r = self.grant("sig-switch", 2)
+        self.assertEqual(r["url"], new["url"])
+        self.assertTrue(verify(self.pub, pyworker_message("fields-v1", r), r["signature"]))
+
     def test_signature_counter_in_metrics(self):
         self.grant("sig-fields-v2", 1)
         st, text, _ = self.eng.raw("GET", "/metrics")
