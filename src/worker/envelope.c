@@ -22,6 +22,138 @@ static void reply_422(struct evhttp_request *req, const char *body)
     reply_json(req, 422, CT_422, body, strlen(body));
 }
 
+static struct pyj_value *parse_span(const char *s, size_t n)
+{
+    struct pyj_value *v = NULL;
+    char e[8];
+    if (pyj_parse(s, n, &v, e, sizeof e) != 0) return NULL;
+    return v;
+}
+
+/* Value span of member `key` of the object text p[0..n), or false. */
+static bool member(const char *p, size_t n, const char *key, struct jspan *out)
+{
+    const char *const k[] = {key};
+    return n && p[0] == '{' && jspan_members(p, n, k, 1, out) == 0 && out->found;
+}
+
+static void set_parsed(struct pyj_value *o, const char *p, size_t n, const char *key)
+{
+    struct jspan sp;
+    if (!member(p, n, key, &sp)) return;
+    struct pyj_value *v = parse_span(p + sp.off, sp.len);
+    pyj_object_set(o, key, v ? v : pyj_new_null());
+}
+
+static void set_raw_string(struct pyj_value *o, const char *p, size_t n, const char *key)
+{
+    struct jspan sp;
+    if (member(p, n, key, &sp)) pyj_object_set(o, key, pyj_new_string(p + sp.off, sp.len));
+}
+
+/* Large bodies: a stand-in payload object holding only what the payload
+ * check and the workload rule read, parsed from spans.  NULL = give up and
+ * parse the payload fully. */
+static struct pyj_value *synth_payload(const struct handler *h, const char *p, size_t n)
+{
+    struct jspan sp;
+    struct pyj_value *o = pyj_new_object();
+    if (h->check == PC_TGI && member(p, n, "inputs", &sp))
+        pyj_object_set(o, "inputs", pyj_new_null());
+    switch (h->wl) {
+    case WL_CONST:
+        break;
+    case WL_TGI:
+        set_parsed(o, p, n, "parameters");
+        break;
+    case WL_OPENAI:
+        set_parsed(o, p, n, "max_tokens");
+        set_parsed(o, p, n, "max_completion_tokens");
+        /* prompt-length estimate from the raw span lengths (escapes counted as
+         * written): close enough for a cost estimate, and no big parse */
+        set_raw_string(o, p, n, "prompt");
+        set_raw_string(o, p, n, "messages");
+        break;
+    case WL_FIELD: {
+        const char *cur = p, *path = h->wl_field;
+        size_t cn = n;
+        char seg[128];
+        struct pyj_value *parent = o;
+        while (*path) {
+            size_t l = strcspn(path, ".");
+            if (l >= sizeof seg) break;
+            memcpy(seg, path, l);
+            seg[l] = '\0';
+            path += l;
+            if (*path == '.') path++;
+            if (cn == 0 || cur[0] != '{') { /* arrays on the path: parse fully */
+                pyj_free(o);
+                return NULL;
+            }
+            if (!member(cur, cn, seg, &sp)) break;
+            cur += sp.off;
+            cn = sp.len;
+            if (*path) {
+                struct pyj_value *child = pyj_new_object();
+                pyj_object_set(parent, seg, child);
+                parent = child;
+            } else {
+                struct pyj_value *v = parse_span(cur, cn);
+                pyj_object_set(parent, seg, v ? v : pyj_new_null());
+            }
+        }
+        break;
+    }
+    case WL_COMFY:
+        pyj_free(o);
+        return NULL;
+    }
+    if (h->check == PC_TGI && member(p, n, "parameters", &sp) && !pyj_get(o, "parameters"))
+        pyj_object_set(o, "parameters", pyj_new_null());
+    return o;
+}
+
+/* Bodies over SGPU_FULL_PARSE_MAX: locate the top-level members with jspan,
+ * parse auth_data and session_id strictly, and stand in for the payload (its
+ * bytes are forwarded as they are; the model server validates them), as
+ * c-stack.md §5 recommends for bodies over ~32 KB. */
+static int parse_lite(const struct handler *h, const char *body, size_t len, struct envelope *env)
+{
+    static const char *const top[] = {"auth_data", "payload", "session_id"};
+    struct jspan sp[3];
+    if (jspan_members(body, len, top, 3, sp) != 0) return -1;
+    struct pyj_value *doc = pyj_new_object();
+    for (int i = 0; i < 3; i += 2) {
+        if (!sp[i].found) continue;
+        struct pyj_value *v = parse_span(body + sp[i].off, sp[i].len);
+        if (!v) {
+            pyj_free(doc);
+            return -1;
+        }
+        pyj_object_set(doc, top[i], v);
+    }
+    if (sp[1].found) {
+        const char *p = body + sp[1].off;
+        size_t n = sp[1].len;
+        struct jspan isp;
+        if (h->unwrap_input && member(p, n, "input", &isp) && p[isp.off] == '{') {
+            p += isp.off;
+            n = isp.len;
+        }
+        struct pyj_value *pv = p[0] == '{' ? synth_payload(h, p, n) : NULL;
+        if (!pv) pv = parse_span(p, n);
+        if (!pv) {
+            pyj_free(doc);
+            return -1;
+        }
+        pyj_object_set(doc, "payload", pv);
+        env->payload_raw = p;
+        env->payload_len = n;
+    }
+    env->doc = doc;
+    return 0;
+}
+
 void envelope_free(struct envelope *env)
 {
     pyj_free(env->doc);
@@ -32,8 +164,11 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
                    const char *body, size_t len, struct envelope *env)
 {
     memset(env, 0, sizeof *env);
-    char err[128];
-    if (pyj_parse(body, len, &env->doc, err, sizeof err) != 0 || env->doc->type != PYJ_OBJECT) {
+    char err[128] = "";
+    bool lite = len > w->cfg.full_parse_max;
+    if (lite ? parse_lite(h, body, len, env) != 0
+             : (pyj_parse(body, len, &env->doc, err, sizeof err) != 0 ||
+                env->doc->type != PYJ_OBJECT)) {
         log_debug("bad_json", "err=\"%s\"", err);
         pyj_free(env->doc);
         env->doc = NULL;
@@ -99,6 +234,7 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
 
     /* The payload is forwarded as the bytes the client sent (B7: nothing is
      * dropped).  If the scanner cannot place it, fall back to re-serialising. */
+    if (lite) return 0; /* spans and unwrapping done by parse_lite */
     static const char *const top[] = {"payload"};
     struct jspan sp;
     if (jspan_members(body, len, top, 1, &sp) == 0 && sp.found) {

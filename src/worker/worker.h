@@ -96,6 +96,7 @@ struct wconfig {
     char config_file[1024];
     double drain_timeout;
     size_t max_body;
+    size_t full_parse_max; /* bodies above: payload located, not fully parsed */
     size_t max_headers;
     double idle_timeout;     /* keep-alive idle / read inactivity */
     double request_deadline; /* whole request head+body read deadline (slowloris) */

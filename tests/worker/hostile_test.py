@@ -190,5 +190,24 @@ class Hostile(WorkerTestCase, unittest.TestCase):
         wait_for(lambda: self.worker.status()["requests"]["working"] == 0, 5)
 
 
+class HostileLargeBodyPath(Hostile):
+    """The same hostile inputs with the large-body path (SGPU_FULL_PARSE_MAX=256) taken."""
+
+    def setUp(self):
+        self.start({"UNSECURED": "1", "SGPU_MAX_BODY": "64K", "SGPU_MAX_HEADERS": "8K",
+                    "SGPU_REQUEST_DEADLINE": "1", "SGPU_IDLE_TIMEOUT": "30",
+                    "SGPU_FULL_PARSE_MAX": "256"})
+        self.port = self.worker.port
+
+    def test_invalid_utf8_and_bad_json(self):
+        # small bodies still get the strict parse; big broken ones get 422 at the top level
+        super().test_invalid_utf8_and_bad_json()
+        pad = "x" * 400
+        for b in ['{"auth_data": {"a": "%s"}, "payload": {}' % pad, '{"auth_data": %s}x' % json.dumps(pad),
+                  '{"auth_data": {"a": "%s\xff"}, "payload": {}}' % pad]:
+            r = raw_request(self.port, post("/generate", b.encode("latin-1")))
+            self.assertEqual(status_of(r), 422, b[:30])
+
+
 if __name__ == "__main__":
     unittest.main()
