@@ -489,6 +489,9 @@ static void *loader_main(void *arg)
 {
     struct srv *s = arg;
     struct llama_model *m;
+    /* test hook: hold the loading state (503 on /health) for a while */
+    const char *delay = getenv("SGPU_MODEL_TEST_LOAD_DELAY_MS");
+    if (delay && atoi(delay) > 0) usleep((useconds_t)atoi(delay) * 1000);
     if (llama_open(s->model_path, &m, load_err, sizeof load_err)) {
         atomic_store(&load_state, -1);
     } else {

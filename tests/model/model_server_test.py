@@ -484,6 +484,40 @@ class CliTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("event=fatal", r.stderr)
 
+    def test_health_503_while_loading(self):
+        env = dict(os.environ, SGPU_MODEL_TEST_LOAD_DELAY_MS="1500")
+        p = subprocess.Popen([MODEL, "serve", "--port", "0"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            port = None
+            for line in p.stderr:
+                if "event=listening" in line:
+                    port = int(re.search(r"port=(\d+)", line).group(1))
+                    break
+            self.assertIsNotNone(port)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["status"]), (503, "loading"))
+            c.request("POST", "/generate", body=json.dumps({"inputs": "x"}))
+            r = c.getresponse()
+            self.assertEqual(r.status, 503)
+            self.assertEqual(json.loads(r.read())["error_type"], "unhealthy")
+            c.close()
+            for line in p.stderr:
+                if "event=model_loaded" in line:
+                    break
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            c.close()
+        finally:
+            p.terminate()
+            p.wait(10)
+            p.stderr.close()
+
     def test_env_options(self):
         env = dict(os.environ, SGPU_MODEL_PORT="0")
         s = Server(env=env)
