@@ -43,9 +43,11 @@ def openssl_sign_per_s():
     return float(m.group(3)) if m else None
 
 
-def bench_routes(seconds=5.0, conns=16):
-    eng = el.Engine("--unavailable-after-s", "100000", tick_ms=1000)
-    subprocess.run(["taskset", "-pc", "0", str(eng.proc.pid)], capture_output=True)
+def bench_routes(seconds=5.0, conns=16, sign_threads=0, schemes=("url", "fields-v2", "fields-v1")):
+    eng = el.Engine("--unavailable-after-s", "100000", "--sign-threads", str(sign_threads),
+                    tick_ms=1000)
+    if not sign_threads:
+        subprocess.run(["taskset", "-pc", "0", str(eng.proc.pid)], capture_output=True)
     try:
         rows = []
         stop = threading.Event()
@@ -82,7 +84,7 @@ def bench_routes(seconds=5.0, conns=16):
         el.wait_for(lambda: len([w for w in eng.workers() if w["status"] == "idle"]) == 24,
                     timeout=60, what="24 idle workers")
         tmp = tempfile.mkdtemp(prefix="sgpu-bench-engine-")
-        for scheme in ("url", "fields-v2", "fields-v1"):
+        for scheme in schemes:
             lua = os.path.join(tmp, scheme + ".lua")
             with open(lua, "w") as f:
                 f.write('wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = '
@@ -100,7 +102,7 @@ def bench_routes(seconds=5.0, conns=16):
             non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             p50 = re.search(r"50%\s+([\d.]+\w+)", out)
             p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-            rows.append((scheme, n / wall, n / cpu if cpu > 0 else 0, cpu / wall,
+            rows.append((scheme + (" +%dthr" % sign_threads if sign_threads else ""), n / wall, n / cpu if cpu > 0 else 0, cpu / wall,
                          p50.group(1) if p50 else "?", p99.group(1) if p99 else "?",
                          int(non2xx.group(1)) if non2xx else 0))
         stop.set()
@@ -225,11 +227,13 @@ def main():
     if "routes" in which:
         sign = openssl_sign_per_s()
         rows = bench_routes()
+        rows += bench_routes(sign_threads=2, schemes=("fields-v2",))
         print("routes: /route/ answers, engine pinned to CPU 0, wrk -t1 -c16 on CPU 1, 5 s each")
-        print("%-10s %12s %14s %9s %9s %9s %7s" % ("scheme", "routes/s", "routes/cpu-s",
+        print("(+Nthr: --sign-threads N, engine not pinned; its threads share CPU 1 with wrk)")
+        print("%-15s %12s %14s %9s %9s %9s %7s" % ("scheme", "routes/s", "routes/cpu-s",
                                                      "eng_cpu", "p50", "p99", "non2xx"))
         for r in rows:
-            print("%-10s %12.0f %14.0f %9.2f %9s %9s %7d" % r)
+            print("%-15s %12.0f %14.0f %9.2f %9s %9s %7d" % r)
         if sign:
             print("openssl speed rsa2048 sign (CPU 0): %.0f/s  -> ceiling for fields-* routes/core"
                   % sign)

@@ -319,10 +319,12 @@ static void h_route(struct ctx *c)
         return;
     }
     struct sbuf out = SBUF_INIT;
-    int status = router_route(e, ep, cost, idx, rt, &out);
-    reply(c, status, &out);
+    int status = router_route(e, ep, cost, idx, rt, &out, c->req, t0);
+    if (status != 0) { /* 0: the signing threads answer */
+        reply(c, status, &out);
+        metrics_observe(e->h_route, time_mono() - t0);
+    }
     sbuf_free(&out);
-    metrics_observe(e->h_route, time_mono() - t0);
 }
 
 static void h_pubkey(struct ctx *c)

@@ -181,7 +181,7 @@ static const char usage[] =
     "                   [--unavailable-after-s S] [--unavailable-destroy-s S]\n"
     "                   [--drain-grace-s S] [--drain-timeout-s S] [--scale-down-delay-s S]\n"
     "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
-    "                   [--error-backoff-s S]\n"
+    "                   [--error-backoff-s S] [--sign-threads N]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
 static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
@@ -271,6 +271,9 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
         } else if (strcmp(name, "--tick-ms") == 0) {
             rc = parse_double(name, val, 1, 60000, &d);
             o->tick_ms = (int)d;
+        } else if (strcmp(name, "--sign-threads") == 0) {
+            rc = parse_double(name, val, 0, 64, &d);
+            o->sign_threads = (int)d;
         } else {
             const struct {
                 const char *flag;

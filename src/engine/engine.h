@@ -62,6 +62,7 @@ struct engine_opts {
     double provider_timeout_s;
     double error_backoff_s; /* min delay before replacing a failed create */
     bool keep_workers;
+    int sign_threads; /* 0 = sign on the loop thread */
     char log_level[16];
 };
 
@@ -194,6 +195,8 @@ struct engine {
     struct engine_opts opts;
     struct store *store;
     struct rsa_privkey *key;
+    char key_path[600];
+    struct signpool *signpool; /* NULL = inline signing */
     struct sbuf pubkey_pem;
     char admin_key[API_KEY_LEN + 1];
     char public_url[256];
@@ -257,11 +260,19 @@ void signer_message(enum sig_scheme s, double cost, const char *endpoint, int64_
 int signer_grant(struct engine *e, struct endpoint *ep, struct worker *w, double cost,
                  int64_t reqnum, int64_t request_idx, struct sbuf *out);
 
+/* ---- signpool.c: signing threads for the per-request schemes ---- */
+int signpool_start(struct engine *e, int nthreads, const char *keypath);
+/* Takes over msg/head/tail (left empty); the reply is head + signature + tail. */
+void signpool_submit(struct engine *e, struct evhttp_request *req, enum sig_scheme scheme,
+                     struct sbuf *msg, struct sbuf *head, struct sbuf *tail, double t0);
+void signpool_stop(struct engine *e);
+
 /* ---- router.c ---- */
 /* Handle one /route/ call for an authenticated, parsed request; appends the JSON answer to out.
- * Returns the HTTP status. */
+ * Returns the HTTP status, or 0 when the answer was handed to the signing threads (req is then
+ * answered later; only when req is not NULL and a sign pool runs).  t0: arrival (mono s). */
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
-                 double replay_timeout, struct sbuf *out);
+                 double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0);
 /* Estimated queue time of a worker in seconds (inf if max_perf is 0). */
 double router_queue_time(const struct worker *w);
 /* Drop waiting requests not polled within their timeout. */

@@ -33,8 +33,10 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 
 static int load_or_create_key(struct engine *e)
 {
-    char path[700];
-    snprintf(path, sizeof path, "%s/signing_key.pem", e->opts.data_dir);
+    char *path = e->key_path;
+    if (snprintf(e->key_path, sizeof e->key_path, "%s/signing_key.pem", e->opts.data_dir) >=
+        (int)sizeof e->key_path)
+        return -1;
     if (access(path, F_OK) == 0) {
         if (rsa_privkey_load_file(path, &e->key) != 0) {
             log_error("key_load_failed", "path=%s", path);
@@ -197,6 +199,10 @@ int main(int argc, char **argv)
             return 1;
     }
     api_init(e);
+    if (signpool_start(e, e->opts.sign_threads, e->key_path) != 0) {
+        log_error("init_failed", "what=sign_threads");
+        return 1;
+    }
 
     if (store_load(e->store, e) != 0) {
         log_error("store_load_failed", "path=%s", dbp);
@@ -233,6 +239,7 @@ int main(int argc, char **argv)
     event_base_dispatch(e->base);
 
     log_info("shutdown", "keep_workers=%d", e->opts.keep_workers);
+    signpool_stop(e);
     lifecycle_shutdown(e);
     event_free(e->tick_ev);
     event_free(sterm);

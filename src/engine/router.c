@@ -146,8 +146,22 @@ static void answer_waiting(struct endpoint *ep, int64_t idx, struct sbuf *out)
     sbuf_printf(out, ", \"request_idx\": %lld}", (long long)idx);
 }
 
+/* Grant bookkeeping shared by the inline and the threaded signing paths. */
+static void granted(struct engine *e, struct endpoint *ep, struct worker *w, struct qreq *q,
+                    double cost, double now)
+{
+    if (q) {
+        if (e->h_qwait) metrics_observe(e->h_qwait, now - q->first_mono);
+        q_unlink(ep, q);
+    }
+    w->granted_since_report += cost;
+    w->last_grant_mono = now;
+    w->grants_total++;
+    w->dirty = true;
+}
+
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
-                 double replay_timeout, struct sbuf *out)
+                 double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0)
 {
     double now = time_mono();
     ep->last_request_mono = now;
@@ -210,6 +224,25 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     }
 
     int64_t reqnum = ++best->reqnum;
+    if (req && e->signpool && ep->p.sig_scheme != SIG_URL) {
+        struct sbuf head = SBUF_INIT, tail = SBUF_INIT, msg = SBUF_INIT;
+        char num[40];
+        pyj_format_float(cost, num, sizeof num);
+        sbuf_puts(&head, "{\"endpoint\": ");
+        pyj_write_string(&head, ep->name, strlen(ep->name));
+        sbuf_puts(&head, ", \"url\": ");
+        pyj_write_string(&head, best->url, strlen(best->url));
+        sbuf_printf(&head, ", \"cost\": %s, \"reqnum\": %lld, \"signature\": \"", num,
+                    (long long)reqnum);
+        sbuf_printf(&tail, "\", \"request_idx\": %lld, \"__request_id\": \"",
+                    (long long)request_idx);
+        put_uuid4(&tail);
+        sbuf_puts(&tail, "\"}");
+        signer_message(ep->p.sig_scheme, cost, ep->name, reqnum, request_idx, best->url, &msg);
+        signpool_submit(e, req, ep->p.sig_scheme, &msg, &head, &tail, t0);
+        granted(e, ep, best, q, cost, now);
+        return 0;
+    }
     size_t mark = out->len;
     sbuf_puts(out, "{\"endpoint\": ");
     pyj_write_string(out, ep->name, strlen(ep->name));
@@ -229,14 +262,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);
     put_uuid4(out);
     sbuf_puts(out, "\"}");
-    if (q) {
-        if (e->h_qwait) metrics_observe(e->h_qwait, now - q->first_mono);
-        q_unlink(ep, q);
-    }
-    best->granted_since_report += cost;
-    best->last_grant_mono = now;
-    best->grants_total++;
-    best->dirty = true;
+    granted(e, ep, best, q, cost, now);
     *e->c_routes_granted += 1;
     return 200;
 }

@@ -37,11 +37,13 @@ def verify(pub, msg, sig):
 
 
 class Signing(unittest.TestCase):
+    ARGS = ()
+
     @classmethod
     def setUpClass(cls):
         if not os.access(el.binpath("sgpu-engine"), os.X_OK):
             raise unittest.SkipTest("sgpu-engine not built")
-        cls.eng = el.Engine()
+        cls.eng = el.Engine(*cls.ARGS)
         cls.fleet = el.Fleet(cls.eng, perf=1e6)
         st, pem, _ = cls.eng.raw("GET", "/pubkey/")
         assert st == 200
@@ -183,6 +185,32 @@ class Signing(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertIn(b'sgpu_engine_signatures_total{scheme="fields-v2"}', text)
         self.assertIn(b'sgpu_engine_routes_total{result="granted"}', text)
+
+
+class SigningThreaded(Signing):
+    """The same checks with the per-request schemes signed on two signing threads."""
+    ARGS = ("--sign-threads", "2")
+
+    def test_concurrent_grants(self):
+        import threading
+        out, errs = [], []
+
+        def go():
+            try:
+                for _ in range(25):
+                    out.append(self.grant("sig-fields-v2", 1))
+            except Exception as ex:  # noqa: BLE001 - reported below
+                errs.append(ex)
+        ts = [threading.Thread(target=go) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errs, [])
+        self.assertEqual(len(out), 150)
+        self.assertEqual(len({r["reqnum"] for r in out}), 150)  # unique per worker
+        for r in out:
+            self.assertTrue(verify(self.pub, pyworker_message("fields-v2", r), r["signature"]))
 
 
 if __name__ == "__main__":

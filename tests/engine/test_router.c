@@ -65,7 +65,7 @@ static int teardown(void **st)
 static struct json_object *route(double cost, int64_t idx, int *status)
 {
     struct sbuf out = SBUF_INIT;
-    *status = router_route(E, EP, cost, idx, 0, &out);
+    *status = router_route(E, EP, cost, idx, 0, &out, NULL, 0);
     struct json_object *o = json_tokener_parse(out.data);
     sbuf_free(&out);
     assert_non_null(o);
