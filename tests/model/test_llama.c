@@ -529,6 +529,56 @@ static void test_sampler(void **st)
     sampler_free(&a);
     sampler_free(&b);
     sampler_free(&c);
+    /* top-k / top-p draw only from the right candidate sets (brute force here) */
+    {
+        enum { V = 5000 };
+        float *lv = malloc(V * sizeof(float)), *tmp = malloc(V * sizeof(float));
+        int *order = malloc(V * sizeof(int));
+        uint64_t r2 = 11;
+        for (int i = 0; i < V; i++)
+            lv[i] = 2 * tiny_randf(&r2);
+        for (int i = 0; i < V; i++)
+            order[i] = i;
+        for (int i = 0; i < V; i++) /* selection sort of the top 400 is enough */
+            for (int j = i + 1; j < V && i < 400; j++)
+                if (lv[order[j]] > lv[order[i]]) {
+                    int t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+        double zz = 0, cm = 0;
+        for (int i = 0; i < V; i++)
+            zz += exp(lv[i]);
+        int np = 0; /* smallest prefix with mass >= 0.05 */
+        while (cm < 0.05)
+            cm += exp(lv[order[np++]]) / zz;
+        struct sampler_params tk = {true, 1.0f, 7, 1, 1, 5}, tp = {true, 1.0f, 0, 0.05f, 1, 6};
+        struct sampler sk, sp2;
+        sampler_init(&sk, &tk, V);
+        sampler_init(&sp2, &tp, V);
+        int hit_k[7] = {0};
+        for (int t = 0; t < 300; t++) {
+            memcpy(tmp, lv, V * sizeof(float));
+            int x = sampler_next(&sk, tmp, NULL, 0, NULL), pos = -1;
+            for (int i = 0; i < 7; i++)
+                if (order[i] == x) pos = i;
+            assert_true(pos >= 0);
+            hit_k[pos]++;
+            memcpy(tmp, lv, V * sizeof(float));
+            x = sampler_next(&sp2, tmp, NULL, 0, NULL);
+            pos = -1;
+            for (int i = 0; i < np; i++)
+                if (order[i] == x) pos = i;
+            assert_true(pos >= 0);
+        }
+        for (int i = 0; i < 7; i++)
+            assert_true(hit_k[i] > 0);
+        sampler_free(&sk);
+        sampler_free(&sp2);
+        free(lv);
+        free(tmp);
+        free(order);
+    }
     /* repetition penalty: CTRL rule on ids in the context, once each */
     struct sampler_params rp = {false, 1, 0, 1, 2.0f, 0};
     sampler_init(&s, &rp, N);
