@@ -347,6 +347,10 @@ int main(int argc, char **argv)
     log_init("model", LOG_INFO);
     if (argc < 2) return serve_main(0, NULL);
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage();
+        return 0;
+    }
     if (!strcmp(cmd, "serve")) return serve_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "init-tiny")) return cmd_init_tiny(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits")) return cmd_logits_generate(argc - 2, argv + 2, false);
