@@ -340,6 +340,13 @@ static const struct preset_defaults presets[] = {
     {"generic", "http://127.0.0.1:18000", "", "", ""},
 };
 
+void config_set_url(struct wconfig *c, int port)
+{
+    bool v6 = strchr(c->public_ip, ':') != NULL; /* IPv6 literals are bracketed */
+    snprintf(c->url, sizeof c->url, "%s://%s%s%s:%d", c->use_ssl ? "https" : "http", v6 ? "[" : "",
+             c->public_ip, v6 ? "]" : "", port);
+}
+
 int config_load(struct wconfig *c, int argc, char **argv)
 {
     memset(c, 0, sizeof *c);
@@ -530,7 +537,6 @@ int config_load(struct wconfig *c, int argc, char **argv)
         }
         c->public_port = (int)p;
     }
-    snprintf(c->url, sizeof c->url, "%s://%s:%d", c->use_ssl ? "https" : "http", c->public_ip,
-             c->public_port);
+    config_set_url(c, c->public_port);
     return 0;
 }

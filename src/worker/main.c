@@ -49,8 +49,7 @@ int main(int argc, char **argv)
     evhttp_set_gencb(w->http, request_cb, w);
     if (listener_init(w) != 0) return 1;
     if (!port_from_env) /* reported url follows the bound port (ephemeral ports in tests) */
-        snprintf(w->cfg.url, sizeof w->cfg.url, "%s://%.127s:%d", w->cfg.use_ssl ? "https" : "http",
-                 w->cfg.public_ip, w->cfg.port);
+        config_set_url(&w->cfg, w->cfg.port);
     log_info("listening", "port=%d backend=%s model=%s scheme=%s unsecured=%d url=%s", w->cfg.port,
              w->cfg.backend, w->cfg.model_url,
              w->cfg.scheme == AUTH_URL         ? "url"

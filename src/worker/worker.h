@@ -245,6 +245,7 @@ struct worker {
 /* config.c */
 int config_load(struct wconfig *c, int argc, char **argv);
 void config_usage(FILE *out);
+void config_set_url(struct wconfig *c, int port); /* http[s]://PUBLIC_IPADDR:port */
 void config_free(struct wconfig *c);
 int parse_bool(const char *s, bool *out);
 

@@ -80,6 +80,9 @@ static void test_config_env_and_flags(void **state)
     assert_int_equal(c.max_body, 2u << 20);
     assert_true(c.max_queue_time < 0);
     assert_string_equal(c.url, "https://203.0.113.7:41234");
+    snprintf(c.public_ip, sizeof c.public_ip, "2001:db8::7");
+    config_set_url(&c, 443);
+    assert_string_equal(c.url, "https://[2001:db8::7]:443");
     assert_true(c.nload == 1 && strstr(c.load_msgs[0], "text_generation_router"));
     config_free(&c);
     clear_env();
