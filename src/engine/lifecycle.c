@@ -494,6 +494,15 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     double it = ep->p.inactivity_timeout;
     in.recently_active = (it < 0 && (ep->had_worker || ep->last_request_mono > 0)) ||
                          (it > 0 && ep->last_request_mono > 0 && now - ep->last_request_mono < it);
+    if (ep->hist_len == 0) {
+        /* first tick (also after a restart): the pool we have counts as the recent target, so
+         * lost history cannot cause an immediate scale-down (Knative starts in panic mode for
+         * the same reason) */
+        ep->hist[0].t = now;
+        ep->hist[0].a = in.ready + in.pending_active;
+        ep->hist_pos = 1;
+        ep->hist_len = 1;
+    }
     in.hist_max_a = -1;
     for (size_t k = 0; k < ep->hist_len; k++) {
         if (now - ep->hist[k].t <= e->opts.scale_down_delay_s && ep->hist[k].a > in.hist_max_a)
