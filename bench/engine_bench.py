@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def bench_routes(seconds=5.0, conns=16, sign_threads=0, schemes=("url", "fields-
                          int(non2xx.group(1)) if non2xx else 0))
         stop.set()
         t.join(5)
+        shutil.rmtree(tmp, ignore_errors=True)
         return rows
     finally:
         eng.close()
