@@ -65,6 +65,7 @@ enum {
     O_ENGINE_CA,
     O_ENGINE_INSECURE,
     O_FULL_PARSE_MAX,
+    O_MAX_CONNECTIONS,
     O_WORKLOAD,
     O_WORKLOAD_FIELD,
     O_PARALLEL,
@@ -169,6 +170,9 @@ static const struct opt opts[NOPT] = {
     [O_FULL_PARSE_MAX] = {"SGPU_FULL_PARSE_MAX", "full-parse-max", "32K",
                           "bodies above this size: only auth_data is fully parsed, the payload is "
                           "located and forwarded (the model validates it)"},
+    [O_MAX_CONNECTIONS] = {"SGPU_MAX_CONNECTIONS", "max-connections", "4096",
+                           "open client connections before accepting pauses (clamped to the fd "
+                           "limit)"},
     [O_ENGINE_CA] = {"SGPU_ENGINE_CA", "engine-ca", NULL,
                      "extra CA bundle (PEM) for https REPORT_ADDR / PUBKEY_URL"},
     [O_ENGINE_INSECURE] = {"SGPU_ENGINE_INSECURE", "engine-insecure", "false",
@@ -478,6 +482,8 @@ int config_load(struct wconfig *c, int argc, char **argv)
     if (get_size(v, O_MAX_BODY, &c->max_body)) return -1;
     if (get_size(v, O_MAX_HEADERS, &c->max_headers)) return -1;
     if (get_size(v, O_FULL_PARSE_MAX, &c->full_parse_max)) return -1;
+    if (get_int(v, O_MAX_CONNECTIONS, 1, 1 << 22, &ll)) return -1;
+    c->max_connections = (int)ll;
     if (get_double(v, O_IDLE_TIMEOUT, 0.1, 86400, &c->idle_timeout)) return -1;
     if (get_double(v, O_REQUEST_DEADLINE, 0.1, 86400, &c->request_deadline)) return -1;
     if (get_double(v, O_UPSTREAM_TIMEOUT, 0, 1e7, &c->upstream_timeout)) return -1;

@@ -12,17 +12,25 @@
  * SGPU_REQUEST_DEADLINE.  Idle keep-alive connections are left to evhttp's
  * idle timeout.  The same sweep notices connections evhttp has freed (their
  * bufferevent callbacks are cleared) and drops our reference, which closes
- * the socket. */
+ * the socket.
+ *
+ * File descriptors: the soft RLIMIT_NOFILE is raised to the hard limit at
+ * start-up.  At SGPU_MAX_CONNECTIONS open connections the listener stops
+ * accepting until the count drops below 90 % of it; if accept() still fails
+ * with EMFILE/ENFILE, accepting pauses for 0.2 s.  Without this, libevent
+ * retries the failing accept() in a busy loop (100 % CPU, a warning per try). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -48,7 +56,59 @@ struct listener {
     struct tconn **byfd;
     int nbyfd;
     struct event *sweep_ev;
+    struct evconnlistener *lev;
+    struct event *resume_ev;
+    bool paused;
+    int max_conns;
+    uint64_t pauses;
+    double last_warn;
 };
+
+static void pause_accept(struct listener *l, const char *why)
+{
+    if (l->paused || !l->lev) return;
+    evconnlistener_disable(l->lev);
+    l->paused = true;
+    l->pauses++;
+    double now = time_mono();
+    if (now - l->last_warn > 10.0) { /* at most one line per 10 s */
+        l->last_warn = now;
+        log_warn("accept_paused", "why=%s connections=%d pauses=%llu", why, l->nconns,
+                 (unsigned long long)l->pauses);
+    }
+}
+
+static void resume_accept(struct listener *l)
+{
+    if (!l->paused || !l->lev) return;
+    evconnlistener_enable(l->lev);
+    l->paused = false;
+    log_debug("accept_resumed", "connections=%d", l->nconns);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct listener *l = arg;
+    if (l->nconns < l->max_conns) resume_accept(l);
+}
+
+/* evconnlistener hands its error callback evhttp's user data (the evhttp),
+ * so the one listener of the process is found through this pointer. */
+static struct listener *g_listener;
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct listener *l = g_listener;
+    if (!l) return;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        pause_accept(l, "fd_limit");
+        struct timeval tv = {0, 200000};
+        evtimer_add(l->resume_ev, &tv);
+        return;
+    }
+    log_warn("accept_error", "err=\"%s\"", evutil_socket_error_to_string(err));
+}
 
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -77,6 +137,7 @@ static struct bufferevent *bevcb(struct event_base *base, void *arg)
     t->cbe = evbuffer_add_cb(bufferevent_get_input(bev), on_input, t);
     TAILQ_INSERT_TAIL(&l->conns, t, link);
     l->nconns++;
+    if (l->nconns >= l->max_conns) pause_accept(l, "max_connections");
     return bev;
 }
 
@@ -114,6 +175,9 @@ static void sweep(evutil_socket_t fd_unused, short what, void *arg)
             if (fd >= 0) shutdown(fd, SHUT_RDWR); /* evhttp sees EOF and frees it */
         }
     }
+    if (l->paused && l->nconns < l->max_conns - l->max_conns / 10 &&
+        !evtimer_pending(l->resume_ev, NULL))
+        resume_accept(l);
 }
 
 static struct tconn *find(struct listener *l, struct bufferevent *bev)
@@ -188,6 +252,15 @@ int listener_init(struct worker *w)
     l->w = w;
     TAILQ_INIT(&l->conns);
     w->lst = l;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    l->max_conns = w->cfg.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)l->max_conns + 64 > rl.rlim_cur)
+        l->max_conns = rl.rlim_cur > 96 ? (int)rl.rlim_cur - 64 : 32; /* keep fds for upstreams */
     if (w->cfg.use_ssl) {
         l->ssl = tls_server_ctx(&w->cfg);
         if (!l->ssl) return -1;
@@ -202,6 +275,11 @@ int listener_init(struct worker *w)
     }
     evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
     http_set_nodelay((int)fd);
+    l->lev = evhttp_bound_socket_get_listener(bs);
+    l->resume_ev = evtimer_new(w->base, on_resume, l);
+    if (!l->resume_ev) return -1;
+    g_listener = l;
+    if (l->lev) evconnlistener_set_error_cb(l->lev, on_accept_error);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -220,6 +298,8 @@ void listener_free(struct worker *w)
     struct listener *l = w->lst;
     if (!l) return;
     if (l->sweep_ev) event_free(l->sweep_ev);
+    if (l->resume_ev) event_free(l->resume_ev);
+    g_listener = NULL;
     struct tconn *t;
     while ((t = TAILQ_FIRST(&l->conns)) != NULL)
         tconn_drop(l, t);

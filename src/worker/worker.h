@@ -98,6 +98,7 @@ struct wconfig {
     size_t max_body;
     size_t full_parse_max; /* bodies above: payload located, not fully parsed */
     size_t max_headers;
+    int max_connections;     /* accepted connections before the listener pauses */
     double idle_timeout;     /* keep-alive idle / read inactivity */
     double request_deadline; /* whole request head+body read deadline (slowloris) */
     double upstream_timeout; /* 0 = none */

@@ -190,6 +190,35 @@ class Hostile(WorkerTestCase, unittest.TestCase):
         wait_for(lambda: self.worker.status()["requests"]["working"] == 0, 5)
 
 
+class FdExhaustion(WorkerTestCase, unittest.TestCase):
+    def test_connection_flood_at_fd_limit_does_not_spin(self):
+        """At the fd limit libevent would retry accept() in a busy loop; the worker pauses."""
+        import resource
+        from worker_lib import Worker
+
+        def low_fds():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        self.start({"UNSECURED": "1"}, stub_log=False, wait_ready=False)
+        self.worker.stop()
+        self.worker = Worker(self.worker.env, preexec_fn=low_fds, wait_ready=True)
+        pid = self.worker.proc.pid
+
+        def cpu():
+            with open("/proc/%d/stat" % pid) as f:
+                x = f.read().rsplit(")", 1)[1].split()
+            return int(x[11]) + int(x[12])
+        socks = [socket.create_connection(("127.0.0.1", self.worker.port), timeout=5) for _ in range(120)]
+        time.sleep(0.3)
+        c0 = cpu()
+        time.sleep(1.0)
+        used = cpu() - c0
+        for s in socks:
+            s.close()
+        self.assertLess(used, os.sysconf("SC_CLK_TCK") // 2, "worker spins at the fd limit")
+        wait_for(lambda: self.worker.request("GET", "/ping", timeout=2).body == b"pong", 10, what="recovery")
+        self.assertIn("accept_paused", self.worker.log())
+
+
 class HostileLargeBodyPath(Hostile):
     """The same hostile inputs with the large-body path (SGPU_FULL_PARSE_MAX=256) taken."""
 

@@ -249,7 +249,7 @@ class Response:
 class Worker:
     """sgpu-worker in a temp dir.  env: extra variables (strings)."""
 
-    def __init__(self, env=None, args=None, cwd=None, wait_ready=False, timeout=None):
+    def __init__(self, env=None, args=None, cwd=None, wait_ready=False, timeout=None, preexec_fn=None):
         if timeout is None:
             timeout = 60 if os.environ.get("SGPU_TEST_WRAPPER") else 15
         self.tmp = tempfile.TemporaryDirectory(prefix="sgpu-worker-test-")
@@ -264,7 +264,7 @@ class Worker:
         self.logf = open(self.logpath, "wb")
         wrapper = shlex.split(os.environ.get("SGPU_TEST_WRAPPER", ""))  # e.g. valgrind
         self.proc = subprocess.Popen(wrapper + [WORKER_BIN] + list(args or []), env=e, cwd=self.cwd,
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+                                     stdout=self.logf, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         self.port = wait_for(self._find_port, timeout, what="worker to listen")
         if wait_ready:
             self.wait_phase("ready", timeout)
