@@ -258,9 +258,10 @@ int listener_init(struct worker *w)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     l->max_conns = w->cfg.max_connections;
+    /* each client may hold an upstream connection too: half the fds, minus a reserve */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)l->max_conns + 64 > rl.rlim_cur)
-        l->max_conns = rl.rlim_cur > 96 ? (int)rl.rlim_cur - 64 : 32; /* keep fds for upstreams */
+        2 * (rlim_t)l->max_conns + 64 > rl.rlim_cur)
+        l->max_conns = rl.rlim_cur > 128 ? (int)(rl.rlim_cur - 64) / 2 : 32;
     if (w->cfg.use_ssl) {
         l->ssl = tls_server_ctx(&w->cfg);
         if (!l->ssl) return -1;
