@@ -163,6 +163,12 @@ int main(int argc, char **argv)
 
     char v[32];
     if (store_meta_get(e->store, "next_worker_id", v, sizeof v) == 0) e->next_worker_id = atoll(v);
+    if (store_meta_get(e->store, "next_endpoint_id", v, sizeof v) == 0)
+        e->next_endpoint_id = atoll(v);
+    if (store_meta_get(e->store, "next_wg_id", v, sizeof v) == 0) e->next_wg_id = atoll(v);
+    if (e->next_worker_id < 1) e->next_worker_id = 1;
+    if (e->next_endpoint_id < 1) e->next_endpoint_id = 1;
+    if (e->next_wg_id < 1) e->next_wg_id = 1;
     if (store_meta_get(e->store, "request_idx_reserved", v, sizeof v) == 0)
         e->next_request_idx = atoll(v);
     if (e->next_request_idx < 1) e->next_request_idx = 1;

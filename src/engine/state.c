@@ -69,7 +69,12 @@ struct endpoint *state_endpoint_add(struct engine *e, struct endpoint *ep)
         pp = &(*pp)->next;
     *pp = ep;
     ep->next = NULL;
-    if (ep->id >= e->next_endpoint_id) e->next_endpoint_id = ep->id + 1;
+    if (ep->id >= e->next_endpoint_id) {
+        e->next_endpoint_id = ep->id + 1;
+        char v[32]; /* ids are never reused, also after a deletion and a restart */
+        snprintf(v, sizeof v, "%lld", (long long)e->next_endpoint_id);
+        if (e->store) store_meta_set(e->store, "next_endpoint_id", v);
+    }
     emetrics_endpoint(e, ep);
     return ep;
 }
@@ -97,7 +102,12 @@ struct workergroup *state_wg_add(struct engine *e, struct workergroup *g)
         pp = &(*pp)->next;
     *pp = g;
     g->next = NULL;
-    if (g->id >= e->next_wg_id) e->next_wg_id = g->id + 1;
+    if (g->id >= e->next_wg_id) {
+        e->next_wg_id = g->id + 1;
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)e->next_wg_id);
+        if (e->store) store_meta_set(e->store, "next_wg_id", v);
+    }
     return g;
 }
 

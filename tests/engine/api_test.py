@@ -233,6 +233,10 @@ class Api(unittest.TestCase):
         try:
             e.create_endpoint("keep", min_load=150, min_workers=0, max_workers=3,
                               target_util=1.0, cold_mult=1, sig_scheme="fields-v2")
+            gone = e.create_endpoint("gone", min_workers=0)  # the highest id, then deleted
+            e.call("DELETE", "/api/v0/endptjobs/%d/" % gone)
+            el.wait_for(lambda: not [x for x in e.call("GET", "/api/v0/endptjobs/")[1]["results"]
+                                     if x["id"] == gone], what="endpoint purged")
             e.create_group("keep", "command", fleet.launch)
             el.wait_for(lambda: len([w for w in e.workers("keep") if w["status"] == "idle"]) == 2,
                         what="two idle workers")
@@ -263,6 +267,8 @@ class Api(unittest.TestCase):
             self.assertEqual(len(creates), 2)
             st, pem, _ = e.raw("GET", "/pubkey/")
             self.assertTrue(pem.startswith(b"-----BEGIN PUBLIC KEY-----"))
+            # ids are never reused, even those of endpoints deleted before the restart
+            self.assertGreater(e.create_endpoint("after", min_workers=0), gone)
         finally:
             fleet.close()
             e.close()
