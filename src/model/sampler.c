@@ -52,7 +52,8 @@ static int cmp_desc(const void *a, const void *b, void *arg)
  * id first), in no particular order.  Quickselect, O(n) expected. */
 static bool before(const float *v, int a, int b)
 {
-    return v[a] > v[b] || (v[a] == v[b] && a < b);
+    float x = v[a], y = v[b];
+    return x > y || (x == y && a < b); /* ties: lower id first */
 }
 
 static void select_top(int *idx, int n, int k, const float *v)
@@ -101,9 +102,11 @@ int sampler_next(struct sampler *s, float *logits, const int *ctx, int n_ctx, fl
     for (int i = 1; i < n; i++)
         if (logits[i] > logits[best]) best = i;
     float mx = logits[best];
-    double z = 0; /* float exps, double sum: ~4x cheaper than exp() on 32k-entry vocabularies */
+    /* float exps, double sum: ~4x cheaper than exp() on 32k-entry vocabularies.
+     * z >= 1 (the maximum contributes exp(0)). */
+    double z = 1.0;
     for (int i = 0; i < n; i++)
-        z += expf(logits[i] - mx);
+        if (i != best) z += expf(logits[i] - mx);
     double logz = log(z) + mx;
     int pick = best;
     if (s->p.sample) {
