@@ -147,13 +147,15 @@ static void usage(FILE *f)
         "Environment passed to the worker (PyWorker names; see sgpu-worker --help): everything in\n"
         "the launcher's environment, plus defaults set only when unset:\n"
         "  WORKER_PORT=3000, WORKSPACE_DIR=<workspace>, MODEL_LOG=<model log> (always set),\n"
-        "  and for the default model command: MODEL_SERVER_URL=http://127.0.0.1:<model-port>,\n"
+        "  MODEL_SERVER_URL=http://127.0.0.1:<model-port> (default command, or --model-port given),\n"
+        "  and when the model command is sgpu-model (default or user-written):\n"
         "  MODEL_LOAD_LOG_MSG=event=model_loaded, MODEL_ERROR_LOG_MSGS=event=fatal,\n"
         "  MODEL_HEALTH_ENDPOINT=/health, BACKEND=tgi.\n"
         "  USE_SSL=true: key + certificate are created unless present; paths from SGPU_TLS_KEY /\n"
         "  SGPU_TLS_CERT, default <workspace>/instance.key|crt (exported for the worker).\n"
         "  Read for error reports: REPORT_ADDR (comma list), CONTAINER_ID, MASTER_TOKEN,\n"
-        "  PUBLIC_IPADDR, VAST_TCP_PORT_<WORKER_PORT>, URL.\n"
+        "  PUBLIC_IPADDR, VAST_TCP_PORT_<WORKER_PORT>, URL, PYWORKER_VERSION (report version).\n"
+        "  SGPU_LOG_LEVEL=debug|info|warn|error sets the launcher's own log level.\n"
         "\n"
         "Signals: SIGTERM/SIGINT stop the worker (it drains), then the model server; exit 0 when\n"
         "both are down (a second signal kills both at once, exit 1).  SIGHUP reopens the logs.\n"
@@ -709,6 +711,20 @@ static void die(int code, const char *fmt, ...)
     exit(code);
 }
 
+/* True when the model command's program is sgpu-model (any directory), so
+ * the sgpu-model defaults for the worker's log patterns apply. */
+static bool model_cmd_runs_sgpu_model(const char *cmd)
+{
+    while (*cmd == ' ' || *cmd == '\t') cmd++;
+    if (strncmp(cmd, "exec ", 5) == 0) cmd += 5;
+    size_t n = strcspn(cmd, " \t");
+    const char *base = cmd;
+    for (size_t i = 0; i < n; i++)
+        if (cmd[i] == '/') base = cmd + i + 1;
+    size_t bl = n - (size_t)(base - cmd);
+    return bl == strlen("sgpu-model") && strncmp(base, "sgpu-model", bl) == 0;
+}
+
 int main(int argc, char **argv)
 {
     L.lock_fd = L.debug_fd = L.model_fd = -1;
@@ -923,10 +939,14 @@ int main(int argc, char **argv)
     /* Worker environment. */
     setenv("MODEL_LOG", L.model_log, 1);
     setenv("WORKSPACE_DIR", L.workspace, 1);
-    if (!L.model_cmd) {
+    if (!L.model_cmd || L.model_port_given) {
         char url[64];
         snprintf(url, sizeof url, "http://127.0.0.1:%d", L.model_port);
         setenv_default("MODEL_SERVER_URL", url);
+    }
+    if (!L.model_cmd || model_cmd_runs_sgpu_model(L.model_cmd)) {
+        /* sgpu-model's own log lines and health route, also when the user
+         * wrote the command (e.g. to pass --model FILE.gguf). */
         setenv_default("MODEL_LOAD_LOG_MSG", "event=model_loaded");
         setenv_default("MODEL_ERROR_LOG_MSGS", "event=fatal");
         setenv_default("MODEL_HEALTH_ENDPOINT", "/health");

@@ -422,6 +422,35 @@ class LaunchTest(LaunchBase):
                  what="worker arguments")
         self.assertEqual(self.stop(p), 0)
 
+    def test_written_sgpu_model_command_gets_sgpu_model_defaults(self):
+        # A user-written command that runs sgpu-model (e.g. to pass --model F.gguf) gets the
+        # same log patterns as the default command; any other model server gets none.
+        bindir = os.path.join(self.tmp, "bin")
+        os.makedirs(bindir, exist_ok=True)
+        for name in ("sgpu-model", "other-server"):
+            path = os.path.join(bindir, name)
+            with open(path, "w") as f:
+                f.write(FAKE_MODEL_BIN)
+            os.chmod(path, 0o755)
+        for name, expect in (("sgpu-model", True), ("other-server", False)):
+            dump = os.path.join(self.tmp, "env-%s.json" % name)
+            ws = os.path.join(self.tmp, "ws-" + name)
+            cmd = "%s serve --model /nonexistent.gguf --port %d" % (
+                os.path.join(bindir, name), free_port())
+            p = self.launch(ws=ws, env=self.env(FAKE_ENV_DUMP=dump), model_cmd=cmd)
+            wait_for(lambda: os.path.exists(dump) and os.path.getsize(dump) > 0,
+                     what="env dump")
+            time.sleep(0.1)
+            env = json.loads(read(dump))
+            if expect:
+                self.assertEqual(env.get("MODEL_LOAD_LOG_MSG"), "event=model_loaded")
+                self.assertEqual(env.get("MODEL_HEALTH_ENDPOINT"), "/health")
+                self.assertEqual(env.get("BACKEND"), "tgi")
+            else:
+                self.assertNotIn("MODEL_LOAD_LOG_MSG", env)
+                self.assertNotIn("BACKEND", env)
+            self.assertEqual(self.stop(p), 0)
+
     def test_tls_self_signed(self):
         dump = os.path.join(self.tmp, "env.json")
         p = self.launch(env=self.env(USE_SSL="true", FAKE_ENV_DUMP=dump))
