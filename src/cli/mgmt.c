@@ -480,7 +480,7 @@ int cmd_worker(struct cli_common *c, int argc, char **argv)
 int cmd_events(struct cli_common *c, int argc, char **argv)
 {
     if (want_help(argc, argv)) {
-        fputs("usage: sgpu events [--endpoint NAME] [--limit N] [--json] [--follow]\n"
+        fputs("usage: sgpu events [--endpoint NAME] [--limit N] [--json] [--follow|-f]\n"
               "The engine's decision log (newest last).  --follow polls every second.\n",
               stdout);
         return 0;
