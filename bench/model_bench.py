@@ -79,6 +79,35 @@ def llama_run(lcdir, path, k, n, threads):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+XCHECK_TEXT = "Hello, world! The model server is a GPU data time text 123."
+
+
+def xcheck(lcdir, path):
+    """Same tokens and same 24 greedy tokens as llama.cpp on this file?"""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_llamacpp_xcheck.mjs")
+    local = os.path.join(lcdir, "model_llamacpp_xcheck.mjs")
+    with open(script) as f, open(local, "w") as g:
+        g.write(f.read())
+    r = subprocess.run(["node", local, path, XCHECK_TEXT, "24"], capture_output=True, text=True,
+                       timeout=600, cwd=lcdir)
+    if r.returncode != 0:
+        return "llama.cpp failed: " + r.stderr.strip()[-200:]
+    lc = json.loads(r.stdout.strip().splitlines()[-1])
+    toks = [int(x) for x in subprocess.run([MODEL, "tokenize", "--model", path, "--text", XCHECK_TEXT],
+                                           capture_output=True, text=True, check=True).stdout.split()]
+    ids = ",".join(str(x) for x in [1] + toks)
+    gen = [int(x) for x in subprocess.run([MODEL, "generate", "--model", path, "--tokens", ids,
+                                           "--max-new-tokens", "24", "--ignore-eos"],
+                                          capture_output=True, text=True, check=True).stdout.split()]
+    same_t = toks == lc["tokens"]
+    same_g = sum(1 for a, b in zip(gen, lc["greedy"]) if a == b) if same_t else 0
+    k = 0
+    while k < min(len(gen), len(lc["greedy"])) and gen[k] == lc["greedy"][k]:
+        k += 1
+    return (f"tokenization {'identical' if same_t else 'DIFFERENT'} ({len(toks)} tokens); "
+            f"greedy continuation identical for {k} of 24 tokens")
+
+
 def best(fn, reps):
     """Best aggregate of reps runs (the machine is shared; noise only slows things)."""
     runs = [fn() for _ in range(reps)]
@@ -133,6 +162,8 @@ def main():
             p.terminate()
             p.wait()
         wb = info["weight_bytes_per_step"]
+        if a.llamacpp_dir:
+            print(f"  {ty} cross-check vs llama.cpp: {xcheck(a.llamacpp_dir, path)}", flush=True)
         rows.append((ty, info, wb, res, lc, lc_err))
     print()
     print("| model | metric | sgpu-model | llama.cpp | sgpu / llama.cpp |")
