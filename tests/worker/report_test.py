@@ -201,6 +201,25 @@ class FailuresAndFallback(WorkerTestCase, unittest.TestCase):
         self.assertEqual(d["new_load"], 6.0)  # B5: nothing lost while the engine failed
         self.assertEqual(d["cur_perf"], 6.0)
 
+    def test_disk_growth_not_lost_when_send_fails(self):
+        """B24: the disk baseline advances only after a successful send."""
+        self.start(dict(ENV))
+        wait_for(lambda: self.sink.reports(ok_only=True), 10, what="first report")
+        self.sink.fail["/worker_status/"] = 503
+        n = len(self.sink.reports())
+        big = os.path.join(self._tmp.name, "grow.bin")
+        with open(big, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, 256 << 20)
+        try:
+            wait_for(lambda: len([p for p in self.sink.reports()[n:] if p["status"] == 503]) >= 2, 15,
+                     what="failed sends")
+            del self.sink.fail["/worker_status/"]
+            ok = wait_for(lambda: [p["json"] for p in self.sink.reports()[n:] if p["status"] == 200], 15,
+                          what="recovered report")[0]
+            self.assertGreater(ok["additional_disk_usage"], 0.2)  # ~0.25 GiB, not swallowed
+        finally:
+            os.unlink(big)
+
     def test_second_address_and_v1_format(self):
         dead = "http://127.0.0.1:%d" % closed_port()
         env = dict(ENV)
