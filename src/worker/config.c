@@ -465,6 +465,11 @@ int config_load(struct wconfig *c, int argc, char **argv)
         return bad(O_AUTH_SCHEME, sch, "expected fields-v1, fields-v2 or url");
     c->replay_guard = c->scheme != AUTH_URL;
     if (v[O_REPLAY_GUARD] && get_bool(v, O_REPLAY_GUARD, &c->replay_guard)) return -1;
+    if (c->replay_guard && c->scheme == AUTH_URL)
+        /* every url-scheme grant for this worker signs the same message (and so
+         * carries the same signature): a replay guard would reject all but one */
+        return bad(O_REPLAY_GUARD, v[O_REPLAY_GUARD],
+                   "needs SGPU_AUTH_SCHEME fields-v1 or fields-v2 (url grants are identical)");
     if (get_int(v, O_REPLAY_WINDOW, 0, 1 << 30, &ll)) return -1;
     c->replay_window = (int)ll;
     if (get_int(v, O_REPLAY_HISTORY, 1, 1 << 20, &ll)) return -1;

@@ -103,6 +103,11 @@ static void test_config_errors(void **state)
         config_free(&c);
         unsetenv(bad_env[i][0]);
     }
+    setenv("SGPU_REPLAY_GUARD", "on", 1); /* with the default url scheme */
+    char *argv1[] = {"w", NULL};
+    assert_int_equal(load(&c, 1, argv1), -1);
+    config_free(&c);
+    unsetenv("SGPU_REPLAY_GUARD");
     char *argv2[] = {"w", "--no-such-flag", "1", NULL};
     assert_int_equal(load(&c, 3, argv2), -1);
     config_free(&c);
