@@ -273,6 +273,8 @@ void signpool_stop(struct engine *e);
  * answered later; only when req is not NULL and a sign pool runs).  t0: arrival (mono s). */
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
                  double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0);
+/* A ready worker past its endpoint's max_queue_time (with 0: any outstanding work). */
+bool router_worker_full(const struct endpoint *ep, const struct worker *w);
 /* Estimated queue time of a worker in seconds (inf if max_perf is 0). */
 double router_queue_time(const struct worker *w);
 /* Drop waiting requests not polled within their timeout. */

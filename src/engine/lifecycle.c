@@ -463,6 +463,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     double perfs[256];
     size_t np = 0;
     double min_qt = INFINITY;
+    int nonfull = 0;
     int counts[WS__COUNT] = {0};
     for (size_t k = 0; k < ep->nws; k++) {
         struct worker *w = ep->ws[k];
@@ -474,6 +475,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
             in.ready_cap += w->max_perf;
             double qt = router_queue_time(w);
             if (qt < min_qt) min_qt = qt;
+            if (!router_worker_full(ep, w)) nonfull++;
         } else if (w->intent == WI_ACTIVE && pending_state(w->state)) {
             in.pending_active++;
         } else if (w->state == WS_STOPPED || w->state == WS_STOPPING) {
@@ -487,7 +489,9 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     if (pe > 0) ep->perf_est = pe;
     in.perf_est = ep->perf_est;
     in.qlen = ep->qlen;
-    double qage = ep->qhead ? now - ep->qhead->first_mono : 0;
+    /* the oldest waiter's age is a shortage signal only while no ready worker can take
+     * work: when one just became ready (or freed up) the queue drains on the next polls */
+    double qage = ep->qhead && nonfull == 0 ? now - ep->qhead->first_mono : 0;
     in.queue_time = isfinite(min_qt) ? min_qt : 0;
     if (qage > in.queue_time) in.queue_time = qage;
     in.inactive_allowed = g && provider_can_park(g);

@@ -1,8 +1,9 @@
 /* /route/: pick the ready worker with the least estimated queue time, sign a grant for it, or
  * park the request in the endpoint's global queue (the client polls with its request_idx).
  *
- * Fairness: while requests wait, a new request is granted only if there are more non-full
- * workers than waiting requests that are still being polled (each can still take one); a
+ * Fairness: while requests wait, a new request is granted only if the non-full workers can
+ * take more requests (of its cost, before reaching max_queue_time) than there are waiting
+ * requests still being polled, i.e. capacity the waiters will need is reserved for them; a
  * polling waiting request is served whenever any worker is non-full. */
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +28,22 @@ static bool worker_full(const struct endpoint *ep, const struct worker *w, doubl
 {
     if (ep->p.max_queue_time <= 0) return w->cur_load + w->granted_since_report > 0;
     return qt > ep->p.max_queue_time;
+}
+
+bool router_worker_full(const struct endpoint *ep, const struct worker *w)
+{
+    return worker_full(ep, w, router_queue_time(w));
+}
+
+/* How many more requests of this cost a non-full worker takes before it is full (>= 1). */
+static double worker_slots(const struct endpoint *ep, const struct worker *w, double qt,
+                           double cost)
+{
+    if (ep->p.max_queue_time <= 0) return 1;
+    double room = (ep->p.max_queue_time - qt) * w->max_perf; /* workload units */
+    double n = cost > 0 ? floor(room / cost) : 1e6;
+    if (n > 1e6) n = 1e6;
+    return 1 + (n > 0 ? n : 0);
 }
 
 static void q_unlink(struct endpoint *ep, struct qreq *q)
@@ -177,13 +194,13 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
 
     struct worker *best = NULL;
     double best_qt = INFINITY;
-    size_t nonfull = 0;
+    double slots = 0; /* requests the non-full workers can still take */
     for (size_t i = 0; i < ep->nws; i++) {
         struct worker *w = ep->ws[i];
         if (!state_is_ready(w)) continue;
         double qt = router_queue_time(w);
         if (worker_full(ep, w, qt)) continue;
-        nonfull++;
+        slots += worker_slots(ep, w, qt, cost);
         if (!best || qt < best_qt || (qt == best_qt && w->id < best->id)) {
             best = w;
             best_qt = qt;
@@ -191,7 +208,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     }
     /* q_active is refreshed every tick; requests queued since then count too */
     size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
-    bool grant = best && (q || nonfull > waiting);
+    bool grant = best && (q || slots > (double)waiting);
     if (!grant) {
         ep->want_scale_up = true;
         if (!q) {

@@ -139,8 +139,8 @@ static void test_global_queue(void **st)
     assert_int_equal(int_of(r1, "request_idx"), idx1);
     assert_int_equal(EP->qlen, 1);
     json_object_put(r1);
-    /* capacity frees up: a new request queues behind the waiting one ... */
-    w->cur_load = 0;
+    /* capacity frees up for about one request: a new request queues behind the waiting one */
+    w->cur_load = 495; /* 4.95 s < 5 s: non-full, room for one request of cost 10 */
     struct json_object *r2 = route(10, 0, &status);
     assert_null(url_of(r2));
     int64_t idx2 = int_of(r2, "request_idx");
@@ -152,10 +152,24 @@ static void test_global_queue(void **st)
     assert_int_equal(int_of(r1, "request_idx"), idx1);
     json_object_put(r1);
     assert_int_equal(EP->qlen, 1);
+    w->cur_load = 0; /* the grant counted as granted_since_report; the report clears it */
+    w->granted_since_report = 0;
     r2 = route(10, idx2, &status);
     assert_string_equal(url_of(r2), w->url);
     json_object_put(r2);
     assert_int_equal(EP->qlen, 0);
+    /* plenty of room: a new request is granted at once even while another one waits */
+    w->cur_load = 1e6;
+    r1 = route(10, 0, &status);
+    assert_null(url_of(r1));
+    json_object_put(r1);
+    w->cur_load = 0;
+    r2 = route(10, 0, &status);
+    assert_string_equal(url_of(r2), w->url);
+    json_object_put(r2);
+    assert_int_equal(EP->qlen, 1);
+    router_queue_clear(EP);
+    EP->qmap = NULL;
     /* expiry: a request not polled within its timeout leaves the queue */
     w->cur_load = 1e6;
     r1 = route(10, 0, &status);
