@@ -220,8 +220,9 @@ struct llama_ctx {
     int nth;
     int cap_T, cap_L, cap_ctx;
     float *x, *xn, *q, *k, *v, *att, *g, *u, *xl, *lo; /* activations, [T][dim] */
-    int8_t *xq; /* quantised matmul input for Q8_0 weights: [T][cols] */
-    float *xd;  /* its block scales: [T][cols/32] */
+    int8_t *xq;  /* quantised matmul input for Q8_0 weights: [T][cols] */
+    uint8_t *xu; /* xq + 128, the unsigned form for the AVX-VNNI kernel */
+    float *xd;   /* its block scales: [T][cols/32] */
     int *tok_seq, *tok_pos;
     float *cosv, *sinv; /* [T][n_rot/2] */
     float **scratch;    /* per thread: max(n_embd, n_ff, dq) floats */
@@ -276,6 +277,7 @@ void llama_ctx_free(struct llama_ctx *c)
     free(c->cosv);
     free(c->sinv);
     free(c->xq);
+    free(c->xu);
     free(c->xd);
     free(c);
 }
@@ -306,6 +308,7 @@ static void ensure_T(struct llama_ctx *c, int T)
     size_t mx = d > ff ? d : ff;
     if (dq > mx) mx = dq;
     c->xq = xrealloc(c->xq, t * mx);
+    c->xu = xrealloc(c->xu, t * mx);
     c->xd = xrealloc(c->xd, t * (mx / 32 + 1) * 4);
     c->tok_seq = xrealloc(c->tok_seq, t * sizeof(int));
     c->tok_pos = xrealloc(c->tok_pos, t * sizeof(int));
@@ -322,8 +325,8 @@ static void mm_task(void *arg, int ith, int nth)
         int rows = jb->w->rows;
         int r0 = (int)((long long)rows * ith / nth), r1 = (int)((long long)rows * (ith + 1) / nth);
         if (jb->w->type == GGML_TYPE_Q8_0)
-            qk_matmul_q8q8(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xd, c->T, jb->y,
-                           jb->ldy, r0, r1);
+            qk_matmul_q8q8_u(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xu, c->xd, c->T,
+                             jb->y, jb->ldy, r0, r1);
         else
             qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx, c->T,
                       jb->y, jb->ldy, r0, r1, c->scratch[ith]);
@@ -344,8 +347,8 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
     if (q8) { /* jobs of one dispatch share x: quantise it once */
         int cols = w0->cols, nb = cols / 32;
         for (int t = 0; t < T; t++)
-            qk_quantize_act(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols,
-                            c->xd + (size_t)t * nb);
+            qk_quantize_act_u(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols,
+                              c->xu + (size_t)t * cols, c->xd + (size_t)t * nb);
     }
     for (int i = 0; i < n; i++) {
         c->jobs[i].w = ws[i];

@@ -290,6 +290,65 @@ ROWS_FN(rows_f16_avx2, F16_SETUP, F16_W)
 Q8Q8_FN(rows_q8q8_avx2, QK_TARGET, DOT_AVX2)
 Q8Q8_FN(rows_q8q8_vnni, __attribute__((target("avx2,fma,f16c,avxvnni"))), DOT_VNNI)
 
+/* AVX-VNNI with unsigned activations xu = xq + 128: vpdpbusd takes u8 x s8
+ * directly, and starting the accumulation at -128*sum(w) (computed once per
+ * block, shared by the tile) gives exactly sum(xq*w) without the per-token
+ * sign fix-up: one instruction fewer per block and token, bitwise the same
+ * results as the kernels above. */
+#define Q8Q8U_TILE(TT)                                                                             \
+    do {                                                                                           \
+        __m256 a0[TT], a1[TT];                                                                     \
+        for (int tt = 0; tt < TT; tt++)                                                            \
+            a0[tt] = a1[tt] = _mm256_setzero_ps();                                                 \
+        for (int b = 0; b < nb; b++) {                                                             \
+            const uint8_t *blk = (const uint8_t *)row + (size_t)b * Q8_0_BLOCK_BYTES;              \
+            uint16_t dh;                                                                           \
+            memcpy(&dh, blk, 2);                                                                   \
+            __m256 dwv = _mm256_set1_ps(_cvtsh_ss(dh));                                            \
+            __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));                            \
+            __m256i negc = _mm256_sub_epi32(                                                       \
+                _mm256_setzero_si256(),                                                            \
+                _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), w)); \
+            for (int tt = 0; tt < TT; tt++) {                                                      \
+                const uint8_t *xp = xu + (size_t)(t + tt) * n + 32 * b;                            \
+                __m256i dot =                                                                      \
+                    _mm256_dpbusd_avx_epi32(negc, _mm256_loadu_si256((const __m256i *)xp), w);     \
+                __m256 sc =                                                                        \
+                    _mm256_mul_ps(dwv, _mm256_broadcast_ss(xd + (size_t)(t + tt) * nb + b));       \
+                __m256 f = _mm256_cvtepi32_ps(dot);                                                \
+                if (b & 1)                                                                         \
+                    a1[tt] = _mm256_fmadd_ps(sc, f, a1[tt]);                                       \
+                else                                                                               \
+                    a0[tt] = _mm256_fmadd_ps(sc, f, a0[tt]);                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (int tt = 0; tt < TT; tt++)                                                            \
+            Y[(size_t)(t + tt) * ldy] = hsum8(_mm256_add_ps(a0[tt], a1[tt]));                      \
+    } while (0)
+
+__attribute__((target("avx2,fma,f16c,avxvnni"))) static void rows_q8q8u_vnni(const void *row, int n,
+                                                                             const uint8_t *xu,
+                                                                             const float *xd, int T,
+                                                                             float *Y, int ldy)
+{
+    int nb = n / 32, t = 0;
+    for (; t + 4 <= T; t += 4)
+        Q8Q8U_TILE(4);
+    switch (T - t) {
+    case 3:
+        Q8Q8U_TILE(3);
+        break;
+    case 2:
+        Q8Q8U_TILE(2);
+        break;
+    case 1:
+        Q8Q8U_TILE(1);
+        break;
+    default:
+        break;
+    }
+}
+
 /* Attention helpers: 8-lane partial sums, fixed order. n % 8 == 0. */
 QK_TARGET static float dot_avx2(const float *a, const float *b, int n)
 {
@@ -400,6 +459,11 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
 
 void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
 {
+    qk_quantize_act_u(x, n, xq, NULL, xd);
+}
+
+void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+{
     for (int b = 0; b < n / 32; b++) {
         const float *xb = x + 32 * b;
         float amax = 0;
@@ -410,6 +474,9 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
         for (int j = 0; j < 32; j++)
             xq[32 * b + j] = (int8_t)lrintf(xb[j] * id);
     }
+    if (xu)
+        for (int i = 0; i < n; i++)
+            xu[i] = (uint8_t)(xq[i] + 128);
 }
 
 #ifndef QK_PF_ROWS
@@ -418,6 +485,12 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
 
 void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
                     int T, float *Y, int ldy, int r0, int r1)
+{
+    qk_matmul_q8q8_u(W, row_bytes, n, xq, NULL, xd, T, Y, ldy, r0, r1);
+}
+
+void qk_matmul_q8q8_u(const void *W, size_t row_bytes, int n, const int8_t *xq, const uint8_t *xu,
+                      const float *xd, int T, float *Y, int ldy, int r0, int r1)
 {
     const uint8_t *base = W;
     int nb = n / 32;
@@ -431,7 +504,9 @@ void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, co
                 for (size_t o = 0; o < row_bytes; o += 64)
                     _mm_prefetch(pf + o, _MM_HINT_T0);
             }
-            if (vnni_state > 0 && !vnni_forced_off)
+            if (xu && T >= 2 && vnni_state > 0 && !vnni_forced_off) /* pays off from 2 tokens */
+                rows_q8q8u_vnni(base + (size_t)r * row_bytes, n, xu, xd, T, Y + r, ldy);
+            else if (vnni_state > 0 && !vnni_forced_off)
                 rows_q8q8_vnni(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);
             else
                 rows_q8q8_avx2(base + (size_t)r * row_bytes, n, xq, xd, T, Y + r, ldy);

@@ -37,8 +37,14 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
  * fewer instructions than dequantising the weights to floats.
  *   xq: T rows of n int8; xd: T rows of n/32 floats. */
 void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd);
+/* Same, also writing xu = xq + 128 (unsigned form for the AVX-VNNI kernel). */
+void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd);
 void qk_matmul_q8q8(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
                     int T, float *Y, int ldy, int r0, int r1);
+/* With xu (may be NULL) available the AVX-VNNI path skips a sign fix-up per
+ * block and token; results are bitwise the same. */
+void qk_matmul_q8q8_u(const void *W, size_t row_bytes, int n, const int8_t *xq, const uint8_t *xu,
+                      const float *xd, int T, float *Y, int ldy, int r0, int r1);
 
 /* Attention helpers: dot product and y += a*x (8-lane SIMD when n % 8 == 0). */
 float qk_dot(const float *a, const float *b, int n);

@@ -161,6 +161,12 @@ static void test_q8q8_kernel_exact(void **st)
     qk_matmul_q8q8(wq, N / 32 * 34, N, xq, xd, T, y2, R, 0, R);
     qk_allow_vnni(1);
     assert_memory_equal(y, y2, sizeof y);
+    /* the unsigned-activation AVX-VNNI form too */
+    uint8_t xu[T * N];
+    for (int t = 0; t < T; t++)
+        qk_quantize_act_u(x + t * N, N, xq + t * N, xu + t * N, xd + t * N / 32);
+    qk_matmul_q8q8_u(wq, N / 32 * 34, N, xq, xu, xd, T, y2, R, 0, R);
+    assert_memory_equal(y, y2, sizeof y);
     print_message("q8 dot: simd %d, vnni %d\n", qk_simd_active(), qk_vnni_active());
     free(w);
     free(x);
