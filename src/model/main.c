@@ -24,18 +24,48 @@
 #include "server.h"
 #include "tiny.h"
 
-static void usage(void)
+/* The help text; on stdout when asked for (exit 0), on stderr after a usage
+ * error (exit 2).  docs/configuration.md is checked against it. */
+static void usage_to(FILE *out)
 {
     fputs(
-        "usage: sgpu-model serve|init-tiny|logits|generate|tokenize [options]\n"
+        "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|membw|help] [options]\n"
+        "A Llama-family GGUF model server (F32, F16, Q8_0) with continuous batching and\n"
+        "TGI + OpenAI HTTP APIs.  Without a subcommand (or with only flags) it serves.\n"
+        "\n"
         "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
-        "        [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]\n"
+        "        [--max-queue N] [--kv-mem MB] [--max-body-kb KB] [--load-log-msg TEXT]\n"
+        "      --model F        GGUF file (env SGPU_MODEL_PATH; default: the embedded tiny\n"
+        "                       random-weight model, whose text is noise)\n"
+        "      --host H         listen address [127.0.0.1]\n"
+        "      --port P         listen port, 0 = ephemeral (env SGPU_MODEL_PORT) [5001]\n"
+        "      --threads N      compute threads [online CPUs]\n"
+        "      --max-batch N    sequences decoded together per step [16]\n"
+        "      --ctx N          positions per sequence [the model's context_length]\n"
+        "      --max-queue N    requests waiting for a batch slot before 429 [64]\n"
+        "      --kv-mem MB      KV cache budget across sequences [1024]\n"
+        "      --max-body-kb KB request body limit, 413 beyond [1024]\n"
+        "      --load-log-msg T text added to the one `event=model_loaded` log line\n"
+        "    Routes: POST /generate, /generate_stream (TGI), /v1/completions,\n"
+        "    /v1/chat/completions (OpenAI, stream: true = SSE); GET /health (503 while\n"
+        "    loading), /info, /v1/models, /metrics.  Fatal errors log `event=fatal`.\n"
         "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
         "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
-        "  logits [--model F] --tokens 1,2,3\n"
-        "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos]\n"
-        "  tokenize [--model F] --text T\n",
-        stderr);
+        "        [--name S]   write a deterministic random-weight model (seed 0 = the embedded one)\n"
+        "  logits [--model F] --tokens 1,2,3 [--threads N]\n"
+        "                       logits of every position, one row each (%.9g)\n"
+        "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos] [--threads N]\n"
+        "                       greedy token ids\n"
+        "  tokenize [--model F] --text T     token ids of T, without BOS\n"
+        "  membw [--threads N] [--mb N]      memory read bandwidth (GB/s), for the roofline\n"
+        "Environment: SGPU_MODEL_PATH, SGPU_MODEL_PORT (as above), SGPU_LOG_LEVEL\n"
+        "(debug|info|warn|error).\n",
+        out);
+}
+
+static void usage(void)
+{
+    usage_to(stderr);
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -348,7 +378,11 @@ int main(int argc, char **argv)
     if (argc < 2) return serve_main(0, NULL);
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        usage();
+        usage_to(stdout);
+        return 0;
+    }
+    if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        usage_to(stdout); /* `sgpu-model serve --help` and the like */
         return 0;
     }
     if (!strcmp(cmd, "serve")) return serve_main(argc - 2, argv + 2);

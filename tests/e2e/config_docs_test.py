@@ -124,7 +124,7 @@ class ConfigDocsTest(unittest.TestCase):
         doc = self.sections["sgpu-model"]
         first = re.search(r"usage:\s*sgpu-model\s+(\S+)", text)
         self.assertIsNotNone(first)
-        for sub in first.group(1).split("|"):
+        for sub in first.group(1).strip("[]").split("|"):
             self.assertIn("sgpu-model " + sub, doc, "subcommand %s not documented" % sub)
 
     def test_engine(self):
