@@ -172,25 +172,27 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
     wreq_end(wr, OUT_CANCELLED);
 }
 
+void wreq_abort(struct wreq *wr, int status, const char *body)
+{
+    proxy_cancel(wr);
+    struct evhttp_connection *evcon = wr->evcon;
+    bool streaming = wr->streaming;
+    struct evhttp_request *req = client_detach(wr);
+    if (req) {
+        if (streaming)
+            evhttp_connection_free(evcon);
+        else
+            reply_json(req, status, NULL, body, strlen(body));
+    }
+    wreq_end(wr, OUT_ERROR);
+}
+
 /* Abort whatever is left when the drain deadline passes. */
 void wreq_abort_all(struct worker *w)
 {
     struct wreq *wr;
-    while ((wr = TAILQ_FIRST(&w->working)) != NULL) {
-        proxy_cancel(wr);
-        struct evhttp_connection *evcon = wr->evcon;
-        bool streaming = wr->streaming;
-        struct evhttp_request *req = client_detach(wr);
-        if (req) {
-            if (streaming) {
-                evhttp_connection_free(evcon);
-            } else {
-                const char *b = "{\"error\": \"worker shutting down\"}";
-                reply_json(req, 503, NULL, b, strlen(b));
-            }
-        }
-        wreq_end(wr, OUT_ERROR);
-    }
+    while ((wr = TAILQ_FIRST(&w->working)) != NULL)
+        wreq_abort(wr, 503, "{\"error\": \"worker shutting down\"}");
 }
 
 static void count_reject(struct worker *w, double workload, const struct pyj_value *auth_ok,
@@ -225,6 +227,7 @@ void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     if (status_handle(w, req, path)) return;
+    if (session_route(w, req, path)) return;
     bool known;
     struct handler *h = handlers_find(w, path, &known);
     if (!h) {
@@ -245,6 +248,16 @@ void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     double wl = handler_workload(h, env.payload);
+    if (w->phase != PH_READY && lifecycle_awaiting_key(w)) {
+        /* No key yet, so no grant can verify: 401 as for a bad grant (the
+         * engine still sees max_perf 0, i.e. not ready). */
+        log_debug("auth_rejected", "why=\"no public key\"");
+        count_reject(w, wl, NULL, t_enter);
+        *w->m_status_401 += 1;
+        reply_empty(req, 401);
+        envelope_free(&env);
+        return;
+    }
     if (w->phase != PH_READY) {
         count_reject(w, wl, NULL, t_enter);
         *w->m_status_503 += 1;
@@ -261,13 +274,18 @@ void request_cb(struct evhttp_request *req, void *arg)
         envelope_free(&env);
         return;
     }
+    struct wsession *sess = NULL;
     if (env.session && env.session->type != PYJ_NULL) {
-        /* Sessions are not implemented: every id is unknown (checked after
-         * the grant, B15). */
-        const char *b = "{\"error\": \"invalid session\"}";
-        reply_json(req, 410, "application/json; charset=utf-8", b, strlen(b));
-        envelope_free(&env);
-        return;
+        /* Looked up only after the grant verified (B15): an unauthenticated
+         * caller gets the same 401 for known and unknown ids, and cannot
+         * extend a session.  Extended only once admitted (below). */
+        sess = session_find(w, env.session);
+        if (!sess) {
+            const char *b = "{\"error\": \"invalid session\"}";
+            reply_json(req, 410, "application/json; charset=utf-8", b, strlen(b));
+            envelope_free(&env);
+            return;
+        }
     }
     /* 429: PyWorker's admission estimate (queued + running workload / max_perf),
      * skipped while max_perf is unknown (B28). */
@@ -294,8 +312,11 @@ void request_cb(struct evhttp_request *req, void *arg)
     wr->workload = wl;
     wr->t_enter = t_enter;
     wr->m_enter = time_mono();
-    wr->has_idx = w->cfg.report_fmt == REPORT_V3 &&
+    /* A session request is not reported on its own: the session is the one
+     * request the engine knows (its request_idx goes out when it closes). */
+    wr->has_idx = !sess && w->cfg.report_fmt == REPORT_V3 &&
                   pyj_int64(pyj_get(env.auth, "request_idx"), &wr->request_idx);
+    if (sess) session_attach(w, sess, wr);
     snprintf(wr->path, sizeof wr->path, "%.255s", h->upstream[0] ? h->upstream : path);
     if (env.payload_raw) {
         wr->payload = env.payload_raw;

@@ -71,6 +71,11 @@ enum {
     O_PARALLEL,
     O_MAX_QUEUE_TIME,
     O_VERSION,
+    O_HTTP_PORT,
+    O_MAX_SESSIONS,
+    O_SESSION_MAX_TTL,
+    O_SESSION_GC,
+    O_UPDATE_FLAG_FILE,
     NOPT
 };
 
@@ -107,7 +112,9 @@ static const struct opt opts[NOPT] = {
     [O_TLS_CERT] = {"SGPU_TLS_CERT", "tls-cert", "/etc/instance.crt", "TLS certificate (PEM)"},
     [O_TLS_KEY] = {"SGPU_TLS_KEY", "tls-key", "/etc/instance.key", "TLS private key (PEM)"},
     [O_UNSECURED] = {"UNSECURED", "unsecured", "false", "accept requests without checking grants"},
-    [O_MASTER_TOKEN] = {"MASTER_TOKEN", "master-token", "", "reported as `mtoken`"},
+    [O_MASTER_TOKEN] = {"MASTER_TOKEN", "master-token", "",
+                        "reported as `mtoken`; also the token of POST /pyworker/update (empty = "
+                        "route disabled)"},
     [O_PUBKEY_FILE] = {"PUBKEY_FILE", "pubkey-file", NULL, "engine public key file (PEM/DER)"},
     [O_PUBKEY_URL] = {"PUBKEY_URL", "pubkey-url", "@",
                       "engine public key URL "
@@ -187,6 +194,19 @@ static const struct opt opts[NOPT] = {
                           "estimated wait (s) above which requests get 429 ('none' = never)"},
     [O_VERSION] = {"SGPU_REPORT_VERSION", "report-version", SGPU_WORKER_VERSION,
                    "`version` field of v3 reports"},
+    [O_HTTP_PORT] = {"WORKER_HTTP_PORT", "http-port", "@",
+                     "plain-HTTP port serving only POST /session/end; opened when USE_SSL is true "
+                     "or this is set (default WORKER_PORT+1; 0 = ephemeral; -1 = off)"},
+    [O_MAX_SESSIONS] = {"SGPU_MAX_SESSIONS", "max-sessions", "10",
+                        "open sessions before /session/create answers 429 (-1, 0 or none = "
+                        "unlimited)"},
+    [O_SESSION_MAX_TTL] = {"SGPU_SESSION_MAX_TTL", "session-max-ttl", "3600",
+                           "a session's expiration is never set further than this many seconds "
+                           "ahead (caps lifetime and per-request extensions)"},
+    [O_SESSION_GC] = {"SGPU_SESSION_GC", "session-gc", "1",
+                      "seconds between sweeps that close expired sessions"},
+    [O_UPDATE_FLAG_FILE] = {"SGPU_UPDATE_FLAG_FILE", "update-flag-file", "/.force_update",
+                            "file written by POST /pyworker/update (needs MASTER_TOKEN)"},
 };
 
 void config_usage(FILE *out)
@@ -533,6 +553,25 @@ int config_load(struct wconfig *c, int argc, char **argv)
         c->max_queue_time = d;
     }
     if (get_str(v, O_VERSION, c->version, sizeof c->version)) return -1;
+    c->http_port_set = v[O_HTTP_PORT] != NULL;
+    if (v[O_HTTP_PORT]) {
+        if (strcasecmp(v[O_HTTP_PORT], "off") == 0) v[O_HTTP_PORT] = "-1";
+        if (get_int(v, O_HTTP_PORT, -1, 65535, &ll)) return -1;
+        c->http_port = (int)ll;
+    } else {
+        c->http_port = c->port ? (c->port < 65535 ? c->port + 1 : -1) : 0;
+    }
+    if (strcasecmp(v[O_MAX_SESSIONS], "none") == 0) {
+        c->max_sessions = 0;
+    } else {
+        if (get_int(v, O_MAX_SESSIONS, -1, 1 << 24, &ll)) return -1;
+        c->max_sessions = ll < 0 ? 0 : (int)ll; /* -1 and 0 = unlimited (B20) */
+    }
+    if (get_double(v, O_SESSION_MAX_TTL, 1, 1e7, &c->session_max_ttl)) return -1;
+    if (get_double(v, O_SESSION_GC, 0.05, 3600, &c->session_gc)) return -1;
+    if (get_str(v, O_UPDATE_FLAG_FILE, c->update_flag_file, sizeof c->update_flag_file)) return -1;
+    if (!c->update_flag_file[0])
+        return bad(O_UPDATE_FLAG_FILE, v[O_UPDATE_FLAG_FILE], "expected a path");
 
     /* reported url: http[s]://$PUBLIC_IPADDR:$VAST_TCP_PORT_<WORKER_PORT> */
     char pname[64];

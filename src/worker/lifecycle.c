@@ -95,6 +95,16 @@ static void maybe_ready(struct worker *w)
     report_now(w);
 }
 
+bool lifecycle_awaiting_key(const struct worker *w)
+{
+    const struct lifecycle *lc = w->lc;
+    if (!lc || w->phase == PH_ERROR || w->phase == PH_DRAINING || w->phase == PH_READY)
+        return false;
+    if (!w->model_loaded || !lc->bench_done) return false;
+    if (w->cfg.health_endpoint[0] && !w->health_ok_once) return false;
+    return !w->cfg.unsecured && !w->key;
+}
+
 void lifecycle_check_ready(struct worker *w)
 {
     if (w->lc) maybe_ready(w);

@@ -58,6 +58,7 @@ int main(int argc, char **argv)
              (int)w->cfg.unsecured, w->cfg.url);
     if (pubkey_init(w) != 0) return 2;
     if (report_init(w) != 0) return 1;
+    if (session_init(w) != 0) return 1;
     if (lifecycle_init(w) != 0) return 1;
     drain_init(w);
 
@@ -68,6 +69,7 @@ int main(int argc, char **argv)
     w->draining = false;
     benchmark_stop(w);
     wreq_abort_all(w);
+    session_free(w);
     lifecycle_free(w);
     pubkey_free(w);
     report_free(w);

@@ -68,7 +68,11 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     double now = time_mono();
     double newl = w->cur.received - w->cur.cancelled;
     if (newl < 0) newl = 0;
-    double maxp = w->phase == PH_DRAINING ? 0.0 : w->max_perf;
+    /* max_perf is reported only once the worker admits requests: the engine
+     * routes to any worker with max_perf > 0, so a worker that is still
+     * loading, benchmarking, waiting for its first health probe or its key,
+     * in error or draining reports 0. */
+    double maxp = w->phase == PH_READY ? w->max_perf : 0.0;
     double disk = disk_used - w->disk_base_gib;
     bool v3 = c->report_fmt == REPORT_V3;
     double loadtime = 0.0;
@@ -87,7 +91,7 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     sbuf_puts(b, "\"loadtime\": ");
     put_float(b, loadtime);
     sbuf_puts(b, ", \"cur_load\": ");
-    put_float(b, v3 ? w->working_load : newl);
+    put_float(b, v3 ? w->working_load + w->session_load : newl);
     if (v3) {
         sbuf_puts(b, ", \"rej_load\": ");
         put_float(b, w->cur.rejected);
@@ -108,7 +112,7 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     sbuf_printf(b,
                 ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
                 "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
-                w->nworking, (unsigned long long)w->n_accepted);
+                w->nworking + w->nsessions, (unsigned long long)w->n_accepted);
     put_float(b, disk);
     if (v3) {
         sbuf_puts(b, ", \"working_request_idxs\": [");
@@ -121,6 +125,7 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
             sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
             first = false;
         }
+        session_report_idxs(w, b, &first);
         sbuf_putc(b, ']');
     }
     sbuf_puts(b, ", \"url\": ");

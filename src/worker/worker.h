@@ -16,6 +16,8 @@
  *   status     /ping /health /status /metrics
  *   listener   listening socket, TLS, connection guard (slowloris deadline)
  *   drain      SIGTERM: stop admitting, finish in-flight work, final report
+ *   session    G3 sessions, WORKER_HTTP_PORT listener, expiry sweep, on_close call
+ *   update     POST /pyworker/update (MASTER_TOKEN, flag file)
  */
 #ifndef SGPU_WORKER_H
 #define SGPU_WORKER_H
@@ -126,6 +128,13 @@ struct wconfig {
     char bench_route[256];
     char version[32];
     char url[700]; /* reported http[s]://PUBLIC_IPADDR:port */
+    /* sessions (G3) and /pyworker/update */
+    int http_port;          /* plain listener for POST /session/end; -1 = off, 0 = ephemeral */
+    bool http_port_set;     /* WORKER_HTTP_PORT given explicitly */
+    int max_sessions;       /* 0 = unlimited */
+    double session_max_ttl; /* expiration <= now + this (s) */
+    double session_gc;      /* expired-session sweep interval (s) */
+    char update_flag_file[1024];
 };
 
 struct wreq {
@@ -146,11 +155,12 @@ struct wreq {
     double t_enter, t_start, t_done; /* wall clock */
     double m_enter;                  /* monotonic */
     bool queued, streaming, replied, paused;
-    bool in_write;           /* inside an evhttp write call that may re-enter (TLS close) */
-    bool zombie;             /* ended during in_write: freed by the writer */
-    char ctype[128];         /* upstream Content-Type */
-    TAILQ_ENTRY(wreq) wlink; /* worker's working list */
-    TAILQ_ENTRY(wreq) qlink; /* handler queue */
+    bool in_write;            /* inside an evhttp write call that may re-enter (TLS close) */
+    bool zombie;              /* ended during in_write: freed by the writer */
+    char ctype[128];          /* upstream Content-Type */
+    struct wsession *session; /* request sent with a live session_id, else NULL */
+    TAILQ_ENTRY(wreq) wlink;  /* worker's working list */
+    TAILQ_ENTRY(wreq) qlink;  /* handler queue */
 };
 
 struct done_entry {
@@ -235,6 +245,12 @@ struct worker {
     bool final_report_sent;
     int exit_code;
 
+    /* sessions (session.c) */
+    struct session_state *sess;
+    int nsessions;             /* open sessions: one working request each in reports */
+    double session_load;       /* Σ cost of open sessions (cur_load, not the 429 estimate) */
+    struct evhttp *http_plain; /* WORKER_HTTP_PORT listener (POST /session/end only) */
+
     struct metrics *metrics;
     double *m_req_total[5]; /* by outcome + 503 */
     double *m_status_401, *m_status_422, *m_status_429, *m_status_503, *m_status_502;
@@ -304,6 +320,8 @@ void worker_set_phase(struct worker *w, enum phase p);
 void worker_error(struct worker *w, const char *msg);
 void lifecycle_model_loaded(struct worker *w, const char *why);
 void lifecycle_check_ready(struct worker *w); /* e.g. after the public key arrived */
+/* Everything but the engine key is ready: requests get 401 rather than 503. */
+bool lifecycle_awaiting_key(const struct worker *w);
 void lifecycle_benchmark_done(struct worker *w, double perf, const char *err);
 const char *phase_name(enum phase p);
 
@@ -329,6 +347,22 @@ void status_metrics_init(struct worker *w);
 int listener_init(struct worker *w);
 void listener_free(struct worker *w);
 void listener_request_begin(struct worker *w, struct evhttp_request *req);
+
+/* session.c: G3 sessions.  session_route answers the /session/ routes and
+ * /pyworker/update (returns 1 when it handled the request). */
+struct wsession;
+int session_init(struct worker *w);
+void session_free(struct worker *w);
+int session_route(struct worker *w, struct evhttp_request *req, const char *path);
+struct wsession *session_find(struct worker *w, const struct pyj_value *id);
+void session_attach(struct worker *w, struct wsession *s, struct wreq *wr); /* extends it */
+void session_report_idxs(struct worker *w, struct sbuf *b, bool *first);
+/* admission.c: end one request early (its session closed): status/body for a
+ * client that has had no reply yet; a started stream is cut. */
+void wreq_abort(struct wreq *wr, int status, const char *body);
+
+/* update.c: POST /pyworker/update */
+void update_handle(struct worker *w, struct evhttp_request *req);
 
 /* drain.c */
 void drain_init(struct worker *w);

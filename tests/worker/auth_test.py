@@ -180,8 +180,16 @@ class PubkeySources(WorkerTestCase, unittest.TestCase):
         st = self.worker.status()
         self.assertEqual(st["auth"]["pubkey"], False)
         self.assertNotEqual(st["phase"], "ready")
-        r = self.worker.post("/generate", envelope(grant("url", URL), tgi_payload()))
-        self.assertEqual(r.status, 503)
+        # the model is up but no key is held: a request that would otherwise be admitted gets
+        # 401 (503 only while the model itself is not ready); reports keep max_perf 0
+        r = wait_for(lambda: (lambda r: r if r.status != 503 else None)(
+            self.worker.post("/generate", envelope(grant("url", URL), tgi_payload()))), 15,
+            what="model ready, key missing")
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.body, b"")
+        self.assertNotEqual(self.worker.status()["phase"], "ready")
+        self.assertEqual(self.worker.status()["auth"]["pubkey"], False)
+        self.assertTrue(all(p["json"]["max_perf"] == 0 for p in self.sink.reports()))
         # the key shows up: retried with back-off, then ready
         self.sink.pubkey = pubkey_pem()
         self.sink.pubkey_status = 200

@@ -103,9 +103,11 @@ class TgiRoutes(WorkerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 404)
         self.assertEqual(r.body, b"404: Not Found")
         self.assertEqual(self.worker.request("GET", "/ping").body, b"pong")
-        # B16/B19: no unauthenticated session creation or forced update routes
-        for p in ("/session/create", "/session/end", "/pyworker/update"):
-            self.assertEqual(self.worker.request("POST", p, b"{}").status, 404, p)
+        # fixed G3 routes are answered by the worker, not forwarded (session_test.py)
+        for p, st in (("/session/create", 422), ("/session/end", 422), ("/session/get", 422),
+                      ("/session/health", 422), ("/pyworker/update", 401)):
+            self.assertEqual(self.worker.request("POST", p, b"{}").status, st, p)
+            self.assertEqual(self.worker.request("GET", p).status, 405, p)
 
     def test_port_in_use_is_a_clear_startup_error(self):
         """B27: a duplicate launch fails fast (exit 1) instead of limping along."""

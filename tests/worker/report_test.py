@@ -129,6 +129,30 @@ class Cadence(WorkerTestCase, unittest.TestCase):
             self.assertEqual(q["json"]["max_perf"], 0.0)  # loading reports come first
 
 
+class MaxPerfOnlyWhenReady(WorkerTestCase, unittest.TestCase):
+    def test_no_benchmark_reports_max_perf_0_until_ready(self):
+        """SGPU_BENCHMARK=false sets max_perf at load, but the engine routes to any worker with
+        max_perf > 0: until the worker admits requests (here: first health probe passed, key
+        still missing) every report says max_perf 0."""
+        env = dict(ENV, SGPU_BENCHMARK="false", MODEL_HEALTH_ENDPOINT="/health",
+                   SGPU_HEALTH_INTERVAL="0.2", SGPU_MAX_PERF="77")
+        self.start(env, stub_log=False, wait_ready=False, pubkey=b"")
+        self.sink.pubkey_status = 500
+        wait_for(lambda: self.worker.status()["max_perf"] == 77, 10, what="model loaded")
+        self.assertNotEqual(self.worker.status()["phase"], "ready")
+        n = len(self.sink.reports(ok_only=True))
+        wait_for(lambda: len(self.sink.reports(ok_only=True)) >= n + 2, 10, what="two more reports")
+        self.assertNotEqual(self.worker.status()["phase"], "ready")
+        for p in self.sink.reports():
+            self.assertEqual(p["json"]["max_perf"], 0.0)
+        self.sink.pubkey_status = 200
+        self.sink.pubkey = __import__("worker_lib").pubkey_pem()
+        p = wait_for(lambda: [p for p in self.sink.reports() if p["json"]["max_perf"] > 0], 20,
+                     what="ready report")[0]
+        self.assertEqual(p["json"]["max_perf"], 77.0)
+        self.assertEqual(self.worker.status()["phase"], "ready")
+
+
 class NamedEngine(WorkerTestCase, unittest.TestCase):
     def test_report_addr_by_name_resolved_asynchronously(self):
         """A host name (from /etc/hosts here) goes through evdns, not a blocking resolver."""
