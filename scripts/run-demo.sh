@@ -67,7 +67,11 @@ export SGPU_DATA_DIR=$DATA # lets `sgpu` find the engine address and the admin k
 say "engine at $ENGINE (admin key in $DATA/api_key)"
 
 bold "== Creating endpoint 'demo' and a workergroup serving the embedded tiny model"
-"$SGPU" endpoint create demo cold_workers=1 max_workers=2 target_util=0.9 || exit 1
+# Small explicit values: the API's defaults are Vast's (cold_workers=5, max_workers=20), which
+# would start five model servers on this machine.  One loaded worker (parked until the first
+# request, which wakes it at once), at most two, no extra parked capacity (cold_mult=1).
+"$SGPU" endpoint create demo min_load=0 cold_workers=1 cold_mult=1 max_workers=2 target_util=0.9 ||
+    exit 1
 # one benchmark round instead of three: the demo is ready sooner on a small machine
 "$SGPU" workergroup create --endpoint demo --launch '{"env": {"SGPU_BENCHMARK_RUNS": "1"}}' ||
     exit 1
@@ -125,7 +129,7 @@ $(bold "== Serving. Try it yourself (in another terminal):")
   $BIN/sgpu worker list;  $BIN/sgpu events --endpoint demo
 
 $(bold "== Serve a real GGUF model (Llama family, F16/Q8_0) instead of the tiny one:")
-  $BIN/sgpu endpoint create mymodel cold_workers=1 max_workers=2
+  $BIN/sgpu endpoint create mymodel cold_workers=1 cold_mult=1 max_workers=2
   $BIN/sgpu workergroup create --endpoint mymodel \\
       --model-cmd "$BIN/sgpu-model serve --model /path/to/model.gguf --port {model_port}"
   $BIN/sgpu call --endpoint mymodel --stream --data '{"inputs": "Hello", "parameters": {"max_new_tokens": 64}}'

@@ -21,6 +21,10 @@
 #include "log.h"
 #include "pyjson.h"
 
+/* Bodies over MAX_BODY get a JSON 413 from on_request; libevent itself (evhttp's
+ * max_body_size, main.c) refuses only past HTTP_BODY_HARD_MAX, with its own HTML 413 before
+ * any callback runs: libevent 2.1.12 has no hook for that answer (evhttp_set_errorcb and
+ * evhttp_set_newreqcb came in 2.2), and reading any size into memory is not an option. */
 #define MAX_BODY (1u << 20)
 
 struct ctx {
@@ -75,10 +79,6 @@ static int parse_body(struct ctx *c)
     while (i < len && isspace((unsigned char)p[i]))
         i++;
     if (i == len) return 0;
-    if (len > MAX_BODY) {
-        reply_err(c, 413, "too_large", "body larger than %u bytes", MAX_BODY);
-        return -1;
-    }
     struct json_tokener *tok = json_tokener_new_ex(32);
     if (!tok) abort();
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -413,6 +413,14 @@ static void h_delete_requests(struct ctx *c)
             }
         }
         n += json_object_array_length(reqs);
+    }
+    /* the work of these grants is done: free their capacity now (held requests may go) */
+    for (size_t i = 0; idxs && i < json_object_array_length(idxs); i++)
+        router_grant_done(e, json_object_get_int64(json_object_array_get_idx(idxs, i)));
+    for (size_t i = 0; reqs && i < json_object_array_length(reqs); i++) {
+        struct json_object *ri;
+        json_object_object_get_ex(json_object_array_get_idx(reqs, i), "request_idx", &ri);
+        router_grant_done(e, json_object_get_int64(ri));
     }
     *e->c_deletes += (double)n;
     reply_ok(c);
@@ -922,7 +930,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     const char *p = c.path;
-    if (path_is(p, "/health")) {
+    size_t blen = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+    if (blen > MAX_BODY) {
+        reply_err(&c, 413, "too_large", "body larger than %u bytes", MAX_BODY);
+    } else if (path_is(p, "/health")) {
         http_reply_json(req, 200, "{\"ok\": true}", 12);
     } else if (path_is(p, "/metrics")) {
         h_metrics(&c);

@@ -172,6 +172,9 @@ void config_opts_default(struct engine_opts *o)
     o->panic_window_s = 6;
     o->provider_timeout_s = 300;
     o->error_backoff_s = 5;
+    o->route_hold_ms = 2000;
+    o->route_hold_max = 4096;
+    o->shutdown_timeout_s = 55;
     snprintf(o->log_level, sizeof o->log_level, "info");
 }
 
@@ -181,7 +184,8 @@ static const char usage[] =
     "                   [--unavailable-after-s S] [--unavailable-destroy-s S]\n"
     "                   [--drain-grace-s S] [--drain-timeout-s S] [--scale-down-delay-s S]\n"
     "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
-    "                   [--error-backoff-s S] [--sign-threads N]\n"
+    "                   [--error-backoff-s S] [--sign-threads N] [--route-hold-ms N]\n"
+    "                   [--route-hold-max N] [--shutdown-timeout-s S]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
 static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
@@ -271,6 +275,13 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
         } else if (strcmp(name, "--tick-ms") == 0) {
             rc = parse_double(name, val, 1, 60000, &d);
             o->tick_ms = (int)d;
+        } else if (strcmp(name, "--route-hold-ms") == 0) {
+            /* well under the Vast SDK's 10 s client timeout on /route/ */
+            rc = parse_double(name, val, 0, 8000, &d);
+            o->route_hold_ms = (int)d;
+        } else if (strcmp(name, "--route-hold-max") == 0) {
+            rc = parse_double(name, val, 0, 100000, &d);
+            o->route_hold_max = (int)d;
         } else if (strcmp(name, "--sign-threads") == 0) {
             rc = parse_double(name, val, 0, 64, &d);
             o->sign_threads = (int)d;
@@ -288,6 +299,7 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
                 {"--panic-window-s", &o->panic_window_s},
                 {"--provider-timeout-s", &o->provider_timeout_s},
                 {"--error-backoff-s", &o->error_backoff_s},
+                {"--shutdown-timeout-s", &o->shutdown_timeout_s},
             };
             size_t k;
             for (k = 0; k < sizeof dbl / sizeof dbl[0]; k++) {

@@ -62,7 +62,10 @@ struct engine_opts {
     double provider_timeout_s;
     double error_backoff_s; /* min delay before replacing a failed create */
     bool keep_workers;
-    int sign_threads; /* 0 = sign on the loop thread */
+    int sign_threads;          /* 0 = sign on the loop thread */
+    int route_hold_ms;         /* long poll of a waiting /route/ call; 0 = answer at once */
+    int route_hold_max;        /* held calls at most (open connections); past it: at once */
+    double shutdown_timeout_s; /* SIGTERM: wait this long for local instances to stop */
     char log_level[16];
 };
 
@@ -103,6 +106,22 @@ struct qreq {
     double cost;
     double first_mono, last_poll_mono, timeout_s;
     struct qreq *prev, *next;
+    /* long poll: the client's /route/ call, held open until a grant or the hold expires */
+    struct evhttp_request *held; /* NULL = not held */
+    struct event *hold_ev;       /* hold expiry timer */
+    struct event *close_ev;      /* the client's socket closing while held */
+    struct endpoint *ep;
+    struct engine *e;
+};
+
+/* An outstanding grant (request_idx -> worker and cost), so that /delete_requests/ can free
+ * the capacity it took before the worker's next report.  Kept in grant order (FIFO) and
+ * dropped after GRANT_TTL_S or when the table is full. */
+struct grant {
+    int64_t request_idx, worker_id;
+    double cost, mono;
+    uint64_t seen_seq; /* worker report_seq of the last report that listed it as working */
+    struct grant *prev, *next;
 };
 
 struct endpoint {
@@ -125,6 +144,8 @@ struct endpoint {
     struct idmap *qmap; /* request_idx -> struct qreq */
     size_t q_active;    /* waiting requests polled recently (counted each tick) */
     bool want_scale_up;
+    bool kick;           /* capacity may have freed: try the held requests (deferred) */
+    size_t nheld;        /* held /route/ calls of this endpoint */
     int create_fails;    /* consecutive failed creates (back-off) */
     double create_after; /* mono: no create before this */
     /* hysteresis: active targets of recent ticks (ring) */
@@ -175,6 +196,7 @@ struct worker {
     int64_t reqnum;
     double granted_since_report; /* cost granted since the last report */
     int64_t grants_total;
+    uint64_t report_seq; /* reports received (to match working_request_idxs to grants) */
     /* url-scheme signature cache: signature of {"url": sig_url} */
     char *sig_url;
     char *sig_b64;
@@ -211,6 +233,13 @@ struct engine {
     struct event *tick_ev;
     double last_tick_mono;
     bool stopping;
+    double stop_deadline_mono; /* shutdown: instances still running then are killed */
+    struct event *stop_ev;     /* shutdown progress poll */
+    struct event *kick_ev;     /* deferred router_kick of endpoints marked `kick` */
+    size_t nheld;              /* held /route/ calls, all endpoints */
+    struct idmap *grants;      /* request_idx -> struct grant */
+    struct grant *ghead, *gtail;
+    size_t ngrants;
     struct metrics *metrics;
     double *c_routes_granted, *c_routes_queued, *c_routes_error;
     double *c_sign[3];
@@ -282,6 +311,20 @@ void router_expire(struct engine *e, struct endpoint *ep, double now);
 void router_queue_clear(struct endpoint *ep);
 /* State counts for the "status" member of a waiting answer, appended as a JSON object. */
 void router_status_json(struct endpoint *ep, struct sbuf *out);
+/* Long poll: create/free the deferred kick event and the grant table. */
+int router_init(struct engine *e);
+void router_fini(struct engine *e);
+/* Capacity of ep may have freed (report, worker ready, work done): grant held requests in
+ * FIFO order, soon (from the loop, never re-entrantly). */
+void router_kick(struct engine *e, struct endpoint *ep);
+/* Answer every held request with its waiting body now (shutdown). */
+void router_release_all(struct engine *e);
+/* /delete_requests/: the grant's work is done; frees its capacity in the estimate. */
+void router_grant_done(struct engine *e, int64_t request_idx);
+/* A report listed request_idx as working (after w->report_seq was incremented). */
+void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx);
+/* Drop grant records older than the TTL. */
+void router_grants_expire(struct engine *e, double now);
 
 /* ---- scaler.c: pure scaling math (unit-tested) ---- */
 struct scaler_in {
@@ -326,6 +369,12 @@ void lifecycle_retire_wg(struct engine *e, struct workergroup *g);
 void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
                      const char *kind, const char *reason, const char *inputs);
 void lifecycle_shutdown(struct engine *e);
+/* SIGTERM: stop scaling and routing, ask local instances to stop (they drain), keep the loop
+ * serving reports until they are gone or shutdown_timeout_s passed, then break the loop. */
+void lifecycle_shutdown_begin(struct engine *e);
+/* No ready worker: make a parked one serve now (an idle parking worker is activated, a
+ * stopped one started).  true if one was. */
+bool lifecycle_wake_parked(struct engine *e, struct endpoint *ep);
 
 /* ---- providers (providers/provider.c dispatch) ---- */
 int provider_parse_kind(const char *s, enum prov_kind *out);
@@ -348,8 +397,10 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
 void local_adopt(struct engine *e, struct worker *w);
 void local_shutdown(struct engine *e, struct worker *w, bool keep);
 void local_poll(struct engine *e, struct worker *w);
-/* After local_shutdown on every worker: wait (bounded) for the instances to exit. */
+/* After local_shutdown on every worker: kill (process trees) what is still running. */
 void local_shutdown_wait(struct engine *e);
+/* Local instances still running (shutdown progress). */
+int local_running(struct engine *e);
 /* providers/command.c */
 int command_validate(struct json_object *launch, char *err, size_t errlen);
 int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);

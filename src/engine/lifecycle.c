@@ -300,9 +300,20 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     w->granted_since_report = 0;
     w->load_avg = w->load_avg * 0.8 + w->cur_load * 0.2;
     w->dirty = true;
+    w->report_seq++;
+    if (json_object_object_get_ex(b, "working_request_idxs", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        for (size_t i = 0; i < n && i < 100000; i++) {
+            struct json_object *x = json_object_array_get_idx(v, i);
+            if (json_object_is_type(x, json_type_int))
+                router_grant_working(e, w, json_object_get_int64(x));
+        }
+    }
     *e->c_reports += 1;
 
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+    if (ep) router_kick(e, ep); /* the report may show freed capacity */
     if (emsg[0]) {
         if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
         if (w->state != WS_DESTROYING && w->state != WS_ERROR) {
@@ -699,10 +710,12 @@ void lifecycle_tick(struct engine *e)
     double now = time_mono();
     double dt = e->last_tick_mono > 0 ? now - e->last_tick_mono : e->opts.tick_ms / 1000.0;
     e->last_tick_mono = now;
+    router_grants_expire(e, now);
     check_reports(e, now);
     for (struct endpoint *ep = e->endpoints, *n; ep; ep = n) {
         n = ep->next;
         tick_endpoint(e, ep, now, dt);
+        router_kick(e, ep); /* undrain/activate/resume may have made room */
         if (ep->deleting && ep->nws == 0) {
             lifecycle_event(e, ep, NULL, "endpoint_deleted", "all workers gone", NULL);
             for (struct workergroup *g = e->wgs, *gn; g; g = gn) {
@@ -738,10 +751,47 @@ void lifecycle_tick(struct engine *e)
     store_flush(e->store);
 }
 
-void lifecycle_shutdown(struct engine *e)
+bool lifecycle_wake_parked(struct engine *e, struct endpoint *ep)
 {
+    if (e->stopping || ep->deleting) return false;
+    for (size_t k = 0; k < ep->nws; k++)
+        if (state_is_ready(ep->ws[k])) return false; /* busy workers: the scaler's call */
+    struct worker *stopped = NULL;
+    for (size_t k = 0; k < ep->nws; k++) {
+        struct worker *w = ep->ws[k];
+        if (retired(w) || w->op_running || w->draining) continue;
+        if (w->state == WS_IDLE && w->intent == WI_PARK && w->max_perf > 0) {
+            /* loaded and about to be parked: serve instead (the tick would do the same once
+             * it sees the demand, one tick and one client poll later) */
+            w->intent = WI_ACTIVE;
+            w->dirty = true;
+            lifecycle_event(e, ep, w, "activate", "request waiting, no ready worker", NULL);
+            return true;
+        }
+        if (w->state == WS_STOPPED && !stopped && time_mono() >= w->retry_after_mono) stopped = w;
+    }
+    if (!stopped) return false;
+    struct workergroup *g = state_wg_by_id(e, stopped->wg_id);
+    if (!g || !provider_can_park(g)) return false;
+    stopped->intent = WI_ACTIVE;
+    start_op(e, stopped, OP_START, "request waiting, no ready worker", NULL);
+    /* local: resumed synchronously and routable now; command: ready on its next report */
+    return state_is_ready(stopped);
+}
+
+void lifecycle_shutdown_begin(struct engine *e)
+{
+    e->stopping = true;
+    router_release_all(e);
     for (struct worker *w = e->workers; w; w = w->next)
         provider_shutdown(e, w, e->opts.keep_workers);
+    e->stop_deadline_mono = time_mono() + e->opts.shutdown_timeout_s;
+}
+
+void lifecycle_shutdown(struct engine *e)
+{
+    if (!e->stopping) lifecycle_shutdown_begin(e);
+    router_release_all(e);
     local_shutdown_wait(e);
     for (struct worker *w = e->workers; w; w = w->next)
         store_worker_save(e->store, w);

@@ -22,13 +22,36 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     lifecycle_tick(arg);
 }
 
+/* Shutdown progress: done when no local instance runs any more, or at the deadline. */
+static void on_stop_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct engine *e = arg;
+    (void)fd;
+    (void)what;
+    int n = local_running(e);
+    if (n == 0 || time_mono() >= e->stop_deadline_mono) {
+        if (n) log_warn("shutdown_timeout", "instances_running=%d", n);
+        event_base_loopbreak(e->base);
+    }
+}
+
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
     struct engine *e = arg;
     (void)what;
-    log_info("signal", "sig=%d action=shutdown", (int)sig);
-    e->stopping = true;
-    event_base_loopbreak(e->base);
+    if (e->stopping) { /* second signal: do not wait any longer */
+        log_warn("signal", "sig=%d action=exit_now", (int)sig);
+        event_base_loopbreak(e->base);
+        return;
+    }
+    log_info("signal", "sig=%d action=shutdown wait_s=%g", (int)sig,
+             e->opts.keep_workers ? 0.0 : e->opts.shutdown_timeout_s);
+    event_del(e->tick_ev);       /* no scaling any more */
+    lifecycle_shutdown_begin(e); /* /route/ answers "waiting"; instances drain */
+    e->stop_ev = event_new(e->base, -1, EV_PERSIST, on_stop_poll, e);
+    struct timeval tv = {0, 100000};
+    if (!e->stop_ev || event_add(e->stop_ev, &tv) != 0) event_base_loopbreak(e->base);
+    on_stop_poll(-1, 0, e);
 }
 
 static int load_or_create_key(struct engine *e)
@@ -181,7 +204,9 @@ int main(int argc, char **argv)
         log_error("init_failed", "what=event_base");
         return 1;
     }
-    struct http_limits lim = {.max_body = 1u << 20, .max_headers = 16 << 10, .timeout_s = 60};
+    /* 4 MiB: bodies over the API's 1 MiB still get a JSON 413 (api.c); past 4 MiB libevent
+     * answers its own 413 */
+    struct http_limits lim = {.max_body = 4u << 20, .max_headers = 16 << 10, .timeout_s = 60};
     e->http = http_server_new(e->base, &lim);
     int port = 0;
     if (!e->http ||
@@ -205,6 +230,10 @@ int main(int argc, char **argv)
             return 1;
     }
     api_init(e);
+    if (router_init(e) != 0) {
+        log_error("init_failed", "what=router");
+        return 1;
+    }
     if (signpool_start(e, e->opts.sign_threads, e->key_path) != 0) {
         log_error("init_failed", "what=sign_threads");
         return 1;
@@ -247,11 +276,13 @@ int main(int argc, char **argv)
     log_info("shutdown", "keep_workers=%d", e->opts.keep_workers);
     signpool_stop(e);
     lifecycle_shutdown(e);
+    if (e->stop_ev) event_free(e->stop_ev);
     event_free(e->tick_ev);
     event_free(sterm);
     event_free(sint);
     evhttp_free(e->http);
     proc_fini(e);
+    router_fini(e);
     while (e->workers)
         state_worker_remove(e, e->workers);
     while (e->wgs)

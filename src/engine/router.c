@@ -4,12 +4,24 @@
  * Fairness: while requests wait, a new request is granted only if the non-full workers can
  * take more requests (of its cost, before reaching max_queue_time) than there are waiting
  * requests still being polled, i.e. capacity the waiters will need is reserved for them; a
- * polling waiting request is served whenever any worker is non-full. */
+ * polling waiting request is served whenever any worker is non-full.
+ *
+ * Long poll: a call that would get the waiting answer is held (up to --route-hold-ms, at most
+ * --route-hold-max at once) and granted, oldest first, from a deferred "kick" when capacity may
+ * have freed (a report, a worker ready, /delete_requests/ via the grant records, a tick); the
+ * waiting body is sent only when the hold expires.  A held client that closes its socket leaves
+ * the queue.  Everything stays on the loop thread; nothing blocks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <event2/bufferevent.h>
+#include <event2/http.h>
 
 #include "engine.h"
 #include "httputil.h"
@@ -17,6 +29,8 @@
 #include "pyjson.h"
 
 #define QUEUE_MAX 100000
+#define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
+#define GRANTS_MAX 200000 /* grant records kept at most (oldest dropped) */
 
 double router_queue_time(const struct worker *w)
 {
@@ -46,8 +60,11 @@ static double worker_slots(const struct endpoint *ep, const struct worker *w, do
     return 1 + (n > 0 ? n : 0);
 }
 
+static void hold_end(struct qreq *q);
+
 static void q_unlink(struct endpoint *ep, struct qreq *q)
 {
+    hold_end(q);
     if (q->prev)
         q->prev->next = q->next;
     else
@@ -61,8 +78,18 @@ static void q_unlink(struct endpoint *ep, struct qreq *q)
     free(q);
 }
 
+static void answer_waiting(struct endpoint *ep, int64_t idx, struct sbuf *out);
+
 void router_queue_clear(struct endpoint *ep)
 {
+    for (struct qreq *q = ep->qhead; q; q = q->next) {
+        if (!q->held) continue;
+        struct evhttp_request *req = q->held;
+        hold_end(q);
+        static const char gone[] =
+            "{\"success\": false, \"error\": \"not_found\", \"msg\": \"endpoint deleted\"}";
+        http_reply_json(req, 404, gone, sizeof gone - 1);
+    }
     while (ep->qhead)
         q_unlink(ep, ep->qhead);
     idmap_free(ep->qmap);
@@ -78,6 +105,7 @@ void router_expire(struct engine *e, struct endpoint *ep, double now)
     ep->q_active = 0;
     for (struct qreq *q = ep->qhead, *n; q; q = n) {
         n = q->next;
+        if (q->held) q->last_poll_mono = now; /* being polled right now */
         if (now - q->last_poll_mono <= POLL_STALE_S) ep->q_active++;
         if (now - q->last_poll_mono > q->timeout_s) {
             log_info("queue_expired", "endpoint=%s request_idx=%lld waited=%.3f", ep->name,
@@ -163,9 +191,83 @@ static void answer_waiting(struct endpoint *ep, int64_t idx, struct sbuf *out)
     sbuf_printf(out, ", \"request_idx\": %lld}", (long long)idx);
 }
 
+/* ---- grant records (for /delete_requests/) ---- */
+
+static void grant_unlink(struct engine *e, struct grant *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        e->ghead = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    else
+        e->gtail = g->prev;
+    idmap_del(e->grants, g->request_idx);
+    e->ngrants--;
+    free(g);
+}
+
+static void grant_record(struct engine *e, struct worker *w, int64_t request_idx, double cost,
+                         double now)
+{
+    if (!e->grants) return;
+    struct grant *old = idmap_get(e->grants, request_idx);
+    if (old) grant_unlink(e, old); /* a re-route of the same request: the newest counts */
+    if (e->ngrants >= GRANTS_MAX) grant_unlink(e, e->ghead);
+    struct grant *g = calloc(1, sizeof *g);
+    if (!g) abort();
+    g->request_idx = request_idx;
+    g->worker_id = w->id;
+    g->cost = cost;
+    g->mono = now;
+    g->prev = e->gtail;
+    if (e->gtail)
+        e->gtail->next = g;
+    else
+        e->ghead = g;
+    e->gtail = g;
+    e->ngrants++;
+    idmap_put(e->grants, request_idx, g);
+}
+
+void router_grants_expire(struct engine *e, double now)
+{
+    while (e->ghead && now - e->ghead->mono > GRANT_TTL_S)
+        grant_unlink(e, e->ghead);
+}
+
+void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx)
+{
+    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    if (g && g->worker_id == w->id) g->seen_seq = w->report_seq;
+}
+
+void router_grant_done(struct engine *e, int64_t request_idx)
+{
+    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    if (!g) return;
+    struct worker *w = state_worker_by_id(e, g->worker_id);
+    if (w) {
+        /* The estimate is cur_load (last report) + cost granted since.  Granted after the last
+         * report: it is in granted_since_report.  Listed as working by the last report: it is
+         * in cur_load.  Otherwise the last report already left it out. */
+        if (g->mono > w->last_report_mono) {
+            w->granted_since_report -= g->cost;
+            if (w->granted_since_report < 1e-9) w->granted_since_report = 0;
+        } else if (w->report_seq > 0 && g->seen_seq == w->report_seq) {
+            w->cur_load -= g->cost;
+            if (w->cur_load < 1e-9) w->cur_load = 0;
+        }
+        struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+        if (ep) router_kick(e, ep);
+    }
+    grant_unlink(e, g);
+}
+
 /* Grant bookkeeping shared by the inline and the threaded signing paths. */
 static void granted(struct engine *e, struct endpoint *ep, struct worker *w, struct qreq *q,
-                    double cost, double now)
+                    int64_t request_idx, double cost, double now)
 {
     if (q) {
         if (e->h_qwait) metrics_observe(e->h_qwait, now - q->first_mono);
@@ -175,26 +277,16 @@ static void granted(struct engine *e, struct endpoint *ep, struct worker *w, str
     w->last_grant_mono = now;
     w->grants_total++;
     w->dirty = true;
+    grant_record(e, w, request_idx, cost, now);
 }
 
-int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
-                 double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0)
+/* The non-full ready worker with the least estimated queue time (ties: lowest id), and the
+ * number of requests of this cost the non-full workers can still take. */
+static struct worker *pick(struct endpoint *ep, double cost, double *slots_out)
 {
-    double now = time_mono();
-    ep->last_request_mono = now;
-    struct qreq *q = NULL;
-    if (request_idx > 0 && ep->qmap) q = idmap_get(ep->qmap, request_idx);
-    if (q) {
-        q->last_poll_mono = now;
-        if (replay_timeout > 0) q->timeout_s = replay_timeout;
-    } else {
-        if (request_idx <= 0) request_idx = next_idx(e);
-        ep->arrivals += cost; /* demand is counted once per request */
-    }
-
     struct worker *best = NULL;
     double best_qt = INFINITY;
-    double slots = 0; /* requests the non-full workers can still take */
+    double slots = 0;
     for (size_t i = 0; i < ep->nws; i++) {
         struct worker *w = ep->ws[i];
         if (!state_is_ready(w)) continue;
@@ -206,40 +298,16 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
             best_qt = qt;
         }
     }
-    /* q_active is refreshed every tick; requests queued since then count too */
-    size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
-    bool grant = best && (q || slots > (double)waiting);
-    if (!grant) {
-        ep->want_scale_up = true;
-        if (!q) {
-            if (ep->qlen >= QUEUE_MAX) {
-                *e->c_routes_error += 1;
-                sbuf_puts(out, "{\"success\": false, \"error\": \"queue_full\", \"msg\": "
-                               "\"too many requests waiting for this endpoint\"}");
-                return 429;
-            }
-            q = calloc(1, sizeof *q);
-            if (!q) abort();
-            q->request_idx = request_idx;
-            q->cost = cost;
-            q->first_mono = q->last_poll_mono = now;
-            q->timeout_s = replay_timeout > 0 ? replay_timeout : 60.0;
-            q->prev = ep->qtail;
-            if (ep->qtail)
-                ep->qtail->next = q;
-            else
-                ep->qhead = q;
-            ep->qtail = q;
-            ep->qlen++;
-            ep->q_active++;
-            if (!ep->qmap) ep->qmap = idmap_new();
-            idmap_put(ep->qmap, request_idx, q);
-        }
-        *e->c_routes_queued += 1;
-        answer_waiting(ep, request_idx, out);
-        return 200;
-    }
+    if (slots_out) *slots_out = slots;
+    return best;
+}
 
+/* Sign and answer a grant for `best`.  Returns the HTTP status, or 0 when the signing
+ * threads answer req. */
+static int grant(struct engine *e, struct endpoint *ep, struct worker *best, struct qreq *q,
+                 double cost, int64_t request_idx, struct sbuf *out, struct evhttp_request *req,
+                 double t0, double now)
+{
     int64_t reqnum = ++best->reqnum;
     if (req && e->signpool && ep->p.sig_scheme != SIG_URL) {
         struct sbuf head = SBUF_INIT, tail = SBUF_INIT, msg = SBUF_INIT;
@@ -257,7 +325,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
         sbuf_puts(&tail, "\"}");
         signer_message(ep->p.sig_scheme, cost, ep->name, reqnum, request_idx, best->url, &msg);
         signpool_submit(e, req, ep->p.sig_scheme, &msg, &head, &tail, t0);
-        granted(e, ep, best, q, cost, now);
+        granted(e, ep, best, q, request_idx, cost, now);
         return 0;
     }
     size_t mark = out->len;
@@ -279,7 +347,239 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);
     put_uuid4(out);
     sbuf_puts(out, "\"}");
-    granted(e, ep, best, q, cost, now);
+    granted(e, ep, best, q, request_idx, cost, now);
     *e->c_routes_granted += 1;
     return 200;
+}
+
+/* ---- long poll ---- */
+
+/* Stop holding q (timer freed, close callback removed); the request is not answered. */
+static void hold_end(struct qreq *q)
+{
+    if (!q->held) return;
+    struct evhttp_connection *c = evhttp_request_get_connection(q->held);
+    if (c) evhttp_connection_set_closecb(c, NULL, NULL);
+    q->held = NULL;
+    if (q->hold_ev) event_free(q->hold_ev);
+    q->hold_ev = NULL;
+    if (q->close_ev) event_free(q->close_ev);
+    q->close_ev = NULL;
+    q->last_poll_mono = time_mono(); /* the replay timeout counts from the end of the poll */
+    if (q->ep && q->ep->nheld) q->ep->nheld--;
+    if (q->e && q->e->nheld) q->e->nheld--;
+}
+
+static void hold_answer_waiting(struct qreq *q)
+{
+    struct evhttp_request *req = q->held;
+    struct endpoint *ep = q->ep;
+    hold_end(q);
+    struct sbuf out = SBUF_INIT;
+    answer_waiting(ep, q->request_idx, &out);
+    http_reply_json(req, 200, out.data, out.len);
+    sbuf_free(&out);
+}
+
+static void on_hold_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hold_answer_waiting(arg);
+}
+
+/* The client went away: its request leaves the queue (it reserves no capacity any more). */
+static void on_hold_closed(struct evhttp_connection *c, void *arg)
+{
+    (void)c;
+    struct qreq *q = arg;
+    struct evhttp_request *req = q->held;
+    if (!req) return;
+    hold_end(q);
+    log_debug("route_hold_closed", "endpoint=%s request_idx=%lld", q->ep->name,
+              (long long)q->request_idx);
+    q_unlink(q->ep, q);
+    /* libevent detached the unanswered request from the dying connection: it is ours */
+    if (!evhttp_request_get_connection(req)) evhttp_request_free(req);
+}
+
+/* libevent 2.1 does not read a connection while its request awaits the answer, so it would
+ * notice a client that went away only when the answer is written: watch the socket for the
+ * peer's close ourselves (EV_CLOSED = EPOLLRDHUP; else a readable socket with nothing to peek
+ * at).  The request leaves the queue and the connection is freed with it. */
+static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
+{
+    struct qreq *q = arg;
+    if (!(what & EV_CLOSED)) {
+        char b;
+        ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+            event_free(q->close_ev); /* more bytes (pipelining): cannot tell; stop watching */
+            q->close_ev = NULL;
+            return;
+        }
+    }
+    struct evhttp_connection *c = evhttp_request_get_connection(q->held);
+    log_debug("route_hold_closed", "endpoint=%s request_idx=%lld", q->ep->name,
+              (long long)q->request_idx);
+    hold_end(q);
+    q_unlink(q->ep, q);
+    if (c) evhttp_connection_free(c); /* frees the unanswered request too */
+}
+
+static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct evhttp_request *req)
+{
+    if (!req || e->opts.route_hold_ms <= 0 || e->stopping || q->held ||
+        e->nheld >= (size_t)e->opts.route_hold_max || !e->kick_ev)
+        return false;
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    if (!c) return false;
+    q->e = e;
+    q->ep = ep;
+    q->hold_ev = evtimer_new(e->base, on_hold_expired, q);
+    if (!q->hold_ev) return false;
+    int ms = e->opts.route_hold_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(q->hold_ev, &tv);
+    q->held = req;
+    evhttp_connection_set_closecb(c, on_hold_closed, q);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c);
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0) {
+        bool early = event_base_get_features(e->base) & EV_FEATURE_EARLY_CLOSE;
+        q->close_ev = event_new(e->base, fd, early ? EV_CLOSED : EV_READ, on_peer_closed, q);
+        if (q->close_ev) event_add(q->close_ev, NULL);
+    }
+    ep->nheld++;
+    e->nheld++;
+    return true;
+}
+
+static void kick_endpoint(struct engine *e, struct endpoint *ep)
+{
+    double now = time_mono();
+    for (struct qreq *q = ep->qhead, *n; q && ep->nheld > 0; q = n) {
+        n = q->next;
+        if (!q->held) continue;
+        struct worker *best = pick(ep, q->cost, NULL);
+        if (!best) break; /* FIFO: nobody behind it is served first */
+        struct evhttp_request *req = q->held;
+        hold_end(q);
+        struct sbuf out = SBUF_INIT;
+        int64_t idx = q->request_idx;
+        int st = grant(e, ep, best, q, q->cost, idx, &out, req, now, now); /* frees q */
+        if (st != 0) http_reply_json(req, st, out.data, out.len);
+        sbuf_free(&out);
+    }
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct engine *e = arg;
+    for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) {
+        if (!ep->kick) continue;
+        ep->kick = false;
+        if (ep->nheld && !ep->deleting && !e->stopping) kick_endpoint(e, ep);
+    }
+}
+
+void router_kick(struct engine *e, struct endpoint *ep)
+{
+    if (!e->kick_ev || !ep->nheld) return;
+    ep->kick = true;
+    event_active(e->kick_ev, EV_TIMEOUT, 0);
+}
+
+void router_release_all(struct engine *e)
+{
+    for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
+        for (struct qreq *q = ep->qhead; q && ep->nheld; q = q->next)
+            if (q->held) hold_answer_waiting(q);
+}
+
+int router_init(struct engine *e)
+{
+    e->grants = idmap_new();
+    e->kick_ev = event_new(e->base, -1, 0, on_kick, e);
+    return e->kick_ev && e->grants ? 0 : -1;
+}
+
+void router_fini(struct engine *e)
+{
+    while (e->ghead)
+        grant_unlink(e, e->ghead);
+    idmap_free(e->grants);
+    e->grants = NULL;
+    if (e->kick_ev) event_free(e->kick_ev);
+    e->kick_ev = NULL;
+}
+
+int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
+                 double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0)
+{
+    double now = time_mono();
+    if (e->stopping) { /* shutting down: no new grants; the client polls again */
+        if (request_idx <= 0) request_idx = next_idx(e);
+        *e->c_routes_queued += 1;
+        answer_waiting(ep, request_idx, out);
+        return 200;
+    }
+    ep->last_request_mono = now;
+    struct qreq *q = NULL;
+    if (request_idx > 0 && ep->qmap) q = idmap_get(ep->qmap, request_idx);
+    if (q) {
+        q->last_poll_mono = now;
+        if (replay_timeout > 0) q->timeout_s = replay_timeout;
+    } else {
+        if (request_idx <= 0) request_idx = next_idx(e);
+        ep->arrivals += cost; /* demand is counted once per request */
+    }
+
+    double slots = 0; /* requests the non-full workers can still take */
+    struct worker *best = pick(ep, cost, &slots);
+    if (!best && lifecycle_wake_parked(e, ep)) best = pick(ep, cost, &slots);
+    /* q_active is refreshed every tick; requests queued since then count too */
+    size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
+    bool ok = best && (q || slots > (double)waiting);
+    if (!ok) {
+        ep->want_scale_up = true;
+        if (!q) {
+            if (ep->qlen >= QUEUE_MAX) {
+                *e->c_routes_error += 1;
+                sbuf_puts(out, "{\"success\": false, \"error\": \"queue_full\", \"msg\": "
+                               "\"too many requests waiting for this endpoint\"}");
+                return 429;
+            }
+            q = calloc(1, sizeof *q);
+            if (!q) abort();
+            q->request_idx = request_idx;
+            q->cost = cost;
+            q->first_mono = q->last_poll_mono = now;
+            q->timeout_s = replay_timeout > 0 ? replay_timeout : 60.0;
+            q->e = e;
+            q->ep = ep;
+            q->prev = ep->qtail;
+            if (ep->qtail)
+                ep->qtail->next = q;
+            else
+                ep->qhead = q;
+            ep->qtail = q;
+            ep->qlen++;
+            ep->q_active++;
+            if (!ep->qmap) ep->qmap = idmap_new();
+            idmap_put(ep->qmap, request_idx, q);
+        }
+        *e->c_routes_queued += 1;
+        if (hold(e, ep, q, req)) {
+            /* answered by a grant or when the hold expires; with room now, the held
+             * requests (this one included) are granted in FIFO order at once */
+            if (best) router_kick(e, ep);
+            return 0;
+        }
+        answer_waiting(ep, request_idx, out);
+        return 200;
+    }
+    return grant(e, ep, best, q, cost, request_idx, out, req, t0, now);
 }

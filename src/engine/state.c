@@ -179,6 +179,7 @@ void state_set(struct engine *e, struct worker *w, enum wstate s, const char *wh
              state_name(s));
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     lifecycle_event(e, ep, w, "state", why, inputs);
+    if (s == WS_IDLE && ep) router_kick(e, ep); /* a worker became ready */
 }
 
 int state_random_hex(char *out, size_t n)

@@ -149,10 +149,11 @@ class Api(unittest.TestCase):
         st, data, _ = e.raw("DELETE", "/route/", b"{}")
         self.assertEqual(st, 405)
         self.assertEqual(json.loads(data)["error"], "method_not_allowed")
-        # an oversized body is refused from its Content-Length (413) before it is read
+        # past libevent's hard limit (4 MiB) a body is refused from its Content-Length (413)
+        # before it is read, by libevent itself (docs/engine.md, Errors)
         s = socket.create_connection((e.host, e.port), timeout=5)
         try:
-            s.sendall(b"POST /route/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 << 20))
+            s.sendall(b"POST /route/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (5 << 20))
             self.assertIn(b" 413 ", s.recv(4096).split(b"\r\n")[0] + b" ")
         finally:
             s.close()
@@ -171,6 +172,24 @@ class Api(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertIsNone(e.proc.poll())
 
+
+    def test_oversized_body_json_413(self):
+        """A body over the 1 MiB API limit (up to libevent's 4 MiB) answers the JSON error shape
+        on every route, also when the body is only whitespace."""
+        e = self.eng
+        for path, body in (("/route/", b'{"endpoint": "x", "pad": "' + b"a" * (1 << 20) + b'"}'),
+                           ("/api/v0/endptjobs/", b" " * ((1 << 20) + 10)),
+                           ("/health", b"{" * ((3 << 20) // 2))):
+            with self.subTest(path=path):
+                st, data, r = e.raw("POST", path, body, {"Authorization": "Bearer " + e.key},
+                                    timeout=30)
+                self.assertEqual(st, 413)
+                self.assertTrue(r.getheader("Content-Type", "").startswith("application/json"))
+                j = json.loads(data)
+                self.assertEqual((j["success"], j["error"]), (False, "too_large"))
+                self.assertIn("msg", j)
+        st, _ = e.call("GET", "/health")
+        self.assertEqual(st, 200)
     def test_random_bodies_every_route(self):
         """Seeded random JSON built from the keys each route reads, with values of every type."""
         import random

@@ -46,9 +46,11 @@ class RealWorkers(unittest.TestCase):
         for n in NEED:
             if not os.access(el.binpath(n), os.X_OK):
                 raise unittest.SkipTest("missing " + n)
+        # --route-hold-ms 0: this class checks the polling path of the global queue (a waiting
+        # answer, then polls); held /route/ calls are covered by route_hold_test.py
         cls.eng = el.Engine("--drain-grace-s", "1", "--unavailable-after-s", "30",
                             "--stable-window-s", "3", "--scale-down-delay-s", "1",
-                            tick_ms=100)
+                            "--route-hold-ms", "0", tick_ms=100)
         cls.launch = cls.launch_spec()
         for scheme in ("url", "fields-v2"):
             cls.eng.create_endpoint("real-" + scheme, min_load=1, min_workers=0, max_workers=1,

@@ -412,22 +412,25 @@ void local_shutdown(struct engine *e, struct worker *w, bool keep)
     (void)e;
 }
 
-void local_shutdown_wait(struct engine *e)
+int local_running(struct engine *e)
 {
-    /* bounded synchronous wait at exit: instances drain on SIGTERM, then SIGKILL the rest
-     * (with their descendants: sgpu-launch runs the model server in its own group) */
-    for (int round = 0; round < 300; round++) {
-        bool any = false;
-        for (struct worker *w = e->workers; w; w = w->next) {
-            if (w->pid <= 0 || e->opts.keep_workers) continue;
-            if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
-            if (alive(w)) any = true;
-        }
-        if (!any) break;
-        usleep(50000);
-    }
+    int n = 0;
     for (struct worker *w = e->workers; w; w = w->next) {
         if (w->pid <= 0 || e->opts.keep_workers) continue;
+        if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
+        if (alive(w)) n++;
+    }
+    return n;
+}
+
+void local_shutdown_wait(struct engine *e)
+{
+    /* the loop already waited (lifecycle_shutdown_begin, --shutdown-timeout-s) while the
+     * instances drained; SIGKILL what is left, with its descendants (sgpu-launch runs the
+     * model server in its own group) */
+    for (struct worker *w = e->workers; w; w = w->next) {
+        if (w->pid <= 0 || e->opts.keep_workers) continue;
+        if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
         if (alive(w)) {
             log_warn("local_instance_kill", "worker=%lld pid=%d", (long long)w->id, w->pid);
             proc_kill_tree(w->pid, SIGKILL);
