@@ -16,9 +16,9 @@
 struct event_base *http_base_new(void);
 
 struct http_limits {
-    size_t max_body;       /* bytes; 0 = 64 MiB */
-    size_t max_headers;    /* bytes, request line included; 0 = 16 KiB */
-    int timeout_s;         /* idle / read timeout; 0 = 60 s */
+    size_t max_body;    /* bytes; 0 = 64 MiB */
+    size_t max_headers; /* bytes, request line included; 0 = 16 KiB */
+    int timeout_s;      /* idle / read timeout; 0 = 60 s */
 };
 
 /* evhttp with the limits applied, default Content-Type application/json, and
@@ -55,7 +55,7 @@ void http_set_nodelay(int fd);
 struct http_url {
     bool tls;
     char host[256];
-    int port;       /* defaulted from the scheme */
+    int port;        /* defaulted from the scheme */
     char path[1024]; /* "/" when absent; query kept */
 };
 /* Accepts "http://h:p/path", "https://h", "h:p" (http implied).  0 or -1. */

@@ -53,9 +53,10 @@ void log_vwrite(enum log_level lvl, const char *event, const char *fmt, va_list 
     /* Build the whole line first so concurrent writers (threads, the model's
      * compute threads) never interleave inside a line. */
     char line[2048];
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s comp=%s event=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[lvl], log_component, event);
+    int n =
+        snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s comp=%s event=%s",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(tv.tv_usec / 1000), level_names[lvl], log_component, event);
     if (n < 0) return;
     if ((size_t)n < sizeof line - 2 && fmt && *fmt) {
         line[n++] = ' ';
@@ -87,7 +88,8 @@ char *log_quote(char *buf, size_t n, const char *s)
             bare = 0;
     size_t o = 0;
     if (bare) {
-        while (*s && o + 1 < n) buf[o++] = *s++;
+        while (*s && o + 1 < n)
+            buf[o++] = *s++;
         buf[o] = '\0';
         return buf;
     }

@@ -120,7 +120,8 @@ struct metrics_hist *metrics_histogram(struct metrics *m, const char *name, cons
 void metrics_observe(struct metrics_hist *h, double v)
 {
     size_t i = 0;
-    while (i < h->nbounds && v > h->bounds[i]) i++;
+    while (i < h->nbounds && v > h->bounds[i])
+        i++;
     atomic_fetch_add(&h->buckets[i], 1);
     atomic_fetch_add(&h->count, 1);
     double old = atomic_load(&h->sum);

@@ -14,7 +14,10 @@ struct sbuf {
     size_t cap; /* bytes allocated */
 };
 
-#define SBUF_INIT {NULL, 0, 0}
+#define SBUF_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void sbuf_reserve(struct sbuf *b, size_t extra);
 void sbuf_append(struct sbuf *b, const void *p, size_t n);

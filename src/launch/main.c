@@ -127,7 +127,8 @@ static void usage(FILE *f)
         "                          capped by --backoff-max).\n"
         "  --backoff-max SECS      cap of the restart back-offs (default 30).  A crashed worker\n"
         "                          is restarted at once, then after 0.5, 1, 2 ... s; 30 s of\n"
-        "                          uptime resets its back-off.  A worker that exits 2 (configuration\n"
+        "                          uptime resets its back-off.  A worker that exits 2 "
+        "(configuration\n"
         "                          error) 3 times within 5 s of starting is reported instead.\n"
         "  --stop-timeout SECS     worker drain time after SIGTERM before SIGKILL (default:\n"
         "                          $SGPU_DRAIN_TIMEOUT + 10, i.e. 40).  The model server gets 10 "
@@ -147,7 +148,8 @@ static void usage(FILE *f)
         "Environment passed to the worker (PyWorker names; see sgpu-worker --help): everything in\n"
         "the launcher's environment, plus defaults set only when unset:\n"
         "  WORKER_PORT=3000, WORKSPACE_DIR=<workspace>, MODEL_LOG=<model log> (always set),\n"
-        "  MODEL_SERVER_URL=http://127.0.0.1:<model-port> (default command, or --model-port given),\n"
+        "  MODEL_SERVER_URL=http://127.0.0.1:<model-port> (default command, or --model-port "
+        "given),\n"
         "  and when the model command is sgpu-model (default or user-written):\n"
         "  MODEL_LOAD_LOG_MSG=event=model_loaded, MODEL_ERROR_LOG_MSGS=event=fatal,\n"
         "  MODEL_HEALTH_ENDPOINT=/health, BACKEND=tgi.\n"
@@ -715,7 +717,8 @@ static void die(int code, const char *fmt, ...)
  * the sgpu-model defaults for the worker's log patterns apply. */
 static bool model_cmd_runs_sgpu_model(const char *cmd)
 {
-    while (*cmd == ' ' || *cmd == '\t') cmd++;
+    while (*cmd == ' ' || *cmd == '\t')
+        cmd++;
     if (strncmp(cmd, "exec ", 5) == 0) cmd += 5;
     size_t n = strcspn(cmd, " \t");
     const char *base = cmd;
