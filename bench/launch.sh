@@ -7,7 +7,7 @@
 # benchmark off (SGPU_BENCHMARK=false, fixed max_perf), each run SGPU_BENCH_RUNS times (default 3).
 # Next to it: what the reference start_server.sh path costs before PyWorker even starts
 # (python3 -m venv measured here; package installation needs the network and is not run).
-# Results: docs/bench-launch.md.
+# Results: docs/benchmarks.md#cold-start-and-load-through-the-whole-stack-issue-5.
 set -u
 cd "$(dirname "$0")/.."
 export SGPU_BIN=${SGPU_BIN:-$PWD/bin}
