@@ -82,6 +82,17 @@ void worker_error(struct worker *w, const char *msg)
     report_now(w);
 }
 
+static void health_tick(evutil_socket_t fd, short what, void *arg);
+
+/* Readiness waits for a healthy probe: ask at once when the model has just
+ * loaded or the benchmark has just finished, instead of waiting for the next
+ * periodic probe (the reference polled every 10 s: up to 10 s of cold start,
+ * vast-cli#411). */
+static void probe_health_now(struct worker *w)
+{
+    if (w->health_ev && !w->health_ok_once) health_tick(-1, 0, w);
+}
+
 static void maybe_ready(struct worker *w)
 {
     struct lifecycle *lc = w->lc;
@@ -119,6 +130,7 @@ void lifecycle_benchmark_done(struct worker *w, double perf, const char *err)
     w->max_perf = perf;
     *w->m_max_perf = perf;
     w->lc->bench_done = true;
+    probe_health_now(w);
     maybe_ready(w);
 }
 
@@ -143,6 +155,7 @@ void lifecycle_model_loaded(struct worker *w, const char *why)
         *w->m_max_perf = w->max_perf;
         w->lc->bench_done = true;
     }
+    probe_health_now(w);
     maybe_ready(w);
 }
 

@@ -162,6 +162,22 @@ class Health(WorkerTestCase, unittest.TestCase):
         self.assertNotEqual(self.worker.status()["phase"], "ready")
         self.worker.wait_phase("ready", 10)
 
+    def _ready_without_the_health_timer(self, bench):
+        # The periodic probe is an hour apart: the start-up probe gets the stub's 503 (still
+        # loading), so readiness can only come from the probe the load line triggers (and the
+        # one after the benchmark), not from the timer (vast-cli#411: up to 10 s of cold start).
+        self.start({"UNSECURED": "1", "MODEL_HEALTH_ENDPOINT": "/health",
+                    "SGPU_HEALTH_INTERVAL": "3600", "SGPU_BENCHMARK": bench},
+                   load_delay_ms=1500, wait_ready=False)
+        self.assertNotEqual(self.worker.status()["phase"], "ready")
+        self.worker.wait_phase("ready", 20)
+
+    def test_load_line_triggers_a_health_probe_at_once(self):
+        self._ready_without_the_health_timer("false")
+
+    def test_benchmark_end_triggers_a_health_probe_at_once(self):
+        self._ready_without_the_health_timer("true")
+
 
 class Drain(WorkerTestCase, unittest.TestCase):
     def test_sigterm_finishes_in_flight_and_exits_0(self):
