@@ -4,7 +4,7 @@
 # only calls apt-get for what is missing.
 set -eu
 
-PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev libjsmn-dev \
+PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev \
 libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk"
 
 missing=""
