@@ -380,6 +380,8 @@ bool lifecycle_wake_parked(struct engine *e, struct endpoint *ep);
 int provider_parse_kind(const char *s, enum prov_kind *out);
 const char *provider_kind_name(enum prov_kind k);
 int provider_validate(enum prov_kind k, struct json_object *launch, char *err, size_t errlen);
+/* launch.env: an object mapping variable names (non-empty, no '=') to strings. 0 or -1. */
+int provider_validate_env(struct json_object *env, char *err, size_t errlen);
 bool provider_can_park(const struct workergroup *g);
 /* Start an operation; completion comes through lifecycle_op_done (possibly before return).
  * Returns 0 if started, -1 if it could not be started (op failed immediately). */

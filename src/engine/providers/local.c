@@ -32,17 +32,7 @@ int local_validate(struct json_object *launch, char *err, size_t errlen)
                 return -1;
             }
         } else if (strcmp(k, "env") == 0) {
-            if (!json_object_is_type(v, json_type_object)) {
-                snprintf(err, errlen, "launch.env must be an object of strings");
-                return -1;
-            }
-            json_object_object_foreach(v, ek, ev)
-            {
-                if (!json_object_is_type(ev, json_type_string) || !*ek || strchr(ek, '=')) {
-                    snprintf(err, errlen, "launch.env must map names (no '=') to strings");
-                    return -1;
-                }
-            }
+            if (provider_validate_env(v, err, errlen) != 0) return -1;
         } else if (strcmp(k, "args") == 0) {
             if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) > 64) {
                 snprintf(err, errlen, "launch.args must be a list of strings");

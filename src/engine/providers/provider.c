@@ -20,6 +20,22 @@ const char *provider_kind_name(enum prov_kind k)
     return k == PROV_LOCAL ? "local" : "command";
 }
 
+int provider_validate_env(struct json_object *env, char *err, size_t errlen)
+{
+    if (!json_object_is_type(env, json_type_object)) {
+        snprintf(err, errlen, "launch.env must be an object of strings");
+        return -1;
+    }
+    json_object_object_foreach(env, ek, ev)
+    {
+        if (!json_object_is_type(ev, json_type_string) || !*ek || strchr(ek, '=')) {
+            snprintf(err, errlen, "launch.env must map names (no '=') to strings");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int provider_validate(enum prov_kind k, struct json_object *launch, char *err, size_t errlen)
 {
     if (!json_object_is_type(launch, json_type_object)) {
