@@ -106,6 +106,32 @@ static int parse_kv(json_object *obj, int argc, char **argv)
     return 0;
 }
 
+/* PUT `key=value ...` (update) or DELETE on an object's path; prints the answer
+ * (JSON with --json, else "updated|deleted <label>").  0, 1 (API error) or 2 (usage). */
+static int update_or_delete(struct mctx *m, bool update, const char *path, int argc, char **argv,
+                            const char *label)
+{
+    json_object *j;
+    if (update) {
+        json_object *body = json_object_new_object();
+        if (parse_kv(body, argc, argv) != 0) {
+            json_object_put(body);
+            return 2;
+        }
+        j = api(m, "PUT", path, json_object_to_json_string(body));
+        json_object_put(body);
+    } else {
+        j = api(m, "DELETE", path, NULL);
+    }
+    if (!j) return 1;
+    if (m->json_out)
+        print_json(j);
+    else
+        printf("%s %s\n", update ? "updated" : "deleted", label);
+    json_object_put(j);
+    return 0;
+}
+
 static const char *jstr(json_object *o, const char *k, char *buf, size_t n)
 {
     json_object *v;
@@ -274,25 +300,9 @@ int cmd_endpoint(struct cli_common *c, int argc, char **argv)
         if (id < 0) goto out;
         char path[128];
         snprintf(path, sizeof path, "/api/v0/endptjobs/%lld/", id);
-        if (sub[0] == 'u') {
-            json_object *body = json_object_new_object();
-            if (parse_kv(body, argc - 3, argv + 3) != 0) {
-                json_object_put(body);
-                rc = 2;
-                goto out;
-            }
-            j = api(&m, "PUT", path, json_object_to_json_string(body));
-            json_object_put(body);
-        } else {
-            j = api(&m, "DELETE", path, NULL);
-        }
-        if (j) {
-            if (m.json_out)
-                print_json(j);
-            else
-                printf("%s endpoint %lld\n", sub[0] == 'u' ? "updated" : "deleted", id);
-            rc = 0;
-        }
+        char label[64];
+        snprintf(label, sizeof label, "endpoint %lld", id);
+        rc = update_or_delete(&m, sub[0] == 'u', path, argc - 3, argv + 3, label);
     } else {
         endpoint_usage(stderr);
         rc = 2;
@@ -400,25 +410,9 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
         }
         char path[128];
         snprintf(path, sizeof path, "/api/v0/workergroups/%s/", argv[2]);
-        if (sub[0] == 'u') {
-            json_object *body = json_object_new_object();
-            if (parse_kv(body, argc - 3, argv + 3) != 0) {
-                json_object_put(body);
-                rc = 2;
-                goto out;
-            }
-            j = api(&m, "PUT", path, json_object_to_json_string(body));
-            json_object_put(body);
-        } else {
-            j = api(&m, "DELETE", path, NULL);
-        }
-        if (j) {
-            if (m.json_out)
-                print_json(j);
-            else
-                printf("%s workergroup %s\n", sub[0] == 'u' ? "updated" : "deleted", argv[2]);
-            rc = 0;
-        }
+        char label[160];
+        snprintf(label, sizeof label, "workergroup %.128s", argv[2]);
+        rc = update_or_delete(&m, sub[0] == 'u', path, argc - 3, argv + 3, label);
     } else {
         wg_usage(stderr);
         rc = 2;
