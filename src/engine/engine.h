@@ -147,8 +147,8 @@ struct endpoint {
     struct idmap *qmap; /* request_idx -> struct qreq */
     size_t q_active;    /* waiting requests polled recently (counted each tick) */
     bool want_scale_up;
-    bool kick;           /* capacity may have freed: try the held requests (deferred) */
-    size_t nheld;        /* held /route/ calls of this endpoint */
+    bool kick;    /* capacity may have freed: try the held requests (deferred) */
+    size_t nheld; /* held /route/ calls of this endpoint */
     /* hysteresis: active targets of recent ticks (ring) */
     struct {
         double t;
@@ -174,11 +174,11 @@ struct workergroup {
     double created_at;
     bool deleting;
     /* instance failures (docs/engine.md "Failures, back-off and the breaker") */
-    int fails;             /* consecutive failures (create/start failed, exited, error, not ready) */
-    bool failing;          /* breaker open: no creates until an update or a retry */
-    char last_error[512];  /* the most recent failure, "" = none */
-    double create_after;   /* mono s: no create before this (back-off) */
-    double last_fail_mono; /* mono s of the most recent failure (0 = none since start) */
+    int fails;            /* consecutive failures (create/start failed, exited, error, not ready) */
+    bool failing;         /* breaker open: no creates until an update or a retry */
+    char last_error[512]; /* the most recent failure, "" = none */
+    double create_after;  /* mono s: no create before this (back-off) */
+    double last_fail_mono;       /* mono s of the most recent failure (0 = none since start) */
     double *g_failing, *g_fails; /* gauges (NULL until the first tick) */
     struct workergroup *next;
 };

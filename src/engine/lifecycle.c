@@ -128,13 +128,15 @@ static void wg_gauges(struct engine *e, struct workergroup *g)
     if (!g->g_failing) {
         struct endpoint *ep = state_endpoint_by_id(e, g->endpoint_id);
         char n[256];
-        snprintf(n, sizeof n, "sgpu_engine_workergroup_failing{endpoint=\"%s\",workergroup=\"%lld\"}",
+        snprintf(n, sizeof n,
+                 "sgpu_engine_workergroup_failing{endpoint=\"%s\",workergroup=\"%lld\"}",
                  ep ? ep->name : "", (long long)g->id);
         g->g_failing = metrics_gauge(e->metrics, n, "1 while the workergroup's breaker is open");
         snprintf(n, sizeof n,
                  "sgpu_engine_workergroup_failures{endpoint=\"%s\",workergroup=\"%lld\"}",
                  ep ? ep->name : "", (long long)g->id);
-        g->g_fails = metrics_gauge(e->metrics, n, "Consecutive instance failures of the workergroup");
+        g->g_fails =
+            metrics_gauge(e->metrics, n, "Consecutive instance failures of the workergroup");
     }
     *g->g_failing = g->failing ? 1 : 0;
     *g->g_fails = g->fails;

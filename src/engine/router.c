@@ -511,8 +511,9 @@ void router_failing_json(const struct endpoint *ep, const struct workergroup *g,
     pyj_write_string(out, msg, strlen(msg));
     sbuf_puts(out, ", \"endpoint\": ");
     pyj_write_string(out, ep->name, strlen(ep->name));
-    sbuf_printf(out, ", \"workergroup_id\": %lld, \"failures\": %d, \"last_error\": ",
-                (long long)g->id, g->fails);
+    sbuf_printf(out,
+                ", \"workergroup_id\": %lld, \"failures\": %d, \"last_error\": ", (long long)g->id,
+                g->fails);
     pyj_write_string(out, g->last_error, strlen(g->last_error));
     sbuf_putc(out, '}');
 }

@@ -285,7 +285,10 @@ void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *o
     put_f(out, "gpu_ram", g->gpu_ram, true);
     put_f(out, "created_at", g->created_at, true);
     sbuf_printf(out, ", \"state\": \"%s\", \"failures\": %d",
-                g->deleting ? "deleting" : g->failing ? "failing" : "active", g->fails);
+                g->deleting  ? "deleting"
+                : g->failing ? "failing"
+                             : "active",
+                g->fails);
     put_s(out, "last_error", g->last_error);
     double wait = g->create_after - time_mono();
     put_f(out, "backoff_s", g->failing || wait < 0 ? 0 : wait, true);

@@ -234,8 +234,11 @@ int store_wg_save(struct store *s, const struct workergroup *g)
                       SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 5, g->test_workers);
     sqlite3_bind_double(st, 6, g->gpu_ram);
-    sqlite3_bind_text(st, 7, g->deleting ? "deleting" : g->failing ? "failing" : "active", -1,
-                      SQLITE_STATIC);
+    sqlite3_bind_text(st, 7,
+                      g->deleting  ? "deleting"
+                      : g->failing ? "failing"
+                                   : "active",
+                      -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 8, g->created_at);
     sqlite3_bind_int(st, 9, g->fails);
     sqlite3_bind_text(st, 10, g->last_error, -1, SQLITE_STATIC);

@@ -60,11 +60,11 @@ struct benchmark {
     double t0;
     double ok_workload;
     double best;
-    double warm_rate;  /* workload/s of the successful warm-up (0 = none) */
-    int round_4xx;     /* 4xx answers in the current round */
+    double warm_rate;   /* workload/s of the successful warm-up (0 = none) */
+    int round_4xx;      /* 4xx answers in the current round */
     int words, max_new; /* preset shape (0 = custom payload) */
     int shrinks;
-    bool probing;      /* waiting for the limits (GET /info or /v1/models) */
+    bool probing; /* waiting for the limits (GET /info or /v1/models) */
     struct upstream_req *probe;
     struct upstream_req *reqs[MAX_CONC];
     struct event *retry_ev;
@@ -152,8 +152,7 @@ static void fallback(struct benchmark *b, const char *cause)
     w->bi.how = "fallback";
     w->bi.fb_n = w->bi.fb_pos = 0;
     char q[600];
-    log_warn("benchmark_fallback", "cause=%s max_perf=%g",
-             log_quote(q, sizeof q, cause), seed);
+    log_warn("benchmark_fallback", "cause=%s max_perf=%g", log_quote(q, sizeof q, cause), seed);
     benchmark_stop(w);
     lifecycle_benchmark_done(w, seed, NULL);
 }
@@ -348,8 +347,8 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
         if (b->h->bench_preset != BENCH_CUSTOM && length_refusal(status, ex)) {
             int ow = b->words, on = b->max_new;
             if (shrink(b, ex)) {
-                log_info("benchmark_shrink", "status=%d words=%d->%d max_new_tokens=%d->%d",
-                         status, ow, b->words, on, b->max_new);
+                log_info("benchmark_shrink", "status=%d words=%d->%d max_new_tokens=%d->%d", status,
+                         ow, b->words, on, b->max_new);
                 set_payload(b);
                 b->t0 = time_mono();
                 b->outstanding = 1;
@@ -485,8 +484,10 @@ static void probe_done(struct upstream_req *u, int status, struct evbuffer *body
         benchmark_size(total, input, &b->words, &b->max_new);
         b->w->bi.limit_total = total;
     }
-    log_info("benchmark_limits", "status=%d max_total_tokens=%d max_input_tokens=%d words=%d->%d "
-             "max_new_tokens=%d->%d", status, total, input, ow, b->words, on, b->max_new);
+    log_info("benchmark_limits",
+             "status=%d max_total_tokens=%d max_input_tokens=%d words=%d->%d "
+             "max_new_tokens=%d->%d",
+             status, total, input, ow, b->words, on, b->max_new);
     bench_begin(b);
 }
 
@@ -508,7 +509,8 @@ static void probe_start(struct benchmark *b)
     static const struct upstream_cbs cbs = {NULL, NULL, probe_done, probe_error};
     struct upstream_opts o = {.timeout_s = 10, .max_buffered = 1 << 20};
     const char *path = b->h->bench_preset == BENCH_OPENAI ? "/v1/models" : "/info";
-    b->probe = upstream_request(b->w->model, EVHTTP_REQ_GET, path, NULL, NULL, 0, NULL, &o, &cbs, b);
+    b->probe =
+        upstream_request(b->w->model, EVHTTP_REQ_GET, path, NULL, NULL, 0, NULL, &o, &cbs, b);
     if (!b->probe) bench_begin(b);
 }
 

@@ -58,11 +58,11 @@ enum bench_preset { BENCH_CUSTOM = 0, BENCH_TGI, BENCH_OPENAI };
 
 /* How max_perf was obtained (benchmark.c; /status "benchmark"). */
 struct bench_info {
-    const char *how;       /* "off", "running", "measured", "cached", "fallback" */
-    char cause[512];       /* fallback: why the benchmark could not run */
-    int words, max_new;    /* preset prompt shape sent (0 = custom payload) */
-    int limit_total;       /* model's published context (tokens; 0 = unknown) */
-    double fb_work[16];    /* fallback: workload and seconds of the last successful requests */
+    const char *how;    /* "off", "running", "measured", "cached", "fallback" */
+    char cause[512];    /* fallback: why the benchmark could not run */
+    int words, max_new; /* preset prompt shape sent (0 = custom payload) */
+    int limit_total;    /* model's published context (tokens; 0 = unknown) */
+    double fb_work[16]; /* fallback: workload and seconds of the last successful requests */
     double fb_secs[16];
     int fb_n, fb_pos;
     double *m_fallback; /* gauge: 1 while max_perf is the fallback estimate */
