@@ -420,6 +420,7 @@ static void bench_begin(struct benchmark *b)
 {
     struct worker *w = b->w;
     b->probing = false;
+    b->warm_retries = 0; /* the warm-up gets its own 30 s of connection retries */
     if (b->h->bench_preset != BENCH_CUSTOM) set_payload(b);
     fingerprint(b, b->fp);
     double cached;
