@@ -744,13 +744,9 @@ static void h_workergroups(struct ctx *c, const char *prefix)
     if (!auth_admin(c)) return;
     int64_t id = 0;
     /* POST <prefix>/<id>/retry/: close the breaker of a failing workergroup */
-    char path[256];
-    if (strlen(c->path) >= sizeof path) {
-        reply_err(c, 404, "not_found", "no such path");
-        return;
-    }
-    snprintf(path, sizeof path, "%s", c->path);
-    size_t pl = strlen(path);
+    char path[sizeof c->path];
+    size_t pl = strlen(c->path);
+    memcpy(path, c->path, pl + 1);
     if (pl && path[pl - 1] == '/') path[--pl] = '\0';
     bool retry = pl > 6 && strcmp(path + pl - 6, "/retry") == 0;
     if (retry) path[pl - 6] = '\0';
