@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import unittest
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from worker_lib import BIN, WorkerTestCase, envelope, tgi_payload, wait_for  # noqa: E402
@@ -34,8 +36,16 @@ class Model:
         self.proc = subprocess.Popen(
             [MODEL_BIN, "serve", "--port", "0", "--ctx", str(ctx), "--threads", "1",
              "--max-batch", "4"], stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = wait_for(self._port, 30, what="sgpu-model to listen")
+        self.port = wait_for(self._port, 60, what="sgpu-model to listen")
         self.url = "http://127.0.0.1:%d" % self.port
+        wait_for(self._healthy, 120, what="sgpu-model to load", interval=0.1)
+
+    def _healthy(self):
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
 
     def _port(self):
         if self.proc.poll() is not None:
@@ -122,7 +132,7 @@ class BenchmarkSizing(WorkerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 422, r.read())
         c.close()
         w = self._start_on(self.model.url)
-        w.wait_phase("ready", 60)
+        w.wait_phase("ready", 120)
         st = w.status()
         self.assertEqual(st["benchmark"]["how"], "measured", st)
         self.assertEqual(st["benchmark"]["model_max_total_tokens"], 256)
@@ -138,7 +148,7 @@ class BenchmarkSizing(WorkerTestCase, unittest.TestCase):
     def test_small_context_openai_is_sized_from_v1_models(self):
         self.model = Model(256)
         w = self._start_on(self.model.url, backend="openai")
-        w.wait_phase("ready", 60)
+        w.wait_phase("ready", 120)
         st = w.status()
         self.assertEqual(st["benchmark"]["how"], "measured", st)
         self.assertEqual(st["benchmark"]["model_max_total_tokens"], 256)
