@@ -87,10 +87,22 @@ class _LHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        lim = LengthLimited.LIMIT
+        if self.path == "/v1/completions":  # vLLM's answer: 400 with the counts in the message
+            n, m = 3 * len(body["prompt"].split()), body["max_tokens"]
+            self.server.seen.append((n, m))
+            if n + m > lim:
+                self._send(400, {"object": "error", "type": "BadRequestError", "code": 400,
+                                 "message": "This model's maximum context length is %d tokens. "
+                                            "However, you requested %d tokens (%d in the prompt, "
+                                            "%d in the completion). Please reduce the length of "
+                                            "the messages or completion." % (lim, n + m, n, m)})
+            else:
+                self._send(200, {"choices": [{"text": " x" * m}]})
+            return
         n = 3 * len(body["inputs"].split())
         m = body["parameters"]["max_new_tokens"]
         self.server.seen.append((n, m))
-        lim = LengthLimited.LIMIT
         if n + m > lim:
             self._send(422, {"error": "Input validation error: `inputs` tokens + `max_new_tokens` "
                                       "must be <= %d. Given: %d `inputs` tokens and %d "
@@ -165,6 +177,19 @@ class BenchmarkSizing(WorkerTestCase, unittest.TestCase):
         self.assertIn("event=benchmark_shrink status=422", w.log())
         # first the default shape, refused; then one that fits
         self.assertEqual(self.server.seen[0], (750, 256))
+        n, m = self.server.seen[-1]
+        self.assertLessEqual(n + m, LengthLimited.LIMIT)
+
+    def test_no_limits_published_openai_shrunk_on_vllm_400(self):
+        self.server = LengthLimited(("127.0.0.1", 0), _LHandler)
+        self.server.seen = []
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        w = self._start_on("http://127.0.0.1:%d" % self.server.server_address[1],
+                           backend="openai")
+        w.wait_phase("ready", 30)
+        self.assertEqual(w.status()["benchmark"]["how"], "measured")
+        self.assertIn("event=benchmark_shrink status=400", w.log())
+        self.assertEqual(self.server.seen[0], (750, 500))
         n, m = self.server.seen[-1]
         self.assertLessEqual(n + m, LengthLimited.LIMIT)
 
