@@ -276,16 +276,21 @@ int cmd_endpoint(struct cli_common *c, int argc, char **argv)
             if (m.json_out || !r) {
                 print_json(r ? r : j);
             } else {
-                printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n", "ID", "NAME", "STATE", "COLD",
-                       "MAX", "UTIL", "SCHEME", "API_KEY");
+                printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n", "ID", "NAME",
+                       "STATE", "COLD", "MAX", "UTIL", "SCHEME", "API_KEY", "WG", "LAST_ERROR");
                 for (size_t i = 0; i < json_object_array_length(r); i++) {
                     json_object *e = json_object_array_get_idx(r, i);
-                    char b[8][128];
-                    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %s\n", jstr(e, "id", b[0], 128),
-                           jstr(e, "endpoint_name", b[1], 128),
+                    char b[10][600];
+                    /* WG: the state of the workergroup creating its workers (failing = the
+                     * breaker is open: see LAST_ERROR and `sgpu workergroup retry`) */
+                    const char *wgs = jstr(e, "workergroup_state", b[8], 600);
+                    const char *err = jstr(e, "last_error", b[9], 600);
+                    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n",
+                           jstr(e, "id", b[0], 128), jstr(e, "endpoint_name", b[1], 128),
                            jstr(e, "endpoint_state", b[2], 128), jstr(e, "cold_workers", b[3], 128),
                            jstr(e, "max_workers", b[4], 128), jstr(e, "target_util", b[5], 128),
-                           jstr(e, "sig_scheme", b[6], 128), jstr(e, "api_key", b[7], 128));
+                           jstr(e, "sig_scheme", b[6], 128), jstr(e, "api_key", b[7], 128), wgs,
+                           strcmp(wgs, "failing") == 0 && *err ? err : "-");
                 }
             }
             rc = 0;
@@ -322,6 +327,7 @@ static void wg_usage(FILE *f)
           "       sgpu workergroup list [--json]\n"
           "       sgpu workergroup update ID key=value ...   (e.g. launch='{\"model_cmd\": ...}')\n"
           "       sgpu workergroup delete ID\n"
+          "       sgpu workergroup retry ID   (a failing workergroup creates workers again)\n"
           "--model-cmd sets launch.model_cmd (local provider; {model_port} is replaced).\n"
           "keys: test_workers, gpu_ram.  See docs/engine.md for the launch spec per provider.\n",
           f);
@@ -390,14 +396,18 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
             if (m.json_out || !r) {
                 print_json(r ? r : j);
             } else {
-                printf("%-5s %-9s %-9s %s\n", "ID", "ENDPOINT", "PROVIDER", "LAUNCH");
+                printf("%-5s %-9s %-9s %-8s %-5s %s\n", "ID", "ENDPOINT", "PROVIDER", "STATE",
+                       "FAILS", "LAUNCH / LAST_ERROR");
                 for (size_t i = 0; i < json_object_array_length(r); i++) {
                     json_object *e = json_object_array_get_idx(r, i);
-                    char b[4][512];
+                    char b[7][600];
                     const char *ep = jstr(e, "endpoint_name", b[1], 512);
                     if (strcmp(ep, "-") == 0) ep = jstr(e, "endpoint_id", b[1], 512);
-                    printf("%-5s %-9s %-9s %s\n", jstr(e, "id", b[0], 512), ep,
-                           jstr(e, "provider", b[2], 512), jstr(e, "launch", b[3], 512));
+                    printf("%-5s %-9s %-9s %-8s %-5s %s\n", jstr(e, "id", b[0], 512), ep,
+                           jstr(e, "provider", b[2], 512), jstr(e, "state", b[4], 512),
+                           jstr(e, "failures", b[5], 512), jstr(e, "launch", b[3], 512));
+                    const char *err = jstr(e, "last_error", b[6], 600);
+                    if (*err && strcmp(err, "-") != 0) printf("      last error: %s\n", err);
                 }
             }
             rc = 0;
@@ -413,6 +423,22 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv)
         char label[160];
         snprintf(label, sizeof label, "workergroup %.128s", argv[2]);
         rc = update_or_delete(&m, sub[0] == 'u', path, argc - 3, argv + 3, label);
+    } else if (strcmp(sub, "retry") == 0) {
+        if (argc != 3) {
+            wg_usage(stderr);
+            rc = 2;
+            goto out;
+        }
+        char path[128];
+        snprintf(path, sizeof path, "/api/v0/workergroups/%.60s/retry/", argv[2]);
+        j = api(&m, "POST", path, "{}");
+        if (j) {
+            if (m.json_out)
+                print_json(j);
+            else
+                printf("workergroup %s: failures cleared, creating workers again\n", argv[2]);
+            rc = 0;
+        }
     } else {
         wg_usage(stderr);
         rc = 2;

@@ -147,11 +147,32 @@ static double backoff(int n)
 
 /* ---- route ---- */
 
+/* 503 {"error": "workergroup_failing", "msg": ...}: the endpoint cannot get a worker until an
+ * operator acts, so polling is pointless: finish with the engine's message.  true if it was. */
+static bool route_failing(struct rcall *c, const struct hc_response *r)
+{
+    json_object *j = json_tokener_parse(r->body ? r->body : "");
+    json_object *e = NULL, *m = NULL;
+    bool is = j && json_object_is_type(j, json_type_object) &&
+              json_object_object_get_ex(j, "error", &e) &&
+              strcmp(json_object_get_string(e), "workergroup_failing") == 0;
+    if (is) {
+        json_object_object_get_ex(j, "msg", &m);
+        sbuf_reset(&c->errbody);
+        sbuf_append(&c->errbody, r->body, r->body_len > ERR_BODY_MAX ? ERR_BODY_MAX : r->body_len);
+        finish(c, RC_ROUTE, "engine: endpoint cannot serve (HTTP 503 workergroup_failing): %s",
+               m ? json_object_get_string(m) : "workergroup failing");
+    }
+    json_object_put(j);
+    return is;
+}
+
 static void route_done(void *arg, const struct hc_response *r)
 {
     struct rcall *c = arg;
     c->req = NULL;
     c->res.routes++;
+    if (r->err == HC_OK && r->status == 503 && route_failing(c, r)) return;
     if (r->err != HC_OK || r->status == 429 || r->status >= 500) {
         c->route_fails++;
         char why[640];

@@ -573,7 +573,7 @@ static void h_endpoints(struct ctx *c)
             bool first = true;
             for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) {
                 if (!first) sbuf_puts(&out, ", ");
-                state_endpoint_json(ep, &out);
+                state_endpoint_json(e, ep, &out);
                 first = false;
             }
             sbuf_puts(&out, "]}");
@@ -638,7 +638,7 @@ static void h_endpoints(struct ctx *c)
     if (c->method == EVHTTP_REQ_GET) {
         struct sbuf out = SBUF_INIT;
         sbuf_puts(&out, "{\"success\": true, \"result\": ");
-        state_endpoint_json(ep, &out);
+        state_endpoint_json(e, ep, &out);
         sbuf_putc(&out, '}');
         reply(c, 200, &out);
         sbuf_free(&out);
@@ -743,8 +743,15 @@ static void h_workergroups(struct ctx *c, const char *prefix)
     struct engine *e = c->e;
     if (!auth_admin(c)) return;
     int64_t id = 0;
-    int has_id = path_id(c->path, prefix, &id);
-    if (has_id < 0) {
+    /* POST <prefix>/<id>/retry/: close the breaker of a failing workergroup */
+    char path[sizeof c->path];
+    size_t pl = strlen(c->path);
+    memcpy(path, c->path, pl + 1);
+    if (pl && path[pl - 1] == '/') path[--pl] = '\0';
+    bool retry = pl > 6 && strcmp(path + pl - 6, "/retry") == 0;
+    if (retry) path[pl - 6] = '\0';
+    int has_id = path_id(path, prefix, &id);
+    if (has_id < 0 || (retry && has_id == 0)) {
         reply_err(c, 404, "not_found", "no such path");
         return;
     }
@@ -816,6 +823,13 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
         return;
     }
+    if (retry) {
+        if (!method(c, EVHTTP_REQ_POST)) return;
+        lifecycle_wg_reset(e, g, "retry");
+        commit(c);
+        reply_ok(c);
+        return;
+    }
     if (c->method == EVHTTP_REQ_GET) {
         struct sbuf out = SBUF_INIT;
         sbuf_puts(&out, "{\"success\": true, \"result\": ");
@@ -832,6 +846,7 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         }
         if (wg_fields(c, g, false) != 0) return;
         store_wg_save(e->store, g);
+        lifecycle_wg_reset(e, g, "updated"); /* a new configuration gets a fresh start */
         commit(c);
         reply_ok(c);
         return;

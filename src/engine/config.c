@@ -172,6 +172,9 @@ void config_opts_default(struct engine_opts *o)
     o->panic_window_s = 6;
     o->provider_timeout_s = 300;
     o->error_backoff_s = 5;
+    o->error_breaker = 5;
+    o->error_reset_s = 60;
+    o->ready_timeout_s = 1800;
     o->route_hold_ms = 2000;
     o->route_hold_max = 4096;
     o->shutdown_timeout_s = 55;
@@ -184,7 +187,8 @@ static const char usage[] =
     "                   [--unavailable-after-s S] [--unavailable-destroy-s S]\n"
     "                   [--drain-grace-s S] [--drain-timeout-s S] [--scale-down-delay-s S]\n"
     "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
-    "                   [--error-backoff-s S] [--sign-threads N] [--route-hold-ms N]\n"
+    "                   [--error-backoff-s S] [--error-breaker N] [--error-reset-s S]\n"
+    "                   [--ready-timeout-s S] [--sign-threads N] [--route-hold-ms N]\n"
     "                   [--route-hold-max N] [--shutdown-timeout-s S]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
@@ -282,6 +286,13 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
         } else if (strcmp(name, "--route-hold-max") == 0) {
             rc = parse_double(name, val, 0, 100000, &d);
             o->route_hold_max = (int)d;
+        } else if (strcmp(name, "--error-breaker") == 0) {
+            rc = parse_double(name, val, 0, 1000000, &d);
+            if (!rc && d != floor(d)) {
+                fprintf(stderr, "sgpu-engine: %s: expected an integer, got '%s'\n", name, val);
+                rc = -1;
+            }
+            o->error_breaker = (int)d;
         } else if (strcmp(name, "--sign-threads") == 0) {
             rc = parse_double(name, val, 0, 64, &d);
             o->sign_threads = (int)d;
@@ -299,6 +310,8 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
                 {"--panic-window-s", &o->panic_window_s},
                 {"--provider-timeout-s", &o->provider_timeout_s},
                 {"--error-backoff-s", &o->error_backoff_s},
+                {"--error-reset-s", &o->error_reset_s},
+                {"--ready-timeout-s", &o->ready_timeout_s},
                 {"--shutdown-timeout-s", &o->shutdown_timeout_s},
             };
             size_t k;

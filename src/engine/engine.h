@@ -60,7 +60,10 @@ struct engine_opts {
     double stable_window_s;
     double panic_window_s;
     double provider_timeout_s;
-    double error_backoff_s; /* min delay before replacing a failed create */
+    double error_backoff_s; /* first delay after an instance failure; doubles, up to 32x */
+    int error_breaker;      /* consecutive failures that make a workergroup `failing`; 0 = never */
+    double error_reset_s;   /* a worker ready this long (since the last failure) resets the count */
+    double ready_timeout_s; /* a worker not ready this long after its create failed; 0 = never */
     bool keep_workers;
     int sign_threads;          /* 0 = sign on the loop thread */
     int route_hold_ms;         /* long poll of a waiting /route/ call; 0 = answer at once */
@@ -144,10 +147,8 @@ struct endpoint {
     struct idmap *qmap; /* request_idx -> struct qreq */
     size_t q_active;    /* waiting requests polled recently (counted each tick) */
     bool want_scale_up;
-    bool kick;           /* capacity may have freed: try the held requests (deferred) */
-    size_t nheld;        /* held /route/ calls of this endpoint */
-    int create_fails;    /* consecutive failed creates (back-off) */
-    double create_after; /* mono: no create before this */
+    bool kick;    /* capacity may have freed: try the held requests (deferred) */
+    size_t nheld; /* held /route/ calls of this endpoint */
     /* hysteresis: active targets of recent ticks (ring) */
     struct {
         double t;
@@ -172,6 +173,13 @@ struct workergroup {
     double gpu_ram;
     double created_at;
     bool deleting;
+    /* instance failures (docs/engine.md "Failures, back-off and the breaker") */
+    int fails;            /* consecutive failures (create/start failed, exited, error, not ready) */
+    bool failing;         /* breaker open: no creates until an update or a retry */
+    char last_error[512]; /* the most recent failure, "" = none */
+    double create_after;  /* mono s: no create before this (back-off) */
+    double last_fail_mono;       /* mono s of the most recent failure (0 = none since start) */
+    double *g_failing, *g_fails; /* gauges (NULL until the first tick) */
     struct workergroup *next;
 };
 
@@ -200,7 +208,8 @@ struct worker {
     /* url-scheme signature cache: signature of {"url": sig_url} */
     char *sig_url;
     char *sig_b64;
-    bool op_running; /* a provider operation is in flight */
+    bool fail_counted; /* this instance's failure was counted for its workergroup */
+    bool op_running;   /* a provider operation is in flight */
     int op_fails;
     double retry_after_mono;
     bool dirty;
@@ -245,6 +254,7 @@ struct engine {
     double *c_sign[3];
     double *c_reports, *c_deletes;
     double *c_actions[8];
+    double *c_failures[5]; /* instance failures by kind (lifecycle.c fail_kinds) */
     struct metrics_hist *h_route;
     struct metrics_hist *h_qwait; /* global-queue wait of requests granted after waiting */
 };
@@ -268,7 +278,7 @@ int state_random_hex(char *out, size_t n);
 /* Append a worker object (JSON) to out. */
 void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *out);
 /* Append an endpoint list row (JSON) to out. */
-void state_endpoint_json(const struct endpoint *ep, struct sbuf *out);
+void state_endpoint_json(struct engine *e, const struct endpoint *ep, struct sbuf *out);
 void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *out);
 bool state_is_ready(const struct worker *w);
 
@@ -319,6 +329,10 @@ void router_fini(struct engine *e);
 void router_kick(struct engine *e, struct endpoint *ep);
 /* Answer every held request with its waiting body now (shutdown). */
 void router_release_all(struct engine *e);
+/* The endpoint's workergroup became failing: answer its held requests with the 503 now. */
+void router_fail_held(struct engine *e, struct endpoint *ep);
+/* The 503 body of a /route/ call to an endpoint whose workergroup g is failing. */
+void router_failing_json(const struct endpoint *ep, const struct workergroup *g, struct sbuf *out);
 /* /delete_requests/: the grant's work is done; frees its capacity in the estimate. */
 void router_grant_done(struct engine *e, int64_t request_idx);
 /* A report listed request_idx as working (after w->report_seq was incremented). */
@@ -360,6 +374,12 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
                        const char *instance);
 /* A local instance exited by itself. */
 void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why);
+/* Close the breaker of g (management API: update or `retry`): failures forgotten, creates
+ * allowed at once.  why: "retry" or "updated" (event reason). */
+void lifecycle_wg_reset(struct engine *e, struct workergroup *g, const char *why);
+/* An endpoint that cannot get a ready worker because its workergroup is failing: that
+ * workergroup (else NULL). */
+struct workergroup *lifecycle_wg_blocking(struct engine *e, struct endpoint *ep);
 /* Apply a parsed /worker_status/ body.  Returns the HTTP status; err gets a message. */
 int lifecycle_report(struct engine *e, struct json_object *body, char *err, size_t errlen);
 /* Mark all workers of an endpoint/workergroup for removal. */
@@ -443,7 +463,7 @@ int store_meta_set(struct store *s, const char *key, const char *val);
 int store_flush(struct store *s);
 int store_endpoint_save(struct store *s, const struct endpoint *ep);
 int store_endpoint_delete(struct store *s, int64_t id);
-int store_wg_save(struct store *s, const struct workergroup *g);
+int store_wg_save(struct store *s, const struct workergroup *g); /* also fails, last_error */
 int store_wg_delete(struct store *s, int64_t id);
 int store_worker_save(struct store *s, const struct worker *w);
 int store_worker_delete(struct store *s, int64_t id);

@@ -109,6 +109,111 @@ static struct worker *new_worker(struct engine *e, struct endpoint *ep, struct w
     return w;
 }
 
+/* ---- instance failures: per-workergroup back-off and breaker ----
+ *
+ * Every way an instance can fail counts once per worker: its create or start failed, it
+ * exited by itself, it reported error_msg, or it never became ready (silent until destroyed
+ * as unavailable, or not ready within --ready-timeout-s).  The n-th consecutive failure of a
+ * workergroup delays its next create by error_backoff_s x 2^(n-1), at most 32x; at
+ * error_breaker failures the workergroup is `failing` and creates nothing until the
+ * configuration changes or an operator retries it.  Only a worker that became ready after the
+ * last failure and stayed ready error_reset_s resets the count. */
+
+static const char *const fail_kinds[] = {"create", "start", "exited", "error", "not_ready"};
+enum { FK_CREATE, FK_START, FK_EXITED, FK_ERROR, FK_NOT_READY };
+
+static void wg_gauges(struct engine *e, struct workergroup *g)
+{
+    if (!e->metrics) return;
+    if (!g->g_failing) {
+        struct endpoint *ep = state_endpoint_by_id(e, g->endpoint_id);
+        char n[256];
+        snprintf(n, sizeof n,
+                 "sgpu_engine_workergroup_failing{endpoint=\"%s\",workergroup=\"%lld\"}",
+                 ep ? ep->name : "", (long long)g->id);
+        g->g_failing = metrics_gauge(e->metrics, n, "1 while the workergroup's breaker is open");
+        snprintf(n, sizeof n,
+                 "sgpu_engine_workergroup_failures{endpoint=\"%s\",workergroup=\"%lld\"}",
+                 ep ? ep->name : "", (long long)g->id);
+        g->g_fails =
+            metrics_gauge(e->metrics, n, "Consecutive instance failures of the workergroup");
+    }
+    *g->g_failing = g->failing ? 1 : 0;
+    *g->g_fails = g->fails;
+}
+
+static void wg_failure(struct engine *e, struct worker *w, int kind, const char *msg)
+{
+    if (w->fail_counted || w->retired || e->stopping) return;
+    struct workergroup *g = state_wg_by_id(e, w->wg_id);
+    if (!g || g->deleting) return;
+    w->fail_counted = true;
+    struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
+    double now = time_mono();
+    g->fails++;
+    g->last_fail_mono = now;
+    snprintf(g->last_error, sizeof g->last_error, "%s", msg && *msg ? msg : fail_kinds[kind]);
+    int f = g->fails > 6 ? 6 : g->fails;
+    double delay = e->opts.error_backoff_s * pow(2, f - 1);
+    g->create_after = now + delay;
+    if (e->c_failures[kind]) *e->c_failures[kind] += 1;
+    char dl[40], in[256];
+    pyj_format_float(delay, dl, sizeof dl);
+    snprintf(in, sizeof in,
+             "{\"workergroup\": %lld, \"kind\": \"%s\", \"failures\": %d, \"delay_s\": %s, "
+             "\"breaker\": %d}",
+             (long long)g->id, fail_kinds[kind], g->fails, dl, e->opts.error_breaker);
+    lifecycle_event(e, ep, w, "backoff", g->last_error, in);
+    if (!g->failing && e->opts.error_breaker > 0 && g->fails >= e->opts.error_breaker) {
+        g->failing = true;
+        char why[700];
+        snprintf(why, sizeof why, "%d consecutive instance failures; last: %s", g->fails,
+                 g->last_error);
+        lifecycle_event(e, ep, NULL, "workergroup_failing", why, in);
+        log_error("workergroup_failing", "workergroup=%lld failures=%d", (long long)g->id,
+                  g->fails);
+        if (ep) router_fail_held(e, ep);
+    }
+    wg_gauges(e, g);
+    store_wg_save(e->store, g);
+}
+
+void lifecycle_wg_reset(struct engine *e, struct workergroup *g, const char *why)
+{
+    bool was = g->failing || g->fails > 0;
+    g->failing = false;
+    g->fails = 0;
+    g->create_after = 0;
+    g->last_fail_mono = time_mono();
+    if (was) {
+        struct endpoint *ep = state_endpoint_by_id(e, g->endpoint_id);
+        char in[64];
+        snprintf(in, sizeof in, "{\"workergroup\": %lld}", (long long)g->id);
+        lifecycle_event(e, ep, NULL, "workergroup_reset", why, in);
+    }
+    wg_gauges(e, g);
+    store_wg_save(e->store, g);
+}
+
+/* Creates allowed now (re-checked after each create: one that fails at once backs off). */
+static bool wg_can_create(const struct workergroup *g)
+{
+    return !g->failing && time_mono() >= g->create_after;
+}
+
+struct workergroup *lifecycle_wg_blocking(struct engine *e, struct endpoint *ep)
+{
+    struct workergroup *g = state_wg_for_endpoint(e, ep->id);
+    if (!g || !g->failing) return NULL;
+    for (size_t k = 0; k < ep->nws; k++) {
+        const struct worker *w = ep->ws[k];
+        if (w->retired) continue;
+        /* a ready, coming or parked worker can still serve: not blocked */
+        if (w->state != WS_ERROR && w->state != WS_DESTROYING && !w->fail_counted) return NULL;
+    }
+    return g;
+}
+
 void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
                        const char *instance)
 {
@@ -132,16 +237,13 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
             if (instance) snprintf(w->instance, sizeof w->instance, "%s", instance);
             w->started_at = time_wall();
             w->last_report_mono = 0;
+            /* a successful create is not a success of the model: only a worker that stays
+             * ready resets the workergroup's failure count (see wg_failure) */
             if (w->state == WS_CREATING) state_set(e, w, WS_LOADING, "created");
-            if (ep) ep->create_fails = 0;
         } else {
             snprintf(w->error_msg, sizeof w->error_msg, "%s", why);
             state_set(e, w, WS_ERROR, why);
-            if (ep) {
-                ep->create_fails++;
-                int f = ep->create_fails > 6 ? 6 : ep->create_fails;
-                ep->create_after = now + e->opts.error_backoff_s * pow(2, f - 1);
-            }
+            wg_failure(e, w, FK_CREATE, why);
         }
         break;
     case OP_START:
@@ -155,6 +257,7 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
         } else {
             snprintf(w->error_msg, sizeof w->error_msg, "%s", why);
             state_set(e, w, WS_ERROR, why);
+            wg_failure(e, w, FK_START, why);
         }
         break;
     case OP_STOP:
@@ -186,6 +289,7 @@ void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why)
     if (!w || w->state == WS_DESTROYING || w->state == WS_ERROR) return;
     snprintf(w->error_msg, sizeof w->error_msg, "instance exited: %s", why);
     state_set(e, w, WS_ERROR, w->error_msg);
+    wg_failure(e, w, FK_EXITED, w->error_msg);
 }
 
 /* ---- /worker_status/ ---- */
@@ -318,11 +422,8 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
         if (w->state != WS_DESTROYING && w->state != WS_ERROR) {
             state_set(e, w, WS_ERROR, emsg);
-            if (ep) { /* a model that keeps failing is replaced with growing back-off */
-                ep->create_fails++;
-                int f = ep->create_fails > 6 ? 6 : ep->create_fails;
-                ep->create_after = now + e->opts.error_backoff_s * pow(2, f - 1);
-            }
+            /* a model that keeps failing is replaced with growing back-off */
+            wg_failure(e, w, FK_ERROR, emsg);
         }
         return 200;
     }
@@ -332,10 +433,9 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     case WS_MODEL_LOADING:
     case WS_STARTING:
     case WS_UNAVAILABLE:
-        if (w->max_perf > 0 && w->url[0]) {
+        if (w->max_perf > 0 && w->url[0])
             state_set(e, w, WS_IDLE, "ready (report)");
-            if (ep) ep->create_fails = 0;
-        } else
+        else
             state_set(e, w, WS_MODEL_LOADING, "loading (report)");
         break;
     default:
@@ -434,6 +534,16 @@ static void check_reports(struct engine *e, double now)
         switch (w->state) {
         case WS_LOADING:
         case WS_MODEL_LOADING:
+            /* reports, but never becomes ready (a benchmark that hangs, a model stuck) */
+            if (e->opts.ready_timeout_s > 0 && w->loaded_at == 0 && w->created_at > 0 &&
+                time_wall() - w->created_at > e->opts.ready_timeout_s) {
+                snprintf(w->error_msg, sizeof w->error_msg, "not ready %.0f s after its create",
+                         e->opts.ready_timeout_s);
+                state_set(e, w, WS_ERROR, w->error_msg);
+                wg_failure(e, w, FK_NOT_READY, w->error_msg);
+                break;
+            }
+            /* fall through */
         case WS_IDLE:
         case WS_STARTING: {
             double seen = w->last_report_mono > w->state_since_mono ? w->last_report_mono
@@ -561,12 +671,33 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
                 start_op(e, w, OP_DESTROY, "retry destroy", inputs.data);
             } else if (w->state == WS_UNAVAILABLE &&
                        now - w->state_since_mono > e->opts.unavailable_destroy_s) {
+                if (w->loaded_at == 0) /* silent before it was ever ready */
+                    wg_failure(e, w, FK_NOT_READY, "never became ready (no report)");
                 start_op(e, w, OP_DESTROY, "unavailable too long", inputs.data);
             }
         }
         if (ep->nws == before) k++; /* else w was removed and ws[k] is another worker */
     }
     if (!g) goto out; /* no provider: nothing to actuate */
+    /* a worker that became ready after the last failure and stayed ready resets the count */
+    if (g->fails > 0 && !g->failing) {
+        for (size_t k = 0; k < ep->nws; k++) {
+            const struct worker *w = ep->ws[k];
+            if (w->wg_id == g->id && w->state == WS_IDLE && w->max_perf > 0 &&
+                w->state_since_mono > g->last_fail_mono &&
+                now - w->state_since_mono >= e->opts.error_reset_s) {
+                char rin[64];
+                snprintf(rin, sizeof rin, "{\"workergroup\": %lld, \"failures\": %d}",
+                         (long long)g->id, g->fails);
+                g->fails = 0;
+                g->create_after = 0;
+                lifecycle_event(e, ep, w, "backoff_reset", "a worker stayed ready", rin);
+                store_wg_save(e->store, g);
+                break;
+            }
+        }
+    }
+    wg_gauges(e, g);
 
     int active_now = in.ready + in.pending_active;
     int inactive_now = in.stopped + in.pending_park;
@@ -604,7 +735,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
                 inactive_now--;
             }
         }
-        while (need > 0 && (int)ep->nws < ep->p.max_workers && now >= ep->create_after) {
+        while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
             struct worker *w = new_worker(e, ep, g, WI_ACTIVE);
             if (!w) break;
             start_op(e, w, OP_CREATE, out.reason, inputs.data);
@@ -685,7 +816,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     /* 5. inactive short: create parking workers; surplus: destroy stopped ones */
     if (in.inactive_allowed) {
         int need = out.i - inactive_now;
-        while (need > 0 && (int)ep->nws < ep->p.max_workers && now >= ep->create_after) {
+        while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
             struct worker *w = new_worker(e, ep, g, WI_PARK);
             if (!w) break;
             start_op(e, w, OP_CREATE, "inactive target", inputs.data);

@@ -33,6 +33,12 @@ void emetrics_init(struct engine *e)
         snprintf(n, sizeof n, "sgpu_engine_scale_actions_total{action=\"%s\"}", acts[i]);
         e->c_actions[i] = metrics_counter(m, n, "Scaling actions and decisions");
     }
+    static const char *const kinds[] = {"create", "start", "exited", "error", "not_ready"};
+    for (int i = 0; i < 5; i++) {
+        char n[128];
+        snprintf(n, sizeof n, "sgpu_engine_instance_failures_total{kind=\"%s\"}", kinds[i]);
+        e->c_failures[i] = metrics_counter(m, n, "Instance failures counted for back-off");
+    }
     e->h_route = metrics_histogram(m, "sgpu_engine_route_seconds", "Time to answer /route/",
                                    route_bounds, sizeof route_bounds / sizeof route_bounds[0]);
     static const double wait_bounds[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};

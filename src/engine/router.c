@@ -499,6 +499,44 @@ void router_release_all(struct engine *e)
             if (q->held) hold_answer_waiting(q);
 }
 
+void router_failing_json(const struct endpoint *ep, const struct workergroup *g, struct sbuf *out)
+{
+    char msg[800];
+    snprintf(msg, sizeof msg,
+             "endpoint %s has no ready worker and its workergroup %lld is failing after %d "
+             "consecutive instance failures (creates stopped until it is updated or retried: "
+             "sgpu workergroup retry %lld); last error: %s",
+             ep->name, (long long)g->id, g->fails, (long long)g->id, g->last_error);
+    sbuf_puts(out, "{\"success\": false, \"error\": \"workergroup_failing\", \"msg\": ");
+    pyj_write_string(out, msg, strlen(msg));
+    sbuf_puts(out, ", \"endpoint\": ");
+    pyj_write_string(out, ep->name, strlen(ep->name));
+    sbuf_printf(out,
+                ", \"workergroup_id\": %lld, \"failures\": %d, \"last_error\": ", (long long)g->id,
+                g->fails);
+    pyj_write_string(out, g->last_error, strlen(g->last_error));
+    sbuf_putc(out, '}');
+}
+
+/* Held requests of ep get the 503 now and leave the queue: nothing will serve them. */
+void router_fail_held(struct engine *e, struct endpoint *ep)
+{
+    struct workergroup *g = lifecycle_wg_blocking(e, ep);
+    if (!g) return;
+    for (struct qreq *q = ep->qhead, *n; q && ep->nheld; q = n) {
+        n = q->next;
+        if (!q->held) continue;
+        struct evhttp_request *req = q->held;
+        hold_end(q);
+        struct sbuf out = SBUF_INIT;
+        router_failing_json(ep, g, &out);
+        *e->c_routes_error += 1;
+        http_reply_json(req, 503, out.data, out.len);
+        sbuf_free(&out);
+        q_unlink(ep, q);
+    }
+}
+
 int router_init(struct engine *e)
 {
     e->grants = idmap_new();
@@ -543,6 +581,14 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     /* q_active is refreshed every tick; requests queued since then count too */
     size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
     bool ok = best && (q || slots > (double)waiting);
+    struct workergroup *failing = best ? NULL : lifecycle_wg_blocking(e, ep);
+    if (failing) {
+        /* nothing will serve it until an operator acts: say why instead of "waiting" */
+        if (q) q_unlink(ep, q);
+        *e->c_routes_error += 1;
+        router_failing_json(ep, failing, out);
+        return 503;
+    }
     if (!ok) {
         ep->want_scale_up = true;
         if (!q) {

@@ -248,7 +248,7 @@ void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *ou
     (void)e;
 }
 
-void state_endpoint_json(const struct endpoint *ep, struct sbuf *out)
+void state_endpoint_json(struct engine *e, const struct endpoint *ep, struct sbuf *out)
 {
     sbuf_printf(out, "{\"id\": %lld, \"endpoint_name\": ", (long long)ep->id);
     pyj_write_string(out, ep->name, strlen(ep->name));
@@ -263,6 +263,10 @@ void state_endpoint_json(const struct endpoint *ep, struct sbuf *out)
                 ep->nws, ep->qlen, ep->last_a, ep->last_i);
     put_f(out, "predicted_load", ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow, true);
     put_f(out, "perf_estimate", ep->perf_est, true);
+    /* the state of the workergroup that creates its workers (failing: see last_error) */
+    const struct workergroup *g = state_wg_for_endpoint(e, ep->id);
+    put_s(out, "workergroup_state", !g ? "none" : g->failing ? "failing" : "active");
+    put_s(out, "last_error", g ? g->last_error : "");
     sbuf_putc(out, '}');
 }
 
@@ -280,5 +284,13 @@ void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *o
                 g->test_workers);
     put_f(out, "gpu_ram", g->gpu_ram, true);
     put_f(out, "created_at", g->created_at, true);
-    sbuf_printf(out, ", \"state\": \"%s\"}", g->deleting ? "deleting" : "active");
+    sbuf_printf(out, ", \"state\": \"%s\", \"failures\": %d",
+                g->deleting  ? "deleting"
+                : g->failing ? "failing"
+                             : "active",
+                g->fails);
+    put_s(out, "last_error", g->last_error);
+    double wait = g->create_after - time_mono();
+    put_f(out, "backoff_s", g->failing || wait < 0 ? 0 : wait, true);
+    sbuf_putc(out, '}');
 }

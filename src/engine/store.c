@@ -17,7 +17,7 @@
 #include "log.h"
 #include "pyjson.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 struct store {
     sqlite3 *db;
@@ -45,6 +45,9 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  endpoint_id INTEGER NOT NULL, worker_id INTEGER NOT NULL, kind TEXT NOT NULL,"
     "  reason TEXT NOT NULL, inputs TEXT NOT NULL);"
     "CREATE INDEX events_ep ON events(endpoint_id, id);",
+    /* 2: instance-failure back-off per workergroup (state 'failing' = breaker open) */
+    "ALTER TABLE workergroups ADD COLUMN fails INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE workergroups ADD COLUMN last_error TEXT NOT NULL DEFAULT '';",
 };
 
 static int exec(struct store *s, const char *sql)
@@ -221,8 +224,8 @@ int store_wg_save(struct store *s, const struct workergroup *g)
 {
     if (txn(s)) return -1;
     sqlite3_stmt *st = prep(s, "INSERT OR REPLACE INTO workergroups(id, endpoint_id, provider,"
-                               " launch, test_workers, gpu_ram, state, created_at)"
-                               " VALUES(?,?,?,?,?,?,?,?)");
+                               " launch, test_workers, gpu_ram, state, created_at, fails,"
+                               " last_error) VALUES(?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, g->id);
     sqlite3_bind_int64(st, 2, g->endpoint_id);
@@ -231,8 +234,14 @@ int store_wg_save(struct store *s, const struct workergroup *g)
                       SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 5, g->test_workers);
     sqlite3_bind_double(st, 6, g->gpu_ram);
-    sqlite3_bind_text(st, 7, g->deleting ? "deleting" : "active", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7,
+                      g->deleting  ? "deleting"
+                      : g->failing ? "failing"
+                                   : "active",
+                      -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 8, g->created_at);
+    sqlite3_bind_int(st, 9, g->fails);
+    sqlite3_bind_text(st, 10, g->last_error, -1, SQLITE_STATIC);
     return step_done(s, st);
 }
 
@@ -421,7 +430,7 @@ int store_load(struct store *s, struct engine *e)
     sqlite3_finalize(st);
 
     st = prep(s, "SELECT id, endpoint_id, provider, launch, test_workers, gpu_ram, state,"
-                 " created_at FROM workergroups ORDER BY id");
+                 " created_at, fails, last_error FROM workergroups ORDER BY id");
     if (!st) return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
         struct workergroup *g = calloc(1, sizeof *g);
@@ -434,7 +443,10 @@ int store_load(struct store *s, struct engine *e)
         g->test_workers = sqlite3_column_int(st, 4);
         g->gpu_ram = sqlite3_column_double(st, 5);
         g->deleting = strcmp(col(st, 6), "deleting") == 0;
+        g->failing = strcmp(col(st, 6), "failing") == 0;
         g->created_at = sqlite3_column_double(st, 7);
+        g->fails = sqlite3_column_int(st, 8);
+        snprintf(g->last_error, sizeof g->last_error, "%s", col(st, 9));
         state_wg_add(e, g);
     }
     sqlite3_finalize(st);

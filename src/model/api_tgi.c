@@ -204,11 +204,12 @@ void api_tgi_info(struct srv *s, struct evhttp_request *req)
     sbuf_printf(&b,
                 ", \"model_device_type\": \"cpu\", \"model_pipeline_tag\": \"text-generation\", "
                 "\"max_concurrent_requests\": %d, \"max_best_of\": 1, \"max_stop_sequences\": 16, "
-                "\"max_input_length\": %d, \"max_total_tokens\": %d, \"max_batch_size\": %d, "
+                "\"max_input_tokens\": %d, \"max_input_length\": %d, \"max_total_tokens\": %d, "
+                "\"max_batch_size\": %d, "
                 "\"validation_workers\": 1, \"version\": \"sgpu-model 0.1.0\", \"sha\": null, "
                 "\"docker_label\": null, \"router\": \"sgpu-model\", \"vocab_size\": %d, "
                 "\"threads\": %d, \"weight_bytes_per_step\": %zu, \"n_params\": %llu}",
-                s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx, s->max_batch,
+                s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx - 1, s->n_ctx, s->max_batch,
                 s->model->hp.n_vocab, s->threads, s->model->weight_bytes,
                 (unsigned long long)s->model->n_params);
     srv_reply_sbuf(req, 200, "application/json", &b);

@@ -102,6 +102,7 @@ void wreq_end(struct wreq *wr, enum outcome out)
     }
     w->n_out[out]++;
     *w->m_req_total[out] += 1;
+    benchmark_observe(w, out == OUT_SUCCESS, wr->workload, time_mono() - wr->m_enter);
     if (w->m_latency) metrics_observe(w->m_latency, time_mono() - wr->m_enter);
     w->update_pending = true;
     report_request_done(w, wr, out);

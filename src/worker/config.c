@@ -162,7 +162,7 @@ static const struct opt opts[NOPT] = {
     [O_BENCH_TIMEOUT] = {"SGPU_BENCHMARK_TIMEOUT", "benchmark-timeout", "600",
                          "per-request benchmark timeout (s)"},
     [O_BENCH_PAYLOAD] = {"SGPU_BENCHMARK_PAYLOAD", "benchmark-payload", NULL,
-                         "benchmark payload JSON (generic backend)"},
+                         "benchmark payload JSON, sent as given (replaces a preset's sized one)"},
     [O_BENCH_ROUTE] = {"SGPU_BENCHMARK_ROUTE", "benchmark-route", "/",
                        "route the generic benchmark payload is posted to"},
     [O_MAX_PERF] = {"SGPU_MAX_PERF", "max-perf", "100",

@@ -21,16 +21,16 @@ static void filler_words(struct sbuf *b, int n)
     }
 }
 
-static char *bench_tgi(void)
+static char *bench_tgi(int words, int max_new)
 {
     struct sbuf b = SBUF_INIT;
     sbuf_puts(&b, "{\"inputs\": \"");
-    filler_words(&b, 250);
-    sbuf_puts(&b, "\", \"parameters\": {\"max_new_tokens\": 256}}");
+    filler_words(&b, words);
+    sbuf_printf(&b, "\", \"parameters\": {\"max_new_tokens\": %d}}", max_new);
     return sbuf_steal(&b, NULL);
 }
 
-static char *bench_openai(void)
+static char *bench_openai(int words, int max_new)
 {
     const char *model = getenv("MODEL_NAME");
     if (!model) model = getenv("VLLM_MODEL");
@@ -39,9 +39,16 @@ static char *bench_openai(void)
     sbuf_puts(&b, "{\"model\": ");
     pyj_write_string(&b, model, strlen(model));
     sbuf_puts(&b, ", \"prompt\": \"");
-    filler_words(&b, 250);
-    sbuf_puts(&b, "\", \"max_tokens\": 500, \"temperature\": 0.7}");
+    filler_words(&b, words);
+    sbuf_printf(&b, "\", \"max_tokens\": %d, \"temperature\": 0.7}", max_new);
     return sbuf_steal(&b, NULL);
+}
+
+char *handlers_bench_payload(const struct handler *h, int words, int max_new)
+{
+    if (h->bench_preset == BENCH_TGI) return bench_tgi(words, max_new);
+    if (h->bench_preset == BENCH_OPENAI) return bench_openai(words, max_new);
+    return NULL;
 }
 
 static struct handler *add(struct worker *w, const char *route, const char *upstream,
@@ -259,11 +266,13 @@ int handlers_init(struct worker *w)
         if (load_config_file(w, c->config_file) != 0) return -1;
     } else if (strcmp(c->backend, "tgi") == 0) {
         struct handler *h = add(w, "/generate", NULL, WL_TGI, 256, true, PC_TGI);
-        h->bench_payload = bench_tgi();
+        h->bench_payload = bench_tgi(BENCH_WORDS, BENCH_TGI_NEW);
+        h->bench_preset = BENCH_TGI;
         add(w, "/generate_stream", NULL, WL_TGI, 256, true, PC_TGI);
     } else if (strcmp(c->backend, "openai") == 0) {
         struct handler *h = add(w, "/v1/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
-        h->bench_payload = bench_openai();
+        h->bench_payload = bench_openai(BENCH_WORDS, BENCH_OPENAI_NEW);
+        h->bench_preset = BENCH_OPENAI;
         h->unwrap_input = true;
         add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT)->unwrap_input = true;
     } else if (strcmp(c->backend, "comfyui") == 0) {
@@ -283,6 +292,12 @@ int handlers_init(struct worker *w)
     if (w->generic && c->bench_payload && !w->bench_handler) {
         w->generic->bench_payload = strdup(c->bench_payload);
         w->bench_handler = w->generic;
+    } else if (c->bench_payload && w->bench_handler && !c->config_file[0]) {
+        /* SGPU_BENCHMARK_PAYLOAD replaces a preset's payload (sent as given, not sized) */
+        struct handler *h = w->bench_handler;
+        free(h->bench_payload);
+        h->bench_payload = strdup(c->bench_payload);
+        h->bench_preset = BENCH_CUSTOM;
     }
     return 0;
 }

@@ -32,6 +32,12 @@ static void status_json(struct worker *w, struct sbuf *b)
     put_float(b, w->max_perf);
     sbuf_puts(b, ", \"last_error\": ");
     pyj_write_string(b, w->error_msg, strlen(w->error_msg));
+    /* how max_perf was obtained; fallback: the benchmark's cause (docs/worker.md Lifecycle) */
+    const char *how = w->bi.how ? w->bi.how : "off";
+    sbuf_printf(b, ", \"benchmark\": {\"how\": \"%s\", \"cause\": ", how);
+    pyj_write_string(b, w->bi.cause, strlen(w->bi.cause));
+    sbuf_printf(b, ", \"words\": %d, \"max_new_tokens\": %d, \"model_max_total_tokens\": %d}",
+                w->bi.words, w->bi.max_new, w->bi.limit_total);
     sbuf_printf(b, ", \"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
                 w->cfg.scheme == AUTH_URL         ? "url"
                 : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2"
@@ -82,6 +88,7 @@ static void refresh(void *arg)
     *w->m_queued = q;
     *w->m_max_perf = w->max_perf;
     *w->m_phase = (double)w->phase;
+    if (w->bi.m_fallback) *w->bi.m_fallback = w->bi.how && !strcmp(w->bi.how, "fallback") ? 1 : 0;
 }
 
 void status_metrics_init(struct worker *w)
@@ -112,6 +119,9 @@ void status_metrics_init(struct worker *w)
     w->m_working = metrics_gauge(m, "sgpu_worker_requests_working", "Requests queued or running");
     w->m_queued = metrics_gauge(m, "sgpu_worker_requests_queued", "Requests waiting in FIFOs");
     w->m_max_perf = metrics_gauge(m, "sgpu_worker_max_perf", "Benchmark result (workload/s)");
+    w->bi.m_fallback =
+        metrics_gauge(m, "sgpu_worker_benchmark_fallback",
+                      "1 while max_perf is estimated from served requests (benchmark refused)");
     static const double bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300};
     w->m_latency = metrics_histogram(m, "sgpu_worker_request_seconds",
                                      "Time from admission to the end of the answer", bounds,

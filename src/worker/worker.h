@@ -49,6 +49,25 @@ enum outcome { OUT_SUCCESS, OUT_ERROR, OUT_CANCELLED, OUT_REJECTED };
 struct wreq;
 TAILQ_HEAD(wreq_list, wreq);
 
+enum bench_preset { BENCH_CUSTOM = 0, BENCH_TGI, BENCH_OPENAI };
+/* The preset LM benchmark shape: filler words of at most 7 ASCII letters (<= 8 tokens each with
+ * the space, even for a byte-level vocabulary) and the generation length. */
+#define BENCH_WORDS 250
+#define BENCH_TGI_NEW 256
+#define BENCH_OPENAI_NEW 500
+
+/* How max_perf was obtained (benchmark.c; /status "benchmark"). */
+struct bench_info {
+    const char *how;    /* "off", "running", "measured", "cached", "fallback" */
+    char cause[512];    /* fallback: why the benchmark could not run */
+    int words, max_new; /* preset prompt shape sent (0 = custom payload) */
+    int limit_total;    /* model's published context (tokens; 0 = unknown) */
+    double fb_work[16]; /* fallback: workload and seconds of the last successful requests */
+    double fb_secs[16];
+    int fb_n, fb_pos;
+    double *m_fallback; /* gauge: 1 while max_perf is the fallback estimate */
+};
+
 struct handler {
     char route[256];    /* worker path; "*" = any POST path (generic) */
     char upstream[256]; /* model-server path; "" = same as the request path */
@@ -61,6 +80,8 @@ struct handler {
     int stream;          /* -1 auto (by upstream Content-Type / chunking), 0 never, 1 always */
     bool unwrap_input;   /* forward payload["input"] when it is an object (openai worker) */
     char *bench_payload; /* JSON text, or NULL */
+    int bench_preset;    /* BENCH_CUSTOM: bench_payload as given; else the worker's own LM
+                          * payload, re-generated at the size the model accepts */
     /* serial FIFO state */
     struct wreq_list queue;
     int nqueued;
@@ -238,6 +259,7 @@ struct worker {
     struct event *sig_term, *sig_int;
     struct lifecycle *lc;
     struct benchmark *bench;
+    struct bench_info bi;
     struct listener *lst;
 
     bool draining;
@@ -330,6 +352,15 @@ int benchmark_start(struct worker *w);
 void benchmark_stop(struct worker *w);
 int benchmark_cache_read(const char *path, double *perf);
 int benchmark_cache_write(const char *path, double perf);
+/* A request ended (admission.c): with the fallback estimate, a successful one refines max_perf
+ * (workload units, seconds from admission to the end). */
+void benchmark_observe(struct worker *w, bool success, double workload, double seconds);
+/* Size the worker's own benchmark to a model context: (words, max_new) shrunk so that the
+ * prompt (<= 8 tokens per word) plus the generation fit total tokens and the prompt fits
+ * max_input (0 = total - 1).  Pure (unit-tested). */
+void benchmark_size(int total, int max_input, int *words, int *max_new);
+/* handlers.c: the preset payload of h at this shape (malloc'd), NULL for a custom payload. */
+char *handlers_bench_payload(const struct handler *h, int words, int max_new);
 
 /* report.c */
 int report_init(struct worker *w);

@@ -94,6 +94,10 @@ class FakeEngine(Base):
                                         "request_idx": idx})
             if kind == "status":
                 return self.reply(arg, {"success": False, "error": "x", "msg": "scripted"})
+            if kind == "failing":  # the engine's breaker answer (docs/engine.md /route/)
+                return self.reply(503, {"success": False, "error": "workergroup_failing",
+                                        "msg": arg, "endpoint": req["endpoint"],
+                                        "workergroup_id": 3, "failures": 5, "last_error": arg})
             # raw text with a float cost kept as written (the client must pass it verbatim)
             raw = ('{"endpoint": "%s", "url": "%s", "cost": 100.0, "reqnum": %d, '
                    '"signature": "c2ln", "request_idx": %d, "__request_id": "u-%d"}'
@@ -103,6 +107,8 @@ class FakeEngine(Base):
             return self.reply(200, {"success": True, "result": 7})
         if self.path == "/api/v0/workergroups/":
             return self.reply(200, {"success": True, "result": 3})
+        if self.path == "/api/v0/workergroups/3/retry/":
+            return self.reply(200, {"success": True})
         self.reply(404, {"success": False, "error": "not_found", "msg": "no route"})
 
     def do_GET(self):
@@ -435,6 +441,18 @@ class CliTest(unittest.TestCase):
         self.assertEqual(e.calls[-1][1], "/api/v0/events/?limit=5&endpoint=demo")
         self.assertIn("scale_up", r.stdout)
         self.assertIn("2023-11-14T22:13:20Z", r.stdout)
+
+    def test_failing_workergroup_ends_the_call_at_once(self):
+        e = self.engine([("wait", None), ("failing", "model server exited 4 times")])
+        r = self.sgpu("--api-key", "A", "call", "--endpoint", "demo", "--data", "{}",
+                      "--max-time", "120", engine=e)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("workergroup_failing", r.stderr)
+        self.assertIn("model server exited 4 times", r.stderr)
+        self.assertEqual(len([c for c in e.calls if c[1] == "/route/"]), 2)  # not retried
+        r = self.sgpu("--api-key", "A", "workergroup", "retry", "3", engine=e)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(e.calls[-1][:2], ("POST", "/api/v0/workergroups/3/retry/"))
 
     def test_management_error_is_reported(self):
         e = self.engine([("wait", None)])
