@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev \
-libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk"
+libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk \
+unicode-data"
 
 missing=""
 for p in $PKGS; do
