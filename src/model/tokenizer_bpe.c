@@ -94,7 +94,7 @@ struct spl {
 
 static void spl_add(struct spl *o, size_t end)
 {
-    if (o->n && o->end[o->n - 1] >= end) return; /* empty piece */
+    if (end == 0 || (o->n && o->end[o->n - 1] >= end)) return; /* empty piece */
     if (o->n == o->cap) {
         o->cap = o->cap ? o->cap * 2 : 64;
         o->end = realloc(o->end, o->cap * sizeof *o->end);

@@ -210,6 +210,8 @@ static void test_pretokenizers(void **st)
     expect_split(
         TOK_PRE_DEFAULT, "a+b=c 12345 x,y",
         (const char *const[]){"a", "+", "b", "=", "c", " ", "123", "45", " x", ",", "y", NULL});
+    /* a piece that starts with a 3-digit group (no empty piece before it) */
+    expect_split(TOK_PRE_DEFAULT, "12345", (const char *const[]){"123", "45", NULL});
     /* names */
     enum tok_pre pre;
     bool im, bos = false;
