@@ -323,3 +323,21 @@ void api_oai_models(struct srv *s, struct evhttp_request *req)
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);
 }
+
+void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id)
+{
+    if (strcmp(id, s->model_id) != 0) {
+        srv_oai_error_param(req, 404, "invalid_request_error", "model_not_found", "model",
+                            "The model `%.200s` does not exist", id);
+        return;
+    }
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"id\": ");
+    jw_cstr(&b, s->model_id);
+    sbuf_printf(&b,
+                ", \"object\": \"model\", \"created\": 0, \"owned_by\": \"sgpu\", "
+                "\"max_model_len\": %d}",
+                s->n_ctx);
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
+}
