@@ -269,6 +269,7 @@ static void creq_free(struct creq *c)
     gen_req_free(c->g);
     sbuf_free(&c->text);
     sbuf_free(&c->toks);
+    sbuf_free(&c->top_toks);
     free(c->prefix);
     free(c);
 }
@@ -401,15 +402,7 @@ static void creq_event(struct creq *c, const struct gen_event *e)
             send_chunk(c, &out);
         }
     } else if (c->api == API_TGI && c->details && e->token >= 0) {
-        struct sbuf piece = SBUF_INIT;
-        tok_piece(&s->model->tok, e->token, &piece);
-        if (c->n_toks++) sbuf_puts(&c->toks, ", ");
-        sbuf_printf(&c->toks, "{\"id\": %d, \"text\": ", e->token);
-        jw_str(&c->toks, piece.data ? piece.data : "", piece.len);
-        sbuf_puts(&c->toks, ", \"logprob\": ");
-        jw_num(&c->toks, e->logprob);
-        sbuf_printf(&c->toks, ", \"special\": %s}", e->special ? "true" : "false");
-        sbuf_free(&piece);
+        api_tgi_details_add(c, e);
     }
     if (!e->finish) {
         sbuf_free(&out);

@@ -48,8 +48,9 @@ struct creq {
     struct gen_req *g;
     enum api_kind api;
     bool stream, details, gone, started, include_usage;
-    struct sbuf text; /* generated text so far (all events' text) */
-    struct sbuf toks; /* TGI details: JSON token objects, comma separated */
+    struct sbuf text;     /* generated text so far (all events' text) */
+    struct sbuf toks;     /* TGI details: JSON token objects, comma separated */
+    struct sbuf top_toks; /* TGI details: JSON arrays of top tokens, comma separated */
     int n_toks;
     char id[48];
     long created;
@@ -99,6 +100,8 @@ void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id
 /* Output formatting per API. chunk: one SSE event ("data: ...\n\n"), may be empty. */
 void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);
 void api_tgi_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out);
+/* TGI details: record a generated token (and its top tokens) for the final body. */
+void api_tgi_details_add(struct creq *c, const struct gen_event *e);
 void api_oai_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);
 void api_oai_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out);
 
