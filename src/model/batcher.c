@@ -300,8 +300,8 @@ static void *sched_main(void *arg)
             }
             float lp = 0;
             int tok = sampler_next(&r->smp, row, r->ctx_ids, r->n_ctx_ids, &lp);
-            int n_top = 0, top_id[GEN_TOP_MAX];
-            float top_lp[GEN_TOP_MAX];
+            int n_top = 0, top_id[GEN_TOP_MAX] = {0};
+            float top_lp[GEN_TOP_MAX] = {0};
             if (r->top_n > 0)
                 n_top = sampler_top(row, nv, r->top_n < GEN_TOP_MAX ? r->top_n : GEN_TOP_MAX,
                                     top_id, top_lp);

@@ -153,10 +153,10 @@ int sampler_top(const float *logits, int n, int k, int *ids, float *logprobs)
     for (int i = 1; i < n; i++)
         if (logits[i] > logits[best]) best = i;
     float mx = logits[best];
-    double z = 0;
+    double z = 1.0; /* the maximum's exp(0) */
     int have = 0;
     for (int i = 0; i < n; i++) {
-        z += exp((double)(logits[i] - mx));
+        if (i != best) z += exp((double)(logits[i] - mx));
         /* insertion into the sorted top list (ties: the earlier, lower id, stays first) */
         if (have < k || logits[i] > logits[ids[have - 1]]) {
             int j = have < k ? have++ : k - 1;
@@ -175,12 +175,13 @@ int sampler_top(const float *logits, int n, int k, int *ids, float *logprobs)
 
 float sampler_logprob(const float *logits, int n, int id)
 {
-    float mx = logits[0];
+    int best = 0;
     for (int i = 1; i < n; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double z = 0;
+        if (logits[i] > logits[best]) best = i;
+    float mx = logits[best];
+    double z = 1.0; /* the maximum's exp(0) */
     for (int i = 0; i < n; i++)
-        z += exp((double)(logits[i] - mx));
+        if (i != best) z += exp((double)(logits[i] - mx));
     return (float)((double)logits[id] - (log(z) + mx));
 }
 
