@@ -3,7 +3,7 @@
  *     characters, "▁" for spaces, optional space prefix, <0xXX> byte fallback;
  *   model "gpt2": byte-level BPE (bytes mapped to printable code points), the
  *     pre-tokenizer named by tokenizer.ggml.pre (default, gpt-2, llama-bpe,
- *     qwen2 and their llama.cpp aliases), merges ranked by their position in
+ *     qwen2, starcoder, falcon and their llama.cpp aliases), merges ranked by their position in
  *     tokenizer.ggml.merges.
  * BOS/EOS ids and add_bos/add_eos/add_space_prefix come from the metadata. */
 #ifndef SGPU_MODEL_TOKENIZER_H
@@ -18,7 +18,14 @@
 
 enum tok_kind { TOK_SPM = 0, TOK_BPE = 1 };
 /* BPE pre-tokenizer, from tokenizer.ggml.pre (see tokenizer_bpe.c) */
-enum tok_pre { TOK_PRE_DEFAULT = 0, TOK_PRE_GPT2, TOK_PRE_LLAMA3, TOK_PRE_QWEN2 };
+enum tok_pre {
+    TOK_PRE_DEFAULT = 0,
+    TOK_PRE_GPT2,
+    TOK_PRE_LLAMA3,
+    TOK_PRE_QWEN2,
+    TOK_PRE_DIGITS_GPT2, /* starcoder & co: \p{N} apart, then gpt-2 */
+    TOK_PRE_FALCON
+};
 enum tok_type {
     TT_NORMAL = 1,
     TT_UNKNOWN = 2,

@@ -10,6 +10,8 @@
  *      default:   llama.cpp's chain: [\p{P}$+<=>^~|]+, then gpt-2 inside each
  *                 piece, then \p{N}+, then [0-9]{3}; each splits every piece
  *                 into its matches and the text between them.
+ *      starcoder (refact, command-r, smollm, ...): \p{N}, then gpt-2
+ *      falcon:    [\p{P}$+<=>^~|`]+, then gpt-2, then [0-9]{3}
  *    \p{L}, \p{N} and \s come from the generated Unicode tables (unicode.h);
  *    marks (\p{M}) are neither letters nor numbers, as in the regexes.  An
  *    invalid UTF-8 byte classifies as U+FFFD (a symbol) but keeps its byte.
@@ -221,31 +223,49 @@ static void split_llama3(const struct cpi *c, size_t ini, size_t end, size_t max
 #undef FL
 }
 
-/* llama.cpp's "default" chain, stage 1: runs of [\p{P}$+<=>^~|]+ against the rest. */
-static bool default_punct(const struct cpi *c)
+/* Chains of regex splits (llama.cpp applies several regexes in turn; each
+ * splits every piece into its matches and the text between them). */
+enum stage { ST_PUNCT, ST_PUNCT_TICK, ST_GPT2, ST_NUMBER_RUNS, ST_NUMBER_EACH, ST_DIGITS3 };
+
+/* [\p{P}$+<=>^~|]  (ST_PUNCT_TICK adds the backtick, as falcon's regex does) */
+static bool is_punct(const struct cpi *c, bool tick)
 {
     uint32_t x = c->cp;
     if (x < 0x80)
         return x == '$' || x == '+' || x == '<' || x == '=' || x == '>' || x == '^' || x == '~' ||
-               x == '|' || (c->fl & UNI_PUNCT);
+               x == '|' || (tick && x == '`') || (c->fl & UNI_PUNCT);
     return !(c->fl & UNI_SPACE) && (c->fl & UNI_PUNCT);
 }
 
-/* stage 3: runs of \p{N}+ against the rest */
-static bool default_number(const struct cpi *c)
+static bool is_number(const struct cpi *c)
 {
     return !(c->fl & UNI_SPACE) && (c->fl & UNI_NUMBER);
 }
 
-static void split_runs(const struct cpi *c, size_t ini, size_t end, bool (*in)(const struct cpi *),
-                       struct spl *o)
+/* runs of X+ against the rest */
+static void split_runs(const struct cpi *c, size_t ini, size_t end, int st, struct spl *o)
 {
-    for (size_t i = ini + 1; i < end; i++)
-        if (in(&c[i]) != in(&c[i - 1])) spl_add(o, i);
+    for (size_t i = ini; i < end; i++) {
+        bool x = st == ST_NUMBER_RUNS ? is_number(&c[i]) : is_punct(&c[i], st == ST_PUNCT_TICK);
+        bool y = i == ini || (st == ST_NUMBER_RUNS ? is_number(&c[i - 1])
+                                                   : is_punct(&c[i - 1], st == ST_PUNCT_TICK));
+        if (i > ini && x != y) spl_add(o, i);
+    }
     spl_add(o, end);
 }
 
-/* stage 4: [0-9][0-9][0-9] matches (left to right) against the rest */
+/* \p{N}: every number its own piece */
+static void split_each_number(const struct cpi *c, size_t ini, size_t end, struct spl *o)
+{
+    for (size_t i = ini; i < end; i++)
+        if (is_number(&c[i])) {
+            spl_add(o, i);
+            spl_add(o, i + 1);
+        }
+    spl_add(o, end);
+}
+
+/* [0-9][0-9][0-9] matches (left to right) against the rest */
 static void split_digits3(const struct cpi *c, size_t ini, size_t end, struct spl *o)
 {
     for (size_t i = ini; i < end;) {
@@ -262,23 +282,25 @@ static void split_digits3(const struct cpi *c, size_t ini, size_t end, struct sp
 }
 
 /* Apply one stage to every piece of in (covering [0, nc)), into out. */
-static void spl_stage(const struct cpi *c, const struct spl *in, int stage, struct spl *out)
+static void spl_stage(const struct cpi *c, const struct spl *in, enum stage st, struct spl *out)
 {
     out->n = 0;
     size_t ini = 0;
     for (size_t k = 0; k < in->n; k++) {
         size_t end = in->end[k];
-        switch (stage) {
-        case 0:
-            split_runs(c, ini, end, default_punct, out);
+        switch (st) {
+        case ST_PUNCT:
+        case ST_PUNCT_TICK:
+        case ST_NUMBER_RUNS:
+            split_runs(c, ini, end, st, out);
             break;
-        case 1:
+        case ST_GPT2:
             split_gpt2(c, ini, end, out);
             break;
-        case 2:
-            split_runs(c, ini, end, default_number, out);
+        case ST_NUMBER_EACH:
+            split_each_number(c, ini, end, out);
             break;
-        default:
+        case ST_DIGITS3:
             split_digits3(c, ini, end, out);
             break;
         }
@@ -289,6 +311,11 @@ static void spl_stage(const struct cpi *c, const struct spl *in, int stage, stru
 /* Pre-tokenize nc code points into o (end positions). */
 static void pretokenize(enum tok_pre pre, const struct cpi *c, size_t nc, struct spl *o)
 {
+    static const enum stage chain_default[] = {ST_PUNCT, ST_GPT2, ST_NUMBER_RUNS, ST_DIGITS3};
+    static const enum stage chain_falcon[] = {ST_PUNCT_TICK, ST_GPT2, ST_DIGITS3};
+    static const enum stage chain_digits[] = {ST_NUMBER_EACH, ST_GPT2};
+    const enum stage *chain = chain_default;
+    size_t n_chain = 4;
     o->n = 0;
     if (nc == 0) return;
     switch (pre) {
@@ -301,13 +328,21 @@ static void pretokenize(enum tok_pre pre, const struct cpi *c, size_t nc, struct
     case TOK_PRE_QWEN2:
         split_llama3(c, 0, nc, 1, o);
         return;
+    case TOK_PRE_FALCON:
+        chain = chain_falcon;
+        n_chain = 3;
+        break;
+    case TOK_PRE_DIGITS_GPT2:
+        chain = chain_digits;
+        n_chain = 2;
+        break;
     case TOK_PRE_DEFAULT:
         break;
     }
     struct spl tmp = {0};
     spl_add(&tmp, nc);
-    for (int stage = 0; stage < 4; stage++) {
-        spl_stage(c, &tmp, stage, o);
+    for (size_t k = 0; k < n_chain; k++) {
+        spl_stage(c, &tmp, chain[k], o);
         struct spl x = tmp;
         tmp = *o;
         *o = x;
@@ -506,9 +541,11 @@ int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignor
     /* the names llama.cpp maps to these regexes (llama-vocab.cpp) */
     static const char *const llama3[] = {"llama3",  "llama-v3", "llama-bpe", "falcon3", "falcon-h1",
                                          "pixtral", "midm-2.0", "lfm2",      NULL};
-    static const char *const llama3_plain[] = {"dbrx", "smaug-bpe", NULL};
-    static const char *const gpt2[] = {"gpt-2",      "phi-2",      "jina-es", "jina-de",
-                                       "jina-v2-es", "jina-v2-de", NULL};
+    static const char *const llama3_plain[] = {"dbrx", "smaug-bpe", "chatglm-bpe", NULL};
+    static const char *const gpt2[] = {"gpt-2",      "phi-2", "jina-es", "jina-de", "jina-v2-es",
+                                       "jina-v2-de", "mpt",   "olmo",    "jais",    NULL};
+    static const char *const digits[] = {"starcoder", "refact", "command-r", "smollm",
+                                         "codeshell", "exaone", "minerva",   NULL};
     static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "stablelm2", NULL};
     *ignore_merges = false;
     if (n == 0 || name_in(name, n, (const char *const[]){"default", NULL})) {
@@ -523,6 +560,10 @@ int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignor
         *pre = TOK_PRE_GPT2;
     } else if (name_in(name, n, qwen2)) {
         *pre = TOK_PRE_QWEN2;
+    } else if (name_in(name, n, digits)) {
+        *pre = TOK_PRE_DIGITS_GPT2;
+    } else if (name_in(name, n, (const char *const[]){"falcon", NULL})) {
+        *pre = TOK_PRE_FALCON;
     } else {
         return -1;
     }

@@ -212,6 +212,12 @@ static void test_pretokenizers(void **st)
         (const char *const[]){"a", "+", "b", "=", "c", " ", "123", "45", " x", ",", "y", NULL});
     /* a piece that starts with a 3-digit group (no empty piece before it) */
     expect_split(TOK_PRE_DEFAULT, "12345", (const char *const[]){"123", "45", NULL});
+    /* starcoder & co: every digit apart, then gpt-2; falcon: punctuation with
+     * the backtick, gpt-2, then digits in threes */
+    expect_split(TOK_PRE_DIGITS_GPT2, "ab123 c",
+                 (const char *const[]){"ab", "1", "2", "3", " c", NULL});
+    expect_split(TOK_PRE_FALCON, "a`b 12345",
+                 (const char *const[]){"a", "`", "b", " ", "123", "45", NULL});
     /* names */
     enum tok_pre pre;
     bool im, bos = false;

@@ -1,4 +1,5 @@
-"""BPE pre-tokenizers (tokenizer.ggml.pre = llama-bpe, qwen2, gpt-2, default)
+"""BPE pre-tokenizers (tokenizer.ggml.pre = llama-bpe, qwen2, gpt-2, default,
+starcoder, falcon)
 against an independent reference written here: the published regexes run by
 Python's `re`, with \\p{L} and \\p{N} built from Python's own unicodedata
 (not from the unicode-data files the C tables are generated from) and \\s the
@@ -57,7 +58,9 @@ GPT2 = ("'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S
 # llama.cpp's "default" chain (tokenizer.ggml.pre absent or "default")
 DEFAULT_CHAIN = ["[{P}$+<=>^~|]+".format(P=P), GPT2, "[{N}]+".format(N=N), "[0-9][0-9][0-9]"]
 
-PATTERNS = {"llama-bpe": [LLAMA3], "qwen2": [QWEN2], "gpt-2": [GPT2], "default": DEFAULT_CHAIN}
+PATTERNS = {"llama-bpe": [LLAMA3], "qwen2": [QWEN2], "gpt-2": [GPT2], "default": DEFAULT_CHAIN,
+            "starcoder": ["[{N}]".format(N=N), GPT2],
+            "falcon": ["[{P}$+<=>^~|`]+".format(P=P), GPT2, "[0-9][0-9][0-9]"]}
 
 
 def split_regex(rx, pieces):
@@ -322,6 +325,13 @@ class PreTokenizerRefTest(unittest.TestCase):
     def test_default_absent(self):
         self.check("default", None, False)
         self.check("default", "default", False)
+
+    def test_starcoder_family(self):
+        self.check("starcoder", "starcoder", False)
+        self.check("starcoder", "command-r", False)
+
+    def test_falcon(self):
+        self.check("falcon", "falcon", False)
 
     def test_unknown_pre_warns_and_falls_back(self):
         v = Vocab("gpt-2", CORPUS, 200, False)
