@@ -309,10 +309,17 @@ void api_tgi_info(struct srv *s, struct evhttp_request *req)
                 "\"max_input_length\": %d, \"max_total_tokens\": %d, \"max_batch_size\": %d, "
                 "\"validation_workers\": 1, \"version\": \"sgpu-model 0.1.0\", \"sha\": null, "
                 "\"docker_label\": null, \"router\": \"sgpu-model\", \"vocab_size\": %d, "
-                "\"threads\": %d, \"weight_bytes_per_step\": %zu, \"n_params\": %llu}",
+                "\"threads\": %d, \"weight_bytes_per_step\": %zu, \"n_params\": %llu",
                 s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx, s->max_batch,
                 s->model->hp.n_vocab, s->threads, s->model->weight_bytes,
                 (unsigned long long)s->model->n_params);
+    /* the pre-tokenizer in use (BPE vocabularies; see tokenizer_bpe.c) */
+    sbuf_puts(&b, ", \"tokenizer_pre\": ");
+    if (s->model->tok.kind == TOK_BPE)
+        jw_cstr(&b, tok_pre_name(s->model->tok.pre));
+    else
+        sbuf_puts(&b, "null");
+    sbuf_putc(&b, '}');
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);
 }

@@ -97,6 +97,8 @@ void tok_bpe_init_bytes(struct tokenizer *t);
 /* BPE pre-tokenizer: end offsets (bytes) of the pieces of text (at most
  * max_ends stored); returns the count. */
 size_t tok_bpe_split(enum tok_pre pre, const char *text, size_t n, size_t *ends, size_t max_ends);
+/* Canonical name of a pre-tokenizer ("llama-bpe", ...). */
+const char *tok_pre_name(enum tok_pre pre);
 /* Pre-tokenizer for a tokenizer.ggml.pre value; *ignore_merges and *add_bos
  * get llama.cpp's defaults for it.  Returns -1 for an unknown value. */
 int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignore_merges,

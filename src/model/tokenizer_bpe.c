@@ -569,3 +569,22 @@ int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignor
     }
     return 0;
 }
+
+const char *tok_pre_name(enum tok_pre pre)
+{
+    switch (pre) {
+    case TOK_PRE_GPT2:
+        return "gpt-2";
+    case TOK_PRE_LLAMA3:
+        return "llama-bpe";
+    case TOK_PRE_QWEN2:
+        return "qwen2";
+    case TOK_PRE_DIGITS_GPT2:
+        return "starcoder";
+    case TOK_PRE_FALCON:
+        return "falcon";
+    case TOK_PRE_DEFAULT:
+        break;
+    }
+    return "default";
+}

@@ -58,6 +58,9 @@ class CompatTest(unittest.TestCase):
         self.assertIn("created", m)
         st, m = self.s.json("GET", "/v1/models/sgpu%2Dtiny")  # percent-decoded
         self.assertEqual(st, 200)
+        st, info = self.s.json("GET", "/info")  # SentencePiece vocabulary: no pre-tokenizer
+        self.assertIsNone(info["tokenizer_pre"])
+        self.assertEqual(st, 200)
         st, _, payload = self.s.request("GET", "/v1/models/gpt-4")
         self.assertEqual(st, 404)
         oai_error(self, payload, "model_not_found", "model")
@@ -222,6 +225,18 @@ class QueueAndRestartTest(unittest.TestCase):
         self.assertNotEqual(ids[0], ids[1])
         for i in ids:
             self.assertRegex(i, r"^cmpl-[0-9a-f]{12}-\d+$")
+
+    def test_info_names_the_pre_tokenizer(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "b.gguf")
+            subprocess.run([MODEL, "init-tiny", p, "--tokenizer", "bpe"], check=True)
+            s = Server("--model", p)
+            try:
+                st, info = s.json("GET", "/info")
+                self.assertEqual((st, info["tokenizer_pre"]), (200, "gpt-2"))
+            finally:
+                s.stop()
 
     def test_413_beyond_the_buffered_size(self):
         # 16 KiB limit: bodies past 4 x 16 KiB + 4 MiB are drained unbuffered

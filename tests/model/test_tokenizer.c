@@ -231,6 +231,58 @@ static void test_pretokenizers(void **st)
     assert_int_equal(tok_pre_from_name("tekken-x", 8, &pre, &im, &bos), -1);
 }
 
+/* Every pre-tokenizer on random bytes (valid and invalid UTF-8, all the
+ * classes): pieces are non-empty, in order, and cover the text exactly. */
+static void test_pretokenizers_cover(void **st)
+{
+    (void)st;
+    static const char *atoms[] = {"a",
+                                  "Z",
+                                  "7",
+                                  " ",
+                                  "  ",
+                                  "\t",
+                                  "\n",
+                                  "\r\n",
+                                  "'",
+                                  "'S",
+                                  "!",
+                                  "`",
+                                  "$",
+                                  "\xe0\xa4\xbf",
+                                  "\xe4\xb8\xad",
+                                  "\xe3\x80\x80",
+                                  "\xf0\x9f\x98\x80",
+                                  "\xc2\xb2",
+                                  "\xcd\xb8"};
+    enum { NA = sizeof atoms / sizeof *atoms };
+    uint64_t rng = 5;
+    char buf[256];
+    size_t ends[256];
+    for (int it = 0; it < 3000; it++) {
+        size_t n = 0, k = 1 + tiny_rand(&rng) % 30;
+        for (size_t i = 0; i < k && n < 200; i++) {
+            int r = (int)(tiny_rand(&rng) % (NA + 2));
+            if (r < NA) {
+                memcpy(buf + n, atoms[r], strlen(atoms[r]));
+                n += strlen(atoms[r]);
+            } else {
+                buf[n++] = (char)(tiny_rand(&rng) & 0xff); /* any byte, invalid ones too */
+            }
+        }
+        for (int pre = TOK_PRE_DEFAULT; pre <= TOK_PRE_FALCON; pre++) {
+            size_t np = tok_bpe_split((enum tok_pre)pre, buf, n, ends, 256);
+            assert_true(np >= 1 && np <= n);
+            size_t prev = 0;
+            for (size_t i = 0; i < np; i++) {
+                assert_true(ends[i] > prev);
+                prev = ends[i];
+            }
+            assert_int_equal(prev, n);
+        }
+    }
+}
+
 static void test_bpe_known_splits(void **st)
 {
     (void)st;
@@ -410,13 +462,10 @@ static void test_tokenizer_metadata_errors(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spm_known_splits),
-        cmocka_unit_test(test_bpe_pretokenizer),
-        cmocka_unit_test(test_pretokenizers),
-        cmocka_unit_test(test_bpe_known_splits),
-        cmocka_unit_test(test_spm_roundtrip),
-        cmocka_unit_test(test_bpe_roundtrip),
-        cmocka_unit_test(test_tokenizer_metadata_errors),
+        cmocka_unit_test(test_spm_known_splits), cmocka_unit_test(test_bpe_pretokenizer),
+        cmocka_unit_test(test_pretokenizers),    cmocka_unit_test(test_pretokenizers_cover),
+        cmocka_unit_test(test_bpe_known_splits), cmocka_unit_test(test_spm_roundtrip),
+        cmocka_unit_test(test_bpe_roundtrip),    cmocka_unit_test(test_tokenizer_metadata_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
