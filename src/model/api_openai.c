@@ -320,19 +320,6 @@ void api_oai_final_body(struct creq *c, const struct gen_event *e, struct sbuf *
     sbuf_putc(out, '}');
 }
 
-void api_oai_models(struct srv *s, struct evhttp_request *req)
-{
-    struct sbuf b = SBUF_INIT;
-    sbuf_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
-    jw_cstr(&b, s->model_id);
-    sbuf_printf(&b,
-                ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"sgpu\", "
-                "\"max_model_len\": %d}]}",
-                (long)0, s->n_ctx);
-    srv_reply_sbuf(req, 200, "application/json", &b);
-    sbuf_free(&b);
-}
-
 void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id)
 {
     if (strcmp(id, s->model_id) != 0) {
@@ -347,6 +334,19 @@ void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id
                 ", \"object\": \"model\", \"created\": 0, \"owned_by\": \"sgpu\", "
                 "\"max_model_len\": %d}",
                 s->n_ctx);
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
+}
+
+void api_oai_models(struct srv *s, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
+    jw_cstr(&b, s->model_id);
+    sbuf_printf(&b,
+                ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"sgpu\", "
+                "\"max_model_len\": %d}]}",
+                (long)0, s->n_ctx);
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);
 }

@@ -305,14 +305,16 @@ void api_tgi_info(struct srv *s, struct evhttp_request *req)
     sbuf_printf(&b,
                 ", \"model_device_type\": \"cpu\", \"model_pipeline_tag\": \"text-generation\", "
                 "\"max_concurrent_requests\": %d, \"max_best_of\": 1, \"max_stop_sequences\": 16, "
-                "\"max_top_n_tokens\": 5, "
                 "\"max_input_length\": %d, \"max_total_tokens\": %d, \"max_batch_size\": %d, "
                 "\"validation_workers\": 1, \"version\": \"sgpu-model 0.1.0\", \"sha\": null, "
                 "\"docker_label\": null, \"router\": \"sgpu-model\", \"vocab_size\": %d, "
-                "\"threads\": %d, \"weight_bytes_per_step\": %zu, \"n_params\": %llu",
+                "\"threads\": %d, \"weight_bytes_per_step\": %zu, \"n_params\": %llu}",
                 s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx, s->max_batch,
                 s->model->hp.n_vocab, s->threads, s->model->weight_bytes,
                 (unsigned long long)s->model->n_params);
+    /* more fields: reopen the object written above */
+    if (b.len && b.data[b.len - 1] == '}') b.len--;
+    sbuf_printf(&b, ", \"max_top_n_tokens\": %d", TGI_MAX_TOP_N);
     /* the pre-tokenizer in use (BPE vocabularies; see tokenizer_bpe.c) */
     sbuf_puts(&b, ", \"tokenizer_pre\": ");
     if (s->model->tok.kind == TOK_BPE)

@@ -777,8 +777,8 @@ int serve_main(int argc, char **argv)
         log_error("fatal", "error=\"cannot create the event loop\"");
         return 1;
     }
-    evhttp_set_gencb(s->http, route, s);
     evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    evhttp_set_gencb(s->http, route, s);
     if (http_server_listen(s->http, s->host, s->port, &s->bound_port) != 0) {
         log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port,
                   strerror(errno));

@@ -92,10 +92,10 @@ int jget_stop(struct json_object *o, const char *k, struct gen_req *g);
 /* API handlers */
 void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream);
 void api_tgi_info(struct srv *s, struct evhttp_request *req);
-void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat);
-void api_oai_models(struct srv *s, struct evhttp_request *req);
 /* GET /v1/models/{id}: id as in the path (percent-decoded) */
 void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id);
+void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat);
+void api_oai_models(struct srv *s, struct evhttp_request *req);
 
 /* Output formatting per API. chunk: one SSE event ("data: ...\n\n"), may be empty. */
 void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);
