@@ -76,6 +76,16 @@ $(BUILD)/src/model/%.o: src/model/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MODEL_OPT) -MMD -MP -c $< -o $@
 
+# Unicode tables of the tokenizers, generated from Debian's unicode-data
+# package into the build directory (src/model/unicode.c includes them).
+UNICODE_DIR ?= /usr/share/unicode
+# (deps-quiet first: it installs unicode-data; wildcard: no error before it has)
+$(BUILD)/gen/unicode_tables.inc: scripts/gen-unicode-tables.py $(wildcard $(UNICODE_DIR)/UnicodeData.txt $(UNICODE_DIR)/PropList.txt) | deps-quiet
+	@mkdir -p $(dir $@)
+	python3 scripts/gen-unicode-tables.py $(UNICODE_DIR) > $@.tmp && mv $@.tmp $@
+$(BUILD)/src/model/unicode.o: $(BUILD)/gen/unicode_tables.inc
+$(BUILD)/src/model/unicode.o: CFLAGS += -I$(BUILD)/gen
+
 $(LIBSGPU): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

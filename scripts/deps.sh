@@ -7,6 +7,8 @@ set -eu
 PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev \
 libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk"
 
+# unicode-data: the tokenizers' Unicode tables are generated from it at build time
+PKGS="$PKGS unicode-data"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -5,8 +5,9 @@
  * messages; max_tokens (default 16 for completions, 256 for chat, capped by
  * the context; max_completion_tokens is an alias); temperature (default 1,
  * 0 = greedy), top_p, seed, stop, n (must be 1), echo, stream,
- * stream_options.include_usage; extensions top_k, repetition_penalty, ignore_eos.
- * presence/frequency penalties, logprobs and user are accepted and ignored.
+ * stream_options.include_usage, frequency_penalty and presence_penalty (-2..2,
+ * on the counts of generated tokens); extensions top_k, repetition_penalty,
+ * ignore_eos.  logprobs and user are accepted and ignored.
  *
  * Chat template (the default for every model; GGUF Jinja templates are not
  * evaluated): each message as "<|im_start|>{role}\n{content}<|im_end|>\n",
@@ -147,6 +148,13 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
         BAD(NULL, "`stop` must be a string or a list of at most 16 strings");
     if (jget_bool(o, "ignore_eos", &g->ignore_eos, NULL))
         BAD(NULL, "`ignore_eos` must be a boolean");
+    double fpen = 0, ppen = 0;
+    if (jget_num(o, "frequency_penalty", &fpen, NULL) || !(fpen >= -2 && fpen <= 2))
+        BAD(NULL, "`frequency_penalty` must be between -2 and 2");
+    if (jget_num(o, "presence_penalty", &ppen, NULL) || !(ppen >= -2 && ppen <= 2))
+        BAD(NULL, "`presence_penalty` must be between -2 and 2");
+    g->spx.frequency_penalty = (float)fpen;
+    g->spx.presence_penalty = (float)ppen;
     struct json_object *so;
     if (json_object_object_get_ex(o, "stream_options", &so) && so &&
         json_object_is_type(so, json_type_object)) {
@@ -188,6 +196,7 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
     }
     g->prompt = ids.v;
     g->n_prompt = (int)ids.n;
+    g->spx.penalty_from = g->n_prompt; /* the penalties count generated tokens */
     if (g->n_prompt == 0) BAD(NULL, "the prompt is empty");
     if (!has_max && chat && g->n_prompt + max_tokens > s->n_ctx)
         max_tokens = s->n_ctx - g->n_prompt;
@@ -309,6 +318,24 @@ void api_oai_final_body(struct creq *c, const struct gen_event *e, struct sbuf *
                 oai_finish(e->finish));
     usage_json(out, e);
     sbuf_putc(out, '}');
+}
+
+void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id)
+{
+    if (strcmp(id, s->model_id) != 0) {
+        srv_oai_error_param(req, 404, "invalid_request_error", "model_not_found", "model",
+                            "The model `%.200s` does not exist", id);
+        return;
+    }
+    struct sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "{\"id\": ");
+    jw_cstr(&b, s->model_id);
+    sbuf_printf(&b,
+                ", \"object\": \"model\", \"created\": 0, \"owned_by\": \"sgpu\", "
+                "\"max_model_len\": %d}",
+                s->n_ctx);
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
 }
 
 void api_oai_models(struct srv *s, struct evhttp_request *req)

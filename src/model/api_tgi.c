@@ -3,10 +3,14 @@
  *
  * Request: {"inputs": str, "parameters": {max_new_tokens (default 20), temperature,
  * top_p, top_k, do_sample, seed, stop, repetition_penalty, details,
- * return_full_text, ignore_eos (extension, as in vLLM)}}.  As in TGI, sampling is on when do_sample
- * is true or any of temperature != 1, top_k, top_p < 1 is given; otherwise greedy. Validation
- * errors: 422 {"error": ..., "error_type": "validation"}; malformed JSON 400; queue full 429
- * "overloaded"; loading 503. */
+ * return_full_text, ignore_eos (extension, as in vLLM), typical_p, frequency_penalty (on the
+ * counts of generated tokens), truncate (keep the last N prompt tokens), top_n_tokens (<= 5),
+ * decoder_input_details (prefill logprobs; not when streaming), best_of (1 only)}}; watermark,
+ * grammar and adapter_id are refused with 422.  As in TGI, sampling is on when do_sample
+ * is true or any of temperature != 1, top_k, top_p < 1, typical_p is given; otherwise greedy.
+ * Validation errors: 422 {"error": ..., "error_type": "validation"}; malformed JSON 400; queue full
+ * 429 "overloaded"; loading 503. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,8 @@
 #include "httputil.h"
 #include "jsonw.h"
 #include "server_int.h"
+
+#define TGI_MAX_TOP_N 5 /* TGI's default max_top_n_tokens */
 
 static const char *tgi_finish(int f)
 {
@@ -61,10 +67,11 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
     c = srv_creq_new(s, req, API_TGI);
     c->stream = st;
     struct gen_req *g = c->g;
-    long long max_new = 20, top_k = 0, seed = 0;
-    double temp = 1.0, top_p = 1.0, rep = 1.0;
+    long long max_new = 20, top_k = 0, seed = 0, best_of = 1, truncate = 0, top_n = 0;
+    double temp = 1.0, top_p = 1.0, rep = 1.0, typical_p = 1.0, freq = 0;
     bool do_sample = false, has_temp = false, has_topk = false, has_topp = false, has_seed = false,
-         details = false, full = false;
+         details = false, full = false, has_typ = false, has_trunc = false, watermark = false,
+         dec_details = false;
     if (params) {
         if (jget_int(params, "max_new_tokens", 1, 1 << 24, &max_new, NULL))
             VALIDATION("`max_new_tokens` must be a positive integer");
@@ -87,9 +94,43 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
         if (jget_stop(params, "stop", g)) VALIDATION("`stop` must be a list of at most 16 strings");
         if (jget_bool(params, "ignore_eos", &g->ignore_eos, NULL))
             VALIDATION("`ignore_eos` must be a boolean");
+        /* the rest of TGI's GenerateParameters: implemented, or refused as TGI
+         * refuses what a server does not offer (422) */
+        bool has_best_of;
+        if (jget_int(params, "best_of", LLONG_MIN, LLONG_MAX, &best_of, &has_best_of) ||
+            (has_best_of && (best_of < 1 || best_of > 1)))
+            VALIDATION("`best_of` must be > 0 and <= 1. Given: %s",
+                       json_object_to_json_string(json_object_object_get(params, "best_of")));
+        if (jget_bool(params, "watermark", &watermark, NULL))
+            VALIDATION("`watermark` must be a boolean");
+        if (watermark) VALIDATION("`watermark` is not supported by this server");
+        struct json_object *gr = json_object_object_get(params, "grammar");
+        if (gr && !json_object_is_type(gr, json_type_null))
+            VALIDATION("`grammar` (guided generation) is not supported by this server");
+        struct json_object *ad = json_object_object_get(params, "adapter_id");
+        if (ad && !json_object_is_type(ad, json_type_null))
+            VALIDATION("`adapter_id` (LoRA adapters) is not supported by this server");
+        if (jget_num(params, "typical_p", &typical_p, &has_typ) ||
+            (has_typ && !(typical_p > 0 && typical_p < 1)))
+            VALIDATION("`typical_p` must be > 0.0 and < 1.0");
+        if (jget_num(params, "frequency_penalty", &freq, NULL) || !(freq >= -2 && freq <= 2))
+            VALIDATION("`frequency_penalty` must be >= -2.0 and <= 2.0");
+        if (jget_int(params, "truncate", 1, s->n_ctx - 1, &truncate, &has_trunc))
+            VALIDATION("`truncate` must be strictly positive and less than %d. Given: %s", s->n_ctx,
+                       json_object_to_json_string(json_object_object_get(params, "truncate")));
+        if (jget_int(params, "top_n_tokens", 0, TGI_MAX_TOP_N, &top_n, NULL))
+            VALIDATION("`top_n_tokens` must be >= 0 and <= %d", TGI_MAX_TOP_N);
+        if (jget_bool(params, "decoder_input_details", &dec_details, NULL))
+            VALIDATION("`decoder_input_details` must be a boolean");
+        if (dec_details && st)
+            VALIDATION("`decoder_input_details` == true is not supported when streaming tokens");
     }
     g->sp.sample = do_sample || (has_temp && temp != 1.0) || (has_topk && top_k != 0) ||
-                   (has_topp && top_p < 1.0);
+                   (has_topp && top_p < 1.0) || has_typ;
+    g->spx.typical_p = has_typ ? (float)typical_p : 0;
+    g->spx.frequency_penalty = (float)freq;
+    g->top_n = (int)top_n;
+    g->prefill_logprobs = dec_details && details;
     g->sp.temperature = (float)temp;
     g->sp.top_k = (int)top_k;
     g->sp.top_p = (float)top_p;
@@ -110,8 +151,14 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
     }
     struct ids ids = {0};
     tok_encode(&s->model->tok, text, tlen, true, &ids);
+    if (has_trunc && ids.n > (size_t)truncate) {
+        /* keep the last `truncate` tokens, as TGI truncates from the left */
+        memmove(ids.v, ids.v + ids.n - (size_t)truncate, (size_t)truncate * sizeof *ids.v);
+        ids.n = (size_t)truncate;
+    }
     g->prompt = ids.v;
     g->n_prompt = (int)ids.n;
+    g->spx.penalty_from = g->n_prompt;
     if (g->n_prompt == 0) VALIDATION("`inputs` cannot be empty");
     if (g->n_prompt >= s->n_ctx)
         VALIDATION("Input validation error: `inputs` must have less than %d tokens. Given: %d",
@@ -136,6 +183,43 @@ static void token_json(struct sbuf *b, const struct gen_event *e)
     sbuf_puts(b, ", \"logprob\": ");
     jw_num(b, e->logprob);
     sbuf_printf(b, ", \"special\": %s}", e->special ? "true" : "false");
+}
+
+/* Token object for an id that is not the event's own (top tokens, prefill). */
+static void id_json(struct srv *s, struct sbuf *b, int id, double logprob, bool raw_control)
+{
+    const struct tokenizer *t = &s->model->tok;
+    struct sbuf piece = SBUF_INIT;
+    if (raw_control && tok_is_control(t, id))
+        sbuf_append(&piece, t->text[id], t->len[id]); /* TGI shows "<s>" in prefill */
+    else
+        tok_piece(t, id, &piece);
+    sbuf_printf(b, "{\"id\": %d, \"text\": ", id);
+    jw_str(b, piece.data ? piece.data : "", piece.len);
+    sbuf_puts(b, ", \"logprob\": ");
+    jw_num(b, logprob);
+    sbuf_printf(b, ", \"special\": %s}", tok_is_control(t, id) ? "true" : "false");
+    sbuf_free(&piece);
+}
+
+static void top_json(struct srv *s, struct sbuf *b, const struct gen_event *e)
+{
+    sbuf_putc(b, '[');
+    for (int i = 0; i < e->n_top; i++) {
+        if (i) sbuf_puts(b, ", ");
+        id_json(s, b, e->top_id[i], e->top_lp[i], false);
+    }
+    sbuf_putc(b, ']');
+}
+
+void api_tgi_details_add(struct creq *c, const struct gen_event *e)
+{
+    if (c->n_toks++) sbuf_puts(&c->toks, ", ");
+    id_json(c->s, &c->toks, e->token, e->logprob, false);
+    if (c->g->top_n > 0) {
+        if (c->n_toks > 1) sbuf_puts(&c->top_toks, ", ");
+        top_json(c->s, &c->top_toks, e);
+    }
 }
 
 static void seed_json(struct sbuf *b, const struct creq *c)
@@ -165,6 +249,10 @@ void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf
     }
     sbuf_puts(out, "data: {\"token\": ");
     token_json(out, e);
+    if (c->g->top_n > 0) {
+        sbuf_puts(out, ", \"top_tokens\": ");
+        top_json(c->s, out, e);
+    }
     if (!e->finish) {
         sbuf_puts(out, ", \"generated_text\": null, \"details\": null}\n\n");
         return;
@@ -187,9 +275,22 @@ void api_tgi_final_body(struct creq *c, const struct gen_event *e, struct sbuf *
             out, ", \"details\": {\"finish_reason\": \"%s\", \"generated_tokens\": %d, \"seed\": ",
             tgi_finish(e->finish), e->n_gen);
         seed_json(out, c);
-        sbuf_puts(out, ", \"prefill\": [], \"tokens\": [");
+        sbuf_puts(out, ", \"prefill\": [");
+        const struct gen_req *g = c->g;
+        if (g->prefill_logprobs && g->prefill_lp)
+            for (int i = 0; i < g->n_prompt; i++) {
+                if (i) sbuf_puts(out, ", ");
+                id_json(c->s, out, g->prompt[i], g->prefill_lp[i], true);
+            }
+        sbuf_puts(out, "], \"tokens\": [");
         sbuf_append(out, c->toks.data ? c->toks.data : "", c->toks.len);
-        sbuf_puts(out, "]}");
+        sbuf_putc(out, ']');
+        if (g->top_n > 0) {
+            sbuf_puts(out, ", \"top_tokens\": [");
+            sbuf_append(out, c->top_toks.data ? c->top_toks.data : "", c->top_toks.len);
+            sbuf_putc(out, ']');
+        }
+        sbuf_putc(out, '}');
     }
     sbuf_putc(out, '}');
 }
@@ -212,6 +313,16 @@ void api_tgi_info(struct srv *s, struct evhttp_request *req)
                 s->max_batch + s->max_queue, s->n_ctx - 1, s->n_ctx - 1, s->n_ctx, s->max_batch,
                 s->model->hp.n_vocab, s->threads, s->model->weight_bytes,
                 (unsigned long long)s->model->n_params);
+    /* more fields: reopen the object written above */
+    if (b.len && b.data[b.len - 1] == '}') b.len--;
+    sbuf_printf(&b, ", \"max_top_n_tokens\": %d", TGI_MAX_TOP_N);
+    /* the pre-tokenizer in use (BPE vocabularies; see tokenizer_bpe.c) */
+    sbuf_puts(&b, ", \"tokenizer_pre\": ");
+    if (s->model->tok.kind == TOK_BPE)
+        jw_cstr(&b, tok_pre_name(s->model->tok.pre));
+    else
+        sbuf_puts(&b, "null");
+    sbuf_putc(&b, '}');
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);
 }

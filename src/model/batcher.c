@@ -1,12 +1,17 @@
 /* Continuous batching scheduler; see batcher.h. */
 #include "batcher.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "httputil.h"
 #include "log.h"
+
+/* prompt rows per step of a request that wants prefill logprobs (bounds its
+ * logits buffer: rows x n_vocab floats) */
+#define PREFILL_LP_CHUNK 16
 
 struct batcher {
     const struct llama_model *m;
@@ -56,6 +61,8 @@ void gen_req_free(struct gen_req *r)
     llama_kv_free(&r->kv);
     sampler_free(&r->smp);
     free(r->ctx_ids);
+    free(r->prefill_lp);
+    free(r->plogits);
     sbuf_free(&r->text);
     free(r);
 }
@@ -140,7 +147,7 @@ static void finish_req(struct batcher *b, struct gen_req *r)
 }
 
 /* Emit an event for a new token (or finish) of r; caller holds mu. */
-static void emit(struct batcher *b, struct gen_req *r, int tok, float lp, int fin)
+static struct gen_event *emit(struct batcher *b, struct gen_req *r, int tok, float lp, int fin)
 {
     struct gen_event *e = new_event(r, tok, lp, fin);
     e->special = tok >= 0 && tok_is_control(&b->m->tok, tok);
@@ -155,6 +162,7 @@ static void emit(struct batcher *b, struct gen_req *r, int tok, float lp, int fi
         r->sent = end;
     }
     push_event(b, e);
+    return e;
 }
 
 static void *sched_main(void *arg)
@@ -192,7 +200,11 @@ static void *sched_main(void *arg)
             b->n_queued--;
             r->next = NULL;
             if (llama_kv_init(&r->kv, m, cap) || sampler_init(&r->smp, &r->sp, nv) ||
-                !(r->ctx_ids = malloc((size_t)cap * sizeof(int)))) {
+                sampler_set_extra(&r->smp, &r->spx) ||
+                !(r->ctx_ids = malloc((size_t)cap * sizeof(int))) ||
+                (r->prefill_logprobs &&
+                 (!(r->prefill_lp = malloc((size_t)r->n_prompt * sizeof(float))) ||
+                  !(r->plogits = malloc((size_t)PREFILL_LP_CHUNK * nv * sizeof(float)))))) {
                 push_event(b, new_event(r, -1, 0, FIN_ERROR));
                 posted = true;
                 continue;
@@ -246,10 +258,14 @@ static void *sched_main(void *arg)
                 } else if (pass == 1 && !decoding && budget > 0) {
                     int n = r->n_prompt - r->n_done;
                     if (n > budget) n = budget;
+                    if (r->plogits && n > PREFILL_LP_CHUNK) n = PREFILL_LP_CHUNK;
                     budget -= n;
                     bool done = r->n_done + n == r->n_prompt;
+                    /* prefill logprobs: every row of the chunk, into the request's buffer */
                     b->seqs[ns] = (struct llama_seq_in){
-                        &r->kv, r->prompt + r->n_done, n, false, done, b->logits + (size_t)ns * nv};
+                        &r->kv, r->prompt + r->n_done,
+                        n,      r->plogits != NULL,
+                        done,   r->plogits ? r->plogits : b->logits + (size_t)ns * nv};
                     order[ns++] = r;
                 }
             }
@@ -269,12 +285,26 @@ static void *sched_main(void *arg)
                 r->n_done = -1; /* marker: remove below */
                 continue;
             }
+            float *row = q->logits;
+            if (q->all_logits) {
+                /* row j predicts prompt[n_done + j + 1] */
+                if (r->n_done == 0) r->prefill_lp[0] = NAN;
+                for (int j = 0; j < q->n && r->n_done + j + 1 < r->n_prompt; j++)
+                    r->prefill_lp[r->n_done + j + 1] = sampler_logprob(
+                        q->logits + (size_t)j * nv, nv, r->prompt[r->n_done + j + 1]);
+                row = q->logits + (size_t)(q->n - 1) * nv;
+            }
             if (r->n_done < r->n_prompt) {
                 r->n_done += q->n;
                 if (r->n_done < r->n_prompt) continue;
             }
             float lp = 0;
-            int tok = sampler_next(&r->smp, q->logits, r->ctx_ids, r->n_ctx_ids, &lp);
+            int tok = sampler_next(&r->smp, row, r->ctx_ids, r->n_ctx_ids, &lp);
+            int n_top = 0, top_id[GEN_TOP_MAX] = {0};
+            float top_lp[GEN_TOP_MAX] = {0};
+            if (r->top_n > 0)
+                n_top = sampler_top(row, nv, r->top_n < GEN_TOP_MAX ? r->top_n : GEN_TOP_MAX,
+                                    top_id, top_lp);
             r->ctx_ids[r->n_ctx_ids++] = tok;
             r->n_gen++;
             r->last = tok;
@@ -295,7 +325,10 @@ static void *sched_main(void *arg)
                 finish_req(b, r);
                 r->n_done = -1;
             }
-            emit(b, r, tok, lp, fin);
+            struct gen_event *ev = emit(b, r, tok, lp, fin);
+            ev->n_top = n_top;
+            memcpy(ev->top_id, top_id, (size_t)n_top * sizeof(int));
+            memcpy(ev->top_lp, top_lp, (size_t)n_top * sizeof(float));
         }
         for (int i = 0; i < b->n_active;) {
             if (b->active[i]->n_done == -1)

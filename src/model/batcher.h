@@ -31,8 +31,14 @@ struct gen_req {
     char **stop; /* stop strings (owned) */
     size_t *stop_len;
     int n_stop;
-    bool stop_include; /* keep the matched stop text in the output (TGI) */
-    bool ignore_eos;   /* keep going past EOS (benchmarks, tests) */
+    bool stop_include;        /* keep the matched stop text in the output (TGI) */
+    bool ignore_eos;          /* keep going past EOS (benchmarks, tests) */
+    struct sampler_extra spx; /* frequency/presence penalties, typical_p */
+    int top_n;                /* 0..GEN_TOP_MAX alternatives reported per token */
+    bool prefill_logprobs;    /* fill prefill_lp (TGI decoder_input_details) */
+    /* written by the batcher, read by the loop after the finish event:
+     * prefill_lp[i] = log p(prompt[i] | prompt[..i]), [0] = NAN */
+    float *prefill_lp;
     void *user;
     double t_submit;
     atomic_int cancel;
@@ -50,7 +56,10 @@ struct gen_req {
     size_t kv_bytes;
     double t_last;
     bool admitted;
+    float *plogits; /* prefill_logprobs: logits of a prompt chunk (PREFILL_LP_CHUNK rows) */
 };
+
+#define GEN_TOP_MAX 8
 
 struct gen_event {
     struct gen_req *req;
@@ -61,6 +70,9 @@ struct gen_event {
         *text; /* bytes released by this token (valid UTF-8 unless the model emits invalid bytes) */
     size_t text_len;
     int finish; /* enum gen_finish */
+    int n_top;  /* top_n alternatives of this position, best first */
+    int top_id[GEN_TOP_MAX];
+    float top_lp[GEN_TOP_MAX];
     int n_prompt, n_gen;
     struct gen_event *next;
 };

@@ -361,15 +361,37 @@ static int cmd_tokenize(int argc, char **argv)
         fprintf(stderr, "need --text\n");
         return 2;
     }
-    struct llama_model *m = open_or_die(o.model);
-    if (!m) return 1;
+    /* a file needs only its tokenizer metadata here (a vocabulary-only GGUF
+     * works); the embedded default model comes through llama_open */
+    struct llama_model *m = NULL;
+    struct gguf_file *f = NULL;
+    struct tokenizer tk, *t = &tk;
+    if (o.model) {
+        char err[512];
+        if (gguf_open(o.model, &f, err, sizeof err) || tok_load(&tk, f, err, sizeof err)) {
+            fprintf(stderr, "sgpu-model: event=fatal error=\"%s\"\n", err);
+            if (f) {
+                tok_free(&tk);
+                gguf_close(f);
+            }
+            return 1;
+        }
+    } else {
+        m = open_or_die(o.model);
+        if (!m) return 1;
+        t = &m->tok;
+    }
     struct ids ids = {0};
-    tok_encode(&m->tok, o.text, strlen(o.text), false, &ids);
+    tok_encode(t, o.text, strlen(o.text), false, &ids);
     for (size_t i = 0; i < ids.n; i++)
         printf(i ? " %d" : "%d", ids.v[i]);
     printf("\n");
     ids_free(&ids);
-    llama_free(m);
+    if (m) llama_free(m);
+    if (f) {
+        tok_free(&tk);
+        gguf_close(f);
+    }
     return 0;
 }
 

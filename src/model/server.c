@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,20 +72,38 @@ void srv_tgi_error(struct evhttp_request *req, int status, const char *type, con
     sbuf_free(&b);
 }
 
-void srv_oai_error(struct evhttp_request *req, int status, const char *type, const char *code,
-                   const char *fmt, ...)
+/* The request field an error message names: messages start with `field`. */
+static bool msg_param(const char *msg, char *out, size_t n)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
+    if (msg[0] != '`') return false;
+    size_t i = 1;
+    while (i < n && msg[i] && msg[i] != '`' &&
+           ((msg[i] >= 'a' && msg[i] <= 'z') || (msg[i] >= 'A' && msg[i] <= 'Z') ||
+            (msg[i] >= '0' && msg[i] <= '9') || msg[i] == '_' || msg[i] == '.'))
+        i++;
+    if (msg[i] != '`' || i == 1 || i >= n) return false;
+    memcpy(out, msg + 1, i - 1);
+    out[i - 1] = 0;
+    return true;
+}
+
+static void oai_error_v(struct evhttp_request *req, int status, const char *type, const char *code,
+                        const char *param, const char *fmt, va_list ap)
+{
+    char msg[1024], pbuf[64];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    if (!param && msg_param(msg, pbuf, sizeof pbuf)) param = pbuf;
     struct sbuf b = SBUF_INIT;
     sbuf_puts(&b, "{\"error\": {\"message\": ");
     jw_cstr(&b, msg);
     sbuf_puts(&b, ", \"type\": ");
     jw_cstr(&b, type);
-    sbuf_puts(&b, ", \"param\": null, \"code\": ");
+    sbuf_puts(&b, ", \"param\": ");
+    if (param)
+        jw_cstr(&b, param);
+    else
+        sbuf_puts(&b, "null");
+    sbuf_puts(&b, ", \"code\": ");
     if (code)
         jw_cstr(&b, code);
     else
@@ -92,6 +111,24 @@ void srv_oai_error(struct evhttp_request *req, int status, const char *type, con
     sbuf_puts(&b, "}}");
     srv_reply_sbuf(req, status, "application/json", &b);
     sbuf_free(&b);
+}
+
+void srv_oai_error(struct evhttp_request *req, int status, const char *type, const char *code,
+                   const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    oai_error_v(req, status, type, code, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void srv_oai_error_param(struct evhttp_request *req, int status, const char *type, const char *code,
+                         const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    oai_error_v(req, status, type, code, param, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- JSON input ---- */
@@ -221,8 +258,9 @@ struct creq *srv_creq_new(struct srv *s, struct evhttp_request *req, enum api_ki
     c->created = (long)time(NULL);
     c->t0 = time_mono();
     s->next_id++;
-    snprintf(c->id, sizeof c->id, "%s-%llu", api == API_OAI_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)s->next_id);
+    /* a random per-process prefix keeps ids unique across restarts */
+    snprintf(c->id, sizeof c->id, "%s-%s%llu", api == API_OAI_CHAT ? "chatcmpl" : "cmpl",
+             s->id_prefix, (unsigned long long)s->next_id);
     return c;
 }
 
@@ -231,6 +269,7 @@ static void creq_free(struct creq *c)
     gen_req_free(c->g);
     sbuf_free(&c->text);
     sbuf_free(&c->toks);
+    sbuf_free(&c->top_toks);
     free(c->prefix);
     free(c);
 }
@@ -284,6 +323,8 @@ void srv_start(struct creq *c)
     g->t_submit = time_mono();
     if (batcher_submit(s->bat, g) != 0) {
         *s->m_rejected_queue += 1;
+        /* the queue drains as sequences finish: ask clients to come back soon */
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
         if (c->api == API_TGI)
             srv_tgi_error(c->req, 429, "overloaded",
                           "Model is overloaded: queue limit (%d waiting requests) reached",
@@ -361,15 +402,7 @@ static void creq_event(struct creq *c, const struct gen_event *e)
             send_chunk(c, &out);
         }
     } else if (c->api == API_TGI && c->details && e->token >= 0) {
-        struct sbuf piece = SBUF_INIT;
-        tok_piece(&s->model->tok, e->token, &piece);
-        if (c->n_toks++) sbuf_puts(&c->toks, ", ");
-        sbuf_printf(&c->toks, "{\"id\": %d, \"text\": ", e->token);
-        jw_str(&c->toks, piece.data ? piece.data : "", piece.len);
-        sbuf_puts(&c->toks, ", \"logprob\": ");
-        jw_num(&c->toks, e->logprob);
-        sbuf_printf(&c->toks, ", \"special\": %s}", e->special ? "true" : "false");
-        sbuf_free(&piece);
+        api_tgi_details_add(c, e);
     }
     if (!e->finish) {
         sbuf_free(&out);
@@ -422,6 +455,21 @@ static void metrics_refresh(void *arg)
     *s->g_kv = (double)st.kv_bytes;
 }
 
+/* Body over --max-body-kb.  evhttp's own limit is set higher (see
+ * serve_main) so that the body has been read when we get here and the client
+ * sees this reply rather than a reset while it is still sending. */
+static bool body_too_large(struct srv *s, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    if (in && evbuffer_get_length(in) > s->max_body) return true;
+    const char *cl = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Length");
+    if (!cl) return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(cl, &end, 10);
+    return errno || end == cl || v > s->max_body;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     struct srv *s = arg;
@@ -432,6 +480,24 @@ static void route(struct evhttp_request *req, void *arg)
     }
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
+    /* every /v1 error is in the OpenAI shape */
+    bool v1 = !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1");
+    bool tgi_gen = !strcmp(path, "/generate"), tgi_stream = !strcmp(path, "/generate_stream"),
+         tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
+         compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
+         models = !strcmp(path, "/v1/models"),
+         model_get = !strncmp(path, "/v1/models/", 11) && path[11];
+    if (body_too_large(s, req)) {
+        /* the body was read; close so nothing of it is taken as a next request */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        if (v1)
+            srv_oai_error(req, 413, "invalid_request_error", "request_too_large",
+                          "request body is larger than the limit of %zu bytes", s->max_body);
+        else
+            srv_tgi_error(req, 413, "validation",
+                          "request body is larger than the limit of %zu bytes", s->max_body);
+        return;
+    }
     if (!strcmp(path, "/health")) {
         if (!get) goto method;
         if (s->ready)
@@ -448,39 +514,56 @@ static void route(struct evhttp_request *req, void *arg)
         sbuf_free(&b);
         return;
     }
-    bool tgi_gen = !strcmp(path, "/generate"), tgi_stream = !strcmp(path, "/generate_stream"),
-         tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
-         compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
-         models = !strcmp(path, "/v1/models");
-    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models) {
-        http_reply_error(req, 404, "no route for %s", path);
+    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models && !model_get) {
+        if (v1)
+            srv_oai_error(req, 404, "invalid_request_error", "unknown_url", "Invalid URL (%s %s)",
+                          post  ? "POST"
+                          : get ? "GET"
+                                : "other method",
+                          path);
+        else
+            http_reply_error(req, 404, "no route for %s", path);
         return;
     }
-    if (((info || models) && !get) ||
+    if (((info || models || model_get) && !get) ||
         ((tgi_gen || tgi_stream || tgi_root || compl || chat) && !post))
         goto method;
     if (!s->ready) {
-        if (compl || chat || models)
+        if (v1)
             srv_oai_error(req, 503, "server_error", "model_loading", "model is loading");
         else
             srv_tgi_error(req, 503, "unhealthy", "model is loading");
         return;
     }
-    if (info)
+    if (info) {
         api_tgi_info(s, req);
-    else if (models)
+    } else if (models) {
         api_oai_models(s, req);
-    else if (tgi_gen)
+    } else if (model_get) {
+        char *id = evhttp_uridecode(path + 11, 0, NULL);
+        api_oai_model_get(s, req, id ? id : path + 11);
+        free(id);
+    } else if (tgi_gen) {
         api_tgi_generate(s, req, false);
-    else if (tgi_stream)
+    } else if (tgi_stream) {
         api_tgi_generate(s, req, true);
-    else if (tgi_root)
+    } else if (tgi_root) {
         api_tgi_generate(s, req, false); /* "stream": true handled inside */
-    else
+    } else {
         api_oai_completions(s, req, chat);
+    }
     return;
 method:
-    http_reply_error(req, 405, "method not allowed");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                      info || models || model_get || !strcmp(path, "/health") ||
+                              !strcmp(path, "/metrics")
+                          ? "GET, HEAD"
+                          : "POST");
+    if (v1)
+        srv_oai_error(req, 405, "invalid_request_error", "method_not_allowed",
+                      "Method not allowed for %s", path);
+    else
+        http_reply_error(req, 405, "method not allowed");
 }
 
 /* ---- loading and the wake pipe ---- */
@@ -566,6 +649,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct srv *s = arg;
     log_info("shutdown", "signal=%d", (int)sig);
     event_base_loopexit(s->base, NULL);
+}
+
+/* 12 random hex digits (getrandom; time and pid if that fails) + '-'. */
+static void random_id_prefix(char *out, size_t n)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 48);
+    }
+    snprintf(out, n, "%012llx-", (unsigned long long)(r & 0xffffffffffffull));
 }
 
 static int opt_int(const char *name, const char *v, long lo, long hi, int *out)
@@ -667,12 +762,22 @@ int serve_main(int argc, char **argv)
     metrics_on_render(s->met, metrics_refresh, s);
 
     s->base = http_base_new();
-    struct http_limits lim = {(size_t)max_body_kb << 10, 16 << 10, 120};
+    /* Our limit is s->max_body, answered by route() once the body is read.
+     * evhttp's own limit is higher so that it does not answer (HTML, before
+     * reading the body: clients still sending see a reset, not the 413):
+     * bodies up to 4 x limit + 4 MiB are buffered, then refused; beyond that
+     * evhttp drains them without buffering (lingering close) and answers its
+     * own 413.  The cost: reading what a client sends, bounded by the read
+     * timeout, and up to that buffer per connection. */
+    s->max_body = (size_t)max_body_kb << 10;
+    struct http_limits lim = {s->max_body * 4 + ((size_t)4 << 20), 16 << 10, 120};
+    random_id_prefix(s->id_prefix, sizeof s->id_prefix);
     s->http = s->base ? http_server_new(s->base, &lim) : NULL;
     if (!s->http) {
         log_error("fatal", "error=\"cannot create the event loop\"");
         return 1;
     }
+    evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(s->http, route, s);
     if (http_server_listen(s->http, s->host, s->port, &s->bound_port) != 0) {
         log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port,

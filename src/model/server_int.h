@@ -30,7 +30,9 @@ struct srv {
     int port, bound_port;
     char model_id[160];
     uint64_t next_id;
-    struct creq *live; /* requests in flight */
+    char id_prefix[24]; /* random hex per process: completion ids unique across restarts */
+    size_t max_body;    /* --max-body-kb in bytes (413 beyond) */
+    struct creq *live;  /* requests in flight */
     /* metrics */
     struct metrics *met;
     double *m_requests, *m_prompt_tokens, *m_gen_tokens, *m_cancelled, *m_rejected_queue,
@@ -46,8 +48,9 @@ struct creq {
     struct gen_req *g;
     enum api_kind api;
     bool stream, details, gone, started, include_usage;
-    struct sbuf text; /* generated text so far (all events' text) */
-    struct sbuf toks; /* TGI details: JSON token objects, comma separated */
+    struct sbuf text;     /* generated text so far (all events' text) */
+    struct sbuf toks;     /* TGI details: JSON token objects, comma separated */
+    struct sbuf top_toks; /* TGI details: JSON arrays of top tokens, comma separated */
     int n_toks;
     char id[48];
     long created;
@@ -69,8 +72,13 @@ struct json_object *srv_parse_body(struct evhttp_request *req, const char **msg)
 /* Error replies in each API's shape. */
 void srv_tgi_error(struct evhttp_request *req, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* OpenAI shape {"error": {"message", "type", "param", "code"}}; param is the
+ * field a message starting with `field` names (null otherwise). */
 void srv_oai_error(struct evhttp_request *req, int status, const char *type, const char *code,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void srv_oai_error_param(struct evhttp_request *req, int status, const char *type, const char *code,
+                         const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 void srv_reply_sbuf(struct evhttp_request *req, int status, const char *ctype, struct sbuf *b);
 
 /* Field helpers: 0 ok (or absent: *present false), -1 wrong type/range (msg set). */
@@ -84,12 +92,16 @@ int jget_stop(struct json_object *o, const char *k, struct gen_req *g);
 /* API handlers */
 void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream);
 void api_tgi_info(struct srv *s, struct evhttp_request *req);
+/* GET /v1/models/{id}: id as in the path (percent-decoded) */
+void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id);
 void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat);
 void api_oai_models(struct srv *s, struct evhttp_request *req);
 
 /* Output formatting per API. chunk: one SSE event ("data: ...\n\n"), may be empty. */
 void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);
 void api_tgi_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out);
+/* TGI details: record a generated token (and its top tokens) for the final body. */
+void api_tgi_details_add(struct creq *c, const struct gen_event *e);
 void api_oai_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);
 void api_oai_final_body(struct creq *c, const struct gen_event *e, struct sbuf *out);
 

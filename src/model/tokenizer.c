@@ -1,6 +1,8 @@
 /* Tokenizer loading, lookup tables, decoding; see tokenizer.h. */
 #include "tokenizer.h"
 
+#include "log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +210,23 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
     t->add_bos = t->kind == TOK_SPM; /* llama.cpp defaults */
     t->add_eos = false;
     t->add_space_prefix = t->kind == TOK_SPM;
+    if (t->kind == TOK_BPE) {
+        /* pre-tokenizer first: it sets llama.cpp's add_bos default, which the
+         * metadata below overrides */
+        struct gguf_str pre = {0};
+        if (gguf_get_str(f, "tokenizer.ggml.pre", &pre) != 0) pre.n = 0;
+        size_t pn = pre.n < sizeof t->pre_name ? pre.n : sizeof t->pre_name - 1;
+        if (pn) memcpy(t->pre_name, pre.p, pn);
+        t->pre_name[pn] = 0;
+        if (tok_pre_from_name(pre.p, pre.n, &t->pre, &t->ignore_merges, &t->add_bos) != 0) {
+            char q[80];
+            log_warn("tokenizer_pre_unknown",
+                     "pre=%s fallback=gpt-2 msg=\"unknown tokenizer.ggml.pre; using the GPT-2 "
+                     "pre-tokenizer\"",
+                     log_quote(q, sizeof q, t->pre_name));
+            t->pre = TOK_PRE_GPT2;
+        }
+    }
     bool b;
     if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &b) == 0) t->add_bos = b;
     if (gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &b) == 0) t->add_eos = b;

@@ -1,8 +1,10 @@
 /* Tokenizers read from GGUF metadata (tokenizer.ggml.*):
  *   model "llama": SentencePiece-style, score-driven bigram merges over UTF-8
  *     characters, "▁" for spaces, optional space prefix, <0xXX> byte fallback;
- *   model "gpt2": byte-level BPE (bytes mapped to printable code points), GPT-2
- *     pre-tokenizer split, merges ranked by their position in tokenizer.ggml.merges.
+ *   model "gpt2": byte-level BPE (bytes mapped to printable code points), the
+ *     pre-tokenizer named by tokenizer.ggml.pre (default, gpt-2, llama-bpe,
+ *     qwen2, starcoder, falcon and their llama.cpp aliases), merges ranked by their position in
+ *     tokenizer.ggml.merges.
  * BOS/EOS ids and add_bos/add_eos/add_space_prefix come from the metadata. */
 #ifndef SGPU_MODEL_TOKENIZER_H
 #define SGPU_MODEL_TOKENIZER_H
@@ -15,6 +17,15 @@
 #include "sbuf.h"
 
 enum tok_kind { TOK_SPM = 0, TOK_BPE = 1 };
+/* BPE pre-tokenizer, from tokenizer.ggml.pre (see tokenizer_bpe.c) */
+enum tok_pre {
+    TOK_PRE_DEFAULT = 0,
+    TOK_PRE_GPT2,
+    TOK_PRE_LLAMA3,
+    TOK_PRE_QWEN2,
+    TOK_PRE_DIGITS_GPT2, /* starcoder & co: \p{N} apart, then gpt-2 */
+    TOK_PRE_FALCON
+};
 enum tok_type {
     TT_NORMAL = 1,
     TT_UNKNOWN = 2,
@@ -57,6 +68,9 @@ struct tokenizer {
     size_t n_merges;
     int bos, eos, unk, pad; /* -1 when absent */
     bool add_bos, add_eos, add_space_prefix;
+    enum tok_pre pre;      /* bpe only */
+    bool ignore_merges;    /* bpe: a whole pre-token in the vocabulary is one token */
+    char pre_name[32];     /* tokenizer.ggml.pre as read ("" when absent), for logs and /info */
     int byte_tok[256];     /* spm: <0xXX> ids; bpe: id of the single mapped char; -1 absent */
     uint16_t byte_cp[256]; /* bpe: byte -> code point */
     int16_t cp_byte[512];  /* bpe: code point -> byte (-1 if none) */
@@ -80,8 +94,15 @@ bool tok_is_control(const struct tokenizer *t, int id);
 void tok_spm_encode(const struct tokenizer *t, const char *text, size_t n, struct ids *out);
 void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struct ids *out);
 void tok_bpe_init_bytes(struct tokenizer *t);
-/* GPT-2 pre-tokenizer: end offsets (bytes) of the pieces of text; returns the count. */
-size_t tok_bpe_split(const char *text, size_t n, size_t *ends, size_t max_ends);
+/* BPE pre-tokenizer: end offsets (bytes) of the pieces of text (at most
+ * max_ends stored); returns the count. */
+size_t tok_bpe_split(enum tok_pre pre, const char *text, size_t n, size_t *ends, size_t max_ends);
+/* Canonical name of a pre-tokenizer ("llama-bpe", ...). */
+const char *tok_pre_name(enum tok_pre pre);
+/* Pre-tokenizer for a tokenizer.ggml.pre value; *ignore_merges and *add_bos
+ * get llama.cpp's defaults for it.  Returns -1 for an unknown value. */
+int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignore_merges,
+                      bool *add_bos);
 /* UTF-8 sequence length from a lead byte, clamped to avail (1 for invalid). */
 size_t tok_utf8_len(const unsigned char *s, size_t avail);
 

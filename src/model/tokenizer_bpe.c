@@ -1,20 +1,32 @@
 /* Byte-level BPE encoder (tokenizer.ggml.model = "gpt2").
  *
- * 1. Pre-tokenize with the GPT-2 split pattern
- *      's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- *    implemented by hand over code points.  Letter/number classes are exact
- *    for ASCII and Latin-1 and approximate beyond (common punctuation, symbol
- *    and emoji blocks count as "other", a few digit blocks as numbers, every
- *    other non-space code point as a letter).  Invalid UTF-8 bytes are "other".
+ * 1. Pre-tokenize with the pattern tokenizer.ggml.pre selects, implemented by
+ *    hand over code points with the semantics of llama.cpp's splitters (which
+ *    equal the regexes' leftmost-alternative backtracking semantics):
+ *      gpt-2:     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ *      llama-bpe: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+ *                  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *      qwen2:     the same with \p{N} (single digits)
+ *      default:   llama.cpp's chain: [\p{P}$+<=>^~|]+, then gpt-2 inside each
+ *                 piece, then \p{N}+, then [0-9]{3}; each splits every piece
+ *                 into its matches and the text between them.
+ *      starcoder (refact, command-r, smollm, ...): \p{N}, then gpt-2
+ *      falcon:    [\p{P}$+<=>^~|`]+, then gpt-2, then [0-9]{3}
+ *    \p{L}, \p{N} and \s come from the generated Unicode tables (unicode.h);
+ *    marks (\p{M}) are neither letters nor numbers, as in the regexes.  An
+ *    invalid UTF-8 byte classifies as U+FFFD (a symbol) but keeps its byte.
  * 2. Map each byte of a pre-token to its printable code point (GPT-2's
- *    bytes_to_unicode), split into characters and merge the lowest-ranked
- *    adjacent pair (ties: leftmost) until no pair is in tokenizer.ggml.merges.
+ *    bytes_to_unicode).  With ignore_merges (llama-bpe) a pre-token that is a
+ *    vocabulary entry as a whole is that token.  Otherwise split into
+ *    characters and merge the lowest-ranked adjacent pair (ties: leftmost)
+ *    until no pair is in tokenizer.ggml.merges.
  * 3. Look the pieces up; a piece not in the vocabulary falls back to its
  *    single-character tokens. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tokenizer.h"
+#include "unicode.h"
 
 void tok_bpe_init_bytes(struct tokenizer *t)
 {
@@ -43,41 +55,9 @@ void tok_bpe_init_bytes(struct tokenizer *t)
     }
 }
 
-enum cclass { C_SPACE, C_LETTER, C_NUMBER, C_OTHER };
-
-static enum cclass classify(uint32_t cp)
-{
-    if (cp < 0x80) {
-        if (cp == ' ' || (cp >= 9 && cp <= 13)) return C_SPACE;
-        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return C_LETTER;
-        if (cp >= '0' && cp <= '9') return C_NUMBER;
-        return C_OTHER;
-    }
-    if (cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
-        cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000)
-        return C_SPACE;
-    if (cp == 0xffffffffu) return C_OTHER; /* invalid byte */
-    if (cp < 0x100) {
-        if (cp == 0xaa || cp == 0xb5 || cp == 0xba) return C_LETTER;
-        if (cp == 0xb2 || cp == 0xb3 || cp == 0xb9 || (cp >= 0xbc && cp <= 0xbe)) return C_NUMBER;
-        if (cp >= 0xc0 && cp != 0xd7 && cp != 0xf7) return C_LETTER;
-        return C_OTHER;
-    }
-    if ((cp >= 0x660 && cp <= 0x669) || (cp >= 0x6f0 && cp <= 0x6f9) ||
-        (cp >= 0x966 && cp <= 0x96f) || (cp >= 0xff10 && cp <= 0xff19) ||
-        (cp >= 0x2070 && cp <= 0x2079) || (cp >= 0x2080 && cp <= 0x2089) ||
-        (cp >= 0x2150 && cp <= 0x218b) || (cp >= 0x2460 && cp <= 0x249b))
-        return C_NUMBER;
-    if ((cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
-        (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff0f) ||
-        (cp >= 0xff1a && cp <= 0xff20) || (cp >= 0x1f000 && cp <= 0x1faff) ||
-        (cp >= 0x2e00 && cp <= 0x2e7f) || (cp >= 0xe000 && cp <= 0xf8ff) || cp == 0xfffd)
-        return C_OTHER;
-    return C_LETTER;
-}
-
 struct cpi {
     uint32_t cp; /* 0xffffffff for an invalid byte */
+    unsigned fl; /* uni_flags; an invalid byte classifies as U+FFFD, as in llama.cpp */
     size_t off, n;
 };
 
@@ -98,6 +78,7 @@ static size_t decode_cps(const char *s, size_t n, struct cpi *out)
             cp = ((uint32_t)(u[0] & 0x07) << 18) | ((uint32_t)(u[1] & 0x3f) << 12) |
                  ((uint32_t)(u[2] & 0x3f) << 6) | (u[3] & 0x3f);
         out[k].cp = cp;
+        out[k].fl = uni_flags(cp == 0xffffffffu ? 0xfffd : cp);
         out[k].off = i;
         out[k].n = l;
         k++;
@@ -106,32 +87,268 @@ static size_t decode_cps(const char *s, size_t n, struct cpi *out)
     return k;
 }
 
-/* Length in code points of the pre-token starting at cps[i] (of nc). */
-static size_t split_next(const struct cpi *cps, size_t nc, size_t i, const char *s)
+/* Pieces as a list of end positions (code point indices); a piece runs from
+ * the previous end (or the stage's start) to its end. */
+struct spl {
+    size_t *end;
+    size_t n, cap;
+};
+
+static void spl_add(struct spl *o, size_t end)
 {
-    uint32_t c = cps[i].cp;
-    if (c == '\'' && i + 1 < nc) {
-        uint32_t a = cps[i + 1].cp, b = i + 2 < nc ? cps[i + 2].cp : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    if (end == 0 || (o->n && o->end[o->n - 1] >= end)) return; /* empty piece */
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 64;
+        o->end = realloc(o->end, o->cap * sizeof *o->end);
+        if (!o->end) abort();
     }
-    (void)s;
-    size_t j = i;
-    enum cclass k = classify(c);
-    if (c == ' ' && i + 1 < nc && classify(cps[i + 1].cp) != C_SPACE) {
-        j = i + 1;
-        k = classify(cps[j].cp);
+    o->end[o->n++] = end;
+}
+
+#define IS_RN(x) ((x) == '\r' || (x) == '\n')
+#define SLN (UNI_SPACE | UNI_LETTER | UNI_NUMBER)
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over code points [ini, end).  FL() is 0 past the end, like llama.cpp's
+ * out-of-range flags, which is what ends every run. */
+static void split_gpt2(const struct cpi *c, size_t ini, size_t end, struct spl *o)
+{
+#define FL(p) ((p) < end ? c[p].fl : 0u)
+    size_t pos = ini;
+    while (pos < end) {
+        uint32_t cp = c[pos].cp;
+        unsigned fl = c[pos].fl;
+        if (cp == '\'' && pos + 1 < end) {
+            uint32_t a = c[pos + 1].cp, b = pos + 2 < end ? c[pos + 2].cp : 0;
+            if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+                spl_add(o, pos += 2);
+                continue;
+            }
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+                spl_add(o, pos += 3);
+                continue;
+            }
+        }
+        unsigned f2 = cp == ' ' ? FL(pos + 1) : fl;
+        if (f2 & (UNI_LETTER | UNI_NUMBER)) {
+            unsigned cls = f2 & UNI_LETTER ? UNI_LETTER : UNI_NUMBER;
+            pos += cp == ' ';
+            while (FL(pos) & cls)
+                pos++;
+            spl_add(o, pos);
+            continue;
+        }
+        if (!(f2 & SLN) && f2) {
+            pos += cp == ' ';
+            while (!(FL(pos) & SLN) && FL(pos))
+                pos++;
+            spl_add(o, pos);
+            continue;
+        }
+        size_t nws = 0;
+        while (FL(pos + nws) & UNI_SPACE)
+            nws++;
+        if (nws > 1 && pos + nws < end)
+            pos += nws - 1; /* \s+(?!\S): the last space goes with what follows */
+        else
+            pos += nws ? nws : 1;
+        spl_add(o, pos);
     }
-    if (k != C_SPACE) {
-        while (j < nc && classify(cps[j].cp) == k)
-            j++;
-        return j - i;
+}
+
+/* Llama-3 (maxdig 3) and Qwen2 (maxdig 1):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,maxdig}|
+ *    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+                       */
+static void split_llama3(const struct cpi *c, size_t ini, size_t end, size_t maxdig, struct spl *o)
+{
+    size_t pos = ini;
+    while (pos < end) {
+        uint32_t cp = c[pos].cp;
+        unsigned fl = c[pos].fl;
+        if (cp == '\'' && pos + 1 < end) {
+            uint32_t a = uni_tolower(c[pos + 1].cp),
+                     b = pos + 2 < end ? uni_tolower(c[pos + 2].cp) : 0;
+            if (a == 's' || a == 't' || a == 'm' || a == 'd') {
+                spl_add(o, pos += 2);
+                continue;
+            }
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
+                spl_add(o, pos += 3);
+                continue;
+            }
+        }
+        /* one optional non-letter/number/newline prefix, then letters */
+        if (!IS_RN(cp) && !(fl & UNI_NUMBER) && ((fl & UNI_LETTER) || (FL(pos + 1) & UNI_LETTER))) {
+            pos++;
+            while (FL(pos) & UNI_LETTER)
+                pos++;
+            spl_add(o, pos);
+            continue;
+        }
+        if (fl & UNI_NUMBER) {
+            size_t run = 0;
+            while (FL(pos) & UNI_NUMBER) {
+                pos++;
+                if (++run == maxdig) {
+                    spl_add(o, pos);
+                    run = 0;
+                }
+            }
+            spl_add(o, pos);
+            continue;
+        }
+        unsigned f2 = cp == ' ' ? FL(pos + 1) : fl;
+        if (!(f2 & SLN)) { /* fl is never 0 here: pos < end */
+            pos += cp == ' ';
+            while (!(FL(pos) & SLN) && FL(pos))
+                pos++;
+            while (pos < end && IS_RN(c[pos].cp))
+                pos++;
+            spl_add(o, pos);
+            continue;
+        }
+        size_t nws = 0, last_rn = 0;
+        while (FL(pos + nws) & UNI_SPACE) {
+            if (IS_RN(c[pos + nws].cp)) last_rn = pos + nws + 1;
+            nws++;
+        }
+        if (last_rn) /* \s*[\r\n]+ */
+            pos = last_rn;
+        else if (nws > 1 && pos + nws < end)
+            pos += nws - 1;
+        else
+            pos += nws ? nws : 1;
+        spl_add(o, pos);
     }
-    /* whitespace run */
-    while (j < nc && classify(cps[j].cp) == C_SPACE)
-        j++;
-    if (j < nc && j - i > 1) return j - i - 1; /* \s+(?!\S) leaves the last one */
-    return j - i;
+#undef FL
+}
+
+/* Chains of regex splits (llama.cpp applies several regexes in turn; each
+ * splits every piece into its matches and the text between them). */
+enum stage { ST_PUNCT, ST_PUNCT_TICK, ST_GPT2, ST_NUMBER_RUNS, ST_NUMBER_EACH, ST_DIGITS3 };
+
+/* [\p{P}$+<=>^~|]  (ST_PUNCT_TICK adds the backtick, as falcon's regex does) */
+static bool is_punct(const struct cpi *c, bool tick)
+{
+    uint32_t x = c->cp;
+    if (x < 0x80)
+        return x == '$' || x == '+' || x == '<' || x == '=' || x == '>' || x == '^' || x == '~' ||
+               x == '|' || (tick && x == '`') || (c->fl & UNI_PUNCT);
+    return !(c->fl & UNI_SPACE) && (c->fl & UNI_PUNCT);
+}
+
+static bool is_number(const struct cpi *c)
+{
+    return !(c->fl & UNI_SPACE) && (c->fl & UNI_NUMBER);
+}
+
+/* runs of X+ against the rest */
+static void split_runs(const struct cpi *c, size_t ini, size_t end, int st, struct spl *o)
+{
+    for (size_t i = ini; i < end; i++) {
+        bool x = st == ST_NUMBER_RUNS ? is_number(&c[i]) : is_punct(&c[i], st == ST_PUNCT_TICK);
+        bool y = i == ini || (st == ST_NUMBER_RUNS ? is_number(&c[i - 1])
+                                                   : is_punct(&c[i - 1], st == ST_PUNCT_TICK));
+        if (i > ini && x != y) spl_add(o, i);
+    }
+    spl_add(o, end);
+}
+
+/* \p{N}: every number its own piece */
+static void split_each_number(const struct cpi *c, size_t ini, size_t end, struct spl *o)
+{
+    for (size_t i = ini; i < end; i++)
+        if (is_number(&c[i])) {
+            spl_add(o, i);
+            spl_add(o, i + 1);
+        }
+    spl_add(o, end);
+}
+
+/* [0-9][0-9][0-9] matches (left to right) against the rest */
+static void split_digits3(const struct cpi *c, size_t ini, size_t end, struct spl *o)
+{
+    for (size_t i = ini; i < end;) {
+        if (i + 3 <= end && c[i].cp - '0' < 10 && c[i + 1].cp - '0' < 10 &&
+            c[i + 2].cp - '0' < 10) {
+            spl_add(o, i);
+            spl_add(o, i + 3);
+            i += 3;
+        } else {
+            i++;
+        }
+    }
+    spl_add(o, end);
+}
+
+/* Apply one stage to every piece of in (covering [0, nc)), into out. */
+static void spl_stage(const struct cpi *c, const struct spl *in, enum stage st, struct spl *out)
+{
+    out->n = 0;
+    size_t ini = 0;
+    for (size_t k = 0; k < in->n; k++) {
+        size_t end = in->end[k];
+        switch (st) {
+        case ST_PUNCT:
+        case ST_PUNCT_TICK:
+        case ST_NUMBER_RUNS:
+            split_runs(c, ini, end, st, out);
+            break;
+        case ST_GPT2:
+            split_gpt2(c, ini, end, out);
+            break;
+        case ST_NUMBER_EACH:
+            split_each_number(c, ini, end, out);
+            break;
+        case ST_DIGITS3:
+            split_digits3(c, ini, end, out);
+            break;
+        }
+        ini = end;
+    }
+}
+
+/* Pre-tokenize nc code points into o (end positions). */
+static void pretokenize(enum tok_pre pre, const struct cpi *c, size_t nc, struct spl *o)
+{
+    static const enum stage chain_default[] = {ST_PUNCT, ST_GPT2, ST_NUMBER_RUNS, ST_DIGITS3};
+    static const enum stage chain_falcon[] = {ST_PUNCT_TICK, ST_GPT2, ST_DIGITS3};
+    static const enum stage chain_digits[] = {ST_NUMBER_EACH, ST_GPT2};
+    const enum stage *chain = chain_default;
+    size_t n_chain = 4;
+    o->n = 0;
+    if (nc == 0) return;
+    switch (pre) {
+    case TOK_PRE_GPT2:
+        split_gpt2(c, 0, nc, o);
+        return;
+    case TOK_PRE_LLAMA3:
+        split_llama3(c, 0, nc, 3, o);
+        return;
+    case TOK_PRE_QWEN2:
+        split_llama3(c, 0, nc, 1, o);
+        return;
+    case TOK_PRE_FALCON:
+        chain = chain_falcon;
+        n_chain = 3;
+        break;
+    case TOK_PRE_DIGITS_GPT2:
+        chain = chain_digits;
+        n_chain = 2;
+        break;
+    case TOK_PRE_DEFAULT:
+        break;
+    }
+    struct spl tmp = {0};
+    spl_add(&tmp, nc);
+    for (size_t k = 0; k < n_chain; k++) {
+        spl_stage(c, &tmp, chain[k], o);
+        struct spl x = tmp;
+        tmp = *o;
+        *o = x;
+    }
+    free(o->end);
+    *o = tmp;
 }
 
 struct bsym {
@@ -227,6 +444,16 @@ static void bpe_word(const struct tokenizer *t, const char *src, size_t n, struc
         }
         s[i].n = m - s[i].off;
     }
+    /* ignore_merges (llama.cpp, Llama-3): a pre-token that is a vocabulary
+     * entry as a whole is that token, whatever the merges would build */
+    int whole = t->ignore_merges ? strmap_get(&t->vocab, w, m) : -1;
+    if (whole >= 0) {
+        ids_push(out, whole);
+        free(s);
+        free(key);
+        free(w);
+        return;
+    }
     struct pheap h = {0};
     for (size_t i = 0; i + 1 < n; i++)
         try_pair(t, w, s, (int)i, &h, key);
@@ -272,27 +499,92 @@ void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struc
     struct cpi *cps = malloc(n * sizeof *cps);
     if (!cps) abort();
     size_t nc = decode_cps(text, n, cps);
-    for (size_t i = 0; i < nc;) {
-        size_t k = split_next(cps, nc, i, text);
-        size_t off = cps[i].off, end = cps[i + k - 1].off + cps[i + k - 1].n;
+    struct spl pieces = {0};
+    pretokenize(t->pre, cps, nc, &pieces);
+    size_t ini = 0;
+    for (size_t k = 0; k < pieces.n; k++) {
+        size_t e = pieces.end[k];
+        size_t off = cps[ini].off, end = cps[e - 1].off + cps[e - 1].n;
         bpe_word(t, text + off, end - off, out);
-        i += k;
+        ini = e;
     }
+    free(pieces.end);
     free(cps);
 }
 
-size_t tok_bpe_split(const char *text, size_t n, size_t *ends, size_t max_ends)
+size_t tok_bpe_split(enum tok_pre pre, const char *text, size_t n, size_t *ends, size_t max_ends)
 {
     if (n == 0) return 0;
     struct cpi *cps = malloc(n * sizeof *cps);
     if (!cps) abort();
-    size_t nc = decode_cps(text, n, cps), k = 0;
-    for (size_t i = 0; i < nc;) {
-        size_t len = split_next(cps, nc, i, text);
-        if (k < max_ends) ends[k] = cps[i + len - 1].off + cps[i + len - 1].n;
-        k++;
-        i += len;
-    }
+    size_t nc = decode_cps(text, n, cps);
+    struct spl pieces = {0};
+    pretokenize(pre, cps, nc, &pieces);
+    for (size_t k = 0; k < pieces.n && k < max_ends; k++)
+        ends[k] = cps[pieces.end[k] - 1].off + cps[pieces.end[k] - 1].n;
+    size_t count = pieces.n;
+    free(pieces.end);
     free(cps);
-    return k;
+    return count;
+}
+
+static bool name_in(const char *name, size_t n, const char *const *list)
+{
+    for (; *list; list++)
+        if (strlen(*list) == n && memcmp(*list, name, n) == 0) return true;
+    return false;
+}
+
+int tok_pre_from_name(const char *name, size_t n, enum tok_pre *pre, bool *ignore_merges,
+                      bool *add_bos)
+{
+    /* the names llama.cpp maps to these regexes (llama-vocab.cpp) */
+    static const char *const llama3[] = {"llama3",  "llama-v3", "llama-bpe", "falcon3", "falcon-h1",
+                                         "pixtral", "midm-2.0", "lfm2",      NULL};
+    static const char *const llama3_plain[] = {"dbrx", "smaug-bpe", "chatglm-bpe", NULL};
+    static const char *const gpt2[] = {"gpt-2",      "phi-2", "jina-es", "jina-de", "jina-v2-es",
+                                       "jina-v2-de", "mpt",   "olmo",    "jais",    NULL};
+    static const char *const digits[] = {"starcoder", "refact", "command-r", "smollm",
+                                         "codeshell", "exaone", "minerva",   NULL};
+    static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "stablelm2", NULL};
+    *ignore_merges = false;
+    if (n == 0 || name_in(name, n, (const char *const[]){"default", NULL})) {
+        *pre = TOK_PRE_DEFAULT;
+    } else if (name_in(name, n, llama3)) {
+        *pre = TOK_PRE_LLAMA3;
+        *ignore_merges = true;
+        *add_bos = true;
+    } else if (name_in(name, n, llama3_plain)) {
+        *pre = TOK_PRE_LLAMA3;
+    } else if (name_in(name, n, gpt2)) {
+        *pre = TOK_PRE_GPT2;
+    } else if (name_in(name, n, qwen2)) {
+        *pre = TOK_PRE_QWEN2;
+    } else if (name_in(name, n, digits)) {
+        *pre = TOK_PRE_DIGITS_GPT2;
+    } else if (name_in(name, n, (const char *const[]){"falcon", NULL})) {
+        *pre = TOK_PRE_FALCON;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+const char *tok_pre_name(enum tok_pre pre)
+{
+    switch (pre) {
+    case TOK_PRE_GPT2:
+        return "gpt-2";
+    case TOK_PRE_LLAMA3:
+        return "llama-bpe";
+    case TOK_PRE_QWEN2:
+        return "qwen2";
+    case TOK_PRE_DIGITS_GPT2:
+        return "starcoder";
+    case TOK_PRE_FALCON:
+        return "falcon";
+    case TOK_PRE_DEFAULT:
+        break;
+    }
+    return "default";
 }

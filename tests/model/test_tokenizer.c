@@ -135,7 +135,7 @@ static void test_bpe_pretokenizer(void **st)
     const char *want[] = {"I",  "'m", " ",    " fine",         "!!", "\n",
                           "\n", "ok", " 123", " caf\xc3\xa9s", "'re"};
     size_t ends[32];
-    size_t n = tok_bpe_split(s, strlen(s), ends, 32);
+    size_t n = tok_bpe_split(TOK_PRE_GPT2, s, strlen(s), ends, 32);
     assert_int_equal(n, sizeof want / sizeof *want);
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
@@ -146,12 +146,140 @@ static void test_bpe_pretokenizer(void **st)
     /* trailing whitespace stays one piece; a lone space before punctuation attaches */
     const char *s2 = "a ,b   ";
     const char *want2[] = {"a", " ,", "b", "   "};
-    n = tok_bpe_split(s2, strlen(s2), ends, 32);
+    n = tok_bpe_split(TOK_PRE_GPT2, s2, strlen(s2), ends, 32);
     assert_int_equal(n, 4);
     start = 0;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(ends[i] - start, strlen(want2[i]));
         start = ends[i];
+    }
+}
+
+/* pieces: NULL-terminated list of the expected pre-tokens of text */
+static void expect_split(enum tok_pre pre, const char *text, const char *const *pieces)
+{
+    size_t ends[64], want = 0;
+    while (pieces[want])
+        want++;
+    size_t n = tok_bpe_split(pre, text, strlen(text), ends, 64);
+    size_t start = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        print_message("[%.*s] ", (int)(ends[i] - start), text + start);
+        start = ends[i];
+    }
+    print_message("\n");
+    assert_int_equal(n, want);
+    start = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ends[i] - start, strlen(pieces[i]));
+        assert_memory_equal(text + start, pieces[i], strlen(pieces[i]));
+        start = ends[i];
+    }
+}
+
+static void test_pretokenizers(void **st)
+{
+    (void)st;
+    /* llama-bpe: case-insensitive contractions, 1-3 digit groups, a single
+     * punctuation / tab prefix stays with the word, newline runs */
+    expect_split(TOK_PRE_LLAMA3, "I'M can'T 12345 1,234",
+                 (const char *const[]){"I", "'M", " can", "'T", " ", "123", "45", " ", "1", ",",
+                                       "234", NULL});
+    expect_split(TOK_PRE_LLAMA3, "\tfoo .bar", (const char *const[]){"\tfoo", " .", "bar", NULL});
+    expect_split(TOK_PRE_LLAMA3, "hello\n\n\nworld",
+                 (const char *const[]){"hello", "\n\n\n", "world", NULL});
+    expect_split(TOK_PRE_LLAMA3, "a  \n b x!!\n\ny  ",
+                 (const char *const[]){"a", "  \n", " b", " x", "!!\n\n", "y", "  ", NULL});
+    /* Hindi: vowel signs and virama are marks (\p{M}), not letters */
+    expect_split(TOK_PRE_LLAMA3,
+                 "\xe0\xa4\xb9\xe0\xa4\xbf\xe0\xa4\xa8\xe0\xa5\x8d\xe0\xa4\xa6\xe0\xa5\x80",
+                 (const char *const[]){"\xe0\xa4\xb9", "\xe0\xa4\xbf\xe0\xa4\xa8",
+                                       "\xe0\xa5\x8d\xe0\xa4\xa6", "\xe0\xa5\x80", NULL});
+    /* CJK letters, U+3000 ideographic space is \s, emoji are symbols */
+    expect_split(TOK_PRE_LLAMA3,
+                 "\xe4\xb8\xad\xe6\x96\x87\xe3\x80\x80\xf0\x9f\x98\x80\xf0\x9f\x98\x80x",
+                 (const char *const[]){"\xe4\xb8\xad\xe6\x96\x87", "\xe3\x80\x80",
+                                       "\xf0\x9f\x98\x80\xf0\x9f\x98\x80", "x", NULL});
+    /* qwen2: single digits */
+    expect_split(TOK_PRE_QWEN2, "ab 12345'S",
+                 (const char *const[]){"ab", " ", "1", "2", "3", "4", "5", "'S", NULL});
+    /* gpt-2: case-sensitive contractions, digit runs */
+    expect_split(TOK_PRE_GPT2, "I'M 12345", (const char *const[]){"I", "'", "M", " 12345", NULL});
+    /* default (llama.cpp's chain): punctuation and $+<=>^~| runs, digits
+     * apart and in threes */
+    expect_split(
+        TOK_PRE_DEFAULT, "a+b=c 12345 x,y",
+        (const char *const[]){"a", "+", "b", "=", "c", " ", "123", "45", " x", ",", "y", NULL});
+    /* a piece that starts with a 3-digit group (no empty piece before it) */
+    expect_split(TOK_PRE_DEFAULT, "12345", (const char *const[]){"123", "45", NULL});
+    /* starcoder & co: every digit apart, then gpt-2; falcon: punctuation with
+     * the backtick, gpt-2, then digits in threes */
+    expect_split(TOK_PRE_DIGITS_GPT2, "ab123 c",
+                 (const char *const[]){"ab", "1", "2", "3", " c", NULL});
+    expect_split(TOK_PRE_FALCON, "a`b 12345",
+                 (const char *const[]){"a", "`", "b", " ", "123", "45", NULL});
+    /* names */
+    enum tok_pre pre;
+    bool im, bos = false;
+    assert_int_equal(tok_pre_from_name("llama-bpe", 9, &pre, &im, &bos), 0);
+    assert_true(pre == TOK_PRE_LLAMA3 && im && bos);
+    bos = false;
+    assert_int_equal(tok_pre_from_name("qwen2", 5, &pre, &im, &bos), 0);
+    assert_true(pre == TOK_PRE_QWEN2 && !im && !bos);
+    assert_int_equal(tok_pre_from_name("", 0, &pre, &im, &bos), 0);
+    assert_true(pre == TOK_PRE_DEFAULT);
+    assert_int_equal(tok_pre_from_name("tekken-x", 8, &pre, &im, &bos), -1);
+}
+
+/* Every pre-tokenizer on random bytes (valid and invalid UTF-8, all the
+ * classes): pieces are non-empty, in order, and cover the text exactly. */
+static void test_pretokenizers_cover(void **st)
+{
+    (void)st;
+    static const char *atoms[] = {"a",
+                                  "Z",
+                                  "7",
+                                  " ",
+                                  "  ",
+                                  "\t",
+                                  "\n",
+                                  "\r\n",
+                                  "'",
+                                  "'S",
+                                  "!",
+                                  "`",
+                                  "$",
+                                  "\xe0\xa4\xbf",
+                                  "\xe4\xb8\xad",
+                                  "\xe3\x80\x80",
+                                  "\xf0\x9f\x98\x80",
+                                  "\xc2\xb2",
+                                  "\xcd\xb8"};
+    enum { NA = sizeof atoms / sizeof *atoms };
+    uint64_t rng = 5;
+    char buf[256];
+    size_t ends[256];
+    for (int it = 0; it < 3000; it++) {
+        size_t n = 0, k = 1 + tiny_rand(&rng) % 30;
+        for (size_t i = 0; i < k && n < 200; i++) {
+            int r = (int)(tiny_rand(&rng) % (NA + 2));
+            if (r < NA) {
+                memcpy(buf + n, atoms[r], strlen(atoms[r]));
+                n += strlen(atoms[r]);
+            } else {
+                buf[n++] = (char)(tiny_rand(&rng) & 0xff); /* any byte, invalid ones too */
+            }
+        }
+        for (int pre = TOK_PRE_DEFAULT; pre <= TOK_PRE_FALCON; pre++) {
+            size_t np = tok_bpe_split((enum tok_pre)pre, buf, n, ends, 256);
+            assert_true(np >= 1 && np <= n);
+            size_t prev = 0;
+            for (size_t i = 0; i < np; i++) {
+                assert_true(ends[i] > prev);
+                prev = ends[i];
+            }
+            assert_int_equal(prev, n);
+        }
     }
 }
 
@@ -335,6 +463,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_known_splits), cmocka_unit_test(test_bpe_pretokenizer),
+        cmocka_unit_test(test_pretokenizers),    cmocka_unit_test(test_pretokenizers_cover),
         cmocka_unit_test(test_bpe_known_splits), cmocka_unit_test(test_spm_roundtrip),
         cmocka_unit_test(test_bpe_roundtrip),    cmocka_unit_test(test_tokenizer_metadata_errors),
     };
