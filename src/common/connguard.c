@@ -788,10 +788,6 @@ static struct bufferevent *bevcb(struct event_base *base, void *arg)
 {
     struct connguard *g = arg;
     struct bufferevent *bev;
-    if (g->fd_episode) { /* an accept worked again */
-        log_info("accept_resumed", "connections=%d", g->nconns);
-        g->fd_episode = false;
-    }
     if (g->nconns >= g->o.max_conns) {
         reap(g);
         if (g->nconns >= g->o.max_conns) evict_one(g);
@@ -891,7 +887,7 @@ static void sweep(evutil_socket_t fd_unused, short what, void *arg)
     if (g->paused && g->nconns < g->o.max_conns - g->o.max_conns / 10 &&
         !evtimer_pending(g->resume_ev, NULL))
         resume_accept(g);
-    if (g->fd_episode && now - g->last_emfile > 5.0) {
+    if (g->fd_episode && now - g->last_emfile > 5.0) { /* the episode is over */
         log_info("accept_resumed", "connections=%d", g->nconns);
         g->fd_episode = false;
     }
