@@ -1068,8 +1068,8 @@ void connguard_free(struct connguard *g)
     free(g);
 }
 
-char *connguard_framing_run(const char *in, size_t len, size_t max_body, size_t *out_len,
-                            struct connguard_framing_result *res)
+char *connguard_framing_run(const char *in, size_t len, size_t slice, size_t max_body,
+                            size_t *out_len, struct connguard_framing_result *res)
 {
     struct gconn t;
     memset(&t, 0, sizeof t);
@@ -1081,7 +1081,8 @@ char *connguard_framing_run(const char *in, size_t len, size_t max_body, size_t 
      * modelled (everything stays in the buffer) */
     size_t off = 0;
     while (off < len) {
-        size_t k = len - off < 1000 ? len - off : 1000;
+        if (!slice) slice = 1000;
+        size_t k = len - off < slice ? len - off : slice;
         evbuffer_add(b, in + off, k);
         feed(&t, b, k, max_body);
         off += k;

@@ -71,14 +71,15 @@ int connguard_max_conns(const struct connguard *g);
 int connguard_open_conns(const struct connguard *g);
 
 /* The framing checker alone, for unit tests and the bench: feeds a request
- * stream through a fresh parser and returns the bytes evhttp would be given
- * (de-chunked, rejected requests poisoned).  *rejected: requests rejected. */
+ * stream through a fresh parser in `slice`-byte reads (0 = 1000) and returns
+ * the bytes evhttp would be given (de-chunked; a rejected request ends in a
+ * colon-less header line), malloc'ed and NUL-terminated; NULL on failure. */
 struct connguard_framing_result {
     int rejected;  /* requests refused with 400 */
     int too_large; /* de-chunked bodies over max_body (413) */
     int complete;  /* requests whose end was seen */
 };
-char *connguard_framing_run(const char *in, size_t len, size_t max_body, size_t *out_len,
-                            struct connguard_framing_result *res);
+char *connguard_framing_run(const char *in, size_t len, size_t slice, size_t max_body,
+                            size_t *out_len, struct connguard_framing_result *res);
 
 #endif
