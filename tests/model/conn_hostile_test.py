@@ -19,6 +19,11 @@ import connlib  # noqa: E402
 GEN = json.dumps({"inputs": "hello", "parameters": {"max_new_tokens": 2}}).encode()
 
 
+def sanitizer_errors(server):
+    pats = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+    return [ln for ln in server.lines if any(p in ln for p in pats)]
+
+
 def wait_for(pred, timeout, what):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -37,6 +42,9 @@ class ModelConn(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.s.stop()
+        errs = sanitizer_errors(cls.s)
+        if errs:
+            raise AssertionError("sanitizer: %s" % errs[:5])
 
     def log(self):
         return "".join(self.s.lines)
@@ -149,6 +157,7 @@ class ModelFdLimit(unittest.TestCase):
             self.assertIn("why=fd_limit", lines[0])
         finally:
             s.stop()
+        self.assertEqual(sanitizer_errors(s), [])
 
 
 if __name__ == "__main__":
