@@ -431,8 +431,9 @@ static void apply(struct gconn *t, struct evbuffer *in, enum hp_act act, size_t 
             t->n_rejected++;
             if (t->g) {
                 *t->g->m_framing += 1;
-                log_info("request_rejected", "why=framing fd=%d",
-                         t->bev ? (int)bufferevent_getfd(t->bev) : -1);
+                /* debug: a flood of bad requests must not flood the log (the counter counts) */
+                log_debug("request_rejected", "why=framing fd=%d",
+                          t->bev ? (int)bufferevent_getfd(t->bev) : -1);
             }
         } else {
             /* a Content-Length over evhttp's body limit: its 413 */
