@@ -339,10 +339,9 @@ static size_t hp_feed_line(struct hparse *p, const unsigned char *b, size_t n, s
     size_t full = p->line_len - 1; /* without LF */
     bool truncated = full > HP_LINE_KEEP;
     size_t kn = p->keep;
-    if (!truncated && kn && p->line[kn - 1] == '\r')
-        kn--; /* CRLF */
-    else if (truncated && kn == HP_LINE_KEEP && full == HP_LINE_KEEP + 1)
-        truncated = false; /* exactly HP_LINE_KEEP bytes + CR */
+    /* a line longer than what is kept (its CR included) is "truncated": its name is checked
+     * from the kept bytes, a Content-Length / Transfer-Encoding / chunk-size line is refused */
+    if (!truncated && kn && p->line[kn - 1] == '\r') kn--; /* CRLF */
     switch (p->st) {
     case HP_LINE0:
         *act = line_request(p, p->line, kn);

@@ -145,6 +145,13 @@ static void test_long_lines(void **state)
     out = run(req, &r);
     assert_int_equal(r.rejected, 1);
     free(out);
+    /* a Content-Length line of exactly 257 bytes before a bare LF: never read short */
+    memset(pad, '0', 241);
+    pad[241] = '\0';
+    snprintf(req, sizeof req, "POST / HTTP/1.1\nContent-Length:%s5\n\nhello", pad);
+    out = run(req, &r);
+    assert_int_equal(r.rejected, 1);
+    free(out);
 }
 
 int main(void)
