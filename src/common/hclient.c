@@ -443,6 +443,8 @@ static void start_send(struct hc_req *r)
             return;
         }
         evhttp_connection_set_retries(r->evcon, 0);
+        /* evhttp does not bound response headers on outgoing connections by default */
+        evhttp_connection_set_max_headers_size(r->evcon, 64 << 10);
     }
     double t = r->o.timeout_s > 0 ? r->o.timeout_s : 60.0;
     struct timeval tv = {(time_t)t + 1, 0};

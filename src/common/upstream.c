@@ -196,6 +196,9 @@ static struct uconn *uconn_new(struct upstream_pool *p)
         goto fail;
     }
     evhttp_connection_set_retries(c->evcon, 0);
+    /* evhttp's default for outgoing connections is unbounded: a server sending endless
+     * headers would grow us without limit.  Past it the request fails (no response head). */
+    evhttp_connection_set_max_headers_size(c->evcon, UPSTREAM_MAX_HEADERS);
     p->nconns++;
     return c;
 fail:

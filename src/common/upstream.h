@@ -37,6 +37,10 @@
 struct upstream_pool;
 struct upstream_req;
 
+/* Response status line + headers accepted from an upstream (bytes); more fails the request
+ * with UPSTREAM_ERR_CONNECT ("no response head"). */
+#define UPSTREAM_MAX_HEADERS (64 << 10)
+
 enum upstream_err {
     UPSTREAM_OK = 0,
     UPSTREAM_ERR_CONNECT, /* no response head: refused, reset, closed, DNS failure */

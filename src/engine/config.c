@@ -178,6 +178,9 @@ void config_opts_default(struct engine_opts *o)
     o->route_hold_ms = 2000;
     o->route_hold_max = 4096;
     o->shutdown_timeout_s = 55;
+    o->max_connections = 4096;
+    o->request_deadline_s = 30;
+    o->body_budget_mb = 64;
     snprintf(o->log_level, sizeof o->log_level, "info");
 }
 
@@ -190,6 +193,7 @@ static const char usage[] =
     "                   [--error-backoff-s S] [--error-breaker N] [--error-reset-s S]\n"
     "                   [--ready-timeout-s S] [--sign-threads N] [--route-hold-ms N]\n"
     "                   [--route-hold-max N] [--shutdown-timeout-s S]\n"
+    "                   [--max-connections N] [--request-deadline-s S] [--body-budget-mb N]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
 static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
@@ -293,6 +297,13 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
                 rc = -1;
             }
             o->error_breaker = (int)d;
+        } else if (strcmp(name, "--max-connections") == 0) {
+            rc = parse_double(name, val, 1, 1 << 22, &d);
+            o->max_connections = (int)d;
+        } else if (strcmp(name, "--request-deadline-s") == 0) {
+            rc = parse_double(name, val, 0.1, 86400, &o->request_deadline_s);
+        } else if (strcmp(name, "--body-budget-mb") == 0) {
+            rc = parse_double(name, val, 0, 1 << 20, &o->body_budget_mb);
         } else if (strcmp(name, "--sign-threads") == 0) {
             rc = parse_double(name, val, 0, 64, &d);
             o->sign_threads = (int)d;

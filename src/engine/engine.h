@@ -69,6 +69,9 @@ struct engine_opts {
     int route_hold_ms;         /* long poll of a waiting /route/ call; 0 = answer at once */
     int route_hold_max;        /* held calls at most (open connections); past it: at once */
     double shutdown_timeout_s; /* SIGTERM: wait this long for local instances to stop */
+    int max_connections;       /* open client connections; at the limit the oldest idle goes */
+    double request_deadline_s; /* first byte (TLS: accept) to complete head + body */
+    double body_budget_mb;     /* MiB of requests being received, all connections; 0 = none */
     char log_level[16];
 };
 
@@ -223,6 +226,7 @@ struct worker {
 struct engine {
     struct event_base *base;
     struct evhttp *http;
+    struct connguard *guard; /* connection discipline of the API listener (connguard.h) */
     struct engine_opts opts;
     struct store *store;
     struct rsa_privkey *key;

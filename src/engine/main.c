@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "connguard.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -208,9 +209,20 @@ int main(int argc, char **argv)
      * answers its own 413 */
     struct http_limits lim = {.max_body = 4u << 20, .max_headers = 16 << 10, .timeout_s = 60};
     e->http = http_server_new(e->base, &lim);
+    /* connection discipline (connguard.h): fd limit, idle eviction, request deadline, body
+     * budget, strict framing */
+    struct connguard_opts gopt = {
+        .prefix = "sgpu_engine",
+        .max_conns = e->opts.max_connections,
+        .fds_per_conn = 1,
+        .deadline_s = e->opts.request_deadline_s,
+        .body_budget = (size_t)(e->opts.body_budget_mb * (1 << 20)),
+        .max_body = lim.max_body,
+    };
+    e->guard = e->http ? connguard_new(e->base, e->http, &gopt, e->metrics) : NULL;
     int port = 0;
-    if (!e->http ||
-        http_server_listen(e->http, e->opts.listen_host, e->opts.listen_port, &port) != 0) {
+    if (!e->http || !e->guard ||
+        connguard_listen(e->guard, e->opts.listen_host, e->opts.listen_port, &port) != 0) {
         log_error("listen_failed", "host=%s port=%d errno=%d", e->opts.listen_host,
                   e->opts.listen_port, errno);
         return 1;
@@ -281,6 +293,7 @@ int main(int argc, char **argv)
     event_free(sterm);
     event_free(sint);
     evhttp_free(e->http);
+    connguard_free(e->guard);
     proc_fini(e);
     router_fini(e);
     while (e->workers)

@@ -26,6 +26,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "connguard.h"
 #include "httputil.h"
 #include "jsonw.h"
 #include "log.h"
@@ -688,6 +689,9 @@ int serve_main(int argc, char **argv)
     s->max_batch = 16;
     s->max_queue = 64;
     int kv_mb = 1024, max_body_kb = 1024;
+    /* connection discipline (connguard.h) */
+    int max_conns = 4096, body_budget_kb = 0;
+    double deadline_s = 30;
     s->model_path = getenv("SGPU_MODEL_PATH");
     const char *envp = getenv("SGPU_MODEL_PORT");
     if (envp && *envp && opt_int("SGPU_MODEL_PORT", envp, 0, 65535, &s->port)) return 2;
@@ -718,7 +722,19 @@ int serve_main(int argc, char **argv)
             rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
         else if (!strcmp(a, "--max-body-kb"))
             rc = opt_int(a, v, 1, 1 << 20, &max_body_kb);
-        else {
+        else if (!strcmp(a, "--max-connections"))
+            rc = opt_int(a, v, 1, 1 << 22, &max_conns);
+        else if (!strcmp(a, "--body-budget-kb"))
+            rc = opt_int(a, v, 0, 1 << 30, &body_budget_kb);
+        else if (!strcmp(a, "--request-deadline")) {
+            char *end;
+            errno = 0;
+            deadline_s = strtod(v, &end);
+            if (errno || end == v || *end || !(deadline_s >= 0.1 && deadline_s <= 86400)) {
+                log_error("fatal", "error=\"bad value for %s\"", a);
+                return 2;
+            }
+        } else {
             log_error("fatal", "error=\"unknown option %s\"", a);
             return 2;
         }
@@ -779,7 +795,17 @@ int serve_main(int argc, char **argv)
     }
     evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(s->http, route, s);
-    if (http_server_listen(s->http, s->host, s->port, &s->bound_port) != 0) {
+    /* default budget: 4 bodies at the limit */
+    struct connguard_opts gopt = {
+        .prefix = "sgpu_model",
+        .max_conns = max_conns,
+        .fds_per_conn = 1,
+        .deadline_s = deadline_s,
+        .body_budget = body_budget_kb ? (size_t)body_budget_kb << 10 : (size_t)max_body_kb << 12,
+        .max_body = (size_t)max_body_kb << 10,
+    };
+    struct connguard *guard = connguard_new(s->base, s->http, &gopt, s->met);
+    if (!guard || connguard_listen(guard, s->host, s->port, &s->bound_port) != 0) {
         log_error("fatal", "error=\"cannot listen on %s:%d: %s\"", s->host, s->port,
                   strerror(errno));
         return 1;
@@ -816,6 +842,7 @@ int serve_main(int argc, char **argv)
         creq_free(c);
     }
     evhttp_free(s->http);
+    connguard_free(guard);
     event_free(wev);
     event_free(sig1);
     event_free(sig2);

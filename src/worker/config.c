@@ -66,6 +66,7 @@ enum {
     O_ENGINE_INSECURE,
     O_FULL_PARSE_MAX,
     O_MAX_CONNECTIONS,
+    O_BODY_BUDGET,
     O_WORKLOAD,
     O_WORKLOAD_FIELD,
     O_PARALLEL,
@@ -179,7 +180,10 @@ static const struct opt opts[NOPT] = {
                           "located and forwarded (the model validates it)"},
     [O_MAX_CONNECTIONS] = {"SGPU_MAX_CONNECTIONS", "max-connections", "4096",
                            "open client connections before accepting pauses (clamped to the fd "
-                           "limit)"},
+                           "limit); at the limit the oldest idle connection is closed"},
+    [O_BODY_BUDGET] = {"SGPU_BODY_BUDGET", "body-budget", "256M",
+                       "request bytes being received, summed over all connections; past it the "
+                       "connection holding the most gets 503 (0 = unlimited)"},
     [O_ENGINE_CA] = {"SGPU_ENGINE_CA", "engine-ca", NULL,
                      "extra CA bundle (PEM) for https REPORT_ADDR / PUBKEY_URL"},
     [O_ENGINE_INSECURE] = {"SGPU_ENGINE_INSECURE", "engine-insecure", "false",
@@ -509,6 +513,7 @@ int config_load(struct wconfig *c, int argc, char **argv)
     if (get_size(v, O_FULL_PARSE_MAX, &c->full_parse_max)) return -1;
     if (get_int(v, O_MAX_CONNECTIONS, 1, 1 << 22, &ll)) return -1;
     c->max_connections = (int)ll;
+    if (get_size(v, O_BODY_BUDGET, &c->body_budget)) return -1;
     if (get_double(v, O_IDLE_TIMEOUT, 0.1, 86400, &c->idle_timeout)) return -1;
     if (get_double(v, O_REQUEST_DEADLINE, 0.1, 86400, &c->request_deadline)) return -1;
     if (get_double(v, O_UPSTREAM_TIMEOUT, 0, 1e7, &c->upstream_timeout)) return -1;

@@ -121,7 +121,8 @@ struct wconfig {
     size_t max_body;
     size_t full_parse_max; /* bodies above: payload located, not fully parsed */
     size_t max_headers;
-    int max_connections;     /* accepted connections before the listener pauses */
+    int max_connections;     /* open connections; at the limit the oldest idle is evicted */
+    size_t body_budget;      /* bytes of requests being received, all connections; 0 = none */
     double idle_timeout;     /* keep-alive idle / read inactivity */
     double request_deadline; /* whole request head+body read deadline (slowloris) */
     double upstream_timeout; /* 0 = none */
