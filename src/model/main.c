@@ -51,7 +51,7 @@ static void usage_to(FILE *out)
         "                       closed [4096, clamped to the fd limit]\n"
         "      --request-deadline S seconds from a request's first byte to its whole body [30]\n"
         "      --body-budget-kb KB  request bytes being received over all connections; the\n"
-        "                       connection holding the most gets 503 past it [4 x max-body-kb]\n"
+        "                       connection holding the most gets 503 past it [2 x (4 x max-body-kb + 4 MiB)]\n"
         "    Routes: POST /generate, /generate_stream (TGI), /v1/completions,\n"
         "    /v1/chat/completions (OpenAI, stream: true = SSE); GET /health (503 while\n"
         "    loading), /info, /v1/models, /metrics.  Fatal errors log `event=fatal`.\n"

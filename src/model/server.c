@@ -795,14 +795,16 @@ int serve_main(int argc, char **argv)
     }
     evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(s->http, route, s);
-    /* default budget: 4 bodies at the limit */
+    /* The guard sees evhttp's (buffered) limit, so an oversized body is read
+     * and answered 413 by route() rather than cut by the guard; the default
+     * budget holds two bodies at that limit (~20 MiB with the defaults). */
     struct connguard_opts gopt = {
         .prefix = "sgpu_model",
         .max_conns = max_conns,
         .fds_per_conn = 1,
         .deadline_s = deadline_s,
-        .body_budget = body_budget_kb ? (size_t)body_budget_kb << 10 : (size_t)max_body_kb << 12,
-        .max_body = (size_t)max_body_kb << 10,
+        .body_budget = body_budget_kb ? (size_t)body_budget_kb << 10 : lim.max_body * 2,
+        .max_body = lim.max_body,
     };
     struct connguard *guard = connguard_new(s->base, s->http, &gopt, s->met);
     if (!guard || connguard_listen(guard, s->host, s->port, &s->bound_port) != 0) {
