@@ -294,6 +294,14 @@ void request_cb(struct evhttp_request *req, void *arg)
         envelope_free(&env);
         return;
     }
+    if (env.deferred) { /* large body whose workload needs the whole payload: now, after auth */
+        if (envelope_parse_deferred(req, &env) != 0) {
+            *w->m_status_422 += 1;
+            envelope_free(&env);
+            return;
+        }
+        wl = wire_cap(w, handler_workload(h, env.payload), w->cfg.max_workload, "workload");
+    }
     struct wsession *sess = NULL;
     if (env.session && env.session->type != PYJ_NULL) {
         /* Looked up only after the grant verified (B15): an unauthenticated

@@ -288,10 +288,15 @@ struct envelope {
     const struct pyj_value *session; /* session_id or NULL */
     const char *payload_raw;         /* payload bytes in the body */
     size_t payload_len;
+    bool deferred; /* large body: payload not parsed yet (placeholder); see envelope_parse_deferred
+                    */
 };
 int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *req,
                    const char *body, size_t len, struct envelope *env);
 void envelope_free(struct envelope *env);
+/* After the grant verified: parse a deferred payload (replies 422 and returns -1 when it is not
+ * JSON).  No-op when nothing was deferred. */
+int envelope_parse_deferred(struct evhttp_request *req, struct envelope *env);
 
 /* auth.c */
 struct auth_state *auth_new(const struct wconfig *c);
