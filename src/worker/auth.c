@@ -16,7 +16,7 @@
  *
  * Binding (issue 8): a grant opens only the worker it was issued for.  Its
  * `url` must be the url this worker reports (cfg.url, byte for byte: the
- * engine signs exactly the reported url), and when SGPU_ENDPOINT is set a
+ * engine signs exactly the reported url), and when SGPU_GRANT_ENDPOINT is set a
  * grant that names an endpoint must name this one.  Every scheme signs the
  * url, so a grant for another worker cannot be edited to match; the endpoint
  * is signed only by fields-*.  Both checks are string compares, done before

@@ -133,7 +133,7 @@ static const struct opt opts[NOPT] = {
                           "accepted grants remembered by the replay guard (bounded memory)"},
     [O_URL_CACHE] = {"SGPU_URL_CACHE", "url-cache", "256",
                      "verified url-scheme grants cached (0 = verify every request)"},
-    [O_ENDPOINT] = {"SGPU_ENDPOINT", "endpoint", "",
+    [O_ENDPOINT] = {"SGPU_GRANT_ENDPOINT", "grant-endpoint", "",
                     "this worker's endpoint name: a grant naming another endpoint gets 401 "
                     "(empty = not checked)"},
     [O_REPORT_FORMAT] = {"SGPU_REPORT_FORMAT", "report-format", "v3",

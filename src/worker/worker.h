@@ -91,10 +91,11 @@ struct wconfig {
     double pubkey_refresh;
     enum auth_scheme scheme;
     bool replay_guard;
-    int replay_window;   /* reqnum may trail the maximum by this much */
-    int replay_history;  /* accepted messages remembered */
-    int url_cache;       /* cached url-scheme verifications */
-    char endpoint[256];  /* SGPU_ENDPOINT: grants naming another endpoint are refused; "" = off */
+    int replay_window;  /* reqnum may trail the maximum by this much */
+    int replay_history; /* accepted messages remembered */
+    int url_cache;      /* cached url-scheme verifications */
+    char endpoint[256]; /* SGPU_GRANT_ENDPOINT: grants naming another endpoint are refused; "" = off
+                         */
     double max_workload; /* cap on one request's workload and one grant's cost (workload units) */
     enum report_fmt report_fmt;
     char config_file[1024];

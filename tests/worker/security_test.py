@@ -1,5 +1,5 @@
 """Issue 8, worker side: grants bind to the worker they were issued for (url, and the endpoint
-when SGPU_ENDPOINT is set) in all three schemes; numbers from the wire are finite and capped
+when SGPU_GRANT_ENDPOINT is set) in all three schemes; numbers from the wire are finite and capped
 before they reach any counter or report; a report the engine refuses never jams the worker;
 unsigned grant costs, session slots and session bodies are bounded; no big parse happens
 before a request is authenticated.  Each case fails on the code before the fix."""
@@ -85,7 +85,7 @@ class GrantBinding(WorkerTestCase, unittest.TestCase):
             with self.subTest(scheme=scheme):
                 if scheme != "url":
                     self.tearDown()
-                self.start({"SGPU_AUTH_SCHEME": scheme, "SGPU_ENDPOINT": "tenant-a"})
+                self.start({"SGPU_AUTH_SCHEME": scheme, "SGPU_GRANT_ENDPOINT": "tenant-a"})
                 wrong = grant(scheme, GRANT_URL, reqnum=1, endpoint="tenant-b")
                 r = self.worker.post("/generate", envelope(wrong, tgi_payload(2)))
                 self.assertEqual(r.status, 401, r.body)
