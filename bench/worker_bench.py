@@ -67,7 +67,9 @@ def wrk(url, body_path, conns, lua):
 
 def start_worker(env, cwd):
     port = free_port()
-    e = {"PATH": os.environ["PATH"], "WORKER_PORT": str(port), "SGPU_LOG_LEVEL": "warn"}
+    # the worker reports (and accepts grants for) http://127.0.0.1:3000, the url of the grant below
+    e = {"PATH": os.environ["PATH"], "WORKER_PORT": str(port), "SGPU_LOG_LEVEL": "warn",
+         "VAST_TCP_PORT_%d" % port: "3000"}
     e.update(env)
     t0 = time.monotonic()
     p = subprocess.Popen([WORKER_BIN], env=e, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

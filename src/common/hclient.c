@@ -349,17 +349,26 @@ static void done_cb(struct evhttp_request *ereq, void *arg)
         return;
     } else {
         int saved = errno;
+        /* errno is only meaningful for socket errors: a connect() in progress leaves
+         * EINPROGRESS/EAGAIN behind, which says nothing about why the request failed. */
+        if (saved == EINPROGRESS || saved == EAGAIN || saved == EWOULDBLOCK) saved = 0;
         r->result = r->err_type == EVREQ_HTTP_TIMEOUT ? HC_ERR_TIMEOUT : HC_ERR_CONNECT;
         char tlsmsg[300] = "";
         if (r->u.tls) tls_error(r, tlsmsg, sizeof tlsmsg);
+        bool reached =
+            r->err_type == EVREQ_HTTP_INVALID_HEADER || r->err_type == EVREQ_HTTP_DATA_TOO_LONG;
         snprintf(r->errmsg, sizeof r->errmsg, "%s %s:%d: %s",
-                 r->result == HC_ERR_TIMEOUT ? "timeout talking to" : "cannot reach", r->u.host,
-                 r->u.port,
-                 tlsmsg[0]                           ? tlsmsg
-                 : r->err_type == EVREQ_HTTP_TIMEOUT ? "timed out"
-                 : saved == ENOTCONN                 ? "connection refused or closed"
-                 : saved                             ? strerror(saved)
-                                                     : "connection closed without a response");
+                 r->result == HC_ERR_TIMEOUT ? "timeout talking to"
+                 : reached                   ? "bad answer from"
+                                             : "cannot reach",
+                 r->u.host, r->u.port,
+                 tlsmsg[0]                                  ? tlsmsg
+                 : r->err_type == EVREQ_HTTP_TIMEOUT        ? "timed out"
+                 : r->err_type == EVREQ_HTTP_INVALID_HEADER ? "not a valid HTTP response"
+                 : r->err_type == EVREQ_HTTP_DATA_TOO_LONG  ? "response head too large"
+                 : saved == ENOTCONN                        ? "connection refused or closed"
+                 : saved                                    ? strerror(saved)
+                         : "connection closed without a response");
     }
     r->st = ST_DONE;
     kick_now(r);

@@ -2,6 +2,7 @@
  * report_error_and_exit): POST {addr}/worker_status/ with the error, to every
  * address of REPORT_ADDR.  Unlike the reference script the body is valid JSON
  * (the message is escaped) and `id` is an integer. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,22 +47,30 @@ void json_put_string(struct sbuf *out, const char *s)
     sbuf_putc(out, '"');
 }
 
+/* The url the worker reports: http[s]://$PUBLIC_IPADDR:$VAST_TCP_PORT_<WORKER_PORT>.  As in
+ * sgpu-worker, a missing VAST_TCP_PORT_<WORKER_PORT> falls back to WORKER_PORT (the port the
+ * worker binds) and a missing PUBLIC_IPADDR to 127.0.0.1; IPv6 literals are bracketed.  $URL
+ * (the reference script's variable) is used only when WORKER_PORT is unusable. */
 void report_worker_url(char *out, size_t n)
 {
     const char *u = getenv("URL");
     const char *ip = getenv("PUBLIC_IPADDR");
     const char *wp = getenv("WORKER_PORT");
     out[0] = '\0';
-    if (ip && *ip && wp && *wp) {
+    char *end = NULL;
+    long port = wp && *wp ? strtol(wp, &end, 10) : 0;
+    if (port > 0 && port <= 65535 && end && *end == '\0') {
         char var[64];
-        snprintf(var, sizeof var, "VAST_TCP_PORT_%s", wp);
+        snprintf(var, sizeof var, "VAST_TCP_PORT_%ld", port);
         const char *ext = getenv(var);
+        long ep = ext && *ext ? strtol(ext, &end, 10) : 0;
+        if (ep > 0 && ep <= 65535 && *end == '\0') port = ep;
+        if (!ip || !*ip) ip = "127.0.0.1";
         const char *ssl = getenv("USE_SSL");
-        if (ext && *ext) {
-            snprintf(out, n, "%s://%s:%s", ssl && strcmp(ssl, "true") == 0 ? "https" : "http", ip,
-                     ext);
-            return;
-        }
+        bool v6 = strchr(ip, ':') != NULL;
+        snprintf(out, n, "%s://%s%s%s:%ld", ssl && strcmp(ssl, "true") == 0 ? "https" : "http",
+                 v6 ? "[" : "", ip, v6 ? "]" : "", port);
+        return;
     }
     if (u) snprintf(out, n, "%s", u);
 }

@@ -196,6 +196,20 @@ void wreq_abort_all(struct worker *w)
         wreq_abort(wr, 503, "{\"error\": \"worker shutting down\"}");
 }
 
+double wire_cap(struct worker *w, double x, double cap, const char *what)
+{
+    if (isfinite(x) && x >= 0 && x <= cap) return x;
+    double y = x > cap ? cap : 0; /* +Inf and big -> cap; NaN, -Inf, negative -> 0 */
+    *w->m_workload_capped += 1;
+    if (!w->cap_logged) { /* once: a flood of hostile numbers must not flood the log */
+        w->cap_logged = true;
+        log_warn("number_capped", "what=%s value=%g cap=%g to=%g (logged once)", what, x, cap, y);
+    } else {
+        log_debug("number_capped", "what=%s value=%g cap=%g to=%g", what, x, cap, y);
+    }
+    return y;
+}
+
 static void count_reject(struct worker *w, double workload, const struct pyj_value *auth_ok,
                          double t_enter)
 {
@@ -248,7 +262,8 @@ void request_cb(struct evhttp_request *req, void *arg)
         *w->m_status_422 += 1;
         return;
     }
-    double wl = handler_workload(h, env.payload);
+    /* capped before it can enter any counter (rej_load, cur_load, ...): issue 8 */
+    double wl = wire_cap(w, handler_workload(h, env.payload), w->cfg.max_workload, "workload");
     if (w->phase != PH_READY && lifecycle_awaiting_key(w)) {
         /* No key yet, so no grant can verify: 401 as for a bad grant (the
          * engine still sees max_perf 0, i.e. not ready). */
@@ -267,13 +282,26 @@ void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     const char *why = "";
-    if (auth_check(w, env.auth, &why) != 0) {
+    int arc = auth_check(w, env.auth, &why);
+    if (arc != 0) {
         log_debug("auth_rejected", "why=\"%s\"", why);
         count_reject(w, wl, NULL, t_enter);
-        *w->m_status_401 += 1;
-        reply_empty(req, 401);
+        if (arc == AUTH_INVALID) {
+            *w->m_status_401 += 1;
+            reply_empty(req, 401);
+        } else {
+            auth_reply_wrong(w, req, arc, env.auth); /* a grant for another worker */
+        }
         envelope_free(&env);
         return;
+    }
+    if (env.deferred) { /* large body whose workload needs the whole payload: now, after auth */
+        if (envelope_parse_deferred(req, &env) != 0) {
+            *w->m_status_422 += 1;
+            envelope_free(&env);
+            return;
+        }
+        wl = wire_cap(w, handler_workload(h, env.payload), w->cfg.max_workload, "workload");
     }
     struct wsession *sess = NULL;
     if (env.session && env.session->type != PYJ_NULL) {

@@ -12,7 +12,16 @@
  *
  * url scheme: the message depends on the url alone and PKCS#1 v1.5 is
  * deterministic, so a verified (url, signature) pair stays valid until the
- * key changes; a small direct-mapped cache skips the RSA operation. */
+ * key changes; a small direct-mapped cache skips the RSA operation.
+ *
+ * Binding (issue 8): a grant opens only the worker it was issued for.  Its
+ * `url` must be the url this worker reports (cfg.url, byte for byte: the
+ * engine signs exactly the reported url), and when SGPU_GRANT_ENDPOINT is set a
+ * grant that names an endpoint must name this one.  Every scheme signs the
+ * url, so a grant for another worker cannot be edited to match; the endpoint
+ * is signed only by fields-*.  Both checks are string compares, done before
+ * the replay guard, the cache and RSA, so a wrong-worker grant costs nothing
+ * and changes no state. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +55,7 @@ struct auth_state {
     struct cache_ent *cache;
     int ncache;
     uint64_t hits, misses;
+    uint64_t wrong; /* grants for another worker / endpoint */
 };
 
 static unsigned bucket_of(const struct auth_state *a, const uint8_t d[32])
@@ -145,10 +155,70 @@ void auth_message(enum auth_scheme s, const struct pyj_value *auth, struct sbuf 
     }
 }
 
+/* AUTH_WRONG_URL / AUTH_WRONG_ENDPOINT when the grant is for another worker, else 0. */
+static int check_binding(const struct worker *w, const struct pyj_value *auth, const char **why)
+{
+    const struct pyj_value *url = pyj_get(auth, "url");
+    size_t ul = strlen(w->cfg.url);
+    if (!url || url->type != PYJ_STRING || url->u.str.len != ul ||
+        memcmp(url->u.str.s, w->cfg.url, ul) != 0) {
+        *why = "grant url is not this worker's url";
+        return AUTH_WRONG_URL;
+    }
+    const struct pyj_value *ep = pyj_get(auth, "endpoint");
+    size_t el = strlen(w->cfg.endpoint);
+    if (el && ep && ep->type != PYJ_NULL &&
+        (ep->type != PYJ_STRING || ep->u.str.len != el ||
+         memcmp(ep->u.str.s, w->cfg.endpoint, el) != 0)) {
+        *why = "grant endpoint is not this worker's endpoint";
+        return AUTH_WRONG_ENDPOINT;
+    }
+    return 0;
+}
+
+/* At most max bytes of s, cut at a UTF-8 character boundary. */
+static size_t utf8_prefix(const char *s, size_t n, size_t max)
+{
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+void auth_reply_wrong(struct worker *w, struct evhttp_request *req, int rc,
+                      const struct pyj_value *auth)
+{
+    struct sbuf b = SBUF_INIT;
+    if (rc == AUTH_WRONG_ENDPOINT) {
+        *w->m_grant_wrong_endpoint += 1;
+        sbuf_puts(&b, "{\"error\": \"grant is for another endpoint than this worker's\"}");
+    } else {
+        *w->m_grant_wrong_url += 1;
+        sbuf_puts(&b, "{\"error\": \"grant is for another worker: its url is not this worker's "
+                      "url\", \"grant_url\": ");
+        const struct pyj_value *url = pyj_get(auth, "url");
+        if (url && url->type == PYJ_STRING)
+            pyj_write_string(&b, url->u.str.s, utf8_prefix(url->u.str.s, url->u.str.len, 256));
+        else
+            sbuf_puts(&b, "null");
+        sbuf_puts(&b, ", \"worker_url\": ");
+        pyj_write_string(&b, w->cfg.url, strlen(w->cfg.url));
+        sbuf_putc(&b, '}');
+    }
+    *w->m_status_401 += 1;
+    reply_json(req, 401, "application/json; charset=utf-8", b.data, b.len);
+    sbuf_free(&b);
+}
+
 int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
 {
     struct auth_state *a = w->auth;
     if (w->cfg.unsecured) return 0;
+    int brc = check_binding(w, auth, why);
+    if (brc) {
+        a->wrong++;
+        return brc;
+    }
     if (!w->key) {
         *why = "no public key";
         return -1;

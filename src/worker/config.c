@@ -38,6 +38,7 @@ enum {
     O_REPLAY_WINDOW,
     O_REPLAY_HISTORY,
     O_URL_CACHE,
+    O_ENDPOINT,
     O_REPORT_FORMAT,
     O_CONFIG,
     O_DRAIN_TIMEOUT,
@@ -68,6 +69,7 @@ enum {
     O_MAX_CONNECTIONS,
     O_BODY_BUDGET,
     O_WORKLOAD,
+    O_MAX_WORKLOAD,
     O_WORKLOAD_FIELD,
     O_PARALLEL,
     O_MAX_QUEUE_TIME,
@@ -132,6 +134,9 @@ static const struct opt opts[NOPT] = {
                           "accepted grants remembered by the replay guard (bounded memory)"},
     [O_URL_CACHE] = {"SGPU_URL_CACHE", "url-cache", "256",
                      "verified url-scheme grants cached (0 = verify every request)"},
+    [O_ENDPOINT] = {"SGPU_GRANT_ENDPOINT", "grant-endpoint", "",
+                    "this worker's endpoint name: a grant naming another endpoint gets 401 "
+                    "(empty = not checked)"},
     [O_REPORT_FORMAT] = {"SGPU_REPORT_FORMAT", "report-format", "v3",
                          "v1 (12 fields) | v3 (17 fields + /delete_requests/)"},
     [O_CONFIG] = {"SGPU_CONFIG", "config", NULL, "JSON file of custom handlers"},
@@ -190,6 +195,9 @@ static const struct opt opts[NOPT] = {
                            "do not verify the engine's TLS certificate (tests only)"},
     [O_WORKLOAD] = {"SGPU_WORKLOAD", "workload", "100",
                     "generic: constant workload, or default when the field is absent"},
+    [O_MAX_WORKLOAD] = {"SGPU_MAX_WORKLOAD", "max-workload", "1000000",
+                        "cap on one request's workload and on one grant's cost (a session's "
+                        "load); larger values are clamped"},
     [O_WORKLOAD_FIELD] = {"SGPU_WORKLOAD_FIELD", "workload-field", NULL,
                           "generic: dotted payload path holding the workload"},
     [O_PARALLEL] = {"SGPU_PARALLEL", "parallel", "true",
@@ -500,6 +508,7 @@ int config_load(struct wconfig *c, int argc, char **argv)
     c->replay_history = (int)ll;
     if (get_int(v, O_URL_CACHE, 0, 1 << 16, &ll)) return -1;
     c->url_cache = (int)ll;
+    if (get_str(v, O_ENDPOINT, c->endpoint, sizeof c->endpoint)) return -1;
     if (strcmp(v[O_REPORT_FORMAT], "v1") == 0)
         c->report_fmt = REPORT_V1;
     else if (strcmp(v[O_REPORT_FORMAT], "v3") == 0)
@@ -547,7 +556,8 @@ int config_load(struct wconfig *c, int argc, char **argv)
     if (get_double(v, O_LOG_POLL, 0.001, 60, &c->log_poll)) return -1;
     if (v[O_ENGINE_CA] && get_str(v, O_ENGINE_CA, c->engine_ca, sizeof c->engine_ca)) return -1;
     if (get_bool(v, O_ENGINE_INSECURE, &c->engine_insecure)) return -1;
-    if (get_double(v, O_WORKLOAD, 0, 1e12, &c->wl_constant)) return -1;
+    if (get_double(v, O_MAX_WORKLOAD, 1, 1e12, &c->max_workload)) return -1;
+    if (get_double(v, O_WORKLOAD, 0, c->max_workload, &c->wl_constant)) return -1;
     if (v[O_WORKLOAD_FIELD] && get_str(v, O_WORKLOAD_FIELD, c->wl_field, sizeof c->wl_field))
         return -1;
     if (get_bool(v, O_PARALLEL, &c->parallel)) return -1;

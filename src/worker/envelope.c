@@ -2,7 +2,14 @@
  * 422 bodies are byte-identical to PyWorker's (aiohttp json_response: Python
  * json.dumps default separators, Content-Type application/json; charset=utf-8),
  * vast-protocol.md §3.3.  Where PyWorker crashes with a 500 (auth_data not an
- * object, body not an object) we answer 422 with a clear message instead. */
+ * object, body not an object) we answer 422 with a clear message instead.
+ *
+ * Parse cost before authentication is bounded (issue 8): auth_data may be at
+ * most AUTH_DATA_MAX bytes of text (422 otherwise; checked on the span, before
+ * any parse, on the large-body path), and on the large-body path a payload
+ * whose workload needs the whole tree (comfyui, a workload path through an
+ * array, a non-object payload) is parsed only after the grant verified
+ * (envelope_parse_deferred); until then its workload is the handler default. */
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -12,6 +19,10 @@
 #include "worker.h"
 
 #define CT_422 "application/json; charset=utf-8"
+/* A grant is ~0.5 KB of JSON; anything much larger is not one, and must not be parsed (a JSON
+ * tree costs ~30-45x its text) before anything is authenticated. */
+#define AUTH_DATA_MAX 16384
+#define AUTH_TOO_LARGE "{\"auth_data\": \"larger than 16384 bytes\"}"
 
 static const char *const keys_v1[] = {"signature", "cost", "endpoint", "reqnum", "url"};
 static const char *const keys_v2[] = {"cost",        "endpoint",  "reqnum",
@@ -52,9 +63,10 @@ static void set_raw_string(struct pyj_value *o, const char *p, size_t n, const c
 }
 
 /* Large bodies: a stand-in payload object holding only what the payload
- * check and the workload rule read, parsed from spans.  NULL = give up and
- * parse the payload fully. */
-static struct pyj_value *synth_payload(const struct handler *h, const char *p, size_t n)
+ * check and the workload rule read, parsed from spans.  *deferred = true when
+ * the workload rule needs the whole tree: it is parsed after authentication. */
+static struct pyj_value *synth_payload(const struct handler *h, const char *p, size_t n,
+                                       bool *deferred)
 {
     struct jspan sp;
     struct pyj_value *o = pyj_new_object();
@@ -86,9 +98,9 @@ static struct pyj_value *synth_payload(const struct handler *h, const char *p, s
             seg[l] = '\0';
             path += l;
             if (*path == '.') path++;
-            if (cn == 0 || cur[0] != '{') { /* arrays on the path: parse fully */
-                pyj_free(o);
-                return NULL;
+            if (cn == 0 || cur[0] != '{') { /* arrays on the path: parse fully, after auth */
+                *deferred = true;
+                break;
             }
             if (!member(cur, cn, seg, &sp)) break;
             cur += sp.off;
@@ -104,9 +116,9 @@ static struct pyj_value *synth_payload(const struct handler *h, const char *p, s
         }
         break;
     }
-    case WL_COMFY:
-        pyj_free(o);
-        return NULL;
+    case WL_COMFY: /* width/height/steps anywhere in the tree: parse fully, after auth */
+        *deferred = true;
+        break;
     }
     if (h->check == PC_TGI && member(p, n, "parameters", &sp) && !pyj_get(o, "parameters"))
         pyj_object_set(o, "parameters", pyj_new_null());
@@ -122,6 +134,9 @@ static int parse_lite(const struct handler *h, const char *body, size_t len, str
     static const char *const top[] = {"auth_data", "payload", "session_id"};
     struct jspan sp[3];
     if (jspan_members(body, len, top, 3, sp) != 0) return -1;
+    /* cheap checks before any parse: auth_data (and session_id, a 13-character id) small */
+    if ((sp[0].found && sp[0].len > AUTH_DATA_MAX) || (sp[2].found && sp[2].len > AUTH_DATA_MAX))
+        return -2;
     struct pyj_value *doc = pyj_new_object();
     for (int i = 0; i < 3; i += 2) {
         if (!sp[i].found) continue;
@@ -140,17 +155,36 @@ static int parse_lite(const struct handler *h, const char *body, size_t len, str
             p += isp.off;
             n = isp.len;
         }
-        struct pyj_value *pv = p[0] == '{' ? synth_payload(h, p, n) : NULL;
-        if (!pv) pv = parse_span(p, n);
-        if (!pv) {
-            pyj_free(doc);
-            return -1;
+        bool deferred = false;
+        struct pyj_value *pv;
+        if (p[0] == '{') {
+            pv = synth_payload(h, p, n, &deferred);
+        } else if (h->check != PC_ANY) {
+            pv = pyj_new_null(); /* "payload must be a dictionary" without parsing it */
+        } else {
+            pv = pyj_new_null(); /* any JSON value: parsed after auth for the workload */
+            deferred = true;
         }
+        env->deferred = deferred;
         pyj_object_set(doc, "payload", pv);
         env->payload_raw = p;
         env->payload_len = n;
     }
     env->doc = doc;
+    return 0;
+}
+
+int envelope_parse_deferred(struct evhttp_request *req, struct envelope *env)
+{
+    if (!env->deferred) return 0;
+    env->deferred = false;
+    struct pyj_value *pv = parse_span(env->payload_raw, env->payload_len);
+    if (!pv) {
+        reply_422(req, "{\"error\": \"invalid JSON\"}");
+        return -1;
+    }
+    pyj_object_set(env->doc, "payload", pv);
+    env->payload = pv;
     return 0;
 }
 
@@ -166,7 +200,12 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
     memset(env, 0, sizeof *env);
     char err[128] = "";
     bool lite = len > w->cfg.full_parse_max;
-    if (lite ? parse_lite(h, body, len, env) != 0
+    int lrc = lite ? parse_lite(h, body, len, env) : 0;
+    if (lrc == -2) {
+        reply_422(req, AUTH_TOO_LARGE);
+        return -1;
+    }
+    if (lite ? lrc != 0
              : (pyj_parse(body, len, &env->doc, err, sizeof err) != 0 ||
                 env->doc->type != PYJ_OBJECT)) {
         log_debug("bad_json", "err=\"%s\"", err);
@@ -235,11 +274,18 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
     /* The payload is forwarded as the bytes the client sent (B7: nothing is
      * dropped).  If the scanner cannot place it, fall back to re-serialising. */
     if (lite) return 0; /* spans and unwrapping done by parse_lite */
-    static const char *const top[] = {"payload"};
-    struct jspan sp;
-    if (jspan_members(body, len, top, 1, &sp) == 0 && sp.found) {
-        env->payload_raw = body + sp.off;
-        env->payload_len = sp.len;
+    static const char *const top[] = {"payload", "auth_data"};
+    struct jspan sp[2];
+    if (jspan_members(body, len, top, 2, sp) == 0) {
+        if (sp[1].found && sp[1].len > AUTH_DATA_MAX) { /* same rule as the large-body path */
+            reply_422(req, AUTH_TOO_LARGE);
+            envelope_free(env);
+            return -1;
+        }
+        if (sp[0].found) {
+            env->payload_raw = body + sp[0].off;
+            env->payload_len = sp[0].len;
+        }
     }
     /* openai worker's request_parser: {"input": {...}} is unwrapped (§3.2). */
     const struct pyj_value *inner = h->unwrap_input ? pyj_get(env->payload, "input") : NULL;

@@ -12,7 +12,13 @@
  * v3 also POSTs {addr}/delete_requests/ every second while finished requests
  * are pending: {"worker_id", "mtoken", "requests": [{"request_idx", "success",
  * "status", "entered_queue_at", "work_started_at", "work_completed_at"}]}.
- * Only requests whose grant verified are listed (B18). */
+ * Only requests whose grant verified are listed (B18).
+ *
+ * Issue 8: every load figure is finite and at most REPORT_NUM_MAX in the body
+ * (the engine refuses reports with values over 1e15), and a report that every
+ * address refused with a 4xx (not 408/429) is dropped - its counters are
+ * reset as after a success, logged once - so one bad value can never jam the
+ * worker's reports for good. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +32,7 @@
 
 #define DONE_CAP 10000
 #define DELETE_BATCH 1000
+#define REPORT_NUM_MAX 1e12 /* largest load figure reported; the engine's own cost cap */
 
 struct send_ctx {
     struct worker *w;
@@ -37,7 +44,10 @@ struct send_ctx {
     double disk_used;
     bool carried_loadtime;
     size_t ndone; /* delete_requests entries carried */
+    int refused;  /* 4xx status of an address that refused this body, or 0 */
 };
+
+static bool refused_logged; /* report_refused logged since the last accepted send */
 
 static void (*final_cb)(struct worker *, void *);
 static void *final_arg;
@@ -55,6 +65,12 @@ static void put_float(struct sbuf *b, double v)
     char t[40];
     size_t n = pyj_format_float(v, t, sizeof t);
     sbuf_append(b, t, n);
+}
+
+/* A load figure: finite, >= 0, at most REPORT_NUM_MAX. */
+static void put_load(struct worker *w, struct sbuf *b, double v, const char *what)
+{
+    put_float(b, wire_cap(w, v, REPORT_NUM_MAX, what));
 }
 
 static void put_str(struct sbuf *b, const char *s)
@@ -89,31 +105,32 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
         sbuf_puts(b, ", ");
     }
     sbuf_puts(b, "\"loadtime\": ");
-    put_float(b, loadtime);
+    put_load(w, b, loadtime, "loadtime");
     sbuf_puts(b, ", \"cur_load\": ");
-    put_float(b, v3 ? w->working_load + w->session_load : newl);
+    double sload = w->session_load < session_cost_cap(w) ? w->session_load : session_cost_cap(w);
+    put_load(w, b, v3 ? w->working_load + sload : newl, "cur_load");
     if (v3) {
         sbuf_puts(b, ", \"rej_load\": ");
-        put_float(b, w->cur.rejected);
+        put_load(w, b, w->cur.rejected, "rej_load");
         sbuf_puts(b, ", \"new_load\": ");
-        put_float(b, newl);
+        put_load(w, b, newl, "new_load");
     }
     sbuf_puts(b, ", \"error_msg\": ");
     put_str(b, w->error_msg);
     sbuf_puts(b, ", \"max_perf\": ");
-    put_float(b, maxp);
+    put_load(w, b, maxp, "max_perf");
     sbuf_puts(b, ", \"cur_perf\": ");
     if (v3) {
-        put_float(b, w->cur.served);
+        put_load(w, b, w->cur.served, "cur_perf");
     } else {
         double el = now - (w->last_report_ok_mono > 0 ? w->last_report_ok_mono : w->t_start_mono);
-        put_float(b, el > 0 ? w->cur.served / el : 0.0);
+        put_load(w, b, el > 0 ? w->cur.served / el : 0.0, "cur_perf");
     }
     sbuf_printf(b,
                 ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
                 "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
                 w->nworking + w->nsessions, (unsigned long long)w->n_accepted);
-    put_float(b, disk);
+    put_float(b, isfinite(disk) ? disk : 0.0);
     if (v3) {
         sbuf_puts(b, ", \"working_request_idxs\": [");
         bool first = true;
@@ -208,6 +225,37 @@ static void try_send(struct send_ctx *sc);
 static void send_finished(struct send_ctx *sc, bool ok)
 {
     struct worker *w = sc->w;
+    if (!ok && sc->refused) {
+        /* Refused, not failed: sending the same figures again would be refused again.
+         * Drop what this body carried (as after a success) so later reports go through. */
+        *w->m_reports_refused += 1;
+        if (!refused_logged) {
+            refused_logged = true;
+            log_warn("report_refused",
+                     "path=%s http=%d action=dropped (counters reset; logged once until a report "
+                     "is accepted)",
+                     sc->path, sc->refused);
+        }
+        if (sc->is_status) {
+            w->report_in_flight = false;
+            w->cur.received -= sc->snap.received;
+            w->cur.served -= sc->snap.served;
+            w->cur.errored -= sc->snap.errored;
+            w->cur.cancelled -= sc->snap.cancelled;
+            w->cur.rejected -= sc->snap.rejected;
+            w->disk_base_gib = sc->disk_used;
+            w->reports_failed++;
+        } else {
+            w->delete_in_flight = false;
+            memmove(w->done, w->done + sc->ndone, (w->ndone - sc->ndone) * sizeof *w->done);
+            w->ndone -= sc->ndone;
+        }
+        sbuf_free(&sc->body);
+        free(sc);
+        check_final(w);
+        return;
+    }
+    if (ok) refused_logged = false;
     if (sc->is_status) {
         w->report_in_flight = false;
         if (ok) {
@@ -249,6 +297,7 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
         return;
     }
     log_debug("report_status", "path=%s addr=%zu http=%d", sc->path, sc->addr, status);
+    if (status >= 400 && status < 500 && status != 408 && status != 429) sc->refused = status;
     sc->addr++;
     try_send(sc);
 }

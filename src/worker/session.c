@@ -28,7 +28,12 @@
  *   timeout, result only logged.
  * - session_auth must equal (Python dict equality) the auth_data sent to
  *   create.  The ids of the last 64 closed sessions are remembered so that
- *   /session/end can answer 410 "session already closed". */
+ *   /session/end can answer 410 "session already closed".
+ * - Bounds (issue 8): a /session/ body is at most SESSION_BODY_MAX bytes,
+ *   checked before anything is parsed (413); a grant's `cost` (unsigned in
+ *   the url scheme) is clamped to session_cost_cap(); one grant holds at most
+ *   one open session (409); and the sessions' load in reports is clamped to
+ *   session_cost_cap() as a whole. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +47,9 @@
 #define SESSION_ID_LEN 13
 #define CLOSED_RING 64
 #define ON_CLOSE_TIMEOUT 10.0
+/* A session request is a grant (~0.5 KB) plus a small payload: 64 KiB is generous, and bounds
+ * the parse (a tree costs ~45x its text) before anything is authenticated. */
+#define SESSION_BODY_MAX (64 * 1024)
 
 struct wsession {
     char id[SESSION_ID_LEN + 1];
@@ -146,6 +154,34 @@ void session_report_idxs(struct worker *w, struct sbuf *b, bool *first)
         sbuf_printf(b, *first ? "%lld" : ", %lld", (long long)s->request_idx);
         *first = false;
     }
+}
+
+double session_cost_cap(const struct worker *w)
+{
+    double cap = w->cfg.max_workload;
+    if (w->max_perf > 0 && w->cfg.max_queue_time > 0) {
+        double window = w->max_perf * w->cfg.max_queue_time; /* what it serves in one wait */
+        if (window < cap) cap = window > 1 ? window : 1;
+    }
+    return cap;
+}
+
+/* Same grant: the same signature and the same request_idx (or both without one). */
+static bool grant_has_session(struct session_state *st, const struct pyj_value *auth)
+{
+    const struct pyj_value *sig = pyj_get(auth, "signature");
+    const struct pyj_value *idx = pyj_get(auth, "request_idx");
+    struct wsession *s;
+    TAILQ_FOREACH(s, &st->list, link)
+    {
+        // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
+        const struct pyj_value *ssig = pyj_get(s->auth, "signature");
+        const struct pyj_value *sidx = pyj_get(s->auth, "request_idx");
+        if ((!sig) != (!ssig) || (sig && !pyj_equal(sig, ssig))) continue;
+        if ((!idx) != (!sidx) || (idx && !pyj_equal(idx, sidx))) continue;
+        return true;
+    }
+    return false;
 }
 
 /* ---- on_close_route call ---- */
@@ -266,6 +302,11 @@ static int parse_body(struct evhttp_request *req, struct pyj_value **doc)
     const char *body = http_request_body(req, &len);
     char err[96];
     *doc = NULL;
+    if (len > SESSION_BODY_MAX) { /* cheap check first: never parse a big body unauthenticated */
+        http_reply_error(req, 413, "session request body is larger than %d bytes",
+                         SESSION_BODY_MAX);
+        return -1;
+    }
     if (pyj_parse(body ? body : "", len, doc, err, sizeof err) != 0 || (*doc)->type != PYJ_OBJECT) {
         pyj_free(*doc);
         *doc = NULL;
@@ -303,10 +344,15 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
         goto out;
     }
     const char *why = "";
-    if (auth_check(w, auth, &why) != 0) { /* B16: create is authenticated */
+    int arc = auth_check(w, auth, &why);
+    if (arc != 0) { /* B16: create is authenticated */
         log_debug("auth_rejected", "route=/session/create why=\"%s\"", why);
-        *w->m_status_401 += 1;
-        reply_empty(req, 401);
+        if (arc == AUTH_INVALID) {
+            *w->m_status_401 += 1;
+            reply_empty(req, 401);
+        } else {
+            auth_reply_wrong(w, req, arc, auth);
+        }
         goto out;
     }
     double lifetime = 60.0;
@@ -340,6 +386,12 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
         reply_empty(req, 429);
         goto out;
     }
+    if (grant_has_session(st, auth)) {
+        /* One grant (one /route/ answer) is one session.  In the url scheme grants differ only
+         * in unsigned fields, so this stops honest reuse; the load bound below is what holds. */
+        http_reply_error(req, 409, "this grant already holds an open session");
+        goto out;
+    }
     struct wsession *s = calloc(1, sizeof *s);
     if (!s) abort();
     do
@@ -352,7 +404,8 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
     if (route) s->on_close_route = strdup(route->u.str.s);
     if (ocp) s->on_close_payload = pyj_clone(ocp);
     double cost = 0;
-    if (pyj_number(pyj_get(auth, "cost"), &cost) && isfinite(cost) && cost > 0) s->cost = cost;
+    if (pyj_number(pyj_get(auth, "cost"), &cost) && isfinite(cost) && cost > 0)
+        s->cost = wire_cap(w, cost, session_cost_cap(w), "session_cost");
     s->has_idx =
         w->cfg.report_fmt == REPORT_V3 && pyj_int64(pyj_get(auth, "request_idx"), &s->request_idx);
     TAILQ_INSERT_TAIL(&st->list, s, link);

@@ -114,6 +114,19 @@ void status_metrics_init(struct worker *w)
                                       "Replies produced by the worker itself");
     w->m_status_502 = metrics_counter(m, "sgpu_worker_replies_total{status=\"502\"}",
                                       "Replies produced by the worker itself");
+    w->m_grant_wrong_url =
+        metrics_counter(m, "sgpu_worker_grants_refused_total{reason=\"wrong_worker\"}",
+                        "Grants issued for another worker (url) or endpoint: 401 JSON");
+    w->m_grant_wrong_endpoint =
+        metrics_counter(m, "sgpu_worker_grants_refused_total{reason=\"wrong_endpoint\"}",
+                        "Grants issued for another worker (url) or endpoint: 401 JSON");
+    w->m_workload_capped =
+        metrics_counter(m, "sgpu_worker_numbers_capped_total",
+                        "Workloads and grant costs from the wire clamped to SGPU_MAX_WORKLOAD or "
+                        "the session bound");
+    w->m_reports_refused =
+        metrics_counter(m, "sgpu_worker_reports_refused_total",
+                        "Reports the engine refused (4xx): their counters were dropped");
     w->m_phase = metrics_gauge(m, "sgpu_worker_phase",
                                "0 loading, 1 benchmarking, 2 ready, 3 error, 4 draining");
     w->m_working = metrics_gauge(m, "sgpu_worker_requests_working", "Requests queued or running");

@@ -115,6 +115,9 @@ struct wconfig {
     int replay_window;  /* reqnum may trail the maximum by this much */
     int replay_history; /* accepted messages remembered */
     int url_cache;      /* cached url-scheme verifications */
+    char endpoint[256]; /* SGPU_GRANT_ENDPOINT: grants naming another endpoint are refused; "" = off
+                         */
+    double max_workload; /* cap on one request's workload and one grant's cost (workload units) */
     enum report_fmt report_fmt;
     char config_file[1024];
     double drain_timeout;
@@ -274,9 +277,14 @@ struct worker {
     double session_load;       /* Σ cost of open sessions (cur_load, not the 429 estimate) */
     struct evhttp *http_plain; /* WORKER_HTTP_PORT listener (POST /session/end only) */
 
+    bool cap_logged; /* wire_cap has logged its warn line */
+
     struct metrics *metrics;
     double *m_req_total[5]; /* by outcome + 503 */
     double *m_status_401, *m_status_422, *m_status_429, *m_status_503, *m_status_502;
+    double *m_grant_wrong_url, *m_grant_wrong_endpoint; /* grants for another worker */
+    double *m_workload_capped;                          /* wire numbers clamped (issue 8) */
+    double *m_reports_refused;                          /* reports the engine answered 4xx */
     double *m_phase;
     double *m_working, *m_queued, *m_max_perf;
     struct metrics_hist *m_latency;
@@ -304,17 +312,27 @@ struct envelope {
     const struct pyj_value *session; /* session_id or NULL */
     const char *payload_raw;         /* payload bytes in the body */
     size_t payload_len;
+    bool deferred; /* large body: payload not parsed yet (placeholder); see envelope_parse_deferred
+                    */
 };
 int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *req,
                    const char *body, size_t len, struct envelope *env);
 void envelope_free(struct envelope *env);
+/* After the grant verified: parse a deferred payload (replies 422 and returns -1 when it is not
+ * JSON).  No-op when nothing was deferred. */
+int envelope_parse_deferred(struct evhttp_request *req, struct envelope *env);
 
 /* auth.c */
 struct auth_state *auth_new(const struct wconfig *c);
 void auth_free(struct auth_state *a);
 void auth_key_changed(struct auth_state *a);
-/* 0 = accepted; -1 = rejected (reason in *why). */
+/* 0 = accepted; AUTH_INVALID = rejected (401, empty body, reason in *why); AUTH_WRONG_URL /
+ * AUTH_WRONG_ENDPOINT = a grant for another worker (answer with auth_reply_wrong). */
+enum { AUTH_INVALID = -1, AUTH_WRONG_URL = -2, AUTH_WRONG_ENDPOINT = -3 };
 int auth_check(struct worker *w, const struct pyj_value *auth_data, const char **why);
+/* 401 JSON that says the grant is for another worker / endpoint; counts it in /metrics. */
+void auth_reply_wrong(struct worker *w, struct evhttp_request *req, int rc,
+                      const struct pyj_value *auth_data);
 /* Signed message bytes for the scheme (used by tests and logs). */
 void auth_message(enum auth_scheme s, const struct pyj_value *auth_data, struct sbuf *out);
 
@@ -327,6 +345,9 @@ void request_cb(struct evhttp_request *req, void *arg);
 void wreq_start(struct wreq *wr); /* admission -> proxy */
 void wreq_end(struct wreq *wr, enum outcome out);
 void wreq_abort_all(struct worker *w); /* drain timeout: cancel what is left */
+/* A number from the wire made safe for counters: NaN / negative -> 0, above cap -> cap
+ * (counted in /metrics, logged once at warn).  `what` names it in the log. */
+double wire_cap(struct worker *w, double x, double cap, const char *what);
 struct evhttp_request *wreq_client_begin_reply(struct wreq *wr); /* stops the EV_CLOSED watcher */
 struct evhttp_request *wreq_client_finish(struct wreq *wr);      /* detaches the client request */
 void proxy_start(struct wreq *wr);
@@ -389,6 +410,10 @@ int session_route(struct worker *w, struct evhttp_request *req, const char *path
 struct wsession *session_find(struct worker *w, const struct pyj_value *id);
 void session_attach(struct worker *w, struct wsession *s, struct wreq *wr); /* extends it */
 void session_report_idxs(struct worker *w, struct sbuf *b, bool *first);
+/* Most load one grant's `cost` may add, and the most all sessions together add to reports:
+ * min(SGPU_MAX_WORKLOAD, max_perf x SGPU_MAX_QUEUE_TIME) (issue 8: cost is unsigned in the
+ * url scheme). */
+double session_cost_cap(const struct worker *w);
 /* admission.c: end one request early (its session closed): status/body for a
  * client that has had no reply yet; a started stream is cut. */
 void wreq_abort(struct wreq *wr, int status, const char *body);

@@ -281,6 +281,43 @@ class CliTest(unittest.TestCase):
         self.assertEqual([x["request_idx"] for x in self.routes(e)], [0, 42])
         self.assertIn("reroute", r.stderr)
 
+    def test_worker_answering_garbage_gets_a_precise_error(self):
+        """Issue 8 item 20: a worker that answers something that is not HTTP is named as such,
+        not with a stale errno ("Operation now in progress")."""
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(16)
+        stop = threading.Event()
+
+        def serve():
+            lst.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    c, _ = lst.accept()
+                except (socket.timeout, OSError):
+                    continue
+                try:
+                    c.settimeout(5)
+                    c.recv(65536)
+                    c.sendall(b"this is not HTTP at all\r\n\r\n")
+                except OSError:
+                    pass
+                c.close()
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            url = "http://127.0.0.1:%d" % lst.getsockname()[1]
+            e = self.engine([("grant", url)])
+            r = self.sgpu("call", "--endpoint", "demo", "--data", "{}", "--max-attempts", "2",
+                          "--max-time", "30", engine=e)
+        finally:
+            stop.set()
+            t.join()
+            lst.close()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertNotIn("Operation now in progress", r.stderr)
+        self.assertIn("not a valid HTTP response", r.stderr)
+
     def test_stream_arrives_in_order_as_sent(self):
         w = self.worker("stream")
         e = self.engine([("grant", w.url)])

@@ -311,6 +311,21 @@ class LaunchTest(LaunchBase):
         self.assertEqual(len(self.events_of("term")), len(self.events_of("start")))
         self.assertIn("event=giving_up", read(os.path.join(self.ws, "debug.log")))
 
+    def test_crash_loop_report_url_falls_back_to_worker_port(self):
+        """Issue 8 item 19: without VAST_TCP_PORT_<port> the report's url is the worker's own
+        (PUBLIC_IPADDR + WORKER_PORT, as sgpu-worker reports it), never ""."""
+        sink = Sink()
+        self.sinks.append(sink)
+        env = self.env(REPORT_ADDR=sink.url, PUBLIC_IPADDR="10.1.2.3")
+        env.pop("VAST_TCP_PORT_" + env["WORKER_PORT"], None)
+        env.pop("URL", None)
+        crash = 'echo "start model $$" >> "$FAKE_EVENTS"; exit 3'
+        rc, out, err = self.launch("--max-model-restarts", "0", "--restart-delay", "0.05",
+                                   env=env, model_cmd=crash, wait=True)
+        self.assertEqual(rc, 1, err)
+        (post,) = sink.posts
+        self.assertEqual(json.loads(post[2])["url"], "http://10.1.2.3:%s" % env["WORKER_PORT"])
+
     def test_worker_config_error_is_reported_not_looped(self):
         sink = Sink()
         self.sinks.append(sink)

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from worker_lib import (Cryptodome_RSA, WorkerTestCase, envelope, grant, message, pubkey_pem,  # noqa
                         sign, sign_no_null_digestinfo, test_key, tgi_payload, wait_for)
 
-URL = "https://203.0.113.7:41234"
+from worker_lib import GRANT_URL as URL  # noqa: E402  (the url the test worker reports)
 
 
 class AuthUrlScheme(WorkerTestCase, unittest.TestCase):
@@ -54,8 +54,7 @@ class AuthUrlScheme(WorkerTestCase, unittest.TestCase):
     def test_session_checked_after_signature(self):
         """B15: an unauthenticated caller cannot probe sessions (401, not 410)."""
         from worker_lib import Cryptodome_RSA as R  # noqa: F401
-        forged = grant("url", URL)
-        forged["url"] = "http://elsewhere"
+        forged = grant("url", URL, key=Cryptodome_RSA.generate(2048))
         r = self.worker.post("/generate", envelope(forged, tgi_payload(), session_id="abc"))
         self.assertEqual(r.status, 401)
         r = self.worker.post("/generate", envelope(grant("url", URL), tgi_payload(), session_id="abc"))

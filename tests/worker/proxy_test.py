@@ -350,7 +350,7 @@ class LargeBodies(WorkerTestCase, unittest.TestCase):
     def test_tgi_large_body(self):
         from worker_lib import grant as mkgrant
         self.start({"SGPU_FULL_PARSE_MAX": "1K"})
-        url = "https://203.0.113.7:41234"
+        from worker_lib import GRANT_URL as url
         big = "w\u00e9 " * 2000
         payload = '{"inputs": "%s", "parameters": {"max_new_tokens": 3, "top_p": 0.5}, "x": [1.0, 2e3]}' % big
         g = mkgrant("url", url)

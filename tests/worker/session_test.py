@@ -2,6 +2,7 @@
 expiry with the on_close_route call, max_sessions, the WORKER_HTTP_PORT listener,
 and POST /pyworker/update.  The model server is a recording Python sink (generic
 backend), so the on_close POST can be inspected."""
+import itertools
 import json
 import os
 import re
@@ -11,13 +12,24 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from worker_lib import (Sink, WorkerTestCase, envelope, grant, raw_request,  # noqa: E402
-                        wait_for)
+from worker_lib import (Cryptodome_RSA, Sink, WorkerTestCase, envelope, grant,  # noqa: E402
+                        raw_request, wait_for)
 
 URL = "http://203.0.113.7:41234"
 ENV = {"BACKEND": "generic", "PUBLIC_IPADDR": "203.0.113.7", "VAST_TCP_PORT_0": "41234",
        "SGPU_SESSION_GC": "0.1", "SGPU_REPORT_INTERVAL": "1"}
 JSON_CT = "application/json; charset=utf-8"
+_IDX = itertools.count(501)
+
+
+_OTHER_KEY = []
+
+
+def forged_grant(**kw):
+    """A grant for this worker's url signed with a key the worker does not trust."""
+    if not _OTHER_KEY:
+        _OTHER_KEY.append(Cryptodome_RSA.generate(2048))
+    return grant("url", URL, key=_OTHER_KEY[0], **kw)
 
 
 class SessionBase(WorkerTestCase):
@@ -33,7 +45,8 @@ class SessionBase(WorkerTestCase):
             self.model.stop()
 
     def create(self, auth=None, **payload):
-        auth = auth or grant("url", URL, request_idx=501, cost=42.0)
+        # one /route/ answer per session, as the SDK does (a grant holds one open session)
+        auth = auth or grant("url", URL, request_idx=next(_IDX), cost=42.0)
         return self.worker.post("/session/create", {"auth_data": auth, "payload": payload}), auth
 
     def sget(self, route, sid, auth):
@@ -49,9 +62,7 @@ class Sessions(SessionBase, unittest.TestCase):
 
     def test_create_requires_a_valid_grant(self):
         """B16: /session/create verifies the grant."""
-        forged = grant("url", URL)
-        forged["url"] = "http://elsewhere"
-        r, _ = self.create(forged)
+        r, _ = self.create(forged_grant())
         self.assertEqual((r.status, r.body), (401, b""))
         r = self.worker.request("POST", "/session/create", b"{nope")
         self.assertEqual((r.status, r.body), (422, b'{"error": "invalid JSON"}'))
@@ -80,8 +91,7 @@ class Sessions(SessionBase, unittest.TestCase):
         r, auth = self.create(lifetime=100)
         sid = r.json()["session_id"]
         exp0 = self.sget("/session/get", sid, auth).json()["expiration"]
-        forged = grant("url", URL)
-        forged["url"] = "http://elsewhere"
+        forged = forged_grant()
         for s in (sid, "AAAAAAAAAAAAA", "x"):
             r = self.worker.post("/any", envelope(forged, {"q": 1}, session_id=s))
             self.assertEqual((r.status, r.body), (401, b""), s)  # same answer, known or not
@@ -141,7 +151,7 @@ class Sessions(SessionBase, unittest.TestCase):
         self.assertEqual(p["json"], {"a": [1], "session_id": sid})
 
     def test_expiry_on_close_and_reports(self):
-        auth = grant("url", URL, request_idx=777, cost=42e6)
+        auth = grant("url", URL, request_idx=777, cost=3000.0)
         r, _ = self.create(auth, lifetime=1.5, on_close_route="/bye", on_close_payload=[1, 2])
         sid = r.json()["session_id"]
 
@@ -151,9 +161,9 @@ class Sessions(SessionBase, unittest.TestCase):
                     return p["json"]
         d = wait_for(open_report, 10, what="report with the open session")
         self.assertEqual(d["working_request_idxs"], [777])
-        self.assertEqual(d["cur_load"], 42e6)
-        # the session's cost is load, not queue: a 42e6 cost would be a 420000 s wait at
-        # max_perf 100, yet a plain request is admitted (sessions are not in the 429 estimate)
+        self.assertEqual(d["cur_load"], 3000.0)
+        # the session's cost is load, not queue: 3000 is the whole 30 s window at max_perf
+        # 100, yet a plain request is admitted (sessions are not in the 429 estimate)
         r = self.worker.post("/any", envelope(grant("url", URL), {"q": 1}))
         self.assertEqual(r.status, 200, r.body)
         p = wait_for(lambda: self.model_posts("/bye"), 10, what="on_close after expiry")[0]

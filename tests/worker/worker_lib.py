@@ -61,6 +61,11 @@ def pubkey_pem(key=None):
     return (key or test_key()).publickey().export_key("PEM")
 
 
+# The url a test worker reports (WorkerTestCase.start sets PUBLIC_IPADDR and VAST_TCP_PORT_0 to
+# match; tests use WORKER_PORT=0): a worker accepts only grants issued for its own url.
+GRANT_URL = "http://203.0.113.7:41234"
+URL_ENV = {"PUBLIC_IPADDR": "203.0.113.7", "VAST_TCP_PORT_0": "41234"}
+
 V1_KEYS = ["cost", "endpoint", "reqnum", "url"]
 V2_KEYS = ["cost", "endpoint", "reqnum", "request_idx", "url"]
 
@@ -403,6 +408,7 @@ class WorkerTestCase:
         self.sink = Sink(pubkey=pubkey)
         e = {"BACKEND": "tgi", "REPORT_ADDR": self.sink.url, "SGPU_BENCHMARK_RUNS": "1",
              "SGPU_BENCHMARK_FILE": os.path.join(self._tmp.name, ".has_benchmark")}
+        e.update(URL_ENV)
         if self.stub:
             e["MODEL_SERVER_URL"] = self.stub.url
             if stub_log:
