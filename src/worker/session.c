@@ -40,6 +40,7 @@
 
 #include <openssl/rand.h>
 
+#include "connguard.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -81,6 +82,7 @@ struct session_state {
     struct wsession_list list;
     struct close_call_list calls;
     struct event *gc_ev;
+    struct connguard *plain_guard; /* the WORKER_HTTP_PORT listener's connection discipline */
     char closed[CLOSED_RING][SESSION_ID_LEN + 1];
     int closed_next;
 };
@@ -590,8 +592,20 @@ int session_init(struct worker *w)
         w->http_plain = http_server_new(w->base, &lim);
         if (!w->http_plain) return -1;
         evhttp_set_gencb(w->http_plain, plain_cb, w);
+        /* Same discipline as the main listener (deadline, idle eviction, framing,
+         * budget), sized for a route that takes one small JSON object. */
+        struct connguard_opts o = {
+            .prefix = NULL,
+            .max_conns = 256,
+            .fds_per_conn = 1,
+            .deadline_s = c->request_deadline,
+            .body_budget = (size_t)4 << 20,
+            .max_body = c->max_body,
+        };
+        st->plain_guard = connguard_new(w->base, w->http_plain, &o, NULL);
+        if (!st->plain_guard) return -1;
         int port = 0;
-        if (http_server_listen(w->http_plain, c->host, c->http_port, &port) != 0) {
+        if (connguard_listen(st->plain_guard, c->host, c->http_port, &port) != 0) {
             log_error("listen_failed", "host=%s port=%d what=WORKER_HTTP_PORT", c->host,
                       c->http_port);
             return -1;
@@ -621,6 +635,7 @@ void session_free(struct worker *w)
     }
     w->nsessions = 0;
     w->session_load = 0;
+    if (st->plain_guard) connguard_free(st->plain_guard);
     if (w->http_plain) evhttp_free(w->http_plain);
     w->http_plain = NULL;
     free(st);
