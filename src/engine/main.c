@@ -153,6 +153,9 @@ int main(int argc, char **argv)
     }
     log_init("engine", lvl);
     umask(077); /* database, keys and workspaces are private to this user */
+    /* past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the store reports
+     * like a full disk, instead of the signal killing the engine */
+    signal(SIGXFSZ, SIG_IGN);
 
     char exe[600];
     ssize_t xl = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -244,7 +247,10 @@ int main(int argc, char **argv)
         return 1;
     }
     adopt_workers(e);
-    store_flush(e->store);
+    if (store_flush(e->store) != 0) { /* e.g. the data directory's disk is full */
+        log_error("store_write_failed", "path=%s msg=\"cannot write the database\"", dbp);
+        return 1;
+    }
 
     char addrp[700];
     FILE *af = NULL;
