@@ -392,8 +392,12 @@ bool provider_can_park(const struct workergroup *g);
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
 /* After restart: re-attach to an instance recorded in the store. */
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
-/* Engine exit: local instances are destroyed synchronously unless keep. */
+/* Engine exit (SIGTERM): local instances are asked to stop unless keep; command instances are
+ * left running (logged, re-adopted on the next start). */
 void provider_shutdown(struct engine *e, struct worker *w, bool keep);
+/* command provider operations (create/start/stop/destroy) still running: shutdown waits for
+ * them (up to --shutdown-timeout-s) so that their results are stored. */
+int provider_ops_running(struct engine *e);
 /* Per-tick liveness checks (adopted local processes). */
 void provider_poll(struct engine *e, struct worker *w);
 

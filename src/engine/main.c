@@ -22,15 +22,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     lifecycle_tick(arg);
 }
 
-/* Shutdown progress: done when no local instance runs any more, or at the deadline. */
+/* Shutdown progress: done when no local instance runs and no provider command is in flight
+ * any more (its result is then stored), or at the deadline. */
 static void on_stop_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct engine *e = arg;
     (void)fd;
     (void)what;
-    int n = local_running(e);
-    if (n == 0 || time_mono() >= e->stop_deadline_mono) {
-        if (n) log_warn("shutdown_timeout", "instances_running=%d", n);
+    int n = local_running(e), ops = provider_ops_running(e);
+    if ((n == 0 && ops == 0) || time_mono() >= e->stop_deadline_mono) {
+        if (n || ops)
+            log_warn("shutdown_timeout", "instances_running=%d commands_running=%d", n, ops);
         event_base_loopbreak(e->base);
     }
 }
