@@ -8,6 +8,27 @@
 # run by scripts/run-tests.sh against the binaries in $(BIN).
 
 SHELL := /bin/bash
+
+# Two levels.  The outer level (this block) installs what is missing first and then builds in
+# a sub-make: pkg-config (below) must run after scripts/deps.sh installed pkg-config and the -dev
+# packages, and nothing may compile while they are being installed (make -j).  `make test`,
+# `make run`, `make bench`, `make sanitize` and `make deps` install (with sudo when not root);
+# a plain `make` installs only as root, otherwise it names what to install and stops.  Every
+# other goal (a file, unit, lint, clean, install...) goes straight to the inner level.
+ifndef SGPU_INNER
+.PHONY: all deps test run bench sanitize
+all:
+	@./scripts/deps.sh --no-sudo
+	@$(MAKE) --no-print-directory SGPU_INNER=1 all
+deps:
+	@./scripts/deps.sh
+test run bench sanitize:
+	@./scripts/deps.sh
+	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
+Makefile: ;
+.DEFAULT:
+	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
+else
 CC ?= cc
 BUILD ?= build
 BIN ?= bin
@@ -58,14 +79,12 @@ FIXTURES := $(patsubst tests/fixtures/%.c,$(BIN)/fixtures/%,$(FIXTURE_SRC))
 UNIT_SRC := $(wildcard tests/common/test_*.c $(foreach c,$(COMPONENTS),tests/$(c)/test_*.c))
 UNIT_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps deps-quiet run test unit sanitize bench lint format install clean
+.PHONY: all deps run test unit sanitize bench lint format install clean
 # keep object files of test programs (they are intermediates of pattern rules)
 .SECONDARY:
-all: deps-quiet $(PROGRAMS) $(FIXTURES)
+all: $(PROGRAMS) $(FIXTURES)
 
 deps:
-	@./scripts/deps.sh
-deps-quiet:
 	@./scripts/deps.sh
 
 $(BUILD)/%.o: %.c
@@ -106,7 +125,6 @@ test: all unit
 
 # ASan + UBSan build of everything, then the whole suite against it.
 sanitize:
-	@./scripts/deps.sh
 	$(MAKE) SAN=1 OPT=-O1 BUILD=build/san BIN=build/san/bin test
 
 bench: all
@@ -131,3 +149,5 @@ clean:
 	rm -rf build bin
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+endif # SGPU_INNER
