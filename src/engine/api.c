@@ -566,9 +566,15 @@ static void h_get_endpoint_logs(struct ctx *c)
     if (t && get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
     struct endpoint *ep = endpoint_from_body(c);
     if (!ep) return;
-    store_flush(c->e->store);
+    store_flush(c->e->store); /* the tick's pending events too (a failure is logged) */
     struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
-    store_events_text(c->e->store, ep->id, &d, &s);
+    if (store_events_text(c->e->store, ep->id, &d, &s) != 0) {
+        sbuf_free(&d);
+        sbuf_free(&s);
+        reply_err(c, 503, "store_failed", "the event log could not be read (%s)",
+                  store_errmsg(c->e->store));
+        return;
+    }
     sbuf_putc(&out, '{');
     tail_into(&out, "info0", &d, tail, false);
     tail_into(&out, "info1", &s, tail, true);
@@ -992,10 +998,15 @@ static void h_events(struct ctx *c)
             return;
         }
     }
-    store_flush(c->e->store);
+    store_flush(c->e->store); /* the tick's pending events too (a failure is logged) */
     struct sbuf out = SBUF_INIT;
     sbuf_puts(&out, "{\"success\": true, \"results\": ");
-    store_events_json(c->e->store, ep ? ep->id : -1, ep ? ep->name : NULL, limit, &out);
+    if (store_events_json(c->e->store, ep ? ep->id : -1, ep ? ep->name : NULL, limit, &out) != 0) {
+        sbuf_free(&out);
+        reply_err(c, 503, "store_failed", "the event log could not be read (%s)",
+                  store_errmsg(c->e->store));
+        return;
+    }
     sbuf_putc(&out, '}');
     reply(c, 200, &out);
     sbuf_free(&out);

@@ -388,7 +388,8 @@ int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name,
     if (endpoint_id >= 0) sqlite3_bind_int64(st, 2, endpoint_id);
     sbuf_putc(out, '[');
     bool first = true;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         char ts[40];
         pyj_format_float(sqlite3_column_double(st, 1), ts, sizeof ts);
         sbuf_printf(out, "%s{\"id\": %lld, \"ts\": %s, \"endpoint_id\": %lld, \"endpoint\": ",
@@ -409,8 +410,9 @@ int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name,
         first = false;
     }
     sbuf_putc(out, ']');
+    if (rc != SQLITE_DONE) note_err(s, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
-    return 0;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 int store_events_text(struct store *s, int64_t endpoint_id, struct sbuf *decisions,
@@ -420,15 +422,17 @@ int store_events_text(struct store *s, int64_t endpoint_id, struct sbuf *decisio
                                " endpoint_id=? ORDER BY id");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, endpoint_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 2);
         const char *r = (const char *)sqlite3_column_text(st, 3);
         struct sbuf *o = (k && strcmp(k, "state") == 0) ? states : decisions;
         sbuf_printf(o, "%.3f worker=%lld %s: %s\n", sqlite3_column_double(st, 0),
                     (long long)sqlite3_column_int64(st, 1), k ? k : "", r ? r : "");
     }
+    if (rc != SQLITE_DONE) note_err(s, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
-    return 0;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static enum wstate state_parse(const char *s)

@@ -251,6 +251,11 @@ class DiskFull(unittest.TestCase):
             self.assertEqual(n["kept"]["endpoint_state"], "active")
             st, r = e.call("GET", "/api/v0/workergroups/")
             self.assertEqual([(g["id"], g["test_workers"]) for g in r["results"]], [(gid, 3)])
+            # reads still work; routing does not need the disk
+            st, r = e.call("GET", "/api/v0/events/?endpoint=kept")
+            self.assertEqual(st, 200, r)
+            self.assertIn("endpoint_created", [x["kind"] for x in r["results"]])
+            self.assertEqual(e.route("kept")[0], 200)
         finally:
             self.fsize(resource.RLIM_INFINITY)
         # space again: writes work, and what was acknowledged survives kill -9 right after
