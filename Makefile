@@ -8,6 +8,27 @@
 # run by scripts/run-tests.sh against the binaries in $(BIN).
 
 SHELL := /bin/bash
+
+# Two levels.  The outer level (this block) installs what is missing first and then builds in
+# a sub-make: pkg-config (below) must run after scripts/deps.sh installed pkg-config and the -dev
+# packages, and nothing may compile while they are being installed (make -j).  `make test`,
+# `make run`, `make bench`, `make sanitize` and `make deps` install (with sudo when not root);
+# a plain `make` installs only as root, otherwise it names what to install and stops.  Every
+# other goal (a file, unit, lint, clean, install...) goes straight to the inner level.
+ifndef SGPU_INNER
+.PHONY: all deps test run bench sanitize
+all:
+	@./scripts/deps.sh --no-sudo
+	@$(MAKE) --no-print-directory SGPU_INNER=1 all
+deps:
+	@./scripts/deps.sh
+test run bench sanitize:
+	@./scripts/deps.sh
+	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
+Makefile: ;
+.DEFAULT:
+	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
+else
 CC ?= cc
 BUILD ?= build
 BIN ?= bin
@@ -15,19 +36,22 @@ PREFIX ?= /usr/local
 SAN ?= 0
 
 PKGS := libevent libevent_openssl libevent_pthreads json-c libcrypto libssl sqlite3
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+# Evaluated lazily, once, on first use (the inner level runs after scripts/deps.sh installed
+# pkg-config and the -dev packages; a goal that compiles nothing never runs pkg-config).
+lazy_pkg = $(eval $(1) := $$(shell pkg-config $(2) 2>/dev/null))$($(1))
+PKG_CFLAGS = $(call lazy_pkg,PKG_CFLAGS,--cflags $(PKGS))
+PKG_LIBS = $(call lazy_pkg,PKG_LIBS,--libs $(PKGS))
+CMOCKA_LIBS = $(call lazy_pkg,CMOCKA_LIBS,--libs cmocka)
 
 OPT ?= -O2
-CFLAGS_BASE := -std=c17 -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+CFLAGS_BASE = -std=c17 -g $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
   -D_GNU_SOURCE -pthread -Isrc -Isrc/common $(PKG_CFLAGS)
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 CFLAGS += $(CFLAGS_BASE)
-LDLIBS := $(PKG_LIBS) -lm -pthread
+LDLIBS = $(PKG_LIBS) -lm -pthread
 
 # Model compute kernels get more optimisation (see docs/design.md).
 MODEL_OPT ?= -O3 -ffp-contract=fast
@@ -58,14 +82,12 @@ FIXTURES := $(patsubst tests/fixtures/%.c,$(BIN)/fixtures/%,$(FIXTURE_SRC))
 UNIT_SRC := $(wildcard tests/common/test_*.c $(foreach c,$(COMPONENTS),tests/$(c)/test_*.c))
 UNIT_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps deps-quiet run test unit sanitize bench lint format install clean
+.PHONY: all deps run test unit sanitize bench lint format install clean
 # keep object files of test programs (they are intermediates of pattern rules)
 .SECONDARY:
-all: deps-quiet $(PROGRAMS) $(FIXTURES)
+all: $(PROGRAMS) $(FIXTURES)
 
 deps:
-	@./scripts/deps.sh
-deps-quiet:
 	@./scripts/deps.sh
 
 $(BUILD)/%.o: %.c
@@ -79,8 +101,8 @@ $(BUILD)/src/model/%.o: src/model/%.c
 # Unicode tables of the tokenizers, generated from Debian's unicode-data
 # package into the build directory (src/model/unicode.c includes them).
 UNICODE_DIR ?= /usr/share/unicode
-# (deps-quiet first: it installs unicode-data; wildcard: no error before it has)
-$(BUILD)/gen/unicode_tables.inc: scripts/gen-unicode-tables.py $(wildcard $(UNICODE_DIR)/UnicodeData.txt $(UNICODE_DIR)/PropList.txt) | deps-quiet
+# (the outer level installed unicode-data before this runs)
+$(BUILD)/gen/unicode_tables.inc: scripts/gen-unicode-tables.py $(wildcard $(UNICODE_DIR)/UnicodeData.txt $(UNICODE_DIR)/PropList.txt)
 	@mkdir -p $(dir $@)
 	python3 scripts/gen-unicode-tables.py $(UNICODE_DIR) > $@.tmp && mv $@.tmp $@
 $(BUILD)/src/model/unicode.o: $(BUILD)/gen/unicode_tables.inc
@@ -116,7 +138,6 @@ test: all unit
 
 # ASan + UBSan build of everything, then the whole suite against it.
 sanitize:
-	@./scripts/deps.sh
 	$(MAKE) SAN=1 OPT=-O1 BUILD=build/san BIN=build/san/bin test
 
 bench: all
@@ -141,3 +162,5 @@ clean:
 	rm -rf build bin
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+endif # SGPU_INNER

@@ -2,6 +2,10 @@
 # Install the Debian packages sgpu needs to build, test and benchmark.
 # Idempotent and quiet when everything is present: it asks dpkg first and
 # only calls apt-get for what is missing.
+#
+# --no-sudo (plain `make`): install only when running as root; otherwise name
+# the missing packages and how to install them, and fail, instead of asking
+# for a sudo password in the middle of a build.
 set -eu
 
 PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev \
@@ -9,6 +13,9 @@ libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk"
 
 # unicode-data: the tokenizers' Unicode tables are generated from it at build time
 PKGS="$PKGS unicode-data"
+nosudo=0
+[ "${1:-}" = "--no-sudo" ] && nosudo=1
+
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -17,9 +24,17 @@ for p in $PKGS; do
 done
 [ -z "$missing" ] && exit 0
 
-echo "deps: installing:$missing" >&2
 SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+    if [ "$nosudo" -eq 1 ]; then
+        echo "deps: missing Debian packages:$missing" >&2
+        echo "deps: install them with 'make deps' (uses sudo) or" >&2
+        echo "      sudo apt-get install -y --no-install-recommends$missing" >&2
+        exit 1
+    fi
+    SUDO="sudo"
+fi
+echo "deps: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 # shellcheck disable=SC2086

@@ -188,24 +188,36 @@ static const char *query(struct ctx *c, const char *k)
     return evhttp_find_header(&c->query, k);
 }
 
-static const char *api_key_of(struct ctx *c)
+/* The caller's key and its length (bytes): "Authorization: Bearer K", else the body's
+ * "api_key", else ?api_key=.  NULL when none.  The length matters: a JSON string may hold a
+ * NUL ("KEY\u0000x"), and a key must match whole, not up to its first NUL (the query string
+ * cannot carry one: on_request refuses %00). */
+static const char *api_key_of(struct ctx *c, size_t *len)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
     if (h && strncasecmp(h, "Bearer ", 7) == 0) {
         h += 7;
         while (*h == ' ')
             h++;
+        *len = strlen(h);
         return h;
     }
     struct json_object *v = field(c, "api_key");
-    if (v && json_object_is_type(v, json_type_string)) return json_object_get_string(v);
-    return query(c, "api_key");
+    if (v && json_object_is_type(v, json_type_string)) {
+        *len = (size_t)json_object_get_string_len(v);
+        return json_object_get_string(v);
+    }
+    const char *q = query(c, "api_key");
+    *len = q ? strlen(q) : 0;
+    return q;
 }
 
-static bool key_eq(const char *a, const char *b)
+/* a (alen bytes) equals the NUL-terminated secret b, whole; the time taken depends only on
+ * the lengths, never on where the bytes differ. */
+static bool key_eq(const char *a, size_t alen, const char *b)
 {
     size_t n = strlen(b);
-    if (!a || strlen(a) != n || n == 0) return false;
+    if (!a || alen != n || n == 0) return false;
     unsigned d = 0;
     for (size_t i = 0; i < n; i++)
         d |= (unsigned char)(a[i] ^ b[i]);
@@ -214,16 +226,19 @@ static bool key_eq(const char *a, const char *b)
 
 static bool is_admin(struct ctx *c)
 {
-    return key_eq(api_key_of(c), c->e->admin_key);
+    size_t n;
+    const char *k = api_key_of(c, &n);
+    return key_eq(k, n, c->e->admin_key);
 }
 
 /* Admin or this endpoint's key; else replies 401/403 and returns false. */
 static bool auth_endpoint(struct ctx *c, struct endpoint *ep)
 {
-    const char *k = api_key_of(c);
-    if (key_eq(k, c->e->admin_key) || (ep && key_eq(k, ep->api_key))) return true;
+    size_t kn;
+    const char *k = api_key_of(c, &kn);
+    if (key_eq(k, kn, c->e->admin_key) || (ep && key_eq(k, kn, ep->api_key))) return true;
     for (struct endpoint *o = c->e->endpoints; o; o = o->next) {
-        if (key_eq(k, o->api_key)) {
+        if (key_eq(k, kn, o->api_key)) {
             reply_err(c, 403, "forbidden", "this key is not valid for this endpoint");
             return false;
         }
@@ -235,9 +250,10 @@ static bool auth_endpoint(struct ctx *c, struct endpoint *ep)
 static bool auth_admin(struct ctx *c)
 {
     if (is_admin(c)) return true;
-    const char *k = api_key_of(c);
+    size_t kn;
+    const char *k = api_key_of(c, &kn);
     for (struct endpoint *o = c->e->endpoints; o; o = o->next) {
-        if (key_eq(k, o->api_key)) {
+        if (key_eq(k, kn, o->api_key)) {
             reply_err(c, 403, "forbidden", "management needs the admin key");
             return false;
         }
@@ -371,7 +387,7 @@ static void h_delete_requests(struct ctx *c)
     }
     const char *tok = NULL;
     if (get_string(c, "mtoken", &tok) < 0) return;
-    if (w->mtoken[0] && !key_eq(tok, w->mtoken)) {
+    if (w->mtoken[0] && !key_eq(tok, tok ? strlen(tok) : 0, w->mtoken)) { /* NUL refused */
         reply_err(c, 403, "forbidden", "mtoken %s for worker %lld",
                   tok ? "does not match" : "is required", (long long)wid);
         return;
@@ -414,13 +430,30 @@ static void h_delete_requests(struct ctx *c)
         }
         n += json_object_array_length(reqs);
     }
-    /* the work of these grants is done: free their capacity now (held requests may go) */
-    for (size_t i = 0; idxs && i < json_object_array_length(idxs); i++)
-        router_grant_done(e, json_object_get_int64(json_object_array_get_idx(idxs, i)));
+    /* the work of these grants is done: free their capacity now (held requests may go); a
+     * grant issued to another worker stays open (counted, logged once per call) */
+    size_t foreign = 0;
+    int64_t foreign_idx = 0;
+    for (size_t i = 0; idxs && i < json_object_array_length(idxs); i++) {
+        int64_t idx = json_object_get_int64(json_object_array_get_idx(idxs, i));
+        if (router_grant_done(e, w, idx) < 0) {
+            foreign++;
+            foreign_idx = idx;
+        }
+    }
     for (size_t i = 0; reqs && i < json_object_array_length(reqs); i++) {
         struct json_object *ri;
         json_object_object_get_ex(json_object_array_get_idx(reqs, i), "request_idx", &ri);
-        router_grant_done(e, json_object_get_int64(ri));
+        int64_t idx = json_object_get_int64(ri);
+        if (router_grant_done(e, w, idx) < 0) {
+            foreign++;
+            foreign_idx = idx;
+        }
+    }
+    if (foreign) {
+        *e->c_deletes_foreign += (double)foreign;
+        log_warn("delete_requests_foreign", "worker=%lld grants=%zu request_idx=%lld",
+                 (long long)wid, foreign, (long long)foreign_idx);
     }
     *e->c_deletes += (double)n;
     reply_ok(c);
@@ -533,9 +566,15 @@ static void h_get_endpoint_logs(struct ctx *c)
     if (t && get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
     struct endpoint *ep = endpoint_from_body(c);
     if (!ep) return;
-    store_flush(c->e->store);
+    store_flush(c->e->store); /* the tick's pending events too (a failure is logged) */
     struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
-    store_events_text(c->e->store, ep->id, &d, &s);
+    if (store_events_text(c->e->store, ep->id, &d, &s) != 0) {
+        sbuf_free(&d);
+        sbuf_free(&s);
+        reply_err(c, 503, "store_failed", "the event log could not be read (%s)",
+                  store_errmsg(c->e->store));
+        return;
+    }
     sbuf_putc(&out, '{');
     tail_into(&out, "info0", &d, tail, false);
     tail_into(&out, "info1", &s, tail, true);
@@ -550,9 +589,17 @@ static void h_get_endpoint_logs(struct ctx *c)
 
 /* ---- management ---- */
 
-static void commit(struct ctx *c)
+/* Management changes are written in one durable transaction (store_durable_begin/commit)
+ * before the in-memory state moves on; a write the store refused (disk full, I/O error) is
+ * rolled back, the in-memory change undone, and the caller gets a JSON 503: never a 2xx for
+ * state that is not on disk. */
+static void reply_not_stored(struct ctx *c)
 {
-    store_flush(c->e->store);
+    char q[300];
+    const char *m = store_errmsg(c->e->store);
+    log_error("management_not_stored", "path=%s msg=%s", c->path, log_quote(q, sizeof q, m));
+    reply_err(c, 503, "store_failed", "the change could not be stored (%s); nothing was changed",
+              m);
 }
 
 static void h_endpoints(struct ctx *c)
@@ -596,7 +643,7 @@ static void h_endpoints(struct ctx *c)
         if (!config_name_valid(name)) {
             reply_err(c, 400, "bad_request",
                       "endpoint_name must be 1-64 characters of "
-                      "[A-Za-z0-9._-]");
+                      "[A-Za-z0-9._-], starting with a letter or digit");
             return;
         }
         if (state_endpoint_by_name(e, name)) {
@@ -619,10 +666,18 @@ static void h_endpoints(struct ctx *c)
             return;
         }
         ep->created_at = time_wall();
-        state_endpoint_add(e, ep);
-        store_endpoint_save(e->store, ep);
+        if (store_durable_begin(e->store) != 0) {
+            free(ep);
+            reply_not_stored(c);
+            return;
+        }
+        state_endpoint_add(e, ep); /* also writes next_endpoint_id */
+        if (store_durable_commit(e->store, store_endpoint_save(e->store, ep)) != 0) {
+            state_endpoint_remove(e, ep);
+            reply_not_stored(c);
+            return;
+        }
         lifecycle_event(e, ep, NULL, "endpoint_created", "api", NULL);
-        commit(c);
         struct sbuf out = SBUF_INIT;
         sbuf_printf(&out, "{\"success\": true, \"result\": %lld, \"api_key\": \"%s\"}",
                     (long long)ep->id, ep->api_key);
@@ -655,7 +710,7 @@ static void h_endpoints(struct ctx *c)
             if (!config_name_valid(name)) {
                 reply_err(c, 400, "bad_request",
                           "endpoint_name must be 1-64 characters of "
-                          "[A-Za-z0-9._-]");
+                          "[A-Za-z0-9._-], starting with a letter or digit");
                 return;
             }
             if (state_endpoint_by_name(e, name)) {
@@ -669,6 +724,21 @@ static void h_endpoints(struct ctx *c)
             return;
         }
         bool rescheme = p.sig_scheme != ep->p.sig_scheme;
+        struct ep_params old_p = ep->p;
+        char old_name[sizeof ep->name];
+        memcpy(old_name, ep->name, sizeof old_name);
+        if (store_durable_begin(e->store) != 0) {
+            reply_not_stored(c);
+            return;
+        }
+        ep->p = p;
+        if (name) snprintf(ep->name, sizeof ep->name, "%s", name);
+        if (store_durable_commit(e->store, store_endpoint_save(e->store, ep)) != 0) {
+            ep->p = old_p;
+            memcpy(ep->name, old_name, sizeof old_name);
+            reply_not_stored(c);
+            return;
+        }
         if (rescheme) {
             /* workers verify the scheme they were started with (SGPU_AUTH_SCHEME): replace
              * them, rolling — each drains and is destroyed, the scaler creates new ones */
@@ -678,27 +748,34 @@ static void h_endpoints(struct ctx *c)
             }
             lifecycle_retire_endpoint(e, ep);
         }
-        ep->p = p;
-        if (name) snprintf(ep->name, sizeof ep->name, "%s", name);
-        store_endpoint_save(e->store, ep);
         lifecycle_event(e, ep, NULL, "endpoint_updated", "api", NULL);
-        commit(c);
         reply_ok(c);
         return;
     }
     if (c->method == EVHTTP_REQ_DELETE) {
+        if (store_durable_begin(e->store) != 0) {
+            reply_not_stored(c);
+            return;
+        }
         ep->deleting = true;
-        router_queue_clear(ep);
-        lifecycle_retire_endpoint(e, ep);
-        for (struct workergroup *g = e->wgs; g; g = g->next) {
+        int rc = store_endpoint_save(e->store, ep);
+        for (struct workergroup *g = e->wgs; g && rc == 0; g = g->next) {
             if (g->endpoint_id == ep->id && !g->deleting) {
                 g->deleting = true;
-                store_wg_save(e->store, g);
+                rc = store_wg_save(e->store, g);
+                g->deleting = false; /* set for real below, once stored */
             }
         }
-        store_endpoint_save(e->store, ep);
+        if (store_durable_commit(e->store, rc) != 0) {
+            ep->deleting = false;
+            reply_not_stored(c);
+            return;
+        }
+        for (struct workergroup *g = e->wgs; g; g = g->next)
+            if (g->endpoint_id == ep->id) g->deleting = true;
+        router_queue_clear(ep);
+        lifecycle_retire_endpoint(e, ep);
         lifecycle_event(e, ep, NULL, "endpoint_deleting", "api", NULL);
-        commit(c);
         reply_ok(c);
         return;
     }
@@ -808,10 +885,19 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         g->id = e->next_wg_id;
         g->endpoint_id = ep->id;
         g->created_at = time_wall();
-        state_wg_add(e, g);
-        store_wg_save(e->store, g);
+        if (store_durable_begin(e->store) != 0) {
+            json_object_put(g->launch);
+            free(g);
+            reply_not_stored(c);
+            return;
+        }
+        state_wg_add(e, g); /* also writes next_wg_id */
+        if (store_durable_commit(e->store, store_wg_save(e->store, g)) != 0) {
+            state_wg_remove(e, g);
+            reply_not_stored(c);
+            return;
+        }
         lifecycle_event(e, ep, NULL, "workergroup_created", provider_kind_name(g->kind), NULL);
-        commit(c);
         struct sbuf out = SBUF_INIT;
         sbuf_printf(&out, "{\"success\": true, \"result\": %lld}", (long long)g->id);
         reply(c, 200, &out);
@@ -825,8 +911,15 @@ static void h_workergroups(struct ctx *c, const char *prefix)
     }
     if (retry) {
         if (!method(c, EVHTTP_REQ_POST)) return;
+        if (store_durable_begin(e->store) != 0) {
+            reply_not_stored(c);
+            return;
+        }
         lifecycle_wg_reset(e, g, "retry");
-        commit(c);
+        if (store_durable_commit(e->store, 0) != 0) {
+            reply_not_stored(c);
+            return;
+        }
         reply_ok(c);
         return;
     }
@@ -844,18 +937,40 @@ static void h_workergroups(struct ctx *c, const char *prefix)
             reply_err(c, 400, "bad_request", "body must be a JSON object");
             return;
         }
-        if (wg_fields(c, g, false) != 0) return;
-        store_wg_save(e->store, g);
+        struct json_object *old_launch = json_object_get(g->launch);
+        int old_tw = g->test_workers;
+        double old_ram = g->gpu_ram;
+        if (wg_fields(c, g, false) != 0) {
+            json_object_put(old_launch);
+            return;
+        }
+        if (store_durable_begin(e->store) != 0 ||
+            store_durable_commit(e->store, store_wg_save(e->store, g)) != 0) {
+            json_object_put(g->launch);
+            g->launch = old_launch;
+            g->test_workers = old_tw;
+            g->gpu_ram = old_ram;
+            reply_not_stored(c);
+            return;
+        }
+        json_object_put(old_launch);
         lifecycle_wg_reset(e, g, "updated"); /* a new configuration gets a fresh start */
-        commit(c);
+        store_flush(e->store);
         reply_ok(c);
         return;
     }
     if (c->method == EVHTTP_REQ_DELETE) {
+        if (store_durable_begin(e->store) != 0) {
+            reply_not_stored(c);
+            return;
+        }
         g->deleting = true;
+        if (store_durable_commit(e->store, store_wg_save(e->store, g)) != 0) {
+            g->deleting = false;
+            reply_not_stored(c);
+            return;
+        }
         lifecycle_retire_wg(e, g);
-        store_wg_save(e->store, g);
-        commit(c);
         reply_ok(c);
         return;
     }
@@ -906,10 +1021,15 @@ static void h_events(struct ctx *c)
             return;
         }
     }
-    store_flush(c->e->store);
+    store_flush(c->e->store); /* the tick's pending events too (a failure is logged) */
     struct sbuf out = SBUF_INIT;
     sbuf_puts(&out, "{\"success\": true, \"results\": ");
-    store_events_json(c->e->store, ep ? ep->id : -1, ep ? ep->name : NULL, limit, &out);
+    if (store_events_json(c->e->store, ep ? ep->id : -1, ep ? ep->name : NULL, limit, &out) != 0) {
+        sbuf_free(&out);
+        reply_err(c, 503, "store_failed", "the event log could not be read (%s)",
+                  store_errmsg(c->e->store));
+        return;
+    }
     sbuf_putc(&out, '}');
     reply(c, 200, &out);
     sbuf_free(&out);
@@ -941,6 +1061,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *q = u ? evhttp_uri_get_query(u) : NULL;
     if (q && evhttp_parse_query_str(q, &c.query) != 0) {
         reply_err(&c, 400, "bad_request", "malformed query string");
+        evhttp_clear_headers(&c.query);
+        return;
+    }
+    /* decoded query values are C strings: a %00 would cut a key or a name short */
+    if (q && strcasestr(q, "%00")) {
+        reply_err(&c, 400, "bad_request", "query string contains a NUL (%%00)");
         evhttp_clear_headers(&c.query);
         return;
     }

@@ -1,5 +1,4 @@
 /* Endpoint parameters (defaults, validation, JSON) and the engine's command line. */
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -50,13 +49,21 @@ int config_scheme_parse(const char *s, enum sig_scheme *out)
     return 0;
 }
 
+static bool ascii_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* 1-64 bytes of [A-Za-z0-9._-] starting with a letter or digit: a name is used in URLs, log
+ * lines, file names and provider commands, so ".", "..", ".hidden" and "-option" are out,
+ * as are slashes, spaces, control and non-ASCII bytes. */
 bool config_name_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > EP_NAME_MAX) return false;
+    if (n == 0 || n > EP_NAME_MAX || !ascii_alnum((unsigned char)s[0])) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+        if (!ascii_alnum(c) && c != '.' && c != '_' && c != '-') return false;
     }
     return true;
 }

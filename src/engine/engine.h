@@ -191,8 +191,9 @@ struct worker {
     enum wstate state;
     enum wintent intent;
     bool draining;
-    bool retired;  /* endpoint/workergroup deleted: drain, then destroy */
-    bool reported; /* at least one report since (re)start */
+    bool retired;        /* endpoint/workergroup deleted: drain, then destroy */
+    bool reported;       /* at least one report since (re)start */
+    bool report_clamped; /* the last report had a value clamped (logged once) */
     double drain_since_mono, state_since_mono;
     char url[512];
     char mtoken[MTOKEN_LEN + 1];
@@ -257,6 +258,7 @@ struct engine {
     double *c_routes_granted, *c_routes_queued, *c_routes_error;
     double *c_sign[3];
     double *c_reports, *c_deletes;
+    double *c_deletes_foreign; /* /delete_requests/ ids of grants issued to another worker */
     double *c_actions[8];
     double *c_failures[5]; /* instance failures by kind (lifecycle.c fail_kinds) */
     struct metrics_hist *h_route;
@@ -337,8 +339,10 @@ void router_release_all(struct engine *e);
 void router_fail_held(struct engine *e, struct endpoint *ep);
 /* The 503 body of a /route/ call to an endpoint whose workergroup g is failing. */
 void router_failing_json(const struct endpoint *ep, const struct workergroup *g, struct sbuf *out);
-/* /delete_requests/: the grant's work is done; frees its capacity in the estimate. */
-void router_grant_done(struct engine *e, int64_t request_idx);
+/* /delete_requests/ from worker `from`: the grant's work is done; frees its capacity in the
+ * estimate.  1 closed, 0 no such grant (unknown or expired), -1 the grant belongs to another
+ * worker (left open). */
+int router_grant_done(struct engine *e, const struct worker *from, int64_t request_idx);
 /* A report listed request_idx as working (after w->report_seq was incremented). */
 void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx);
 /* Drop grant records older than the TTL. */
@@ -412,8 +416,12 @@ bool provider_can_park(const struct workergroup *g);
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
 /* After restart: re-attach to an instance recorded in the store. */
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
-/* Engine exit: local instances are destroyed synchronously unless keep. */
+/* Engine exit (SIGTERM): local instances are asked to stop unless keep; command instances are
+ * left running (logged, re-adopted on the next start). */
 void provider_shutdown(struct engine *e, struct worker *w, bool keep);
+/* command provider operations (create/start/stop/destroy) still running: shutdown waits for
+ * them (up to --shutdown-timeout-s) so that their results are stored. */
+int provider_ops_running(struct engine *e);
 /* Per-tick liveness checks (adopted local processes). */
 void provider_poll(struct engine *e, struct worker *w);
 
@@ -465,6 +473,15 @@ int store_meta_set(struct store *s, const char *key, const char *val);
 /* Writes open a transaction lazily; store_flush commits it (every tick, and before a
  * management answer so configuration is durable when acknowledged). 0 or -1. */
 int store_flush(struct store *s);
+/* Undo the open transaction (after a failed write). */
+void store_rollback(struct store *s);
+/* A management change: commit what is pending, then open a transaction that
+ * store_durable_commit commits with synchronous=FULL (fsynced before the 2xx).  Pass the
+ * result of the writes as rc: on any failure the transaction is rolled back.  0 or -1. */
+int store_durable_begin(struct store *s);
+int store_durable_commit(struct store *s, int rc);
+/* SQLite's message for the last failure (for logs and 5xx answers). */
+const char *store_errmsg(struct store *s);
 int store_endpoint_save(struct store *s, const struct endpoint *ep);
 int store_endpoint_delete(struct store *s, int64_t id);
 int store_wg_save(struct store *s, const struct workergroup *g); /* also fails, last_error */

@@ -294,17 +294,35 @@ void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why)
 
 /* ---- /worker_status/ ---- */
 
-static int field_num(struct json_object *b, const char *k, bool nonneg, double *dst, char *err,
-                     size_t errlen)
+/* Largest load/perf/time value a report may carry; larger ones (and, for the non-negative
+ * fields, negative ones) are clamped, not refused: a worker whose counters ran away (a hostile
+ * max_new_tokens) must keep reporting, or it is declared unavailable and destroyed.  1e15
+ * perf units is far beyond any real workload, and sums of a few of them stay exact enough. */
+#define REPORT_NUM_MAX 1e15
+
+/* A number member: 1 present (clamped into [nonneg ? 0 : -MAX, MAX], Infinity included;
+ * *clamped set when it was outside), 0 absent/null or NaN (json-c reads the NaN token that
+ * Python's json writes; an unknown value keeps the last one, *clamped set), -1 not a number
+ * (err set). */
+static int field_num(struct json_object *b, const char *k, bool nonneg, double *dst, bool *clamped,
+                     char *err, size_t errlen)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(b, k, &v) || json_object_is_type(v, json_type_null)) return 0;
     enum json_type t = json_object_get_type(v);
     double d = json_object_get_double(v);
-    if ((t != json_type_int && t != json_type_double) || !isfinite(d) || (nonneg && d < 0) ||
-        fabs(d) > 1e15) {
-        snprintf(err, errlen, "%s must be a finite%s number", k, nonneg ? " non-negative" : "");
+    if (t != json_type_int && t != json_type_double) {
+        snprintf(err, errlen, "%s must be a number", k);
         return -1;
+    }
+    if (isnan(d)) {
+        *clamped = true;
+        return 0;
+    }
+    double lo = nonneg ? 0 : -REPORT_NUM_MAX;
+    if (d < lo || d > REPORT_NUM_MAX) {
+        d = d < lo ? lo : REPORT_NUM_MAX;
+        *clamped = true;
     }
     *dst = d;
     return 1;
@@ -337,7 +355,9 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         return 400;
     }
     double idd;
-    if (field_num(b, "id", true, &idd, err, errlen) <= 0 || idd != floor(idd) || idd > 9e15) {
+    bool id_clamped = false;
+    if (field_num(b, "id", true, &idd, &id_clamped, err, errlen) <= 0 || id_clamped ||
+        idd != floor(idd) || idd > 9e15) {
         snprintf(err, errlen, "id must be a non-negative integer");
         return 400;
     }
@@ -365,14 +385,15 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
            disk = 0, nwork = -1;
     char url[512], version[32], emsg[512];
     url[0] = version[0] = emsg[0] = '\0';
-    if (field_num(b, "loadtime", true, &loadtime, err, errlen) < 0 ||
-        field_num(b, "cur_load", true, &cur_load, err, errlen) < 0 ||
-        field_num(b, "new_load", true, &new_load, err, errlen) < 0 ||
-        field_num(b, "rej_load", true, &rej_load, err, errlen) < 0 ||
-        field_num(b, "max_perf", true, &max_perf, err, errlen) < 0 ||
-        field_num(b, "cur_perf", true, &cur_perf, err, errlen) < 0 ||
-        field_num(b, "additional_disk_usage", false, &disk, err, errlen) < 0 ||
-        field_num(b, "num_requests_working", true, &nwork, err, errlen) < 0 ||
+    bool clamped = false;
+    if (field_num(b, "loadtime", true, &loadtime, &clamped, err, errlen) < 0 ||
+        field_num(b, "cur_load", true, &cur_load, &clamped, err, errlen) < 0 ||
+        field_num(b, "new_load", true, &new_load, &clamped, err, errlen) < 0 ||
+        field_num(b, "rej_load", true, &rej_load, &clamped, err, errlen) < 0 ||
+        field_num(b, "max_perf", true, &max_perf, &clamped, err, errlen) < 0 ||
+        field_num(b, "cur_perf", true, &cur_perf, &clamped, err, errlen) < 0 ||
+        field_num(b, "additional_disk_usage", false, &disk, &clamped, err, errlen) < 0 ||
+        field_num(b, "num_requests_working", true, &nwork, &clamped, err, errlen) < 0 ||
         field_str(b, "url", url, sizeof url, err, errlen) < 0 ||
         field_str(b, "version", version, sizeof version, err, errlen) < 0 ||
         field_str(b, "error_msg", emsg, sizeof emsg, err, errlen) < 0)
@@ -386,6 +407,10 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         snprintf(err, errlen, "url must start with http:// or https://");
         return 400;
     }
+    if (clamped && !w->report_clamped) /* once per worker (until a clean report) */
+        log_warn("report_clamped", "worker=%lld max=%g why=out_of_range", (long long)w->id,
+                 REPORT_NUM_MAX);
+    w->report_clamped = clamped;
     double now = time_mono();
     w->last_report_mono = now;
     w->last_report_wall = time_wall();
@@ -399,6 +424,7 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
     if (nwork >= 0) w->num_working = (int64_t)nwork;
     w->disk_usage += disk;
     if (w->disk_usage < 0) w->disk_usage = 0;
+    if (w->disk_usage > REPORT_NUM_MAX) w->disk_usage = REPORT_NUM_MAX;
     if (url[0] && strcmp(url, w->url) != 0) memcpy(w->url, url, strlen(url) + 1);
     if (version[0]) memcpy(w->version, version, strlen(version) + 1);
     w->granted_since_report = 0;

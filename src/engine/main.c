@@ -23,15 +23,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     lifecycle_tick(arg);
 }
 
-/* Shutdown progress: done when no local instance runs any more, or at the deadline. */
+/* Shutdown progress: done when no local instance runs and no provider command is in flight
+ * any more (its result is then stored), or at the deadline. */
 static void on_stop_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct engine *e = arg;
     (void)fd;
     (void)what;
-    int n = local_running(e);
-    if (n == 0 || time_mono() >= e->stop_deadline_mono) {
-        if (n) log_warn("shutdown_timeout", "instances_running=%d", n);
+    int n = local_running(e), ops = provider_ops_running(e);
+    if ((n == 0 && ops == 0) || time_mono() >= e->stop_deadline_mono) {
+        if (n || ops)
+            log_warn("shutdown_timeout", "instances_running=%d commands_running=%d", n, ops);
         event_base_loopbreak(e->base);
     }
 }
@@ -154,6 +156,9 @@ int main(int argc, char **argv)
     }
     log_init("engine", lvl);
     umask(077); /* database, keys and workspaces are private to this user */
+    /* past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the store reports
+     * like a full disk, instead of the signal killing the engine */
+    signal(SIGXFSZ, SIG_IGN);
 
     char exe[600];
     ssize_t xl = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -256,7 +261,10 @@ int main(int argc, char **argv)
         return 1;
     }
     adopt_workers(e);
-    store_flush(e->store);
+    if (store_flush(e->store) != 0) { /* e.g. the data directory's disk is full */
+        log_error("store_write_failed", "path=%s msg=\"cannot write the database\"", dbp);
+        return 1;
+    }
 
     char addrp[700];
     FILE *af = NULL;

@@ -26,6 +26,9 @@ void emetrics_init(struct engine *e)
         metrics_counter(m, "sgpu_engine_worker_reports_total", "Accepted /worker_status/ reports");
     e->c_deletes = metrics_counter(m, "sgpu_engine_delete_requests_total",
                                    "Request ids closed through /delete_requests/");
+    e->c_deletes_foreign =
+        metrics_counter(m, "sgpu_engine_delete_requests_foreign_total",
+                        "/delete_requests/ ids of grants issued to another worker (left open)");
     static const char *const acts[] = {"create", "start",   "stop",     "destroy",
                                        "drain",  "undrain", "decision", "op_failed"};
     for (int i = 0; i < 8; i++) {

@@ -161,6 +161,7 @@ int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, voi
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        signal(SIGXFSZ, SIG_DFL); /* ignored by the engine (main.c), not by its children */
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 0);
         int errfd = logfd >= 0 ? logfd : devnull;

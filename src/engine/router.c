@@ -243,10 +243,13 @@ void router_grant_working(struct engine *e, struct worker *w, int64_t request_id
     if (g && g->worker_id == w->id) g->seen_seq = w->report_seq;
 }
 
-void router_grant_done(struct engine *e, int64_t request_idx)
+int router_grant_done(struct engine *e, const struct worker *from, int64_t request_idx)
 {
     struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
-    if (!g) return;
+    if (!g) return 0;
+    /* only the worker the grant was issued to may close it: another worker (even with its own
+     * valid mtoken) must not free this worker's capacity in the estimate */
+    if (g->worker_id != from->id) return -1;
     struct worker *w = state_worker_by_id(e, g->worker_id);
     if (w) {
         /* The estimate is cur_load (last report) + cost granted since.  Granted after the last
@@ -263,6 +266,7 @@ void router_grant_done(struct engine *e, int64_t request_idx)
         if (ep) router_kick(e, ep);
     }
     grant_unlink(e, g);
+    return 1;
 }
 
 /* Grant bookkeeping shared by the inline and the threaded signing paths. */

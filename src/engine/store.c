@@ -1,7 +1,11 @@
-/* SQLite persistence (WAL, synchronous=NORMAL).
+/* SQLite persistence (WAL).
  *
  * Writes open a transaction lazily and store_flush() commits it: the tick flushes once per
- * period and the management API flushes before answering.  All calls are on the loop thread;
+ * period (synchronous=NORMAL: the WAL is written at commit, so a killed engine loses nothing;
+ * only a power loss may drop the last ticks of hot state, which the workers re-report).
+ * Management changes go in their own transaction (store_durable_begin/commit) with
+ * synchronous=FULL: the WAL is fsynced before the API answers 2xx, and a failed write (disk
+ * full, I/O error) is rolled back and answered 5xx.  All calls are on the loop thread;
  * a tick's transaction is a handful of small rows, far below a millisecond, so a writer thread
  * would only add locking.  Schema versions are in meta.schema_version; migrations run in order
  * at open; a newer schema than this binary knows is refused. */
@@ -22,7 +26,15 @@
 struct store {
     sqlite3 *db;
     bool in_txn;
+    char err[200]; /* message of the last failure */
 };
+
+static void note_err(struct store *s, const char *msg)
+{
+    char q[300];
+    snprintf(s->err, sizeof s->err, "%s", msg ? msg : "?");
+    log_error("store_error", "msg=%s", log_quote(q, sizeof q, s->err));
+}
 
 static const char *const migrations[SCHEMA_VERSION] = {
     /* 1 */
@@ -54,8 +66,7 @@ static int exec(struct store *s, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        char q[300];
-        log_error("store_error", "msg=%s", log_quote(q, sizeof q, msg ? msg : "?"));
+        note_err(s, msg);
         sqlite3_free(msg);
         return -1;
     }
@@ -64,25 +75,61 @@ static int exec(struct store *s, const char *sql)
 
 static int txn(struct store *s)
 {
+    /* a failed statement may have rolled the transaction back (SQLITE_FULL, SQLITE_IOERR):
+     * SQLite's autocommit flag is the truth */
+    s->in_txn = s->in_txn && !sqlite3_get_autocommit(s->db);
     if (s->in_txn) return 0;
     if (exec(s, "BEGIN") != 0) return -1;
     s->in_txn = true;
     return 0;
 }
 
+void store_rollback(struct store *s)
+{
+    if (!s) return;
+    if (!sqlite3_get_autocommit(s->db)) exec(s, "ROLLBACK");
+    s->in_txn = false;
+}
+
 int store_flush(struct store *s)
 {
     if (!s || !s->in_txn) return 0;
     s->in_txn = false;
-    return exec(s, "COMMIT");
+    if (sqlite3_get_autocommit(s->db)) return -1; /* rolled back by a failed statement */
+    if (exec(s, "COMMIT") == 0) return 0;
+    store_rollback(s); /* a failed COMMIT may leave the transaction open */
+    return -1;
+}
+
+int store_durable_begin(struct store *s)
+{
+    if (store_flush(s) != 0) return -1; /* the tick's pending rows first, on their own */
+    if (exec(s, "PRAGMA synchronous=FULL") != 0) return -1;
+    if (txn(s) != 0) {
+        exec(s, "PRAGMA synchronous=NORMAL");
+        return -1;
+    }
+    return 0;
+}
+
+int store_durable_commit(struct store *s, int rc)
+{
+    if (rc == 0) rc = store_flush(s);
+    if (rc != 0) store_rollback(s);
+    exec(s, "PRAGMA synchronous=NORMAL");
+    return rc;
+}
+
+const char *store_errmsg(struct store *s)
+{
+    return s && s->err[0] ? s->err : "unknown error";
 }
 
 static sqlite3_stmt *prep(struct store *s, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        char q[300];
-        log_error("store_error", "msg=%s", log_quote(q, sizeof q, sqlite3_errmsg(s->db)));
+        note_err(s, sqlite3_errmsg(s->db));
         return NULL;
     }
     return st;
@@ -91,12 +138,12 @@ static sqlite3_stmt *prep(struct store *s, const char *sql)
 static int step_done(struct store *s, sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        char q[300];
-        log_error("store_error", "msg=%s", log_quote(q, sizeof q, sqlite3_errmsg(s->db)));
+        note_err(s, sqlite3_errmsg(s->db));
+        sqlite3_finalize(st);
         return -1;
     }
+    sqlite3_finalize(st);
     return 0;
 }
 
@@ -350,7 +397,8 @@ int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name,
     if (endpoint_id >= 0) sqlite3_bind_int64(st, 2, endpoint_id);
     sbuf_putc(out, '[');
     bool first = true;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         char ts[40];
         pyj_format_float(sqlite3_column_double(st, 1), ts, sizeof ts);
         sbuf_printf(out, "%s{\"id\": %lld, \"ts\": %s, \"endpoint_id\": %lld, \"endpoint\": ",
@@ -371,8 +419,9 @@ int store_events_json(struct store *s, int64_t endpoint_id, const char *ep_name,
         first = false;
     }
     sbuf_putc(out, ']');
+    if (rc != SQLITE_DONE) note_err(s, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
-    return 0;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 int store_events_text(struct store *s, int64_t endpoint_id, struct sbuf *decisions,
@@ -382,15 +431,17 @@ int store_events_text(struct store *s, int64_t endpoint_id, struct sbuf *decisio
                                " endpoint_id=? ORDER BY id");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, endpoint_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 2);
         const char *r = (const char *)sqlite3_column_text(st, 3);
         struct sbuf *o = (k && strcmp(k, "state") == 0) ? states : decisions;
         sbuf_printf(o, "%.3f worker=%lld %s: %s\n", sqlite3_column_double(st, 0),
                     (long long)sqlite3_column_int64(st, 1), k ? k : "", r ? r : "");
     }
+    if (rc != SQLITE_DONE) note_err(s, sqlite3_errmsg(s->db));
     sqlite3_finalize(st);
-    return 0;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static enum wstate state_parse(const char *s)

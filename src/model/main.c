@@ -245,7 +245,10 @@ static int cmd_logits_generate(int argc, char **argv, bool gen)
         return 2;
     }
     struct llama_model *m = open_or_die(o.model);
-    if (!m) return 1;
+    if (!m) {
+        ids_free(&toks);
+        return 1;
+    }
     int nv = m->hp.n_vocab, rc = 0;
     for (size_t i = 0; i < toks.n; i++)
         if (toks.v[i] >= nv) {

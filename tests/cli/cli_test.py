@@ -329,7 +329,7 @@ class CliTest(unittest.TestCase):
         for i in range(3):
             # chunk i must reach our stdout before the worker sends chunk i+1
             want = b"data: token-%d\n\n" % i
-            end = time.monotonic() + 20
+            end = time.monotonic() + 120
             while want not in got and time.monotonic() < end:
                 r, _, _ = select.select([p.stdout], [], [], 0.5)
                 if r:
@@ -337,7 +337,7 @@ class CliTest(unittest.TestCase):
             self.assertIn(want, got)
             self.assertNotIn(b"token-%d" % (i + 1), got)
             w.release[i].set()
-        p.wait(timeout=20)
+        p.wait(timeout=120)
         got += p.stdout.read()
         self.assertEqual(p.returncode, 0, p.stderr.read())
         self.assertEqual(got, b"data: token-0\n\ndata: token-1\n\ndata: token-2\n\n")
@@ -535,7 +535,7 @@ class RealEngineTest(unittest.TestCase):
             [os.path.join(BIN, "sgpu-engine"), "--data-dir", self.data, "--listen",
              "127.0.0.1:0", "--tick-ms", "100"], stdout=self.log, stderr=subprocess.STDOUT)
         addr = os.path.join(self.data, "engine.addr")
-        end = time.monotonic() + 20
+        end = time.monotonic() + 120
         while not (os.path.exists(addr) and os.path.getsize(addr)) and time.monotonic() < end:
             time.sleep(0.02)
         self.env = dict(os.environ, SGPU_DATA_DIR=self.data)
@@ -545,7 +545,7 @@ class RealEngineTest(unittest.TestCase):
     def tearDown(self):
         self.engine.send_signal(signal.SIGTERM)
         try:
-            self.engine.wait(timeout=20)
+            self.engine.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.engine.kill()
             self.engine.wait()

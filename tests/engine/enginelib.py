@@ -20,6 +20,10 @@ import time
 import urllib.parse
 
 BIN = os.environ.get("SGPU_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "bin")
+# Waits are for events; a deadline only ends a test that would otherwise hang. A loaded 2-core
+# machine (or a sanitizer build) can be many times slower than an idle one, so no wait gives up
+# before WAIT_FLOOR_S, whatever budget its caller passed; a wait that succeeds returns at once.
+WAIT_FLOOR_S = float(os.environ.get("SGPU_TEST_WAIT_FLOOR_S", "120"))
 
 
 def binpath(name):
@@ -44,7 +48,7 @@ class Engine:
         args = [binpath("sgpu-engine"), "--data-dir", self.dir, "--listen", "127.0.0.1:0",
                 "--tick-ms", str(self.tick_ms)] + self.extra
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
+        deadline = time.time() + WAIT_FLOOR_S
         while not os.path.exists(addr):
             if self.proc.poll() is not None:
                 raise RuntimeError("engine exited: " + self.logtext()[-2000:])
@@ -70,7 +74,7 @@ class Engine:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=WAIT_FLOOR_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -92,7 +96,7 @@ class Engine:
             raise AssertionError("sanitizer errors in %s/engine.log: %s" % (self.dir, errs[:5]))
 
     # ---- HTTP ----
-    def raw(self, method, path, body=None, headers=None, timeout=10):
+    def raw(self, method, path, body=None, headers=None, timeout=60):
         c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             if isinstance(body, (dict, list)):
@@ -151,7 +155,7 @@ class Engine:
 
 
 def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
-    deadline = time.time() + timeout
+    deadline = time.time() + max(timeout, WAIT_FLOOR_S)
     while True:
         v = pred()
         if v:

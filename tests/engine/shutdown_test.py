@@ -69,7 +69,7 @@ class Shutdown(unittest.TestCase):
             self.assertIn(b"generated_text", events[-1])
         finally:
             conn.close()
-        rc = e.proc.wait(timeout=90)
+        rc = e.proc.wait(timeout=180)
         self.assertEqual(rc, 0)
         log = e.logtext()
         self.assertNotIn("local_instance_kill", log)

@@ -27,7 +27,7 @@ class Server:
             [MODEL, "serve", "--port", "0", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.port = None
-        deadline = time.time() + 60
+        deadline = time.time() + 120  # start-up on a loaded machine
         while time.time() < deadline:
             line = self.proc.stderr.readline()
             if not line:
@@ -349,7 +349,7 @@ class LimitsTest(unittest.TestCase):
         r1 = c1.getresponse()
         r1.readline()  # running: occupies the only slot
         c2 = self.open_stream(2900)  # waits in the queue (limit 1)
-        deadline = time.time() + 20
+        deadline = time.time() + 120
         while self.s.metric("sgpu_model_queue_depth") != 1 and time.time() < deadline:
             time.sleep(0.02)
         st, r = self.s.json("POST", "/generate", {"inputs": "x", "parameters": {"max_new_tokens": 2}})
@@ -361,7 +361,7 @@ class LimitsTest(unittest.TestCase):
         c1.close()
         c2.close()
         # both cancelled; the server frees the slot and serves again
-        deadline = time.time() + 30
+        deadline = time.time() + 120
         while time.time() < deadline:
             st, r = self.s.json("POST", "/generate", {"inputs": "x", "parameters": {"max_new_tokens": 2}})
             if st == 200:
@@ -370,7 +370,7 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertEqual(self.s.metric("sgpu_model_batch_size"), 0)
 
-    def wait_metric(self, name, target, deadline_s=30):
+    def wait_metric(self, name, target, deadline_s=120):
         end = time.time() + deadline_s
         v = None
         while time.time() < end:

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../engine.h"
+#include "log.h"
 
 int provider_parse_kind(const char *s, enum prov_kind *out)
 {
@@ -68,6 +69,26 @@ void provider_shutdown(struct engine *e, struct worker *w, bool keep)
 {
     struct workergroup *g = state_wg_by_id(e, w->wg_id);
     if (g && g->kind == PROV_LOCAL) local_shutdown(e, w, keep);
+    if (g && g->kind == PROV_COMMAND) {
+        /* Left running on purpose: a command instance is a rented machine with its model
+         * loaded; an engine restart (upgrade, crash) must not cold-start the fleet.  Its row
+         * stays in the store and its reports re-adopt it on the next start.  To remove them,
+         * delete the workergroup or endpoint before stopping the engine. */
+        log_warn("command_instance_left_running",
+                 "worker=%lld endpoint_id=%lld instance=%s state=%s", (long long)w->id,
+                 (long long)w->endpoint_id, w->instance[0] ? w->instance : "-",
+                 state_name(w->state));
+    }
+}
+
+int provider_ops_running(struct engine *e)
+{
+    int n = 0;
+    for (struct worker *w = e->workers; w; w = w->next) {
+        struct workergroup *g = w->op_running ? state_wg_by_id(e, w->wg_id) : NULL;
+        if (g && g->kind == PROV_COMMAND) n++;
+    }
+    return n;
 }
 
 void provider_poll(struct engine *e, struct worker *w)
