@@ -133,7 +133,9 @@ struct dict {
     bool ns; /* namespace(): attributes assignable with set ns.x = ... */
 };
 
-enum { FN_RANGE, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_DICT };
+/* builtin globals; FN_BOUND: a dict method read as an attribute (d.items), which
+ * Jinja resolves before the dict's keys */
+enum { FN_RANGE, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_DICT, FN_BOUND };
 
 static const struct val UNDEF = {.t = V_UNDEF};
 static const struct val NONE = {.t = V_NONE};
@@ -591,9 +593,9 @@ static int lx_tag(struct lexer *L, bool block)
             if (fl) {
                 t->f = strtod(buf, NULL);
             } else {
-                char *end;
-                unsigned long long v = strtoull(buf, &end, 10);
-                if (bk > 18 || v > INT64_MAX)
+                errno = 0;
+                unsigned long long v = strtoull(buf, NULL, 10);
+                if (errno || v > INT64_MAX)
                     fail(L->e, JINJA_ESYNTAX, "line %d: integer literal too large", L->line);
                 t->i = (int64_t)v;
             }
@@ -629,6 +631,83 @@ static void lx_text(struct lexer *L, size_t from, size_t to)
     t->n = to - from;
 }
 
+/* End of the text from..tag once the tag's whitespace control is applied:
+ * "-" strips all whitespace before it; else, for blocks and comments
+ * (lstrip_blocks, unless "+"), spaces and tabs between the line start and
+ * the tag go. */
+static size_t lx_text_end(const struct lexer *L, size_t from, size_t tag, char sign, bool block,
+                          bool line_starting)
+{
+    size_t tend = tag;
+    if (sign == '-') {
+        while (tend > from && is_ws(L->s[tend - 1]))
+            tend--;
+    } else if (sign != '+' && block) {
+        size_t lpos = tend;
+        while (lpos > from && L->s[lpos - 1] != '\n')
+            lpos--;
+        if (lpos > from || line_starting) {
+            bool allws = lpos < tend;
+            for (size_t i = lpos; i < tend; i++)
+                if (!is_ws(L->s[i])) allws = false;
+            if (allws) tend = lpos;
+        }
+    }
+    return tend;
+}
+
+static bool lx_word_at(const struct lexer *L, size_t *p, const char *w)
+{
+    size_t i = *p, k = strlen(w);
+    while (i < L->n && is_ws(L->s[i]))
+        i++;
+    if (L->n - i < k || memcmp(L->s + i, w, k) != 0) return false;
+    i += k;
+    if (i < L->n && (is_name0(L->s[i]) || is_digit(L->s[i]))) return false;
+    while (i < L->n && is_ws(L->s[i]))
+        i++;
+    *p = i;
+    return true;
+}
+
+/* "-%}", "+%}" or "%}" at *p: the sign ('-', '+', 0), or -1 if none */
+static int lx_block_end_at(const struct lexer *L, size_t *p)
+{
+    size_t i = *p;
+    int sign = 0;
+    if (i < L->n && (L->s[i] == '-' || L->s[i] == '+')) sign = L->s[i++];
+    if (L->n - i < 2 || L->s[i] != '%' || L->s[i + 1] != '}') return -1;
+    *p = i + 2;
+    return sign;
+}
+
+/* After "{%" (and its sign): "raw %}" ... "{% endraw %}" emitted as text. */
+static bool lx_raw(struct lexer *L, int *esign)
+{
+    size_t p = L->p;
+    if (!lx_word_at(L, &p, "raw")) return false;
+    int bsign = lx_block_end_at(L, &p);
+    if (bsign < 0) return false;
+    if (bsign == '-')
+        while (p < L->n && is_ws(L->s[p]))
+            p++;
+    for (size_t q = p; q + 1 < L->n; q++) {
+        if (L->s[q] != '{' || L->s[q + 1] != '%') continue;
+        size_t e = q + 2;
+        char sign = e < L->n && (L->s[e] == '-' || L->s[e] == '+') ? L->s[e] : 0;
+        if (sign) e++;
+        if (!lx_word_at(L, &e, "endraw")) continue;
+        int es = lx_block_end_at(L, &e);
+        if (es < 0) continue;
+        lx_text(L, p, lx_text_end(L, p, q, sign, true, false));
+        lx_count_lines(L, L->p, e);
+        L->p = e;
+        *esign = es;
+        return true;
+    }
+    fail(L->e, JINJA_ESYNTAX, "line %d: {%% raw %%} without {%% endraw %%}", L->line);
+}
+
 /* Whole-template lexing with Jinja's whitespace rules (trim_blocks,
  * lstrip_blocks, "-" and "+" markers). */
 static void lx_run(struct lexer *L)
@@ -653,23 +732,7 @@ static void lx_run(struct lexer *L)
         }
         char kind = tag[1];
         char sign = q + 2 < L->n && (L->s[q + 2] == '-' || L->s[q + 2] == '+') ? L->s[q + 2] : 0;
-        size_t tend = q; /* end of the text before the tag */
-        if (sign == '-') {
-            while (tend > L->p && is_ws(L->s[tend - 1]))
-                tend--;
-        } else if (sign != '+' && kind != '{') { /* lstrip_blocks */
-            size_t lpos = tend;
-            while (lpos > L->p && L->s[lpos - 1] != '\n')
-                lpos--;
-            bool nl = lpos > L->p;
-            if (nl || line_starting) {
-                bool allws = lpos < tend;
-                for (size_t i = lpos; i < tend; i++)
-                    if (!is_ws(L->s[i])) allws = false;
-                if (allws) tend = lpos;
-            }
-        }
-        lx_text(L, L->p, tend);
+        lx_text(L, L->p, lx_text_end(L, L->p, q, sign, kind != '{', line_starting));
         lx_count_lines(L, L->p, q);
         L->p = q + 2 + (sign ? 1 : 0);
         int esign;
@@ -681,6 +744,8 @@ static void lx_run(struct lexer *L)
             esign = r > L->p && (L->s[r - 1] == '-' || L->s[r - 1] == '+') ? L->s[r - 1] : 0;
             lx_count_lines(L, L->p, r);
             L->p = r + 2;
+        } else if (kind == '%' && lx_raw(L, &esign)) {
+            /* {% raw %}...{% endraw %}: text as is */
         } else {
             lx_push(L, kind == '%' ? T_BBEGIN : T_VBEGIN);
             esign = lx_tag(L, kind == '%');
@@ -1432,7 +1497,10 @@ static struct node *p_body(struct parser *P, const char *const *ends)
         if (t->k == T_EOF) {
             if (ends) {
                 char want[48];
-                snprintf(want, sizeof want, "'{%% %s %%}'", ends[0]);
+                size_t last = 0;
+                while (ends[last + 1])
+                    last++;
+                snprintf(want, sizeof want, "'{%% %s %%}'", ends[last]);
                 unexpected(P, want);
             }
             break;
@@ -1946,6 +2014,9 @@ static struct val getattr_v(struct rt *r, struct val o, const char *name)
 {
     if (o.t == V_UNDEF) undefined_err(r, o);
     if (o.t == V_DICT) {
+        static const char *const methods[] = {"items", "keys", "values", "get", "copy"};
+        for (size_t k = 0; k < sizeof methods / sizeof methods[0] && !o.u.d->ns; k++)
+            if (!strcmp(name, methods[k])) return (struct val){.t = V_FUNC, .u.fn = FN_BOUND};
         long i = dict_find_s(o.u.d, name, strlen(name));
         if (i >= 0) return o.u.d->v[i];
     }
@@ -2598,7 +2669,7 @@ static struct val filter_apply(struct rt *r, const char *name, struct val v, con
         if (!is_num(v)) RFAIL(r, "round: a number is required");
         if (str_eq(m, "floor", 5)) return vfloat(floor(x * p) / p);
         if (str_eq(m, "ceil", 4)) return vfloat(ceil(x * p) / p);
-        return vfloat(round(x * p) / p);
+        return vfloat(nearbyint(x * p) / p); /* Python rounds half to even */
     } else if (fname(name, "list")) {
         struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
         for (size_t i = 0; i < src->n; i++)
@@ -2792,8 +2863,8 @@ static bool test_apply(struct rt *r, const char *name, struct val v, const struc
     if (fname(name, "true")) return v.t == V_BOOL && v.u.b;
     if (fname(name, "false")) return v.t == V_BOOL && !v.u.b;
     if (fname(name, "mapping")) return v.t == V_DICT;
-    if (fname(name, "iterable") || fname(name, "sequence"))
-        return v.t == V_STR || v.t == V_LIST || v.t == V_DICT;
+    if (fname(name, "iterable") || fname(name, "sequence")) /* Undefined iterates as empty */
+        return v.t == V_STR || v.t == V_LIST || v.t == V_DICT || v.t == V_UNDEF;
     if (fname(name, "callable")) return v.t == V_MACRO || v.t == V_FUNC;
     if (fname(name, "lower") || fname(name, "upper")) {
         if (v.t != V_STR) return false;
@@ -3222,9 +3293,10 @@ static void exec_for(struct rt *r, const struct node *n, struct frame *f, struct
     struct list *src = iter_list(r, eval(r, n->a, f));
     if (n->b) { /* for x in xs if cond: filtered before the loop, so loop.* count only kept items */
         struct list *kept = list_new(&r->a, src->n);
+        struct frame *tf = frame_new(r, f);
         for (size_t i = 0; i < src->n; i++) {
             step(r);
-            struct frame *tf = frame_new(r, f);
+            tf->vars->n = 0;
             assign(r, tf, n, src->v[i]);
             if (truthy(eval(r, n->b, tf))) list_push(&r->a, kept, src->v[i]);
         }
@@ -3234,11 +3306,14 @@ static void exec_for(struct rt *r, const struct node *n, struct frame *f, struct
         if (n->d) exec_body(r, n->d, f, o);
         return;
     }
+    /* one frame and one loop object for the whole loop, reset per iteration (so
+     * assignments do not carry over, as in Jinja) and allocation-free after */
     size_t len = src->n;
+    struct frame *lf = frame_new(r, f);
+    struct dict *loop = dict_new(&r->a);
     for (size_t i = 0; i < len; i++) {
         step(r);
-        struct frame *lf = frame_new(r, f);
-        struct dict *loop = dict_new(&r->a);
+        lf->vars->n = 0;
         dict_set_s(&r->a, loop, "index", vint((int64_t)i + 1));
         dict_set_s(&r->a, loop, "index0", vint((int64_t)i));
         dict_set_s(&r->a, loop, "revindex", vint((int64_t)(len - i)));
