@@ -2509,13 +2509,11 @@ struct sortctx {
     bool casefold;
     struct val attr;
     bool has_attr;
-    bool by_value; /* dictsort */
 };
 
 static struct val sort_key(struct sortctx *c, struct val v)
 {
     if (c->has_attr) v = attr_path(c->r, v, c->attr);
-    if (c->by_value >= 1 && v.t == V_LIST && v.u.l->n == 2) v = v.u.l->v[1];
     if (c->casefold && v.t == V_STR) v = case_v(c->r, v, 'l');
     return v;
 }
@@ -2688,7 +2686,7 @@ static struct val filter_apply(struct rt *r, const char *name, struct val v, con
         }
         if (name[0] == 'd') {
             struct sortctx c = {r, !truthy(arg_or(A, 0, "case_sensitive", vbool(false))), UNDEF,
-                                true, false};
+                                true};
             struct val by = arg_or(A, 1, "by", vstr("key", 3));
             c.attr = vint(str_eq(by, "value", 5) ? 1 : 0);
             l = sorted(&c, l, truthy(arg_or(A, 2, "reverse", vbool(false))));
@@ -2708,8 +2706,7 @@ static struct val filter_apply(struct rt *r, const char *name, struct val v, con
         return vlist(l);
     } else if (fname(name, "sort")) {
         struct val at;
-        struct sortctx c = {r, !truthy(arg_or(A, 1, "case_sensitive", vbool(false))), UNDEF, false,
-                            false};
+        struct sortctx c = {r, !truthy(arg_or(A, 1, "case_sensitive", vbool(false))), UNDEF, false};
         c.has_attr = arg_get(A, 2, "attribute", &at);
         c.attr = c.has_attr ? at : UNDEF;
         return vlist(sorted(&c, iter_list(r, v), truthy(arg_or(A, 0, "reverse", vbool(false)))));
