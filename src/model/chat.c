@@ -12,8 +12,9 @@ struct chat_tmpl {
     const struct tokenizer *tok;
     struct jinja_tmpl *j; /* NULL: ChatML */
     bool had_template;
+    bool typed_content; /* the template reads content parts ([{type, text}]) itself */
     char err[256];
-    const char *bos, *eos; /* token texts ("" when the vocabulary has none) */
+    const char *bos, *eos, *unk, *pad; /* token texts ("" when the vocabulary has none) */
     /* special tokens by text: map, which first bytes start one, distinct lengths */
     struct strmap sp;
     bool first[256];
@@ -26,6 +27,40 @@ static const char *tok_text(const struct tokenizer *tok, int id)
     return tok && id >= 0 && id < tok->n_vocab && tok->text[id] ? tok->text[id] : "";
 }
 
+/* Does the template render a text part given as [{"type": "text", "text": ...}]
+ * (Gemma 3, Llama 4, Mistral Small 3.1 do)?  Then content arrays reach it as
+ * they are, as in HF; otherwise their texts are joined into one string first
+ * (so a string-only template does not print a Python list), as llama.cpp does. */
+static bool probe_typed_content(const struct chat_tmpl *t)
+{
+    static const char needle[] = "sgpu-typed-content-probe";
+    struct json_object *vars = json_object_new_object(), *msgs = json_object_new_array(),
+                       *m = json_object_new_object(), *parts = json_object_new_array(),
+                       *part = json_object_new_object();
+    json_object_object_add(part, "type", json_object_new_string("text"));
+    json_object_object_add(part, "text", json_object_new_string(needle));
+    json_object_array_add(parts, part);
+    json_object_object_add(m, "role", json_object_new_string("user"));
+    json_object_object_add(m, "content", parts);
+    json_object_array_add(msgs, m);
+    json_object_object_add(vars, "messages", msgs);
+    json_object_object_add(vars, "bos_token", json_object_new_string(t->bos));
+    json_object_object_add(vars, "eos_token", json_object_new_string(t->eos));
+    json_object_object_add(vars, "add_generation_prompt", json_object_new_boolean(true));
+    json_object_object_add(vars, "tools", NULL);
+    json_object_object_add(vars, "documents", NULL);
+    struct jinja_limits lim;
+    jinja_default_limits(&lim);
+    struct sbuf out = SBUF_INIT;
+    char err[256];
+    bool typed = jinja_render(t->j, vars, &lim, &out, err, sizeof err) == JINJA_OK && out.data &&
+                 strstr(out.data, needle) && !strstr(out.data, "'type'") &&
+                 !strstr(out.data, "\"type\"");
+    sbuf_free(&out);
+    json_object_put(vars);
+    return typed;
+}
+
 struct chat_tmpl *chat_tmpl_new(const struct tokenizer *tok, const char *src, size_t n)
 {
     struct chat_tmpl *t = calloc(1, sizeof *t);
@@ -33,10 +68,13 @@ struct chat_tmpl *chat_tmpl_new(const struct tokenizer *tok, const char *src, si
     t->tok = tok;
     t->bos = tok_text(tok, tok ? tok->bos : -1);
     t->eos = tok_text(tok, tok ? tok->eos : -1);
+    t->unk = tok_text(tok, tok ? tok->unk : -1);
+    t->pad = tok_text(tok, tok ? tok->pad : -1);
     if (src && n) {
         t->had_template = true;
         if (jinja_parse(src, n, &t->j, t->err, sizeof t->err) != JINJA_OK) t->j = NULL;
     }
+    if (t->j) t->typed_content = probe_typed_content(t);
     strmap_init(&t->sp, 64);
     for (int id = 0; tok && id < tok->n_vocab; id++) {
         uint8_t ty = tok->type[id];
@@ -80,7 +118,8 @@ const char *chat_tmpl_error(const struct chat_tmpl *t)
 /* Checked copy of the messages: each an object with a string role; content a
  * string, null/absent, or an array of text parts (joined into one string);
  * other members passed through unchanged. */
-static struct json_object *norm_messages(struct json_object *msgs, char *err, size_t errn)
+static struct json_object *norm_messages(struct json_object *msgs, bool keep_parts, char *err,
+                                         size_t errn)
 {
     if (!msgs || !json_object_is_type(msgs, json_type_array) ||
         json_object_array_length(msgs) == 0) {
@@ -109,7 +148,9 @@ static struct json_object *norm_messages(struct json_object *msgs, char *err, si
             }
             json_object_object_add(nm, k, json_object_get(v));
         }
-        if (content && json_object_is_type(content, json_type_array)) {
+        if (content && json_object_is_type(content, json_type_array) && keep_parts) {
+            json_object_object_add(nm, "content", json_object_get(content));
+        } else if (content && json_object_is_type(content, json_type_array)) {
             struct sbuf b = SBUF_INIT;
             for (size_t pi = 0; pi < json_object_array_length(content); pi++) {
                 struct json_object *part = json_object_array_get_idx(content, pi), *tx;
@@ -165,7 +206,7 @@ static void render_chatml(struct json_object *msgs, bool gen, struct sbuf *out)
 int chat_render(const struct chat_tmpl *t, struct json_object *messages, const struct chat_opts *o,
                 struct sbuf *out, char *err, size_t errn)
 {
-    struct json_object *msgs = norm_messages(messages, err, errn);
+    struct json_object *msgs = norm_messages(messages, t->j && t->typed_content, err, errn);
     if (!msgs) return 400;
     if (!t->j) {
         render_chatml(msgs, o->add_generation_prompt, out);
@@ -176,10 +217,14 @@ int chat_render(const struct chat_tmpl *t, struct json_object *messages, const s
     json_object_object_add(vars, "messages", msgs);
     json_object_object_add(vars, "bos_token", json_object_new_string(t->bos));
     json_object_object_add(vars, "eos_token", json_object_new_string(t->eos));
+    /* HF also passes the other special tokens it knows */
+    if (*t->unk) json_object_object_add(vars, "unk_token", json_object_new_string(t->unk));
+    if (*t->pad) json_object_object_add(vars, "pad_token", json_object_new_string(t->pad));
     json_object_object_add(vars, "add_generation_prompt",
                            json_object_new_boolean(o->add_generation_prompt));
-    if (o->tools) json_object_object_add(vars, "tools", json_object_get(o->tools));
-    if (o->documents) json_object_object_add(vars, "documents", json_object_get(o->documents));
+    /* as HF: tools and documents are None (defined) when the request has none */
+    json_object_object_add(vars, "tools", o->tools ? json_object_get(o->tools) : NULL);
+    json_object_object_add(vars, "documents", o->documents ? json_object_get(o->documents) : NULL);
     struct jinja_limits lim;
     jinja_default_limits(&lim);
     char msg[512];

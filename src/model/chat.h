@@ -28,11 +28,13 @@ const char *chat_tmpl_error(const struct chat_tmpl *t); /* parse error or NULL *
 
 struct chat_opts {
     bool add_generation_prompt;
-    struct json_object *tools;     /* bound as `tools` when not NULL */
-    struct json_object *documents; /* bound as `documents` when not NULL */
+    struct json_object *tools;     /* `tools`; NULL binds None, as HF does */
+    struct json_object *documents; /* `documents`; NULL binds None */
 };
 
-/* Render messages (a JSON array of {role, content, ...}).  0 on success with
+/* Render messages (a JSON array of {role, content, ...}; a content array of
+ * text parts is joined into one string unless the template renders parts
+ * itself, which chat_tmpl_new probes once).  0 on success with
  * the prompt appended to out; else an HTTP status (400: bad messages, the
  * template's raise_exception or a render bound; 500: the template failed) with
  * a message in err and out unchanged. */

@@ -1855,7 +1855,15 @@ static void json_nl(struct rt *r, struct obuf *o, int indent, int level)
         ob_put(r, o, " ", 1);
 }
 
-static void json_val(struct rt *r, struct obuf *o, struct val v, int indent, bool sort, int level)
+/* json.dumps options: indent (<0: one line), sort_keys, separators (item, key) */
+struct jopts {
+    int indent;
+    bool sort;
+    const char *isep, *ksep;
+    size_t isep_n, ksep_n;
+};
+
+static void json_val(struct rt *r, struct obuf *o, struct val v, const struct jopts *jo, int level)
 {
     step(r);
     if (level > 64) RFAIL(r, "tojson: value nested too deeply");
@@ -1878,11 +1886,11 @@ static void json_val(struct rt *r, struct obuf *o, struct val v, int indent, boo
         if (!l->n) return ob_puts(r, o, "[]");
         ob_puts(r, o, "[");
         for (size_t i = 0; i < l->n; i++) {
-            if (i) ob_puts(r, o, indent >= 0 ? "," : ", ");
-            if (indent >= 0) json_nl(r, o, indent, level + 1);
-            json_val(r, o, l->v[i], indent, sort, level + 1);
+            if (i) ob_put(r, o, jo->isep, jo->isep_n);
+            if (jo->indent >= 0) json_nl(r, o, jo->indent, level + 1);
+            json_val(r, o, l->v[i], jo, level + 1);
         }
-        if (indent >= 0) json_nl(r, o, indent, level);
+        if (jo->indent >= 0) json_nl(r, o, jo->indent, level);
         return ob_puts(r, o, "]");
     }
     case V_DICT: {
@@ -1891,7 +1899,7 @@ static void json_val(struct rt *r, struct obuf *o, struct val v, int indent, boo
         size_t *ord = ar_alloc(&r->a, d->n * sizeof *ord);
         for (size_t i = 0; i < d->n; i++)
             ord[i] = i;
-        if (sort) /* insertion sort by key text; keys are few */
+        if (jo->sort) /* insertion sort by key text; keys are few */
             for (size_t i = 1; i < d->n; i++)
                 for (size_t j = i; j > 0; j--) {
                     struct val a = to_str(r, d->k[ord[j - 1]]), b = to_str(r, d->k[ord[j]]);
@@ -1906,22 +1914,23 @@ static void json_val(struct rt *r, struct obuf *o, struct val v, int indent, boo
         ob_puts(r, o, "{");
         for (size_t i = 0; i < d->n; i++) {
             struct val k = d->k[ord[i]];
-            if (i) ob_puts(r, o, indent >= 0 ? "," : ", ");
-            if (indent >= 0) json_nl(r, o, indent, level + 1);
+            if (i) ob_put(r, o, jo->isep, jo->isep_n);
+            if (jo->indent >= 0) json_nl(r, o, jo->indent, level + 1);
             if (k.t == V_STR) {
                 json_str(r, o, k.u.s, k.n);
             } else if (k.t == V_INT || k.t == V_FLOAT || k.t == V_BOOL || k.t == V_NONE) {
                 struct obuf t = {0};
-                json_val(r, &t, k, -1, false, level + 1);
+                struct jopts one = {-1, false, ", ", ": ", 2, 2};
+                json_val(r, &t, k, &one, level + 1);
                 json_str(r, o, t.p, t.n);
             } else {
                 RFAIL(r, "tojson: keys must be str, int, float, bool or None, not %s",
                       type_name(k));
             }
-            ob_puts(r, o, ": ");
-            json_val(r, o, d->v[ord[i]], indent, sort, level + 1);
+            ob_put(r, o, jo->ksep, jo->ksep_n);
+            json_val(r, o, d->v[ord[i]], jo, level + 1);
         }
-        if (indent >= 0) json_nl(r, o, indent, level);
+        if (jo->indent >= 0) json_nl(r, o, jo->indent, level);
         return ob_puts(r, o, "}");
     }
     default:
@@ -2212,7 +2221,8 @@ static struct val arith(struct rt *r, uint16_t op, struct val a, struct val b)
               type_name(b));
     }
     bool ints = a.t != V_FLOAT && b.t != V_FLOAT;
-    int64_t x = a.t == V_INT ? a.u.i : a.u.b, y = b.t == V_INT ? b.u.i : b.u.b, z;
+    int64_t x = a.t == V_INT ? a.u.i : a.t == V_BOOL ? a.u.b : 0;
+    int64_t y = b.t == V_INT ? b.u.i : b.t == V_BOOL ? b.u.b : 0, z;
     double fx = num_of(a), fy = num_of(b);
     switch (op) {
     case '+':
@@ -2601,12 +2611,29 @@ static struct val filter_apply(struct rt *r, const char *name, struct val v, con
     } else if (fname(name, "length") || fname(name, "count")) {
         return vint(length_of(r, v));
     } else if (fname(name, "tojson")) {
-        struct val ind = arg_or(A, 0, "indent", NONE), sk = arg_or(A, 99, "sort_keys", NONE);
-        int indent = ind.t == V_NONE ? -1 : (int)int_arg(r, ind, "indent");
-        if (indent > 32) indent = 32;
-        if (indent < -1) indent = 0;
+        /* HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+        struct val ind = arg_or(A, 0, "indent", NONE), sk = arg_or(A, 99, "sort_keys", NONE),
+                   sep = arg_or(A, 99, "separators", NONE);
+        struct jopts jo = {
+            ind.t == V_NONE ? -1 : (int)int_arg(r, ind, "indent"), truthy(sk), NULL, NULL, 0, 0};
+        if (jo.indent > 32) jo.indent = 32;
+        if (jo.indent < -1) jo.indent = 0;
+        jo.isep = jo.indent >= 0 ? "," : ", ";
+        jo.ksep = ": ";
+        if (sep.t == V_LIST && sep.u.l->n == 2 && sep.u.l->v[0].t == V_STR &&
+            sep.u.l->v[1].t == V_STR) {
+            jo.isep = sep.u.l->v[0].u.s;
+            jo.ksep = sep.u.l->v[1].u.s;
+            jo.isep_n = sep.u.l->v[0].n;
+            jo.ksep_n = sep.u.l->v[1].n;
+        } else if (sep.t != V_NONE) {
+            RFAIL(r, "tojson: separators must be a pair of strings");
+        } else {
+            jo.isep_n = strlen(jo.isep);
+            jo.ksep_n = 2;
+        }
         struct obuf o = {0};
-        json_val(r, &o, v, indent, truthy(sk), 0);
+        json_val(r, &o, v, &jo, 0);
         return ob_val(&o);
     } else if (fname(name, "upper")) {
         return case_v(r, to_str(r, v), 'u');

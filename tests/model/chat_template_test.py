@@ -49,9 +49,9 @@ ENV.globals["raise_exception"] = _raise
 
 def reference(src, messages, gen, tools=None):
     """(ok, text-or-error-message) as HF's apply_chat_template renders it."""
-    kw = dict(messages=messages, bos_token=BOS, eos_token=EOS, add_generation_prompt=gen)
-    if tools is not None:
-        kw["tools"] = tools
+    # HF binds tools and documents, None when not given
+    kw = dict(messages=messages, bos_token=BOS, eos_token=EOS, add_generation_prompt=gen,
+              tools=tools, documents=None)
     try:
         return True, ENV.from_string(src).render(**kw)
     except RaisedError as e:
@@ -604,6 +604,17 @@ class TemplateInterop(unittest.TestCase):
                     # the Hermes macro recurses forever on a union type (it iterates the
                     # string "null"): jinja2 hits RecursionError, sgpu its depth bound
                     self.check(name, msgs_name, True, tools)
+
+    def test_content_parts(self):
+        parts = [{"role": "user", "content": [{"type": "text", "text": "Describe "},
+                                              {"type": "text", "text": "this."}]}]
+        joined = [{"role": "user", "content": "Describe this."}]
+        # Gemma 3 renders parts itself: they reach it as they are (HF's behaviour)
+        self.assertEqual(self.render("gemma3", parts, True),
+                         reference(T["gemma3"], parts, True))
+        # a string-only template gets the texts joined (not a printed Python list)
+        for name in ("llama3", "qwen2", "mistral_v1"):
+            self.assertEqual(self.render(name, parts, True), reference(T[name], joined, True))
 
     def test_raise_exception_message(self):
         ok, err = self.render("mistral_v1", MESSAGES["bad_order"], True)
