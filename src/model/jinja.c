@@ -2172,6 +2172,92 @@ static bool contains_v(struct rt *r, struct val hay, struct val x)
     }
 }
 
+static bool arg_get(const struct args *A, size_t pos, const char *name, struct val *out);
+/* Python's "fmt % x": %s %r %d %i %% (x a tuple for several); other
+ * conversions and flags are errors. */
+static struct val percent_format(struct rt *r, struct val fmt, struct val x)
+{
+    struct obuf o = {0};
+    size_t ai = 0;
+    bool tuple = x.t == V_LIST && x.u.l->tuple;
+    for (size_t i = 0; i < fmt.n; i++) {
+        char c = fmt.u.s[i];
+        if (c != '%') {
+            ob_put(r, &o, &c, 1);
+            continue;
+        }
+        if (++i >= fmt.n) RFAIL(r, "incomplete format");
+        char k = fmt.u.s[i];
+        if (k == '%') {
+            ob_put(r, &o, "%", 1);
+            continue;
+        }
+        struct val a;
+        if (tuple) {
+            if (ai >= x.u.l->n) RFAIL(r, "not enough arguments for format string");
+            a = x.u.l->v[ai++];
+        } else {
+            if (ai++) RFAIL(r, "not enough arguments for format string");
+            a = x;
+        }
+        if (k == 's') {
+            put_str(r, &o, a);
+        } else if (k == 'r') {
+            put_repr(r, &o, a);
+        } else if (k == 'd' || k == 'i') {
+            if (!is_num(a)) RFAIL(r, "%%d format: a number is required, not %s", type_name(a));
+            put_str(r, &o, a.t == V_FLOAT ? vint((int64_t)a.u.f) : a.t == V_BOOL ? vint(a.u.b) : a);
+        } else {
+            RFAIL(r, "unsupported format character '%c'", k >= 32 && k < 127 ? k : '?');
+        }
+    }
+    if (tuple ? ai < x.u.l->n : ai == 0)
+        RFAIL(r, "not all arguments converted during string formatting");
+    return ob_val(&o);
+}
+
+/* str.format: {} {0} {name}, {{ and }}; no format specs or conversions. */
+static struct val str_format(struct rt *r, struct val fmt, const struct args *A)
+{
+    struct obuf o = {0};
+    size_t auto_i = 0;
+    for (size_t i = 0; i < fmt.n; i++) {
+        char c = fmt.u.s[i];
+        if ((c == '{' || c == '}') && i + 1 < fmt.n && fmt.u.s[i + 1] == c) {
+            ob_put(r, &o, &c, 1);
+            i++;
+            continue;
+        }
+        if (c == '}') RFAIL(r, "single '}' encountered in format string");
+        if (c != '{') {
+            ob_put(r, &o, &c, 1);
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < fmt.n && fmt.u.s[j] != '}')
+            j++;
+        if (j >= fmt.n) RFAIL(r, "single '{' encountered in format string");
+        const char *f = fmt.u.s + i + 1;
+        size_t fn = j - i - 1;
+        struct val v;
+        bool ok;
+        if (fn == 0) {
+            ok = arg_get(A, auto_i++, NULL, &v);
+        } else if (is_digit(f[0])) {
+            ok = arg_get(A, (size_t)strtoul(ar_strdup(&r->a, f, fn), NULL, 10), NULL, &v);
+        } else {
+            if (memchr(f, ':', fn) || memchr(f, '!', fn) || memchr(f, '.', fn) ||
+                memchr(f, '[', fn))
+                RFAIL(r, "format specs and conversions are not supported");
+            ok = arg_get(A, (size_t)-1, ar_strdup(&r->a, f, fn), &v);
+        }
+        if (!ok) RFAIL(r, "format: missing argument '%.*s'", (int)(fn > 40 ? 40 : fn), f);
+        put_str(r, &o, v);
+        i = j;
+    }
+    return ob_val(&o);
+}
+
 static struct val arith(struct rt *r, uint16_t op, struct val a, struct val b)
 {
     if (op == '~') {
@@ -2215,6 +2301,7 @@ static struct val arith(struct rt *r, uint16_t op, struct val a, struct val b)
             }
         return vlist(l);
     }
+    if (op == '%' && a.t == V_STR) return percent_format(r, a, b);
     if (!is_num(a) || !is_num(b)) {
         char o[3] = {(char)(op > 255 ? op >> 8 : op), (char)(op > 255 ? op & 0xff : 0), 0};
         RFAIL(r, "unsupported operand type(s) for %s: '%s' and '%s'", o, type_name(a),
@@ -2968,6 +3055,8 @@ static bool method_call(struct rt *r, struct val o, const char *m, const struct 
                 ob_put(r, &b, l->v[i].u.s, l->v[i].n);
             }
             *out = ob_val(&b);
+        } else if (fname(m, "format")) {
+            *out = str_format(r, o, A);
         } else if (fname(m, "splitlines")) {
             struct list *l = list_new(&r->a, 4);
             size_t i = 0;
@@ -3017,6 +3106,13 @@ static bool method_call(struct rt *r, struct val o, const char *m, const struct 
         if (fname(m, "get")) {
             long i = dict_find(o.u.d, arg_or(A, 0, "key", UNDEF));
             *out = i >= 0 ? o.u.d->v[i] : arg_or(A, 1, "default", NONE);
+            return true;
+        }
+        long li = dict_find_s(o.u.d, "index0", 6);
+        if (fname(m, "cycle") && li >= 0 && o.u.d->v[li].t == V_INT) { /* loop.cycle(a, b...) */
+            size_t np = n_positional(A);
+            if (!np) RFAIL(r, "loop.cycle() needs at least one argument");
+            arg_get(A, (size_t)o.u.d->v[li].u.i % np, NULL, out);
             return true;
         }
         return false;

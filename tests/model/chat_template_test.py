@@ -497,6 +497,7 @@ T["vicuna_features"] = r"""{#- a template exercising the rest of the supported l
 {% for i in range(10) %}{% if i is odd %}{% continue %}{% endif %}{% if i > 6 %}{% break %}{% endif %}{{ i }}{% endfor %}
 {{ messages[0] | tojson(indent=2) }}
 {{- "\n" + ("  line1\nline2\n\nline4" | indent(2)) + "|" + ("a\nb" | indent(first=true)) }}
+{% for m in messages %}{{ loop.cycle('odd', 'even') }} {% endfor %}{{ "%s/%d %%" % ('x', 2) }} {{ "{}:{name}".format(1, name='n') }}
 {% if add_generation_prompt %}ASSISTANT:{% endif %}
 """
 

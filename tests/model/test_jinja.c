@@ -228,6 +228,9 @@ static void test_tests_and_methods(void **state)
     expect("{{ 'aB'.upper() }}{{ 'aB'.lower() }}{{ 'hello wORLD 1st'.title() }} "
            "{{ 'abab'.replace('b', 'c') }} {{ 'abc'.find('c') }} {{ '-'.join(['a', 'b']) }}",
            NULL, "ABabHello World 1St acac 2 a-b");
+    expect("{{ '%s=%d%%' % ('a', 2) }} {{ '[%r]' % 'q' }} {{ '{}{1}{x}'.format(0, 1, x=2) }} "
+           "{% for i in range(3) %}{{ loop.cycle('a', 'b') }}{% endfor %}",
+           NULL, "a=2% ['q'] 012 aba");
     expect_err("{{ 'x'.nomethod() }}", NULL, JINJA_ERUNTIME, "no callable attribute");
     expect_err("{{ [1].append(2) }}", NULL, JINJA_ERUNTIME, "cannot modify a list");
     expect_err("{{ 1 is nosuchtest }}", NULL, JINJA_ERUNTIME, "no test named");
