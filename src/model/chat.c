@@ -18,7 +18,7 @@ struct chat_tmpl {
     /* special tokens by text: map, which first bytes start one, distinct lengths */
     struct strmap sp;
     bool first[256];
-    size_t lens[64];
+    size_t lens[256]; /* distinct special-token lengths, longest first */
     size_t n_lens;
 };
 

@@ -32,7 +32,7 @@
 #include "sbuf.h"
 
 #define JINJA_MAX_SOURCE (1u << 20) /* bytes of template source */
-#define JINJA_MAX_NESTING 100       /* nested blocks/expressions in the source */
+#define JINJA_MAX_NESTING 256       /* nested blocks/expressions in the source */
 
 enum jinja_status {
     JINJA_OK = 0,

@@ -324,6 +324,17 @@ static void test_bounds(void **state)
         sbuf_puts(&deep, "{% if true %}");
     assert_int_equal(jinja_parse(deep.data, deep.len, &t, err, sizeof err), JINJA_ESYNTAX);
     assert_non_null(strstr(err, "nesting deeper"));
+    /* what real templates need stays well inside: 40 nested blocks, 100 elifs */
+    sbuf_reset(&deep);
+    for (int i = 0; i < 40; i++)
+        sbuf_puts(&deep, "{% if true %}");
+    sbuf_puts(&deep, "{% set x = 99 %}{% if x == 0 %}0");
+    for (int i = 1; i < 100; i++)
+        sbuf_printf(&deep, "{%% elif x == %d %%}%d", i, i);
+    sbuf_puts(&deep, "{% endif %}");
+    for (int i = 0; i < 40; i++)
+        sbuf_puts(&deep, "{% endif %}");
+    expect(deep.data, NULL, "99");
     sbuf_reset(&deep);
     sbuf_puts(&deep, "{{ ");
     for (int i = 0; i < 100000; i++)
