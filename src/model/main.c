@@ -65,8 +65,9 @@ static void usage_to(FILE *out)
         "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos] [--threads N]\n"
         "                       greedy token ids\n"
         "  tokenize [--model F] --text T     token ids of T, without BOS\n"
-        "  chat-template [--model F] [--template FILE] --messages JSON [--no-generation-prompt]\n"
-        "        [--tools JSON]  print the chat prompt the server builds for these messages\n"
+        "  chat-template [--model F] [--template FILE] --messages JSON|@FILE\n"
+        "        [--no-generation-prompt] [--tools JSON]\n"
+        "                       print the chat prompt the server builds for these messages\n"
         "                       (the model's tokenizer.chat_template, or FILE, else ChatML)\n"
         "  membw [--threads N] [--mb N]      memory read bandwidth (GB/s), for the roofline\n"
         "Environment: SGPU_MODEL_PATH, SGPU_MODEL_PORT (as above), SGPU_LOG_LEVEL\n"
@@ -106,14 +107,14 @@ static int parse_tokens(const char *s, struct ids *out)
     return out->n ? 0 : -1;
 }
 
-/* Whole file, NUL-terminated, at most JINJA_MAX_SOURCE bytes; NULL on error. */
-static char *read_small_file(const char *path, size_t *len)
+/* Whole file, NUL-terminated, at most cap bytes; NULL on error. */
+static char *read_file_capped(const char *path, size_t cap, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    char *buf = malloc(JINJA_MAX_SOURCE + 2);
-    size_t n = buf ? fread(buf, 1, JINJA_MAX_SOURCE + 1, f) : 0;
-    bool bad = !buf || ferror(f) || n > JINJA_MAX_SOURCE;
+    char *buf = malloc(cap + 2);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    bool bad = !buf || ferror(f) || n > cap;
     fclose(f);
     if (bad) {
         free(buf);
@@ -122,6 +123,11 @@ static char *read_small_file(const char *path, size_t *len)
     buf[n] = 0;
     *len = n;
     return buf;
+}
+
+static char *read_small_file(const char *path, size_t *len)
+{
+    return read_file_capped(path, JINJA_MAX_SOURCE, len);
 }
 
 static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
@@ -444,8 +450,19 @@ static int cmd_chat_template(int argc, char **argv)
         i++;
     }
     if (!msgs) goto bad;
+    char *mfile = NULL;
+    if (msgs[0] == '@') { /* --messages @FILE: JSON too long for a command line */
+        size_t mlen;
+        mfile = read_file_capped(msgs + 1, (size_t)64 << 20, &mlen);
+        if (!mfile) {
+            fprintf(stderr, "chat-template: cannot read %s (or over 64 MiB)\n", msgs + 1);
+            return 2;
+        }
+        msgs = mfile;
+    }
     struct json_object *jm = json_tokener_parse(msgs),
                        *jt = tools ? json_tokener_parse(tools) : NULL;
+    free(mfile);
     if (!jm || (tools && !jt)) {
         fprintf(stderr, "chat-template: --messages and --tools must be JSON\n");
         json_object_put(jm);

@@ -832,6 +832,19 @@ class TemplateInterop(unittest.TestCase):
         for name in ("llama3", "qwen2", "mistral_v1"):
             self.assertEqual(self.render(name, parts, True), reference(T[name], joined, True))
 
+    def test_long_conversation_from_file(self):
+        msgs = []
+        for i in range(500):
+            msgs.append({"role": "user", "content": "question %d " % i * 20})
+            msgs.append({"role": "assistant", "content": "<think>t%d</think>answer " % i * 10})
+        path = os.path.join(self.tmp.name, "long.json")
+        with open(path, "w") as f:
+            json.dump(msgs, f)
+        for name in ("qwen3", "llama3", "vicuna_features"):
+            r = run("chat-template", "--model", self.models[name], "--messages", "@" + path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout.decode(), reference(T[name], msgs, True)[1])
+
     def test_raise_exception_message(self):
         ok, err = self.render("mistral_v1", MESSAGES["bad_order"], True)
         self.assertFalse(ok)
