@@ -294,8 +294,8 @@ static bool val_eq(struct val a, struct val b)
         return true;
     case V_STR:
         return a.n == b.n && (a.n == 0 || memcmp(a.u.s, b.u.s, a.n) == 0);
-    case V_LIST:
-        if (a.u.l->n != b.u.l->n) return false;
+    case V_LIST: /* a tuple never equals a list, as in Python */
+        if (a.u.l->n != b.u.l->n || a.u.l->tuple != b.u.l->tuple) return false;
         for (size_t i = 0; i < a.u.l->n; i++)
             if (!val_eq(a.u.l->v[i], b.u.l->v[i])) return false;
         return true;
@@ -565,7 +565,9 @@ static int lx_tag(struct lexer *L, bool block)
                 if (s[k] != '_' && bk < sizeof buf - 1) buf[bk++] = s[k];
                 k++;
             }
-            if (k + 1 < left && s[k] == '.' && is_digit(s[k + 1])) {
+            /* no fraction right after a '.': x.0.1 is two item accesses, as in Jinja */
+            bool after_dot = L->nt > 0 && L->t[L->nt - 1].k == T_OP && L->t[L->nt - 1].op == '.';
+            if (!after_dot && k + 1 < left && s[k] == '.' && is_digit(s[k + 1])) {
                 fl = true;
                 buf[bk++] = s[k++];
                 while (k < left && (is_digit(s[k]) || s[k] == '_')) {
@@ -573,7 +575,7 @@ static int lx_tag(struct lexer *L, bool block)
                     k++;
                 }
             }
-            if (k < left && (s[k] == 'e' || s[k] == 'E')) {
+            if (!after_dot && k < left && (s[k] == 'e' || s[k] == 'E')) {
                 size_t j = k + 1;
                 if (j < left && (s[j] == '+' || s[j] == '-')) j++;
                 if (j < left && is_digit(s[j])) {
@@ -2679,6 +2681,7 @@ static struct val int_of(struct rt *r, struct val v, struct val def)
         while (is_ws(*end))
             end++;
         if (!*end && !errno) return vint(x);
+        if (strpbrk(s, "xXnN")) return def; /* not Python float syntax (hex, nan, inf) */
         double f = strtod(s, &end);
         while (is_ws(*end))
             end++;
@@ -2951,8 +2954,20 @@ static struct val filter_apply(struct rt *r, const char *name, struct val v, con
     } else if (fname(name, "wordcount")) {
         struct val s = to_str(r, v);
         return vint((int64_t)split_v(r, s, NONE, -1).u.l->n);
-    } else if (fname(name, "center")) {
-        return to_str(r, v);
+    } else if (fname(name, "center")) { /* str.center(width) */
+        struct val t = to_str(r, v);
+        int64_t w = int_arg(r, arg_or(A, 0, "width", vint(80)), "width");
+        int64_t len = (int64_t)u8_count(t.u.s, t.n);
+        if (w > 100000) w = 100000;
+        if (w <= len) return t;
+        int64_t pad = w - len, left = pad / 2 + (pad & w & 1);
+        struct obuf o = {0};
+        for (int64_t i = 0; i < left; i++)
+            ob_put(r, &o, " ", 1);
+        ob_put(r, &o, t.u.s, t.n);
+        for (int64_t i = 0; i < pad - left; i++)
+            ob_put(r, &o, " ", 1);
+        return ob_val(&o);
     }
     RFAIL(r, "no filter named '%.40s'", name);
 }

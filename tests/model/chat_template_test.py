@@ -708,6 +708,41 @@ T["llama32_date"] = r"""{{- bos_token }}
     {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
 {%- endif %}"""
 
+T["edge_semantics"] = r"""{%- if true %}  a  {% endif -%}  
+	{% if true %}tab-indented{% endif %}
+{{ '%}' }} {{ '}}' }} {# a %} b }} #}x { } }
+{{ {'a': 1, 'b': 2,} }} {{ [1, 2,] }} {{ (1, 2,) }}
+{% for k in {'x': 1, 'y': 2} %}{{ k }}{% endfor %} {{ [[1, 2]].0.1 }}
+{{ not 1 == 2 }} {{ -2 ** 2 }} {{ 2 ** -1 }} {{ 1 if true }}
+{{ [1,2,3][1:] | join(',') }} {{ "abc" is string and "a" in "abc" }} {{ [1, 2] | length > 1 }}
+{{ range(3) | list }} {{ range(1, 10, 3) | join(',') }} {{ range(5, 0, -2) | list }}
+{{ 10 / 4 }} {{ 1 / 3 }} {{ 1e20 }} {{ 12345678901234567890.0 }} {{ 0.1 * 3 }} {{ 1e16 }} {{ 123456789012345.6 }}
+{{ none | string }} {{ true | int }} {{ '0x1A' | int }} {{ ' 42 ' | int }} {{ '-3' | int }} {{ 4.0 | int }}
+{{ '  ' | trim | length }} {% for c in 'ab' %}[{{ c }}]{% endfor %}
+{%- set x = 1 -%}
+   value {{ x }}
+{{- '\n' -}}
+  end
+{{ "x" ~ 1.0 ~ none ~ [1] ~ {'a': none} }}
+{{ [true, false, none] | tojson }} {{ 'é"\t' | tojson }} {{ 3.0 | tojson }} {{ 1e-7 | tojson }}
+{{ ['b', 'a', 'C'] | sort | join }} {{ ['b', 'a', 'C'] | sort(case_sensitive=true) | join }} {{ [3, 1] | max }}
+{{ 'Hello World' | lower | title }} {{ 'x' | center }} {{ '' | first }} {{ [] | last is undefined }}
+{{ messages | map(attribute='role') | join(', ') }} {{ messages[0] | items | list }}
+{% if messages[0].content is defined and messages[0].content %}yes{% endif %}
+{{ messages | selectattr('role', 'in', ['user', 'x']) | list | length }} {{ 5 is in [5] }}
+{{ 'a-b_c d' | title }} {{ 'ABC'.lower().capitalize() }} {{ "O'Neil" | capitalize }}
+{% macro m(a, b=2) -%}
+  {{ a }}/{{ b }}
+{%- endmacro %}
+[{{ m(1) }}] [{{ m(b=3, a=4) }}]
+{{ loop is defined }} {% for i in [1] %}{{ loop.index is number }}{% endfor %}
+{{ 'a' < 'b' and 2 >= 2.0 and [1, 2] < [1, 3] }} {{ (1, 2) == [1, 2] }}
+{{ dict(a=1, b='x') | tojson }} {{ namespace(a=1).a }}
+{{ "line1\nline2" | indent(4, true) }}
+{{ 'abc'[5:] }}|{{ 'abc'[-10:2] }}|{{ [1,2,3][::2] }}|{{ [1,2,3][-1::-2] }}
+{{ 7 // -2 }} {{ -7 % -3 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }} {{ 2 ** 0.5 }}
+"""
+
 MESSAGES = {
     "user": [{"role": "user", "content": "Hello!"}],
     "sys_user": [{"role": "system", "content": "  You are a helpful assistant. "},
