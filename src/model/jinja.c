@@ -278,8 +278,11 @@ static double num_of(struct val v)
     return v.t == V_FLOAT ? v.u.f : v.t == V_INT ? (double)v.u.i : (double)v.u.b;
 }
 
-static bool val_eq(struct val a, struct val b)
+/* Python ==; containers nested over 64 deep (a namespace holding itself)
+ * compare unequal instead of recursing without end */
+static bool val_eq_d(struct val a, struct val b, int depth)
 {
+    if (depth > 64) return false;
     if (is_num(a) && is_num(b)) {
         if (a.t != V_FLOAT && b.t != V_FLOAT) {
             int64_t x = a.t == V_INT ? a.u.i : a.u.b, y = b.t == V_INT ? b.u.i : b.u.b;
@@ -297,13 +300,13 @@ static bool val_eq(struct val a, struct val b)
     case V_LIST: /* a tuple never equals a list, as in Python */
         if (a.u.l->n != b.u.l->n || a.u.l->tuple != b.u.l->tuple) return false;
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!val_eq(a.u.l->v[i], b.u.l->v[i])) return false;
+            if (!val_eq_d(a.u.l->v[i], b.u.l->v[i], depth + 1)) return false;
         return true;
     case V_DICT:
         if (a.u.d->n != b.u.d->n) return false;
         for (size_t i = 0; i < a.u.d->n; i++) {
             long j = dict_find(b.u.d, a.u.d->k[i]);
-            if (j < 0 || !val_eq(a.u.d->v[i], b.u.d->v[j])) return false;
+            if (j < 0 || !val_eq_d(a.u.d->v[i], b.u.d->v[j], depth + 1)) return false;
         }
         return true;
     case V_MACRO:
@@ -313,6 +316,11 @@ static bool val_eq(struct val a, struct val b)
     default:
         return false;
     }
+}
+
+static bool val_eq(struct val a, struct val b)
+{
+    return val_eq_d(a, b, 0);
 }
 
 /* ------------------------------------------------------------------- UTF-8 */
@@ -1639,7 +1647,8 @@ struct rt {
     uint64_t steps;
     int depth;
     struct dict *globals;
-    int ctl; /* 1 break, 2 continue pending */
+    int ctl;    /* 1 break, 2 continue pending */
+    int vdepth; /* nesting of put_repr / cmp_v over containers */
 };
 
 struct args {
@@ -1762,9 +1771,8 @@ static void put_str_repr(struct rt *r, struct obuf *o, const char *s, size_t n)
     ob_put(r, o, &q, 1);
 }
 
-static void put_repr(struct rt *r, struct obuf *o, struct val v)
+static void put_repr_1(struct rt *r, struct obuf *o, struct val v)
 {
-    step(r);
     switch (v.t) {
     case V_UNDEF:
         return ob_puts(r, o, "Undefined");
@@ -1800,6 +1808,14 @@ static void put_repr(struct rt *r, struct obuf *o, struct val v)
     default:
         return put_str(r, o, v);
     }
+}
+
+static void put_repr(struct rt *r, struct obuf *o, struct val v)
+{
+    step(r);
+    if (++r->vdepth > 64) RFAIL(r, "value nested too deeply to print");
+    put_repr_1(r, o, v);
+    r->vdepth--;
 }
 
 static struct val to_str(struct rt *r, struct val v)
@@ -2079,6 +2095,8 @@ static struct val slice_v(struct rt *r, struct val o, struct val a, struct val b
     int64_t len = o.t == V_LIST ? (int64_t)o.u.l->n : (int64_t)u8_count(o.u.s, o.n);
     int64_t st = c.t == V_NONE || c.t == V_UNDEF ? 1 : int_arg(r, c, "slice step");
     if (st == 0) RFAIL(r, "slice step cannot be zero");
+    if (st > len) st = len + 1; /* same items; keeps i += st from overflowing */
+    if (st < -len) st = -len - 1;
     int64_t lo, hi;
     if (a.t == V_NONE || a.t == V_UNDEF) {
         lo = st < 0 ? len - 1 : 0;
@@ -2144,7 +2162,10 @@ static int cmp_v(struct rt *r, struct val a, struct val b, const char *op)
     if (a.t == V_LIST && b.t == V_LIST) {
         for (size_t i = 0; i < a.u.l->n && i < b.u.l->n; i++) {
             if (val_eq(a.u.l->v[i], b.u.l->v[i])) continue;
-            return cmp_v(r, a.u.l->v[i], b.u.l->v[i], op);
+            if (++r->vdepth > 64) RFAIL(r, "value nested too deeply to compare");
+            int c = cmp_v(r, a.u.l->v[i], b.u.l->v[i], op);
+            r->vdepth--;
+            return c;
         }
         return a.u.l->n < b.u.l->n ? -1 : a.u.l->n > b.u.l->n;
     }
@@ -3227,9 +3248,10 @@ static struct val call_func(struct rt *r, int fn, const struct args *A)
         double cnt = ceil(((double)b - (double)a) / (double)s);
         if (cnt > 1e6) fail(r->e, JINJA_ELIMIT, "range() of over 1000000 items");
         struct list *l = list_new(&r->a, cnt > 0 ? (size_t)cnt : 1);
-        for (int64_t i = a; s > 0 ? i < b : i > b; i += s) {
+        for (int64_t i = a; s > 0 ? i < b : i > b;) {
             step(r);
             list_push(&r->a, l, vint(i));
+            if (__builtin_add_overflow(i, s, &i)) break;
         }
         return vlist(l);
     }

@@ -256,6 +256,15 @@ static void test_errors(void **state)
     expect_err("{{ 5 | length }}", NULL, JINJA_ERUNTIME, "has no len()");
     expect_err("{% for x in 5 %}{% endfor %}", NULL, JINJA_ERUNTIME, "not iterable");
     expect_err("{{ range(0, 10, 0) }}", NULL, JINJA_ERUNTIME, "must not be zero");
+    /* a namespace holding itself: bounded, not a stack overflow */
+    expect_err("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}", NULL, JINJA_ERUNTIME,
+               "nested too deeply");
+    expect_err("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns | tojson }}", NULL,
+               JINJA_ERUNTIME, "nested too deeply");
+    expect("{% set ns = namespace() %}{% set ns.me = ns %}{{ [ns] == [ns] }}", NULL, "False");
+    expect("{{ [1, 2, 3][::9223372036854775807] }}{{ range(1, 9223372036854775807, "
+           "9223372036854775807) | list }}",
+           NULL, "[1][1]");
     /* error text does not leak partial output, and the template stays usable */
     struct jinja_tmpl *t;
     char err[256];
