@@ -9,7 +9,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libevent-dev libssl-dev libjson-c-dev \
-libsqlite3-dev libcmocka-dev python3 python3-pycryptodome openssl curl wrk"
+libsqlite3-dev libcmocka-dev python3 python3-pycryptodome python3-jinja2 openssl curl wrk"
 
 # unicode-data: the tokenizers' Unicode tables are generated from it at build time
 PKGS="$PKGS unicode-data"

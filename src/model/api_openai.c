@@ -9,13 +9,13 @@
  * on the counts of generated tokens); extensions top_k, repetition_penalty,
  * ignore_eos.  logprobs and user are accepted and ignored.
  *
- * Chat template (the default for every model; GGUF Jinja templates are not
- * evaluated): each message as "<|im_start|>{role}\n{content}<|im_end|>\n",
- * then "<|im_start|>assistant\n" (ChatML). */
+ * Chat prompts come from the model's tokenizer.chat_template (chat.c; ChatML
+ * when the file has none), also served alone by POST /apply-template. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "httputil.h"
 #include "jsonw.h"
 #include "server_int.h"
@@ -27,50 +27,29 @@
         goto out;                                                                                  \
     } while (0)
 
-static int chat_prompt(struct json_object *msgs, struct sbuf *out, const char **err)
+/* The chat request's prompt: the model's template (or ChatML) over
+ * `messages`, with `add_generation_prompt` (default true) and `tools` /
+ * `documents` bound when given.  0, or an HTTP status with err set. */
+static int chat_prompt(struct srv *s, struct json_object *o, struct sbuf *out, char *err,
+                       size_t errn)
 {
-    if (!json_object_is_type(msgs, json_type_array) || json_object_array_length(msgs) == 0) {
-        *err = "`messages` must be a non-empty array";
-        return -1;
+    struct json_object *msgs = NULL, *tools = NULL, *docs = NULL;
+    if (!json_object_object_get_ex(o, "messages", &msgs) || !msgs) {
+        snprintf(err, errn, "`messages` is required");
+        return 400;
     }
-    size_t n = json_object_array_length(msgs);
-    for (size_t i = 0; i < n; i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i), *role, *content;
-        if (!m || !json_object_is_type(m, json_type_object) ||
-            !json_object_object_get_ex(m, "role", &role) || !role ||
-            !json_object_is_type(role, json_type_string)) {
-            *err = "each message needs a string `role`";
-            return -1;
-        }
-        sbuf_puts(out, "<|im_start|>");
-        sbuf_append(out, json_object_get_string(role), (size_t)json_object_get_string_len(role));
-        sbuf_putc(out, '\n');
-        if (json_object_object_get_ex(m, "content", &content) && content &&
-            !json_object_is_type(content, json_type_null)) {
-            if (json_object_is_type(content, json_type_string)) {
-                sbuf_append(out, json_object_get_string(content),
-                            (size_t)json_object_get_string_len(content));
-            } else if (json_object_is_type(content, json_type_array)) {
-                for (size_t k = 0; k < json_object_array_length(content); k++) {
-                    struct json_object *part = json_object_array_get_idx(content, k), *t;
-                    if (!part || !json_object_is_type(part, json_type_object) ||
-                        !json_object_object_get_ex(part, "text", &t) || !t ||
-                        !json_object_is_type(t, json_type_string)) {
-                        *err = "only text content parts are supported";
-                        return -1;
-                    }
-                    sbuf_append(out, json_object_get_string(t),
-                                (size_t)json_object_get_string_len(t));
-                }
-            } else {
-                *err = "message `content` must be a string or an array of text parts";
-                return -1;
-            }
-        }
-        sbuf_puts(out, "<|im_end|>\n");
+    bool gen = true;
+    if (jget_bool(o, "add_generation_prompt", &gen, NULL)) {
+        snprintf(err, errn, "`add_generation_prompt` must be a boolean");
+        return 400;
     }
-    sbuf_puts(out, "<|im_start|>assistant\n");
-    return 0;
+    if (json_object_object_get_ex(o, "tools", &tools) && json_object_is_type(tools, json_type_null))
+        tools = NULL;
+    if (json_object_object_get_ex(o, "documents", &docs) &&
+        json_object_is_type(docs, json_type_null))
+        docs = NULL;
+    struct chat_opts co = {gen, tools, docs};
+    return chat_render(s->chat, msgs, &co, out, err, errn);
 }
 
 /* prompt -> ids; 0 ok */
@@ -175,11 +154,15 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
     struct ids ids = {0};
     const char *err = NULL;
     if (chat) {
-        struct json_object *msgs;
-        if (!json_object_object_get_ex(o, "messages", &msgs) || !msgs)
-            BAD(NULL, "`messages` is required");
-        if (chat_prompt(msgs, &tmp, &err)) BAD(NULL, "%s", err);
-        tok_encode(&s->model->tok, tmp.data, tmp.len, true, &ids);
+        char cerr[600];
+        int st = chat_prompt(s, o, &tmp, cerr, sizeof cerr);
+        if (st >= 500) {
+            *s->m_errors += 1;
+            srv_oai_error(req, st, "server_error", "chat_template_error", "%s", cerr);
+            goto out;
+        }
+        if (st) BAD(NULL, "%s", cerr);
+        chat_tokenize(s->chat, tmp.data ? tmp.data : "", tmp.len, &ids);
     } else {
         struct json_object *p;
         if (!json_object_object_get_ex(o, "prompt", &p) || !p) BAD(NULL, "`prompt` is required");
@@ -349,4 +332,34 @@ void api_oai_models(struct srv *s, struct evhttp_request *req)
                 (long)0, s->n_ctx);
     srv_reply_sbuf(req, 200, "application/json", &b);
     sbuf_free(&b);
+}
+
+/* POST /apply-template {"messages": [...]} -> {"prompt": "..."} (llama.cpp's
+ * route): the text /v1/chat/completions would tokenize. */
+void api_apply_template(struct srv *s, struct evhttp_request *req)
+{
+    const char *msg = NULL;
+    struct json_object *o = srv_parse_body(req, &msg);
+    if (!o) {
+        *s->m_rejected_validation += 1;
+        srv_oai_error(req, 400, "invalid_request_error", NULL, "%s", msg);
+        return;
+    }
+    struct sbuf p = SBUF_INIT, b = SBUF_INIT;
+    char err[600];
+    int st = chat_prompt(s, o, &p, err, sizeof err);
+    json_object_put(o);
+    if (st) {
+        *(st >= 500 ? s->m_errors : s->m_rejected_validation) += 1;
+        srv_oai_error(req, st, st >= 500 ? "server_error" : "invalid_request_error",
+                      st >= 500 ? "chat_template_error" : NULL, "%s", err);
+        sbuf_free(&p);
+        return;
+    }
+    sbuf_puts(&b, "{\"prompt\": ");
+    jw_str(&b, p.data ? p.data : "", p.len);
+    sbuf_putc(&b, '}');
+    srv_reply_sbuf(req, 200, "application/json", &b);
+    sbuf_free(&b);
+    sbuf_free(&p);
 }

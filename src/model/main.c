@@ -8,6 +8,8 @@
  *   sgpu-model logits [--model F] --tokens 1,2,3 [--threads N]
  *   sgpu-model generate [--model F] --tokens 1,2,3 --max-new-tokens N [--threads N] [--ignore-eos]
  *   sgpu-model tokenize [--model F] --text T
+ *   sgpu-model chat-template [--model F] [--template FILE] --messages JSON
+ *                    [--no-generation-prompt] [--tools JSON]
  *   sgpu-model membw [--threads N] [--mb N]     (memory read bandwidth, GB/s; for the roofline)
  */
 #include <errno.h>
@@ -16,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "gguf.h"
 #include "httputil.h"
+#include "jinja.h"
 #include "llama.h"
 #include "log.h"
 #include "sampler.h"
@@ -29,7 +33,8 @@
 static void usage_to(FILE *out)
 {
     fputs(
-        "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|membw|help] [options]\n"
+        "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|chat-template|membw|help]\n"
+        "       [options]\n"
         "A Llama-family GGUF model server (F32, F16, Q8_0) with continuous batching and\n"
         "TGI + OpenAI HTTP APIs.  Without a subcommand (or with only flags) it serves.\n"
         "\n"
@@ -54,17 +59,23 @@ static void usage_to(FILE *out)
         "                       connection holding the most gets 503 past it\n"
         "                       [2 x (4 x max-body-kb + 4 MiB)]\n"
         "    Routes: POST /generate, /generate_stream (TGI), /v1/completions,\n"
-        "    /v1/chat/completions (OpenAI, stream: true = SSE); GET /health (503 while\n"
-        "    loading), /info, /v1/models, /metrics.  Fatal errors log `event=fatal`.\n"
+        "    /v1/chat/completions (OpenAI, stream: true = SSE), /apply-template (the chat\n"
+        "    prompt as {\"prompt\": ...}); GET /health (503 while loading), /info, /v1/models,\n"
+        "    /metrics.  Fatal errors log `event=fatal`.\n"
         "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
         "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
-        "        [--name S]   write a deterministic random-weight model (seed 0 = the embedded "
-        "one)\n"
+        "        [--name S] [--chat-template FILE]\n"
+        "                       write a deterministic random-weight model (seed 0 = the embedded\n"
+        "                       one); FILE becomes its tokenizer.chat_template\n"
         "  logits [--model F] --tokens 1,2,3 [--threads N]\n"
         "                       logits of every position, one row each (%.9g)\n"
         "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos] [--threads N]\n"
         "                       greedy token ids\n"
         "  tokenize [--model F] --text T     token ids of T, without BOS\n"
+        "  chat-template [--model F] [--template FILE] --messages JSON|@FILE\n"
+        "        [--no-generation-prompt] [--tools JSON]\n"
+        "                       print the chat prompt the server builds for these messages\n"
+        "                       (the model's tokenizer.chat_template, or FILE, else ChatML)\n"
         "  membw [--threads N] [--mb N]      memory read bandwidth (GB/s), for the roofline\n"
         "Environment: SGPU_MODEL_PATH, SGPU_MODEL_PORT (as above), SGPU_LOG_LEVEL\n"
         "(debug|info|warn|error).\n",
@@ -103,7 +114,30 @@ static int parse_tokens(const char *s, struct ids *out)
     return out->n ? 0 : -1;
 }
 
-static int cmd_init_tiny(int argc, char **argv)
+/* Whole file, NUL-terminated, at most cap bytes; NULL on error. */
+static char *read_file_capped(const char *path, size_t cap, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(cap + 2);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    bool bad = !buf || ferror(f) || n > cap;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static char *read_small_file(const char *path, size_t *len)
+{
+    return read_file_capped(path, JINJA_MAX_SOURCE, len);
+}
+
+static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
 {
     struct tiny_opts o;
     tiny_default_opts(&o);
@@ -145,6 +179,16 @@ static int cmd_init_tiny(int argc, char **argv)
         } else if (strcmp(a, "--name") == 0) {
             o.name = v;
             i++;
+        } else if (strcmp(a, "--chat-template") == 0) {
+            size_t len = 0;
+            free(*tmplp);
+            *tmplp = read_small_file(v, &len);
+            if (!*tmplp || strlen(*tmplp) != len) {
+                fprintf(stderr, "init-tiny: cannot read --chat-template %s\n", v);
+                return 2;
+            }
+            o.chat_template = *tmplp;
+            i++;
         } else if (a[0] == '-') {
             int *dst = !strcmp(a, "--dim")        ? &o.n_embd
                        : !strcmp(a, "--layers")   ? &o.n_layer
@@ -184,6 +228,14 @@ static int cmd_init_tiny(int argc, char **argv)
     }
     sbuf_free(&b);
     return 0;
+}
+
+static int cmd_init_tiny(int argc, char **argv)
+{
+    char *tmpl = NULL;
+    int rc = init_tiny_parse_write(argc, argv, &tmpl);
+    free(tmpl);
+    return rc;
 }
 
 struct tool_opts {
@@ -405,6 +457,96 @@ static int cmd_tokenize(int argc, char **argv)
     return 0;
 }
 
+/* chat-template: the prompt /v1/chat/completions would build, on stdout as is. */
+static int cmd_chat_template(int argc, char **argv)
+{
+    const char *model = getenv("SGPU_MODEL_PATH"), *tpath = NULL, *msgs = NULL, *tools = NULL;
+    bool gen = true;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--no-generation-prompt")) {
+            gen = false;
+            continue;
+        }
+        if (!v) goto bad;
+        if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--template"))
+            tpath = v;
+        else if (!strcmp(a, "--messages"))
+            msgs = v;
+        else if (!strcmp(a, "--tools"))
+            tools = v;
+        else
+            goto bad;
+        i++;
+    }
+    if (!msgs) goto bad;
+    char *mfile = NULL;
+    if (msgs[0] == '@') { /* --messages @FILE: JSON too long for a command line */
+        size_t mlen;
+        mfile = read_file_capped(msgs + 1, (size_t)64 << 20, &mlen);
+        if (!mfile) {
+            fprintf(stderr, "chat-template: cannot read %s (or over 64 MiB)\n", msgs + 1);
+            return 2;
+        }
+        msgs = mfile;
+    }
+    struct json_object *jm = json_tokener_parse(msgs),
+                       *jt = tools ? json_tokener_parse(tools) : NULL;
+    free(mfile);
+    if (!jm || (tools && !jt)) {
+        fprintf(stderr, "chat-template: --messages and --tools must be JSON\n");
+        json_object_put(jm);
+        json_object_put(jt);
+        return 2;
+    }
+    struct llama_model *m = open_or_die(model);
+    if (!m) {
+        json_object_put(jm);
+        json_object_put(jt);
+        return 1;
+    }
+    char *src = NULL;
+    size_t n = 0;
+    struct gguf_str gs = {0};
+    if (tpath) {
+        src = read_small_file(tpath, &n);
+        if (!src) {
+            fprintf(stderr, "chat-template: cannot read %s (or over %u bytes)\n", tpath,
+                    JINJA_MAX_SOURCE);
+            json_object_put(jm);
+            json_object_put(jt);
+            llama_free(m);
+            return 2;
+        }
+    } else if (gguf_get_str(m->gf, "tokenizer.chat_template", &gs) == 0) {
+        n = (size_t)gs.n;
+    }
+    struct chat_tmpl *ct = chat_tmpl_new(&m->tok, src ? src : gs.p, n);
+    if (chat_tmpl_error(ct))
+        fprintf(stderr, "chat-template: the template does not parse (%s); using ChatML\n",
+                chat_tmpl_error(ct));
+    struct chat_opts co = {gen, jt, NULL};
+    struct sbuf out = SBUF_INIT;
+    char err[600];
+    int rc = chat_render(ct, jm, &co, &out, err, sizeof err);
+    if (rc)
+        fprintf(stderr, "chat-template: error %d: %s\n", rc, err);
+    else
+        fwrite(out.data ? out.data : "", 1, out.len, stdout);
+    sbuf_free(&out);
+    chat_tmpl_free(ct);
+    free(src);
+    json_object_put(jm);
+    json_object_put(jt);
+    llama_free(m);
+    return rc ? 1 : 0;
+bad:
+    usage();
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     log_init("model", LOG_INFO);
@@ -424,6 +566,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "generate")) return cmd_logits_generate(argc - 2, argv + 2, true);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "membw")) return cmd_membw(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat-template")) return cmd_chat_template(argc - 2, argv + 2);
     if (cmd[0] == '-') return serve_main(argc - 1, argv + 1);
     usage();
     return 2;

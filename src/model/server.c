@@ -26,6 +26,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "chat.h"
 #include "connguard.h"
 #include "httputil.h"
 #include "jsonw.h"
@@ -487,7 +488,8 @@ static void route(struct evhttp_request *req, void *arg)
          tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
          compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
          models = !strcmp(path, "/v1/models"),
-         model_get = !strncmp(path, "/v1/models/", 11) && path[11];
+         model_get = !strncmp(path, "/v1/models/", 11) && path[11],
+         apply_tmpl = !strcmp(path, "/apply-template");
     if (body_too_large(s, req)) {
         /* the body was read; close so nothing of it is taken as a next request */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
@@ -515,7 +517,8 @@ static void route(struct evhttp_request *req, void *arg)
         sbuf_free(&b);
         return;
     }
-    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models && !model_get) {
+    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models && !model_get &&
+        !apply_tmpl) {
         if (v1)
             srv_oai_error(req, 404, "invalid_request_error", "unknown_url", "Invalid URL (%s %s)",
                           post  ? "POST"
@@ -527,10 +530,10 @@ static void route(struct evhttp_request *req, void *arg)
         return;
     }
     if (((info || models || model_get) && !get) ||
-        ((tgi_gen || tgi_stream || tgi_root || compl || chat) && !post))
+        ((tgi_gen || tgi_stream || tgi_root || compl || chat || apply_tmpl) && !post))
         goto method;
     if (!s->ready) {
-        if (v1)
+        if (v1 || apply_tmpl)
             srv_oai_error(req, 503, "server_error", "model_loading", "model is loading");
         else
             srv_tgi_error(req, 503, "unhealthy", "model is loading");
@@ -544,6 +547,8 @@ static void route(struct evhttp_request *req, void *arg)
         char *id = evhttp_uridecode(path + 11, 0, NULL);
         api_oai_model_get(s, req, id ? id : path + 11);
         free(id);
+    } else if (apply_tmpl) {
+        api_apply_template(s, req);
     } else if (tgi_gen) {
         api_tgi_generate(s, req, false);
     } else if (tgi_stream) {
@@ -579,6 +584,10 @@ static void *loader_main(void *arg)
     if (llama_open(s->model_path, &m, load_err, sizeof load_err)) {
         atomic_store(&load_state, -1);
     } else {
+        /* the chat template is parsed here, off the event loop, once */
+        struct gguf_str ct = {0};
+        if (gguf_get_str(m->gf, "tokenizer.chat_template", &ct) != 0) ct.n = 0;
+        s->chat = chat_tmpl_new(&m->tok, ct.p, (size_t)ct.n);
         s->model = m;
         atomic_store(&load_state, 1);
     }
@@ -631,6 +640,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                 s->threads, s->max_batch, s->bound_port, qk_simd_active(),
                 log_quote(q2, sizeof q2, s->load_msg ? s->load_msg : ""));
             if (s->load_msg && *s->load_msg) fprintf(stderr, "%s\n", s->load_msg);
+            if (chat_tmpl_error(s->chat))
+                log_warn("chat_template", "kind=%s error=%s", chat_tmpl_kind(s->chat),
+                         log_quote(q2, sizeof q2, chat_tmpl_error(s->chat)));
+            else
+                log_info("chat_template", "kind=%s", chat_tmpl_kind(s->chat));
         }
     }
     if (!s->bat) return;
@@ -851,6 +865,7 @@ int serve_main(int argc, char **argv)
     event_base_free(s->base);
     close(wake_fd[0]);
     close(wake_fd[1]);
+    chat_tmpl_free(s->chat);
     llama_free(s->model);
     metrics_free(s->met);
     return rc;

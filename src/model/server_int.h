@@ -21,6 +21,7 @@ struct srv {
     struct event_base *base;
     struct evhttp *http;
     struct llama_model *model;
+    struct chat_tmpl *chat; /* the model's chat template (or ChatML), set with model */
     struct batcher *bat;
     int ready;
     int n_ctx; /* effective context length (positions per sequence) */
@@ -96,6 +97,7 @@ void api_tgi_info(struct srv *s, struct evhttp_request *req);
 void api_oai_model_get(struct srv *s, struct evhttp_request *req, const char *id);
 void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat);
 void api_oai_models(struct srv *s, struct evhttp_request *req);
+void api_apply_template(struct srv *s, struct evhttp_request *req);
 
 /* Output formatting per API. chunk: one SSE event ("data: ...\n\n"), may be empty. */
 void api_tgi_stream_event(struct creq *c, const struct gen_event *e, struct sbuf *out);

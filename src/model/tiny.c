@@ -293,6 +293,7 @@ int tiny_build(const struct tiny_opts *o, struct sbuf *out)
         vocab_spm(&w, o->vocab_size);
     else
         vocab_bpe(&w, o->vocab_size);
+    if (o->chat_template) gguf_w_str(&w, "tokenizer.chat_template", o->chat_template);
     /* vocabulary size = the token count just written: re-parse it */
     int nv = 0;
     {

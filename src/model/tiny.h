@@ -23,6 +23,7 @@ struct tiny_opts {
     bool tied;
     float rope_base;
     const char *name;
+    const char *chat_template; /* tokenizer.chat_template, NULL = none */
 };
 
 void tiny_default_opts(struct tiny_opts *o);
