@@ -491,6 +491,9 @@ static void relay_error(struct flow *f, int status, struct evbuffer *body)
         else if (e && e->type == PYJ_OBJECT && pyj_get(e, "message") &&
                  pyj_get(e, "message")->type == PYJ_STRING)
             snprintf(msg, sizeof msg, "%.500s", pyj_get(e, "message")->u.str.s);
+        else if (status == 404)
+            snprintf(msg, sizeof msg, "the workers of '%s' do not serve %.300s (HTTP 404)", f->ep,
+                     f->route);
         else
             snprintf(msg, sizeof msg, "the worker answered HTTP %d%s%.*s", status, n ? ": " : "",
                      (int)(n > 300 ? 300 : n), t ? t : "");

@@ -45,6 +45,7 @@ struct gw_config {
     double header_timeout;  /* s: evhttp read timeout for a request head/body */
     int max_attempts;       /* worker calls per request, re-routes included */
     double default_cost;    /* cost of a generic (non-LLM) request */
+    double drain_timeout;   /* s: SIGTERM waits this long for requests in progress */
     char log_level[16];
 };
 
@@ -95,6 +96,7 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv); /* 0 run, 1 hel
 /* listen.c: bind with limits, optional TLS, connection cap.  0 or -1 (logged). */
 int gw_listen(struct gateway *g, int *bound_port);
 int gw_connections(const struct gateway *g);
+void gw_listen_stop(struct gateway *g); /* stop accepting (shutdown) */
 void gw_listen_free(struct gateway *g);
 
 /* serve.c */

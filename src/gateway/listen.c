@@ -164,6 +164,14 @@ int gw_listen(struct gateway *g, int *bound_port)
     return 0;
 }
 
+void gw_listen_stop(struct gateway *g)
+{
+    struct listen_state *l = g->lst;
+    if (!l || !l->bound) return;
+    evhttp_del_accept_socket(g->http, l->bound);
+    l->bound = NULL;
+}
+
 int gw_connections(const struct gateway *g)
 {
     return g->lst ? g->lst->nconns : 0;

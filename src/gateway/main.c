@@ -53,6 +53,8 @@ static void usage(FILE *f)
         "  --header-timeout S      time to send a request head and body (default 30)\n"
         "  --max-attempts N        worker calls per request, re-routes included (default 5)\n"
         "  --default-cost N        cost of a request whose size is unknown (default 100)\n"
+        "  --drain-timeout S       on SIGTERM, wait up to S s for requests in progress (default "
+        "30)\n"
         "  --log-level L           debug|info|warn|error (default info, or $SGPU_LOG_LEVEL)\n"
         "  --help                  this text\n",
         f);
@@ -96,6 +98,7 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
     c->header_timeout = 30;
     c->max_attempts = 5;
     c->default_cost = 100;
+    c->drain_timeout = 30;
     const char *engine = getenv("SGPU_ENGINE"), *data_dir = getenv("SGPU_DATA_DIR");
     enum {
         O_ENGINE = 1,
@@ -116,6 +119,7 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
         O_ATT,
         O_COST,
         O_LOG,
+        O_DRAIN,
         O_HELP
     };
     static const struct option opts[] = {
@@ -137,6 +141,7 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
         {"max-attempts", required_argument, NULL, O_ATT},
         {"default-cost", required_argument, NULL, O_COST},
         {"log-level", required_argument, NULL, O_LOG},
+        {"drain-timeout", required_argument, NULL, O_DRAIN},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -214,6 +219,9 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
             snprintf(c->log_level, sizeof c->log_level, "%s", optarg);
             break;
         }
+        case O_DRAIN:
+            bad = parse_num(optarg, 0, 3600, &c->drain_timeout);
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -251,12 +259,34 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
     return 0;
 }
 
+/* SIGTERM/SIGINT: stop accepting, let the requests in progress finish (up to
+ * --drain-timeout), then exit.  A second signal exits at once. */
+static struct event *drain_ev;
+static double drain_deadline;
+
+static void on_drain_tick(evutil_socket_t fd, short ev, void *arg)
+{
+    struct gateway *g = arg;
+    if (g->inflight <= 0 || time_mono() >= drain_deadline) {
+        if (g->inflight > 0) log_warn("drain_timeout", "inflight=%d", g->inflight);
+        event_base_loopexit(g->base, NULL);
+    }
+}
+
 static void on_signal(evutil_socket_t sig, short ev, void *arg)
 {
     struct gateway *g = arg;
     log_info("signal", "sig=%d inflight=%d", (int)sig, g->inflight);
+    if (g->stopping) {
+        event_base_loopexit(g->base, NULL);
+        return;
+    }
     g->stopping = true;
-    event_base_loopexit(g->base, NULL);
+    gw_listen_stop(g);
+    drain_deadline = time_mono() + g->cfg.drain_timeout;
+    drain_ev = event_new(g->base, -1, EV_PERSIST, on_drain_tick, g);
+    struct timeval tv = {0, 100000};
+    if (!drain_ev || event_add(drain_ev, &tv) != 0) event_base_loopexit(g->base, NULL);
 }
 
 int main(int argc, char **argv)
@@ -309,6 +339,7 @@ int main(int argc, char **argv)
     }
     event_base_dispatch(g.base);
     log_info("stopped", "inflight=%d", g.inflight);
+    if (drain_ev) event_free(drain_ev);
     event_free(sigterm);
     event_free(sigint);
     gw_listen_free(&g);
