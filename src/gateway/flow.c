@@ -39,6 +39,7 @@
 #define ROUTE_CALL_TIMEOUT_S 15.0 /* one /route/ call; the engine holds at most 8 s */
 #define ENGINE_MAX_FAILS 5
 #define MAX_WORKER_BODY ((size_t)256 << 20)
+#define WATCH_AFTER_S 0.05 /* arm the client-close watcher after this long */
 
 enum fstate { F_ROUTE, F_WAIT, F_CALL, F_DONE };
 
@@ -48,7 +49,7 @@ struct flow {
     struct evhttp_connection *evcon;
     struct event *close_ev; /* client closed (EV_CLOSED on its socket) */
     struct event *timer;    /* back-off / poll delay */
-    struct event *wait_ev;  /* --route-timeout */
+    struct event *wait_ev;  /* close-watch arming, then --route-timeout */
     struct upstream_req *up;
     enum fstate st;
     enum gw_shape shape;
@@ -124,13 +125,12 @@ static void flow_end(struct flow *f, enum gw_outcome out)
     if (out == GO_OK) metrics_observe(g->h_total, now - f->t0);
     gw_count(g, f->known_ep ? f->ep : NULL, out);
     char q[1200];
-    log_info("access",
-             "endpoint=%s route=%s status=%d outcome=%s attempts=%d cost=%g route_s=%.4f "
-             "ttfb_s=%.4f total_s=%.4f bytes=%zu worker=%s",
-             f->ep, log_quote(q, sizeof q, f->route), f->status, gw_outcome_name(out), f->attempts,
-             f->cost, f->t_grant > 0 ? f->t_grant - f->t0 : 0.0,
-             f->t_ttfb > 0 ? f->t_ttfb - f->t0 : 0.0, now - f->t0, f->bytes,
-             f->worker[0] ? f->worker : "-");
+    gw_access("endpoint=%s route=%s status=%d outcome=%s attempts=%d cost=%g route_s=%.4f "
+              "ttfb_s=%.4f total_s=%.4f bytes=%zu worker=%s",
+              f->ep, log_quote(q, sizeof q, f->route), f->status, gw_outcome_name(out), f->attempts,
+              f->cost, f->t_grant > 0 ? f->t_grant - f->t0 : 0.0,
+              f->t_ttfb > 0 ? f->t_ttfb - f->t0 : 0.0, now - f->t0, f->bytes,
+              f->worker[0] ? f->worker : "-");
     g->inflight--;
     sbuf_free(&f->body);
     sbuf_free(&f->grant);
@@ -206,10 +206,37 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
     if (f->st == F_WAIT) send_route(f);
 }
 
-static void on_wait_timeout(evutil_socket_t fd, short ev, void *arg)
+/* The socket-close watcher costs two epoll_ctl calls; most requests end sooner than
+ * WATCH_AFTER_S, so it is armed only then (a client that left earlier is seen at once: the
+ * close is level-triggered).  evhttp's close callback covers write errors from the start. */
+static void arm_close_watch(struct flow *f)
+{
+    if (f->close_ev || !f->evcon) return;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(f->evcon);
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return;
+    f->close_ev = event_new(f->g->base, fd, EV_CLOSED, on_client_closed, f);
+    if (f->close_ev) event_add(f->close_ev, NULL);
+}
+
+static void tick_in(struct flow *f, double s)
+{
+    struct timeval tv = {(time_t)s, (suseconds_t)((s - floor(s)) * 1e6)};
+    evtimer_add(f->wait_ev, &tv);
+}
+
+/* wait_ev: first at WATCH_AFTER_S (arms the close watcher), then at the --route-timeout
+ * deadline while the request waits for a grant. */
+static void on_tick(evutil_socket_t fd, short ev, void *arg)
 {
     struct flow *f = arg;
+    if (!f->close_ev) arm_close_watch(f);
     if (f->st != F_ROUTE && f->st != F_WAIT) return; /* a worker call is running */
+    double left = f->g->cfg.route_timeout - (time_mono() - f->t0);
+    if (left > 0) {
+        tick_in(f, left);
+        return;
+    }
     fail(f, 503, "no_capacity", GO_NO_CAPACITY,
          "no worker of '%s' became available within %g s; try again later", f->ep,
          f->g->cfg.route_timeout);
@@ -337,6 +364,16 @@ static void send_route(struct flow *f)
     struct gateway *g = f->g;
     f->st = F_ROUTE;
     set_waiting(f, true);
+    if (!evtimer_pending(f->wait_ev, NULL)) { /* back from a worker call: deadline again */
+        double left = g->cfg.route_timeout - (time_mono() - f->t0);
+        if (left <= 0) {
+            fail(f, 503, "no_capacity", GO_NO_CAPACITY,
+                 "no worker of '%s' became available within %g s; try again later", f->ep,
+                 g->cfg.route_timeout);
+            return;
+        }
+        tick_in(f, left);
+    }
     sbuf_reset(&f->body);
     char num[64];
     snprintf(num, sizeof num, "%.17g", f->cost);
@@ -655,25 +692,15 @@ void gw_flow_start(struct gateway *g, struct evhttp_request *req, const struct g
     f->st = F_ROUTE;
     g->inflight++;
     f->timer = evtimer_new(g->base, on_timer, f);
-    f->wait_ev = evtimer_new(g->base, on_wait_timeout, f);
+    f->wait_ev = evtimer_new(g->base, on_tick, f);
     if (!f->timer || !f->wait_ev) {
         fail(f, 500, NULL, GO_UPSTREAM, "out of memory");
         return;
     }
-    double rt = g->cfg.route_timeout;
-    struct timeval tv = {(time_t)rt, (suseconds_t)((rt - floor(rt)) * 1e6)};
-    evtimer_add(f->wait_ev, &tv);
-    /* client disconnect watchers: the socket's close (while evhttp is not reading) and the
-     * connection's close callback (write errors, timeouts) */
+    tick_in(f, fmin(WATCH_AFTER_S, g->cfg.route_timeout));
+    /* client disconnect: evhttp's close callback (write errors, timeouts) now, the socket's
+     * close (while evhttp is not reading) from WATCH_AFTER_S on */
     f->evcon = evhttp_request_get_connection(req);
-    if (f->evcon) {
-        evhttp_connection_set_closecb(f->evcon, on_conn_close, f);
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(f->evcon);
-        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-        if (fd >= 0) {
-            f->close_ev = event_new(g->base, fd, EV_CLOSED, on_client_closed, f);
-            if (f->close_ev) event_add(f->close_ev, NULL);
-        }
-    }
+    if (f->evcon) evhttp_connection_set_closecb(f->evcon, on_conn_close, f);
     send_route(f);
 }

@@ -99,6 +99,12 @@ int gw_connections(const struct gateway *g);
 void gw_listen_stop(struct gateway *g); /* stop accepting (shutdown) */
 void gw_listen_free(struct gateway *g);
 
+/* access.c: batched access lines (same format as log lines; at most 0.2 s late) */
+void gw_access_init(struct event_base *base);
+void gw_access(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void gw_access_flush(void);
+void gw_access_free(void);
+
 /* serve.c */
 void gw_on_request(struct evhttp_request *req, void *arg);
 void gw_metrics_init(struct gateway *g);

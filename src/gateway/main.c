@@ -315,6 +315,7 @@ int main(int argc, char **argv)
     }
     upstream_pool_set_max_idle(g.engine, 256);
     gw_metrics_init(&g);
+    gw_access_init(g.base);
     int port = 0;
     if (gw_listen(&g, &port) != 0) return 1;
     const char *scheme = g.cfg.tls_cert[0] ? "https" : "http";
@@ -338,6 +339,7 @@ int main(int argc, char **argv)
         return 1;
     }
     event_base_dispatch(g.base);
+    gw_access_free();
     log_info("stopped", "inflight=%d", g.inflight);
     if (drain_ev) event_free(drain_ev);
     event_free(sigterm);
