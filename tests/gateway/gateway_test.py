@@ -74,6 +74,8 @@ class GatewayTest(unittest.TestCase):
             _, cls.key_zero = gl.create_endpoint(cls.eng, "zero", cold_workers=0)
             cls.eng.create_group("zero", "local", launch)
             _, cls.key_victim = gl.create_endpoint(cls.eng, "victim", min_load=1)
+            # never gets a worker: requests wait in the engine's queue
+            _, cls.key_none = gl.create_endpoint(cls.eng, "none", cold_workers=0, max_workers=0)
             cls.eng.create_group("victim", "local", launch)
             cls.gw = gl.Gateway(cls.eng.url, "--route-timeout", "90", "--max-attempts", "60",
                                 workdir=cls.eng.dir)
@@ -147,7 +149,7 @@ class GatewayTest(unittest.TestCase):
         # the admin key sees every endpoint
         st, r = self.gw.json("GET", "/v1/models", key=self.eng.key)
         self.assertEqual(st, 200, r)
-        self.assertEqual(sorted(m["id"] for m in r["data"]), ["main", "victim", "zero"])
+        self.assertEqual(sorted(m["id"] for m in r["data"]), ["main", "none", "victim", "zero"])
 
     # ---- OpenAI ----
     def test_chat_and_completions(self):
@@ -297,6 +299,68 @@ class GatewayTest(unittest.TestCase):
                                'outcome="upstream_error"}'], 1)
         finally:
             gw.close()
+
+    def test_hostile_input(self):
+        os.makedirs(os.path.join(self.eng.dir, "g3"), exist_ok=True)
+        gw = gl.Gateway(self.eng.url, "--max-body", "4096", workdir=os.path.join(self.eng.dir, "g3"))
+        try:
+            st, h, data = gw.request("POST", "/v1/completions",
+                                     json.dumps({"model": "main", "prompt": "x" * 10000}),
+                                     key=self.key)
+            self.assertEqual(st, 413)
+            for body in ("[1, 2]", '"str"', "{\"a\": NaN", "\xff\xfe", "{" * 3000):
+                st, h, data = gw.request("POST", "/v1/completions", body, key=self.key)
+                self.assertEqual(st, 400, (body[:20], data))
+                self.assertIn("error", json.loads(data))
+            for auth in ("Basic abc", "Bearer ", "Bearer a\x01b", "Bearer " + "k" * 300):
+                st, h, data = gw.request("POST", "/v1/completions", {"model": "main"},
+                                         headers={"Authorization": auth})
+                self.assertEqual(st, 401, auth[:20])
+            st, h, data = gw.request("POST", "/v1/completions",
+                                     {"model": "main", "prompt": "x", "max_tokens": 1e308 * 10},
+                                     key=self.key)  # inf cost: capped, still served
+            self.assertIn(st, (200, 400), data)
+            st, _, data = gw.request("GET", "/health")
+            self.assertEqual(st, 200)  # alive after all of it
+        finally:
+            gw.close()
+
+    def test_wait_bounded_then_503(self):
+        os.makedirs(os.path.join(self.eng.dir, "g4"), exist_ok=True)
+        gw = gl.Gateway(self.eng.url, "--route-timeout", "1.5",
+                        workdir=os.path.join(self.eng.dir, "g4"))
+        try:
+            st, h, data = gw.request("POST", "/v1/completions",
+                                     {"model": "none", "prompt": "x", "max_tokens": 1},
+                                     key=self.key_none)
+            self.assert_openai_error(st, json.loads(data), 503, "no_capacity")
+            self.assertEqual(h.get("retry-after"), "1")
+            st, h, data = gw.request("POST", "/endpoints/none/generate", {"inputs": "x"},
+                                     key=self.key_none)
+            self.assertEqual(st, 503)
+            self.assertEqual(json.loads(data)["error_type"], "overloaded")
+        finally:
+            gw.close()
+
+    def test_client_gone_while_waiting_leaves_the_queue(self):
+        def cancelled():  # labelled "-" when the engine had not answered for the endpoint yet
+            return sum(v for k, v in self.gw.metrics().items()
+                       if k.startswith("sgpu_gateway_requests_total") and
+                       'outcome="cancelled"' in k)
+        before = cancelled()
+        c = self.gw.conn(timeout=30)
+        c.request("POST", "/v1/completions",
+                  body=json.dumps({"model": "none", "prompt": "x", "max_tokens": 1}),
+                  headers={"Authorization": "Bearer " + self.key_none,
+                           "Content-Type": "application/json"})
+        el.wait_for(lambda: self.gw.metrics().get("sgpu_gateway_waiting") == 1, timeout=30,
+                    what="the request waits for a grant")
+        c.sock.shutdown(2)
+        c.close()
+        el.wait_for(lambda: self.gw.metrics().get("sgpu_gateway_waiting") == 0 and
+                    self.gw.metrics().get("sgpu_gateway_inflight") == 0, timeout=30,
+                    what="the gateway dropped the waiting request")
+        el.wait_for(lambda: cancelled() > before, timeout=30, what="counted as cancelled")
 
     # ---- scaling / failures ----
     def test_scale_from_zero(self):
