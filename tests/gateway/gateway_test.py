@@ -13,7 +13,10 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -361,6 +364,48 @@ class GatewayTest(unittest.TestCase):
                     self.gw.metrics().get("sgpu_gateway_inflight") == 0, timeout=30,
                     what="the gateway dropped the waiting request")
         el.wait_for(lambda: cancelled() > before, timeout=30, what="counted as cancelled")
+
+    def test_engine_keyinfo(self):
+        st, r = self.eng.call("GET", "/api/v0/keyinfo/", key=self.key)
+        self.assertEqual(st, 200, r)
+        self.assertEqual((r["admin"], [e["endpoint_name"] for e in r["endpoints"]]),
+                         (False, ["main"]))
+        st, r = self.eng.call("GET", "/api/v0/keyinfo/", key=self.eng.key)
+        self.assertEqual((st, r["admin"], len(r["endpoints"])), (200, True, 4))
+        for k in (False, "nope"):
+            st, r = self.eng.call("GET", "/api/v0/keyinfo/", key=k)
+            self.assertEqual((st, r["error"]), (401, "auth_error"))
+        # never from the query string (it would end up in access logs)
+        st, r = self.eng.call("GET", "/api/v0/keyinfo/?api_key=" + self.key, key=False)
+        self.assertEqual(st, 401)
+        st, r = self.eng.call("POST", "/api/v0/keyinfo/", {}, key=self.key)
+        self.assertEqual(st, 405)
+
+    @unittest.skipIf(not shutil.which("openssl"), "no openssl command")
+    def test_tls_listener(self):
+        d = os.path.join(self.eng.dir, "g5")
+        os.makedirs(d, exist_ok=True)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                       check=True, capture_output=True)
+        gw = gl.Gateway(self.eng.url, "--tls-cert", cert, "--tls-key", key, workdir=d)
+        try:
+            self.assertTrue(gw.url.startswith("https://"), gw.url)
+            ctx = ssl.create_default_context(cafile=cert)
+            ctx.check_hostname = False
+            c = http.client.HTTPSConnection(gw.host, gw.port, context=ctx, timeout=60)
+            c.request("POST", "/v1/chat/completions",
+                      body=json.dumps({"model": "main", "max_tokens": 2, "messages": []}),
+                      headers={"Authorization": "Bearer " + self.key,
+                               "Content-Type": "application/json"})
+            r = c.getresponse()
+            body = json.loads(r.read())
+            c.close()
+            self.assertEqual(r.status, 200, body)
+            self.assertEqual(body["choices"][0]["message"]["content"], "tok0 tok1 ")
+        finally:
+            gw.close()
 
     # ---- scaling / failures ----
     def test_scale_from_zero(self):
