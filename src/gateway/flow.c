@@ -71,7 +71,8 @@ struct flow {
     size_t bytes;
     double t0, t_route0, t_grant, t_ttfb;
     enum gw_outcome outcome;
-    bool known_ep; /* the engine accepted the endpoint name (metrics label) */
+    bool known_ep;   /* the engine accepted the endpoint name (metrics label) */
+    bool wrap_array; /* TGI compat route: a JSON object answer goes out as [object] */
 };
 
 static double urand(double a, double b)
@@ -563,6 +564,12 @@ static void call_done(struct upstream_req *u, int status, struct evbuffer *body,
             f->t_ttfb = time_mono();
             metrics_observe(f->g->h_ttfb, f->t_ttfb - f->t0);
         }
+        const char *t = n ? (const char *)evbuffer_pullup(body, 1) : NULL;
+        if (f->wrap_array && t && t[0] == '{') { /* TGI's `/`: [<generate answer>] */
+            evbuffer_prepend(body, "[", 1);
+            evbuffer_add(body, "]", 1);
+            n += 2;
+        }
         f->bytes += n;
         struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
         evhttp_remove_header(oh, "Content-Type");
@@ -688,6 +695,7 @@ void gw_flow_start(struct gateway *g, struct evhttp_request *req, const struct g
     f->payload = a->payload;
     f->payload_len = a->payload_len;
     f->cost = a->cost;
+    f->wrap_array = a->wrap_array;
     f->t0 = time_mono();
     f->st = F_ROUTE;
     g->inflight++;

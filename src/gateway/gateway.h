@@ -127,6 +127,7 @@ struct gw_flow_args {
     char *payload;
     size_t payload_len;
     double cost;
+    bool wrap_array; /* TGI `/` without stream: answer [<object>] as TGI's compat route does */
 };
 void gw_flow_start(struct gateway *g, struct evhttp_request *req, const struct gw_flow_args *a);
 /* Pool for a worker base URL (created on first use).  NULL on a bad URL. */

@@ -509,10 +509,11 @@ void gw_on_request(struct evhttp_request *req, void *arg)
     char route[1100];
     enum kind k = K_GENERIC;
     bool compat = rest[0] == '\0' || strcmp(rest, "/") == 0;
+    bool wrap = false;
     if (compat) {
         const struct pyj_value *s = pyj_get(p, "stream");
-        snprintf(route, sizeof route, "%s",
-                 s && s->type == PYJ_TRUE ? "/generate_stream" : "/generate");
+        wrap = !(s && s->type == PYJ_TRUE);
+        snprintf(route, sizeof route, "%s", wrap ? "/generate" : "/generate_stream");
         k = K_TGI;
     } else {
         snprintf(route, sizeof route, "%s", rest);
@@ -563,6 +564,7 @@ void gw_on_request(struct evhttp_request *req, void *arg)
         .key = key,
         .route = route,
         .cost = estimate_cost(g, k, p),
+        .wrap_array = wrap,
     };
     if (k == K_TGI && !pyj_get(p, "parameters")) {
         a.payload = add_parameters(body, blen, &a.payload_len);
