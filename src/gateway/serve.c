@@ -267,9 +267,17 @@ struct models_req {
     double t0;
 };
 
-static void models_free(struct models_req *m)
+/* Stop watching the client: before any reply (a failing write may close the connection
+ * from inside evhttp_send_reply). */
+static void models_detach(struct models_req *m)
 {
     if (m->evcon) evhttp_connection_set_closecb(m->evcon, NULL, NULL);
+    m->evcon = NULL;
+}
+
+static void models_free(struct models_req *m)
+{
+    models_detach(m);
     m->g->inflight--;
     free(m);
 }
@@ -293,6 +301,7 @@ static void models_done(struct upstream_req *u, int status, struct evbuffer *bod
 {
     struct models_req *m = arg;
     m->up = NULL;
+    models_detach(m);
     struct gateway *g = m->g;
     size_t n = evbuffer_get_length(body);
     const char *text = (const char *)evbuffer_pullup(body, -1);
@@ -352,6 +361,7 @@ static void models_error(struct upstream_req *u, enum upstream_err e, const char
 {
     struct models_req *m = arg;
     m->up = NULL;
+    models_detach(m);
     *m->g->m_engine_errors += 1;
     log_warn("engine_error", "call=keyinfo err=%s", upstream_err_name(e));
     gw_reply_error(m->req, m->shape, 502, "engine_unreachable", "the engine cannot be reached");
