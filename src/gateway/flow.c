@@ -32,6 +32,7 @@
 
 #include "gateway.h"
 #include "httputil.h"
+#include "jspan.h"
 #include "log.h"
 #include "pyjson.h"
 
@@ -272,6 +273,60 @@ static void engine_retry(struct flow *f, const char *why)
     schedule_route(f, backoff(f->engine_fails - 1) / 2);
 }
 
+/* `url` (into url, "" when absent) and `request_idx` (-1 when absent) of a /route/ answer.
+ * Fast path: the top-level spans (jspan) of a plain string and a plain integer, which is what
+ * the engine writes; anything else (escapes, other types) takes the full parse.  The answer
+ * itself goes to the worker verbatim, which parses and verifies it.  0, or -1 when it is not
+ * a JSON object or url is not a string that fits. */
+static int grant_fields(const char *t, size_t n, char *url, size_t cap, long long *idx)
+{
+    static const char *const keys[] = {"url", "request_idx"};
+    struct jspan sp[2];
+    url[0] = '\0';
+    *idx = -1;
+    bool fast = jspan_members(t, n, keys, 2, sp) == 0;
+    if (fast && sp[0].found) {
+        const char *u = t + sp[0].off;
+        size_t l = sp[0].len;
+        fast = l >= 2 && u[0] == '"' && u[l - 1] == '"' && l - 2 < cap;
+        for (size_t i = 1; fast && i + 1 < l; i++)
+            if (u[i] == '\\' || (unsigned char)u[i] < 0x20) fast = false;
+        if (fast) {
+            memcpy(url, u + 1, l - 2);
+            url[l - 2] = '\0';
+        }
+    }
+    if (fast && sp[1].found) {
+        const char *d = t + sp[1].off;
+        long long v = 0;
+        fast = sp[1].len > 0 && sp[1].len <= 18;
+        for (size_t i = 0; fast && i < sp[1].len; i++) {
+            if (d[i] < '0' || d[i] > '9') fast = false;
+            v = v * 10 + (d[i] - '0');
+        }
+        if (fast) *idx = v;
+    }
+    if (fast) return 0;
+    struct pyj_value *v = NULL;
+    url[0] = '\0';
+    *idx = -1;
+    if (pyj_parse(t, n, &v, NULL, 0) != 0 || v->type != PYJ_OBJECT) {
+        pyj_free(v);
+        return -1;
+    }
+    int64_t i64;
+    if (pyj_int64(pyj_get(v, "request_idx"), &i64) && i64 >= 0) *idx = i64;
+    const struct pyj_value *uv = pyj_get(v, "url");
+    int rc = 0;
+    if (uv &&
+        (uv->type != PYJ_STRING || uv->u.str.len >= cap || memchr(uv->u.str.s, 0, uv->u.str.len)))
+        rc = -1;
+    else if (uv)
+        memcpy(url, uv->u.str.s, uv->u.str.len + 1);
+    pyj_free(v);
+    return rc;
+}
+
 static int route_head(struct upstream_req *u, int status, struct evkeyvalq *h, void *arg)
 {
     return 0; /* buffered */
@@ -318,18 +373,15 @@ static void route_done(struct upstream_req *u, int status, struct evbuffer *body
     f->known_ep = true;
     size_t n = evbuffer_get_length(body);
     const char *t = (const char *)evbuffer_pullup(body, -1);
-    struct pyj_value *v = NULL;
-    if (!t || pyj_parse(t, n, &v, NULL, 0) != 0 || v->type != PYJ_OBJECT) {
-        pyj_free(v);
+    char url[sizeof f->worker];
+    long long idx = -1;
+    if (!t || grant_fields(t, n, url, sizeof url, &idx) != 0) {
         engine_retry(f, "bad_json");
         return;
     }
-    int64_t idx;
-    if (pyj_int64(pyj_get(v, "request_idx"), &idx) && idx >= 0) f->request_idx = idx;
-    const struct pyj_value *url = pyj_get(v, "url");
-    if (url && url->type == PYJ_STRING && url->u.str.len < sizeof f->worker) {
-        snprintf(f->worker, sizeof f->worker, "%s", url->u.str.s);
-        pyj_free(v);
+    if (idx >= 0) f->request_idx = idx;
+    if (url[0]) {
+        snprintf(f->worker, sizeof f->worker, "%s", url);
         while (n && (t[n - 1] == '\n' || t[n - 1] == ' ' || t[n - 1] == '\r'))
             n--;
         sbuf_reset(&f->grant);
@@ -342,7 +394,6 @@ static void route_done(struct upstream_req *u, int status, struct evbuffer *body
         send_call(f);
         return;
     }
-    pyj_free(v);
     /* waiting: the engine held the call up to its --route-hold-ms; poll again at once, or
      * after a short pause when it answered quickly (an engine without the long poll) */
     double held = time_mono() - f->t_route0;
