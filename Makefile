@@ -62,8 +62,9 @@ PROG_model  := sgpu-model
 PROG_engine := sgpu-engine
 PROG_launch := sgpu-launch
 PROG_cli    := sgpu
+PROG_gateway := sgpu-gateway
 
-COMPONENTS := $(sort $(foreach d,worker model engine launch cli,$(if $(wildcard src/$(d)/main.c),$(d))))
+COMPONENTS := $(sort $(foreach d,worker model engine launch cli gateway,$(if $(wildcard src/$(d)/main.c),$(d))))
 
 COMMON_SRC := $(wildcard src/common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)

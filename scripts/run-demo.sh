@@ -2,12 +2,16 @@
 # `make run`: the whole stack on this machine.
 #   sgpu-engine (local provider) -> sgpu-launch -> sgpu-model (embedded tiny model) + sgpu-worker
 # Creates an endpoint + workergroup, waits for a ready worker, streams one request through
-# `sgpu call` so the tokens can be seen arriving, prints how to send your own requests and
-# how to serve a real GGUF model, then keeps serving until Ctrl-C and shuts everything down.
+# `sgpu call` so the tokens can be seen arriving, starts sgpu-gateway (OpenAI/TGI front door) and
+# sends one OpenAI chat request through it, prints how to send your own requests (sgpu, curl,
+# Python `openai`) and how to serve a real GGUF model, then keeps serving until Ctrl-C and shuts
+# everything down.
 #
 # Environment: SGPU_BIN (programs, default ./bin), SGPU_DEMO_DIR (state, default ./.run/demo,
 # recreated on every run), SGPU_DEMO_LISTEN (default 127.0.0.1:8080, or an ephemeral port
-# when 8080 is taken), SGPU_DEMO_EXIT_AFTER_CALL=1 (stop after the first call; used by tests).
+# when 8080 is taken), SGPU_DEMO_GATEWAY_LISTEN (default 127.0.0.1:8000, or an ephemeral port when
+# 8000 is taken or SGPU_DEMO_LISTEN is set), SGPU_DEMO_EXIT_AFTER_CALL=1 (stop after the first
+# calls; used by tests).
 set -u
 cd "$(dirname "$0")/.."
 BIN=${SGPU_BIN:-$PWD/bin}
@@ -18,7 +22,7 @@ SGPU="$BIN/sgpu"
 bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m\n' "$*"; else printf '%s\n' "$*"; fi; }
 say() { printf '%s\n' "$*"; }
 
-for p in sgpu-engine sgpu-launch sgpu-worker sgpu-model sgpu; do
+for p in sgpu-engine sgpu-launch sgpu-worker sgpu-model sgpu sgpu-gateway; do
     if [ ! -x "$BIN/$p" ]; then
         say "run-demo: $BIN/$p is missing; run 'make' first" >&2
         exit 1
@@ -37,8 +41,13 @@ fi
 rm -rf "$DIR"
 mkdir -p "$DIR"
 engine_pid=
+gateway_pid=
 cleanup() {
     trap - INT TERM EXIT
+    if [ -n "$gateway_pid" ] && kill -0 "$gateway_pid" 2>/dev/null; then
+        kill -TERM "$gateway_pid" 2>/dev/null
+        wait "$gateway_pid" 2>/dev/null
+    fi
     if [ -n "$engine_pid" ] && kill -0 "$engine_pid" 2>/dev/null; then
         say ""
         bold "Shutting down: the engine drains and stops its instances (worker first, then model)..."
@@ -72,8 +81,19 @@ bold "== Creating endpoint 'demo' and a workergroup serving the embedded tiny mo
 # request, which wakes it at once), at most two, no extra parked capacity (cold_mult=1).
 "$SGPU" endpoint create demo min_load=0 cold_workers=1 cold_mult=1 max_workers=2 target_util=0.9 ||
     exit 1
-# one benchmark round instead of three: the demo is ready sooner on a small machine
-"$SGPU" workergroup create --endpoint demo --launch '{"env": {"SGPU_BENCHMARK_RUNS": "1"}}' ||
+# The worker serves both the TGI and the OpenAI routes of the model (sgpu-gateway sends each
+# client protocol to its own route; docs/gateway.md), with one benchmark round instead of three:
+# the demo is ready sooner on a small machine.
+cat >"$DIR/handlers.json" <<'JSON'
+{"handlers": [
+  {"route": "/generate", "workload": "tgi", "payload": "tgi",
+   "benchmark": {"inputs": "hello", "parameters": {"max_new_tokens": 64}}},
+  {"route": "/generate_stream", "workload": "tgi", "payload": "tgi"},
+  {"route": "/v1/chat/completions", "workload": "openai"},
+  {"route": "/v1/completions", "workload": "openai"}]}
+JSON
+"$SGPU" workergroup create --endpoint demo \
+    --launch "{\"env\": {\"SGPU_BENCHMARK_RUNS\": \"1\", \"SGPU_CONFIG\": \"$DIR/handlers.json\"}}" ||
     exit 1
 
 bold "== Waiting for a worker: the engine starts sgpu-launch, which starts sgpu-model + sgpu-worker"
@@ -117,6 +137,44 @@ print()
 rc=${PIPESTATUS[0]}
 sed 's/^sgpu: /  /' "$DIR/call.err"
 [ "$rc" -ne 0 ] && say "run-demo: the call failed (exit $rc)" >&2
+
+bold "== Starting sgpu-gateway: one OpenAI/TGI URL for the endpoint (docs/gateway.md)"
+glisten=${SGPU_DEMO_GATEWAY_LISTEN:-}
+if [ -z "$glisten" ]; then
+    if [ -n "${SGPU_DEMO_LISTEN:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/8000) 2>/dev/null; then
+        glisten=127.0.0.1:0
+    else
+        glisten=127.0.0.1:8000
+    fi
+fi
+"$BIN/sgpu-gateway" --engine "$ENGINE" --listen "$glisten" --addr-file "$DIR/gateway.addr" \
+    >"$DIR/gateway.log" 2>&1 &
+gateway_pid=$!
+for _ in $(seq 1 100); do
+    [ -s "$DIR/gateway.addr" ] && break
+    kill -0 "$gateway_pid" 2>/dev/null || break
+    sleep 0.1
+done
+GATEWAY=$(cat "$DIR/gateway.addr" 2>/dev/null)
+KEY=$("$SGPU" endpoint list --json | /usr/bin/python3 -c \
+    'import json,sys; print([e["api_key"] for e in json.load(sys.stdin) if e["endpoint_name"] == "demo"][0])')
+if [ -z "$GATEWAY" ]; then
+    say "run-demo: sgpu-gateway did not start; see $DIR/gateway.log" >&2
+    rc=1
+else
+    say "gateway at $GATEWAY (the key is the endpoint's api_key: $KEY)"
+    say "POST $GATEWAY/v1/chat/completions {\"model\": \"demo\", ...}:"
+    GATEWAY=$GATEWAY KEY=$KEY /usr/bin/python3 -c '
+import json, os, urllib.request
+req = urllib.request.Request(os.environ["GATEWAY"] + "/v1/chat/completions", method="POST",
+    data=json.dumps({"model": "demo", "max_tokens": 16,
+                     "messages": [{"role": "user", "content": "Hello"}]}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["KEY"], "Content-Type": "application/json"})
+r = json.load(urllib.request.urlopen(req, timeout=60))
+print("  > " + json.dumps(r["choices"][0]["message"]["content"]))
+print("  gateway chat: ok")
+' || { say "run-demo: the call through the gateway failed; see $DIR/gateway.log" >&2; rc=1; }
+fi
 [ "${SGPU_DEMO_EXIT_AFTER_CALL:-0}" = 1 ] && exit "$rc"
 
 cat <<EOF
@@ -127,6 +185,18 @@ $(bold "== Serving. Try it yourself (in another terminal):")
   $BIN/sgpu call --endpoint demo --stream --data '{"inputs": "Hello"}'
   $BIN/sgpu load --endpoint demo -n 200 --rps 20 --data '{"inputs": "Hi", "parameters": {"max_new_tokens": 8}}'
   $BIN/sgpu worker list;  $BIN/sgpu events --endpoint demo
+
+$(bold "== Any OpenAI or TGI client, through sgpu-gateway at $GATEWAY:")
+  curl -s $GATEWAY/v1/models -H "Authorization: Bearer $KEY"
+  curl -sN $GATEWAY/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+      -d '{"model": "demo", "stream": true, "max_tokens": 32, "messages": [{"role": "user", "content": "Hi"}]}'
+  curl -s $GATEWAY/endpoints/demo/generate -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+      -d '{"inputs": "Hello", "parameters": {"max_new_tokens": 16}}'
+  python3 -c 'from openai import OpenAI  # pip install openai
+c = OpenAI(base_url="$GATEWAY/v1", api_key="$KEY")
+for ch in c.chat.completions.create(model="demo", stream=True, max_tokens=32,
+                                    messages=[{"role": "user", "content": "Hi"}]):
+    print(ch.choices[0].delta.content or "", end="", flush=True)'
 
 $(bold "== Serve a real GGUF model (Llama family, F16/Q8_0) instead of the tiny one:")
   $BIN/sgpu endpoint create mymodel cold_workers=1 cold_mult=1 max_workers=2

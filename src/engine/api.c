@@ -1080,6 +1080,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         h_metrics(&c);
     } else if (path_is(p, "/pubkey/")) {
         h_pubkey(&c);
+    } else if (path_is(p, "/api/v0/keyinfo/")) {
+        keyinfo_handle(c.e, req);
     } else if (parse_body(&c) != 0) {
         /* replied */
     } else if (path_is(p, "/route/")) {

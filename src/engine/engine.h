@@ -504,6 +504,9 @@ int store_load(struct store *s, struct engine *e);
 /* ---- api.c ---- */
 int api_init(struct engine *e);
 
+/* ---- keyinfo.c: GET /api/v0/keyinfo/ (endpoints a key may route to) ---- */
+void keyinfo_handle(struct engine *e, struct evhttp_request *req);
+
 /* ---- metrics.c ---- */
 void emetrics_init(struct engine *e);
 void emetrics_endpoint(struct engine *e, struct endpoint *ep);

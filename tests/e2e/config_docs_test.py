@@ -137,6 +137,11 @@ class ConfigDocsTest(unittest.TestCase):
         self.check("sgpu-launch", text, min_flags=10)
         self.assertIn("SGPU_MODEL_CMD", env_names(text))
 
+    def test_gateway(self):
+        text = self.help_of("sgpu-gateway")
+        flags = self.check("sgpu-gateway", text, min_flags=10)
+        self.assertIn("--engine", flags)
+
     def test_cli(self):
         top = self.help_of("sgpu")
         self.check("sgpu", top, min_flags=5)

@@ -12,6 +12,8 @@ if [ $rc -eq 0 ]; then echo "ok 1 run-demo.sh exits 0 after the first call"; els
 if grep -q 'status=200' "$out" && grep -q '^  > ' "$out"; then echo "ok 2 streamed call served"; else
     echo "not ok 2 streamed call served"; fi
 if grep -q 'Stopped.' "$out"; then echo "ok 3 clean shutdown"; else echo "not ok 3 clean shutdown"; fi
+if grep -q 'gateway chat: ok' "$out"; then echo "ok 5 OpenAI chat through sgpu-gateway"; else
+    echo "not ok 5 OpenAI chat through sgpu-gateway"; fi
 # nothing of the demo may survive it
 sleep 0.5
 left=$(ps -eo pid,args | grep -F "$dir/demo" | grep -v grep | awk '{print $1}')
