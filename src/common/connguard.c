@@ -114,6 +114,7 @@ struct connguard {
     struct gconn **byfd;
     int nbyfd;
     struct evconnlistener *lev;
+    struct evhttp_bound_socket *bound;
     struct event *sweep_ev, *resume_ev;
     bool paused, fd_episode;
     double last_emfile;
@@ -1032,6 +1033,7 @@ int connguard_listen(struct connguard *g, const char *host, int port, int *bound
     }
     evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
     http_set_nodelay((int)fd);
+    g->bound = bs;
     g->lev = evhttp_bound_socket_get_listener(bs);
     if (g->lev) evconnlistener_set_error_cb(g->lev, on_accept_error);
     if (bound_port) {
@@ -1042,6 +1044,14 @@ int connguard_listen(struct connguard *g, const char *host, int port, int *bound
                                                : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     }
     return 0;
+}
+
+void connguard_stop_accepting(struct connguard *g)
+{
+    if (!g || !g->bound) return;
+    evhttp_del_accept_socket(g->http, g->bound); /* closes the listening socket */
+    g->bound = NULL;
+    g->lev = NULL; /* pause/resume become no-ops */
 }
 
 int connguard_max_conns(const struct connguard *g)

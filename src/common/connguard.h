@@ -64,6 +64,8 @@ int connguard_listen(struct connguard *g, const char *host, int port, int *bound
  * restarts its deadline clock when the reply is complete (otherwise noticed
  * within the 0.5 s sweep). */
 void connguard_request_begin(struct connguard *g, struct evhttp_request *req);
+/* Closes the listening socket (graceful shutdown: open connections are kept). */
+void connguard_stop_accepting(struct connguard *g);
 void connguard_free(struct connguard *g);
 
 /* Effective connection limit (after the fd clamp) and open connections. */

@@ -1,7 +1,7 @@
 /* sgpu-gateway: a stateless OpenAI- and TGI-compatible front door for sgpu endpoints.
  *
  *   main.c    options (--help), start-up, signals
- *   listen.c  the listening socket: limits, TLS, connection cap (one function, gw_listen)
+ *   listen.c  the listening socket: limits, TLS, the shared connection guard (gw_listen)
  *   serve.c   request dispatch: path -> endpoint + worker route + error shape, bearer key,
  *             body checks, cost estimate, /v1/models, /health, /metrics, error bodies
  *   flow.c    one proxied request: engine /route/ (long poll, bounded wait) -> envelope to the
@@ -86,7 +86,7 @@ struct gateway {
     size_t nepm, capepm;
     double *m_unknown[GO__COUNT]; /* endpoint="-" (refused before the engine knew it) */
     double *m_reroute_conn, *m_reroute_status, *m_route_calls, *m_engine_errors;
-    double *m_inflight, *m_waiting, *m_connections, *m_pools;
+    double *m_inflight, *m_waiting, *m_pools;
     struct metrics_hist *h_route_wait, *h_ttfb, *h_total;
 };
 
@@ -95,7 +95,6 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv); /* 0 run, 1 hel
 
 /* listen.c: bind with limits, optional TLS, connection cap.  0 or -1 (logged). */
 int gw_listen(struct gateway *g, int *bound_port);
-int gw_connections(const struct gateway *g);
 void gw_listen_stop(struct gateway *g); /* stop accepting (shutdown) */
 void gw_listen_free(struct gateway *g);
 

@@ -1,103 +1,31 @@
-/* The listening socket, in one function (gw_listen) with explicit limits:
- *   - evhttp limits: body (--max-body; over it evhttp answers its own 413), request head
- *     (16 KiB), read/write inactivity (--header-timeout while a request arrives);
- *   - TLS when --tls-cert/--tls-key are given;
- *   - connection cap (--max-connections): each connection's bufferevent is created here
- *     (evhttp_set_bevcb) and referenced; at the cap the listener stops accepting until the
- *     count falls below 90 % of it.  A sweep every 0.5 s notices connections evhttp has freed
- *     (their callbacks are cleared) and drops the reference, which closes the socket.
- * The soft RLIMIT_NOFILE is raised to the hard limit: every client may also hold an upstream
- * connection, so the cap is at most (fd limit - 64) / 2.  When the shared connection-guard
- * module lands in src/common this file is what it replaces. */
+/* The listening socket: the shared connection discipline (src/common/connguard.c) with the
+ * gateway's limits, and TLS when --tls-cert/--tls-key are given.
+ *   - evhttp limits: body (--max-body), request head (16 KiB), read/write inactivity
+ *     (--header-timeout);
+ *   - the guard: fd soft limit raised, connection cap (--max-connections; every client may
+ *     also hold an upstream connection, so 2 descriptors a connection), the oldest idle
+ *     keep-alive connection evicted at the cap, EMFILE without spinning, a deadline of
+ *     --header-timeout from a request's first byte (TLS: from accept) to its whole body,
+ *     strict framing, and a budget of 4 x --max-body for bodies being received.
+ * Its metrics are sgpu_gateway_connections, _conn_evicted_total, _conn_deadline_closed_total,
+ * _accept_paused_total, _accept_errors_total, _body_budget_refused_total,
+ * _framing_rejected_total. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
-#include <sys/resource.h>
 
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "connguard.h"
 #include "gateway.h"
 #include "httputil.h"
 #include "log.h"
 
-struct gconn {
-    struct bufferevent *bev;
-    TAILQ_ENTRY(gconn) link;
-};
-TAILQ_HEAD(gconn_list, gconn);
-
 struct listen_state {
-    struct gateway *g;
     SSL_CTX *ssl;
-    struct gconn_list conns;
-    int nconns, max_conns;
-    struct evhttp_bound_socket *bound;
-    struct event *sweep_ev;
-    bool paused;
+    struct connguard *guard;
 };
-
-static void set_paused(struct listen_state *l, bool p)
-{
-    struct evconnlistener *lev = l->bound ? evhttp_bound_socket_get_listener(l->bound) : NULL;
-    if (!lev || l->paused == p) return;
-    if (p) {
-        evconnlistener_disable(lev);
-        log_warn("accept_paused", "connections=%d", l->nconns);
-    } else {
-        evconnlistener_enable(lev);
-    }
-    l->paused = p;
-}
-
-static struct bufferevent *bevcb(struct event_base *base, void *arg)
-{
-    struct listen_state *l = arg;
-    struct bufferevent *bev;
-    if (l->ssl) {
-        SSL *ssl = SSL_new(l->ssl);
-        if (!ssl) return NULL;
-        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                             BEV_OPT_CLOSE_ON_FREE);
-        if (!bev) SSL_free(ssl);
-    } else {
-        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (!bev) return NULL;
-    struct gconn *c = calloc(1, sizeof *c);
-    if (!c) return bev; /* uncounted, still served */
-    c->bev = bev;
-    bufferevent_incref(bev);
-    TAILQ_INSERT_TAIL(&l->conns, c, link);
-    l->nconns++;
-    if (l->nconns >= l->max_conns) set_paused(l, true);
-    return bev;
-}
-
-static void sweep(evutil_socket_t fd, short what, void *arg)
-{
-    struct listen_state *l = arg;
-    struct gconn *c, *next;
-    for (c = TAILQ_FIRST(&l->conns); c; c = next) {
-        next = TAILQ_NEXT(c, link);
-        bufferevent_data_cb r, w;
-        bufferevent_event_cb e;
-        void *cbarg;
-        bufferevent_getcb(c->bev, &r, &w, &e, &cbarg);
-        if (r || w || e) continue;
-        /* evhttp freed this connection: ours is the last reference */
-        TAILQ_REMOVE(&l->conns, c, link);
-        l->nconns--;
-        bufferevent_decref(c->bev);
-        free(c);
-    }
-    if (l->paused && l->nconns < l->max_conns - l->max_conns / 10) set_paused(l, false);
-    *l->g->m_connections = l->nconns;
-}
 
 static SSL_CTX *tls_ctx(const struct gw_config *c)
 {
@@ -119,18 +47,7 @@ int gw_listen(struct gateway *g, int *bound_port)
 {
     struct listen_state *l = calloc(1, sizeof *l);
     if (!l) return -1;
-    l->g = g;
-    TAILQ_INIT(&l->conns);
     g->lst = l;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    l->max_conns = g->cfg.max_connections;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        2 * (rlim_t)l->max_conns + 64 > rl.rlim_cur)
-        l->max_conns = rl.rlim_cur > 128 ? (int)(rl.rlim_cur - 64) / 2 : 32;
     struct http_limits lim = {
         .max_body = g->cfg.max_body,
         .max_headers = 16 * 1024,
@@ -142,52 +59,36 @@ int gw_listen(struct gateway *g, int *bound_port)
         l->ssl = tls_ctx(&g->cfg);
         if (!l->ssl) return -1;
     }
-    evhttp_set_bevcb(g->http, bevcb, l);
     evhttp_set_gencb(g->http, gw_on_request, g);
-    l->bound = evhttp_bind_socket_with_handle(g->http, g->cfg.host[0] ? g->cfg.host : "0.0.0.0",
-                                              (ev_uint16_t)g->cfg.port);
-    if (!l->bound) {
+    struct connguard_opts o = {
+        .prefix = "sgpu_gateway",
+        .max_conns = g->cfg.max_connections,
+        .fds_per_conn = 2,
+        .deadline_s = g->cfg.header_timeout,
+        .body_budget = g->cfg.max_body * 4,
+        .max_body = g->cfg.max_body,
+        .ssl = l->ssl,
+    };
+    l->guard = connguard_new(g->base, g->http, &o, g->m);
+    if (!l->guard) return -1;
+    if (connguard_listen(l->guard, g->cfg.host, g->cfg.port, bound_port) != 0) {
         log_error("listen_failed", "host=%s port=%d err=\"%s\"", g->cfg.host, g->cfg.port,
                   strerror(errno ? errno : EADDRINUSE));
         return -1;
     }
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(l->bound);
-    http_set_nodelay(fd); /* Linux copies it to every accepted socket */
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return -1;
-    *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    l->sweep_ev = event_new(g->base, -1, EV_PERSIST, sweep, l);
-    struct timeval tv = {0, 500000};
-    if (!l->sweep_ev || event_add(l->sweep_ev, &tv) != 0) return -1;
     return 0;
 }
 
 void gw_listen_stop(struct gateway *g)
 {
-    struct listen_state *l = g->lst;
-    if (!l || !l->bound) return;
-    evhttp_del_accept_socket(g->http, l->bound);
-    l->bound = NULL;
-}
-
-int gw_connections(const struct gateway *g)
-{
-    return g->lst ? g->lst->nconns : 0;
+    if (g->lst) connguard_stop_accepting(g->lst->guard);
 }
 
 void gw_listen_free(struct gateway *g)
 {
     struct listen_state *l = g->lst;
     if (!l) return;
-    if (l->sweep_ev) event_free(l->sweep_ev);
-    struct gconn *c;
-    while ((c = TAILQ_FIRST(&l->conns))) {
-        TAILQ_REMOVE(&l->conns, c, link);
-        bufferevent_decref(c->bev);
-        free(c);
-    }
+    connguard_free(l->guard);
     if (l->ssl) SSL_CTX_free(l->ssl);
     free(l);
     g->lst = NULL;

@@ -43,7 +43,6 @@ static void on_render(void *arg)
     struct gateway *g = arg;
     *g->m_inflight = g->inflight;
     *g->m_waiting = g->waiting;
-    *g->m_connections = gw_connections(g);
     *g->m_pools = g->npools;
 }
 
@@ -69,7 +68,6 @@ void gw_metrics_init(struct gateway *g)
                                          "Engine calls that failed (connection or 5xx)");
     g->m_inflight = metrics_gauge(g->m, "sgpu_gateway_inflight", "Requests in progress");
     g->m_waiting = metrics_gauge(g->m, "sgpu_gateway_waiting", "Requests waiting for a grant");
-    g->m_connections = metrics_gauge(g->m, "sgpu_gateway_connections", "Open client connections");
     g->m_pools = metrics_gauge(g->m, "sgpu_gateway_worker_pools", "Worker connection pools");
     g->h_route_wait = metrics_histogram(g->m, "sgpu_gateway_route_wait_seconds",
                                         "Time from request to grant (all routes)", lat, nl);
