@@ -117,7 +117,7 @@ for k in ORDER:
 
 # The reference path before PyWorker runs: a virtualenv (measured here, no network) and
 # `pip install -r requirements.txt` (network-bound, not measured), then in G1 a 5 s sleep after
-# the load line and up to 10-11 s until the "loaded" report (vast-protocol.md §4.3, §5.2).
+# the load line and up to 10-11 s until the "loaded" report (docs/protocol.md §4.3, §5.2).
 d = tempfile.mkdtemp(prefix="sgpu-bench-venv-")
 t = time.time()
 rv = subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", os.path.join(d, "v")],

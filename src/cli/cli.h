@@ -2,7 +2,7 @@
  *
  *   main.c   sub-command dispatch, shared options (engine URL, keys, TLS)
  *   rcall.c  one routed request: /route/ (with waiting polls) -> worker call,
- *            with the Vast SDK's retry rules (vast-protocol.md §2.1)
+ *            with the Vast SDK's retry rules (docs/protocol.md §2.1)
  *   call.c   `sgpu call`
  *   load.c   `sgpu load` (open-loop load generator)
  *   mgmt.c   `sgpu endpoint|workergroup|worker|events`

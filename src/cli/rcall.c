@@ -1,4 +1,4 @@
-/* One routed request, following the Vast SDK client (vast-protocol.md §2.1):
+/* One routed request, following the Vast SDK client (docs/protocol.md §2.1):
  *
  *   ROUTE: POST {engine}/route/ {endpoint, api_key, cost, request_idx, replay_timeout}
  *          (+ Authorization: Bearer).  An answer without "url" means "waiting":

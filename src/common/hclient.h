@@ -3,7 +3,7 @@
  * Used by the launcher (error reports, certificate signing) and the `sgpu`
  * CLI (route, call, load, management).  Host names are resolved with evdns
  * before connecting (evhttp would otherwise resolve synchronously,
- * c-stack.md pitfall 10); numeric hosts skip the resolver.  Plain-HTTP
+ * design.md pitfall 10); numeric hosts skip the resolver.  Plain-HTTP
  * connections to the same host:port are kept alive and reused (a small idle
  * pool); TLS connections are used once (libevent cannot reconnect an SSL
  * bufferevent).  TCP_NODELAY is set on every connection (pitfall 2).

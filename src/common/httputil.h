@@ -1,6 +1,6 @@
 /* Shared libevent/evhttp glue: one event base per process (or thread) with the
  * epoll changelist on, servers created with explicit limits, JSON replies,
- * URL parsing and socket options.  See ../shared c-stack pitfalls 1-12. */
+ * URL parsing and socket options.  See docs/design.md, libevent pitfalls 1-12. */
 #ifndef SGPU_HTTPUTIL_H
 #define SGPU_HTTPUTIL_H
 

@@ -2,7 +2,7 @@
  * and a writer that produces exactly the bytes of Python's json.dumps.
  *
  * Why: the Vast protocol signs json.dumps(auth_data-subset, indent=4[, sort_keys])
- * rebuilt from *parsed* values (vast-protocol.md §3.4-3.5), and its 422 bodies
+ * rebuilt from *parsed* values (docs/protocol.md §3.4-3.5), and its 422 bodies
  * and reports are json.dumps with default separators.  So:
  *   - integers keep their exact decimal digits (arbitrary precision, "-0" -> "0");
  *   - floats are doubles printed with Python's repr (shortest round trip,

@@ -4,7 +4,7 @@
  * AlgorithmIdentifier parameter), as pycryptodome does, and requires the
  * signature length to equal the modulus length.  Keys are parsed once; a
  * template digest context makes each verification one copy + one digest +
- * one public-key operation (c-stack.md §6). */
+ * one public-key operation (docs/design.md pitfall 14). */
 #ifndef SGPU_RSA_H
 #define SGPU_RSA_H
 

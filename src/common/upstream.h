@@ -5,7 +5,7 @@
  * connection (evhttp does not pipeline), taken from the pool's idle list or
  * created; finished keep-alive connections go back to the idle list (at most
  * max_idle are kept).  A cancelled or failed connection is dropped, never
- * reused (c-stack.md pitfall 11).  TCP_NODELAY is set on every (re)connected
+ * reused (docs/design.md pitfall 11).  TCP_NODELAY is set on every (re)connected
  * socket (pitfall 2).  Host names are resolved asynchronously through the
  * evdns base given to the pool; numeric hosts never touch the resolver, and
  * evhttp is never allowed to resolve synchronously (pitfall 10).

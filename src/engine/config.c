@@ -10,7 +10,7 @@
 
 void config_params_default(struct ep_params *p)
 {
-    /* vast-cli `create endpoint` defaults (vast-protocol.md §6.1). */
+    /* vast-cli `create endpoint` defaults (docs/protocol.md §6.1). */
     p->min_load = 0.0;
     p->min_cold_load = 0.0;
     p->target_util = 0.9;

@@ -1,5 +1,5 @@
 /* Grant signatures.  The message bytes are exactly Python's json.dumps of the fields the worker
- * rebuilds from the parsed auth_data (vast-protocol.md §3.4-3.5):
+ * rebuilds from the parsed auth_data (docs/protocol.md §3.4-3.5):
  *   url       {"url": url}                                 indent=4, sort_keys   (G3)
  *   fields-v2 {cost, endpoint, reqnum, request_idx, url}   indent=4, sort_keys   (G2)
  *   fields-v1 {cost, endpoint, reqnum, url}                indent=4, that order  (G1/G0)

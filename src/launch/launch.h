@@ -80,7 +80,7 @@ bool tls_is_cert(const char *pem, size_t len);
 
 /* JSON body of an error report:
  * {"id": <CONTAINER_ID as int, else 0>, "mtoken": "...", "version": "...",
- *  "error_msg": "...", "url": "..."}  (vast-protocol.md §4.4, but escaped). */
+ *  "error_msg": "...", "url": "..."}  (docs/protocol.md §4.4, but escaped). */
 void report_error_body(struct sbuf *out, const char *error_msg);
 /* The worker URL as the worker reports it (http[s]://PUBLIC_IPADDR:VAST_TCP_PORT_<WORKER_PORT>),
  * or $URL, or "". */

@@ -1,4 +1,4 @@
-/* Error reports from the launcher itself (vast-protocol.md §4.4
+/* Error reports from the launcher itself (docs/protocol.md §4.4
  * report_error_and_exit): POST {addr}/worker_status/ with the error, to every
  * address of REPORT_ADDR.  Unlike the reference script the body is valid JSON
  * (the message is escaped) and `id` is an integer. */

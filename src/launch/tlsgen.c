@@ -1,7 +1,7 @@
 /* TLS material for the worker's listener (USE_SSL=true): an RSA-2048 key and
  * either a self-signed certificate or a CSR to be signed by a signing service
  * (what start_server.sh does with `openssl req` and `curl .../sign_cert/`,
- * vast-protocol.md §7.2, without a shell or the openssl binary). */
+ * docs/protocol.md §7.2, without a shell or the openssl binary). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

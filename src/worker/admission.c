@@ -1,12 +1,12 @@
 /* The request path up to the model call: route, envelope (422), workload,
  * readiness gate (503), grant (401), session (410), 429 estimate, and the
- * serial FIFO per handler.  Order follows PyWorker G3 (vast-protocol.md §3.10)
+ * serial FIFO per handler.  Order follows PyWorker G3 (docs/protocol.md §3.10)
  * except that a non-ready worker answers 503 instead of forwarding (B29), and
  * the session check runs after the signature (B15).
  *
  * Client disconnects: an EV_CLOSED watcher on the client socket runs from
  * admission until the first response byte (evhttp itself stops reading after
- * the body, c-stack.md §8); after that the connection close callback takes
+ * the body, docs/design.md pitfall 3); after that the connection close callback takes
  * over.  Either way the upstream request is cancelled and the workload is
  * counted as cancelled (B3/B4: slots and counters are released exactly once,
  * in wreq_end). */
@@ -168,7 +168,7 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
     proxy_cancel(wr);
     client_detach(wr);
     /* evhttp detached the unfinished request from the dying connection: it is
-     * ours to free (c-stack.md pitfall 5). */
+     * ours to free (docs/design.md pitfall 5). */
     if (req && evhttp_request_get_connection(req) == NULL) evhttp_send_reply_end(req);
     wreq_end(wr, OUT_CANCELLED);
 }

@@ -1,4 +1,4 @@
-/* Grant verification (vast-protocol.md §3.4-3.7).
+/* Grant verification (docs/protocol.md §3.4-3.7).
  *
  * The signed message is rebuilt from the *parsed* auth_data exactly as Python
  * json.dumps(..., indent=4[, sort_keys=True]) renders it (pyjson), then

@@ -1,4 +1,4 @@
-/* Benchmark (vast-protocol.md §5.3), asynchronous on the loop.
+/* Benchmark (docs/protocol.md §5.3), asynchronous on the loop.
  *
  * Sizing (the tgi/openai presets' own payload only): first the model server's published
  * limits are read - TGI `GET /info` (max_total_tokens, max_input_tokens or max_input_length),

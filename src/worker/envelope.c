@@ -1,7 +1,7 @@
 /* Request envelope {"auth_data": {...}, "payload": ..., "session_id": ...}.
  * 422 bodies are byte-identical to PyWorker's (aiohttp json_response: Python
  * json.dumps default separators, Content-Type application/json; charset=utf-8),
- * vast-protocol.md §3.3.  Where PyWorker crashes with a 500 (auth_data not an
+ * docs/protocol.md §3.3.  Where PyWorker crashes with a 500 (auth_data not an
  * object, body not an object) we answer 422 with a clear message instead.
  *
  * Parse cost before authentication is bounded (issue 8): auth_data may be at
@@ -128,7 +128,7 @@ static struct pyj_value *synth_payload(const struct handler *h, const char *p, s
 /* Bodies over SGPU_FULL_PARSE_MAX: locate the top-level members with jspan,
  * parse auth_data and session_id strictly, and stand in for the payload (its
  * bytes are forwarded as they are; the model server validates them), as
- * c-stack.md §5 recommends for bodies over ~32 KB. */
+ * docs/design.md pitfall 15 explains for bodies over ~32 KB. */
 static int parse_lite(const struct handler *h, const char *body, size_t len, struct envelope *env)
 {
     static const char *const top[] = {"auth_data", "payload", "session_id"};

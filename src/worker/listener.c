@@ -5,12 +5,12 @@
  * connection evicted at SGPU_MAX_CONNECTIONS (each client may also hold an
  * upstream connection: two descriptors per client), SGPU_REQUEST_DEADLINE from
  * the first byte of a request (TLS: from accept, handshake included) to its
- * complete head and body (slowloris, c-stack.md pitfall 7), SGPU_BODY_BUDGET
+ * complete head and body (slowloris, docs/design.md pitfall 7), SGPU_BODY_BUDGET
  * over all connections, strict request framing.  This file only makes the TLS
  * context and binds.
  *
  * TCP_NODELAY is set on the listening socket; Linux copies it to every
- * accepted socket (c-stack.md pitfall 2) at no per-request cost. */
+ * accepted socket (docs/design.md pitfall 2) at no per-request cost. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Reports to the engine (vast-protocol.md §4).
+/* Reports to the engine (docs/protocol.md §4).
  *
  * POST {addr}/worker_status/ with the v1 (12 fields, G1) or v3 (17 fields,
  * G2/G3) body, json.dumps-exact, at most 1 s after a change and at least every

@@ -1,4 +1,4 @@
-/* G3 sessions (vast-protocol.md §3.11), PyWorker 1.1.0 on the wire, with its
+/* G3 sessions (docs/protocol.md §3.11), PyWorker 1.1.0 on the wire, with its
  * bugs fixed:
  *
  *   POST /session/create  {"auth_data", "payload": {"lifetime", "on_close_route",

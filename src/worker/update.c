@@ -1,4 +1,4 @@
-/* POST /pyworker/update (vast-protocol.md §3.12): the engine asks the worker
+/* POST /pyworker/update (docs/protocol.md §3.12): the engine asks the worker
  * to update itself on its next start.
  *
  * Authorization: "Bearer <MASTER_TOKEN>" or the raw token.  An empty or unset

@@ -1,4 +1,4 @@
-/* Unit tests for src/common/pyjson: vectors from vast-protocol.md §3.13 and
+/* Unit tests for src/common/pyjson: vectors from docs/protocol.md §3.13 and
  * §3.5, float repr, big ints, duplicates, depth, invalid inputs, equality. */
 #include <setjmp.h>
 #include <stdarg.h>

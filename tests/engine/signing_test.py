@@ -1,5 +1,5 @@
 """Signing interop: pycryptodome verifies the engine's /route/ grants for every scheme, with the
-message rebuilt from the parsed auth_data exactly as PyWorker does (vast-protocol.md §3.4):
+message rebuilt from the parsed auth_data exactly as PyWorker does (docs/protocol.md §3.4):
   url        json.dumps({"url": url}, indent=4, sort_keys=True)                      (G3)
   fields-v2  json.dumps({cost, endpoint, reqnum, request_idx, url}, indent=4, sort_keys=True)
   fields-v1  json.dumps({cost, endpoint, reqnum, url}, indent=4)  (AuthData field order)

@@ -1,6 +1,6 @@
 /* Unit tests for the engine's pure parts: scaler math (docs/engine.md "Autoscaling"), the
  * median perf estimate, the id map, and the signed-message bytes of every scheme against the
- * Python-generated vectors of vast-protocol.md §3.13. */
+ * Python-generated vectors of docs/protocol.md §3.13. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -77,7 +77,7 @@ V2_KEYS = ["cost", "endpoint", "reqnum", "request_idx", "url"]
 
 
 def message(scheme, auth):
-    """The signed text, as the reference engine builds it (vast-protocol.md §3.4)."""
+    """The signed text, as the reference engine builds it (docs/protocol.md §3.4)."""
     if scheme == "fields-v1":
         return json.dumps({k: auth[k] for k in V1_KEYS}, indent=4)
     if scheme == "fields-v2":
