@@ -25,6 +25,7 @@
 #include "httputil.h"
 #include "log.h"
 #include "pyjson.h"
+#include "workload.h"
 
 static const char *const outcome_names[GO__COUNT] = {
     "ok", "client_error", "auth_error", "no_capacity", "upstream_error", "midstream", "cancelled"};
@@ -206,48 +207,16 @@ static int bearer_key(struct evhttp_request *req, char *key, size_t n)
     return 0;
 }
 
-static bool positive(const struct pyj_value *v, double *out)
-{
-    double x;
-    if (!v || (v->type != PYJ_INT && v->type != PYJ_FLOAT) || !pyj_number(v, &x)) return false;
-    if (!isfinite(x) || x <= 0) return false;
-    *out = x;
-    return true;
-}
-
-/* Characters of prompt text: a string, a list of strings, or chat messages (as the worker). */
-static size_t text_chars(const struct pyj_value *v, int depth)
-{
-    if (!v || depth > 8) return 0;
-    if (v->type == PYJ_STRING) return v->u.str.len;
-    size_t n = 0;
-    if (v->type == PYJ_ARRAY)
-        for (size_t i = 0; i < v->u.arr.len; i++)
-            n += text_chars(v->u.arr.items[i], depth + 1);
-    if (v->type == PYJ_OBJECT) {
-        n += text_chars(pyj_get(v, "content"), depth + 1);
-        n += text_chars(pyj_get(v, "text"), depth + 1);
-    }
-    return n;
-}
-
 enum kind { K_OPENAI, K_TGI, K_GENERIC };
 
 /* The worker's workload rule for the route (docs/worker.md, Handlers); capped at 1e12. */
 static double estimate_cost(const struct gateway *g, enum kind k, const struct pyj_value *p)
 {
     double x = g->cfg.default_cost;
-    if (k == K_TGI) {
-        if (!positive(pyj_get(pyj_get(p, "parameters"), "max_new_tokens"), &x)) x = 256;
-    } else if (k == K_OPENAI) {
-        if (!positive(pyj_get(p, "max_tokens"), &x) &&
-            !positive(pyj_get(p, "max_completion_tokens"), &x)) {
-            size_t chars = text_chars(pyj_get(p, "prompt"), 0) +
-                           text_chars(pyj_get(p, "messages"), 0) +
-                           text_chars(pyj_get(p, "input"), 0);
-            x = ceil((double)chars / 4.0) + 16.0;
-        }
-    }
+    if (k == K_TGI)
+        x = workload_tgi(p);
+    else if (k == K_OPENAI)
+        x = workload_openai(p);
     if (!isfinite(x) || x < 0) x = 100.0;
     return x > 1e12 ? 1e12 : x;
 }

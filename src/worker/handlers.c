@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "worker.h"
+#include "workload.h"
 
 /* 250 words of filler text for language-model benchmark prompts. */
 static void filler_words(struct sbuf *b, int n)
@@ -346,46 +347,6 @@ static const struct pyj_value *get_path(const struct pyj_value *v, const char *p
     return v;
 }
 
-static bool positive(const struct pyj_value *v, double *out)
-{
-    double x;
-    if (!v || (v->type != PYJ_INT && v->type != PYJ_FLOAT) || !pyj_number(v, &x)) return false;
-    if (!isfinite(x) || x <= 0) return false;
-    *out = x;
-    return true;
-}
-
-/* Characters of prompt text: a string, a list of strings, or chat messages. */
-static size_t text_chars(const struct pyj_value *v, int depth)
-{
-    if (!v || depth > 8) return 0;
-    if (v->type == PYJ_STRING) return v->u.str.len;
-    size_t n = 0;
-    if (v->type == PYJ_ARRAY)
-        for (size_t i = 0; i < v->u.arr.len; i++)
-            n += text_chars(v->u.arr.items[i], depth + 1);
-    if (v->type == PYJ_OBJECT) {
-        n += text_chars(pyj_get(v, "content"), depth + 1);
-        n += text_chars(pyj_get(v, "text"), depth + 1);
-    }
-    return n;
-}
-
-/* First member named `key` holding a positive number, depth-first. */
-static bool find_num(const struct pyj_value *v, const char *key, int depth, double *out)
-{
-    if (!v || depth > 6) return false;
-    if (v->type == PYJ_OBJECT) {
-        if (positive(pyj_get(v, key), out)) return true;
-        for (size_t i = 0; i < v->u.obj.len; i++)
-            if (find_num(v->u.obj.members[i].val, key, depth + 1, out)) return true;
-    } else if (v->type == PYJ_ARRAY) {
-        for (size_t i = 0; i < v->u.arr.len; i++)
-            if (find_num(v->u.arr.items[i], key, depth + 1, out)) return true;
-    }
-    return false;
-}
-
 double handler_workload(const struct handler *h, const struct pyj_value *p)
 {
     double x = h->wl_default;
@@ -401,26 +362,14 @@ double handler_workload(const struct handler *h, const struct pyj_value *p)
         break;
     }
     case WL_TGI:
-        if (!positive(get_path(p, "parameters.max_new_tokens"), &x)) x = 256;
+        x = workload_tgi(p);
         break;
     case WL_OPENAI:
-        if (!positive(pyj_get(p, "max_tokens"), &x) &&
-            !positive(pyj_get(p, "max_completion_tokens"), &x)) {
-            /* estimate: prompt tokens (~4 chars each) + a 16-token answer; never 0 (B26) */
-            size_t chars =
-                text_chars(pyj_get(p, "prompt"), 0) + text_chars(pyj_get(p, "messages"), 0);
-            x = ceil((double)chars / 4.0) + 16.0;
-        }
+        x = workload_openai(p);
         break;
-    case WL_COMFY: {
-        double wd = 512, ht = 512, steps = 20;
-        find_num(p, "width", 0, &wd);
-        find_num(p, "height", 0, &ht);
-        find_num(p, "steps", 0, &steps);
-        double tiles = ceil(wd / 512.0) * ceil(ht / 512.0);
-        x = (175.0 * tiles + 85.0) * steps / 20.0;
+    case WL_COMFY:
+        x = workload_comfy(p);
         break;
-    }
     }
     if (!isfinite(x) || x < 0) x = 100.0;
     return x;
