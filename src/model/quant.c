@@ -121,17 +121,20 @@ static int nearest_int(float x)
     return (int)lrintf(x);
 }
 
+/* branch-free, inlined into the kernels */
+static inline void kscales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 0xF) | ((q[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+    }
+}
+
 void qk_kscales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
 {
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            sc[j] = q[j] & 63;
-            mn[j] = q[j + 4] & 63;
-        } else {
-            sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-        }
-    }
+    kscales(q, sc, mn);
 }
 
 static void quantize_q4_0(const float *x, uint8_t *o, int n)
@@ -525,7 +528,7 @@ void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums
  *     (value = d*yd*is - dmin*yd*im);
  *   Q6_K: is[b] = sum_g sc[g] * dot(q_g, y_g) - 32 * sum_g sc[g] * bsum_g (im unused). */
 static void kq_ints_portable(uint32_t type, const uint8_t *row, const int8_t *y, const int16_t *bs,
-                             int nb, int32_t *is, int32_t *im)
+                             int nb, int32_t *is, int32_t *im, float *fd, float *fm)
 {
     for (int b = 0; b < nb; b++, y += 256, bs += 16) {
         if (type == GGML_TYPE_Q6_K) {
@@ -542,12 +545,15 @@ static void kq_ints_portable(uint32_t type, const uint8_t *row, const int8_t *y,
                 bias += sc[g] * bs[g];
             }
             is[b] = s - 32 * bias;
+            fd[b] = qk_f16_to_f32(rd16(p + 208));
             continue;
         }
         int five = type == GGML_TYPE_Q5_K;
         const uint8_t *p = row + (size_t)b * (five ? 176 : 144);
         uint8_t sc[8], mn[8];
-        qk_kscales(p + 4, sc, mn);
+        kscales(p + 4, sc, mn);
+        fd[b] = qk_f16_to_f32(rd16(p));
+        fm[b] = qk_f16_to_f32(rd16(p + 2));
         const uint8_t *qh = p + 16, *q = p + (five ? 48 : 16);
         int32_t s = 0, m = 0;
         for (int c = 0; c < 4; c++, q += 32) {
@@ -569,20 +575,18 @@ static void kq_ints_portable(uint32_t type, const uint8_t *row, const int8_t *y,
 
 /* The float part, shared by every path and kept out of line so the
  * compiler contracts it the same way whatever the caller's target. */
-__attribute__((noinline)) static float kq_finish(uint32_t type, const uint8_t *row, const float *yd,
-                                                 const int32_t *is, const int32_t *im, int nb,
-                                                 float acc)
+__attribute__((noinline)) static float kq_finish(uint32_t type, const float *yd, const int32_t *is,
+                                                 const int32_t *im, const float *fd,
+                                                 const float *fm, int nb, float acc)
 {
+    if (type == GGML_TYPE_Q6_K) {
+        for (int b = 0; b < nb; b++)
+            acc += (fd[b] * yd[b]) * (float)is[b];
+        return acc;
+    }
     for (int b = 0; b < nb; b++) {
-        if (type == GGML_TYPE_Q6_K) {
-            float d = qk_f16_to_f32(rd16(row + (size_t)b * 210 + 208));
-            acc += (d * yd[b]) * (float)is[b];
-        } else {
-            const uint8_t *p = row + (size_t)b * (type == GGML_TYPE_Q5_K ? 176 : 144);
-            float d = qk_f16_to_f32(rd16(p)) * yd[b], dm = qk_f16_to_f32(rd16(p + 2)) * yd[b];
-            float a = d * (float)is[b], c = dm * (float)im[b];
-            acc += a - c;
-        }
+        float a = (fd[b] * yd[b]) * (float)is[b], c = (fm[b] * yd[b]) * (float)im[b];
+        acc += a - c;
     }
     return acc;
 }
@@ -782,17 +786,24 @@ QK_TARGET static inline __m256i dot_scaled(__m256i wq, __m256i y, __m256i sc16)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(wq, y), sc16);
 }
 
-QK_TARGET static void kq_ints_avx2(uint32_t type, const uint8_t *row, const int8_t *y,
-                                   const int16_t *bs, int nb, int32_t *is, int32_t *im)
+/* nt (1..KQ_NT) tokens at once: the weights of a block are unpacked once
+ * and dotted with each token's activations (token tt at y + tt*ys, bsums at
+ * bs + tt*bss); ints of token tt go to is/im[tt*KQ_CH + b]. */
+#define KQ_NT 4
+#define KQ_CH 64
+QK_TARGET static inline __attribute__((always_inline)) void
+kq_ints_impl(uint32_t type, const uint8_t *row, const int8_t *y, size_t ys, const int16_t *bs,
+             size_t bss, int nt, int nb, int32_t *is, int32_t *im, float *fd, float *fm)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < nb; b++, y += 256, bs += 16) {
-        __m256i bsv = _mm256_loadu_si256((const __m256i *)bs);
+        __m256i acc[KQ_NT];
+        for (int tt = 0; tt < nt; tt++)
+            acc[tt] = _mm256_setzero_si256();
         if (type == GGML_TYPE_Q6_K) {
             const uint8_t *p = row + (size_t)b * 210;
             const uint8_t *ql = p, *qh = p + 128;
             const int8_t *sc = (const int8_t *)(p + 192);
-            __m256i acc = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
@@ -811,23 +822,39 @@ QK_TARGET static void kq_ints_avx2(uint32_t type, const uint8_t *row, const int8
                     int g = 8 * h + 2 * k;
                     __m256i s16 =
                         _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
-                    __m256i yv = _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k));
-                    acc = _mm256_add_epi32(acc, dot_scaled(v[k], yv, s16));
+                    for (int tt = 0; tt < nt; tt++) {
+                        __m256i yv =
+                            _mm256_loadu_si256((const __m256i *)(y + tt * ys + 128 * h + 32 * k));
+                        acc[tt] = _mm256_add_epi32(acc[tt], dot_scaled(v[k], yv, s16));
+                    }
                 }
             }
             __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-            int32_t bias = hsum_i32(_mm256_madd_epi16(bsv, sc16));
-            is[b] = hsum_i32(acc) - 32 * bias;
+            for (int tt = 0; tt < nt; tt++) {
+                __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + tt * bss));
+                int32_t bias = hsum_i32(_mm256_madd_epi16(bsv, sc16));
+                is[tt * KQ_CH + b] = hsum_i32(acc[tt]) - 32 * bias;
+            }
+            fd[b] = _cvtsh_ss(rd16(p + 208)); /* exact, as qk_f16_to_f32 */
             continue;
         }
         int five = type == GGML_TYPE_Q5_K;
         const uint8_t *p = row + (size_t)b * (five ? 176 : 144);
-        uint8_t sc[8], mn[8];
-        qk_kscales(p + 4, sc, mn);
+        /* the 12 scale bytes -> scales in bytes 0-7 of u, mins in 8-15
+         * (32-bit lane arithmetic, as llama.cpp unpacks them) */
+        uint32_t u[4];
+        memcpy(u, p + 4, 12);
+        u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+        uint32_t mlo = u[1] & 0x3f3f3f3fu;
+        u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+        u[2] = mlo;
+        u[0] &= 0x3f3f3f3fu;
+        const uint8_t *sc = (const uint8_t *)u, *mn = sc + 8;
+        fd[b] = _cvtsh_ss(rd16(p));
+        fm[b] = _cvtsh_ss(rd16(p + 2));
         const uint8_t *q = p + (five ? 48 : 16);
         __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
         const __m256i one = _mm256_set1_epi8(1);
-        __m256i acc = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++, q += 32) {
             __m256i qv = _mm256_loadu_si256((const __m256i *)q);
             __m256i lo = _mm256_and_si256(qv, m4);
@@ -838,16 +865,50 @@ QK_TARGET static void kq_ints_avx2(uint32_t type, const uint8_t *row, const int8
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
                 hb = _mm256_srli_epi16(hb, 1);
             }
-            __m256i y0 = _mm256_loadu_si256((const __m256i *)(y + 64 * c));
-            __m256i y1 = _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32));
-            acc = _mm256_add_epi32(acc, dot_scaled(lo, y0, _mm256_set1_epi16(sc[2 * c])));
-            acc = _mm256_add_epi32(acc, dot_scaled(hi, y1, _mm256_set1_epi16(sc[2 * c + 1])));
+            __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+            for (int tt = 0; tt < nt; tt++) {
+                const int8_t *yt = y + tt * ys + 64 * c;
+                __m256i y0 = _mm256_loadu_si256((const __m256i *)yt);
+                __m256i y1 = _mm256_loadu_si256((const __m256i *)(yt + 32));
+                acc[tt] = _mm256_add_epi32(
+                    acc[tt], _mm256_add_epi32(dot_scaled(lo, y0, s0), dot_scaled(hi, y1, s1)));
+            }
         }
         __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m[j/2], j < 16 */
-        is[b] = hsum_i32(acc);
-        im[b] = hsum_i32(_mm256_madd_epi16(bsv, mins));
+        for (int tt = 0; tt < nt; tt++) {
+            __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + tt * bss));
+            is[tt * KQ_CH + b] = hsum_i32(acc[tt]);
+            im[tt * KQ_CH + b] = hsum_i32(_mm256_madd_epi16(bsv, mins));
+        }
     }
+}
+
+/* specialised per token count (so the accumulators stay in registers) */
+#define KQ_INTS_FN(NT)                                                                             \
+    QK_TARGET static void kq_ints_avx2_##NT(uint32_t type, const uint8_t *row, const int8_t *y,    \
+                                            size_t ys, const int16_t *bs, size_t bss, int nb,      \
+                                            int32_t *is, int32_t *im, float *fd, float *fm)        \
+    {                                                                                              \
+        kq_ints_impl(type, row, y, ys, bs, bss, NT, nb, is, im, fd, fm);                           \
+    }
+KQ_INTS_FN(1)
+KQ_INTS_FN(2)
+KQ_INTS_FN(3)
+KQ_INTS_FN(4)
+
+QK_TARGET static void kq_ints_avx2(uint32_t type, const uint8_t *row, const int8_t *y, size_t ys,
+                                   const int16_t *bs, size_t bss, int nt, int nb, int32_t *is,
+                                   int32_t *im, float *fd, float *fm)
+{
+    if (nt == 1)
+        kq_ints_avx2_1(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else if (nt == 2)
+        kq_ints_avx2_2(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else if (nt == 3)
+        kq_ints_avx2_3(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else
+        kq_ints_avx2_4(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
 }
 
 QK_TARGET static void q40_ints_avx2(const uint8_t *row, const int8_t *y, int nb, int32_t *is)
@@ -1199,7 +1260,9 @@ void qk_axpy(float *y, float a, const float *x, int n)
 
 /* Chunks of KQ_CH blocks: the integer parts of a (row, token) go to a small
  * stack array, then the shared float part accumulates them in block order. */
+#ifndef KQ_CH
 #define KQ_CH 64
+#endif
 
 void qk_matmul_kq(uint32_t type, const void *W, size_t row_bytes, int n, const int8_t *q,
                   const float *d, const int16_t *bsums, int T, float *Y, int ldy, int r0, int r1)
@@ -1207,33 +1270,48 @@ void qk_matmul_kq(uint32_t type, const void *W, size_t row_bytes, int n, const i
     const uint8_t *base = W;
     int nb = n / 256;
     size_t bb = ggml_row_bytes(type, 256);
+    int32_t is[4 * KQ_CH], im[4 * KQ_CH];
+    float fd[KQ_CH], fm[KQ_CH];
 #if QK_X86
-    bool simd = qk_simd_active();
+    if (qk_simd_active()) {
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = base + (size_t)r * row_bytes;
+            if (r + QK_PF_ROWS < r1) {
+                const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
+                for (size_t o = 0; o < row_bytes; o += 64)
+                    _mm_prefetch(pf + o, _MM_HINT_T0);
+            }
+            /* up to KQ_NT tokens share each unpacked weight block */
+            for (int t0 = 0; t0 < T; t0 += KQ_NT) {
+                int nt = T - t0 < KQ_NT ? T - t0 : KQ_NT;
+                float acc[KQ_NT] = {0};
+                for (int b0 = 0; b0 < nb; b0 += KQ_CH) {
+                    int m = nb - b0 < KQ_CH ? nb - b0 : KQ_CH;
+                    kq_ints_avx2(type, row + (size_t)b0 * bb, q + (size_t)t0 * n + (size_t)b0 * 256,
+                                 (size_t)n, bsums + (size_t)t0 * (n / 16) + (size_t)b0 * 16,
+                                 (size_t)(n / 16), nt, m, is, im, fd, fm);
+                    for (int tt = 0; tt < nt; tt++)
+                        acc[tt] = kq_finish(type, d + (size_t)(t0 + tt) * nb + b0, is + tt * KQ_CH,
+                                            im + tt * KQ_CH, fd, fm, m, acc[tt]);
+                }
+                for (int tt = 0; tt < nt; tt++)
+                    Y[(size_t)(t0 + tt) * ldy + r] = acc[tt];
+            }
+        }
+        return;
+    }
 #endif
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = base + (size_t)r * row_bytes;
-#if QK_X86
-        if (simd && r + QK_PF_ROWS < r1) {
-            const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
-            for (size_t o = 0; o < row_bytes; o += 64)
-                _mm_prefetch(pf + o, _MM_HINT_T0);
-        }
-#endif
         for (int t = 0; t < T; t++) {
             float acc = 0;
             for (int b0 = 0; b0 < nb; b0 += KQ_CH) {
                 int m = nb - b0 < KQ_CH ? nb - b0 : KQ_CH;
-                int32_t is[KQ_CH], im[KQ_CH];
                 const uint8_t *rb = row + (size_t)b0 * bb;
                 const int8_t *y = q + (size_t)t * n + (size_t)b0 * 256;
                 const int16_t *bs = bsums + (size_t)t * (n / 16) + (size_t)b0 * 16;
-#if QK_X86
-                if (simd)
-                    kq_ints_avx2(type, rb, y, bs, m, is, im);
-                else
-#endif
-                    kq_ints_portable(type, rb, y, bs, m, is, im);
-                acc = kq_finish(type, rb, d + (size_t)t * nb + b0, is, im, m, acc);
+                kq_ints_portable(type, rb, y, bs, m, is, im, fd, fm);
+                acc = kq_finish(type, d + (size_t)t * nb + b0, is, im, fd, fm, m, acc);
             }
             Y[(size_t)t * ldy + r] = acc;
         }
