@@ -30,8 +30,9 @@ static void usage_to(FILE *out)
 {
     fputs(
         "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|membw|help] [options]\n"
-        "A Llama-family GGUF model server (F32, F16, Q8_0) with continuous batching and\n"
-        "TGI + OpenAI HTTP APIs.  Without a subcommand (or with only flags) it serves.\n"
+        "A GGUF model server (architectures llama, qwen2; tensor types F32, F16, BF16, Q8_0,\n"
+        "Q4_0, Q4_K, Q5_K, Q6_K in any mix) with continuous batching and TGI + OpenAI HTTP\n"
+        "APIs.  Without a subcommand (or with only flags) it serves.\n"
         "\n"
         "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
         "        [--max-queue N] [--kv-mem MB] [--max-body-kb KB] [--load-log-msg TEXT]\n"
