@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--llamacpp-dir", default="")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--types", default="q8_0,f32")
+    ap.add_argument("--types", default="q8_0,q4_k_m,f32")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     bw = float(subprocess.run([MODEL, "membw", "--threads", str(a.threads)], capture_output=True,

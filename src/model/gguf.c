@@ -101,33 +101,53 @@ static int rd_skip_value(struct rd *r, uint32_t t)
     return 0;
 }
 
-size_t ggml_row_bytes(uint32_t type, uint64_t n)
+int ggml_block_size(uint32_t type)
 {
-    if (n > ((uint64_t)1 << 40)) return 0;
     switch (type) {
     case GGML_TYPE_F32:
-        return (size_t)n * 4;
     case GGML_TYPE_F16:
-        return (size_t)n * 2;
+    case GGML_TYPE_BF16:
+        return 1;
+    case GGML_TYPE_Q4_0:
     case GGML_TYPE_Q8_0:
-        return n % 32 ? 0 : (size_t)(n / 32) * 34;
+        return 32;
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K:
+        return 256;
     default:
         return 0;
     }
 }
 
+size_t ggml_row_bytes(uint32_t type, uint64_t n)
+{
+    /* bytes per block: see the block layouts in quant.h */
+    static const struct {
+        uint32_t type;
+        size_t bytes;
+    } B[] = {{GGML_TYPE_F32, 4},    {GGML_TYPE_F16, 2},   {GGML_TYPE_BF16, 2},
+             {GGML_TYPE_Q4_0, 18},  {GGML_TYPE_Q8_0, 34}, {GGML_TYPE_Q4_K, 144},
+             {GGML_TYPE_Q5_K, 176}, {GGML_TYPE_Q6_K, 210}};
+    if (n > ((uint64_t)1 << 40)) return 0;
+    int bs = ggml_block_size(type);
+    if (!bs || n % (uint64_t)bs) return 0;
+    for (size_t i = 0; i < sizeof B / sizeof B[0]; i++)
+        if (B[i].type == type) return (size_t)(n / (uint64_t)bs) * B[i].bytes;
+    return 0;
+}
+
 const char *ggml_type_name(uint32_t type)
 {
-    switch (type) {
-    case GGML_TYPE_F32:
-        return "F32";
-    case GGML_TYPE_F16:
-        return "F16";
-    case GGML_TYPE_Q8_0:
-        return "Q8_0";
-    default:
-        return "unsupported";
-    }
+    static const char *const N[] = {
+        "F32",   "F16",        "Q4_0",       "Q4_1",       "Q4_2",     "Q4_3",     "Q5_0",
+        "Q5_1",  "Q8_0",       "Q8_1",       "Q2_K",       "Q3_K",     "Q4_K",     "Q5_K",
+        "Q6_K",  "Q8_K",       "IQ2_XXS",    "IQ2_XS",     "IQ3_XXS",  "IQ1_S",    "IQ4_NL",
+        "IQ3_S", "IQ2_S",      "IQ4_XS",     "I8",         "I16",      "I32",      "I64",
+        "F64",   "IQ1_M",      "BF16",       "Q4_0_4_4",   "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
+        "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4"};
+    if (type < sizeof N / sizeof N[0]) return N[type];
+    return "unknown";
 }
 
 static int parse(struct gguf_file *f, char *err, size_t errn)
@@ -203,10 +223,17 @@ static int parse(struct gguf_file *f, char *err, size_t errn)
         }
         if (rd_u32(&r, &t->type) || rd_u64(&r, &t->offset)) return -1;
         size_t rb = ggml_row_bytes(t->type, t->ne[0]);
+        if (!rb && !ggml_block_size(t->type))
+            return fail(&r,
+                        "tensor '%.*s' has type %s (%u), which sgpu-model does not support "
+                        "(supported: " GGML_SUPPORTED_TYPES ")",
+                        (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p, ggml_type_name(t->type),
+                        t->type);
         if (!rb)
-            return fail(&r, "tensor '%.*s': unsupported type %u or row length %llu",
-                        (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p, t->type,
-                        (unsigned long long)t->ne[0]);
+            return fail(&r, "tensor '%.*s': row length %llu is not a multiple of the %s block (%d)",
+                        (int)(t->name.n > 64 ? 64 : t->name.n), t->name.p,
+                        (unsigned long long)t->ne[0], ggml_type_name(t->type),
+                        ggml_block_size(t->type));
         if (rows > ((uint64_t)1 << 48) / rb) return fail(&r, "tensor size overflow");
         t->nbytes = rows * rb;
     }

@@ -31,8 +31,20 @@ enum gguf_vtype {
     GGUF_T_F64 = 12,
 };
 
-/* ggml tensor types this server computes with. */
-enum ggml_type { GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q8_0 = 8 };
+/* ggml tensor types this server computes with (ids as in ggml).  Block
+ * layouts are in quant.h.  Other ids (Q2_K, Q3_K, IQ*, ...) are known by name
+ * only, so a file using them is refused with the tensor and type named. */
+enum ggml_type {
+    GGML_TYPE_F32 = 0,
+    GGML_TYPE_F16 = 1,
+    GGML_TYPE_Q4_0 = 2,
+    GGML_TYPE_Q8_0 = 8,
+    GGML_TYPE_Q4_K = 12,
+    GGML_TYPE_Q5_K = 13,
+    GGML_TYPE_Q6_K = 14,
+    GGML_TYPE_BF16 = 30,
+    GGML_TYPE_COUNT = 40 /* upper bound of the ids this build names */
+};
 
 struct gguf_str {
     const char *p; /* not NUL-terminated; points into the file */
@@ -93,7 +105,12 @@ const struct gguf_tensor *gguf_tensor(const struct gguf_file *f, const char *nam
 
 /* Bytes of a row of n elements of a ggml type (0 for unsupported/invalid). */
 size_t ggml_row_bytes(uint32_t type, uint64_t n);
+/* ggml's name of any type id ("Q4_K", "IQ2_XXS", ...; "type#N" if unknown). */
 const char *ggml_type_name(uint32_t type);
+/* Elements per block of a supported type (1 for F32/F16/BF16), 0 otherwise. */
+int ggml_block_size(uint32_t type);
+/* The supported types, for error messages: "F32, F16, BF16, Q8_0, ...". */
+#define GGML_SUPPORTED_TYPES "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K"
 
 /* ---- writer ---- */
 struct gguf_writer {

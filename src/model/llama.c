@@ -66,18 +66,31 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     if (!m) abort();
     m->gf = gf;
     struct gguf_str arch;
-    if (gguf_get_str(gf, "general.architecture", &arch) != 0 || !gguf_str_eq(arch, "llama")) {
-        snprintf(err, errn, "general.architecture must be \"llama\"");
+    int ra = gguf_get_str(gf, "general.architecture", &arch);
+    if (ra != 0 || !(gguf_str_eq(arch, "llama") || gguf_str_eq(arch, "qwen2"))) {
+        if (ra == 0)
+            snprintf(err, errn,
+                     "unsupported general.architecture \"%.*s\" (supported: " LLAMA_SUPPORTED_ARCHS
+                     ")",
+                     (int)(arch.n > 64 ? 64 : arch.n), arch.p);
+        else
+            snprintf(err, errn, "%s general.architecture (supported: " LLAMA_SUPPORTED_ARCHS ")",
+                     ra == 1 ? "missing" : "bad");
         goto fail;
     }
+    snprintf(m->arch, sizeof m->arch, "%.*s", (int)arch.n, arch.p);
+    bool qwen2 = gguf_str_eq(arch, "qwen2");
     struct llama_hparams *hp = &m->hp;
-    if (hp_u32(gf, "llama.embedding_length", true, 0, &hp->n_embd, err, errn) ||
-        hp_u32(gf, "llama.block_count", true, 0, &hp->n_layer, err, errn) ||
-        hp_u32(gf, "llama.feed_forward_length", true, 0, &hp->n_ff, err, errn) ||
-        hp_u32(gf, "llama.attention.head_count", true, 0, &hp->n_head, err, errn) ||
-        hp_u32(gf, "llama.context_length", false, 2048, &hp->n_ctx_train, err, errn))
+    hp->rope_neox = qwen2;
+    char key[96];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, m->arch), key)
+    if (hp_u32(gf, K("embedding_length"), true, 0, &hp->n_embd, err, errn) ||
+        hp_u32(gf, K("block_count"), true, 0, &hp->n_layer, err, errn) ||
+        hp_u32(gf, K("feed_forward_length"), true, 0, &hp->n_ff, err, errn) ||
+        hp_u32(gf, K("attention.head_count"), true, 0, &hp->n_head, err, errn) ||
+        hp_u32(gf, K("context_length"), false, 2048, &hp->n_ctx_train, err, errn))
         goto fail;
-    if (hp_u32(gf, "llama.attention.head_count_kv", false, hp->n_head, &hp->n_head_kv, err, errn))
+    if (hp_u32(gf, K("attention.head_count_kv"), false, hp->n_head, &hp->n_head_kv, err, errn))
         goto fail;
     if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv) {
         snprintf(err, errn, "embedding_length %d / head_count %d / head_count_kv %d do not divide",
@@ -85,8 +98,8 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         goto fail;
     }
     hp->head_dim = hp->n_embd / hp->n_head;
-    if (hp_u32(gf, "llama.attention.key_length", false, hp->head_dim, &hp->head_dim, err, errn) ||
-        hp_u32(gf, "llama.rope.dimension_count", false, hp->head_dim, &hp->n_rot, err, errn))
+    if (hp_u32(gf, K("attention.key_length"), false, hp->head_dim, &hp->head_dim, err, errn) ||
+        hp_u32(gf, K("rope.dimension_count"), false, hp->head_dim, &hp->n_rot, err, errn))
         goto fail;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2) {
         snprintf(err, errn, "bad rope.dimension_count %d (head_dim %d)", hp->n_rot, hp->head_dim);
@@ -94,9 +107,10 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     }
     hp->eps = 1e-5f;
     hp->rope_base = 10000.0f;
-    if (gguf_get_f32(gf, "llama.attention.layer_norm_rms_epsilon", &hp->eps) < 0 ||
-        gguf_get_f32(gf, "llama.rope.freq_base", &hp->rope_base) < 0 || !(hp->eps > 0) ||
-        !(hp->rope_base > 0)) {
+    if (qwen2) hp->rope_base = 1000000.0f; /* llama.cpp's default for the family */
+    if (gguf_get_f32(gf, K("attention.layer_norm_rms_epsilon"), &hp->eps) < 0 ||
+        gguf_get_f32(gf, K("rope.freq_base"), &hp->rope_base) < 0 || !(hp->eps > 0) ||
+        !(hp->rope_base > 0) || !isfinite(hp->eps) || !isfinite(hp->rope_base)) {
         snprintf(err, errn, "bad rms epsilon or rope.freq_base");
         goto fail;
     }
@@ -106,7 +120,8 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     if (gguf_get_str(gf, "general.name", &name) == 0 && name.n > 0)
         snprintf(m->name, sizeof m->name, "%.*s", (int)(name.n > 120 ? 120 : name.n), name.p);
     else
-        snprintf(m->name, sizeof m->name, "llama");
+        snprintf(m->name, sizeof m->name, "%s", m->arch);
+#undef K
 
     int d = hp->n_embd, dq = hp->n_head * hp->head_dim, dkv = hp->n_head_kv * hp->head_dim;
     if (get_tensor(gf, "token_embd.weight", hp->n_vocab, d, &m->tok_embd, err, errn)) goto fail;
@@ -118,7 +133,7 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
     if (!(m->out_norm = get_vec(gf, "output_norm.weight", d, err, errn))) goto fail;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) abort();
-    size_t bytes_by_type[9] = {0};
+    size_t bytes_by_type[GGML_TYPE_COUNT] = {0};
     for (int l = 0; l < hp->n_layer; l++) {
         struct llama_layer *L = &m->layers[l];
         char nm[96];
@@ -138,11 +153,20 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         if (!(L->attn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
         snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
         if (!(L->ffn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
+        /* Q/K/V biases: required for qwen2, used when present for llama */
+        float **bias[3] = {&L->bq, &L->bk, &L->bv};
+        const char *bn[3] = {"attn_q", "attn_k", "attn_v"};
+        int blen[3] = {dq, dkv, dkv};
+        for (int i = 0; i < 3; i++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.bias", l, bn[i]);
+            if (!qwen2 && !gguf_tensor(gf, nm)) continue;
+            if (!(*bias[i] = get_vec(gf, nm, blen[i], err, errn))) goto fail;
+        }
     }
     bytes_by_type[m->output.type] += m->output.row_bytes * (size_t)hp->n_vocab;
     size_t best = 0;
     int bt = 0;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < GGML_TYPE_COUNT; i++) {
         m->weight_bytes += bytes_by_type[i];
         if (bytes_by_type[i] > best) {
             best = bytes_by_type[i];
@@ -169,6 +193,9 @@ void llama_free(struct llama_model *m)
         for (int l = 0; l < m->hp.n_layer; l++) {
             free(m->layers[l].attn_norm);
             free(m->layers[l].ffn_norm);
+            free(m->layers[l].bq);
+            free(m->layers[l].bk);
+            free(m->layers[l].bv);
         }
     free(m->layers);
     free(m->out_norm);
@@ -220,9 +247,12 @@ struct llama_ctx {
     int nth;
     int cap_T, cap_L, cap_ctx;
     float *x, *xn, *q, *k, *v, *att, *g, *u, *xl, *lo; /* activations, [T][dim] */
-    int8_t *xq;  /* quantised matmul input for Q8_0 weights: [T][cols] */
-    uint8_t *xu; /* xq + 128, the unsigned form for the AVX-VNNI kernel */
-    float *xd;   /* its block scales: [T][cols/32] */
+    int8_t *xq;   /* quantised matmul input for Q8_0 weights: [T][cols] */
+    uint8_t *xu;  /* xq + 128, the unsigned form for the AVX-VNNI kernel */
+    float *xd;    /* its block scales: [T][cols/32] */
+    int8_t *kq;   /* Q8_K activations for K-quant weights: [T][cols] */
+    float *kd;    /* their scales: [T][cols/256] */
+    int16_t *kbs; /* their 16-value sums: [T][cols/16] */
     int *tok_seq, *tok_pos;
     float *cosv, *sinv; /* [T][n_rot/2] */
     float **scratch;    /* per thread: max(n_embd, n_ff, dq) floats */
@@ -279,6 +309,9 @@ void llama_ctx_free(struct llama_ctx *c)
     free(c->xq);
     free(c->xu);
     free(c->xd);
+    free(c->kq);
+    free(c->kd);
+    free(c->kbs);
     free(c);
 }
 
@@ -310,11 +343,19 @@ static void ensure_T(struct llama_ctx *c, int T)
     c->xq = xrealloc(c->xq, t * mx);
     c->xu = xrealloc(c->xu, t * mx);
     c->xd = xrealloc(c->xd, t * (mx / 32 + 1) * 4);
+    c->kq = xrealloc(c->kq, t * mx);
+    c->kd = xrealloc(c->kd, t * (mx / 256 + 1) * 4);
+    c->kbs = xrealloc(c->kbs, t * (mx / 16 + 1) * 2);
     c->tok_seq = xrealloc(c->tok_seq, t * sizeof(int));
     c->tok_pos = xrealloc(c->tok_pos, t * sizeof(int));
     c->cosv = xrealloc(c->cosv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
     c->sinv = xrealloc(c->sinv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
     c->cap_T = T;
+}
+
+static bool is_kquant(uint32_t t)
+{
+    return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K;
 }
 
 static void mm_task(void *arg, int ith, int nth)
@@ -324,9 +365,16 @@ static void mm_task(void *arg, int ith, int nth)
         const struct mm_job *jb = &c->jobs[j];
         int rows = jb->w->rows;
         int r0 = (int)((long long)rows * ith / nth), r1 = (int)((long long)rows * (ith + 1) / nth);
-        if (jb->w->type == GGML_TYPE_Q8_0)
+        uint32_t ty = jb->w->type;
+        if (ty == GGML_TYPE_Q8_0)
             qk_matmul_q8q8_u(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xu, c->xd, c->T,
                              jb->y, jb->ldy, r0, r1);
+        else if (ty == GGML_TYPE_Q4_0)
+            qk_matmul_q4_0(jb->w->data, jb->w->row_bytes, jb->w->cols, c->xq, c->xd, c->T, jb->y,
+                           jb->ldy, r0, r1);
+        else if (is_kquant(ty))
+            qk_matmul_kq(ty, jb->w->data, jb->w->row_bytes, jb->w->cols, c->kq, c->kd, c->kbs, c->T,
+                         jb->y, jb->ldy, r0, r1);
         else
             qk_matmul(jb->w->type, jb->w->data, jb->w->row_bytes, jb->w->cols, jb->x, jb->ldx, c->T,
                       jb->y, jb->ldy, r0, r1, c->scratch[ith]);
@@ -341,15 +389,24 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
     c->n_jobs = n;
     const struct lweight *ws[3] = {w0, w1, w2};
     float *ys[3] = {y0, y1, y2};
-    bool q8 = false;
-    for (int i = 0; i < n; i++)
+    bool q8 = false, q40 = false, kq = false;
+    for (int i = 0; i < n; i++) {
         q8 |= ws[i]->type == GGML_TYPE_Q8_0;
-    if (q8) { /* jobs of one dispatch share x: quantise it once */
-        int cols = w0->cols, nb = cols / 32;
+        q40 |= ws[i]->type == GGML_TYPE_Q4_0;
+        kq |= is_kquant(ws[i]->type);
+    }
+    /* jobs of one dispatch share x: quantise it once per activation format */
+    int cols = w0->cols;
+    if (q8 || q40) {
+        int nb = cols / 32;
         for (int t = 0; t < T; t++)
             qk_quantize_act_u(x + (size_t)t * cols, cols, c->xq + (size_t)t * cols,
-                              c->xu + (size_t)t * cols, c->xd + (size_t)t * nb);
+                              q8 ? c->xu + (size_t)t * cols : NULL, c->xd + (size_t)t * nb);
     }
+    if (kq)
+        for (int t = 0; t < T; t++)
+            qk_quantize_q8_k(x + (size_t)t * cols, cols, c->kq + (size_t)t * cols,
+                             c->kd + (size_t)t * (cols / 256), c->kbs + (size_t)t * (cols / 16));
     for (int i = 0; i < n; i++) {
         c->jobs[i].w = ws[i];
         c->jobs[i].x = x;
@@ -370,16 +427,29 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
         out[i] = x[i] * r * w[i];
 }
 
-static void rope(float *v, int n_heads, int hd, int n_rot, const float *cs, const float *sn)
+/* Rotate pairs (2i, 2i+1) of each head ("normal", llama), or (i, i + n_rot/2)
+ * (NEOX, qwen2), by angle i of the token. */
+static void rope(float *v, int n_heads, int hd, int n_rot, bool neox, const float *cs,
+                 const float *sn)
 {
+    int half = n_rot / 2;
     for (int h = 0; h < n_heads; h++) {
         float *p = v + (size_t)h * hd;
-        for (int i = 0; i < n_rot / 2; i++) {
-            float x0 = p[2 * i], x1 = p[2 * i + 1];
-            p[2 * i] = x0 * cs[i] - x1 * sn[i];
-            p[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        for (int i = 0; i < half; i++) {
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = p[a], x1 = p[b];
+            p[a] = x0 * cs[i] - x1 * sn[i];
+            p[b] = x0 * sn[i] + x1 * cs[i];
         }
     }
+}
+
+static void add_bias(float *y, const float *b, int T, int n)
+{
+    if (!b) return;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)t * n + i] += b[i];
 }
 
 static void attn_task(void *arg, int ith, int nth)
@@ -466,10 +536,13 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
         for (t = 0; t < T; t++)
             rmsnorm(c->xn + (size_t)t * d, c->x + (size_t)t * d, Ly->attn_norm, d, hp->eps);
         run_mm(c, T, 3, &Ly->wq, c->xn, c->q, &Ly->wk, c->k, &Ly->wv, c->v);
+        add_bias(c->q, Ly->bq, T, dq);
+        add_bias(c->k, Ly->bk, T, dkv);
+        add_bias(c->v, Ly->bv, T, dkv);
         for (t = 0; t < T; t++) {
             const float *cs = c->cosv + (size_t)t * nr, *sn = c->sinv + (size_t)t * nr;
-            rope(c->q + (size_t)t * dq, hp->n_head, hd, hp->n_rot, cs, sn);
-            rope(c->k + (size_t)t * dkv, hp->n_head_kv, hd, hp->n_rot, cs, sn);
+            rope(c->q + (size_t)t * dq, hp->n_head, hd, hp->n_rot, hp->rope_neox, cs, sn);
+            rope(c->k + (size_t)t * dkv, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, cs, sn);
             struct llama_kv *kv = seqs[c->tok_seq[t]].kv;
             size_t off = ((size_t)l * kv->cap + (size_t)c->tok_pos[t]) * dkv;
             memcpy(kv->k + off, c->k + (size_t)t * dkv, (size_t)dkv * 4);

@@ -1,7 +1,11 @@
-/* Llama-architecture model (general.architecture = "llama"): weights kept in
- * the GGUF mapping (F32 / F16 / Q8_0, dequantised inside the matmuls), RMSNorm,
- * rotary embeddings in GGUF's "normal" (adjacent pairs) layout with
- * rope.freq_base, grouped-query attention, SwiGLU, tied or untied output.
+/* Llama-architecture models: general.architecture "llama" (also Mistral) or
+ * "qwen2" (the same blocks plus Q/K/V biases, rotary embeddings in the NEOX
+ * layout (pairs i, i + n_rot/2) as llama.cpp uses for it, hyperparameters
+ * under "qwen2.*").  Weights stay in the GGUF mapping in any mix of the types
+ * of quant.h (F32/F16/BF16 dequantised inside the matmuls, Q8_0/Q4_0/K-quants
+ * against quantised activations), RMSNorm, rotary embeddings in GGUF's
+ * "normal" (adjacent pairs) layout for llama with rope.freq_base,
+ * grouped-query attention, SwiGLU, tied or untied output.
  *
  * The forward pass takes any number of sequences, each with any number of new
  * tokens (a prompt chunk or one decode token), and runs them through every
@@ -20,7 +24,11 @@
 struct llama_hparams {
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train, n_rot, head_dim;
     float eps, rope_base;
+    bool rope_neox; /* qwen2: rotate pairs (i, i + n_rot/2) */
 };
+
+/* The architectures llama_load accepts. */
+#define LLAMA_SUPPORTED_ARCHS "llama, qwen2"
 
 struct lweight {
     uint32_t type;
@@ -32,6 +40,7 @@ struct lweight {
 struct llama_layer {
     float *attn_norm, *ffn_norm; /* owned F32 copies */
     struct lweight wq, wk, wv, wo, wgate, wdown, wup;
+    float *bq, *bk, *bv; /* owned F32 biases (qwen2; optional for llama), or NULL */
 };
 
 struct llama_model {
@@ -42,7 +51,8 @@ struct llama_model {
     float *out_norm;
     struct llama_layer *layers;
     char name[128];
-    char dtype[16];      /* type of most weight bytes: "F32", "F16", "Q8_0" */
+    char arch[16];       /* "llama" or "qwen2" */
+    char dtype[16];      /* type of most weight bytes: "F32", "F16", "Q4_K", ... */
     size_t weight_bytes; /* bytes read per decode step (all matrices + 1 embedding row) */
     uint64_t n_params;
 };

@@ -2,9 +2,9 @@
  *
  *   sgpu-model serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N]
  *                    [--ctx N] [--max-queue N] [--kv-mem MB] [--load-log-msg TEXT]
- *   sgpu-model init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe]
+ *   sgpu-model init-tiny OUT.gguf [--seed N] [--type T] [--tokenizer spm|bpe]
  *                    [--dim N] [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N]
- *                    [--ctx N] [--tied] [--name S]
+ *                    [--ctx N] [--tied] [--qwen2] [--name S]
  *   sgpu-model logits [--model F] --tokens 1,2,3 [--threads N]
  *   sgpu-model generate [--model F] --tokens 1,2,3 --max-new-tokens N [--threads N] [--ignore-eos]
  *   sgpu-model tokenize [--model F] --text T
@@ -35,8 +35,9 @@ static void usage_to(FILE *out)
     fputs(
         "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|chat-template|membw|help]\n"
         "       [options]\n"
-        "A Llama-family GGUF model server (F32, F16, Q8_0) with continuous batching and\n"
-        "TGI + OpenAI HTTP APIs.  Without a subcommand (or with only flags) it serves.\n"
+        "A GGUF model server (architectures llama, qwen2; tensor types F32, F16, BF16, Q8_0,\n"
+        "Q4_0, Q4_K, Q5_K, Q6_K in any mix) with continuous batching and TGI + OpenAI HTTP\n"
+        "APIs.  Without a subcommand (or with only flags) it serves.\n"
         "\n"
         "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
         "        [--max-queue N] [--kv-mem MB] [--max-body-kb KB] [--load-log-msg TEXT]\n"
@@ -62,11 +63,14 @@ static void usage_to(FILE *out)
         "    /v1/chat/completions (OpenAI, stream: true = SSE), /apply-template (the chat\n"
         "    prompt as {\"prompt\": ...}); GET /health (503 while loading), /info, /v1/models,\n"
         "    /metrics.  Fatal errors log `event=fatal`.\n"
-        "  init-tiny OUT.gguf [--seed N] [--type f32|f16|q8_0] [--tokenizer spm|bpe] [--dim N]\n"
+        "  init-tiny OUT.gguf [--seed N] [--type T] [--tokenizer spm|bpe] [--dim N]\n"
         "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
-        "        [--name S] [--chat-template FILE]\n"
+        "        [--qwen2] [--name S] [--chat-template FILE]\n"
         "                       write a deterministic random-weight model (seed 0 = the embedded\n"
-        "                       one); FILE becomes its tokenizer.chat_template\n"
+        "                       one); T: f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m q5_k_m\n"
+        "                       (K-quants need --dim and --ff multiples of 256); --qwen2: qwen2\n"
+        "                       architecture (Q/K/V biases); FILE becomes its\n"
+        "                       tokenizer.chat_template\n"
         "  logits [--model F] --tokens 1,2,3 [--threads N]\n"
         "                       logits of every position, one row each (%.9g)\n"
         "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos] [--threads N]\n"
@@ -148,6 +152,8 @@ static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
         long n;
         if (strcmp(a, "--tied") == 0) {
             o.tied = true;
+        } else if (strcmp(a, "--qwen2") == 0) {
+            o.qwen2 = true;
         } else if (a[0] == '-' && a[1] == '-' && !v) {
             fprintf(stderr, "init-tiny: %s needs a value\n", a);
             return 2;
@@ -159,14 +165,10 @@ static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
             o.seed = s;
             i++;
         } else if (strcmp(a, "--type") == 0) {
-            if (!strcmp(v, "f32"))
-                o.wtype = GGML_TYPE_F32;
-            else if (!strcmp(v, "f16"))
-                o.wtype = GGML_TYPE_F16;
-            else if (!strcmp(v, "q8_0"))
-                o.wtype = GGML_TYPE_Q8_0;
-            else
-                return fprintf(stderr, "bad --type\n"), 2;
+            if (tiny_parse_type(v, &o))
+                return fprintf(stderr, "bad --type (f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k "
+                                       "q4_k_m q5_k_m)\n"),
+                       2;
             i++;
         } else if (strcmp(a, "--tokenizer") == 0) {
             if (!strcmp(v, "spm"))
@@ -217,7 +219,8 @@ static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
     }
     struct sbuf b = SBUF_INIT;
     if (tiny_build(&o, &b)) {
-        fprintf(stderr, "init-tiny: invalid model shape\n");
+        fprintf(stderr, "init-tiny: invalid model shape (K-quant types need --dim and --ff "
+                        "multiples of 256, Q8_0/Q4_0 of 32)\n");
         return 2;
     }
     FILE *f = fopen(outp, "wb");

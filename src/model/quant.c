@@ -85,6 +85,532 @@ void qk_quantize_q8_0(const float *x, void *out, int n)
     }
 }
 
+/* ---- BF16, Q4_0 and K-quant formats (layouts in quant.h) ---- */
+
+uint16_t qk_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64); /* quiet nan */
+    return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
+
+float qk_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t rd16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+
+/* round half to even, as ggml's nearest_int */
+static int nearest_int(float x)
+{
+    return (int)lrintf(x);
+}
+
+/* branch-free, inlined into the kernels */
+static inline void kscales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 0xF) | ((q[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+    }
+}
+
+void qk_kscales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    kscales(q, sc, mn);
+}
+
+static void quantize_q4_0(const float *x, uint8_t *o, int n)
+{
+    for (int b = 0; b < n / 32; b++, o += 18) {
+        const float *xb = x + 32 * b;
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        float d = max / -8, id = d ? 1.0f / d : 0.0f;
+        wr16(o, qk_f32_to_f16(d));
+        for (int j = 0; j < 16; j++) {
+            int a = (int)(int8_t)(xb[j] * id + 8.5f), c = (int)(int8_t)(xb[j + 16] * id + 8.5f);
+            a = a > 15 ? 15 : a;
+            c = c > 15 ? 15 : c;
+            o[2 + j] = (uint8_t)(a | (c << 4));
+        }
+    }
+}
+
+/* ggml's make_qkx2_quants: the scale and min (returned in *the_min as -min)
+ * of a sub-block of n weights minimising the weighted squared error over a
+ * small search of scales; L gets the levels 0..nmax. */
+static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                              float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep)
+{
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0;
+    }
+    float iscale = (float)nmax / (max - min), scale = 1 / iscale, best_error = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        float diff = scale * L[i] + min - x[i];
+        best_error += w[i] * diff * diff;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * (x[i] - min));
+            l = l < 0 ? 0 : l > nmax ? nmax : l;
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * (float)l;
+            sum_l2 += w[i] * (float)l * (float)l;
+            sum_xl += w[i] * (float)l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float cur_error = 0;
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                cur_error += w[i] * diff * diff;
+            }
+            if (cur_error < best_error) {
+                memcpy(L, Laux, (size_t)n);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Q4_K (nmax 15) and Q5_K (nmax 31): 8 sub-blocks of 32 with a scale and a
+ * min each, then 6-bit quantised scales/mins against the block's d/dmin and
+ * the levels recomputed with those. */
+static void quantize_k45(const float *x, uint8_t *o, int n, int nmax)
+{
+    size_t bb = nmax == 15 ? 144 : 176;
+    for (int b = 0; b < n / 256; b++, o += bb, x += 256) {
+        uint8_t L[256], Laux[32];
+        float w[32], scales[8], mins[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            float sum_x2 = 0;
+            for (int l = 0; l < 32; l++)
+                sum_x2 += x[32 * j + l] * x[32 * j + l];
+            float av_x = sqrtf(sum_x2 / 32);
+            for (int l = 0; l < 32; l++)
+                w[l] = av_x + fabsf(x[32 * j + l]);
+            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], Laux,
+                                         nmax == 15 ? -1.0f : -0.5f, 0.1f, nmax == 15 ? 20 : 15);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+        float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+        uint8_t *s = o + 4;
+        memset(s, 0, 12);
+        for (int j = 0; j < 8; j++) {
+            int ls = nearest_int(inv_scale * scales[j]), lm = nearest_int(inv_min * mins[j]);
+            ls = ls > 63 ? 63 : ls;
+            lm = lm > 63 ? 63 : lm;
+            if (j < 4) {
+                s[j] = (uint8_t)ls;
+                s[j + 4] = (uint8_t)lm;
+            } else {
+                s[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+                s[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                s[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        wr16(o, qk_f32_to_f16(max_scale / 63));
+        wr16(o + 2, qk_f32_to_f16(max_min / 63));
+        float d = qk_f16_to_f32(rd16(o)), dmin = qk_f16_to_f32(rd16(o + 2));
+        uint8_t sc[8], mn[8];
+        qk_kscales(s, sc, mn);
+        for (int j = 0; j < 8; j++) {
+            float dd = d * sc[j];
+            if (!dd) continue;
+            float dm = dmin * mn[j];
+            for (int ii = 0; ii < 32; ii++) {
+                int l = nearest_int((x[32 * j + ii] + dm) / dd);
+                L[32 * j + ii] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+            }
+        }
+        if (nmax == 15) {
+            uint8_t *q = o + 16;
+            for (int j = 0; j < 256; j += 64)
+                for (int l = 0; l < 32; l++)
+                    *q++ = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+        } else {
+            uint8_t *qh = o + 16, *ql = o + 48;
+            memset(qh, 0, 32);
+            uint8_t m1 = 1, m2 = 2;
+            for (int j = 0; j < 256; j += 64) {
+                for (int l = 0; l < 32; l++) {
+                    int l1 = L[j + l], l2 = L[j + l + 32];
+                    if (l1 > 15) {
+                        l1 -= 16;
+                        qh[l] |= m1;
+                    }
+                    if (l2 > 15) {
+                        l2 -= 16;
+                        qh[l] |= m2;
+                    }
+                    ql[l] = (uint8_t)(l1 | (l2 << 4));
+                }
+                ql += 32;
+                m1 = (uint8_t)(m1 << 2);
+                m2 = (uint8_t)(m2 << 2);
+            }
+        }
+    }
+}
+
+/* ggml's make_qx_quants with rmse_type 1 (weights x^2): symmetric scale
+ * for n weights, levels L in 0..2*nmax-1 (offset nmax). */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (int8_t)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * x[i]);
+            l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++) {
+                int l = nearest_int(iscale * x[i]);
+                l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+                L[i] = (int8_t)(l + nmax);
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static void quantize_q6_k(const float *x, uint8_t *o, int n)
+{
+    for (int b = 0; b < n / 256; b++, o += 210, x += 256) {
+        int8_t L[256];
+        float scales[16], max_scale = 0, max_abs = 0;
+        for (int ib = 0; ib < 16; ib++) {
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+            if (fabsf(scales[ib]) > max_abs) {
+                max_abs = fabsf(scales[ib]);
+                max_scale = scales[ib];
+            }
+        }
+        uint8_t *ql = o, *qh = o + 128;
+        int8_t *sc = (int8_t *)(o + 192);
+        if (max_abs < 1e-15f) {
+            memset(o, 0, 210);
+            continue;
+        }
+        float iscale = -128.0f / max_scale;
+        wr16(o + 208, qk_f32_to_f16(1 / iscale));
+        for (int ib = 0; ib < 16; ib++) {
+            int v = nearest_int(iscale * scales[ib]);
+            sc[ib] = (int8_t)(v > 127 ? 127 : v);
+        }
+        float d0 = qk_f16_to_f32(rd16(o + 208));
+        for (int j = 0; j < 16; j++) {
+            float d = d0 * sc[j];
+            if (!d) continue;
+            for (int ii = 0; ii < 16; ii++) {
+                int l = nearest_int(x[16 * j + ii] / d);
+                l = l < -32 ? -32 : l > 31 ? 31 : l;
+                L[16 * j + ii] = (int8_t)(l + 32);
+            }
+        }
+        for (int j = 0; j < 256; j += 128) {
+            for (int l = 0; l < 32; l++) {
+                int q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF,
+                    q4 = L[j + l + 96] & 0xF;
+                ql[l] = (uint8_t)(q1 | (q3 << 4));
+                ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                                  ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+            }
+            ql += 64;
+            qh += 32;
+        }
+    }
+}
+
+int qk_quantize_row(uint32_t type, const float *x, void *out, int n)
+{
+    uint8_t *o = out;
+    if (n <= 0 || !ggml_row_bytes(type, (uint64_t)n)) return -1;
+    switch (type) {
+    case GGML_TYPE_F32:
+        memcpy(o, x, (size_t)n * 4);
+        return 0;
+    case GGML_TYPE_F16:
+        for (int i = 0; i < n; i++)
+            wr16(o + 2 * i, qk_f32_to_f16(x[i]));
+        return 0;
+    case GGML_TYPE_BF16:
+        for (int i = 0; i < n; i++)
+            wr16(o + 2 * i, qk_f32_to_bf16(x[i]));
+        return 0;
+    case GGML_TYPE_Q8_0:
+        qk_quantize_q8_0(x, o, n);
+        return 0;
+    case GGML_TYPE_Q4_0:
+        quantize_q4_0(x, o, n);
+        return 0;
+    case GGML_TYPE_Q4_K:
+        quantize_k45(x, o, n, 15);
+        return 0;
+    case GGML_TYPE_Q5_K:
+        quantize_k45(x, o, n, 31);
+        return 0;
+    case GGML_TYPE_Q6_K:
+        quantize_q6_k(x, o, n);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static void dequant_q4_0(const uint8_t *p, float *y, int n)
+{
+    for (int b = 0; b < n / 32; b++, p += 18, y += 32) {
+        float d = qk_f16_to_f32(rd16(p));
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)((p[2 + j] & 0xF) - 8);
+            y[j + 16] = d * (float)((p[2 + j] >> 4) - 8);
+        }
+    }
+}
+
+static void dequant_k45(const uint8_t *p, float *y, int n, int five)
+{
+    for (int b = 0; b < n / 256; b++, p += five ? 176 : 144) {
+        float d = qk_f16_to_f32(rd16(p)), dmin = qk_f16_to_f32(rd16(p + 2));
+        uint8_t sc[8], mn[8];
+        qk_kscales(p + 4, sc, mn);
+        const uint8_t *qh = p + 16, *q = p + (five ? 48 : 16);
+        for (int c = 0; c < 4; c++, q += 32) {
+            float d1 = d * sc[2 * c], m1 = dmin * mn[2 * c];
+            float d2 = d * sc[2 * c + 1], m2 = dmin * mn[2 * c + 1];
+            for (int l = 0; l < 32; l++) {
+                int h1 = five ? ((qh[l] >> (2 * c)) & 1) << 4 : 0;
+                *y++ = d1 * (float)((q[l] & 0xF) | h1) - m1;
+            }
+            for (int l = 0; l < 32; l++) {
+                int h2 = five ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+                *y++ = d2 * (float)((q[l] >> 4) | h2) - m2;
+            }
+        }
+    }
+}
+
+/* q6 value i (0..255) of a Q6_K block, 0..63 */
+static void unpack_q6(const uint8_t *p, uint8_t *L)
+{
+    const uint8_t *ql = p, *qh = p + 128;
+    for (int h = 0; h < 2; h++, ql += 64, qh += 32, L += 128)
+        for (int l = 0; l < 32; l++) {
+            L[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            L[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            L[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            L[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+        }
+}
+
+static void dequant_q6_k(const uint8_t *p, float *y, int n)
+{
+    for (int b = 0; b < n / 256; b++, p += 210, y += 256) {
+        uint8_t L[256];
+        unpack_q6(p, L);
+        float d = qk_f16_to_f32(rd16(p + 208));
+        const int8_t *sc = (const int8_t *)(p + 192);
+        for (int i = 0; i < 256; i++)
+            y[i] = d * (float)sc[i / 16] * (float)(L[i] - 32);
+    }
+}
+
+void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+{
+    for (int b = 0; b < n / 256; b++, x += 256, q += 256) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        if (!amax) {
+            d[b] = 0;
+            memset(q, 0, 256);
+            memset(bsums + 16 * b, 0, 32);
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int j = 0; j < 256; j++) {
+            int v = nearest_int(iscale * x[j]);
+            q[j] = (int8_t)(v > 127 ? 127 : v);
+        }
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++)
+                s += q[16 * j + i];
+            bsums[16 * b + j] = (int16_t)s;
+        }
+        d[b] = 1 / iscale;
+    }
+}
+
+/* Per block b of a K-quant row x Q8_K token: the exact integer parts.
+ *   Q4_K/Q5_K: is[b] = sum_j sc[j] * dot(q_j, y_j), im[b] = sum_j m[j] * bsum_j
+ *     (value = d*yd*is - dmin*yd*im);
+ *   Q6_K: is[b] = sum_g sc[g] * dot(q_g, y_g) - 32 * sum_g sc[g] * bsum_g (im unused). */
+static void kq_ints_portable(uint32_t type, const uint8_t *row, const int8_t *y, const int16_t *bs,
+                             int nb, int32_t *is, int32_t *im, float *fd, float *fm)
+{
+    for (int b = 0; b < nb; b++, y += 256, bs += 16) {
+        if (type == GGML_TYPE_Q6_K) {
+            const uint8_t *p = row + (size_t)b * 210;
+            uint8_t L[256];
+            unpack_q6(p, L);
+            const int8_t *sc = (const int8_t *)(p + 192);
+            int32_t s = 0, bias = 0;
+            for (int g = 0; g < 16; g++) {
+                int32_t dg = 0;
+                for (int i = 0; i < 16; i++)
+                    dg += L[16 * g + i] * y[16 * g + i];
+                s += sc[g] * dg;
+                bias += sc[g] * bs[g];
+            }
+            is[b] = s - 32 * bias;
+            fd[b] = qk_f16_to_f32(rd16(p + 208));
+            continue;
+        }
+        int five = type == GGML_TYPE_Q5_K;
+        const uint8_t *p = row + (size_t)b * (five ? 176 : 144);
+        uint8_t sc[8], mn[8];
+        kscales(p + 4, sc, mn);
+        fd[b] = qk_f16_to_f32(rd16(p));
+        fm[b] = qk_f16_to_f32(rd16(p + 2));
+        const uint8_t *qh = p + 16, *q = p + (five ? 48 : 16);
+        int32_t s = 0, m = 0;
+        for (int c = 0; c < 4; c++, q += 32) {
+            int32_t s0 = 0, s1 = 0;
+            for (int l = 0; l < 32; l++) {
+                int h1 = five ? ((qh[l] >> (2 * c)) & 1) << 4 : 0;
+                int h2 = five ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+                s0 += ((q[l] & 0xF) | h1) * y[64 * c + l];
+                s1 += ((q[l] >> 4) | h2) * y[64 * c + 32 + l];
+            }
+            s += sc[2 * c] * s0 + sc[2 * c + 1] * s1;
+        }
+        for (int j = 0; j < 16; j++)
+            m += mn[j / 2] * bs[j];
+        is[b] = s;
+        im[b] = m;
+    }
+}
+
+/* The float part, shared by every path and kept out of line so the
+ * compiler contracts it the same way whatever the caller's target. */
+__attribute__((noinline)) static float kq_finish(uint32_t type, const float *yd, const int32_t *is,
+                                                 const int32_t *im, const float *fd,
+                                                 const float *fm, int nb, float acc)
+{
+    if (type == GGML_TYPE_Q6_K) {
+        for (int b = 0; b < nb; b++)
+            acc += (fd[b] * yd[b]) * (float)is[b];
+        return acc;
+    }
+    for (int b = 0; b < nb; b++) {
+        float a = (fd[b] * yd[b]) * (float)is[b], c = (fm[b] * yd[b]) * (float)im[b];
+        acc += a - c;
+    }
+    return acc;
+}
+
+/* Q4_0: is[b] = sum_j (q_j - 8) * y_j over each 32-block */
+static void q40_ints_portable(const uint8_t *row, const int8_t *y, int nb, int32_t *is)
+{
+    for (int b = 0; b < nb; b++, y += 32) {
+        const uint8_t *p = row + (size_t)b * 18 + 2;
+        int32_t s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((p[j] & 0xF) - 8) * y[j] + ((p[j] >> 4) - 8) * y[j + 16];
+        is[b] = s;
+    }
+}
+
+__attribute__((noinline)) static float q40_finish(const uint8_t *row, const float *yd,
+                                                  const int32_t *is, int nb, float acc)
+{
+    for (int b = 0; b < nb; b++)
+        acc += (qk_f16_to_f32(rd16(row + (size_t)b * 18)) * yd[b]) * (float)is[b];
+    return acc;
+}
+
 /* ---- portable kernels ---- */
 
 static void dequant_portable(uint32_t type, const void *row, float *out, int n)
@@ -107,6 +633,16 @@ static void dequant_portable(uint32_t type, const void *row, float *out, int n)
             for (int j = 0; j < QK8_0; j++)
                 out[b * QK8_0 + j] = d * (float)(int8_t)p[2 + j];
         }
+    } else if (type == GGML_TYPE_BF16) {
+        const uint8_t *p = row;
+        for (int i = 0; i < n; i++)
+            out[i] = qk_bf16_to_f32(rd16(p + 2 * i));
+    } else if (type == GGML_TYPE_Q4_0) {
+        dequant_q4_0(row, out, n);
+    } else if (type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K) {
+        dequant_k45(row, out, n, type == GGML_TYPE_Q5_K);
+    } else if (type == GGML_TYPE_Q6_K) {
+        dequant_q6_k(row, out, n);
     }
 }
 
@@ -164,8 +700,10 @@ QK_TARGET static void dequant_avx2(uint32_t type, const void *row, float *out, i
                 _mm256_storeu_ps(out + b * QK8_0 + 8 * j, _mm256_mul_ps(d, q));
             }
         }
-    } else {
+    } else if (type == GGML_TYPE_F32) {
         memcpy(out, row, (size_t)n * 4);
+    } else {
+        dequant_portable(type, row, out, n);
     }
 }
 
@@ -229,6 +767,169 @@ QK_TARGET static void dequant_avx2(uint32_t type, const void *row, float *out, i
 ROWS_FN(rows_avx2, F32_SETUP, F32_W)
 ROWS_FN(rows_q8_avx2, Q8_SETUP, Q8_W)
 ROWS_FN(rows_f16_avx2, F16_SETUP, F16_W)
+
+/* ---- AVX2 integer parts of the K-quant / Q4_0 dots (same ints as the
+ * portable functions; the float part is the shared *_finish) ---- */
+
+QK_TARGET static inline int32_t hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* u8 weights (< 64) times s8 activations, 32 lanes -> 16 int16 pair sums
+ * (exact: 2*63*127 < 32768), times int16 scales -> 8 int32 */
+QK_TARGET static inline __m256i dot_scaled(__m256i wq, __m256i y, __m256i sc16)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wq, y), sc16);
+}
+
+/* nt (1..KQ_NT) tokens at once: the weights of a block are unpacked once
+ * and dotted with each token's activations (token tt at y + tt*ys, bsums at
+ * bs + tt*bss); ints of token tt go to is/im[tt*KQ_CH + b]. */
+#define KQ_NT 4
+#define KQ_CH 64
+QK_TARGET static inline __attribute__((always_inline)) void
+kq_ints_impl(uint32_t type, const uint8_t *row, const int8_t *y, size_t ys, const int16_t *bs,
+             size_t bss, int nt, int nb, int32_t *is, int32_t *im, float *fd, float *fm)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int b = 0; b < nb; b++, y += 256, bs += 16) {
+        __m256i acc[KQ_NT];
+        for (int tt = 0; tt < nt; tt++)
+            acc[tt] = _mm256_setzero_si256();
+        if (type == GGML_TYPE_Q6_K) {
+            const uint8_t *p = row + (size_t)b * 210;
+            const uint8_t *ql = p, *qh = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+                const __m256i m30 = _mm256_set1_epi8(0x30);
+                __m256i v[4];
+                v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
+                v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
+                v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_and_si256(hh, m30));
+                v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+                for (int k = 0; k < 4; k++) {
+                    int g = 8 * h + 2 * k;
+                    __m256i s16 =
+                        _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
+                    for (int tt = 0; tt < nt; tt++) {
+                        __m256i yv =
+                            _mm256_loadu_si256((const __m256i *)(y + tt * ys + 128 * h + 32 * k));
+                        acc[tt] = _mm256_add_epi32(acc[tt], dot_scaled(v[k], yv, s16));
+                    }
+                }
+            }
+            __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+            for (int tt = 0; tt < nt; tt++) {
+                __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + tt * bss));
+                int32_t bias = hsum_i32(_mm256_madd_epi16(bsv, sc16));
+                is[tt * KQ_CH + b] = hsum_i32(acc[tt]) - 32 * bias;
+            }
+            fd[b] = _cvtsh_ss(rd16(p + 208)); /* exact, as qk_f16_to_f32 */
+            continue;
+        }
+        int five = type == GGML_TYPE_Q5_K;
+        const uint8_t *p = row + (size_t)b * (five ? 176 : 144);
+        /* the 12 scale bytes -> scales in bytes 0-7 of u, mins in 8-15
+         * (32-bit lane arithmetic, as llama.cpp unpacks them) */
+        uint32_t u[4];
+        memcpy(u, p + 4, 12);
+        u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+        uint32_t mlo = u[1] & 0x3f3f3f3fu;
+        u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+        u[2] = mlo;
+        u[0] &= 0x3f3f3f3fu;
+        const uint8_t *sc = (const uint8_t *)u, *mn = sc + 8;
+        fd[b] = _cvtsh_ss(rd16(p));
+        fm[b] = _cvtsh_ss(rd16(p + 2));
+        const uint8_t *q = p + (five ? 48 : 16);
+        __m256i hb = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+        const __m256i one = _mm256_set1_epi8(1);
+        for (int c = 0; c < 4; c++, q += 32) {
+            __m256i qv = _mm256_loadu_si256((const __m256i *)q);
+            __m256i lo = _mm256_and_si256(qv, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                hb = _mm256_srli_epi16(hb, 1);
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                hb = _mm256_srli_epi16(hb, 1);
+            }
+            __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+            for (int tt = 0; tt < nt; tt++) {
+                const int8_t *yt = y + tt * ys + 64 * c;
+                __m256i y0 = _mm256_loadu_si256((const __m256i *)yt);
+                __m256i y1 = _mm256_loadu_si256((const __m256i *)(yt + 32));
+                acc[tt] = _mm256_add_epi32(
+                    acc[tt], _mm256_add_epi32(dot_scaled(lo, y0, s0), dot_scaled(hi, y1, s1)));
+            }
+        }
+        __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+        __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m[j/2], j < 16 */
+        for (int tt = 0; tt < nt; tt++) {
+            __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + tt * bss));
+            is[tt * KQ_CH + b] = hsum_i32(acc[tt]);
+            im[tt * KQ_CH + b] = hsum_i32(_mm256_madd_epi16(bsv, mins));
+        }
+    }
+}
+
+/* specialised per token count (so the accumulators stay in registers) */
+#define KQ_INTS_FN(NT)                                                                             \
+    QK_TARGET static void kq_ints_avx2_##NT(uint32_t type, const uint8_t *row, const int8_t *y,    \
+                                            size_t ys, const int16_t *bs, size_t bss, int nb,      \
+                                            int32_t *is, int32_t *im, float *fd, float *fm)        \
+    {                                                                                              \
+        kq_ints_impl(type, row, y, ys, bs, bss, NT, nb, is, im, fd, fm);                           \
+    }
+KQ_INTS_FN(1)
+KQ_INTS_FN(2)
+KQ_INTS_FN(3)
+KQ_INTS_FN(4)
+
+QK_TARGET static void kq_ints_avx2(uint32_t type, const uint8_t *row, const int8_t *y, size_t ys,
+                                   const int16_t *bs, size_t bss, int nt, int nb, int32_t *is,
+                                   int32_t *im, float *fd, float *fm)
+{
+    if (nt == 1)
+        kq_ints_avx2_1(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else if (nt == 2)
+        kq_ints_avx2_2(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else if (nt == 3)
+        kq_ints_avx2_3(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+    else
+        kq_ints_avx2_4(type, row, y, ys, bs, bss, nb, is, im, fd, fm);
+}
+
+QK_TARGET static void q40_ints_avx2(const uint8_t *row, const int8_t *y, int nb, int32_t *is)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), e8 = _mm256_set1_epi8(8),
+                  ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < nb; b++, y += 32) {
+        __m128i q = _mm_loadu_si128((const __m128i *)(row + (size_t)b * 18 + 2));
+        __m256i w = _mm256_setr_m128i(q, _mm_srli_epi16(q, 4));
+        w = _mm256_sub_epi8(_mm256_and_si256(w, m4), e8);
+        __m256i yv = _mm256_loadu_si256((const __m256i *)y);
+        __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(yv, w));
+        is[b] = hsum_i32(_mm256_madd_epi16(p, ones));
+    }
+}
+
+#define BF16_SETUP const uint8_t *hp = (const uint8_t *)row + (size_t)k * 2
+#define BF16_W(j)                                                                                  \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                         \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(hp + 16 * (j)))), 16))
+ROWS_FN(rows_bf16_avx2, BF16_SETUP, BF16_W)
 
 /* Q8 x Q8: per block, s = sum_i wq_i * xq_i (exact int32), acc += (dw*dx) * s.
  * Two accumulators per token (even / odd blocks). n % 32 == 0.  DOT(aw, sx)
@@ -436,8 +1137,10 @@ void qk_matmul(uint32_t type, const void *W, size_t row_bytes, int n, const floa
                 rows_avx2(row, n, X, ldx, T, Y + r, ldy);
             } else if (fused && type == GGML_TYPE_Q8_0) {
                 rows_q8_avx2(row, n, X, ldx, T, Y + r, ldy);
-            } else if (fused) {
+            } else if (fused && type == GGML_TYPE_F16) {
                 rows_f16_avx2(row, n, X, ldx, T, Y + r, ldy);
+            } else if (fused && type == GGML_TYPE_BF16) {
+                rows_bf16_avx2(row, n, X, ldx, T, Y + r, ldy);
             } else {
                 dequant_avx2(type, row, scratch, n);
                 rows_avx2(scratch, n, X, ldx, T, Y + r, ldy);
@@ -553,4 +1256,101 @@ void qk_axpy(float *y, float a, const float *x, int n)
 #endif
     for (int i = 0; i < n; i++)
         y[i] += a * x[i];
+}
+
+/* Chunks of KQ_CH blocks: the integer parts of a (row, token) go to a small
+ * stack array, then the shared float part accumulates them in block order. */
+#ifndef KQ_CH
+#define KQ_CH 64
+#endif
+
+void qk_matmul_kq(uint32_t type, const void *W, size_t row_bytes, int n, const int8_t *q,
+                  const float *d, const int16_t *bsums, int T, float *Y, int ldy, int r0, int r1)
+{
+    const uint8_t *base = W;
+    int nb = n / 256;
+    size_t bb = ggml_row_bytes(type, 256);
+    int32_t is[4 * KQ_CH], im[4 * KQ_CH];
+    float fd[KQ_CH], fm[KQ_CH];
+#if QK_X86
+    if (qk_simd_active()) {
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = base + (size_t)r * row_bytes;
+            if (r + QK_PF_ROWS < r1) {
+                const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
+                for (size_t o = 0; o < row_bytes; o += 64)
+                    _mm_prefetch(pf + o, _MM_HINT_T0);
+            }
+            /* up to KQ_NT tokens share each unpacked weight block */
+            for (int t0 = 0; t0 < T; t0 += KQ_NT) {
+                int nt = T - t0 < KQ_NT ? T - t0 : KQ_NT;
+                float acc[KQ_NT] = {0};
+                for (int b0 = 0; b0 < nb; b0 += KQ_CH) {
+                    int m = nb - b0 < KQ_CH ? nb - b0 : KQ_CH;
+                    kq_ints_avx2(type, row + (size_t)b0 * bb, q + (size_t)t0 * n + (size_t)b0 * 256,
+                                 (size_t)n, bsums + (size_t)t0 * (n / 16) + (size_t)b0 * 16,
+                                 (size_t)(n / 16), nt, m, is, im, fd, fm);
+                    for (int tt = 0; tt < nt; tt++)
+                        acc[tt] = kq_finish(type, d + (size_t)(t0 + tt) * nb + b0, is + tt * KQ_CH,
+                                            im + tt * KQ_CH, fd, fm, m, acc[tt]);
+                }
+                for (int tt = 0; tt < nt; tt++)
+                    Y[(size_t)(t0 + tt) * ldy + r] = acc[tt];
+            }
+        }
+        return;
+    }
+#endif
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = base + (size_t)r * row_bytes;
+        for (int t = 0; t < T; t++) {
+            float acc = 0;
+            for (int b0 = 0; b0 < nb; b0 += KQ_CH) {
+                int m = nb - b0 < KQ_CH ? nb - b0 : KQ_CH;
+                const uint8_t *rb = row + (size_t)b0 * bb;
+                const int8_t *y = q + (size_t)t * n + (size_t)b0 * 256;
+                const int16_t *bs = bsums + (size_t)t * (n / 16) + (size_t)b0 * 16;
+                kq_ints_portable(type, rb, y, bs, m, is, im, fd, fm);
+                acc = kq_finish(type, d + (size_t)t * nb + b0, is, im, fd, fm, m, acc);
+            }
+            Y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
+void qk_matmul_q4_0(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
+                    int T, float *Y, int ldy, int r0, int r1)
+{
+    const uint8_t *base = W;
+    int nb = n / 32;
+#if QK_X86
+    bool simd = qk_simd_active();
+#endif
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = base + (size_t)r * row_bytes;
+#if QK_X86
+        if (simd && r + QK_PF_ROWS < r1) {
+            const char *pf = (const char *)base + (size_t)(r + QK_PF_ROWS) * row_bytes;
+            for (size_t o = 0; o < row_bytes; o += 64)
+                _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
+#endif
+        for (int t = 0; t < T; t++) {
+            float acc = 0;
+            for (int b0 = 0; b0 < nb; b0 += KQ_CH) {
+                int m = nb - b0 < KQ_CH ? nb - b0 : KQ_CH;
+                int32_t is[KQ_CH];
+                const uint8_t *rb = row + (size_t)b0 * 18;
+                const int8_t *y = xq + (size_t)t * n + (size_t)b0 * 32;
+#if QK_X86
+                if (simd)
+                    q40_ints_avx2(rb, y, m, is);
+                else
+#endif
+                    q40_ints_portable(rb, y, m, is);
+                acc = q40_finish(rb, xd + (size_t)t * nb + b0, is, m, acc);
+            }
+            Y[(size_t)t * ldy + r] = acc;
+        }
+    }
 }

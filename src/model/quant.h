@@ -1,8 +1,25 @@
 /* Tensor element formats and the matrix kernels of the forward pass.
  *
- * F32, F16 (IEEE half) and Q8_0 (blocks of 32: f16 scale d + 32 int8 q, value =
- * d*q, 34 bytes).  Quantised rows are dequantised inside the matmul, one row at
- * a time into a small (L1-resident) scratch row, never up front.
+ * Formats (ggml's block layouts, little-endian, "f16" = IEEE half):
+ *   F32; F16; BF16 (the top 16 bits of an f32);
+ *   Q8_0  32 weights, 34 B: f16 d, int8 q[32]; w = d*q.
+ *   Q4_0  32 weights, 18 B: f16 d, u8 qs[16]; w[j] = d*((qs[j] & 15) - 8),
+ *         w[j+16] = d*((qs[j] >> 4) - 8).
+ *   Q4_K  256 weights, 144 B: f16 d, f16 dmin, u8 scales[12] (8 6-bit scales
+ *         and 8 6-bit mins packed, see qk_kscales), u8 qs[128].  Sub-block j
+ *         (32 weights) has w = d*sc[j]*q - dmin*m[j]; chunk c of 64 weights
+ *         takes its low 32 from the low nibbles of qs[32c..32c+32) (sub-block
+ *         2c) and its high 32 from the high nibbles (sub-block 2c+1).
+ *   Q5_K  256 weights, 176 B: as Q4_K plus u8 qh[32] after the scales: bit 2c
+ *         of qh[l] is bit 4 of weight 64c+l, bit 2c+1 that of weight 64c+32+l.
+ *   Q6_K  256 weights, 210 B: u8 ql[128], u8 qh[64], int8 scales[16], f16 d;
+ *         w = d*scales[i/16]*(q - 32), q 6 bits (low 4 in ql, high 2 in qh;
+ *         see dequant_q6_k for the interleave).
+ * Activations meet quantised weights as llama.cpp's: Q8_0-style blocks of 32
+ * (float d, int8 q) for Q8_0/Q4_0 weights, and Q8_K blocks of 256 (float d,
+ * int8 q[256], int16 bsums[16] = sums of each 16 q) for the K-quants, with
+ * exact int32 dot products per block.  F32/F16/BF16 rows are dequantised
+ * inside the matmul (in registers, or into a small L1-resident scratch row).
  *
  * Determinism: the value computed for one (row, token) pair does not depend on
  * how many other tokens share the call, nor on which thread runs the row, so a
@@ -23,6 +40,29 @@ uint16_t qk_f32_to_f16(float f);
 
 /* Quantise n floats (n % 32 == 0) to Q8_0 as ggml does (d = max|x|/127, q = round(x/d)). */
 void qk_quantize_q8_0(const float *x, void *out, int n);
+uint16_t qk_f32_to_bf16(float f); /* round to nearest even, as ggml */
+float qk_bf16_to_f32(uint16_t h);
+/* Quantise a row of n floats to any supported type (n a multiple of the
+ * type's block) the way llama.cpp's reference quantisers do (Q4_0: d =
+ * max/-8; Q4_K/Q5_K: weighted min+scale search per 32, 6-bit scales; Q6_K:
+ * rmse-weighted scale search per 16, 8-bit scales).  -1 for other types. */
+int qk_quantize_row(uint32_t type, const float *x, void *out, int n);
+/* Unpack the 12 scale bytes of a Q4_K/Q5_K block into 8 scales and 8 mins. */
+void qk_kscales(const uint8_t *s12, uint8_t *sc, uint8_t *mn);
+
+/* Q8_K activations: per 256 values one float d, 256 int8 q, 16 int16 bsums.
+ * q: n int8; d: n/256 floats; bsums: n/16 int16.  As ggml: d = max/-127
+ * with max the value of largest magnitude. */
+void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums);
+/* K-quant (Q4_K/Q5_K/Q6_K) weights x Q8_K activations, rows [r0, r1), T
+ * tokens (q/d/bsums of token t at t*n, t*n/256, t*n/16).  Per block exact
+ * int32 sums, then one float multiply-add per block in block order: the AVX2
+ * kernels give bitwise the portable results. */
+void qk_matmul_kq(uint32_t type, const void *W, size_t row_bytes, int n, const int8_t *q,
+                  const float *d, const int16_t *bsums, int T, float *Y, int ldy, int r0, int r1);
+/* Q4_0 weights x Q8_0-style activations (qk_quantize_act); bitwise equal paths too. */
+void qk_matmul_q4_0(const void *W, size_t row_bytes, int n, const int8_t *xq, const float *xd,
+                    int T, float *Y, int ldy, int r0, int r1);
 /* Row of n elements of `type` -> floats. */
 void qk_dequant_row(uint32_t type, const void *row, float *out, int n);
 

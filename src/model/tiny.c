@@ -49,6 +49,60 @@ void tiny_default_opts(struct tiny_opts *o)
     o->name = "sgpu-tiny";
 }
 
+int tiny_parse_type(const char *s, struct tiny_opts *o)
+{
+    static const struct {
+        const char *name;
+        uint32_t type;
+        int mix;
+    } T[] = {{"f32", GGML_TYPE_F32, 0},
+             {"f16", GGML_TYPE_F16, 0},
+             {"bf16", GGML_TYPE_BF16, 0},
+             {"q8_0", GGML_TYPE_Q8_0, 0},
+             {"q4_0", GGML_TYPE_Q4_0, 0},
+             {"q4_k", GGML_TYPE_Q4_K, 0},
+             {"q5_k", GGML_TYPE_Q5_K, 0},
+             {"q6_k", GGML_TYPE_Q6_K, 0},
+             {"q4_k_m", GGML_TYPE_Q4_K, TINY_MIX_KM},
+             {"q5_k_m", GGML_TYPE_Q5_K, TINY_MIX_KM}};
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
+        if (!strcmp(s, T[i].name)) {
+            o->wtype = T[i].type;
+            o->mix = T[i].mix;
+            return 0;
+        }
+    return -1;
+}
+
+/* llama.cpp's use_more_bits(i_layer, n_layers) for Q4_K_M / Q5_K_M */
+static bool more_bits(int l, int n)
+{
+    return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
+}
+
+/* llama_ftype of general.file_type */
+static uint32_t file_type(const struct tiny_opts *o)
+{
+    switch (o->wtype) {
+    case GGML_TYPE_F32:
+        return 0;
+    case GGML_TYPE_F16:
+        return 1;
+    case GGML_TYPE_Q4_0:
+        return 2;
+    case GGML_TYPE_Q8_0:
+        return 7;
+    case GGML_TYPE_Q4_K:
+        return o->mix ? 15 : 14;
+    case GGML_TYPE_Q5_K:
+        return o->mix ? 17 : 16;
+    case GGML_TYPE_Q6_K:
+        return 18;
+    default:
+        return 32; /* BF16 */
+    }
+}
+
 struct strlist {
     char **v;
     size_t n, cap;
@@ -189,7 +243,8 @@ static void vocab_bpe(struct gguf_writer *w, int vocab_size)
             for (;;) {
                 int best = -1, best_rank = 0;
                 for (int k = 0; k + 1 < ns; k++) {
-                    snprintf(buf, sizeof buf, "%s %s", sym[k], sym[k + 1]);
+                    int bl = snprintf(buf, sizeof buf, "%s %s", sym[k], sym[k + 1]);
+                    if (bl < 0 || (size_t)bl >= sizeof buf) continue; /* no such long pairs */
                     int r = strmap_get(&ranks, buf, strlen(buf));
                     if (r >= 0 && (best < 0 || r < best_rank)) {
                         best = k;
@@ -245,17 +300,8 @@ static void add_matrix(struct gguf_writer *w, const char *name, int rows, int co
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++)
             row[c] = offset + scale * tiny_randf(rng);
-        uint8_t *o = data + (size_t)r * rb;
-        if (type == GGML_TYPE_F32) {
-            memcpy(o, row, (size_t)cols * 4);
-        } else if (type == GGML_TYPE_F16) {
-            for (int c = 0; c < cols; c++) {
-                uint16_t h = qk_f32_to_f16(row[c]);
-                memcpy(o + 2 * c, &h, 2);
-            }
-        } else {
-            qk_quantize_q8_0(row, o, cols);
-        }
+        if (qk_quantize_row(type, row, data + (size_t)r * rb, cols))
+            abort(); /* checked by caller */
     }
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
     gguf_w_tensor(w, name, rows == 1 ? 1 : 2, ne, type, data);
@@ -268,27 +314,31 @@ int tiny_build(const struct tiny_opts *o, struct sbuf *out)
     if (o->n_embd <= 0 || o->n_layer <= 0 || o->n_head <= 0 || o->n_head_kv <= 0 || o->n_ff <= 0 ||
         o->n_embd % o->n_head || o->n_head % o->n_head_kv || o->n_ctx <= 0)
         return -1;
-    if (o->wtype == GGML_TYPE_Q8_0 && (o->n_embd % 32 || o->n_ff % 32)) return -1;
-    if (o->wtype != GGML_TYPE_F32 && o->wtype != GGML_TYPE_F16 && o->wtype != GGML_TYPE_Q8_0)
+    /* every matrix has n_embd or n_ff columns; mixes add Q6_K (blocks of 256) */
+    uint32_t hi = o->mix ? GGML_TYPE_Q6_K : o->wtype;
+    if (!ggml_row_bytes(o->wtype, (uint64_t)o->n_embd) ||
+        !ggml_row_bytes(o->wtype, (uint64_t)o->n_ff) || !ggml_row_bytes(hi, (uint64_t)o->n_embd) ||
+        !ggml_row_bytes(hi, (uint64_t)o->n_ff))
         return -1;
+    const char *arch = o->qwen2 ? "qwen2" : "llama";
+    char key[96];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     struct gguf_writer w;
     gguf_w_init(&w);
-    gguf_w_str(&w, "general.architecture", "llama");
+    gguf_w_str(&w, "general.architecture", arch);
     gguf_w_str(&w, "general.name", o->name ? o->name : "sgpu-tiny");
     gguf_w_u32(&w, "general.alignment", 32);
-    gguf_w_u32(&w, "llama.context_length", (uint32_t)o->n_ctx);
-    gguf_w_u32(&w, "llama.embedding_length", (uint32_t)o->n_embd);
-    gguf_w_u32(&w, "llama.block_count", (uint32_t)o->n_layer);
-    gguf_w_u32(&w, "llama.feed_forward_length", (uint32_t)o->n_ff);
-    gguf_w_u32(&w, "llama.rope.dimension_count", (uint32_t)(o->n_embd / o->n_head));
-    gguf_w_u32(&w, "llama.attention.head_count", (uint32_t)o->n_head);
-    gguf_w_u32(&w, "llama.attention.head_count_kv", (uint32_t)o->n_head_kv);
-    gguf_w_f32(&w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_w_f32(&w, "llama.rope.freq_base", o->rope_base > 0 ? o->rope_base : 10000.0f);
-    gguf_w_u32(&w, "general.file_type",
-               o->wtype == GGML_TYPE_F32   ? 0
-               : o->wtype == GGML_TYPE_F16 ? 1
-                                           : 7);
+    gguf_w_u32(&w, K("context_length"), (uint32_t)o->n_ctx);
+    gguf_w_u32(&w, K("embedding_length"), (uint32_t)o->n_embd);
+    gguf_w_u32(&w, K("block_count"), (uint32_t)o->n_layer);
+    gguf_w_u32(&w, K("feed_forward_length"), (uint32_t)o->n_ff);
+    if (!o->qwen2) gguf_w_u32(&w, K("rope.dimension_count"), (uint32_t)(o->n_embd / o->n_head));
+    gguf_w_u32(&w, K("attention.head_count"), (uint32_t)o->n_head);
+    gguf_w_u32(&w, K("attention.head_count_kv"), (uint32_t)o->n_head_kv);
+    gguf_w_f32(&w, K("attention.layer_norm_rms_epsilon"), o->qwen2 ? 1e-6f : 1e-5f);
+    gguf_w_f32(&w, K("rope.freq_base"), o->rope_base > 0 ? o->rope_base : 10000.0f);
+#undef K
+    gguf_w_u32(&w, "general.file_type", file_type(o));
     if (o->tok == TOK_SPM)
         vocab_spm(&w, o->vocab_size);
     else
@@ -317,23 +367,29 @@ int tiny_build(const struct tiny_opts *o, struct sbuf *out)
     float sd = sqrtf(3.0f / (float)d), sf = sqrtf(3.0f / (float)o->n_ff);
     add_matrix(&w, "token_embd.weight", nv, d, 1.0f, 0.0f, o->wtype, &rng);
     add_matrix(&w, "output_norm.weight", 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
-    if (!o->tied) add_matrix(&w, "output.weight", nv, d, sd * 2.0f, 0.0f, o->wtype, &rng);
+    if (!o->tied) add_matrix(&w, "output.weight", nv, d, sd * 2.0f, 0.0f, hi, &rng);
     char nm[64];
     for (int l = 0; l < o->n_layer; l++) {
-#define M(suffix, rows, cols, sc)                                                                  \
+        uint32_t lt = o->mix && more_bits(l, o->n_layer) ? hi : o->wtype;
+#define M(suffix, rows, cols, sc, ty)                                                              \
     snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
-    add_matrix(&w, nm, rows, cols, sc, 0.0f, o->wtype, &rng)
+    add_matrix(&w, nm, rows, cols, sc, 0.0f, ty, &rng)
         snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
         add_matrix(&w, nm, 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
-        M("attn_q.weight", d, d, sd);
-        M("attn_k.weight", dkv, d, sd);
-        M("attn_v.weight", dkv, d, sd);
-        M("attn_output.weight", d, d, sd);
+        M("attn_q.weight", d, d, sd, o->wtype);
+        M("attn_k.weight", dkv, d, sd, o->wtype);
+        M("attn_v.weight", dkv, d, sd, lt);
+        M("attn_output.weight", d, d, sd, o->wtype);
+        if (o->qwen2) {
+            M("attn_q.bias", 1, d, 0.5f, GGML_TYPE_F32);
+            M("attn_k.bias", 1, dkv, 0.5f, GGML_TYPE_F32);
+            M("attn_v.bias", 1, dkv, 0.5f, GGML_TYPE_F32);
+        }
         snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
         add_matrix(&w, nm, 1, d, 0.1f, 1.0f, GGML_TYPE_F32, &rng);
-        M("ffn_gate.weight", o->n_ff, d, sd);
-        M("ffn_down.weight", d, o->n_ff, sf);
-        M("ffn_up.weight", o->n_ff, d, sd);
+        M("ffn_gate.weight", o->n_ff, d, sd, o->wtype);
+        M("ffn_down.weight", d, o->n_ff, sf, lt);
+        M("ffn_up.weight", o->n_ff, d, sd, o->wtype);
 #undef M
     }
     gguf_w_finish(&w, out);

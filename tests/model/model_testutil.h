@@ -23,11 +23,35 @@ struct tw {
     int d, nh, nkv, hd, ff, nl, nv;
     float base, eps;
     bool tied;
+    bool qwen2; /* Q/K/V biases, NEOX rotary pairs (i, i + hd/2), qwen2.* keys */
     float *emb, *outn, *out;
     struct {
         float *an, *fn, *q, *k, *v, *o, *g, *dn, *u;
+        float *bq, *bk, *bv; /* qwen2 only */
     } L[TW_MAXL];
 };
+
+/* Weight types of a test file: base for every matrix; with km, as
+ * llama.cpp's Q4_K_M: output and attn_v/ffn_down of use_more_bits layers in hi. */
+struct tw_types {
+    uint32_t base, hi;
+    bool km;
+};
+
+static __attribute__((unused)) bool tw_more_bits(int l, int n)
+{
+    return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
+}
+
+/* kind: 'e' embedding, 'o' output, 'v' attn_v, 'd' ffn_down, 'm' other matrices */
+static __attribute__((unused)) uint32_t tw_type_of(const struct tw_types *ty, char kind, int l,
+                                                   int nl)
+{
+    if (!ty->km) return ty->base;
+    if (kind == 'o') return ty->hi;
+    if ((kind == 'v' || kind == 'd') && tw_more_bits(l, nl)) return ty->hi;
+    return ty->base;
+}
 
 static __attribute__((unused)) float *tw_mat(int n, float scale, float offset, uint64_t *rng)
 {
@@ -37,15 +61,18 @@ static __attribute__((unused)) float *tw_mat(int n, float scale, float offset, u
     return p;
 }
 
-static __attribute__((unused)) void tw_random(struct tw *w, uint64_t seed, bool tied)
+/* d and ff: 64/96 by default; K-quant tests use multiples of 256 */
+static __attribute__((unused)) void tw_random_dims(struct tw *w, uint64_t seed, bool tied, int d_,
+                                                   int ff_, bool qwen2)
 {
     memset(w, 0, sizeof *w);
-    w->d = 64;
+    w->d = d_;
     w->nh = 4;
     w->nkv = 2;
-    w->hd = 16;
-    w->ff = 96;
+    w->hd = d_ / 4;
+    w->ff = ff_;
     w->nl = 2;
+    w->qwen2 = qwen2;
     w->nv = 50;
     w->base = 10000.0f;
     w->eps = 1e-5f;
@@ -66,7 +93,17 @@ static __attribute__((unused)) void tw_random(struct tw *w, uint64_t seed, bool 
         w->L[l].g = tw_mat(w->ff * d, s, 0, &r);
         w->L[l].u = tw_mat(w->ff * d, s, 0, &r);
         w->L[l].dn = tw_mat(d * w->ff, sqrtf(3.0f / (float)w->ff), 0, &r);
+        if (qwen2) {
+            w->L[l].bq = tw_mat(d, 0.5f, 0, &r);
+            w->L[l].bk = tw_mat(dkv, 0.5f, 0, &r);
+            w->L[l].bv = tw_mat(dkv, 0.5f, 0, &r);
+        }
     }
+}
+
+static __attribute__((unused)) void tw_random(struct tw *w, uint64_t seed, bool tied)
+{
+    tw_random_dims(w, seed, tied, 64, 96, false);
 }
 
 static __attribute__((unused)) void tw_free(struct tw *w)
@@ -84,6 +121,9 @@ static __attribute__((unused)) void tw_free(struct tw *w)
         free(w->L[l].g);
         free(w->L[l].u);
         free(w->L[l].dn);
+        free(w->L[l].bq);
+        free(w->L[l].bk);
+        free(w->L[l].bv);
     }
 }
 
@@ -98,6 +138,10 @@ static __attribute__((unused)) void tw_roundtrip(float *p, int rows, int cols, u
         if (type == GGML_TYPE_F16) {
             for (int c = 0; c < cols; c++)
                 x[c] = qk_f16_to_f32(qk_f32_to_f16(x[c]));
+        } else if (type != GGML_TYPE_Q8_0) {
+            /* the layouts themselves are checked against hand-built blocks in test_quant */
+            qk_quantize_row(type, x, buf, cols);
+            qk_dequant_row(type, buf, x, cols);
         } else {
             qk_quantize_q8_0(x, buf, cols);
             for (int b = 0; b < cols / 32; b++) {
@@ -112,28 +156,34 @@ static __attribute__((unused)) void tw_roundtrip(float *p, int rows, int cols, u
     free(buf);
 }
 
+static __attribute__((unused)) void tw_roundtrip_mixed(struct tw *w, const struct tw_types *ty)
+{
+    int d = w->d, dkv = w->nkv * w->hd, n = w->nl;
+    tw_roundtrip(w->emb, w->nv, d, tw_type_of(ty, 'e', 0, n));
+    if (!w->tied) tw_roundtrip(w->out, w->nv, d, tw_type_of(ty, 'o', 0, n));
+    for (int l = 0; l < w->nl; l++) {
+        tw_roundtrip(w->L[l].q, d, d, tw_type_of(ty, 'm', l, n));
+        tw_roundtrip(w->L[l].k, dkv, d, tw_type_of(ty, 'm', l, n));
+        tw_roundtrip(w->L[l].v, dkv, d, tw_type_of(ty, 'v', l, n));
+        tw_roundtrip(w->L[l].o, d, d, tw_type_of(ty, 'm', l, n));
+        tw_roundtrip(w->L[l].g, w->ff, d, tw_type_of(ty, 'm', l, n));
+        tw_roundtrip(w->L[l].u, w->ff, d, tw_type_of(ty, 'm', l, n));
+        tw_roundtrip(w->L[l].dn, d, w->ff, tw_type_of(ty, 'd', l, n));
+    }
+}
+
 static __attribute__((unused)) void tw_roundtrip_all(struct tw *w, uint32_t type)
 {
-    int d = w->d, dkv = w->nkv * w->hd;
-    tw_roundtrip(w->emb, w->nv, d, type);
-    if (!w->tied) tw_roundtrip(w->out, w->nv, d, type);
-    for (int l = 0; l < w->nl; l++) {
-        tw_roundtrip(w->L[l].q, d, d, type);
-        tw_roundtrip(w->L[l].k, dkv, d, type);
-        tw_roundtrip(w->L[l].v, dkv, d, type);
-        tw_roundtrip(w->L[l].o, d, d, type);
-        tw_roundtrip(w->L[l].g, w->ff, d, type);
-        tw_roundtrip(w->L[l].u, w->ff, d, type);
-        tw_roundtrip(w->L[l].dn, d, w->ff, type);
-    }
+    struct tw_types ty = {type, type, false};
+    tw_roundtrip_mixed(w, &ty);
 }
 
 static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char *name,
                                               const float *p, int rows, int cols, uint32_t type)
 {
     size_t rb = ggml_row_bytes(type, (uint64_t)cols);
-    uint8_t *buf = malloc(rb * (size_t)rows);
-    for (int r = 0; r < rows; r++) {
+    uint8_t *buf = malloc(rb * (size_t)rows + 1);
+    for (int r = 0; r < rows && rb; r++) {
         const float *x = p + (size_t)r * cols;
         uint8_t *o = buf + (size_t)r * rb;
         if (type == GGML_TYPE_F32)
@@ -143,30 +193,37 @@ static __attribute__((unused)) void tw_tensor(struct gguf_writer *g, const char 
                 uint16_t h = qk_f32_to_f16(x[c]);
                 memcpy(o + 2 * c, &h, 2);
             }
-        else
+        else if (type == GGML_TYPE_Q8_0)
             qk_quantize_q8_0(x, o, cols);
+        else
+            qk_quantize_row(type, x, o, cols); /* no-op (0 bytes) for unsupported types */
     }
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
     gguf_w_tensor(g, name, rows == 1 ? 1 : 2, ne, type, buf);
     free(buf);
 }
 
-/* skip: tensor name to leave out (error tests), or NULL */
-static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, struct sbuf *out,
-                                             const char *skip)
+/* skip: tensor name to leave out (error tests), or NULL; arch: NULL = from w */
+static __attribute__((unused)) void tw_write_mixed(const struct tw *w, const struct tw_types *ty,
+                                                   const char *arch, struct sbuf *out,
+                                                   const char *skip)
 {
     struct gguf_writer g;
     gguf_w_init(&g);
-    gguf_w_str(&g, "general.architecture", "llama");
+    if (!arch) arch = w->qwen2 ? "qwen2" : "llama";
+    char key[96];
+#define KY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    gguf_w_str(&g, "general.architecture", arch);
     gguf_w_str(&g, "general.name", "test");
-    gguf_w_u32(&g, "llama.context_length", 256);
-    gguf_w_u32(&g, "llama.embedding_length", (uint32_t)w->d);
-    gguf_w_u32(&g, "llama.block_count", (uint32_t)w->nl);
-    gguf_w_u32(&g, "llama.feed_forward_length", (uint32_t)w->ff);
-    gguf_w_u32(&g, "llama.attention.head_count", (uint32_t)w->nh);
-    gguf_w_u32(&g, "llama.attention.head_count_kv", (uint32_t)w->nkv);
-    gguf_w_f32(&g, "llama.attention.layer_norm_rms_epsilon", w->eps);
-    gguf_w_f32(&g, "llama.rope.freq_base", w->base);
+    gguf_w_u32(&g, KY("context_length"), 256);
+    gguf_w_u32(&g, KY("embedding_length"), (uint32_t)w->d);
+    gguf_w_u32(&g, KY("block_count"), (uint32_t)w->nl);
+    gguf_w_u32(&g, KY("feed_forward_length"), (uint32_t)w->ff);
+    gguf_w_u32(&g, KY("attention.head_count"), (uint32_t)w->nh);
+    gguf_w_u32(&g, KY("attention.head_count_kv"), (uint32_t)w->nkv);
+    gguf_w_f32(&g, KY("attention.layer_norm_rms_epsilon"), w->eps);
+    gguf_w_f32(&g, KY("rope.freq_base"), w->base);
+#undef KY
     char **toks = calloc((size_t)w->nv, sizeof *toks);
     for (int i = 0; i < w->nv; i++) {
         toks[i] = malloc(16);
@@ -183,10 +240,12 @@ static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, 
     char nm[64];
 #define TT(name, p, rows, cols, ty)                                                                \
     if (!skip || strcmp(skip, name)) tw_tensor(&g, name, p, rows, cols, ty)
-    TT("token_embd.weight", w->emb, w->nv, d, type);
+    int nl = w->nl;
+    TT("token_embd.weight", w->emb, w->nv, d, tw_type_of(ty, 'e', 0, nl));
     TT("output_norm.weight", w->outn, 1, d, GGML_TYPE_F32);
-    if (!w->tied) TT("output.weight", w->out, w->nv, d, type);
+    if (!w->tied) TT("output.weight", w->out, w->nv, d, tw_type_of(ty, 'o', 0, nl));
     for (int l = 0; l < w->nl; l++) {
+        uint32_t type = tw_type_of(ty, 'm', l, nl);
 #define TL(suffix, p, rows, cols, ty)                                                              \
     snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
     TT(nm, p, rows, cols, ty)
@@ -194,16 +253,28 @@ static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, 
         TL("ffn_norm.weight", w->L[l].fn, 1, d, GGML_TYPE_F32);
         TL("attn_q.weight", w->L[l].q, d, d, type);
         TL("attn_k.weight", w->L[l].k, dkv, d, type);
-        TL("attn_v.weight", w->L[l].v, dkv, d, type);
+        TL("attn_v.weight", w->L[l].v, dkv, d, tw_type_of(ty, 'v', l, nl));
+        if (w->qwen2) {
+            TL("attn_q.bias", w->L[l].bq, 1, d, GGML_TYPE_F32);
+            TL("attn_k.bias", w->L[l].bk, 1, dkv, GGML_TYPE_F32);
+            TL("attn_v.bias", w->L[l].bv, 1, dkv, GGML_TYPE_F32);
+        }
         TL("attn_output.weight", w->L[l].o, d, d, type);
         TL("ffn_gate.weight", w->L[l].g, w->ff, d, type);
         TL("ffn_up.weight", w->L[l].u, w->ff, d, type);
-        TL("ffn_down.weight", w->L[l].dn, d, w->ff, type);
+        TL("ffn_down.weight", w->L[l].dn, d, w->ff, tw_type_of(ty, 'd', l, nl));
 #undef TL
     }
 #undef TT
     gguf_w_finish(&g, out);
     gguf_w_free(&g);
+}
+
+static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, struct sbuf *out,
+                                             const char *skip)
+{
+    struct tw_types ty = {type, type, false};
+    tw_write_mixed(w, &ty, NULL, out, skip);
 }
 
 /* y[r] = sum_c W[r][c] x[c] */
@@ -250,15 +321,25 @@ static __attribute__((unused)) void ref_forward(const struct tw *w, const int *t
             ref_mv(w->L[l].q, h, d, d, Q + (size_t)t * d);
             ref_mv(w->L[l].k, h, dkv, d, K + (size_t)t * dkv);
             ref_mv(w->L[l].v, h, dkv, d, V + (size_t)t * dkv);
-            /* rotary: pairs (2i, 2i+1) of each head, angle pos * base^(-2i/hd) */
+            if (w->qwen2)
+                for (int i = 0; i < d; i++) {
+                    Q[(size_t)t * d + i] += w->L[l].bq[i];
+                    if (i < dkv) {
+                        K[(size_t)t * dkv + i] += w->L[l].bk[i];
+                        V[(size_t)t * dkv + i] += w->L[l].bv[i];
+                    }
+                }
+            /* rotary: pairs (2i, 2i+1) of each head (qwen2: (i, i + hd/2)),
+             * angle pos * base^(-2i/hd) */
             for (int hh = 0; hh < nh + nkv; hh++) {
                 double *p =
                     hh < nh ? Q + (size_t)t * d + hh * hd : K + (size_t)t * dkv + (hh - nh) * hd;
                 for (int i = 0; i < hd / 2; i++) {
                     double th = t * pow(w->base, -2.0 * i / hd);
-                    double a = p[2 * i], b = p[2 * i + 1];
-                    p[2 * i] = a * cos(th) - b * sin(th);
-                    p[2 * i + 1] = a * sin(th) + b * cos(th);
+                    int ia = w->qwen2 ? i : 2 * i, ib = w->qwen2 ? i + hd / 2 : 2 * i + 1;
+                    double a = p[ia], b = p[ib];
+                    p[ia] = a * cos(th) - b * sin(th);
+                    p[ib] = a * sin(th) + b * cos(th);
                 }
             }
         }

@@ -189,7 +189,13 @@ static void test_specific_corruptions(void **st)
     TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 5, 5), "dimension count");
     TRY(ti = memmem(m, n, "t.f32", 5); put_u64(ti + 9, 0), "bad dimension");
     TRY(ti = memmem(m, n, "t.f32", 5); put_u64(ti + 17, 1000000), "past the end");
-    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 2 /* Q4_0 */), "unsupported type");
+    /* unsupported types are named, with the tensor; ne0 = 32 is no whole Q4_K block */
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 10), "tensor 't.f32' has type Q2_K (10)");
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 11), "type Q3_K (11), which");
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 16), "type IQ2_XXS (16)");
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 23), "supported: F32, F16, BF16");
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 999), "type unknown (999)");
+    TRY(ti = memmem(m, n, "t.f32", 5); put_u32(ti + 25, 12), "not a multiple of the Q4_K block");
     TRY(ti = memmem(m, n, "t.f32", 5); put_u64(ti + 29, 4), "not aligned");
     TRY(ti = memmem(m, n, "t.f32", 5); put_u64(ti + 29, (uint64_t)1 << 50), "past the end");
     TRY(ti = memmem(m, n, "t.q8", 4); put_u64(ti + 8, 48), "row length"); /* Q8_0 needs %32 */
