@@ -11,7 +11,8 @@
  *              and counts requests and distinct client connections (by peer port).
  *   lb_raw     a TCP listener that, on every connection, waits for the end of a request head
  *              ("\r\n\r\n"), writes one canned answer and then closes (or keeps) the socket: for
- *              answers no real server would send (a head too large, a body cut short).
+ *              answers no real server would send (a head too large, a body cut short) and
+ *              for a server that never answers (empty answer, kept open).
  *   lb_refused_port()  a loopback port with nothing listening (connections are refused).
  *   lb_run()   runs the loop until a test callback calls lb_done() or a generous safety
  *              deadline passes (returns -1 then: the test fails rather than hanging).
@@ -190,8 +191,11 @@ static LB_UNUSED void lb_http_stop(struct lb_http *s)
 
 /* ---- lb_raw: one canned answer per connection ---- */
 
+struct lb_raw_conn;
+
 struct lb_raw {
     struct evconnlistener *lis;
+    struct lb_raw_conn *conns; /* open connections, closed by lb_raw_stop */
     int port;
     const char *answer; /* bytes written once the request head is complete */
     size_t answer_len;
@@ -201,11 +205,18 @@ struct lb_raw {
 
 struct lb_raw_conn {
     struct lb_raw *srv;
+    struct bufferevent *bev;
+    struct lb_raw_conn *prev, *next;
     bool answered;
 };
 
 static LB_UNUSED void lb_raw_conn_free(struct bufferevent *bev, struct lb_raw_conn *c)
 {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
     bufferevent_free(bev);
     free(c);
 }
@@ -246,6 +257,10 @@ static LB_UNUSED void lb_raw_accept_cb(struct evconnlistener *lis, evutil_socket
         bufferevent_socket_new(evconnlistener_get_base(lis), fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c || !bev) abort();
     c->srv = s;
+    c->bev = bev;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
     bufferevent_setcb(bev, lb_raw_read_cb, lb_raw_write_cb, lb_raw_event_cb, c);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
@@ -269,11 +284,13 @@ static LB_UNUSED int lb_raw_start(struct lb_raw *s, struct event_base *base, con
     return 0;
 }
 
-/* Stops accepting; connections still open are closed with the base. */
+/* Stops accepting and closes the connections still open. */
 static LB_UNUSED void lb_raw_stop(struct lb_raw *s)
 {
     if (s->lis) evconnlistener_free(s->lis);
     s->lis = NULL;
+    while (s->conns)
+        lb_raw_conn_free(s->conns->bev, s->conns);
 }
 
 /* A loopback port nothing listens on: bound, then closed without listen(). -1 on failure. */
