@@ -22,12 +22,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Writes up to 32 bytes of p[0..n) at off as a quoted, escaped string into out (>= 140 bytes). */
+/* Writes up to 72 bytes of p[0..n) at off as a quoted, escaped string into out (>= 200 bytes). */
 static inline const char *assert_ext_quote(const void *p, size_t n, size_t off, char *out,
                                            size_t outn)
 {
     const unsigned char *s = p;
-    size_t o = 0, end = off + 32 < n ? off + 32 : n;
+    size_t o = 0, end = off + 72 < n ? off + 72 : n;
     o += (size_t)snprintf(out + o, outn - o, "%s\"", off ? "..." : "");
     for (size_t i = off; i < end && o + 8 < outn; i++) {
         if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\')
@@ -89,7 +89,7 @@ static inline const char *assert_ext_quote(const void *p, size_t n, size_t off, 
                                  ? strcmp(assert_ext_a_, assert_ext_b_) == 0                       \
                                  : assert_ext_a_ == assert_ext_b_;                                 \
         if (assert_ext_eq_ != (want_eq)) {                                                         \
-            char assert_ext_qa_[160], assert_ext_qb_[160];                                         \
+            char assert_ext_qa_[200], assert_ext_qb_[200];                                         \
             print_error("assertion failed: %s %s %s (%s %s %s)\n", #a,                             \
                         (want_eq) ? "==" : "!=", #b,                                               \
                         assert_ext_a_ ? assert_ext_quote(assert_ext_a_, strlen(assert_ext_a_), 0,  \
@@ -110,7 +110,7 @@ static inline const char *assert_ext_quote(const void *p, size_t n, size_t off, 
     do {                                                                                           \
         const char *assert_ext_h_ = (hay), *assert_ext_n_ = (needle);                              \
         if (!assert_ext_h_ || !strstr(assert_ext_h_, assert_ext_n_)) {                             \
-            char assert_ext_qh_[160];                                                              \
+            char assert_ext_qh_[200];                                                              \
             print_error("assertion failed: %s contains \"%s\" (it is %s)\n", #hay, assert_ext_n_,  \
                         assert_ext_h_ ? assert_ext_quote(assert_ext_h_, strlen(assert_ext_h_), 0,  \
                                                          assert_ext_qh_, sizeof assert_ext_qh_)    \
@@ -128,7 +128,7 @@ static inline const char *assert_ext_quote(const void *p, size_t n, size_t off, 
                assert_ext_a_[assert_ext_i_] == assert_ext_b_[assert_ext_i_])                       \
             assert_ext_i_++;                                                                       \
         if (assert_ext_i_ < assert_ext_n_) {                                                       \
-            char assert_ext_qa_[160], assert_ext_qb_[160];                                         \
+            char assert_ext_qa_[200], assert_ext_qb_[200];                                         \
             size_t assert_ext_o_ = assert_ext_i_ > 8 ? assert_ext_i_ - 8 : 0;                      \
             print_error("assertion failed: %s == %s over %zu bytes; first difference at byte "     \
                         "%zu:\n  %s\n  %s\n",                                                      \
