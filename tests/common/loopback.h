@@ -16,6 +16,8 @@
  *   lb_refused_port()  a loopback port with nothing listening (connections are refused).
  *   lb_run()   runs the loop until a test callback calls lb_done() or a generous safety
  *              deadline passes (returns -1 then: the test fails rather than hanging).
+ *   lb_spin()  a few non-blocking loop turns (deferred frees before event_base_free).
+ *   lb_init()  once in main(): SIGPIPE ignored, as in the programs.
  *
  * Header-only (the Makefile links one .c per unit test): every function is static and marked
  * unused so a test may use any subset. */
@@ -23,6 +25,7 @@
 #define SGPU_TESTS_LOOPBACK_H
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -74,6 +77,21 @@ static LB_UNUSED int lb_run(struct event_base *base)
 static LB_UNUSED void lb_done(struct event_base *base)
 {
     event_base_loopbreak(base);
+}
+
+/* Call first in main(): a peer closing while we write must be an error return, not SIGPIPE
+ * (the programs do the same). */
+static LB_UNUSED void lb_init(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* A few non-blocking loop turns: lets deferred work run (frees scheduled with
+ * event_base_once by the code under test, callbacks that must NOT arrive). */
+static LB_UNUSED void lb_spin(struct event_base *base)
+{
+    for (int i = 0; i < 20; i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 /* ---- lb_http: a real evhttp server ---- */

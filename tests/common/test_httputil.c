@@ -335,6 +335,7 @@ static void test_http_server_limits(void **state)
 
 int main(void)
 {
+    lb_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_url_parse),
         cmocka_unit_test(test_http_reason),
