@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assert_ext.h"
 #include "connguard.h"
 
 #define MAXB 4096
@@ -105,7 +106,7 @@ static void test_hostile_framing_rejected(void **state)
         char *out = run(bad[i], &r);
         assert_int_equal(r.rejected, 1);
         size_t n = strlen(out);
-        assert_true(n >= 3);
+        ASSERT_GE_INT(n, 3);
         assert_string_equal(out + n - 3, "x\r\n"); /* evhttp answers 400 */
         assert_null(strstr(out, "Transfer-Encoding"));
         free(out);

@@ -12,6 +12,7 @@
 
 #include <openssl/evp.h>
 
+#include "assert_ext.h"
 #include "pyjson.h"
 
 static const struct pyj_dump_opts IND4 = {4, false};
@@ -39,7 +40,7 @@ static void rejects(const char *in, size_t len)
     if (pyj_parse(in, len, &v, err, sizeof err) == 0)
         fail_msg("accepted invalid input [%.*s]", (int)len, in);
     assert_null(v);
-    assert_true(err[0] != '\0');
+    ASSERT_NE_INT(err[0], '\0');
 }
 #define REJECT(s) rejects(s, sizeof(s) - 1)
 
@@ -179,17 +180,17 @@ static void test_ints(void **state)
     int64_t x;
     assert_int_equal(pyj_parse("9223372036854775807", 19, &v, NULL, 0), 0);
     assert_true(pyj_int64(v, &x));
-    assert_true(x == INT64_MAX);
+    ASSERT_EQ_INT(x, INT64_MAX);
     pyj_free(v);
     assert_int_equal(pyj_parse("-9223372036854775808", 20, &v, NULL, 0), 0);
     assert_true(pyj_int64(v, &x));
-    assert_true(x == INT64_MIN);
+    ASSERT_EQ_INT(x, INT64_MIN);
     pyj_free(v);
     assert_int_equal(pyj_parse("9223372036854775808", 19, &v, NULL, 0), 0);
     assert_false(pyj_int64(v, &x));
     double d;
     assert_true(pyj_number(v, &d));
-    assert_true(d == 9223372036854775808.0);
+    ASSERT_EQ_DBL(d, 9223372036854775808.0, 0);
     pyj_free(v);
     /* 4300 digits is Python 3.11's default limit; 4301 is rejected. */
     char big[4302];
@@ -423,7 +424,7 @@ static void test_build_clone(void **state)
     double d;
     assert_false(pyj_number(z, &d));
     assert_true(pyj_number(pyj_get(o, "a"), &d));
-    assert_true(d == 0.5);
+    ASSERT_EQ_DBL(d, 0.5, 0);
     sbuf_free(&b);
     sbuf_free(&b2);
     pyj_free(o);

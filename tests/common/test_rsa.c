@@ -18,6 +18,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "assert_ext.h"
 #include "rsa.h"
 
 static const char G1_MSG[] = "{\n    \"cost\": 256.0,\n    \"endpoint\": \"my-endpoint\",\n"
@@ -122,9 +123,9 @@ static size_t raw_sign(struct fx *f, const char *path, const uint8_t *t, size_t 
     fclose(fp);
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
     size_t sl = 512;
-    assert_true(EVP_PKEY_sign_init(c) > 0);
-    assert_true(EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) > 0);
-    assert_true(EVP_PKEY_sign(c, sig, &sl, t, tn) > 0);
+    ASSERT_GT_INT(EVP_PKEY_sign_init(c), 0);
+    ASSERT_GT_INT(EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING), 0);
+    ASSERT_GT_INT(EVP_PKEY_sign(c, sig, &sl, t, tn), 0);
     EVP_PKEY_CTX_free(c);
     EVP_PKEY_free(pk);
     (void)f;
@@ -136,7 +137,7 @@ static void test_digestinfo_variants(void **state)
     struct fx *f = *state;
     char path[] = "/tmp/sgpu-test-rsa-XXXXXX";
     int fd = mkstemp(path);
-    assert_true(fd >= 0);
+    ASSERT_GE_INT(fd, 0);
     close(fd);
     assert_int_equal(rsa_privkey_save_file(f->priv, path), 0);
     uint8_t h[32];

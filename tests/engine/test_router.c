@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/assert_ext.h"
 #include "engine/engine.h"
 #include "httputil.h"
 #include "rsa.h"
@@ -106,7 +107,7 @@ static void test_least_queue_time(void **st)
     r = route(100, 0, &status);
     assert_string_equal(url_of(r), a->url);
     json_object_put(r);
-    assert_true(c->grants_total == 0);
+    ASSERT_EQ_INT(c->grants_total, 0);
     /* draining and not-ready workers are never chosen */
     a->draining = true;
     b->state = WS_MODEL_LOADING;
@@ -144,7 +145,7 @@ static void test_global_queue(void **st)
     struct json_object *r2 = route(10, 0, &status);
     assert_null(url_of(r2));
     int64_t idx2 = int_of(r2, "request_idx");
-    assert_true(idx2 > idx1);
+    ASSERT_GT_INT(idx2, idx1);
     json_object_put(r2);
     /* ... and the waiting one is served when it polls */
     r1 = route(10, idx1, &status);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/assert_ext.h"
 #include "engine/engine.h"
 
 static struct scaler_in base_in(void)
@@ -34,7 +35,8 @@ static void test_active_target(void **st)
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
     assert_int_equal(out.i, 0);
-    assert_true(out.active_cap > 333.3 && out.active_cap < 333.4);
+    ASSERT_GT_DBL(out.active_cap, 333.3);
+    ASSERT_LT_DBL(out.active_cap, 333.4);
     /* min_load floors the load */
     in.load = 10;
     in.p.min_load = 450;
@@ -131,11 +133,11 @@ static void test_median(void **st)
 {
     (void)st;
     double v[] = {0, 300, 100, 200, -1};
-    assert_true(scaler_median(v, 5) == 200);
+    ASSERT_EQ_DBL(scaler_median(v, 5), 200, 0);
     double w[] = {100, 300};
-    assert_true(scaler_median(w, 2) == 200);
+    ASSERT_EQ_DBL(scaler_median(w, 2), 200, 0);
     double z[] = {0, 0};
-    assert_true(scaler_median(z, 2) == 0);
+    ASSERT_EQ_DBL(scaler_median(z, 2), 0, 0);
 }
 
 static void test_idmap(void **st)
@@ -195,7 +197,7 @@ static void test_params(void **st)
                                                "\"sig_scheme\": \"fields-v1\", \"extra\": 1}");
     assert_int_equal(config_params_apply(&p, o, err, sizeof err), 0);
     assert_int_equal(p.min_workers, 2);
-    assert_true(p.target_util == 0.5);
+    ASSERT_EQ_DBL(p.target_util, 0.5, 0);
     assert_int_equal(p.sig_scheme, SIG_FIELDS_V1);
     json_object_put(o);
     const char *bad[] = {"{\"target_util\": 0}",  "{\"target_util\": 1.5}",

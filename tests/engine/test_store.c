@@ -13,6 +13,7 @@
 
 #include <sqlite3.h>
 
+#include "../common/assert_ext.h"
 #include "engine/engine.h"
 
 static char dir[256];
@@ -102,7 +103,7 @@ static void test_roundtrip(void **st)
     struct endpoint *l = state_endpoint_by_name(e, "llm");
     assert_non_null(l);
     assert_int_equal(l->id, 7);
-    assert_true(l->p.min_load == 12.5);
+    ASSERT_EQ_DBL(l->p.min_load, 12.5, 0);
     assert_int_equal(l->p.sig_scheme, SIG_FIELDS_V2);
     assert_string_equal(l->api_key, "k123");
     struct workergroup *lg = state_wg_by_id(e, 3);
@@ -112,8 +113,8 @@ static void test_roundtrip(void **st)
     assert_non_null(lw);
     assert_int_equal(lw->state, WS_STOPPED);
     assert_int_equal(lw->intent, WI_PARK);
-    assert_true(lw->max_perf == 250);
-    assert_true(lw->reqnum > 40); /* resumes above the stored value */
+    ASSERT_EQ_DBL(lw->max_perf, 250, 0);
+    ASSERT_GT_INT(lw->reqnum, 40); /* resumes above the stored value */
     assert_string_equal(lw->url, "http://127.0.0.1:9/\"x\"");
     assert_int_equal(l->nws, 1);
     char v[32];
@@ -133,7 +134,7 @@ static void test_roundtrip(void **st)
     assert_int_equal(store_flush(s), 0);
     assert_int_equal(store_events_json(s, -1, NULL, 1000, &out), 0);
     arr = json_tokener_parse(out.data);
-    assert_true(json_object_array_length(arr) <= 11);
+    ASSERT_LE_INT(json_object_array_length(arr), 11);
     json_object_put(arr);
     sbuf_free(&out);
     assert_int_equal(store_worker_delete(s, 11), 0);

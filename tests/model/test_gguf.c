@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "../common/assert_ext.h"
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "model/tiny.h"
@@ -84,7 +85,7 @@ static void test_roundtrip(void **st)
     assert_int_equal(gguf_get_u32(f, "k.u32", &u), 0);
     assert_int_equal(u, 7);
     assert_int_equal(gguf_get_f32(f, "k.f32", &x), 0);
-    assert_true(x == 0.5f);
+    ASSERT_EQ_DBL(x, 0.5, 0);
     assert_int_equal(gguf_get_bool(f, "k.bool", &b), 0);
     assert_true(b);
     assert_int_equal(gguf_get_str(f, "general.architecture", &s), 0);
@@ -94,8 +95,9 @@ static void test_roundtrip(void **st)
     const struct gguf_kv *kv = gguf_find(f, "k.strs");
     struct gguf_str ss[3];
     gguf_arr_strings(kv, ss);
-    assert_true(gguf_str_eq(ss[1], "bb") && gguf_str_eq(ss[2], ""));
-    assert_true(gguf_arr_num(gguf_find(f, "k.ints"), 0) == -1.0);
+    assert_true(gguf_str_eq(ss[1], "bb"));
+    assert_true(gguf_str_eq(ss[2], ""));
+    ASSERT_EQ_DBL(gguf_arr_num(gguf_find(f, "k.ints"), 0), -1.0, 0);
     const struct gguf_tensor *t = gguf_tensor(f, "t.f32");
     assert_non_null(t);
     assert_int_equal(t->ne[0], 32);
@@ -107,7 +109,7 @@ static void test_roundtrip(void **st)
     float back[64];
     qk_dequant_row(GGML_TYPE_Q8_0, t->data, back, 64);
     for (int i = 0; i < 64; i++)
-        assert_true(fabsf(back[i] - (float)i) <= 0.5f * 63.0f / 127.0f + 0.05f);
+        ASSERT_EQ_DBL(back[i], (float)i, 0.5f * 63.0f / 127.0f + 0.05f);
     gguf_close(f);
 }
 
@@ -120,7 +122,7 @@ static void test_every_truncation(void **st)
     for (size_t k = 0; k < n; k++) {
         err[0] = 0;
         assert_int_equal(open_copy(d, k, err, sizeof err), -1);
-        assert_true(err[0] != 0);
+        ASSERT_NE_INT(err[0], 0);
     }
     assert_int_equal(open_copy(d, n, err, sizeof err), 0);
     free(d);
@@ -148,7 +150,7 @@ static void test_fuzzed_headers(void **st)
         rejected += open_copy(m, n, err, sizeof err) != 0;
     }
     print_message("fuzz: %d of 20000 mutated headers rejected, none crashed\n", rejected);
-    assert_true(rejected > 1000);
+    ASSERT_GT_INT(rejected, 1000);
     free(m);
     free(d);
 }

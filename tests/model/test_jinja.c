@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "../common/assert_ext.h"
 #include "model/chat.h"
 #include "model/jinja.h"
 #include "model/tiny.h"
@@ -393,7 +394,7 @@ static void test_chat(void **state)
     struct ids ids = {0}, plain = {0};
     chat_tokenize(ct, out.data, out.len, &ids);
     /* <s> and </s> are the control tokens; the text between is encoded as text */
-    assert_true(ids.n > 3);
+    ASSERT_GT_INT(ids.n, 3);
     assert_int_equal(ids.v[0], tok.bos);
     int n_bos = 0, n_eos = 0;
     for (size_t i = 0; i < ids.n; i++) {

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "../common/assert_ext.h"
 #include "model/batcher.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -74,8 +75,8 @@ static void check_type(uint32_t type, bool tied, double tol_exact, double tol_vs
     print_message(
         "type %s tied %d: rel err vs stored-weight reference %.3g, vs F32 reference %.3g\n",
         ggml_type_name(type), tied, eq, e32);
-    assert_true(eq < tol_exact);
-    assert_true(e32 < tol_vs_f32);
+    ASSERT_LT_DBL(eq, tol_exact);
+    ASSERT_LT_DBL(e32, tol_vs_f32);
     free(lg);
     free(ref32);
     free(refq);
@@ -145,12 +146,12 @@ static void test_q8q8_kernel_exact(void **st)
                     want += (double)qk_f16_to_f32(dh) * xd[t * N / 32 + b] * (double)s;
                     mag += fabs((double)qk_f16_to_f32(dh) * xd[t * N / 32 + b]) * 32 * 127 * 127;
                 }
-                assert_true(fabs(y[t * R + r] - want) <= 1e-6 * mag + 1e-6);
+                ASSERT_EQ_DBL(y[t * R + r], want, 1e-6 * mag + 1e-6);
                 /* and the quantisation itself is close to the float product */
                 double f = 0;
                 for (int k = 0; k < N; k++)
                     f += (double)w[r * N + k] * x[t * N + k];
-                assert_true(fabs(want - f) < 0.05 * sqrt((double)N) * 4);
+                ASSERT_LT_DBL(fabs(want - f), 0.05 * sqrt((double)N) * 4);
             }
     }
     qk_force_portable(0);
@@ -184,7 +185,7 @@ static void test_reference_detects_bugs(void **st)
     w.L[1].k[5] += 0.05f;
     struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
     float *lg = run_all(m, TOKS, NT, 1);
-    assert_true(rel_err(lg, ref, (size_t)NT * w.nv) > 1e-4);
+    ASSERT_GT_DBL(rel_err(lg, ref, (size_t)NT * w.nv), 1e-4);
     free(lg);
     free(ref);
     llama_free(m);
@@ -205,7 +206,7 @@ static void test_portable_matches_simd(void **st)
         double md = 0;
         for (int i = 0; i < NT * w.nv; i++)
             md = fmax(md, fabs((double)a[i] - b[i]));
-        assert_true(md < 1e-4);
+        ASSERT_LT_DBL(md, 1e-4);
         free(a);
         free(b);
         llama_free(m);
@@ -239,7 +240,7 @@ static void test_cached_equals_uncached(void **st)
             md = fmax(md, fabs((double)step[i] - full[(size_t)t * nv + i]));
     }
     print_message("cached vs uncached max abs diff %.3g\n", md);
-    assert_true(md < 1e-5);
+    ASSERT_LT_DBL(md, 1e-5);
     /* overflowing the cache is refused without side effects */
     struct llama_seq_in o = {&kv, TOKS, 1, false, true, step};
     assert_int_equal(llama_forward(c, &o, 1), -1);
@@ -447,13 +448,13 @@ static void test_batcher_greedy_and_cancel(void **st)
     }
     lockstep = 0;
     for (int i = 0; i < NR; i++) {
-        assert_true(fin[i] == FIN_LENGTH || fin[i] == FIN_EOS);
+        if (fin[i] != FIN_LENGTH) ASSERT_EQ_INT(fin[i], FIN_EOS);
         for (int k = 0; k < ng[i]; k++)
             assert_int_equal(got[i][k], want[i][k]);
         if (fin[i] == FIN_LENGTH) assert_int_equal(ng[i], K);
     }
     assert_int_equal(fin[NR], FIN_CANCEL);
-    assert_true(ng[NR] < 60);
+    ASSERT_LT_INT(ng[NR], 60);
     struct batcher_stats bs;
     batcher_get_stats(b, &bs);
     assert_int_equal(bs.active, 0);
@@ -501,7 +502,7 @@ static void test_sampler(void **st)
     double z = 0;
     for (int i = 0; i < N; i++)
         z += exp(base[i] - base[am]);
-    assert_true(fabs(lp - (-log(z))) < 1e-4);
+    ASSERT_LT_DBL(fabs(lp - (-log(z))), 1e-4);
     sampler_free(&s);
     /* top_k = 1 sampling is greedy */
     struct sampler_params k1 = {true, 0.7f, 1, 1, 1, 99};
@@ -530,8 +531,8 @@ static void test_sampler(void **st)
         diff += x != zz;
         seen_non_argmax += x != am;
     }
-    assert_true(diff > 0);
-    assert_true(seen_non_argmax > 0);
+    ASSERT_GT_INT(diff, 0);
+    ASSERT_GT_INT(seen_non_argmax, 0);
     sampler_free(&a);
     sampler_free(&b);
     sampler_free(&c);
@@ -568,17 +569,17 @@ static void test_sampler(void **st)
             int x = sampler_next(&sk, tmp, NULL, 0, NULL), pos = -1;
             for (int i = 0; i < 7; i++)
                 if (order[i] == x) pos = i;
-            assert_true(pos >= 0);
+            ASSERT_GE_INT(pos, 0);
             hit_k[pos]++;
             memcpy(tmp, lv, V * sizeof(float));
             x = sampler_next(&sp2, tmp, NULL, 0, NULL);
             pos = -1;
             for (int i = 0; i < np; i++)
                 if (order[i] == x) pos = i;
-            assert_true(pos >= 0);
+            ASSERT_GE_INT(pos, 0);
         }
         for (int i = 0; i < 7; i++)
-            assert_true(hit_k[i] > 0);
+            ASSERT_GT_INT(hit_k[i], 0);
         sampler_free(&sk);
         sampler_free(&sp2);
         free(lv);
@@ -594,8 +595,8 @@ static void test_sampler(void **st)
     l4[5] = 3.0f;
     int ctx[] = {3, 4, 3};
     assert_int_equal(sampler_next(&s, l4, ctx, 3, NULL), 5);
-    assert_true(fabsf(l4[3] - 2.0f) < 1e-6f);
-    assert_true(fabsf(l4[4] + 2.0f) < 1e-6f);
+    ASSERT_LT_DBL(fabsf(l4[3] - 2.0f), 1e-6f);
+    ASSERT_LT_DBL(fabsf(l4[4] + 2.0f), 1e-6f);
     sampler_free(&s);
 }
 

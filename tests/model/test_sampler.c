@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "../common/assert_ext.h"
 #include "model/sampler.h"
 
 static double logz_of(const float *l, int n)
@@ -31,8 +32,9 @@ static void test_top_and_logprob(void **st)
     assert_int_equal(ids[1], 2);
     assert_int_equal(ids[2], 4);
     double lz = logz_of(l, 5);
-    assert_true(fabs(lp[0] - (3 - lz)) < 1e-6 && fabs(lp[2] - (2 - lz)) < 1e-6);
-    assert_true(fabs(sampler_logprob(l, 5, 3) - (0 - lz)) < 1e-6);
+    ASSERT_LT_DBL(fabs(lp[0] - (3 - lz)), 1e-6);
+    ASSERT_LT_DBL(fabs(lp[2] - (2 - lz)), 1e-6);
+    ASSERT_LT_DBL(fabs(sampler_logprob(l, 5, 3) - (0 - lz)), 1e-6);
     assert_int_equal(sampler_top(l, 5, 9, ids, lp), 5); /* k capped at n */
     assert_int_equal(ids[4], 3);
 }
@@ -89,10 +91,11 @@ static void test_typical(void **st)
         }
         if (!which) {
             assert_int_equal(seen[0] + seen[3], 0);
-            assert_true(seen[1] > 100 && seen[2] > 100);
+            ASSERT_GT_INT(seen[1], 100);
+            ASSERT_GT_INT(seen[2], 100);
         } else {
             for (int i = 0; i < 4; i++)
-                assert_true(seen[i] > 10);
+                ASSERT_GT_INT(seen[i], 10);
         }
     }
 }

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "../common/assert_ext.h"
 #include "model/gguf.h"
 #include "model/tiny.h"
 #include "model/tokenizer.h"
@@ -222,12 +223,16 @@ static void test_pretokenizers(void **st)
     enum tok_pre pre;
     bool im, bos = false;
     assert_int_equal(tok_pre_from_name("llama-bpe", 9, &pre, &im, &bos), 0);
-    assert_true(pre == TOK_PRE_LLAMA3 && im && bos);
+    ASSERT_EQ_INT(pre, TOK_PRE_LLAMA3);
+    assert_true(im);
+    assert_true(bos);
     bos = false;
     assert_int_equal(tok_pre_from_name("qwen2", 5, &pre, &im, &bos), 0);
-    assert_true(pre == TOK_PRE_QWEN2 && !im && !bos);
+    ASSERT_EQ_INT(pre, TOK_PRE_QWEN2);
+    assert_false(im);
+    assert_false(bos);
     assert_int_equal(tok_pre_from_name("", 0, &pre, &im, &bos), 0);
-    assert_true(pre == TOK_PRE_DEFAULT);
+    ASSERT_EQ_INT(pre, TOK_PRE_DEFAULT);
     assert_int_equal(tok_pre_from_name("tekken-x", 8, &pre, &im, &bos), -1);
 }
 
@@ -272,10 +277,11 @@ static void test_pretokenizers_cover(void **st)
         }
         for (int pre = TOK_PRE_DEFAULT; pre <= TOK_PRE_FALCON; pre++) {
             size_t np = tok_bpe_split((enum tok_pre)pre, buf, n, ends, 256);
-            assert_true(np >= 1 && np <= n);
+            ASSERT_GE_INT(np, 1);
+            ASSERT_LE_INT(np, n);
             size_t prev = 0;
             for (size_t i = 0; i < np; i++) {
-                assert_true(ends[i] > prev);
+                ASSERT_GT_INT(ends[i], prev);
                 prev = ends[i];
             }
             assert_int_equal(prev, n);
@@ -420,7 +426,7 @@ static void roundtrip(enum tok_kind kind)
         ids_free(&ids);
     }
     /* merges actually happen: fewer tokens than bytes */
-    assert_true(total_toks < total_chars);
+    ASSERT_LT_INT(total_toks, total_chars);
     tok_free(&t);
 }
 
