@@ -813,7 +813,9 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         lifecycle_event(e, ep, NULL, "workergroup_created", provider_kind_name(g->kind), NULL);
         commit(c);
         struct sbuf out = SBUF_INIT;
-        sbuf_printf(&out, "{\"success\": true, \"result\": %lld}", (long long)g->id);
+        /* Vast's SDK (create_workergroup) reads "id"; sgpu's own clients read "result" */
+        sbuf_printf(&out, "{\"success\": true, \"result\": %lld, \"id\": %lld}", (long long)g->id,
+                    (long long)g->id);
         reply(c, 200, &out);
         sbuf_free(&out);
         return;
@@ -860,6 +862,83 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         return;
     }
     reply_err(c, 405, "method_not_allowed", "method not allowed on %s", c->path);
+}
+
+/* POST /get_autogroup_logs/ {"id": WORKERGROUP, "tail"}: the logs of the workergroup's endpoint
+ * (Vast's CLI `get wrkgrp-logs`), in the /get_endpoint_logs/ shape. */
+static void h_get_autogroup_logs(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST | EVHTTP_REQ_GET)) return;
+    int64_t id = 0, tail = -1;
+    int r = get_int(c, "id", 1, INT64_MAX / 2, &id);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "id is required");
+        return;
+    }
+    if (field(c, "tail") && get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
+    struct workergroup *g = state_wg_by_id(c->e, id);
+    struct endpoint *ep = g ? state_endpoint_by_id(c->e, g->endpoint_id) : NULL;
+    if (!auth_endpoint(c, ep)) return;
+    if (!g || !ep) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    store_flush(c->e->store);
+    struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
+    store_events_text(c->e->store, ep->id, &d, &s);
+    sbuf_putc(&out, '{');
+    tail_into(&out, "info0", &d, tail, false);
+    tail_into(&out, "info1", &s, tail, true);
+    tail_into(&out, "trace", &empty, tail, true);
+    tail_into(&out, "debug", &empty, tail, true);
+    sbuf_putc(&out, '}');
+    reply(c, 200, &out);
+    sbuf_free(&d);
+    sbuf_free(&s);
+    sbuf_free(&out);
+}
+
+/* POST /update_workers/ {"workergroup_id", "cancel_update"?} (Vast's SDK update_workers): replace
+ * the workergroup's workers, rolling — each drains and is destroyed, the scaler creates new ones
+ * from the current configuration.  cancel_update is accepted; a replacement already started
+ * cannot be taken back, so it answers what happened. */
+static void h_update_workers(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST)) return;
+    if (!auth_admin(c)) return;
+    int64_t id = 0;
+    int r = get_int(c, "workergroup_id", 1, INT64_MAX / 2, &id);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "workergroup_id is required");
+        return;
+    }
+    struct workergroup *g = state_wg_by_id(c->e, id);
+    if (!g || g->deleting) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    struct json_object *cv = field(c, "cancel_update");
+    bool cancel = cv && json_object_get_boolean(cv);
+    size_t n = 0;
+    if (!cancel) {
+        for (struct worker *w = c->e->workers; w; w = w->next)
+            if (w->wg_id == g->id && !w->retired) n++;
+        lifecycle_retire_wg(c->e, g);
+        lifecycle_event(c->e, state_endpoint_by_id(c->e, g->endpoint_id), NULL, "workers_updating",
+                        "api", NULL);
+        commit(c);
+    }
+    struct sbuf out = SBUF_INIT;
+    sbuf_printf(&out,
+                "{\"success\": true, \"workergroup_id\": %lld, \"workers_replaced\": %zu, "
+                "\"msg\": \"%s\"}",
+                (long long)g->id, n,
+                cancel ? "nothing to cancel: replacements already started continue"
+                       : "workers drain and are replaced");
+    reply(c, 200, &out);
+    sbuf_free(&out);
 }
 
 static void h_workers(struct ctx *c)
@@ -968,6 +1047,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         h_get_autogroup_workers(&c);
     } else if (path_is(p, "/get_endpoint_logs/")) {
         h_get_endpoint_logs(&c);
+    } else if (path_is(p, "/get_autogroup_logs/")) {
+        h_get_autogroup_logs(&c);
+    } else if (path_is(p, "/update_workers/")) {
+        h_update_workers(&c);
     } else if (strncmp(p, "/api/v0/endptjobs", 17) == 0) {
         h_endpoints(&c);
     } else if (strncmp(p, "/api/v0/workergroups", 20) == 0) {

@@ -76,7 +76,8 @@ static int get_num(struct json_object *o, const char *key, double lo, double hi,
                    double *dst, char *err, size_t errlen)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(o, key, &v)) return 0;
+    /* null = unset: Vast's CLI sends every option, unset ones as null */
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
     double d;
     if (num_of(v, &d) != 0) {
         snprintf(err, errlen, "%s must be a finite number", key);
@@ -94,7 +95,7 @@ static int get_int(struct json_object *o, const char *key, int lo, int hi, int *
                    size_t errlen)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(o, key, &v)) return 0;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
     double d;
     if (num_of(v, &d) != 0 || d != floor(d)) {
         snprintf(err, errlen, "%s must be an integer", key);
@@ -124,7 +125,7 @@ int config_params_apply(struct ep_params *p, struct json_object *o, char *err, s
         get_num(o, "inactivity_timeout", -1e9, 1e9, false, &n.inactivity_timeout, err, errlen))
         return -1;
     struct json_object *v;
-    if (json_object_object_get_ex(o, "sig_scheme", &v)) {
+    if (json_object_object_get_ex(o, "sig_scheme", &v) && !json_object_is_type(v, json_type_null)) {
         if (!json_object_is_type(v, json_type_string) ||
             config_scheme_parse(json_object_get_string(v), &n.sig_scheme) != 0) {
             snprintf(err, errlen, "sig_scheme must be \"url\", \"fields-v2\" or \"fields-v1\"");

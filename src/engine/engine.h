@@ -127,6 +127,9 @@ struct grant {
     struct grant *prev, *next;
 };
 
+/* user_id of every endpoint row: sgpu has a single user (the admin key holder) */
+#define STATE_USER_ID 1
+
 struct endpoint {
     int64_t id;
     char name[EP_NAME_MAX + 1];
