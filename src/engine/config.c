@@ -190,7 +190,7 @@ static const char usage[] =
     "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
     "                   [--error-backoff-s S] [--error-breaker N] [--error-reset-s S]\n"
     "                   [--ready-timeout-s S] [--sign-threads N] [--route-hold-ms N]\n"
-    "                   [--route-hold-max N] [--shutdown-timeout-s S]\n"
+    "                   [--route-hold-max N] [--shutdown-timeout-s S] [--local-ports LO-HI]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
 static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
@@ -236,6 +236,29 @@ static int parse_listen(struct engine_opts *o, const char *s)
     double port;
     if (parse_double("--listen", colon + 1, 0, 65535, &port) || port != floor(port)) return -1;
     o->listen_port = (int)port;
+    return 0;
+}
+
+/* "LO-HI": the local provider's instance ports (each instance takes two). */
+static int parse_port_range(struct engine_opts *o, const char *s)
+{
+    char *end;
+    errno = 0;
+    long lo = strtol(s, &end, 10);
+    long hi = -1;
+    if (!errno && end != s && *end == '-') {
+        const char *h = end + 1;
+        hi = strtol(h, &end, 10);
+        if (errno || end == h || *end) hi = -1;
+    }
+    if (hi < 0 || lo < 1 || hi > 65535 || hi < lo + 1) {
+        fprintf(stderr,
+                "sgpu-engine: --local-ports: bad value '%s' (LO-HI, 1..65535, at least 2 ports)\n",
+                s);
+        return -1;
+    }
+    o->local_port_lo = (int)lo;
+    o->local_port_hi = (int)hi;
     return 0;
 }
 
@@ -294,6 +317,8 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
                 rc = -1;
             }
             o->error_breaker = (int)d;
+        } else if (strcmp(name, "--local-ports") == 0) {
+            rc = parse_port_range(o, val);
         } else if (strcmp(name, "--sign-threads") == 0) {
             rc = parse_double(name, val, 0, 64, &d);
             o->sign_threads = (int)d;

@@ -65,10 +65,11 @@ struct engine_opts {
     double error_reset_s;   /* a worker ready this long (since the last failure) resets the count */
     double ready_timeout_s; /* a worker not ready this long after its create failed; 0 = never */
     bool keep_workers;
-    int sign_threads;          /* 0 = sign on the loop thread */
-    int route_hold_ms;         /* long poll of a waiting /route/ call; 0 = answer at once */
-    int route_hold_max;        /* held calls at most (open connections); past it: at once */
-    double shutdown_timeout_s; /* SIGTERM: wait this long for local instances to stop */
+    int sign_threads;                 /* 0 = sign on the loop thread */
+    int route_hold_ms;                /* long poll of a waiting /route/ call; 0 = answer at once */
+    int route_hold_max;               /* held calls at most (open connections); past it: at once */
+    double shutdown_timeout_s;        /* SIGTERM: wait this long for local instances to stop */
+    int local_port_lo, local_port_hi; /* local instances' ports; 0 = kernel-chosen */
     char log_level[16];
 };
 
@@ -409,6 +410,9 @@ bool provider_can_park(const struct workergroup *g);
 /* Start an operation; completion comes through lifecycle_op_done (possibly before return).
  * Returns 0 if started, -1 if it could not be started (op failed immediately). */
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+/* Why the current provider operation could not start (logged and kept as the create's error
+ * by provider_op); returns -1 for `return provider_fail(...)`. */
+int provider_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* After restart: re-attach to an instance recorded in the store. */
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
 /* Engine exit: local instances are destroyed synchronously unless keep. */

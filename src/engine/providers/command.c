@@ -3,6 +3,7 @@
  * `/bin/sh -c CMD` with the documented SGPU_* / PyWorker variables; exit 0 = success; the first
  * line of create's stdout is the instance handle passed to later commands.  stderr goes to
  * <data-dir>/provider.log. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +96,7 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     const char *cmd = launch_str(g, op_keys[op]);
     if (!cmd) {
         log_warn("provider_command_missing", "worker=%lld op=%s", (long long)w->id, op_keys[op]);
-        return -1;
+        return provider_fail("launch.%s is not set", op_keys[op]);
     }
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     struct sbuf vars[16];
@@ -167,8 +168,9 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     free(envs);
     free(extra);
     if (pid < 0) {
+        int err = errno;
         free(c);
-        return -1;
+        return provider_fail("could not run launch.%s: %s", op_keys[op], strerror(err));
     }
     log_debug("provider_command", "worker=%lld op=%s pid=%d", (long long)w->id, op_keys[op], pid);
     return 0;

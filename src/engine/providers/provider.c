@@ -1,8 +1,10 @@
 /* Provider dispatch: which implementation runs a workergroup's instances. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "../engine.h"
+#include "log.h"
 
 int provider_parse_kind(const char *s, enum prov_kind *out)
 {
@@ -51,11 +53,31 @@ bool provider_can_park(const struct workergroup *g)
     return g->kind == PROV_LOCAL ? true : command_can_park(g);
 }
 
+/* the detail of the failing operation (one loop thread: one operation at a time) */
+static char op_err[300];
+
+int provider_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(op_err, sizeof op_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
     int64_t id = w->id;
+    op_err[0] = '\0';
     int rc = g->kind == PROV_LOCAL ? local_op(e, g, w, op) : command_op(e, g, w, op);
-    if (rc != 0) lifecycle_op_done(e, id, op, -1, "could not start the operation", NULL);
+    if (rc != 0) {
+        char msg[360];
+        snprintf(msg, sizeof msg, "could not start the operation: %s",
+                 op_err[0] ? op_err : "no detail");
+        log_warn("provider_op_failed", "worker=%lld op=%s msg=\"%s\"", (long long)id,
+                 lifecycle_op_name(op), op_err[0] ? op_err : "no detail");
+        lifecycle_op_done(e, id, op, -1, msg, NULL);
+    }
     return rc;
 }
 
