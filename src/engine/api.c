@@ -16,6 +16,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "b64.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -334,6 +335,35 @@ static void h_pubkey(struct ctx *c)
                c->e->pubkey_pem.len);
 }
 
+/* Token-less generation-1 workers (workergroup launch.tokenless_reports "url_secret", off by
+ * default; docs/engine.md): PyWorker G1 never sends "mtoken", but the REPORT_ADDR it was given
+ * carries the worker's token as URL user info, which its HTTP client sends as Basic
+ * authentication.  For a report without "mtoken" from a worker of such a workergroup, the
+ * password of that header stands in for the missing field; lifecycle_report then compares it
+ * as it compares any token.  Without the setting nothing is added (403 as before). */
+static void tokenless_report_token(struct ctx *c)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(c->body, "mtoken", &v)) return;
+    if (!json_object_object_get_ex(c->body, "id", &v) || !json_object_is_type(v, json_type_int))
+        return;
+    struct worker *w = state_worker_by_id(c->e, json_object_get_int64(v));
+    struct workergroup *g = w ? state_wg_by_id(c->e, w->wg_id) : NULL;
+    if (!g || !provider_tokenless(g)) return;
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+    if (!h || strncasecmp(h, "Basic ", 6) != 0) return;
+    h += 6;
+    size_t hl = strlen(h);
+    uint8_t cred[256];
+    size_t n = 0;
+    if (hl > 340 || b64_decode_lenient(h, hl, cred, sizeof cred - 1, &n) != 0) return;
+    const uint8_t *colon = memchr(cred, ':', n);
+    if (!colon) return;
+    size_t off = (size_t)(colon - cred) + 1;
+    json_object_object_add(c->body, "mtoken",
+                           json_object_new_string_len((const char *)cred + off, (int)(n - off)));
+}
+
 static void h_worker_status(struct ctx *c)
 {
     if (!method(c, EVHTTP_REQ_POST)) return;
@@ -342,6 +372,7 @@ static void h_worker_status(struct ctx *c)
         return;
     }
     char err[300] = "";
+    tokenless_report_token(c);
     int st = lifecycle_report(c->e, c->body, err, sizeof err);
     if (st == 200)
         reply_ok(c);

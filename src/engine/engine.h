@@ -410,6 +410,13 @@ bool provider_can_park(const struct workergroup *g);
 /* Start an operation; completion comes through lifecycle_op_done (possibly before return).
  * Returns 0 if started, -1 if it could not be started (op failed immediately). */
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+/* launch.tokenless_reports is "url_secret": the workergroup runs token-less generation-1
+ * workers (docs/engine.md, "Token-less generation-1 workers"). */
+bool provider_tokenless(const struct workergroup *g);
+/* The REPORT_ADDR an instance gets: the engine's public URL, with the worker's token as URL
+ * user info ("http://sgpu:TOKEN@host:port") when provider_tokenless(g). */
+void provider_report_addr(struct engine *e, const struct workergroup *g, const struct worker *w,
+                          struct sbuf *out);
 /* Why the current provider operation could not start (logged and kept as the create's error
  * by provider_op); returns -1 for `return provider_fail(...)`. */
 int provider_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

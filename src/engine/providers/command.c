@@ -113,8 +113,11 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     ADD("SGPU_ENDPOINT=%s", ep ? ep->name : "");
     ADD("SGPU_ENDPOINT_ID=%lld", (long long)w->endpoint_id);
     ADD("SGPU_WORKERGROUP_ID=%lld", (long long)g->id);
-    ADD("SGPU_REPORT_ADDR=%s", e->public_url);
-    ADD("REPORT_ADDR=%s", e->public_url);
+    struct sbuf raddr = SBUF_INIT;
+    provider_report_addr(e, g, w, &raddr);
+    ADD("SGPU_REPORT_ADDR=%s", raddr.data);
+    ADD("REPORT_ADDR=%s", raddr.data);
+    sbuf_free(&raddr);
     ADD("SGPU_PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("SGPU_MASTER_TOKEN=%s", w->mtoken);

@@ -290,7 +290,10 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     ADD("VAST_TCP_PORT_%d=%d", wport, wport);
     ADD("PUBLIC_IPADDR=127.0.0.1");
     ADD("CONTAINER_ID=%lld", (long long)w->id);
-    ADD("REPORT_ADDR=%s", e->public_url);
+    struct sbuf raddr = SBUF_INIT;
+    provider_report_addr(e, g, w, &raddr);
+    ADD("REPORT_ADDR=%s", raddr.data);
+    sbuf_free(&raddr);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("MASTER_TOKEN=%s", w->mtoken);
     ADD("WORKSPACE_DIR=%s", ws);

@@ -44,6 +44,14 @@ int provider_validate(enum prov_kind k, struct json_object *launch, char *err, s
         snprintf(err, errlen, "launch must be an object");
         return -1;
     }
+    struct json_object *tl;
+    if (json_object_object_get_ex(launch, "tokenless_reports", &tl) && tl &&
+        (!json_object_is_type(tl, json_type_string) ||
+         (strcmp(json_object_get_string(tl), "off") != 0 &&
+          strcmp(json_object_get_string(tl), "url_secret") != 0))) {
+        snprintf(err, errlen, "launch.tokenless_reports must be \"off\" or \"url_secret\"");
+        return -1;
+    }
     return k == PROV_LOCAL ? local_validate(launch, err, errlen)
                            : command_validate(launch, err, errlen);
 }
@@ -95,4 +103,26 @@ void provider_shutdown(struct engine *e, struct worker *w, bool keep)
 void provider_poll(struct engine *e, struct worker *w)
 {
     if (w->pid > 0) local_poll(e, w);
+}
+
+bool provider_tokenless(const struct workergroup *g)
+{
+    struct json_object *tl;
+    return g && g->launch && json_object_object_get_ex(g->launch, "tokenless_reports", &tl) &&
+           json_object_is_type(tl, json_type_string) &&
+           strcmp(json_object_get_string(tl), "url_secret") == 0;
+}
+
+void provider_report_addr(struct engine *e, const struct workergroup *g, const struct worker *w,
+                          struct sbuf *out)
+{
+    const char *u = e->public_url;
+    const char *rest = strstr(u, "://");
+    if (!provider_tokenless(g) || !rest || !w->mtoken[0]) {
+        sbuf_puts(out, u);
+        return;
+    }
+    /* the token is hex (state_random_hex), so it needs no URL escaping */
+    rest += 3;
+    sbuf_printf(out, "%.*ssgpu:%s@%s", (int)(rest - u), u, w->mtoken, rest);
 }
