@@ -141,5 +141,18 @@ class Generation3(WorkerTestCase, unittest.TestCase):
         self.assertIsInstance(busy[0]["json"]["cur_load"], float)
 
 
+class CredentialsInReportAddr(WorkerTestCase, unittest.TestCase):
+    def test_user_info_in_report_addr_is_ignored(self):
+        """An engine gives token-less G1 workers their token as REPORT_ADDR user info; sgpu-worker
+        in such a workergroup still reports to that host (with mtoken in the body)."""
+        self.start(dict(ENV), wait_ready=False)
+        self.worker.stop()
+        from worker_lib import Worker
+        addr = self.sink.url.replace("http://", "http://sgpu:0123abcd@")
+        self.worker = Worker(dict(self.worker.env, REPORT_ADDR=addr), wait_ready=True)
+        d = wait_for(lambda: ok_reports(self.sink), 15, what="a report")[0]["json"]
+        self.assertEqual(d["mtoken"], "t")
+
+
 if __name__ == "__main__":
     unittest.main()
