@@ -82,6 +82,18 @@ class LocalPorts(unittest.TestCase):
         self.assertIn("provider_op_failed", log)
         self.assertIn("no free port in --local-ports", log)
 
+        # an instance that is gone gives its ports back: the next create gets them
+        victim = recs[0]
+        w = [w for w in e.workers("ports") if str(w["id"]) == victim[0]][0]
+        pid = int(w["instance"].split(":")[1])
+        os.killpg(pid, 9)
+        el.wait_for(lambda: any(ev["kind"] == "backoff" and "instance exited" in ev["reason"]
+                                for ev in e.events("ports")), 60, what="the exit noticed")
+        st, r = e.call("POST", "/api/v0/workergroups/%d/retry/" % gid, {})
+        self.assertEqual(st, 200, r)
+        new = el.wait_for(lambda: self.records()[4:], 60, what="a create after the release")
+        self.assertEqual(sorted(int(p) for p in new[0][1:]), sorted(int(p) for p in victim[1:]))
+
     def test_bad_range_is_a_startup_error(self):
         import subprocess
         for bad in ("5", "10-5", "0-10", "1-70000", "a-b", "100-100"):

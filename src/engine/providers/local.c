@@ -452,6 +452,7 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
     case OP_DESTROY:
         if (!alive(w)) {
             int64_t id = w->id;
+            ports_release(id);
             if (w->pid > 0) kill(-w->pid, SIGKILL);
             lifecycle_op_done(e, id, OP_DESTROY, 0, "not running", NULL);
             return 0;
