@@ -55,6 +55,7 @@ class Generation1(WorkerTestCase, unittest.TestCase):
         self.start(env)
         wait_for(lambda: [p for p in ok_reports(self.sink) if p["json"]["max_perf"] > 0], 15,
                  what="ready report")
+        time.sleep(1.5)  # let the ready burst settle
         n = len(ok_reports(self.sink))
         time.sleep(3.0)  # a long gap since the last report: cur_load is a rate over it
         t0 = time.monotonic()
