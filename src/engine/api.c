@@ -930,10 +930,11 @@ static void h_get_autogroup_logs(struct ctx *c)
     sbuf_free(&out);
 }
 
-/* POST /update_workers/ {"workergroup_id", "cancel_update"?} (Vast's SDK update_workers): replace
- * the workergroup's workers, rolling — each drains and is destroyed, the scaler creates new ones
- * from the current configuration.  cancel_update is accepted; a replacement already started
- * cannot be taken back, so it answers what happened. */
+/* POST /update_workers/ {"workergroup_id", "cancel_update"?} (Vast's SDK update_workers, CLI
+ * `update workers`): replace the workergroup's workers — each drains and is destroyed, the
+ * scaler creates new ones from the current configuration.  Answer {"success", "workergroup_id",
+ * "workers_to_update", "cancelled", "msg"} (the CLI reads workers_to_update and cancelled).
+ * A replacement cannot be taken back: cancel_update answers success false with error_msg. */
 static void h_update_workers(struct ctx *c)
 {
     if (!method(c, EVHTTP_REQ_POST)) return;
@@ -951,23 +952,26 @@ static void h_update_workers(struct ctx *c)
         return;
     }
     struct json_object *cv = field(c, "cancel_update");
-    bool cancel = cv && json_object_get_boolean(cv);
-    size_t n = 0;
-    if (!cancel) {
+    struct sbuf out = SBUF_INIT;
+    if (cv && json_object_get_boolean(cv)) {
+        const char *m = "an update cannot be cancelled: workers already draining are replaced";
+        sbuf_printf(&out,
+                    "{\"success\": false, \"workergroup_id\": %lld, \"cancelled\": false, "
+                    "\"error_msg\": \"%s\", \"msg\": \"%s\"}",
+                    (long long)g->id, m, m);
+    } else {
+        size_t n = 0;
         for (struct worker *w = c->e->workers; w; w = w->next)
             if (w->wg_id == g->id && !w->retired) n++;
         lifecycle_retire_wg(c->e, g);
         lifecycle_event(c->e, state_endpoint_by_id(c->e, g->endpoint_id), NULL, "workers_updating",
                         "api", NULL);
         commit(c);
+        sbuf_printf(&out,
+                    "{\"success\": true, \"workergroup_id\": %lld, \"workers_to_update\": %zu, "
+                    "\"cancelled\": false, \"msg\": \"workers drain and are replaced\"}",
+                    (long long)g->id, n);
     }
-    struct sbuf out = SBUF_INIT;
-    sbuf_printf(&out,
-                "{\"success\": true, \"workergroup_id\": %lld, \"workers_replaced\": %zu, "
-                "\"msg\": \"%s\"}",
-                (long long)g->id, n,
-                cancel ? "nothing to cancel: replacements already started continue"
-                       : "workers drain and are replaced");
     reply(c, 200, &out);
     sbuf_free(&out);
 }

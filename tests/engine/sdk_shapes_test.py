@@ -118,9 +118,13 @@ class SdkShapes(unittest.TestCase):
                                                       "api_key": self.eng.key})
         self.assertEqual(st, 200, r)
         self.assertIsInstance(r, dict)
+        self.assertIs(r["success"], True)  # the CLI reads success, cancelled, workers_to_update
+        self.assertEqual((r["cancelled"], r["workers_to_update"]), (False, 0))
         st, r = self.sdk("POST", "/update_workers/", {"workergroup_id": wid, "cancel_update": True,
                                                       "api_key": self.eng.key})
         self.assertEqual(st, 200, r)
+        self.assertIs(r["success"], False)
+        self.assertIn("cannot be cancelled", r["error_msg"])
         st, r = self.sdk("POST", "/update_workers/", {"workergroup_id": 99999})
         self.assertEqual(st, 404, r)
         st, r = self.sdk("POST", "/update_workers/", {"workergroup_id": "x"})
@@ -135,8 +139,8 @@ class SdkShapes(unittest.TestCase):
         try:
             eid = e.create_endpoint("sdk-c", cold_workers=1, max_workers=1)
             wg = e.create_group("sdk-c", "command", fleet.launch)
-            el.wait_for(lambda: [w for w in e.workers("sdk-c") if w["status"] == "idle"], 60,
-                        what="a ready worker")
+            el.wait_for(lambda: [w for w in e.workers("sdk-c") if w["measured_perf"] > 0], 60,
+                        what="a ready worker")  # idle, or already parked (no load)
             # get_endpoint_workers: POST {"id", "api_key"} -> a list of worker rows
             st, r = self.sdk("POST", "/get_endpoint_workers/", {"id": eid, "api_key": e.key})
             self.assertEqual(st, 200, r)
@@ -153,9 +157,10 @@ class SdkShapes(unittest.TestCase):
             # a rolling update replaces the worker: the old one drains, a new one comes
             old = {w["id"] for w in e.workers("sdk-c")}
             st, r = self.sdk("POST", "/update_workers/", {"workergroup_id": wg})
-            self.assertEqual((st, r["workers_replaced"]), (200, 1), r)
+            self.assertEqual((st, r["workers_to_update"]), (200, 1), r)
+            # ready (it may be parked at once: the endpoint has no load)
             el.wait_for(lambda: [w for w in e.workers("sdk-c")
-                                 if w["id"] not in old and w["status"] == "idle"], 60,
+                                 if w["id"] not in old and w["measured_perf"] > 0], 60,
                         what="a replacement worker")
         finally:
             fleet.close()
