@@ -211,6 +211,11 @@ int http_url_parse(const char *url, struct http_url *out)
         return -1;
     }
     out->port = out->tls ? 443 : 80;
+    /* "user:password@" is skipped: sgpu's clients send no URL credentials (an engine gives a
+     * token-less generation-1 worker its token that way; sgpu-worker sends mtoken instead) */
+    size_t al = strcspn(p, "/?#");
+    const char *at = memrchr(p, '@', al);
+    if (at) p = at + 1;
     size_t hl;
     const char *after;
     if (*p == '[') { /* [v6]:port */

@@ -16,6 +16,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "b64.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -350,6 +351,35 @@ static void h_pubkey(struct ctx *c)
                c->e->pubkey_pem.len);
 }
 
+/* Token-less generation-1 workers (workergroup launch.tokenless_reports "url_secret", off by
+ * default; docs/engine.md): PyWorker G1 never sends "mtoken", but the REPORT_ADDR it was given
+ * carries the worker's token as URL user info, which its HTTP client sends as Basic
+ * authentication.  For a report without "mtoken" from a worker of such a workergroup, the
+ * password of that header stands in for the missing field; lifecycle_report then compares it
+ * as it compares any token.  Without the setting nothing is added (403 as before). */
+static void tokenless_report_token(struct ctx *c)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(c->body, "mtoken", &v)) return;
+    if (!json_object_object_get_ex(c->body, "id", &v) || !json_object_is_type(v, json_type_int))
+        return;
+    struct worker *w = state_worker_by_id(c->e, json_object_get_int64(v));
+    struct workergroup *g = w ? state_wg_by_id(c->e, w->wg_id) : NULL;
+    if (!g || !provider_tokenless(g)) return;
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+    if (!h || strncasecmp(h, "Basic ", 6) != 0) return;
+    h += 6;
+    size_t hl = strlen(h);
+    uint8_t cred[256];
+    size_t n = 0;
+    if (hl > 340 || b64_decode_lenient(h, hl, cred, sizeof cred - 1, &n) != 0) return;
+    const uint8_t *colon = memchr(cred, ':', n);
+    if (!colon) return;
+    size_t off = (size_t)(colon - cred) + 1;
+    json_object_object_add(c->body, "mtoken",
+                           json_object_new_string_len((const char *)cred + off, (int)(n - off)));
+}
+
 static void h_worker_status(struct ctx *c)
 {
     if (!method(c, EVHTTP_REQ_POST)) return;
@@ -358,6 +388,7 @@ static void h_worker_status(struct ctx *c)
         return;
     }
     char err[300] = "";
+    tokenless_report_token(c);
     int st = lifecycle_report(c->e, c->body, err, sizeof err);
     if (st == 200)
         reply_ok(c);
@@ -899,7 +930,9 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         }
         lifecycle_event(e, ep, NULL, "workergroup_created", provider_kind_name(g->kind), NULL);
         struct sbuf out = SBUF_INIT;
-        sbuf_printf(&out, "{\"success\": true, \"result\": %lld}", (long long)g->id);
+        /* Vast's SDK (create_workergroup) reads "id"; sgpu's own clients read "result" */
+        sbuf_printf(&out, "{\"success\": true, \"result\": %lld, \"id\": %lld}", (long long)g->id,
+                    (long long)g->id);
         reply(c, 200, &out);
         sbuf_free(&out);
         return;
@@ -975,6 +1008,87 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         return;
     }
     reply_err(c, 405, "method_not_allowed", "method not allowed on %s", c->path);
+}
+
+/* POST /get_autogroup_logs/ {"id": WORKERGROUP, "tail"}: the logs of the workergroup's endpoint
+ * (Vast's CLI `get wrkgrp-logs`), in the /get_endpoint_logs/ shape. */
+static void h_get_autogroup_logs(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST | EVHTTP_REQ_GET)) return;
+    int64_t id = 0, tail = -1;
+    int r = get_int(c, "id", 1, INT64_MAX / 2, &id);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "id is required");
+        return;
+    }
+    if (field(c, "tail") && get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
+    struct workergroup *g = state_wg_by_id(c->e, id);
+    struct endpoint *ep = g ? state_endpoint_by_id(c->e, g->endpoint_id) : NULL;
+    if (!auth_endpoint(c, ep)) return;
+    if (!g || !ep) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    store_flush(c->e->store);
+    struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
+    store_events_text(c->e->store, ep->id, &d, &s);
+    sbuf_putc(&out, '{');
+    tail_into(&out, "info0", &d, tail, false);
+    tail_into(&out, "info1", &s, tail, true);
+    tail_into(&out, "trace", &empty, tail, true);
+    tail_into(&out, "debug", &empty, tail, true);
+    sbuf_putc(&out, '}');
+    reply(c, 200, &out);
+    sbuf_free(&d);
+    sbuf_free(&s);
+    sbuf_free(&out);
+}
+
+/* POST /update_workers/ {"workergroup_id", "cancel_update"?} (Vast's SDK update_workers, CLI
+ * `update workers`): replace the workergroup's workers — each drains and is destroyed, the
+ * scaler creates new ones from the current configuration.  Answer {"success", "workergroup_id",
+ * "workers_to_update", "cancelled", "msg"} (the CLI reads workers_to_update and cancelled).
+ * A replacement cannot be taken back: cancel_update answers success false with error_msg. */
+static void h_update_workers(struct ctx *c)
+{
+    if (!method(c, EVHTTP_REQ_POST)) return;
+    if (!auth_admin(c)) return;
+    int64_t id = 0;
+    int r = get_int(c, "workergroup_id", 1, INT64_MAX / 2, &id);
+    if (r < 0) return;
+    if (r == 0) {
+        reply_err(c, 400, "bad_request", "workergroup_id is required");
+        return;
+    }
+    struct workergroup *g = state_wg_by_id(c->e, id);
+    if (!g || g->deleting) {
+        reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
+        return;
+    }
+    struct json_object *cv = field(c, "cancel_update");
+    struct sbuf out = SBUF_INIT;
+    if (cv && json_object_get_boolean(cv)) {
+        const char *m = "an update cannot be cancelled: workers already draining are replaced";
+        sbuf_printf(&out,
+                    "{\"success\": false, \"workergroup_id\": %lld, \"cancelled\": false, "
+                    "\"error_msg\": \"%s\", \"msg\": \"%s\"}",
+                    (long long)g->id, m, m);
+    } else {
+        size_t n = 0;
+        for (struct worker *w = c->e->workers; w; w = w->next)
+            if (w->wg_id == g->id && !w->retired) n++;
+        lifecycle_retire_wg(c->e, g);
+        lifecycle_event(c->e, state_endpoint_by_id(c->e, g->endpoint_id), NULL, "workers_updating",
+                        "api", NULL);
+        store_flush(c->e->store);
+        sbuf_printf(&out,
+                    "{\"success\": true, \"workergroup_id\": %lld, \"workers_to_update\": %zu, "
+                    "\"cancelled\": false, \"msg\": \"workers drain and are replaced\"}",
+                    (long long)g->id, n);
+    }
+    reply(c, 200, &out);
+    sbuf_free(&out);
 }
 
 static void h_workers(struct ctx *c)
@@ -1096,6 +1210,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         h_get_autogroup_workers(&c);
     } else if (path_is(p, "/get_endpoint_logs/")) {
         h_get_endpoint_logs(&c);
+    } else if (path_is(p, "/get_autogroup_logs/")) {
+        h_get_autogroup_logs(&c);
+    } else if (path_is(p, "/update_workers/")) {
+        h_update_workers(&c);
     } else if (strncmp(p, "/api/v0/endptjobs", 17) == 0) {
         h_endpoints(&c);
     } else if (strncmp(p, "/api/v0/workergroups", 20) == 0) {

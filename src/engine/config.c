@@ -83,7 +83,8 @@ static int get_num(struct json_object *o, const char *key, double lo, double hi,
                    double *dst, char *err, size_t errlen)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(o, key, &v)) return 0;
+    /* null = unset: Vast's CLI sends every option, unset ones as null */
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
     double d;
     if (num_of(v, &d) != 0) {
         snprintf(err, errlen, "%s must be a finite number", key);
@@ -101,7 +102,7 @@ static int get_int(struct json_object *o, const char *key, int lo, int hi, int *
                    size_t errlen)
 {
     struct json_object *v;
-    if (!json_object_object_get_ex(o, key, &v)) return 0;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) return 0;
     double d;
     if (num_of(v, &d) != 0 || d != floor(d)) {
         snprintf(err, errlen, "%s must be an integer", key);
@@ -131,7 +132,7 @@ int config_params_apply(struct ep_params *p, struct json_object *o, char *err, s
         get_num(o, "inactivity_timeout", -1e9, 1e9, false, &n.inactivity_timeout, err, errlen))
         return -1;
     struct json_object *v;
-    if (json_object_object_get_ex(o, "sig_scheme", &v)) {
+    if (json_object_object_get_ex(o, "sig_scheme", &v) && !json_object_is_type(v, json_type_null)) {
         if (!json_object_is_type(v, json_type_string) ||
             config_scheme_parse(json_object_get_string(v), &n.sig_scheme) != 0) {
             snprintf(err, errlen, "sig_scheme must be \"url\", \"fields-v2\" or \"fields-v1\"");
@@ -199,7 +200,7 @@ static const char usage[] =
     "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
     "                   [--error-backoff-s S] [--error-breaker N] [--error-reset-s S]\n"
     "                   [--ready-timeout-s S] [--sign-threads N] [--route-hold-ms N]\n"
-    "                   [--route-hold-max N] [--shutdown-timeout-s S]\n"
+    "                   [--route-hold-max N] [--shutdown-timeout-s S] [--local-ports LO-HI]\n"
     "                   [--max-connections N] [--request-deadline-s S] [--body-budget-mb N]\n"
     "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
 
@@ -246,6 +247,29 @@ static int parse_listen(struct engine_opts *o, const char *s)
     double port;
     if (parse_double("--listen", colon + 1, 0, 65535, &port) || port != floor(port)) return -1;
     o->listen_port = (int)port;
+    return 0;
+}
+
+/* "LO-HI": the local provider's instance ports (each instance takes two). */
+static int parse_port_range(struct engine_opts *o, const char *s)
+{
+    char *end;
+    errno = 0;
+    long lo = strtol(s, &end, 10);
+    long hi = -1;
+    if (!errno && end != s && *end == '-') {
+        const char *h = end + 1;
+        hi = strtol(h, &end, 10);
+        if (errno || end == h || *end) hi = -1;
+    }
+    if (hi < 0 || lo < 1 || hi > 65535 || hi < lo + 1) {
+        fprintf(stderr,
+                "sgpu-engine: --local-ports: bad value '%s' (LO-HI, 1..65535, at least 2 ports)\n",
+                s);
+        return -1;
+    }
+    o->local_port_lo = (int)lo;
+    o->local_port_hi = (int)hi;
     return 0;
 }
 
@@ -311,6 +335,8 @@ int config_opts_parse(struct engine_opts *o, int argc, char **argv)
             rc = parse_double(name, val, 0.1, 86400, &o->request_deadline_s);
         } else if (strcmp(name, "--body-budget-mb") == 0) {
             rc = parse_double(name, val, 0, 1 << 20, &o->body_budget_mb);
+        } else if (strcmp(name, "--local-ports") == 0) {
+            rc = parse_port_range(o, val);
         } else if (strcmp(name, "--sign-threads") == 0) {
             rc = parse_double(name, val, 0, 64, &d);
             o->sign_threads = (int)d;

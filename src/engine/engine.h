@@ -72,6 +72,7 @@ struct engine_opts {
     int max_connections;       /* open client connections; at the limit the oldest idle goes */
     double request_deadline_s; /* first byte (TLS: accept) to complete head + body */
     double body_budget_mb;     /* MiB of requests being received, all connections; 0 = none */
+    int local_port_lo, local_port_hi; /* local instances' ports; 0 = kernel-chosen */
     char log_level[16];
 };
 
@@ -129,6 +130,9 @@ struct grant {
     uint64_t seen_seq; /* worker report_seq of the last report that listed it as working */
     struct grant *prev, *next;
 };
+
+/* user_id of every endpoint row: sgpu has a single user (the admin key holder) */
+#define STATE_USER_ID 1
 
 struct endpoint {
     int64_t id;
@@ -414,6 +418,16 @@ bool provider_can_park(const struct workergroup *g);
 /* Start an operation; completion comes through lifecycle_op_done (possibly before return).
  * Returns 0 if started, -1 if it could not be started (op failed immediately). */
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
+/* launch.tokenless_reports is "url_secret": the workergroup runs token-less generation-1
+ * workers (docs/engine.md, "Token-less generation-1 workers"). */
+bool provider_tokenless(const struct workergroup *g);
+/* The REPORT_ADDR an instance gets: the engine's public URL, with the worker's token as URL
+ * user info ("http://sgpu:TOKEN@host:port") when provider_tokenless(g). */
+void provider_report_addr(struct engine *e, const struct workergroup *g, const struct worker *w,
+                          struct sbuf *out);
+/* Why the current provider operation could not start (logged and kept as the create's error
+ * by provider_op); returns -1 for `return provider_fail(...)`. */
+int provider_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* After restart: re-attach to an instance recorded in the store. */
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
 /* Engine exit (SIGTERM): local instances are asked to stop unless keep; command instances are

@@ -376,8 +376,9 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         for (size_t i = 0; i < n; i++)
             diff |= (unsigned)(w->mtoken[i] ^ (i < m ? tok[i] : 0));
         if (diff) {
-            snprintf(err, errlen, "mtoken %s for worker %lld", r ? "does not match" : "is required",
-                     (long long)w->id);
+            snprintf(err, errlen, "mtoken %s for worker %lld%s",
+                     r ? "does not match" : "is required", (long long)w->id,
+                     r ? "" : " (token-less generation-1 workers: launch.tokenless_reports)");
             return 403;
         }
     }

@@ -257,6 +257,12 @@ void state_endpoint_json(struct engine *e, const struct endpoint *ep, struct sbu
     sbuf_printf(out, ", \"api_key\": \"%s\", \"endpoint_state\": \"%s\"", ep->api_key,
                 ep->deleting ? "deleting" : "active");
     put_f(out, "created_at", ep->created_at, true);
+    /* what Vast's SDK Endpoint data class also reads (docs/engine.md Management API): sgpu has
+     * one user, the holder of the admin key */
+    sbuf_printf(out,
+                ", \"user_id\": %d, \"auto_delete_in_seconds\": null, "
+                "\"auto_delete_due_24h\": false",
+                STATE_USER_ID);
     sbuf_printf(out,
                 ", \"workers\": %zu, \"queue_length\": %zu, \"active_target\": %d, "
                 "\"inactive_target\": %d",

@@ -89,6 +89,9 @@ void wreq_end(struct wreq *wr, enum outcome out)
     case OUT_SUCCESS:
         w->cur.served += wr->workload;
         w->served_total += wr->workload;
+        /* G1 cur_perf: the last request's workload / response time (pyworker lib/metrics.py) */
+        if (wr->t_done > wr->t_start && wr->t_start > 0)
+            w->last_req_perf = wr->workload / (wr->t_done - wr->t_start);
         break;
     case OUT_ERROR:
         w->cur.errored += wr->workload;

@@ -605,3 +605,8 @@ int config_load(struct wconfig *c, int argc, char **argv)
     config_set_url(c, c->public_port);
     return 0;
 }
+
+bool worker_is_g1(const struct wconfig *c)
+{
+    return c->report_fmt == REPORT_V1 || c->scheme == AUTH_FIELDS_V1;
+}

@@ -252,7 +252,10 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
     if (h->check != PC_ANY && env->payload->type != PYJ_OBJECT) {
         sbuf_printf(&b, "%s\"payload\": {\"data\": \"payload must be a dictionary\"}", sep);
     } else if (h->check == PC_TGI) {
-        bool ni = !pyj_get(env->payload, "inputs"), np = !pyj_get(env->payload, "parameters");
+        /* G1 (PyWorker workers/tgi) requires "parameters"; the current worker (G3) forwards a
+         * payload without it (the workload then defaults, see handlers.c) */
+        bool ni = !pyj_get(env->payload, "inputs"),
+             np = worker_is_g1(&w->cfg) && !pyj_get(env->payload, "parameters");
         if (ni || np) {
             sbuf_printf(&b, "%s\"payload\": {", sep);
             if (ni) sbuf_puts(&b, "\"inputs\": \"missing parameter\"");

@@ -78,6 +78,38 @@ static void put_str(struct sbuf *b, const char *s)
     pyj_write_string(b, s, strlen(s));
 }
 
+/* A v3 load counter as Vast's current worker writes it (docs/protocol.md §4.2): after a
+ * successful report its counters are reset to the integer 0, and json.dumps writes an untouched
+ * one as "0", not "0.0".  `zero_int` says the counter is such an untouched reset value. */
+static void put_counter(struct worker *w, struct sbuf *b, double v, bool zero_int, const char *what)
+{
+    if (zero_int && v == 0.0)
+        sbuf_putc(b, '0');
+    else
+        put_load(w, b, v, what);
+}
+
+/* loadtime as Vast's workers mean it (docs/protocol.md §4.2): seconds from start to ready (model
+ * loaded and benchmarked, _model_loaded(max_throughput)).  v1 (G1): only in a report that also
+ * carries max_perf > 0, once (repeated until a send succeeds); v3 (G3): 0.0 until ready, then
+ * in every report. */
+static double report_loadtime(const struct worker *w, bool v3, double maxp)
+{
+    if (w->t_ready <= 0) return 0.0;
+    double lt = w->t_ready - w->t_start_wall;
+    if (!(lt > 0)) lt = 1e-3; /* a clock step: still say "ready" */
+    if (v3) return lt;
+    return maxp > 0 && w->loadtime_pending ? lt : 0.0;
+}
+
+/* v1 cur_load: workload received (less cancelled) per second since the last successful report
+ * (G1 divides by the time since its last report). */
+static double report_v1_cur_load(const struct worker *w, double newl, double now)
+{
+    double el = now - (w->last_report_ok_mono > 0 ? w->last_report_ok_mono : w->t_start_mono);
+    return el > 0 ? newl / el : 0.0;
+}
+
 static void build_status(struct worker *w, struct sbuf *b, double disk_used, bool *carried_loadtime)
 {
     const struct wconfig *c = &w->cfg;
@@ -91,11 +123,10 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     double maxp = w->phase == PH_READY ? w->max_perf : 0.0;
     double disk = disk_used - w->disk_base_gib;
     bool v3 = c->report_fmt == REPORT_V3;
-    double loadtime = 0.0;
-    if (w->model_loaded || w->t_ready > 0) {
-        if (v3 || w->loadtime_pending) loadtime = w->loadtime;
-    }
+    double loadtime = report_loadtime(w, v3, maxp);
     *carried_loadtime = loadtime > 0;
+    /* counters untouched since a successful reset are Python ints in G3's reports */
+    bool reset = w->reports_ok > 0;
     sbuf_printf(b, "{\"id\": %lld, ", c->container_id);
     if (v3) {
         sbuf_puts(b, "\"mtoken\": ");
@@ -108,24 +139,25 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     put_load(w, b, loadtime, "loadtime");
     sbuf_puts(b, ", \"cur_load\": ");
     double sload = w->session_load < session_cost_cap(w) ? w->session_load : session_cost_cap(w);
-    put_load(w, b, v3 ? w->working_load + sload : newl, "cur_load");
+    if (v3) /* G3: sum over working requests, sum([]) == 0 when none */
+        put_counter(w, b, w->working_load + sload, w->nworking + w->nsessions == 0, "cur_load");
+    else
+        put_load(w, b, report_v1_cur_load(w, newl, now), "cur_load");
     if (v3) {
         sbuf_puts(b, ", \"rej_load\": ");
-        put_load(w, b, w->cur.rejected, "rej_load");
+        put_counter(w, b, w->cur.rejected, reset, "rej_load");
         sbuf_puts(b, ", \"new_load\": ");
-        put_load(w, b, newl, "new_load");
+        put_counter(w, b, newl, reset && w->cur.received == 0 && w->cur.cancelled == 0, "new_load");
     }
     sbuf_puts(b, ", \"error_msg\": ");
     put_str(b, w->error_msg);
     sbuf_puts(b, ", \"max_perf\": ");
     put_load(w, b, maxp, "max_perf");
     sbuf_puts(b, ", \"cur_perf\": ");
-    if (v3) {
-        put_load(w, b, w->cur.served, "cur_perf");
-    } else {
-        double el = now - (w->last_report_ok_mono > 0 ? w->last_report_ok_mono : w->t_start_mono);
-        put_load(w, b, el > 0 ? w->cur.served / el : 0.0, "cur_perf");
-    }
+    if (v3)
+        put_counter(w, b, w->cur.served, reset, "cur_perf");
+    else /* G1: the last request's rate, kept across reports */
+        put_load(w, b, w->last_req_perf, "cur_perf");
     sbuf_printf(b,
                 ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
                 "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",

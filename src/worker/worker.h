@@ -235,6 +235,7 @@ struct worker {
     uint64_t n_accepted; /* lifetime (num_requests_recieved) */
     uint64_t n_out[4];   /* lifetime per outcome */
     double served_total;
+    double last_req_perf; /* v1 cur_perf: workload/s of the last successful request */
     bool update_pending;
     double last_report_mono;
     double last_report_ok_mono;
@@ -295,6 +296,9 @@ int config_load(struct wconfig *c, int argc, char **argv);
 void config_usage(FILE *out);
 void config_set_url(struct wconfig *c, int port); /* http[s]://PUBLIC_IPADDR:port */
 void config_free(struct wconfig *c);
+/* Generation 1 (PyWorker workers/tgi) semantics are selected by SGPU_REPORT_FORMAT=v1 or
+ * SGPU_AUTH_SCHEME=fields-v1: the tgi preset then requires "parameters" (422). */
+bool worker_is_g1(const struct wconfig *c);
 int parse_bool(const char *s, bool *out);
 
 /* handlers.c */

@@ -119,11 +119,13 @@ class TgiRoutes(WorkerTestCase, unittest.TestCase):
         self.assertIn(b"listen_failed", p.stderr)
 
     def test_tgi_payload_422_and_extra_parameters_kept(self):
+        # v3 (generation 3, the default): a payload without "parameters" is forwarded, as Vast's
+        # current worker does; the G1 422 is in TgiGeneration1 below
         r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x"}))
-        self.assertEqual(r.status, 422)
-        self.assertEqual(r.body, b'{"payload": {"parameters": "missing parameter"}}')
+        self.assertEqual(r.status, 200, r.body)
         r = self.worker.post("/generate", envelope(AUTH, {"x": 1}))
-        self.assertEqual(r.body, b'{"payload": {"inputs": "missing parameter", "parameters": "missing parameter"}}')
+        self.assertEqual(r.status, 422)
+        self.assertEqual(r.body, b'{"payload": {"inputs": "missing parameter"}}')
         # B7: temperature etc. reach the model (stub answers with max_new_tokens tokens)
         r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x", "parameters": {
             "max_new_tokens": 3, "temperature": 0.5, "top_p": 0.9}}))
@@ -343,6 +345,26 @@ class StreamOption(WorkerTestCase, unittest.TestCase):
         os.unlink(cfg)
 
 
+class TgiGeneration1(WorkerTestCase, unittest.TestCase):
+    """SGPU_REPORT_FORMAT=v1 or SGPU_AUTH_SCHEME=fields-v1 select generation 1, whose tgi worker
+    (PyWorker workers/tgi) answers 422 for a payload without "parameters"."""
+
+    def check_g1(self, env):
+        self.start(dict(env, UNSECURED="1"))
+        r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x"}))
+        self.assertEqual((r.status, r.body), (422, b'{"payload": {"parameters": "missing parameter"}}'))
+        r = self.worker.post("/generate", envelope(AUTH, {"x": 1}))
+        self.assertEqual(r.body, b'{"payload": {"inputs": "missing parameter", "parameters": "missing parameter"}}')
+        r = self.worker.post("/generate", envelope(AUTH, {"inputs": "x", "parameters": {"max_new_tokens": 2}}))
+        self.assertEqual(r.status, 200, r.body)
+
+    def test_v1_report_format(self):
+        self.check_g1({"SGPU_REPORT_FORMAT": "v1"})
+
+    def test_fields_v1_scheme(self):
+        self.check_g1({"SGPU_AUTH_SCHEME": "fields-v1"})
+
+
 class LargeBodies(WorkerTestCase, unittest.TestCase):
     """Bodies above SGPU_FULL_PARSE_MAX (1K here): only auth_data is parsed strictly; the
     payload is located, checked and measured from spans, and forwarded byte for byte."""
@@ -364,7 +386,7 @@ class LargeBodies(WorkerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 401)
         # 422 bodies are the same as for small bodies
         r = self.worker.request("POST", "/generate", ('{"payload": {"pad": "%s"}, "auth_data": %s}' % (big, json.dumps(g))).encode())
-        self.assertEqual((r.status, r.body), (422, b'{"payload": {"inputs": "missing parameter", "parameters": "missing parameter"}}'))
+        self.assertEqual((r.status, r.body), (422, b'{"payload": {"inputs": "missing parameter"}}'))
         r = self.worker.request("POST", "/generate", ('{"payload": {"inputs": "%s"}}' % big).encode())
         self.assertEqual((r.status, r.body), (422, b'{"auth_data": "field missing"}'))
         for junk in ('{"payload": {"inputs": "%s"}, "auth_data": {"cost": 1,}}' % big,

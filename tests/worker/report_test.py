@@ -259,7 +259,7 @@ class FailuresAndFallback(WorkerTestCase, unittest.TestCase):
         d = wait_for(lambda: [p["json"] for p in self.sink.reports(ok_only=True)
                               if p["json"]["cur_load"] > 0], 10, what="v1 report")[0]
         self.assertEqual(list(d.keys()), V1)
-        self.assertEqual(d["cur_load"], 3.0)
+        self.assertGreater(d["cur_load"], 0.0)  # a rate (report_semantics_test.py)
         self.assertEqual(self.sink.reports("/delete_requests/"), [])
 
 

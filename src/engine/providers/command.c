@@ -3,6 +3,7 @@
  * `/bin/sh -c CMD` with the documented SGPU_* / PyWorker variables; exit 0 = success; the first
  * line of create's stdout is the instance handle passed to later commands.  stderr goes to
  * <data-dir>/provider.log. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +96,7 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     const char *cmd = launch_str(g, op_keys[op]);
     if (!cmd) {
         log_warn("provider_command_missing", "worker=%lld op=%s", (long long)w->id, op_keys[op]);
-        return -1;
+        return provider_fail("launch.%s is not set", op_keys[op]);
     }
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     struct sbuf vars[16];
@@ -112,8 +113,11 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     ADD("SGPU_ENDPOINT=%s", ep ? ep->name : "");
     ADD("SGPU_ENDPOINT_ID=%lld", (long long)w->endpoint_id);
     ADD("SGPU_WORKERGROUP_ID=%lld", (long long)g->id);
-    ADD("SGPU_REPORT_ADDR=%s", e->public_url);
-    ADD("REPORT_ADDR=%s", e->public_url);
+    struct sbuf raddr = SBUF_INIT;
+    provider_report_addr(e, g, w, &raddr);
+    ADD("SGPU_REPORT_ADDR=%s", raddr.data);
+    ADD("REPORT_ADDR=%s", raddr.data);
+    sbuf_free(&raddr);
     ADD("SGPU_PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("SGPU_MASTER_TOKEN=%s", w->mtoken);
@@ -167,8 +171,9 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     free(envs);
     free(extra);
     if (pid < 0) {
+        int err = errno;
         free(c);
-        return -1;
+        return provider_fail("could not run launch.%s: %s", op_keys[op], strerror(err));
     }
     log_debug("provider_command", "worker=%lld op=%s pid=%d", (long long)w->id, op_keys[op], pid);
     return 0;

@@ -78,18 +78,94 @@ static int find_bin(struct engine *e, const char *name, char *out, size_t n)
     return -1;
 }
 
-static int free_port(void)
+/* ---- ports of local instances ----
+ * Each instance gets a worker port and a model port, chosen here and bound later by the
+ * instance's own processes.  A port is free when a bind to it succeeds; it stays reserved in
+ * this table from the create until the instance is gone, so no two instances of this engine —
+ * even two created in the same tick — are given the same number (a bind-then-close probe alone
+ * can hand the same port out twice).  With --local-ports LO-HI ports come from that range,
+ * which the kernel does not use for ephemeral binds and outgoing connections. */
+struct port_resv {
+    int port;
+    int64_t worker_id;
+};
+static struct port_resv *resv;
+static size_t nresv, capresv;
+
+static bool port_reserved(int port)
+{
+    for (size_t i = 0; i < nresv; i++)
+        if (resv[i].port == port) return true;
+    return false;
+}
+
+static void port_reserve(int port, int64_t worker_id)
+{
+    if (nresv == capresv) {
+        size_t nc = capresv ? capresv * 2 : 32;
+        struct port_resv *n = realloc(resv, nc * sizeof *n);
+        if (!n) abort();
+        resv = n;
+        capresv = nc;
+    }
+    resv[nresv++] = (struct port_resv){port, worker_id};
+}
+
+static void ports_release(int64_t worker_id)
+{
+    for (size_t i = 0; i < nresv;) {
+        if (resv[i].worker_id == worker_id)
+            resv[i] = resv[--nresv];
+        else
+            i++;
+    }
+}
+
+/* Bind a TCP socket to port (0 = the kernel chooses) on all addresses, as the instance will;
+ * the bound port, or -1 with errno. */
+static int port_probe(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_ANY),
+                            .sin_port = htons((uint16_t)port)};
     socklen_t l = sizeof a;
-    int port = -1;
+    int got = -1;
     if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
         getsockname(fd, (struct sockaddr *)&a, &l) == 0)
-        port = ntohs(a.sin_port);
+        got = ntohs(a.sin_port);
+    int saved = errno;
     close(fd);
-    return port;
+    errno = saved;
+    return got;
+}
+
+/* A free port, reserved for worker_id; -1 (provider_fail set) when there is none. */
+static int local_port_alloc(struct engine *e, int64_t worker_id)
+{
+    int lo = e->opts.local_port_lo, hi = e->opts.local_port_hi;
+    if (lo > 0) {
+        static int cursor; /* round robin: a just-released port is not reused at once */
+        int span = hi - lo + 1;
+        for (int k = 0; k < span; k++) {
+            int p = lo + (cursor + k) % span;
+            if (port_reserved(p) || port_probe(p) != p) continue;
+            cursor = (p - lo + 1) % span;
+            port_reserve(p, worker_id);
+            return p;
+        }
+        return provider_fail("no free port in --local-ports %d-%d (%zu reserved by instances)", lo,
+                             hi, nresv);
+    }
+    for (int tries = 0; tries < 64; tries++) {
+        int p = port_probe(0);
+        if (p <= 0) return provider_fail("no free port: bind: %s", strerror(errno));
+        if (port_reserved(p)) continue;
+        port_reserve(p, worker_id);
+        return p;
+    }
+    return provider_fail("no free port: the kernel kept choosing reserved ones");
 }
 
 static bool direct_mode(const struct worker *w)
@@ -99,6 +175,7 @@ static bool direct_mode(const struct worker *w)
 
 static void instance_gone(struct engine *e, struct worker *w, const char *why)
 {
+    ports_release(w->id);
     int pid = w->pid;
     if (pid > 0) kill(-pid, SIGKILL); /* whatever is left of the group */
     w->pid = 0;
@@ -173,18 +250,23 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
             log_error("local_no_binary",
                       "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
                       (long long)w->id);
-            return -1;
+            return provider_fail("neither sgpu-launch nor sgpu-worker found next to sgpu-engine "
+                                 "or on PATH");
         }
         if (!model_cmd) {
             log_error("local_no_model_cmd",
                       "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
                       (long long)w->id);
-            return -1;
+            return provider_fail("launch.model_cmd is required without sgpu-launch");
         }
         direct = true;
     }
-    int wport = free_port(), mport = free_port();
-    if (wport <= 0 || mport <= 0 || wport == mport) return -1;
+    int wport = local_port_alloc(e, w->id);
+    int mport = wport > 0 ? local_port_alloc(e, w->id) : -1;
+    if (wport <= 0 || mport <= 0) {
+        ports_release(w->id);
+        return -1; /* provider_fail says why */
+    }
     char ws[600];
     snprintf(ws, sizeof ws, "%s/workers/%lld", e->opts.data_dir, (long long)w->id);
     mkdirs(ws);
@@ -208,7 +290,10 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     ADD("VAST_TCP_PORT_%d=%d", wport, wport);
     ADD("PUBLIC_IPADDR=127.0.0.1");
     ADD("CONTAINER_ID=%lld", (long long)w->id);
-    ADD("REPORT_ADDR=%s", e->public_url);
+    struct sbuf raddr = SBUF_INIT;
+    provider_report_addr(e, g, w, &raddr);
+    ADD("REPORT_ADDR=%s", raddr.data);
+    sbuf_free(&raddr);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("MASTER_TOKEN=%s", w->mtoken);
     ADD("WORKSPACE_DIR=%s", ws);
@@ -286,7 +371,11 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     sbuf_free(&mc);
     sbuf_free(&script);
     sbuf_free(&portarg);
-    if (pid < 0) return -1;
+    if (pid < 0) {
+        int err = errno;
+        ports_release(w->id);
+        return provider_fail("could not spawn %s: %s", direct ? "/bin/sh" : bin, strerror(err));
+    }
     w->pid = pid;
     w->pid_start = proc_start_time(pid);
     w->pid_is_child = true;
@@ -348,7 +437,7 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
         return local_create(e, g, w);
     case OP_START:
     case OP_STOP:
-        if (!alive(w)) return -1;
+        if (!alive(w)) return provider_fail("instance process %d is not running", w->pid);
         if (op == OP_START) {
             /* the launcher's group (launcher + worker); its SIGCONT handler resumes the model */
             if (kill(-w->pid, SIGCONT) != 0) return -1;
@@ -363,6 +452,7 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
     case OP_DESTROY:
         if (!alive(w)) {
             int64_t id = w->id;
+            ports_release(id);
             if (w->pid > 0) kill(-w->pid, SIGKILL);
             lifecycle_op_done(e, id, OP_DESTROY, 0, "not running", NULL);
             return 0;
