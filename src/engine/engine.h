@@ -28,6 +28,7 @@ struct store;
 struct idmap;
 struct worker;
 struct workergroup;
+struct ts_ring;
 
 /* ---- config.c: endpoint parameters and engine options ---- */
 
@@ -163,6 +164,9 @@ struct endpoint {
     /* per-endpoint gauges */
     double *g_workers[WS__COUNT];
     double *g_qlen, *g_load, *g_atarget, *g_itarget;
+    /* dashboard time series (dash.c, timeseries.h); NULL until the first tick */
+    struct ts_ring *ts;
+    double ts_routes; /* new /route/ requests since the last tick */
     struct endpoint *next;
 };
 
@@ -506,6 +510,14 @@ int api_init(struct engine *e);
 
 /* ---- keyinfo.c: GET /api/v0/keyinfo/ (endpoints a key may route to) ---- */
 void keyinfo_handle(struct engine *e, struct evhttp_request *req);
+
+/* ---- dash.c: the dashboard (/ui/) and GET /api/v0/timeseries/ ---- */
+/* Record the tick's point in ep's time series.  cost: cost of new requests since the last
+ * tick; counts: workers by state (WS__COUNT). */
+void dash_tick(struct endpoint *ep, double dt, double cost, const struct scaler_in *in,
+               const struct scaler_out *out, const int *counts);
+/* Serve req if path is /ui, /ui/... or /api/v0/timeseries/: true (answered), else false. */
+bool dash_handle(struct engine *e, struct evhttp_request *req, const char *path);
 
 /* ---- metrics.c ---- */
 void emetrics_init(struct engine *e);

@@ -685,6 +685,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     if (ep->g_load) *ep->g_load = in.load;
     if (ep->g_atarget) *ep->g_atarget = out.a;
     if (ep->g_itarget) *ep->g_itarget = out.i;
+    dash_tick(ep, dt, rate * dt, &in, &out, counts);
 
     /* 1. errors and long-unavailable workers: destroy (the targets below re-create) */
     for (size_t k = 0; k < ep->nws;) {
