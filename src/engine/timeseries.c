@@ -58,7 +58,7 @@ int ts_record(struct ts_ring *r, const struct ts_sample *s)
     struct ts_point *p = &r->pts[r->pos];
     memset(p, 0, sizeof *p);
     double span = r->acc_dt > 0 ? r->acc_dt : 1;
-    p->t = s->t_wall;
+    p->t = round(s->t_wall * 1000) / 1000; /* as rendered (ms), so `since` compares exactly */
     p->routes_s = clampf(r->acc_routes / span, 1e12);
     p->cost_s = clampf(r->acc_cost / span, 1e15);
     p->load = clampf(s->load, 1e15);

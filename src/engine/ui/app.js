@@ -65,6 +65,14 @@ function setStatus(text, err) {
   s.className = err ? 'err' : '';
 }
 
+// The smallest 1, 2 or 5 x 10^k at or above v (a readable axis top).
+function niceMax(v) {
+  if (!(v > 0) || !isFinite(v)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
 // A line chart: t[] (epoch s), series [{name, v[], color, dash}], drawn over the time range.
 function chart(title, t, series, opts) {
   const W = 420, H = 150, L = 44, R = 8, T = 18, B = 18;
@@ -75,8 +83,7 @@ function chart(title, t, series, opts) {
   const t0 = t.length ? Math.min(t[0], t1 - 60) : t1 - 60;
   let ymax = (opts && opts.ymin) || 0;
   for (const s of series) for (const v of s.v) if (isFinite(v) && v > ymax) ymax = v;
-  if (ymax <= 0) ymax = 1;
-  ymax *= 1.1;
+  ymax = niceMax(ymax * 1.05);
   const x = (tv) => L + (W - L - R) * (tv - t0) / Math.max(1e-9, t1 - t0);
   const y = (v) => T + (H - T - B) * (1 - v / ymax);
   for (let k = 0; k <= 4; k++) {
@@ -119,10 +126,7 @@ function timeline(events, t0, t1) {
       : rows[ev.kind] ? '#2ca02c' : '#ff7f0e';
     const g = sv('g', {class: 'event', 'data-kind': ev.kind});
     g.append(sv('circle', {cx: x(ev.ts).toFixed(1), cy: yv, r: 4, fill: color}));
-    let inputs = '';
-    if (ev.inputs) {
-      try { inputs = JSON.stringify(JSON.parse(ev.inputs), null, 1); } catch (e) { inputs = ev.inputs; }
-    }
+    const inputs = inputsText(ev);
     const when = new Date(ev.ts * 1000).toLocaleTimeString();
     g.append(sv('title', {}, `${when} ${ev.kind}${ev.worker_id ? ' worker ' + ev.worker_id : ''}: ` +
       `${ev.reason || ''}${inputs ? '\n' + inputs : ''}`));
@@ -133,6 +137,13 @@ function timeline(events, t0, t1) {
   for (const [label, yv] of [['decision', 28], ['up', 42], ['down', 52], ['errors', 62]])
     svg.append(sv('text', {x: 2, y: yv + 3}, label));
   return svg;
+}
+
+// An event's inputs (a JSON object, or text from older rows) as indented text for a tooltip.
+function inputsText(ev) {
+  if (!ev.inputs) return '';
+  if (typeof ev.inputs === 'string') return ev.inputs;
+  return JSON.stringify(ev.inputs, null, 1);
 }
 
 function table(cols, rows) {
@@ -193,7 +204,7 @@ function renderDetail(ep, ts, workers, events, now) {
   const recent = events.filter((e) => e.kind === 'decision').slice(-8).reverse();
   const ul = el('ul', {class: 'decisions'});
   for (const e of recent)
-    ul.append(el('li', {title: e.inputs || ''}, new Date(e.ts * 1000).toLocaleTimeString() + ' ' + e.reason));
+    ul.append(el('li', {title: inputsText(e)}, new Date(e.ts * 1000).toLocaleTimeString() + ' ' + e.reason));
   sec.append(ul);
   sec.append(el('h3', {}, 'Workers'));
   const tbl = table([['id', (w) => w.id], ['state', (w) => w.status + (w.draining ? ' (draining)' : '')],
@@ -212,7 +223,7 @@ function renderErrors(all, workers, now) {
   const items = [];
   for (const [name, evs] of all)
     for (const e of evs)
-      if (ERRORS.includes(e.kind) || (e.kind === 'state' && /"to": "error"/.test(e.inputs || '')))
+      if (ERRORS.includes(e.kind) || (e.kind === 'state' && e.inputs && e.inputs.to === 'error'))
         items.push([e.ts, `${new Date(e.ts * 1000).toLocaleTimeString()} ${name} ${e.kind}` +
           `${e.worker_id ? ' worker ' + e.worker_id : ''}: ${e.reason}`]);
   for (const w of workers)
