@@ -94,6 +94,7 @@ void state_endpoint_remove(struct engine *e, struct endpoint *ep)
     if (ep->g_qlen) *ep->g_qlen = 0;
     free(ep->ws);
     ts_free(ep->ts);
+    free(ep->kpa);
     free(ep);
 }
 
