@@ -163,13 +163,13 @@ function table(cols, rows) {
 function renderEndpoints(eps) {
   const t = $('endpoints');
   t.replaceChildren();
-  const cols = ['endpoint', 'state', 'workergroup', 'workers', 'active target', 'inactive target',
+  const cols = ['endpoint', 'state', 'scaler', 'workergroup', 'workers', 'active target', 'inactive target',
     'predicted load', 'perf estimate', 'queue', 'min_load', 'target_util', 'cold_mult',
     'cold_workers', 'max_workers', 'max_queue_time', 'target_queue_time', 'inactivity_timeout',
     'last error'];
   t.append(el('tr', {}, ...cols.map((c) => el('th', {}, c))));
   for (const e of eps) {
-    const vals = [e.endpoint_name, e.endpoint_state, e.workergroup_state, e.workers,
+    const vals = [e.endpoint_name, e.endpoint_state, e.scaler, e.workergroup_state, e.workers,
       e.active_target, e.inactive_target, e.predicted_load, e.perf_estimate, e.queue_length,
       e.min_load, e.target_util, e.cold_mult, e.cold_workers, e.max_workers, e.max_queue_time,
       e.target_queue_time, e.inactivity_timeout, e.last_error];
