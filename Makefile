@@ -109,6 +109,15 @@ $(BUILD)/gen/unicode_tables.inc: scripts/gen-unicode-tables.py $(wildcard $(UNIC
 $(BUILD)/src/model/unicode.o: $(BUILD)/gen/unicode_tables.inc
 $(BUILD)/src/model/unicode.o: CFLAGS += -I$(BUILD)/gen
 
+# The dashboard's static files (src/engine/ui/), embedded in sgpu-engine as C arrays
+# (src/engine/dash.c includes them; docs/engine.md "Dashboard").
+UI_FILES := $(wildcard src/engine/ui/*)
+$(BUILD)/gen/ui_assets.inc: scripts/gen-ui-assets.py $(UI_FILES)
+	@mkdir -p $(dir $@)
+	python3 scripts/gen-ui-assets.py src/engine/ui > $@.tmp && mv $@.tmp $@
+$(BUILD)/src/engine/dash.o: $(BUILD)/gen/ui_assets.inc
+$(BUILD)/src/engine/dash.o: CFLAGS += -I$(BUILD)/gen
+
 $(LIBSGPU): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

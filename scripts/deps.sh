@@ -13,8 +13,30 @@ libsqlite3-dev libcmocka-dev python3 python3-pycryptodome python3-jinja2 openssl
 
 # unicode-data: the tokenizers' Unicode tables are generated from it at build time
 PKGS="$PKGS unicode-data"
+# Test-only: Debian's chromium (headless) for tests/engine/ui_test.py.  Installed by `make
+# test`/`make deps` (not by a plain `make`); if it cannot be installed the browser test skips.
+TEST_PKGS="chromium"
 nosudo=0
 [ "${1:-}" = "--no-sudo" ] && nosudo=1
+
+if [ "$nosudo" -eq 0 ]; then
+    tmissing=""
+    for p in $TEST_PKGS; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            tmissing="$tmissing $p"
+        fi
+    done
+    if [ -n "$tmissing" ]; then
+        TSUDO=""
+        [ "$(id -u)" -ne 0 ] && TSUDO="sudo"
+        echo "deps: installing test-only packages:$tmissing" >&2
+        # shellcheck disable=SC2086
+        if ! (export DEBIAN_FRONTEND=noninteractive; $TSUDO apt-get update -qq >/dev/null &&
+            $TSUDO apt-get install -y -qq --no-install-recommends $tmissing >/dev/null); then
+            echo "deps: could not install$tmissing: the browser test will be skipped" >&2
+        fi
+    fi
+fi
 
 missing=""
 for p in $PKGS; do

@@ -18,6 +18,7 @@ passed=0
 failed=0
 failed_files=()
 logdir=$(mktemp -d /tmp/sgpu-tests.XXXXXX)
+export SGPU_TEST_LOGDIR=$logdir # tests may leave artifacts here (e.g. ui_test.py's screenshot)
 
 run_one() { # kind path
     local kind=$1 path=$2 log rc p f

@@ -1196,6 +1196,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         h_pubkey(&c);
     } else if (path_is(p, "/api/v0/keyinfo/")) {
         keyinfo_handle(c.e, req);
+    } else if (dash_handle(c.e, req, p)) {
+        /* /ui/, /api/v0/timeseries/ (dash.c) */
     } else if (parse_body(&c) != 0) {
         /* replied */
     } else if (path_is(p, "/route/")) {

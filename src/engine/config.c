@@ -21,6 +21,7 @@ void config_params_default(struct ep_params *p)
     p->target_queue_time = 10.0;
     p->inactivity_timeout = 0.0;
     p->sig_scheme = SIG_URL;
+    p->scaler = SCALER_SGPU;
 }
 
 const char *config_scheme_name(enum sig_scheme s)
@@ -139,6 +140,17 @@ int config_params_apply(struct ep_params *p, struct json_object *o, char *err, s
             return -1;
         }
     }
+    if (json_object_object_get_ex(o, "scaler", &v)) {
+        const char *sn = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+        if (strcmp(sn, "sgpu") == 0) {
+            n.scaler = SCALER_SGPU;
+        } else if (strcmp(sn, "kpa") == 0) {
+            n.scaler = SCALER_KPA;
+        } else {
+            snprintf(err, errlen, "scaler must be \"sgpu\" or \"kpa\"");
+            return -1;
+        }
+    }
     *p = n;
     return 0;
 }
@@ -161,7 +173,8 @@ void config_params_write(const struct ep_params *p, struct sbuf *out)
     put_num(out, "max_queue_time", p->max_queue_time);
     put_num(out, "target_queue_time", p->target_queue_time);
     put_num(out, "inactivity_timeout", p->inactivity_timeout);
-    sbuf_printf(out, "\"sig_scheme\": \"%s\"", config_scheme_name(p->sig_scheme));
+    sbuf_printf(out, "\"sig_scheme\": \"%s\", \"scaler\": \"%s\"",
+                config_scheme_name(p->sig_scheme), p->scaler == SCALER_KPA ? "kpa" : "sgpu");
 }
 
 void config_opts_default(struct engine_opts *o)

@@ -28,10 +28,13 @@ struct store;
 struct idmap;
 struct worker;
 struct workergroup;
+struct ts_ring;
 
 /* ---- config.c: endpoint parameters and engine options ---- */
 
 enum sig_scheme { SIG_URL = 0, SIG_FIELDS_V2 = 1, SIG_FIELDS_V1 = 2 };
+/* The endpoint's scaling policy: ours, or Knative's KPA (docs/engine.md "KPA policy"). */
+enum scaler_kind { SCALER_SGPU = 0, SCALER_KPA = 1 };
 
 struct ep_params {
     double min_load;      /* perf units/s */
@@ -44,6 +47,7 @@ struct ep_params {
     double target_queue_time;  /* s; 0 = off */
     double inactivity_timeout; /* s; 0 = no gate, < 0 = never to zero */
     enum sig_scheme sig_scheme;
+    enum scaler_kind scaler; /* "sgpu" (default) | "kpa" */
 };
 
 struct engine_opts {
@@ -167,6 +171,10 @@ struct endpoint {
     /* per-endpoint gauges */
     double *g_workers[WS__COUNT];
     double *g_qlen, *g_load, *g_atarget, *g_itarget;
+    /* dashboard time series (dash.c, timeseries.h); NULL until the first tick */
+    struct ts_ring *ts;
+    double ts_routes;      /* new /route/ requests since the last tick */
+    struct kpa_state *kpa; /* scaler "kpa": its windows (NULL until used) */
     struct endpoint *next;
 };
 
@@ -373,6 +381,46 @@ struct scaler_out {
     const char *reason;
 };
 void scaler_compute(const struct scaler_in *in, struct scaler_out *out);
+
+/* Knative KPA (docs/engine.md "KPA policy"), on the same actuation as ours.  Observed
+ * concurrency is in worker-equivalents: demand (cost/s) / perf_est, i.e. by Little's law the
+ * number of workers busy serving it at max_perf; target concurrency per instance = target_util.
+ * Averaged in 1 s buckets over the stable and panic windows. */
+#define KPA_BUCKETS 600              /* 1 s buckets: windows up to 10 min */
+#define KPA_PANIC_THRESHOLD 2.0      /* panic when desired(panic) / ready >= 2 (200 %) */
+#define KPA_MAX_SCALE_UP_RATE 1000.0 /* desired <= ceil(1000 x ready) */
+#define KPA_MAX_SCALE_DOWN_RATE 2.0  /* desired >= floor(ready / 2) */
+#define KPA_SCALE_TO_ZERO_GRACE_S 30.0
+struct kpa_state {
+    struct {
+        int64_t sec;    /* floor(mono s) of this bucket */
+        double cdt, dt; /* sum of concurrency x dt, sum of dt */
+    } b[KPA_BUCKETS];
+    double first_mono;  /* first sample (windows are shorter until then); 0 = none */
+    double panic_since; /* mono s when panic mode began or was last re-armed; 0 = not */
+    int max_panic;      /* highest desired count while panicking (never down in panic) */
+    double zero_since;  /* mono s since which the desired count is 0 (grace); 0 = not */
+};
+struct kpa_in {
+    struct ep_params p;
+    double now; /* mono s */
+    double stable_window_s, panic_window_s;
+    double perf_est; /* 0 = unknown */
+    int ready;       /* routable workers */
+    int current;     /* ready + pending active */
+    size_t qlen;     /* waiting requests (the activator's buffer) */
+    bool inactive_allowed;
+};
+struct kpa_out {
+    double stable, panic; /* averaged concurrency, worker-equivalents */
+    int desired_stable, desired_panic;
+    int a, i;
+    bool panicking;
+    const char *reason;
+};
+/* Add one tick's observed concurrency (worker-equivalents) over dt seconds. */
+void kpa_record(struct kpa_state *s, double now, double dt, double concurrency);
+void kpa_compute(struct kpa_state *s, const struct kpa_in *in, struct kpa_out *out);
 /* Median of the positive values in v (0 if none).  Reorders v. */
 double scaler_median(double *v, size_t n);
 
@@ -520,6 +568,14 @@ int api_init(struct engine *e);
 
 /* ---- keyinfo.c: GET /api/v0/keyinfo/ (endpoints a key may route to) ---- */
 void keyinfo_handle(struct engine *e, struct evhttp_request *req);
+
+/* ---- dash.c: the dashboard (/ui/) and GET /api/v0/timeseries/ ---- */
+/* Record the tick's point in ep's time series.  cost: cost of new requests since the last
+ * tick; counts: workers by state (WS__COUNT). */
+void dash_tick(struct endpoint *ep, double dt, double cost, const struct scaler_in *in,
+               const struct scaler_out *out, const int *counts);
+/* Serve req if path is /ui, /ui/... or /api/v0/timeseries/: true (answered), else false. */
+bool dash_handle(struct engine *e, struct evhttp_request *req, const char *path);
 
 /* ---- metrics.c ---- */
 void emetrics_init(struct engine *e);

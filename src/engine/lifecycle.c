@@ -586,6 +586,38 @@ static void check_reports(struct engine *e, double now)
     }
 }
 
+/* Scaler "kpa": Knative's KPA decides the targets instead of ours (same actuation below).
+ * Observed concurrency = this tick's demand (cost/s) / perf_est.  false when its state could
+ * not be allocated (our targets stay). */
+static bool kpa_tick(struct engine *e, struct endpoint *ep, double now, double dt, double rate,
+                     const struct scaler_in *in, struct scaler_out *out, struct kpa_out *ko)
+{
+    if (!ep->kpa && !(ep->kpa = calloc(1, sizeof *ep->kpa))) return false;
+    double pe = in->perf_est;
+    /* unknown perf: any demand is one worker-equivalent until the first benchmark */
+    kpa_record(ep->kpa, now, dt, pe > 0 ? rate / pe : (rate > 0 ? 1 : 0));
+    struct kpa_in ki = {
+        .p = in->p,
+        .now = now,
+        .stable_window_s = e->opts.stable_window_s,
+        .panic_window_s = e->opts.panic_window_s,
+        .perf_est = pe,
+        .ready = in->ready,
+        .current = in->ready + in->pending_active,
+        .qlen = in->qlen,
+        .inactive_allowed = in->inactive_allowed,
+    };
+    kpa_compute(ep->kpa, &ki, ko);
+    out->a_raw = ko->a;
+    out->a = ko->a;
+    out->i = ko->i;
+    out->fast = ko->panicking;
+    out->reason = ko->reason;
+    out->active_cap = pe > 0 ? ko->a * pe : 0;
+    out->inactive_cap = pe > 0 ? ko->i * pe : 0;
+    return true;
+}
+
 static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, double dt)
 {
     router_expire(e, ep, now);
@@ -662,6 +694,8 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     }
     struct scaler_out out;
     scaler_compute(&in, &out);
+    struct kpa_out ko;
+    bool kpa = ep->p.scaler == SCALER_KPA && kpa_tick(e, ep, now, dt, rate, &in, &out, &ko);
     ep->hist[ep->hist_pos].t = now;
     ep->hist[ep->hist_pos].a = out.a_raw;
     ep->hist_pos = (ep->hist_pos + 1) % SCALER_HIST;
@@ -671,6 +705,16 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
 
     struct sbuf inputs = SBUF_INIT;
     inputs_json(&inputs, ep, &in, &out);
+    if (kpa && inputs.len > 0 && inputs.data[inputs.len - 1] == '}') {
+        char st[40], pa[40];
+        pyj_format_float(ko.stable, st, sizeof st);
+        pyj_format_float(ko.panic, pa, sizeof pa);
+        inputs.len--;
+        sbuf_printf(&inputs,
+                    ", \"scaler\": \"kpa\", \"kpa_stable\": %s, \"kpa_panic\": %s, "
+                    "\"desired_stable\": %d, \"desired_panic\": %d, \"panicking\": %s}",
+                    st, pa, ko.desired_stable, ko.desired_panic, ko.panicking ? "true" : "false");
+    }
     if (out.a != ep->last_a || out.i != ep->last_i) {
         char why[200];
         snprintf(why, sizeof why, "targets active %d->%d inactive %d->%d (%s)", ep->last_a, out.a,
@@ -686,6 +730,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     if (ep->g_load) *ep->g_load = in.load;
     if (ep->g_atarget) *ep->g_atarget = out.a;
     if (ep->g_itarget) *ep->g_itarget = out.i;
+    dash_tick(ep, dt, rate * dt, &in, &out, counts);
 
     /* 1. errors and long-unavailable workers: destroy (the targets below re-create) */
     for (size_t k = 0; k < ep->nws;) {

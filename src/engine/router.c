@@ -577,6 +577,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     } else {
         if (request_idx <= 0) request_idx = next_idx(e);
         ep->arrivals += cost; /* demand is counted once per request */
+        ep->ts_routes += 1;   /* routes/s of the dashboard's time series */
     }
 
     double slots = 0; /* requests the non-full workers can still take */

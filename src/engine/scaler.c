@@ -118,3 +118,134 @@ double scaler_median(double *v, size_t n)
     qsort(v, k, sizeof *v, cmp_double);
     return (k & 1) ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
 }
+
+/* ---- Knative KPA (docs/engine.md "KPA policy") ---- */
+
+void kpa_record(struct kpa_state *s, double now, double dt, double concurrency)
+{
+    if (!(dt > 0) || !isfinite(dt) || !isfinite(now) || now < 0) return;
+    if (dt > 60) dt = 60; /* a stalled loop does not make one sample dominate */
+    double c = isfinite(concurrency) && concurrency > 0 ? concurrency : 0;
+    if (c > 1e9) c = 1e9;
+    if (s->first_mono == 0) s->first_mono = now - dt > 0 ? now - dt : 1e-9;
+    int64_t sec = (int64_t)floor(now);
+    size_t k = (size_t)(sec % KPA_BUCKETS);
+    if (s->b[k].sec != sec) {
+        s->b[k].sec = sec;
+        s->b[k].cdt = 0;
+        s->b[k].dt = 0;
+    }
+    s->b[k].cdt += c * dt;
+    s->b[k].dt += dt;
+}
+
+/* Time-averaged concurrency over the buckets of the last w seconds (Knative's window
+ * average over 1 s buckets); 0 when nothing was recorded. */
+static double kpa_window(const struct kpa_state *s, double now, double w)
+{
+    if (!(w >= 1)) w = 1;
+    if (w > KPA_BUCKETS - 1) w = KPA_BUCKETS - 1;
+    int64_t cur = (int64_t)floor(now);
+    int n = (int)ceil(w);
+    double cdt = 0, dt = 0;
+    for (int j = 0; j < n; j++) {
+        int64_t sec = cur - j;
+        if (sec < 0) break;
+        size_t k = (size_t)(sec % KPA_BUCKETS);
+        if (s->b[k].sec != sec) continue;
+        cdt += s->b[k].cdt;
+        dt += s->b[k].dt;
+    }
+    return dt > 0 ? cdt / dt : 0;
+}
+
+void kpa_compute(struct kpa_state *s, const struct kpa_in *in, struct kpa_out *out)
+{
+    const struct ep_params *p = &in->p;
+    double target = p->target_util > 0 ? p->target_util : 1; /* concurrency per instance */
+    double pe = in->perf_est > 0 ? in->perf_est : 0;
+    out->stable = kpa_window(s, in->now, in->stable_window_s);
+    out->panic = kpa_window(s, in->now, in->panic_window_s);
+    /* min_load is a floor on demand, in worker-equivalents */
+    double floor_c = pe > 0 ? p->min_load / pe : (p->min_load > 0 ? target : 0);
+    double st = out->stable > floor_c ? out->stable : floor_c;
+    double pa = out->panic > floor_c ? out->panic : floor_c;
+    int dspc, dppc;
+    if (pe <= 0) { /* unknown perf: one worker until the first benchmark */
+        dspc = st > 0 ? 1 : 0;
+        dppc = pa > 0 ? 1 : 0;
+    } else {
+        dspc = ceil_div(st, target);
+        dppc = ceil_div(pa, target);
+    }
+    /* Knative: readyPodsCount = max(1, ready); desired within [floor(ready / down rate),
+     * ceil(up rate x ready)] */
+    int ready = in->ready > 1 ? in->ready : 1;
+    double upf = ceil(KPA_MAX_SCALE_UP_RATE * ready);
+    int up = upf > 1e6 ? 1000000 : (int)upf;
+    int down = (int)floor(ready / KPA_MAX_SCALE_DOWN_RATE);
+    if (in->ready == 0) down = 0;
+    if (dspc > up) dspc = up;
+    if (dppc > up) dppc = up;
+    if (dspc < down) dspc = down;
+    if (dppc < down) dppc = down;
+    out->desired_stable = dspc;
+    out->desired_panic = dppc;
+    bool over = (double)dppc / ready >= KPA_PANIC_THRESHOLD;
+    if (over) {
+        if (s->panic_since == 0) s->max_panic = 0;
+        s->panic_since = in->now; /* (re)armed: panic lasts a stable window past the last */
+    } else if (s->panic_since > 0 && in->now - s->panic_since >= in->stable_window_s) {
+        s->panic_since = 0;
+        s->max_panic = 0;
+    }
+    int a;
+    const char *reason;
+    if (s->panic_since > 0) {
+        a = dppc > s->max_panic ? dppc : s->max_panic; /* never down while panicking */
+        s->max_panic = a;
+        reason = "kpa_panic";
+    } else {
+        a = dspc;
+        reason = "kpa_stable";
+    }
+    if (in->qlen > 0 && a < 1) { /* the activator holds a request: scale from zero now */
+        a = 1;
+        reason = "queue_waiting";
+    }
+    /* scale to zero only after the grace period at zero */
+    if (a == 0 && in->current > 0) {
+        if (s->zero_since == 0) s->zero_since = in->now;
+        if (in->now - s->zero_since < KPA_SCALE_TO_ZERO_GRACE_S) {
+            a = 1;
+            reason = "scale_to_zero_grace";
+        }
+    } else if (a > 0) {
+        s->zero_since = 0;
+    }
+    out->panicking = s->panic_since > 0;
+    /* the parked tier: the same rules as ours (docs/engine.md "Autoscaling") */
+    double want = (st > pa ? st : pa) / target; /* worker-equivalents of active capacity */
+    int i = 0;
+    if (in->inactive_allowed) {
+        int i1 = p->min_workers - a;
+        int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * want, 1) : 0;
+        int i3 = pe > 0 ? ceil_div(p->min_cold_load / pe - want, 1)
+                        : (p->min_cold_load > 0 && a == 0 ? 1 : 0);
+        i = i1 > i2 ? i1 : i2;
+        if (i3 > i) i = i3;
+        if (i < 0) i = 0;
+    } else if (p->min_workers > a) {
+        a = p->min_workers;
+        reason = "min_workers";
+    }
+    if (a > p->max_workers) {
+        a = p->max_workers;
+        reason = "max_workers";
+    }
+    if (i > p->max_workers - a) i = p->max_workers - a;
+    if (i < 0) i = 0;
+    out->a = a;
+    out->i = i;
+    out->reason = reason;
+}

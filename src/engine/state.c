@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "timeseries.h"
 #include "httputil.h"
 #include "log.h"
 #include "pyjson.h"
@@ -92,6 +93,8 @@ void state_endpoint_remove(struct engine *e, struct endpoint *ep)
         if (ep->g_workers[s]) *ep->g_workers[s] = 0;
     if (ep->g_qlen) *ep->g_qlen = 0;
     free(ep->ws);
+    ts_free(ep->ts);
+    free(ep->kpa);
     free(ep);
 }
 
