@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "pool.h"
 #include "quant.h"
 #include "tiny.h"
@@ -389,6 +390,19 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
     c->n_jobs = n;
     const struct lweight *ws[3] = {w0, w1, w2};
     float *ys[3] = {y0, y1, y2};
+    /* ---- prefill: many tokens go through the tiled GEMM (gemm.h) ---- */
+    if (T >= GEMM_MIN_TOKENS) {
+        struct gemm_mat gm[3];
+        bool ok = true;
+        for (int i = 0; i < n; i++) {
+            ok &= gemm_supported(ws[i]->type);
+            gm[i] = (struct gemm_mat){ws[i]->type,      ws[i]->data, ws[i]->rows, ws[i]->cols,
+                                      ws[i]->row_bytes, ys[i],       ws[i]->rows};
+        }
+        struct gemm_call gc = {gm, n, x, T, c->xq, c->xu, c->xd, c->scratch};
+        if (ok && gemm_run(c->pool, &gc) == 0) return;
+    }
+    /* ---- end prefill GEMM; otherwise the per-row decode kernels ---- */
     bool q8 = false, q40 = false, kq = false;
     for (int i = 0; i < n; i++) {
         q8 |= ws[i]->type == GGML_TYPE_Q8_0;

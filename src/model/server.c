@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -617,8 +618,13 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
             size_t bpt = llama_kv_bytes_per_token(s->model);
             if (s->kv_budget < bpt * (size_t)s->n_ctx) s->kv_budget = bpt * (size_t)s->n_ctx;
             *s->g_kv_budget = (double)s->kv_budget;
-            struct batcher_opts bo = {s->threads, s->max_batch, s->max_queue, s->kv_budget,
-                                      256,        s->h_ttft,    s->h_tpot};
+            struct batcher_opts bo = {s->threads,
+                                      s->max_batch,
+                                      s->max_queue,
+                                      s->kv_budget,
+                                      s->prefill_chunk > 0 ? s->prefill_chunk : INT_MAX,
+                                      s->h_ttft,
+                                      s->h_tpot};
             s->bat = batcher_new(s->model, &bo, wake_loop, s);
             if (!s->bat) {
                 log_error("fatal", "error=\"cannot start the batcher thread\"");
@@ -702,6 +708,7 @@ int serve_main(int argc, char **argv)
     s->threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
     s->max_batch = 16;
     s->max_queue = 64;
+    s->prefill_chunk = 256; /* chosen by measurement: docs/benchmarks.md */
     int kv_mb = 1024, max_body_kb = 1024;
     /* connection discipline (connguard.h) */
     int max_conns = 4096, body_budget_kb = 0;
@@ -732,6 +739,8 @@ int serve_main(int argc, char **argv)
             rc = opt_int(a, v, 1, 1 << 20, &s->n_ctx);
         else if (!strcmp(a, "--max-queue"))
             rc = opt_int(a, v, 0, 1 << 20, &s->max_queue);
+        else if (!strcmp(a, "--prefill-chunk"))
+            rc = opt_int(a, v, 0, 1 << 20, &s->prefill_chunk);
         else if (!strcmp(a, "--kv-mem"))
             rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
         else if (!strcmp(a, "--max-body-kb"))

@@ -26,6 +26,7 @@ struct srv {
     int ready;
     int n_ctx; /* effective context length (positions per sequence) */
     int max_batch, max_queue, threads;
+    int prefill_chunk; /* prompt tokens per step over all sequences; 0 = whole prompts */
     size_t kv_budget;
     const char *model_path, *host, *load_msg;
     int port, bound_port;

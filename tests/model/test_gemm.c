@@ -1,0 +1,255 @@
+/* The prefill GEMM (src/model/gemm.c): bitwise equal to the decode kernels of
+ * quant.c for every weight type, token count, tile remainder, ISA path and
+ * thread count; a long prompt prefilled through it gives the same logits and
+ * greedy tokens as token-by-token decoding, and stays within the float64
+ * reference's tolerances. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "model/gemm.h"
+#include "model/llama.h"
+#include "model/pool.h"
+#include "model_testutil.h"
+
+/* A [rows][cols] matrix of `type` from random floats. */
+static uint8_t *make_weights(uint32_t type, int rows, int cols, uint64_t *rng, size_t *row_bytes)
+{
+    *row_bytes = ggml_row_bytes(type, (uint64_t)cols);
+    uint8_t *w = malloc(*row_bytes * (size_t)rows);
+    float *f = tw_mat(cols, 1.0f, 0, rng);
+    for (int r = 0; r < rows; r++) {
+        for (int i = 0; i < cols; i++)
+            f[i] = tiny_randf(rng) * (1.0f + (float)(r % 5));
+        uint8_t *row = w + (size_t)r * *row_bytes;
+        if (type == GGML_TYPE_F32) {
+            memcpy(row, f, (size_t)cols * 4);
+        } else if (type == GGML_TYPE_F16) {
+            for (int i = 0; i < cols; i++) {
+                uint16_t h = qk_f32_to_f16(f[i]);
+                memcpy(row + 2 * i, &h, 2);
+            }
+        } else {
+            qk_quantize_q8_0(f, row, cols);
+        }
+    }
+    free(f);
+    return w;
+}
+
+/* gemm_run on 3 matrices sharing x == quant.c's per-row kernels, bitwise. */
+static void check_gemm(uint32_t type, int cols, int T, int nthreads)
+{
+    uint64_t rng = 1234 + (uint64_t)type * 7 + (uint64_t)T;
+    const int rows[3] = {GEMM_TILE_ROWS * 2 + 5, 7, GEMM_TILE_ROWS};
+    size_t rb[3];
+    uint8_t *w[3];
+    float *want[3], *got[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = make_weights(type, rows[i], cols, &rng, &rb[i]);
+        want[i] = calloc((size_t)T * rows[i], sizeof(float));
+        got[i] = calloc((size_t)T * rows[i], sizeof(float));
+    }
+    float *x = tw_mat(T * cols, 2.0f, 0.1f, &rng);
+    int nb = cols / QK8_0;
+    int8_t *xq = malloc((size_t)T * cols);
+    uint8_t *xu = malloc((size_t)T * cols);
+    float *xd = malloc((size_t)T * nb * sizeof(float));
+    float *scr = malloc((size_t)cols * sizeof(float));
+    /* the decode path, one token at a time */
+    for (int t = 0; t < T; t++)
+        qk_quantize_act_u(x + (size_t)t * cols, cols, xq + (size_t)t * cols, xu + (size_t)t * cols,
+                          xd + (size_t)t * nb);
+    for (int i = 0; i < 3; i++)
+        for (int t = 0; t < T; t++) {
+            if (type == GGML_TYPE_Q8_0)
+                qk_matmul_q8q8_u(w[i], rb[i], cols, xq + (size_t)t * cols, xu + (size_t)t * cols,
+                                 xd + (size_t)t * nb, 1, want[i] + (size_t)t * rows[i], rows[i], 0,
+                                 rows[i]);
+            else
+                qk_matmul(type, w[i], rb[i], cols, x + (size_t)t * cols, cols, 1,
+                          want[i] + (size_t)t * rows[i], rows[i], 0, rows[i], scr);
+        }
+    memset(xq, 0, (size_t)T * cols);
+    memset(xd, 0, (size_t)T * nb * sizeof(float));
+    struct pool *p = pool_new(nthreads);
+    float **scratch = malloc((size_t)pool_size(p) * sizeof *scratch);
+    for (int i = 0; i < pool_size(p); i++)
+        scratch[i] = malloc((size_t)cols * sizeof(float));
+    struct gemm_mat gm[3];
+    for (int i = 0; i < 3; i++)
+        gm[i] = (struct gemm_mat){type, w[i], rows[i], cols, rb[i], got[i], rows[i]};
+    struct gemm_call gc = {gm, 3, x, T, xq, xu, xd, scratch};
+    assert_int_equal(gemm_run(p, &gc), 0);
+    for (int i = 0; i < 3; i++)
+        assert_memory_equal(got[i], want[i], (size_t)T * rows[i] * sizeof(float));
+    for (int i = 0; i < pool_size(p); i++)
+        free(scratch[i]);
+    free(scratch);
+    pool_free(p);
+    for (int i = 0; i < 3; i++) {
+        free(w[i]);
+        free(want[i]);
+        free(got[i]);
+    }
+    free(x);
+    free(xq);
+    free(xu);
+    free(xd);
+    free(scr);
+}
+
+static void check_all_shapes(void)
+{
+    const uint32_t types[3] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0};
+    const int Ts[4] = {GEMM_MIN_TOKENS, 17, 70, 203};
+    for (int ti = 0; ti < 3; ti++)
+        for (int k = 0; k < 4; k++) {
+            check_gemm(types[ti], 96, Ts[k], 2);   /* odd number of Q8 blocks */
+            check_gemm(types[ti], 2048, Ts[k], 3); /* several token blocks */
+        }
+}
+
+static void test_gemm_equals_decode_kernels(void **st)
+{
+    (void)st;
+    print_message("simd %d vnni %d\n", qk_simd_active(), qk_vnni_active());
+    check_all_shapes();
+    qk_allow_vnni(0); /* the AVX2 kernels where the CPU has AVX-VNNI */
+    check_all_shapes();
+    qk_allow_vnni(1);
+    qk_force_portable(1);
+    check_all_shapes();
+    qk_force_portable(0);
+}
+
+static void test_gemm_rejects(void **st)
+{
+    (void)st;
+    struct pool *p = pool_new(1);
+    float y[4], x[64] = {0};
+    uint8_t w[256] = {0};
+    struct gemm_mat gm[2] = {{GGML_TYPE_F32, w, 1, 64, 256, y, 1}, {99, w, 1, 64, 256, y, 1}};
+    struct gemm_call gc = {gm, 2, x, 1, NULL, NULL, NULL, NULL};
+    assert_false(gemm_supported(99));
+    assert_int_equal(gemm_run(p, &gc), -1); /* unknown type: caller falls back */
+    gm[1].type = GGML_TYPE_F32;
+    gm[1].cols = 32;
+    assert_int_equal(gemm_run(p, &gc), -1); /* cols differ */
+    gc.n_mats = 0;
+    assert_int_equal(gemm_run(p, &gc), -1);
+    pool_free(p);
+}
+
+static struct llama_model *load_tw(const struct tw *w, uint32_t type)
+{
+    struct sbuf b = SBUF_INIT;
+    tw_write(w, type, &b, NULL);
+    size_t n;
+    char *data = sbuf_steal(&b, &n);
+    struct gguf_file *f;
+    char err[256];
+    assert_int_equal(gguf_open_mem(data, n, true, &f, err, sizeof err), 0);
+    struct llama_model *m;
+    if (llama_load(&m, f, err, sizeof err)) fail_msg("load: %s", err);
+    return m;
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* max |a-b| / max |b| */
+static double rel_err(const float *a, const double *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md) md = d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / mb;
+}
+
+enum { NP = 45, NG = 8 };
+
+/* Prompt of NP tokens (prefill through the GEMM: NP >= GEMM_MIN_TOKENS), then
+ * NG greedy tokens; all logits rows of the prompt in lg (NP x nv), the
+ * generated ids in gen. one_by_one: the prompt token by token instead. */
+static void prefill_and_decode(struct llama_model *m, const int *prompt, bool one_by_one, float *lg,
+                               int *gen)
+{
+    int nv = m->hp.n_vocab;
+    struct llama_ctx *c = llama_ctx_new(m, 2);
+    struct llama_kv kv;
+    assert_int_equal(llama_kv_init(&kv, m, NP + NG), 0);
+    if (one_by_one) {
+        for (int i = 0; i < NP; i++) {
+            struct llama_seq_in s = {&kv, prompt + i, 1, true, true, lg + (size_t)i * nv};
+            assert_int_equal(llama_forward(c, &s, 1), 0);
+        }
+    } else {
+        struct llama_seq_in s = {&kv, prompt, NP, true, true, lg};
+        assert_int_equal(llama_forward(c, &s, 1), 0);
+    }
+    float *row = malloc((size_t)nv * sizeof(float));
+    memcpy(row, lg + (size_t)(NP - 1) * nv, (size_t)nv * sizeof(float));
+    for (int i = 0; i < NG; i++) {
+        gen[i] = argmax(row, nv);
+        struct llama_seq_in s = {&kv, &gen[i], 1, false, true, row};
+        assert_int_equal(llama_forward(c, &s, 1), 0);
+    }
+    free(row);
+    llama_kv_free(&kv);
+    llama_ctx_free(c);
+}
+
+static void test_prefill_gemm_equals_token_by_token(void **st)
+{
+    (void)st;
+    int prompt[NP];
+    for (int i = 0; i < NP; i++)
+        prompt[i] = (i * 37 + 11) % 50;
+    const uint32_t types[3] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0};
+    const double tol[3] = {1e-5, 1e-5, 5e-2}; /* test_llama.c's stated tolerances */
+    for (int ti = 0; ti < 3; ti++) {
+        struct tw w;
+        tw_random(&w, 77 + types[ti], false);
+        struct llama_model *m = load_tw(&w, types[ti]);
+        int nv = m->hp.n_vocab;
+        float *a = malloc((size_t)NP * nv * sizeof(float)), *b = malloc((size_t)NP * nv * 4);
+        int ga[NG], gb[NG];
+        prefill_and_decode(m, prompt, false, a, ga);
+        prefill_and_decode(m, prompt, true, b, gb);
+        assert_memory_equal(ga, gb, sizeof ga);
+        assert_memory_equal(a, b, (size_t)NP * nv * sizeof(float)); /* bitwise */
+        /* and against the float64 reference on the stored weights */
+        tw_roundtrip_all(&w, types[ti]);
+        double *ref = malloc((size_t)NP * nv * sizeof(double));
+        ref_forward(&w, prompt, NP, ref);
+        double e = rel_err(a, ref, (size_t)NP * nv);
+        print_message("%s: prefill rel err vs reference %.3g\n", ggml_type_name(types[ti]), e);
+        assert_true(e < tol[ti]);
+        free(ref);
+        free(a);
+        free(b);
+        llama_free(m);
+        tw_free(&w);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_equals_decode_kernels),
+        cmocka_unit_test(test_gemm_rejects),
+        cmocka_unit_test(test_prefill_gemm_equals_token_by_token),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
