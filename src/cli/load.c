@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "httputil.h"
 
 #define MAX_WORKERS 256
@@ -184,7 +185,7 @@ static void start_one(struct load *l)
     q->l = l;
     struct rcall_opts ro = l->ro;
     ro.arg = q;
-    double left = l->max_time - (time_mono() - l->t0);
+    double left = l->max_time - (clock_mono() - l->t0);
     if (ro.max_time > left) ro.max_time = left > 0.01 ? left : 0.01;
     q->next = l->live;
     if (l->live) l->live->prev = q;
@@ -203,13 +204,13 @@ static void send_cb(evutil_socket_t fd, short ev, void *arg)
 {
     struct load *l = arg;
     if (l->stopping) return;
-    double now = time_mono() - l->t0;
+    double now = clock_mono() - l->t0;
     while (l->sent < l->n && (double)l->sent / l->rps <= now &&
            (l->duration <= 0 || (double)l->sent / l->rps < l->duration))
         start_one(l);
     bool more = l->sent < l->n && (l->duration <= 0 || (double)l->sent / l->rps < l->duration);
     if (more) {
-        double next = (double)l->sent / l->rps - (time_mono() - l->t0);
+        double next = (double)l->sent / l->rps - (clock_mono() - l->t0);
         if (next < 0) next = 0;
         struct timeval tv = {(time_t)next, (suseconds_t)((next - floor(next)) * 1e6)};
         evtimer_add(l->send_ev, &tv);
@@ -421,11 +422,11 @@ int cmd_load(struct cli_common *c, int argc, char **argv)
     struct timeval stv = {(time_t)l.max_time,
                           (suseconds_t)((l.max_time - floor(l.max_time)) * 1e6)};
     evtimer_add(l.stop_ev, &stv);
-    l.t0 = time_mono();
+    l.t0 = clock_mono();
     struct timeval zero = {0, 0};
     evtimer_add(l.send_ev, &zero);
     event_base_dispatch(l.base);
-    double elapsed = time_mono() - l.t0;
+    double elapsed = clock_mono() - l.t0;
     progress(&l, true);
 
     long errs = l.err_route + l.err_status + l.err_midstream + l.err_timeout;

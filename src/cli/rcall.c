@@ -22,6 +22,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "httputil.h"
 
 #define ROUTE_TIMEOUT_S 10.0
@@ -96,7 +97,7 @@ static void finish(struct rcall *c, enum rc_fail f, const char *fmt, ...)
         vsnprintf(c->res.msg, sizeof c->res.msg, fmt, ap);
         va_end(ap);
     }
-    c->res.t_total = time_mono() - c->t0;
+    c->res.t_total = clock_mono() - c->t0;
     c->res.err_body = sbuf_cstr(&c->errbody);
     c->res.err_body_len = c->errbody.len;
     if (c->req) {
@@ -113,7 +114,7 @@ static void send_call(struct rcall *c);
 static void schedule(struct rcall *c, enum rstate next, double delay)
 {
     c->st = next == R_ROUTE ? R_WAIT : next;
-    double left = c->o.max_time - (time_mono() - c->t0);
+    double left = c->o.max_time - (clock_mono() - c->t0);
     if (delay > left) delay = left > 0 ? left : 0;
     struct timeval tv = {(time_t)delay, (suseconds_t)((delay - floor(delay)) * 1e6)};
     evtimer_add(c->timer, &tv);
@@ -225,7 +226,7 @@ static void route_done(void *arg, const struct hc_response *r)
         while (n && (r->body[n - 1] == '\n' || r->body[n - 1] == ' ' || r->body[n - 1] == '\r'))
             n--;
         sbuf_append(&c->grant, r->body, n);
-        c->res.t_grant = time_mono() - c->t0;
+        c->res.t_grant = clock_mono() - c->t0;
         c->polls = 0;
         note(c, "granted", "worker=%s request_idx=%lld", c->res.worker_url, c->request_idx);
         send_call(c);
@@ -297,7 +298,7 @@ static void call_chunk(void *arg, const char *p, size_t n)
     if (c->head_ok) {
         if (!c->got_byte) {
             c->got_byte = true;
-            c->res.t_first_byte = time_mono() - c->t0;
+            c->res.t_first_byte = clock_mono() - c->t0;
         }
         if (c->o.on_chunk) c->o.on_chunk(c->o.arg, p, n);
     } else if (c->errbody.len < ERR_BODY_MAX) {
@@ -325,7 +326,7 @@ static void call_done(void *arg, const struct hc_response *r)
         return;
     }
     if (r->err == HC_OK && c->head_ok) {
-        if (!c->got_byte) c->res.t_first_byte = time_mono() - c->t0;
+        if (!c->got_byte) c->res.t_first_byte = clock_mono() - c->t0;
         finish(c, RC_OK, NULL);
         return;
     }
@@ -374,7 +375,7 @@ static void send_call(struct rcall *c)
     while (bl && base[bl - 1] == '/')
         bl--;
     snprintf(url, sizeof url, "%.*s%s", (int)bl, base, c->route);
-    double left = c->o.max_time - (time_mono() - c->t0);
+    double left = c->o.max_time - (clock_mono() - c->t0);
     struct hc_opts ho = {
         .method = "POST",
         .url = url,
@@ -418,7 +419,7 @@ struct rcall *rcall_start(struct event_base *base, struct hclient *hc, const str
     size_t el = strlen(c->engine);
     while (el && c->engine[el - 1] == '/')
         c->engine[--el] = '\0';
-    c->t0 = time_mono();
+    c->t0 = clock_mono();
     struct timeval tv = {(time_t)c->o.max_time,
                          (suseconds_t)((c->o.max_time - floor(c->o.max_time)) * 1e6)};
     evtimer_add(c->deadline, &tv);

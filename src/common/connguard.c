@@ -29,6 +29,7 @@
  * reference keeps the socket until the 0.5 s sweep (or an at-limit accept)
  * drops it. */
 #include "connguard.h"
+#include "clock.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -386,7 +387,7 @@ static void req_bytes_add(struct gconn *t, size_t n)
     if (!t->p.in_req) {
         t->p.in_req = true;
         idle_leave(t);
-        if (!t->busy && t->t_first == 0) t->t_first = time_mono();
+        if (!t->busy && t->t_first == 0) t->t_first = clock_mono();
     }
     t->req_bytes += n;
     if (t->g) t->g->held += n;
@@ -815,7 +816,7 @@ static struct bufferevent *bevcb(struct event_base *base, void *arg)
     g->nconns++;
     if (t->tls) {
         t->handshake = true;
-        t->t_first = time_mono(); /* the handshake is part of the first request */
+        t->t_first = clock_mono(); /* the handshake is part of the first request */
     } else {
         idle_enter(t);
     }
@@ -835,7 +836,7 @@ static void on_accept_error(struct evconnlistener *lev, void *ptr)
     if (!g) return;
     *g->m_accept_err += 1;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        g->last_emfile = time_mono();
+        g->last_emfile = clock_mono();
         if (!g->fd_episode) {
             g->fd_episode = true;
             log_warn("accept_paused", "why=fd_limit connections=%d err=\"%s\"", g->nconns,
@@ -860,7 +861,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void sweep(evutil_socket_t fd_unused, short what, void *arg)
 {
     struct connguard *g = arg;
-    double now = time_mono();
+    double now = clock_mono();
     struct gconn *t, *next;
     for (t = TAILQ_FIRST(&g->conns); t; t = next) {
         next = TAILQ_NEXT(t, link);
@@ -928,7 +929,7 @@ static void on_complete(struct evhttp_request *req, void *arg)
     t->busy = false;
     t->handshake = false;
     if (t->p.in_req)
-        t->t_first = time_mono(); /* pipelined bytes of the next request */
+        t->t_first = clock_mono(); /* pipelined bytes of the next request */
     else
         idle_enter(t);
 }

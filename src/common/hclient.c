@@ -9,6 +9,7 @@
  * own bookkeeping after its callbacks never meets a connection we freed or
  * reused. */
 #include "hclient.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -191,7 +192,7 @@ struct hc_req *hc_request(struct hclient *hc, const struct hc_opts *o)
     r->hc = hc;
     r->o = *o;
     r->err_type = -1;
-    r->t0 = time_mono();
+    r->t0 = clock_mono();
     r->method_s = strdup(o->method ? o->method : (o->body ? "POST" : "GET"));
     r->content_type_s = o->content_type ? strdup(o->content_type) : NULL;
     r->bearer_s = o->bearer ? strdup(o->bearer) : NULL;
@@ -266,7 +267,7 @@ static int header_cb(struct evhttp_request *ereq, void *arg)
     if (r->cancelled) return 0;
     r->status = evhttp_request_get_response_code(ereq);
     r->got_head = true;
-    r->t_head = time_mono() - r->t0;
+    r->t_head = clock_mono() - r->t0;
     if (r->o.on_head) r->o.on_head(r->o.arg, r->status);
     return 0;
 }
@@ -323,7 +324,7 @@ static void done_cb(struct evhttp_request *ereq, void *arg)
     struct hc_req *r = arg;
     r->ereq = NULL;               /* evhttp frees it after this callback (or already did) */
     if (r->st == ST_DONE) return; /* cancelled or timed out meanwhile */
-    r->t_done = time_mono() - r->t0;
+    r->t_done = clock_mono() - r->t0;
     if (ereq && evhttp_request_get_response_code(ereq) > 0 && r->err_type < 0) {
         /* Flush anything not yet handed to chunk_cb. */
         chunk_cb(ereq, r);
@@ -551,7 +552,7 @@ static void finish(struct hc_req *r)
             .body_len = r->body.len,
             .errmsg = r->result == HC_OK ? NULL : r->errmsg,
             .t_head = r->t_head,
-            .t_done = r->t_done > 0 ? r->t_done : time_mono() - r->t0,
+            .t_done = r->t_done > 0 ? r->t_done : clock_mono() - r->t0,
         };
         r->cancelled = true; /* on_done runs once */
         r->o.on_done(r->o.arg, &resp);
@@ -628,7 +629,7 @@ static void req_deadline_cb(evutil_socket_t fd, short ev, void *arg)
         evhttp_connection_free(r->evcon);
         r->evcon = NULL;
     }
-    r->t_done = time_mono() - r->t0;
+    r->t_done = clock_mono() - r->t0;
     if (r->got_head) {
         req_fail(r, HC_ERR_MIDSTREAM, "deadline passed while reading the body%s", NULL);
     } else {

@@ -61,8 +61,4 @@ struct http_url {
 /* Accepts "http://h:p/path", "https://h", "h:p" (http implied).  0 or -1. */
 int http_url_parse(const char *url, struct http_url *out);
 
-/* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock seconds, as doubles. */
-double time_mono(void);
-double time_wall(void);
-
 #endif

@@ -1,5 +1,6 @@
 /* Prometheus text exposition; see metrics.h. */
 #include "metrics.h"
+#include "xalloc.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -31,24 +32,6 @@ struct metrics {
     void (*on_render)(void *);
     void *on_render_arg;
 };
-
-static void *xcalloc(size_t n, size_t sz)
-{
-    void *p = calloc(n ? n : 1, sz);
-    if (!p) {
-        fputs("sgpu: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = xcalloc(n, 1);
-    memcpy(p, s, n);
-    return p;
-}
 
 struct metrics *metrics_new(void)
 {

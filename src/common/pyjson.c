@@ -13,6 +13,7 @@
  * value: needed at powers of two, where the rounding interval is lopsided);
  * else 17 digits always round-trip.  Subnormals are searched from 1 digit. */
 #include "pyjson.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <float.h>
@@ -26,38 +27,9 @@
  * ValueError for integer literals with more digits. */
 #define PYJ_MAX_INT_DIGITS 4300
 
-static void pyj_oom(void)
-{
-    fputs("sgpu: out of memory\n", stderr);
-    abort();
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) pyj_oom();
-    return p;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) pyj_oom();
-    return p;
-}
-
-static char *xmemdup(const char *s, size_t n)
-{
-    char *p = xmalloc(n + 1);
-    if (n) memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 static struct pyj_value *new_value(enum pyj_type t)
 {
-    struct pyj_value *v = calloc(1, sizeof *v);
-    if (!v) pyj_oom();
+    struct pyj_value *v = xcalloc(1, sizeof *v);
     v->type = t;
     return v;
 }

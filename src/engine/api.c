@@ -17,6 +17,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "b64.h"
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -307,7 +308,7 @@ static void h_route(struct ctx *c)
 {
     struct engine *e = c->e;
     if (!method(c, EVHTTP_REQ_POST)) return;
-    double t0 = time_mono();
+    double t0 = clock_mono();
     const char *name = NULL;
     int r = get_string(c, "endpoint", &name);
     if (r < 0) return;
@@ -339,7 +340,7 @@ static void h_route(struct ctx *c)
     int status = router_route(e, ep, cost, idx, rt, &out, c->req, t0);
     if (status != 0) { /* 0: the signing threads answer */
         reply(c, status, &out);
-        metrics_observe(e->h_route, time_mono() - t0);
+        metrics_observe(e->h_route, clock_mono() - t0);
     }
     sbuf_free(&out);
 }
@@ -696,7 +697,7 @@ static void h_endpoints(struct ctx *c)
             reply_err(c, 500, "internal", "no randomness");
             return;
         }
-        ep->created_at = time_wall();
+        ep->created_at = clock_wall();
         if (store_durable_begin(e->store) != 0) {
             free(ep);
             reply_not_stored(c);
@@ -915,7 +916,7 @@ static void h_workergroups(struct ctx *c, const char *prefix)
         }
         g->id = e->next_wg_id;
         g->endpoint_id = ep->id;
-        g->created_at = time_wall();
+        g->created_at = clock_wall();
         if (store_durable_begin(e->store) != 0) {
             json_object_put(g->launch);
             free(g);

@@ -17,6 +17,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -39,7 +40,7 @@ void dash_tick(struct endpoint *ep, double dt, double cost, const struct scaler_
 {
     if (!ep->ts && !(ep->ts = ts_new())) return; /* out of memory: no dashboard data */
     struct ts_sample s = {
-        .t_wall = time_wall(),
+        .t_wall = clock_wall(),
         .dt = dt,
         .routes = ep->ts_routes,
         .cost = cost,
@@ -144,7 +145,7 @@ static void h_timeseries(struct engine *e, struct evhttp_request *req)
     struct sbuf b = SBUF_INIT;
     sbuf_puts(&b, "{\"success\": true, \"endpoint\": ");
     pyj_write_string(&b, ep->name, strlen(ep->name));
-    sbuf_printf(&b, ", \"now\": %.3f, ", time_wall());
+    sbuf_printf(&b, ", \"now\": %.3f, ", clock_wall());
     ts_write_json(ep->ts, since, names, &b);
     sbuf_putc(&b, '}');
     http_reply_json(req, 200, b.data, b.len);

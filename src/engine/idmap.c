@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "engine.h"
+#include "xalloc.h"
 
 struct slot {
     int64_t k;
@@ -15,16 +16,6 @@ struct idmap {
     size_t cap; /* power of two */
     size_t len;
 };
-
-static void *xcalloc(size_t n, size_t sz)
-{
-    void *p = calloc(n, sz);
-    if (!p) {
-        fputs("sgpu-engine: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
 
 static size_t hash(int64_t k, size_t cap)
 {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -44,7 +45,7 @@ void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct w
     log_info("scale_event", "endpoint=%s worker=%lld kind=%s reason=%s", ep ? ep->name : "-",
              w ? (long long)w->id : -1LL, k, r);
     if (e->store)
-        store_event_add(e->store, time_wall(), ep ? ep->id : 0, w ? w->id : 0, kind,
+        store_event_add(e->store, clock_wall(), ep ? ep->id : 0, w ? w->id : 0, kind,
                         reason ? reason : "", inputs ? inputs : "{}");
     int a = -1;
     if (strcmp(kind, "create") == 0)
@@ -95,8 +96,8 @@ static struct worker *new_worker(struct engine *e, struct endpoint *ep, struct w
     w->wg_id = g->id;
     w->intent = intent;
     w->state = WS_CREATING;
-    w->state_since_mono = time_mono();
-    w->created_at = time_wall();
+    w->state_since_mono = clock_mono();
+    w->created_at = clock_wall();
     if (state_random_hex(w->mtoken, MTOKEN_LEN) != 0) {
         free(w);
         return NULL;
@@ -149,7 +150,7 @@ static void wg_failure(struct engine *e, struct worker *w, int kind, const char 
     if (!g || g->deleting) return;
     w->fail_counted = true;
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
-    double now = time_mono();
+    double now = clock_mono();
     g->fails++;
     g->last_fail_mono = now;
     snprintf(g->last_error, sizeof g->last_error, "%s", msg && *msg ? msg : fail_kinds[kind]);
@@ -184,7 +185,7 @@ void lifecycle_wg_reset(struct engine *e, struct workergroup *g, const char *why
     g->failing = false;
     g->fails = 0;
     g->create_after = 0;
-    g->last_fail_mono = time_mono();
+    g->last_fail_mono = clock_mono();
     if (was) {
         struct endpoint *ep = state_endpoint_by_id(e, g->endpoint_id);
         char in[64];
@@ -198,7 +199,7 @@ void lifecycle_wg_reset(struct engine *e, struct workergroup *g, const char *why
 /* Creates allowed now (re-checked after each create: one that fails at once backs off). */
 static bool wg_can_create(const struct workergroup *g)
 {
-    return !g->failing && time_mono() >= g->create_after;
+    return !g->failing && clock_mono() >= g->create_after;
 }
 
 struct workergroup *lifecycle_wg_blocking(struct engine *e, struct endpoint *ep)
@@ -220,7 +221,7 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
     struct worker *w = state_worker_by_id(e, id);
     if (!w) return;
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
-    double now = time_mono();
+    double now = clock_mono();
     w->op_running = false;
     w->dirty = true;
     char why[400];
@@ -235,7 +236,7 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
     case OP_CREATE:
         if (ok == 0) {
             if (instance) snprintf(w->instance, sizeof w->instance, "%s", instance);
-            w->started_at = time_wall();
+            w->started_at = clock_wall();
             w->last_report_mono = 0;
             /* a successful create is not a success of the model: only a worker that stays
              * ready resets the workergroup's failure count (see wg_failure) */
@@ -248,7 +249,7 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
         break;
     case OP_START:
         if (ok == 0) {
-            w->started_at = time_wall();
+            w->started_at = clock_wall();
             w->last_report_mono = now; /* give it unavailable_after to report again */
             w->reported = false;
             struct workergroup *g = state_wg_by_id(e, w->wg_id);
@@ -412,9 +413,9 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         log_warn("report_clamped", "worker=%lld max=%g why=out_of_range", (long long)w->id,
                  REPORT_NUM_MAX);
     w->report_clamped = clamped;
-    double now = time_mono();
+    double now = clock_mono();
     w->last_report_mono = now;
-    w->last_report_wall = time_wall();
+    w->last_report_wall = clock_wall();
     w->reported = true;
     if (loadtime >= 0) w->loadtime = loadtime > 0 ? loadtime : w->loadtime;
     if (cur_load >= 0) w->cur_load = cur_load;
@@ -479,7 +480,7 @@ static void retire(struct engine *e, struct worker *w)
     w->intent = WI_PARK;
     if (!w->draining) {
         w->draining = true;
-        w->drain_since_mono = time_mono();
+        w->drain_since_mono = clock_mono();
     }
     w->retired = true;
     w->dirty = true;
@@ -563,7 +564,7 @@ static void check_reports(struct engine *e, double now)
         case WS_MODEL_LOADING:
             /* reports, but never becomes ready (a benchmark that hangs, a model stuck) */
             if (e->opts.ready_timeout_s > 0 && w->loaded_at == 0 && w->created_at > 0 &&
-                time_wall() - w->created_at > e->opts.ready_timeout_s) {
+                clock_wall() - w->created_at > e->opts.ready_timeout_s) {
                 snprintf(w->error_msg, sizeof w->error_msg, "not ready %.0f s after its create",
                          e->opts.ready_timeout_s);
                 state_set(e, w, WS_ERROR, w->error_msg);
@@ -910,7 +911,7 @@ out:
 
 void lifecycle_tick(struct engine *e)
 {
-    double now = time_mono();
+    double now = clock_mono();
     double dt = e->last_tick_mono > 0 ? now - e->last_tick_mono : e->opts.tick_ms / 1000.0;
     e->last_tick_mono = now;
     router_grants_expire(e, now);
@@ -971,7 +972,7 @@ bool lifecycle_wake_parked(struct engine *e, struct endpoint *ep)
             lifecycle_event(e, ep, w, "activate", "request waiting, no ready worker", NULL);
             return true;
         }
-        if (w->state == WS_STOPPED && !stopped && time_mono() >= w->retry_after_mono) stopped = w;
+        if (w->state == WS_STOPPED && !stopped && clock_mono() >= w->retry_after_mono) stopped = w;
     }
     if (!stopped) return false;
     struct workergroup *g = state_wg_by_id(e, stopped->wg_id);
@@ -988,7 +989,7 @@ void lifecycle_shutdown_begin(struct engine *e)
     router_release_all(e);
     for (struct worker *w = e->workers; w; w = w->next)
         provider_shutdown(e, w, e->opts.keep_workers);
-    e->stop_deadline_mono = time_mono() + e->opts.shutdown_timeout_s;
+    e->stop_deadline_mono = clock_mono() + e->opts.shutdown_timeout_s;
 }
 
 void lifecycle_shutdown(struct engine *e)

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "connguard.h"
 #include "engine.h"
 #include "httputil.h"
@@ -31,7 +32,7 @@ static void on_stop_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     int n = local_running(e), ops = provider_ops_running(e);
-    if ((n == 0 && ops == 0) || time_mono() >= e->stop_deadline_mono) {
+    if ((n == 0 && ops == 0) || clock_mono() >= e->stop_deadline_mono) {
         if (n || ops)
             log_warn("shutdown_timeout", "instances_running=%d commands_running=%d", n, ops);
         event_base_loopbreak(e->base);
@@ -116,7 +117,7 @@ static int load_or_create_admin_key(struct engine *e)
 
 static void adopt_workers(struct engine *e)
 {
-    double now = time_mono();
+    double now = clock_mono();
     for (struct worker *w = e->workers, *n; w; w = n) {
         n = w->next;
         w->last_report_mono = now; /* grace: unavailable_after to report again */

@@ -23,6 +23,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -144,7 +145,7 @@ static uint64_t rng_next(void)
 {
     if (!rng_init) {
         if (getrandom(rng_s, sizeof rng_s, 0) != (ssize_t)sizeof rng_s) {
-            rng_s[0] = (uint64_t)(time_wall() * 1e6);
+            rng_s[0] = (uint64_t)(clock_wall() * 1e6);
             rng_s[1] = 0x9E3779B97F4A7C15ull;
         }
         rng_init = true;
@@ -369,7 +370,7 @@ static void hold_end(struct qreq *q)
     q->hold_ev = NULL;
     if (q->close_ev) event_free(q->close_ev);
     q->close_ev = NULL;
-    q->last_poll_mono = time_mono(); /* the replay timeout counts from the end of the poll */
+    q->last_poll_mono = clock_mono(); /* the replay timeout counts from the end of the poll */
     if (q->ep && q->ep->nheld) q->ep->nheld--;
     if (q->e && q->e->nheld) q->e->nheld--;
 }
@@ -461,7 +462,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
 
 static void kick_endpoint(struct engine *e, struct endpoint *ep)
 {
-    double now = time_mono();
+    double now = clock_mono();
     for (struct qreq *q = ep->qhead, *n; q && ep->nheld > 0; q = n) {
         n = q->next;
         if (!q->held) continue;
@@ -561,7 +562,7 @@ void router_fini(struct engine *e)
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
                  double replay_timeout, struct sbuf *out, struct evhttp_request *req, double t0)
 {
-    double now = time_mono();
+    double now = clock_mono();
     if (e->stopping) { /* shutting down: no new grants; the client polls again */
         if (request_idx <= 0) request_idx = next_idx(e);
         *e->c_routes_queued += 1;

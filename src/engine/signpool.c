@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "b64.h"
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -110,7 +111,7 @@ static void answer(struct signpool *p, struct signjob *j)
         http_reply_json(j->req, 500, err, sizeof err - 1);
         *e->c_routes_error += 1;
     }
-    metrics_observe(e->h_route, time_mono() - j->t0);
+    metrics_observe(e->h_route, clock_mono() - j->t0);
     job_free(j);
 }
 

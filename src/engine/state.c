@@ -7,11 +7,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
-#include "timeseries.h"
 #include "httputil.h"
 #include "log.h"
 #include "pyjson.h"
+#include "timeseries.h"
 
 static const char *const state_names[WS__COUNT] = {
     "creating", "loading",  "model_loading", "idle",        "stopping",
@@ -174,9 +175,9 @@ void state_set(struct engine *e, struct worker *w, enum wstate s, const char *wh
     if (w->state == s) return;
     enum wstate old = w->state;
     w->state = s;
-    w->state_since_mono = time_mono();
+    w->state_since_mono = clock_mono();
     w->dirty = true;
-    if (s == WS_IDLE && w->loaded_at == 0) w->loaded_at = time_wall();
+    if (s == WS_IDLE && w->loaded_at == 0) w->loaded_at = clock_wall();
     char inputs[256];
     snprintf(inputs, sizeof inputs, "{\"from\": \"%s\", \"to\": \"%s\"}", state_name(old),
              state_name(s));
@@ -219,7 +220,7 @@ static void put_s(struct sbuf *out, const char *key, const char *v)
 
 void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *out)
 {
-    double now = time_mono();
+    double now = clock_mono();
     sbuf_printf(out, "{\"id\": %lld, \"endpoint_id\": %lld, \"workergroup_id\": %lld",
                 (long long)w->id, (long long)w->endpoint_id, (long long)w->wg_id);
     put_s(out, "status", state_name(w->state));
@@ -237,7 +238,7 @@ void state_worker_json(struct engine *e, const struct worker *w, struct sbuf *ou
     put_f(out, "loaded_at", w->loaded_at, true);
     put_f(out, "started_at", w->started_at, true);
     put_f(out, "created_at", w->created_at, true);
-    double last = w->last_report_mono > 0 ? time_wall() - (now - w->last_report_mono) : 0;
+    double last = w->last_report_mono > 0 ? clock_wall() - (now - w->last_report_mono) : 0;
     if (w->last_report_mono <= 0 && w->last_report_wall > 0) last = w->last_report_wall;
     put_f(out, "last_report_at", last, true);
     put_f(out, "queue_time", isfinite(router_queue_time(w)) ? router_queue_time(w) : -1, true);
@@ -299,7 +300,7 @@ void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *o
                              : "active",
                 g->fails);
     put_s(out, "last_error", g->last_error);
-    double wait = g->create_after - time_mono();
+    double wait = g->create_after - clock_mono();
     put_f(out, "backoff_s", g->failing || wait < 0 ? 0 : wait, true);
     sbuf_putc(out, '}');
 }

@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -354,7 +355,7 @@ int store_api_key_add(struct store *s, const char *key, int64_t endpoint_id)
         sqlite3_bind_int64(st, 2, endpoint_id);
     else
         sqlite3_bind_null(st, 2);
-    sqlite3_bind_double(st, 3, time_wall());
+    sqlite3_bind_double(st, 3, clock_wall());
     return step_done(s, st);
 }
 
@@ -532,7 +533,7 @@ int store_load(struct store *s, struct engine *e)
         w->started_at = sqlite3_column_double(st, i++);
         w->loaded_at = sqlite3_column_double(st, i++);
         w->last_report_wall = sqlite3_column_double(st, i++);
-        w->state_since_mono = time_mono();
+        w->state_since_mono = clock_mono();
         w->dirty = true;
         state_worker_add(e, w);
     }

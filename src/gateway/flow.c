@@ -30,6 +30,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "gateway.h"
 #include "httputil.h"
 #include "jspan.h"
@@ -123,7 +124,7 @@ static void flow_end(struct flow *f, enum gw_outcome out)
     if (f->timer) event_free(f->timer);
     if (f->wait_ev) event_free(f->wait_ev);
     f->timer = f->wait_ev = NULL;
-    double now = time_mono();
+    double now = clock_mono();
     if (out == GO_OK) metrics_observe(g->h_total, now - f->t0);
     gw_count(g, f->known_ep ? f->ep : NULL, out);
     char q[1200];
@@ -234,7 +235,7 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     struct flow *f = arg;
     if (!f->close_ev) arm_close_watch(f);
     if (f->st != F_ROUTE && f->st != F_WAIT) return; /* a worker call is running */
-    double left = f->g->cfg.route_timeout - (time_mono() - f->t0);
+    double left = f->g->cfg.route_timeout - (clock_mono() - f->t0);
     if (left > 0) {
         tick_in(f, left);
         return;
@@ -386,7 +387,7 @@ static void route_done(struct upstream_req *u, int status, struct evbuffer *body
             n--;
         sbuf_reset(&f->grant);
         sbuf_append(&f->grant, t, n);
-        f->t_grant = time_mono();
+        f->t_grant = clock_mono();
         if (!f->granted_once) metrics_observe(f->g->h_route_wait, f->t_grant - f->t0);
         f->granted_once = true;
         f->polls = 0;
@@ -396,7 +397,7 @@ static void route_done(struct upstream_req *u, int status, struct evbuffer *body
     }
     /* waiting: the engine held the call up to its --route-hold-ms; poll again at once, or
      * after a short pause when it answered quickly (an engine without the long poll) */
-    double held = time_mono() - f->t_route0;
+    double held = clock_mono() - f->t_route0;
     double d = held >= 0.5 ? 0 : fmin(0.1 * (1 << (f->polls < 4 ? f->polls : 4)), 1.0);
     f->polls++;
     schedule_route(f, d);
@@ -417,7 +418,7 @@ static void send_route(struct flow *f)
     f->st = F_ROUTE;
     set_waiting(f, true);
     if (!evtimer_pending(f->wait_ev, NULL)) { /* back from a worker call: deadline again */
-        double left = g->cfg.route_timeout - (time_mono() - f->t0);
+        double left = g->cfg.route_timeout - (clock_mono() - f->t0);
         if (left <= 0) {
             fail(f, 503, "no_capacity", GO_NO_CAPACITY,
                  "no worker of '%s' became available within %g s; try again later", f->ep,
@@ -438,7 +439,7 @@ static void send_route(struct flow *f)
     struct upstream_opts o = {
         .timeout_s = ROUTE_CALL_TIMEOUT_S, .max_buffered = 1u << 20, .retry_reused = true};
     *g->m_route_calls += 1;
-    f->t_route0 = time_mono();
+    f->t_route0 = clock_mono();
     f->up = upstream_request(g->engine, EVHTTP_REQ_POST, "/route/", "application/json",
                              f->body.data, f->body.len, hdrs, &o, &route_cbs, f);
     if (!f->up) engine_retry(f, "request_failed");
@@ -531,7 +532,7 @@ static void call_chunk(struct upstream_req *u, struct evbuffer *data, void *arg)
         return;
     }
     if (f->t_ttfb == 0) {
-        f->t_ttfb = time_mono();
+        f->t_ttfb = clock_mono();
         metrics_observe(f->g->h_ttfb, f->t_ttfb - f->t0);
     }
     f->bytes += n;
@@ -612,7 +613,7 @@ static void call_done(struct upstream_req *u, int status, struct evbuffer *body,
     } else if (req) {
         size_t n = evbuffer_get_length(body);
         if (f->t_ttfb == 0) {
-            f->t_ttfb = time_mono();
+            f->t_ttfb = clock_mono();
             metrics_observe(f->g->h_ttfb, f->t_ttfb - f->t0);
         }
         const char *t = n ? (const char *)evbuffer_pullup(body, 1) : NULL;
@@ -712,7 +713,7 @@ static void send_call(struct flow *f)
     sbuf_putc(&f->body, '}');
     double left = 0;
     if (g->cfg.request_timeout > 0) {
-        left = g->cfg.request_timeout - (time_mono() - f->t0);
+        left = g->cfg.request_timeout - (clock_mono() - f->t0);
         if (left <= 0.001) {
             fail(f, 504, "timeout", GO_UPSTREAM, "the request deadline passed");
             return;
@@ -747,7 +748,7 @@ void gw_flow_start(struct gateway *g, struct evhttp_request *req, const struct g
     f->payload_len = a->payload_len;
     f->cost = a->cost;
     f->wrap_array = a->wrap_array;
-    f->t0 = time_mono();
+    f->t0 = clock_mono();
     f->st = F_ROUTE;
     g->inflight++;
     f->timer = evtimer_new(g->base, on_timer, f);

@@ -11,6 +11,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "clock.h"
 #include "gateway.h"
 #include "httputil.h"
 #include "log.h"
@@ -268,7 +269,7 @@ static double drain_deadline;
 static void on_drain_tick(evutil_socket_t fd, short ev, void *arg)
 {
     struct gateway *g = arg;
-    if (g->inflight <= 0 || time_mono() >= drain_deadline) {
+    if (g->inflight <= 0 || clock_mono() >= drain_deadline) {
         if (g->inflight > 0) log_warn("drain_timeout", "inflight=%d", g->inflight);
         event_base_loopexit(g->base, NULL);
     }
@@ -284,7 +285,7 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     }
     g->stopping = true;
     gw_listen_stop(g);
-    drain_deadline = time_mono() + g->cfg.drain_timeout;
+    drain_deadline = clock_mono() + g->cfg.drain_timeout;
     drain_ev = event_new(g->base, -1, EV_PERSIST, on_drain_tick, g);
     struct timeval tv = {0, 100000};
     if (!drain_ev || event_add(drain_ev, &tv) != 0) event_base_loopexit(g->base, NULL);

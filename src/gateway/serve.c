@@ -21,6 +21,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "gateway.h"
 #include "httputil.h"
 #include "log.h"
@@ -349,7 +350,7 @@ static void h_models(struct gateway *g, struct evhttp_request *req, enum gw_shap
     m->g = g;
     m->req = req;
     m->shape = shape;
-    m->t0 = time_mono();
+    m->t0 = clock_mono();
     snprintf(m->id, sizeof m->id, "%s", id ? id : "");
     snprintf(m->hdr, sizeof m->hdr, "Bearer %s", key);
     g->inflight++;

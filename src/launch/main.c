@@ -28,6 +28,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "hclient.h"
 #include "httputil.h"
 #include "launch.h"
@@ -44,7 +45,7 @@ enum lstate { ST_TLS, ST_RUNNING, ST_STOP_WORKER, ST_STOP_MODEL, ST_FAIL_STOP, S
 struct child {
     const char *name;
     pid_t pid;             /* 0 when not running */
-    double started;        /* time_mono() of the last start */
+    double started;        /* clock_mono() of the last start */
     int crashes;           /* consecutive unexpected exits */
     bool stop_requested;   /* we sent SIGTERM */
     struct event *restart; /* pending (re)start timer */
@@ -307,7 +308,7 @@ static void on_worker_exit(int status)
     char why[128];
     describe_status(status, why, sizeof why);
     bool expected = w->stop_requested;
-    double up = time_mono() - w->started;
+    double up = clock_mono() - w->started;
     w->pid = 0;
     w->stop_requested = false;
     evtimer_del(w->kill);
@@ -363,7 +364,7 @@ static void on_model_exit(int status)
     char why[128];
     describe_status(status, why, sizeof why);
     bool expected = m->stop_requested;
-    double up = time_mono() - m->started;
+    double up = clock_mono() - m->started;
     /* Leftovers of a `sh -c` command (grandchildren) go with it. */
     proc_signal(m->pid, SIGKILL);
     m->pid = 0;
@@ -519,7 +520,7 @@ static void start_model(void)
         return;
     }
     m->pid = pid;
-    m->started = time_mono();
+    m->started = clock_mono();
     char q[PATH_MAX + 64];
     log_info("model_started", "pid=%d cmd=%s log=%s", (int)pid,
              log_quote(q, sizeof q, L.model_cmd ? L.model_cmd : L.model_bin), L.model_log);
@@ -552,7 +553,7 @@ static void start_worker(void)
         return;
     }
     w->pid = pid;
-    w->started = time_mono();
+    w->started = clock_mono();
     log_info("worker_started", "pid=%d bin=%s port=%d", (int)pid, L.worker_bin, L.worker_port);
 }
 
@@ -653,14 +654,14 @@ static int tls_setup(void)
         sign_try();
         return 0;
     }
-    double t0 = time_mono();
+    double t0 = clock_mono();
     if (tls_make_self_signed(L.tls_key, L.tls_cert, ip && *ip ? ip : "localhost", ip, msg,
                              sizeof msg) != 0) {
         begin_fail(msg);
         return -1;
     }
     log_info("tls_self_signed", "key=%s cert=%s ms=%.0f", L.tls_key, L.tls_cert,
-             (time_mono() - t0) * 1e3);
+             (clock_mono() - t0) * 1e3);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /* Continuous batching scheduler; see batcher.h. */
 #include "batcher.h"
+#include "clock.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -270,7 +271,7 @@ static void *sched_main(void *arg)
                 }
             }
         int rc = ns ? llama_forward(b->ctx, b->seqs, ns) : 0;
-        double now = time_mono();
+        double now = clock_mono();
 
         pthread_mutex_lock(&b->mu);
         b->st.steps++;

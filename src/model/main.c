@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "clock.h"
 #include "gguf.h"
 #include "httputil.h"
 #include "jinja.h"
@@ -402,7 +403,7 @@ static int cmd_membw(int argc, char **argv)
     for (int rep = 0; rep < 5; rep++) {
         pthread_t th[64];
         struct bw_arg a[64];
-        double t0 = time_mono();
+        double t0 = clock_mono();
         for (long k = 0; k < threads; k++) {
             a[k].p = p + n / threads * k;
             a[k].n = n / threads;
@@ -412,7 +413,7 @@ static int cmd_membw(int argc, char **argv)
             pthread_join(th[k], NULL);
             chk += a[k].sum;
         }
-        double gbs = (double)n * 8 / (time_mono() - t0) / 1e9;
+        double gbs = (double)n * 8 / (clock_mono() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
     printf("%.2f\n", best);

@@ -8,6 +8,7 @@
  * by the connection close callback while streaming; either cancels the
  * sequence, which leaves the batch at the next step. */
 #include "server.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -259,7 +260,7 @@ struct creq *srv_creq_new(struct srv *s, struct evhttp_request *req, enum api_ki
     g->sp.top_p = 1.0f;
     g->sp.repetition_penalty = 1.0f;
     c->created = (long)time(NULL);
-    c->t0 = time_mono();
+    c->t0 = clock_mono();
     s->next_id++;
     /* a random per-process prefix keeps ids unique across restarts */
     snprintf(c->id, sizeof c->id, "%s-%s%llu", api == API_OAI_CHAT ? "chatcmpl" : "cmpl",
@@ -323,7 +324,7 @@ void srv_start(struct creq *c)
 {
     struct srv *s = c->s;
     struct gen_req *g = c->g;
-    g->t_submit = time_mono();
+    g->t_submit = clock_mono();
     if (batcher_submit(s->bat, g) != 0) {
         *s->m_rejected_queue += 1;
         /* the queue drains as sequences finish: ask clients to come back soon */
@@ -415,9 +416,9 @@ static void creq_event(struct creq *c, const struct gen_event *e)
     creq_unwatch(c);
     if (e->finish == FIN_CANCEL) *s->m_cancelled += 1;
     if (e->finish == FIN_ERROR) *s->m_errors += 1;
-    metrics_observe(s->h_duration, time_mono() - c->t0);
+    metrics_observe(s->h_duration, clock_mono() - c->t0);
     log_info("request_done", "id=%s prompt_tokens=%d generated=%d finish=%s seconds=%.3f", c->id,
-             e->n_prompt, e->n_gen, fin_name(e->finish), time_mono() - c->t0);
+             e->n_prompt, e->n_gen, fin_name(e->finish), clock_mono() - c->t0);
     if (c->stream) {
         evhttp_send_reply_end(c->req);
     } else if (e->finish == FIN_CANCEL) {

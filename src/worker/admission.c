@@ -18,6 +18,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -73,7 +74,7 @@ void wreq_end(struct wreq *wr, enum outcome out)
         wr->up = NULL;
     }
     if (wr->req || wr->close_ev) client_detach(wr);
-    wr->t_done = time_wall();
+    wr->t_done = clock_wall();
     TAILQ_REMOVE(&w->working, wr, wlink);
     w->nworking--;
     w->working_load -= wr->workload;
@@ -105,8 +106,8 @@ void wreq_end(struct wreq *wr, enum outcome out)
     }
     w->n_out[out]++;
     *w->m_req_total[out] += 1;
-    benchmark_observe(w, out == OUT_SUCCESS, wr->workload, time_mono() - wr->m_enter);
-    if (w->m_latency) metrics_observe(w->m_latency, time_mono() - wr->m_enter);
+    benchmark_observe(w, out == OUT_SUCCESS, wr->workload, clock_mono() - wr->m_enter);
+    if (w->m_latency) metrics_observe(w->m_latency, clock_mono() - wr->m_enter);
     w->update_pending = true;
     report_request_done(w, wr, out);
     log_debug("request_end", "id=%llu outcome=%d workload=%g", (unsigned long long)wr->id, (int)out,
@@ -229,7 +230,7 @@ static void count_reject(struct worker *w, double workload, const struct pyj_val
             tmp.has_idx = true;
             tmp.request_idx = idx;
             tmp.t_enter = t_enter;
-            tmp.t_done = time_wall();
+            tmp.t_done = clock_wall();
             report_request_done(w, &tmp, OUT_REJECTED);
         }
     }
@@ -257,7 +258,7 @@ void request_cb(struct evhttp_request *req, void *arg)
         reply_text(req, 405, "405: Method Not Allowed");
         return;
     }
-    double t_enter = time_wall();
+    double t_enter = clock_wall();
     size_t len;
     const char *body = http_request_body(req, &len);
     struct envelope env;
@@ -343,7 +344,7 @@ void request_cb(struct evhttp_request *req, void *arg)
     wr->evcon = evhttp_request_get_connection(req);
     wr->workload = wl;
     wr->t_enter = t_enter;
-    wr->m_enter = time_mono();
+    wr->m_enter = clock_mono();
     /* A session request is not reported on its own: the session is the one
      * request the engine knows (its request_idx goes out when it closes). */
     wr->has_idx = !sess && w->cfg.report_fmt == REPORT_V3 &&

@@ -38,6 +38,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -262,7 +263,7 @@ static void send_one(struct benchmark *b, int slot);
 
 static void round_start(struct benchmark *b)
 {
-    b->t0 = time_mono();
+    b->t0 = clock_mono();
     b->ok_workload = 0;
     b->round_4xx = 0;
     int n = b->round == 0 ? 1 : b->conc;
@@ -273,7 +274,7 @@ static void round_start(struct benchmark *b)
 
 static void round_end(struct benchmark *b)
 {
-    double el = time_mono() - b->t0;
+    double el = clock_mono() - b->t0;
     if (b->round == 0) {
         b->round = 1;
         round_start(b);
@@ -313,7 +314,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
         probe_start(b);
         return;
     }
-    b->t0 = time_mono();
+    b->t0 = clock_mono();
     b->outstanding = 1;
     send_one(b, 0);
 }
@@ -350,7 +351,7 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
                 log_info("benchmark_shrink", "status=%d words=%d->%d max_new_tokens=%d->%d", status,
                          ow, b->words, on, b->max_new);
                 set_payload(b);
-                b->t0 = time_mono();
+                b->t0 = clock_mono();
                 b->outstanding = 1;
                 send_one(b, 0);
                 return;
@@ -366,7 +367,7 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
         return;
     }
     if (b->round == 0) {
-        double el = time_mono() - b->t0;
+        double el = clock_mono() - b->t0;
         b->warm_rate = b->workload / (el > 1e-6 ? el : 1e-6);
     }
     if (status >= 200 && status < 300)

@@ -24,6 +24,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -75,7 +76,7 @@ void worker_error(struct worker *w, const char *msg)
 {
     if (w->phase == PH_ERROR || w->phase == PH_DRAINING) return;
     snprintf(w->error_msg, sizeof w->error_msg, "%s", msg);
-    w->t_error = time_wall();
+    w->t_error = clock_wall();
     log_error("worker_error", "msg=\"%s\"", msg);
     benchmark_stop(w);
     worker_set_phase(w, PH_ERROR);
@@ -100,7 +101,7 @@ static void maybe_ready(struct worker *w)
     if (!w->model_loaded || !lc->bench_done) return;
     if (w->cfg.health_endpoint[0] && !w->health_ok_once) return;
     if (!w->cfg.unsecured && !w->key) return;
-    w->t_ready = time_wall();
+    w->t_ready = clock_wall();
     worker_set_phase(w, PH_READY);
     log_info("ready", "max_perf=%g loadtime=%.3f", w->max_perf, w->loadtime);
     report_now(w);
@@ -141,7 +142,7 @@ void lifecycle_model_loaded(struct worker *w, const char *why)
         return;
     }
     w->model_loaded = true;
-    w->t_loaded = time_wall();
+    w->t_loaded = clock_wall();
     w->loadtime = w->t_loaded - w->t_start_wall;
     w->loadtime_pending = true;
     w->update_pending = true;

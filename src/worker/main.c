@@ -6,6 +6,7 @@
 
 #include <event2/dns.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -14,8 +15,8 @@ int main(int argc, char **argv)
 {
     static struct worker wk;
     struct worker *w = &wk;
-    w->t_start_mono = time_mono();
-    w->t_start_wall = time_wall();
+    w->t_start_mono = clock_mono();
+    w->t_start_wall = clock_wall();
     signal(SIGPIPE, SIG_IGN);
     log_init("worker", LOG_INFO);
     if (config_load(&w->cfg, argc, argv) != 0) return 2;

@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -142,7 +143,7 @@ static const struct upstream_cbs proxy_cbs = {on_headers, on_chunk, on_done, on_
 void proxy_start(struct wreq *wr)
 {
     struct worker *w = wr->w;
-    wr->t_start = time_wall();
+    wr->t_start = clock_wall();
     struct upstream_opts o = {
         .timeout_s = w->cfg.upstream_timeout,
         .max_buffered = w->cfg.max_response,

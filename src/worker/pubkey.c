@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -31,13 +32,13 @@ static int install(struct worker *w, const void *data, size_t len, const char *s
     rsa_pubkey_fingerprint(k, fp);
     if (w->key && strcmp(fp, w->key_fp) == 0) {
         rsa_pubkey_free(k);
-        w->key_loaded_at = time_wall();
+        w->key_loaded_at = clock_wall();
         return 0;
     }
     if (w->key) rsa_pubkey_free(w->key);
     w->key = k;
     memcpy(w->key_fp, fp, sizeof fp);
-    w->key_loaded_at = time_wall();
+    w->key_loaded_at = clock_wall();
     auth_key_changed(w->auth);
     log_info("pubkey_loaded", "source=%s bits=%zu sha256=%.16s", src, rsa_pubkey_size(k) * 8, fp);
     lifecycle_check_ready(w);

@@ -26,6 +26,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
 #include "worker.h"
@@ -113,7 +114,7 @@ static double report_v1_cur_load(const struct worker *w, double newl, double now
 static void build_status(struct worker *w, struct sbuf *b, double disk_used, bool *carried_loadtime)
 {
     const struct wconfig *c = &w->cfg;
-    double now = time_mono();
+    double now = clock_mono();
     double newl = w->cur.received - w->cur.cancelled;
     if (newl < 0) newl = 0;
     /* max_perf is reported only once the worker admits requests: the engine
@@ -302,7 +303,7 @@ static void send_finished(struct send_ctx *sc, bool ok)
             if (fabs(w->cur.cancelled) < 1e-9) w->cur.cancelled = 0;
             w->disk_base_gib = sc->disk_used;
             if (sc->carried_loadtime) w->loadtime_pending = false;
-            w->last_report_ok_mono = time_mono();
+            w->last_report_ok_mono = clock_mono();
             w->reports_ok++;
         } else {
             w->update_pending = true; /* retry at the next tick */
@@ -382,7 +383,7 @@ static void send_status(struct worker *w)
     log_debug("report_send", "body=%s", sc->body.data);
     w->report_in_flight = true;
     w->update_pending = false;
-    w->last_report_mono = time_mono();
+    w->last_report_mono = clock_mono();
     try_send(sc);
 }
 
@@ -402,7 +403,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     if (w->cfg.nreport == 0) return;
-    double now = time_mono();
+    double now = clock_mono();
     double since = now - w->last_report_mono;
     bool loaded = w->phase != PH_LOADING && w->phase != PH_BENCHMARKING;
     if (!w->report_in_flight) {
@@ -446,7 +447,7 @@ int report_init(struct worker *w)
             upstream_pool_set_max_idle(w->report_pools[i], 2);
     }
     /* The first report goes out ~1 s after start (PyWorker: elapsed starts at 0). */
-    w->last_report_mono = time_mono() - w->cfg.report_interval + 1.0;
+    w->last_report_mono = clock_mono() - w->cfg.report_interval + 1.0;
     double t = w->cfg.report_interval < 2.0 ? w->cfg.report_interval / 2 : 1.0;
     if (t > 1.0) t = 1.0;
     struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};

@@ -40,6 +40,7 @@
 
 #include <openssl/rand.h>
 
+#include "clock.h"
 #include "connguard.h"
 #include "httputil.h"
 #include "log.h"
@@ -133,7 +134,7 @@ struct wsession *session_find(struct worker *w, const struct pyj_value *id)
 
 static void extend(struct worker *w, struct wsession *s)
 {
-    double now = time_wall();
+    double now = clock_wall();
     double cap = now + w->cfg.session_max_ttl;
     s->expiration += s->lifetime;
     if (s->expiration > cap) s->expiration = cap;
@@ -273,7 +274,7 @@ static void session_close(struct session_state *st, struct wsession *s, const ch
         tmp.request_idx = s->request_idx;
         tmp.t_enter = s->created_at;
         tmp.t_start = s->created_at;
-        tmp.t_done = time_wall();
+        tmp.t_done = clock_wall();
         report_request_done(w, &tmp, OUT_SUCCESS);
     }
     w->update_pending = true;
@@ -287,7 +288,7 @@ static void session_close(struct session_state *st, struct wsession *s, const ch
 static void gc(evutil_socket_t fd, short what, void *arg)
 {
     struct session_state *st = arg;
-    double now = time_wall();
+    double now = clock_wall();
     struct wsession *s = TAILQ_FIRST(&st->list);
     while (s) {
         struct wsession *next = TAILQ_NEXT(s, link);
@@ -401,7 +402,7 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
     while (find_str(st, s->id, SESSION_ID_LEN));
     s->auth = pyj_clone(auth);
     s->lifetime = lifetime > w->cfg.session_max_ttl ? w->cfg.session_max_ttl : lifetime;
-    s->created_at = time_wall();
+    s->created_at = clock_wall();
     s->expiration = s->created_at + s->lifetime;
     if (route) s->on_close_route = strdup(route->u.str.s);
     if (ocp) s->on_close_payload = pyj_clone(ocp);

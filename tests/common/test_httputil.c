@@ -1,9 +1,9 @@
-/* Unit tests for src/common/httputil.c: URL parsing, reason phrases and the time helpers (no
- * network), then the server side against real loopback connections on one event base: reply
- * helpers (status line, Content-Type, Content-Length, the JSON error body), request path
- * extraction (origin and absolute form), request bodies, and the limits http_server_new sets.
- * The client is a plain socket bufferevent that sends raw bytes and reads the answer to EOF,
- * so the bytes on the wire are checked exactly. */
+/* Unit tests for src/common/httputil.c: URL parsing and reason phrases (no network), then the
+ * server side against real loopback connections on one event base: reply helpers
+ * (status line, Content-Type, Content-Length, the JSON error body), request path extraction (origin
+ * and absolute form), request bodies, and the limits http_server_new sets. The client is a plain
+ * socket bufferevent that sends raw bytes and reads the answer to EOF, so the bytes on the wire are
+ * checked exactly. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -84,23 +84,6 @@ static void test_http_reason(void **state)
     ASSERT_EQ_STR(http_reason(504), "Gateway Timeout");
     ASSERT_EQ_STR(http_reason(299), "Unknown");
     ASSERT_EQ_STR(http_reason(-1), "Unknown");
-}
-
-/* Clock helpers: the monotonic clock never goes back; the wall clock is the system's. */
-static void test_time_helpers(void **state)
-{
-    double prev = time_mono();
-    ASSERT_GT_DBL(prev, 0);
-    for (int i = 0; i < 10000; i++) {
-        double t = time_mono();
-        ASSERT_GE_DBL(t, prev);
-        prev = t;
-    }
-    time_t before = time(NULL);
-    double w = time_wall();
-    time_t after = time(NULL);
-    ASSERT_GE_DBL(w, (double)before);
-    ASSERT_LE_DBL(w, (double)after + 1);
 }
 
 /* ---- server side ---- */
@@ -339,7 +322,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_url_parse),
         cmocka_unit_test(test_http_reason),
-        cmocka_unit_test(test_time_helpers),
         cmocka_unit_test(test_http_reply_helpers),
         cmocka_unit_test(test_http_request_path_and_body),
         cmocka_unit_test(test_http_server_limits),

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../common/assert_ext.h"
+#include "clock.h"
 #include "engine/engine.h"
 #include "httputil.h"
 #include "rsa.h"
@@ -177,7 +178,7 @@ static void test_global_queue(void **st)
     json_object_put(r1);
     assert_int_equal(EP->qlen, 1);
     EP->qhead->last_poll_mono -= 1000;
-    router_expire(E, EP, time_mono());
+    router_expire(E, EP, clock_mono());
     assert_int_equal(EP->qlen, 0);
     state_worker_remove(E, w);
     router_queue_clear(EP);
