@@ -1146,7 +1146,7 @@ static void dump_object(const struct pyj_value *v, const struct pyj_dump_opts *o
                         int level)
 {
     size_t n = v->u.obj.len;
-    const struct pyj_member *small[16];
+    const struct pyj_member *small[16] = {NULL};
     const struct pyj_member **ms = n <= 16 ? small : xmalloc(n * sizeof *ms);
     for (size_t i = 0; i < n; i++)
         ms[i] = &v->u.obj.members[i];
