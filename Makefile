@@ -13,10 +13,11 @@ SHELL := /bin/bash
 # a sub-make: pkg-config (below) must run after scripts/deps.sh installed pkg-config and the -dev
 # packages, and nothing may compile while they are being installed (make -j).  `make test`,
 # `make run`, `make bench`, `make sanitize` and `make deps` install (with sudo when not root);
-# a plain `make` installs only as root, otherwise it names what to install and stops.  Every
-# other goal (a file, unit, lint, clean, install...) goes straight to the inner level.
+# `make lint` installs only clang-format and cppcheck; a plain `make` installs only as root,
+# otherwise it names what to install and stops.  Every other goal (a file, unit, clean,
+# install...) goes straight to the inner level.
 ifndef SGPU_INNER
-.PHONY: all deps test run bench sanitize
+.PHONY: all deps test run bench sanitize lint
 all:
 	@./scripts/deps.sh --no-sudo
 	@$(MAKE) --no-print-directory SGPU_INNER=1 all
@@ -24,6 +25,9 @@ deps:
 	@./scripts/deps.sh
 test run bench sanitize:
 	@./scripts/deps.sh
+	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
+lint:
+	@./scripts/deps.sh --lint
 	@$(MAKE) --no-print-directory SGPU_INNER=1 $@
 Makefile: ;
 .DEFAULT:
@@ -157,8 +161,8 @@ run: all
 	@SGPU_BIN=$(abspath $(BIN)) ./scripts/run-demo.sh
 
 lint:
-	@command -v clang-format >/dev/null && clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
-	@command -v cppcheck >/dev/null && cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -Isrc -Isrc/common src
 
 format:

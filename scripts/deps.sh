@@ -3,6 +3,8 @@
 # Idempotent and quiet when everything is present: it asks dpkg first and
 # only calls apt-get for what is missing.
 #
+# --lint: only what `make lint` runs (clang-format, cppcheck).
+#
 # --no-sudo (plain `make`): install only when running as root; otherwise name
 # the missing packages and how to install them, and fail, instead of asking
 # for a sudo password in the middle of a build.
@@ -18,6 +20,11 @@ PKGS="$PKGS unicode-data"
 TEST_PKGS="chromium"
 nosudo=0
 [ "${1:-}" = "--no-sudo" ] && nosudo=1
+# --lint (`make lint`): the formatter and the static checker, nothing else.
+if [ "${1:-}" = "--lint" ]; then
+    PKGS="clang-format cppcheck git"
+    TEST_PKGS=""
+fi
 
 if [ "$nosudo" -eq 0 ]; then
     tmissing=""
