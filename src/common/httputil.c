@@ -2,6 +2,7 @@
 #include "httputil.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -232,6 +233,13 @@ int http_url_parse(const char *url, struct http_url *out)
         after = p + hl;
     }
     out->host[hl] = '\0';
+    /* a host is letters, digits, '-', '.', '_' (and ':' inside [v6]); anything else (space,
+     * control bytes, '%', quotes) would reach a Host header or a log line */
+    for (size_t i = 0; i < hl; i++) {
+        unsigned char ch = (unsigned char)out->host[i];
+        if (!isalnum(ch) && ch != '-' && ch != '.' && ch != '_' && !(ch == ':' && *p == '['))
+            return -1;
+    }
     if (*after == ':') {
         char *end;
         long port = strtol(after + 1, &end, 10);

@@ -35,6 +35,7 @@ static void test_http_url_parse(void **state)
         {"http://h?q=1", false, "h", 80, "/?q=1"},
         {"http://h#f", false, "h", 80, "/"},
         {"http://h:65535", false, "h", 65535, "/"},
+        {"http://sgpu:tok@w-1.example_x:5/p", false, "w-1.example_x", 5, "/p"},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         struct http_url u;
@@ -62,6 +63,11 @@ static void test_http_url_parse(void **state)
         "http://h:80x",
         "http://[::1",
         "http://[]:80",
+        "http://a b:80/",
+        "http://h\r\nX-Injected: 1",
+        "http://h%41/",
+        "http://\"h\"/",
+        "http://[::1 x]/",
         longhost,
         longpath,
     };
