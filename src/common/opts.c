@@ -185,9 +185,14 @@ static int store(const struct opt *o, void *cfg, const char *v, char *why, size_
     case OPT_ENUM: {
         int k = enum_index(o->choices, v);
         if (k < 0) {
-            snprintf(why, whylen, "expected one of %s", o->choices);
-            for (char *p = why; *p; p++)
-                if (*p == '|') *p = ',';
+            int l = snprintf(why, whylen, "expected one of ");
+            for (const char *p = o->choices; *p && l + 3 < (int)whylen; p++) {
+                if (*p == '|')
+                    l += snprintf(why + l, whylen - (size_t)l, ", ");
+                else
+                    why[l++] = *p;
+            }
+            why[l < (int)whylen ? l : (int)whylen - 1] = '\0';
             return -1;
         }
         memcpy(f, &k, sizeof k);
@@ -336,6 +341,19 @@ int opts_parse(const struct opts_spec *s, void *cfg, int argc, char **argv, stru
     return 0;
 }
 
+int opts_defaults(const struct opts_spec *s, void *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < s->n; i++) {
+        char why[256] = "bad value";
+        if (s->opts[i].def && store(&s->opts[i], cfg, s->opts[i].def, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s: bad default '%s' of row %d: %s", s->prog, s->opts[i].def, i,
+                     why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void opts_result_free(struct opts_result *r)
 {
     free(r->args);
@@ -424,9 +442,9 @@ void opts_usage(const struct opts_spec *s, FILE *out)
             col = fprintf(out, "  %-*s  %-*s  ", fw, buf, ew, o->env ? o->env : "");
         else
             col = fprintf(out, "  %-*s  ", fw, buf);
+        /* one line per row with an environment column (grep finds the whole row) */
         int indent = (int)(2 + fw + 2 + (env_col ? ew + 2 : 0));
-        if (indent > 60) indent = 8;
-        put_wrapped(out, text, col, indent, 100);
+        put_wrapped(out, text, col, indent, env_col ? 10000 : 100);
     }
 }
 

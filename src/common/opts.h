@@ -52,6 +52,12 @@ struct opt {
     int (*parse)(void *cfg, const char *val, char *why, size_t whylen);
 };
 
+/* Row helpers: OPT_AT places a row's value in field of struct T; OPT_BUF makes the row a
+ * copied char[] field. */
+#define OPT_AT(T, field) .off = offsetof(T, field)
+#define OPT_BUF(T, field)                                                                          \
+    .type = OPT_STRBUF, .off = offsetof(T, field), .size = sizeof(((T *)0)->field)
+
 enum {
     OPTS_PREFIX = 1 << 0,        /* an unambiguous prefix of a flag selects it (getopt_long) */
     OPTS_STOP_AT_ARG = 1 << 1,   /* the first positional argument ends the options */
@@ -88,6 +94,8 @@ struct opts_result {
  * returns 0 with r->help set and cfg untouched.  Always call opts_result_free(r) after. */
 int opts_parse(const struct opts_spec *s, void *cfg, int argc, char **argv, struct opts_result *r);
 void opts_result_free(struct opts_result *r);
+/* Stores every row's default into cfg (neither argv nor the environment).  0 or -1 (err). */
+int opts_defaults(const struct opts_spec *s, void *cfg, char *err, size_t errlen);
 
 /* Formats "<prog>: invalid value '<val[i]>' for <flag/env>: <why>" into r->err; returns -1.
  * For checks a caller makes after opts_parse (values depending on each other). */
@@ -97,7 +105,8 @@ int opts_find(const struct opts_spec *s, const char *name);
 /* True when row i came from the command line or the environment (not the default). */
 bool opts_given(const struct opts_result *r, int i);
 
-/* One line per row: "  -x, --name META   ENV   help [default]" (wrapped at 100 columns). */
+/* One line per row: "  -x, --name META  help (env ENV) [default]", wrapped at 100 columns;
+ * with OPTS_ENV_COLUMN "  --name  ENV  help [default]", one line each. */
 void opts_usage(const struct opts_spec *s, FILE *out);
 /* One docs/configuration.md table row per row: | `ENV` | `--name META` | `default` | help | */
 void opts_markdown(const struct opts_spec *s, FILE *out);

@@ -229,7 +229,7 @@ static void test_bad_numbers(void **state)
                          "in [0, 65535]");
     opts_result_free(&r);
     ASSERT_EQ_INT(parse(&spec, &c, &r, "--log-level", "loud", NULL), -1);
-    ASSERT_HAS_STR(r.err, "expected one of debug,info,warn,error");
+    ASSERT_HAS_STR(r.err, "expected one of debug, info, warn, error");
     opts_result_free(&r);
     setenv("T_RATIO", "2", 1);
     ASSERT_EQ_INT(parse(&spec, &c, &r, NULL), -1);
