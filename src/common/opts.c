@@ -415,6 +415,25 @@ static void put_wrapped(FILE *out, const char *text, int col, int indent, int wi
     fputc('\n', out);
 }
 
+static void usage_row(FILE *out, const struct opt *o, int fw, int ew, bool env_col)
+{
+    char buf[160], text[1400];
+    flag_text(o, buf, sizeof buf);
+    int tl = snprintf(text, sizeof text, "%s", o->help ? o->help : "");
+    if (!env_col && o->env && tl < (int)sizeof text)
+        tl += snprintf(text + tl, sizeof text - (size_t)tl, " (env %s)", o->env);
+    const char *d = shown_default(o);
+    if (d && tl < (int)sizeof text) snprintf(text + tl, sizeof text - (size_t)tl, " [%s]", d);
+    int col;
+    if (env_col)
+        col = fprintf(out, "  %-*s  %-*s  ", fw, buf, ew, o->env ? o->env : "");
+    else
+        col = fprintf(out, "  %-*s  ", fw, buf);
+    /* one line per row with an environment column (grep finds the whole row) */
+    int indent = (int)(2 + fw + 2 + (env_col ? ew + 2 : 0));
+    put_wrapped(out, text, col, indent, env_col ? 10000 : 100);
+}
+
 void opts_usage(const struct opts_spec *s, FILE *out)
 {
     int fw = 0, ew = 0;
@@ -427,24 +446,16 @@ void opts_usage(const struct opts_spec *s, FILE *out)
             ew = (int)strlen(s->opts[i].env);
     }
     if (fw > 26) fw = 26;
-    for (int i = 0; i < s->n; i++) {
-        const struct opt *o = &s->opts[i];
-        if (!o->name && !o->short_name && !env_col) continue;
-        flag_text(o, buf, sizeof buf);
-        char text[1400];
-        int tl = snprintf(text, sizeof text, "%s", o->help ? o->help : "");
-        if (!env_col && o->env && tl < (int)sizeof text)
-            tl += snprintf(text + tl, sizeof text - (size_t)tl, " (env %s)", o->env);
-        const char *d = shown_default(o);
-        if (d && tl < (int)sizeof text) snprintf(text + tl, sizeof text - (size_t)tl, " [%s]", d);
-        int col;
-        if (env_col)
-            col = fprintf(out, "  %-*s  %-*s  ", fw, buf, ew, o->env ? o->env : "");
-        else
-            col = fprintf(out, "  %-*s  ", fw, buf);
-        /* one line per row with an environment column (grep finds the whole row) */
-        int indent = (int)(2 + fw + 2 + (env_col ? ew + 2 : 0));
-        put_wrapped(out, text, col, indent, env_col ? 10000 : 100);
+    for (int i = 0; i < s->n; i++)
+        if (s->opts[i].name || s->opts[i].short_name || env_col)
+            usage_row(out, &s->opts[i], fw, ew, env_col);
+    if (!(s->flags & OPTS_NO_HELP)) {
+        const struct opt help = {.name = "help",
+                                 .short_name = 'h',
+                                 .type = OPT_FLAG,
+                                 .help = "this text (--help-markdown: the options as markdown "
+                                         "table rows)"};
+        usage_row(out, &help, fw, ew, env_col);
     }
 }
 

@@ -372,7 +372,6 @@ static void usage(FILE *out)
           "over the environment variable.\n\n",
           out);
     opts_usage(&spec, out);
-    fputs("  -h, --help                this text (--help-markdown: as docs table rows)\n", out);
 }
 
 void config_opts_default(struct engine_opts *o)

@@ -614,11 +614,9 @@ void config_usage(FILE *out)
                  "A drop-in replacement for Vast.ai's PyWorker.  Every setting is an environment\n"
                  "variable (PyWorker names where they exist) or a flag; flags win.\n\n");
     opts_usage(&spec, out);
-    fprintf(out, "  %-51s %s\n", "VAST_TCP_PORT_<WORKER_PORT>",
+    fprintf(out, "  %-52s %s\n", "VAST_TCP_PORT_<WORKER_PORT>",
             "external port in the reported url [WORKER_PORT]");
-    fprintf(out, "  %-51s %s\n", "SGPU_LOG_LEVEL", "debug | info | warn | error [info]");
-    fprintf(out,
-            "\n  --help  this text;  --help-markdown  the table as docs/configuration.md rows\n");
+    fprintf(out, "  %-52s %s\n", "SGPU_LOG_LEVEL", "debug | info | warn | error [info]");
 }
 
 static void config_usage_markdown(FILE *out)
