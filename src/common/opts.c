@@ -110,6 +110,8 @@ static void row_label(const struct opt *o, enum opt_src src, char *out, size_t n
         snprintf(out, n, "--%s (%s)", o->name, o->env);
     else if (o->name)
         snprintf(out, n, "--%s", o->name);
+    else if (o->short_name && !(o->env && src == OPT_SRC_ENV))
+        snprintf(out, n, "-%c", o->short_name);
     else
         snprintf(out, n, "%s", o->env ? o->env : "?");
 }
@@ -291,7 +293,7 @@ static int take_arg(const struct opts_spec *s, struct opts_result *r, int argc, 
     const struct opt *o = &s->opts[i];
     const char *v;
     if (o->type == OPT_FLAG) {
-        if (inline_val) return fail(s, r, "option '--%s' takes no value", o->name);
+        if (inline_val) return fail(s, r, "option '%s' takes no value", a);
         v = "true";
     } else if (inline_val) {
         v = inline_val;
@@ -387,7 +389,8 @@ static int flag_text(const struct opt *o, char *buf, size_t n)
         l = snprintf(buf, n, "--%s", o->name);
     else
         buf[0] = '\0';
-    if (o->meta && o->name) l += snprintf(buf + l, n - (size_t)l, " %s", o->meta);
+    if (o->meta && (o->name || o->short_name))
+        l += snprintf(buf + l, n - (size_t)l, " %s", o->meta);
     return l;
 }
 
