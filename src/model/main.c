@@ -408,9 +408,14 @@ static int cmd_logits_generate(int argc, char **argv, bool gen)
         }
     int cap = (int)toks.n + (gen ? (int)o.max_new : 0);
     struct llama_kv kv;
+    if (llama_kv_init(&kv, m, cap > 0 ? cap : 1)) {
+        fprintf(stderr, "sgpu-model: event=fatal error=\"cannot allocate the KV cache\"\n");
+        llama_free(m);
+        ids_free(&toks);
+        return 1;
+    }
     struct llama_ctx *c = llama_ctx_new(m, (int)o.threads);
-    if (llama_kv_init(&kv, m, cap > 0 ? cap : 1)) abort();
-    float *lg = malloc((size_t)nv * (gen ? 1 : toks.n) * sizeof(float));
+    float *lg = xmalloc((size_t)nv * (gen ? 1 : toks.n) * sizeof(float));
     struct llama_seq_in s = {&kv, toks.v, (int)toks.n, !gen, true, lg};
     if (llama_forward(c, &s, 1)) {
         fprintf(stderr, "forward failed\n");

@@ -37,6 +37,7 @@
 #include "opts.h"
 #include "quant.h"
 #include "server_int.h"
+#include "xalloc.h"
 
 static int wake_fd[2] = {-1, -1};
 static atomic_int wake_pending;
@@ -215,11 +216,9 @@ int jget_bool(struct json_object *o, const char *k, bool *out, bool *present)
 static void add_stop(struct gen_req *g, const char *s, size_t n)
 {
     if (n == 0) return;
-    g->stop = realloc(g->stop, (size_t)(g->n_stop + 1) * sizeof *g->stop);
-    g->stop_len = realloc(g->stop_len, (size_t)(g->n_stop + 1) * sizeof *g->stop_len);
-    if (!g->stop || !g->stop_len) abort();
-    g->stop[g->n_stop] = malloc(n + 1);
-    if (!g->stop[g->n_stop]) abort();
+    g->stop = xrealloc(g->stop, (size_t)(g->n_stop + 1) * sizeof *g->stop);
+    g->stop_len = xrealloc(g->stop_len, (size_t)(g->n_stop + 1) * sizeof *g->stop_len);
+    g->stop[g->n_stop] = xmalloc(n + 1);
     memcpy(g->stop[g->n_stop], s, n);
     g->stop[g->n_stop][n] = 0;
     g->stop_len[g->n_stop] = n;
@@ -249,9 +248,8 @@ int jget_stop(struct json_object *o, const char *k, struct gen_req *g)
 
 struct creq *srv_creq_new(struct srv *s, struct evhttp_request *req, enum api_kind api)
 {
-    struct creq *c = calloc(1, sizeof *c);
-    struct gen_req *g = calloc(1, sizeof *g);
-    if (!c || !g) abort();
+    struct creq *c = xcalloc(1, sizeof *c);
+    struct gen_req *g = xcalloc(1, sizeof *g);
     c->s = s;
     c->req = req;
     c->api = api;
