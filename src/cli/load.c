@@ -384,7 +384,7 @@ static double load_run(struct load *l)
     struct timeval stv = clock_tv(l->max_time);
     evtimer_add(l->stop_ev, &stv);
     l->t0 = clock_mono();
-    struct timeval zero = {0, 0};
+    struct timeval zero = clock_tv(0);
     evtimer_add(l->send_ev, &zero);
     event_base_dispatch(l->base);
     double elapsed = clock_mono() - l->t0;

@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "httputil.h"
 #include "opts.h"
 
@@ -646,7 +647,7 @@ int cmd_events(struct cli_common *c, int argc, char **argv)
         fflush(stdout);
         json_object_put(j);
         if (!follow) break;
-        struct timeval one = {1, 0}; /* --follow: poll once a second */
+        struct timeval one = clock_tv(1); /* --follow: poll once a second */
         event_base_loopexit(m.base, &one);
         event_base_dispatch(m.base);
     }

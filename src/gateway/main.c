@@ -284,7 +284,7 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     gw_listen_stop(g);
     drain_deadline = clock_mono() + g->cfg.drain_timeout;
     drain_ev = event_new(g->base, -1, EV_PERSIST, on_drain_tick, g);
-    struct timeval tv = {0, 100000};
+    struct timeval tv = clock_tv_ms(100);
     if (!drain_ev || event_add(drain_ev, &tv) != 0) event_base_loopexit(g->base, NULL);
 }
 

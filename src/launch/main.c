@@ -658,7 +658,7 @@ static void sign_done(void *arg, const struct hc_response *r)
         return;
     }
     /* 2, 4, 8, 16 s as the reference script (§7.3 b) */
-    struct timeval tv = {(time_t)(1 << L.sign_attempt), 0};
+    struct timeval tv = clock_tv(1 << L.sign_attempt);
     evtimer_add(L.sign_timer, &tv);
 }
 
