@@ -486,14 +486,12 @@ void opts_markdown(const struct opts_spec *s, FILE *out)
             fputc('`', out);
         }
         fputs(" | ", out);
+        /* a literal default in backticks, a described one (def_help) as text */
         const char *d = shown_default(o);
-        if (d) {
-            fputc('`', out);
-            put_cell(out, d);
-            fputc('`', out);
-        } else {
-            fputs("—", out);
-        }
+        if (d && !o->def_help) fputc('`', out);
+        if (d) put_cell(out, d);
+        if (d && !o->def_help) fputc('`', out);
+        if (!d) fputs("—", out);
         fputs(" | ", out);
         put_cell(out, o->help);
         fputs(" |\n", out);

@@ -108,7 +108,8 @@ bool opts_given(const struct opts_result *r, int i);
 /* One line per row: "  -x, --name META  help (env ENV) [default]", wrapped at 100 columns;
  * with OPTS_ENV_COLUMN "  --name  ENV  help [default]", one line each. */
 void opts_usage(const struct opts_spec *s, FILE *out);
-/* One docs/configuration.md table row per row: | `ENV` | `--name META` | `default` | help | */
+/* One docs/configuration.md table row per row: | `ENV` | `--name META` | `default` | help |
+ * (a def_help default is plain text: only literal defaults are in backticks). */
 void opts_markdown(const struct opts_spec *s, FILE *out);
 
 /* The strict parsers the table uses, for OPT_FUNC callbacks: 0, or -1 with why filled. */

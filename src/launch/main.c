@@ -125,7 +125,7 @@ static const struct opt rows[] = {
      AT(model_cmd),
      .meta = "\"CMD\"",
      .help = "model server command, run with /bin/sh -c in its own process group",
-     .def_help = "`<model-bin> serve --port <model-port>`, the embedded tiny model"},
+     .def_help = "<model-bin> serve --port <model-port>, the embedded tiny model"},
     {.name = "model-log",
      .env = "MODEL_LOG",
      .type = OPT_STR,

@@ -343,7 +343,7 @@ static void test_usage(void **state)
     u = capture(opts_markdown, &spec);
     ASSERT_HAS_STR(u, "| variable | flag | default | meaning |\n");
     ASSERT_HAS_STR(u, "| `T_PORT` | `--port N` | `3000` | listening port |\n");
-    ASSERT_HAS_STR(u, "| `T_NAME` | `-n, --name S` | `the host name` | a name \\| with a bar |\n");
+    ASSERT_HAS_STR(u, "| `T_NAME` | `-n, --name S` | the host name | a name \\| with a bar |\n");
     ASSERT_HAS_STR(u, "|  | `-q, --quiet` | — | say less |\n");
     free(u);
 }
