@@ -911,27 +911,37 @@ static int serve_parse(struct serve_opts *o, int argc, char **argv)
     return rc;
 }
 
-int serve_main(int argc, char **argv)
+/* Shutdown: stop compute first, then drop requests and connections, then free. */
+static void serve_teardown(struct srv *s, struct connguard *guard, struct event *wev,
+                           struct event *sig1, struct event *sig2)
 {
-    struct serve_opts o;
-    if (serve_parse(&o, argc, argv) != 0) return 2;
-    struct srv S;
-    struct srv *s = &S;
-    memset(s, 0, sizeof *s);
-    s->model_path = o.model;
-    s->host = o.host;
-    s->load_msg = o.load_msg;
-    s->port = o.port;
-    s->threads = o.threads;
-    s->max_batch = o.max_batch;
-    s->n_ctx = o.ctx;
-    s->max_queue = o.max_queue;
-    s->prefill_chunk = o.prefill_chunk;
-    int kv_mb = o.kv_mb, max_body_kb = o.max_body_kb;
-    int max_conns = o.max_conns, body_budget_kb = o.body_budget_kb;
-    double deadline_s = o.deadline_s;
-    s->kv_budget = (size_t)kv_mb << 20;
-    signal(SIGPIPE, SIG_IGN);
+    batcher_free(s->bat);
+    while (s->live) {
+        struct creq *c = s->live;
+        s->live = c->next;
+        creq_unwatch(c);
+        if (c->stream)
+            evhttp_send_reply_end(c->req);
+        else
+            http_reply_error(c->req, 503, "server shutting down");
+        creq_free(c);
+    }
+    evhttp_free(s->http);
+    connguard_free(guard);
+    event_free(wev);
+    event_free(sig1);
+    event_free(sig2);
+    event_base_free(s->base);
+    close(wake_fd[0]);
+    close(wake_fd[1]);
+    chat_tmpl_free(s->chat);
+    llama_free(s->model);
+    metrics_free(s->met);
+}
+
+/* The server's Prometheus series (/metrics). */
+static void serve_metrics_init(struct srv *s)
+{
     s->met = metrics_new();
     s->m_requests =
         metrics_counter(s->met, "sgpu_model_requests_total", "Generation requests accepted");
@@ -965,6 +975,30 @@ int serve_main(int argc, char **argv)
     s->h_duration = metrics_histogram(s->met, "sgpu_model_request_duration_seconds",
                                       "Request duration", dur, 11);
     metrics_on_render(s->met, metrics_refresh, s);
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct serve_opts o;
+    if (serve_parse(&o, argc, argv) != 0) return 2;
+    struct srv S;
+    struct srv *s = &S;
+    memset(s, 0, sizeof *s);
+    s->model_path = o.model;
+    s->host = o.host;
+    s->load_msg = o.load_msg;
+    s->port = o.port;
+    s->threads = o.threads;
+    s->max_batch = o.max_batch;
+    s->n_ctx = o.ctx;
+    s->max_queue = o.max_queue;
+    s->prefill_chunk = o.prefill_chunk;
+    int kv_mb = o.kv_mb, max_body_kb = o.max_body_kb;
+    int max_conns = o.max_conns, body_budget_kb = o.body_budget_kb;
+    double deadline_s = o.deadline_s;
+    s->kv_budget = (size_t)kv_mb << 20;
+    signal(SIGPIPE, SIG_IGN);
+    serve_metrics_init(s);
 
     s->base = http_base_new();
     /* Our limit is s->max_body, answered by request_cb() once the body is read.
@@ -1020,28 +1054,6 @@ int serve_main(int argc, char **argv)
     event_base_dispatch(s->base);
     pthread_join(loader, NULL);
     int rc = atomic_load(&load_state) < 0 || !s->bat ? 1 : 0;
-    /* shutdown: stop compute first, then drop requests and connections */
-    batcher_free(s->bat);
-    while (s->live) {
-        struct creq *c = s->live;
-        s->live = c->next;
-        creq_unwatch(c);
-        if (c->stream)
-            evhttp_send_reply_end(c->req);
-        else
-            http_reply_error(c->req, 503, "server shutting down");
-        creq_free(c);
-    }
-    evhttp_free(s->http);
-    connguard_free(guard);
-    event_free(wev);
-    event_free(sig1);
-    event_free(sig2);
-    event_base_free(s->base);
-    close(wake_fd[0]);
-    close(wake_fd[1]);
-    chat_tmpl_free(s->chat);
-    llama_free(s->model);
-    metrics_free(s->met);
+    serve_teardown(s, guard, wev, sig1, sig2);
     return rc;
 }
