@@ -296,7 +296,8 @@ int main(int argc, char **argv)
     enum log_level lvl = LOG_INFO;
     if (g.cfg.log_level[0]) log_parse_level(g.cfg.log_level, &lvl);
     log_init("gateway", lvl);
-    log_set_level(lvl); /* --log-level over SGPU_LOG_LEVEL, resolved by the option table */
+    /* --log-level over SGPU_LOG_LEVEL, as the option table resolved them */
+    log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
 
     g.base = http_base_new();
