@@ -1,12 +1,36 @@
 /* sgpu call: one routed request, answer on stdout. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
+
+struct call_opts {
+    struct cli_req_opts rq;
+    double max_time;
+    bool show;
+};
+
+static const struct opt rows[] = {
+    CLI_REQ_ROWS(struct call_opts, rq),
+    {.name = "max-time",
+     .type = OPT_DBL,
+     OPT_AT(struct call_opts, max_time),
+     .lo = 0.001,
+     .hi = 1e7,
+     .def = "600",
+     .meta = "S",
+     .help = "give up after S seconds in total"},
+    {.name = "show-worker",
+     .type = OPT_FLAG,
+     OPT_AT(struct call_opts, show),
+     .help = "print the worker URL and timings on stderr when done"},
+};
+
+static const struct opts_spec spec = {"sgpu call", rows, sizeof rows / sizeof rows[0], OPTS_PREFIX};
 
 static void call_usage(FILE *f)
 {
@@ -17,19 +41,10 @@ static void call_usage(FILE *f)
           "Re-routes when the worker cannot be reached; retries 408/429/5xx answers (before any\n"
           "answer byte) with capped exponential back-off; never retries once an answer has\n"
           "started.  The answer body goes to stdout (as it arrives with --stream).\n"
-          "\n"
-          "  --endpoint NAME     endpoint name (required)\n"
-          "  --route PATH        worker route (default /generate, or /generate_stream with "
-          "--stream)\n"
-          "  --data JSON         payload: literal JSON, @FILE, or - for stdin (required)\n"
-          "  --stream            write answer bytes as they arrive (unbuffered)\n"
-          "  --cost N            workload estimate sent to /route/ (default 100)\n"
-          "  --max-time S        give up after S seconds in total (default 600)\n"
-          "  --timeout S         one worker call (default 600)\n"
-          "  --max-attempts N    worker calls including retries (default 5)\n"
-          "  --show-worker       print the worker URL and timings on stderr when done\n"
-          "  plus the global options (--engine, --api-key, ...; see sgpu --help)\n",
+          "\n",
           f);
+    opts_usage(&spec, f);
+    fputs("  plus the global options (--engine, --api-key, ...; see sgpu --help)\n", f);
 }
 
 struct call_ctx {
@@ -97,69 +112,17 @@ static void on_done(void *arg, const struct rcall_result *r)
 
 int cmd_call(struct cli_common *c, int argc, char **argv)
 {
-    const char *endpoint = NULL, *route = NULL, *data = NULL;
     struct call_ctx x = {.rc = 1};
-    double cost = 100, max_time = 600, timeout = 600;
-    int max_attempts = 5;
-    enum { O_EP = 1, O_ROUTE, O_DATA, O_STREAM, O_COST, O_MAXT, O_TMO, O_ATT, O_SHOW, O_HELP };
-    static const struct option opts[] = {
-        {"endpoint", required_argument, NULL, O_EP},
-        {"route", required_argument, NULL, O_ROUTE},
-        {"data", required_argument, NULL, O_DATA},
-        {"stream", no_argument, NULL, O_STREAM},
-        {"cost", required_argument, NULL, O_COST},
-        {"max-time", required_argument, NULL, O_MAXT},
-        {"timeout", required_argument, NULL, O_TMO},
-        {"max-attempts", required_argument, NULL, O_ATT},
-        {"show-worker", no_argument, NULL, O_SHOW},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    int o;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end = NULL;
-        switch (o) {
-        case O_EP:
-            endpoint = optarg;
-            break;
-        case O_ROUTE:
-            route = optarg;
-            break;
-        case O_DATA:
-            data = optarg;
-            break;
-        case O_STREAM:
-            x.stream = true;
-            break;
-        case O_COST:
-            cost = strtod(optarg, &end);
-            break;
-        case O_MAXT:
-            max_time = strtod(optarg, &end);
-            break;
-        case O_TMO:
-            timeout = strtod(optarg, &end);
-            break;
-        case O_ATT:
-            max_attempts = (int)strtol(optarg, &end, 10);
-            break;
-        case O_SHOW:
-            x.show = true;
-            break;
-        case 'h':
-        case O_HELP:
-            call_usage(stdout);
-            return 0;
-        default:
-            call_usage(stderr);
-            return 2;
-        }
-        if (end && (end == optarg || *end)) {
-            fprintf(stderr, "sgpu call: not a number: '%s'\n", optarg);
-            return 2;
-        }
-    }
+    struct call_opts o = {0};
+    struct opts_result r;
+    int prc = cli_parse(&spec, &o, argc, argv, &r, call_usage);
+    opts_result_free(&r); /* positional arguments are ignored, as they always were */
+    if (prc) return prc == 1 ? 0 : 2;
+    x.stream = o.rq.stream;
+    x.show = o.show;
+    const char *endpoint = o.rq.endpoint, *route = o.rq.route, *data = o.rq.data;
+    double cost = o.rq.cost, max_time = o.max_time, timeout = o.rq.timeout;
+    int max_attempts = o.rq.max_attempts;
     if (!endpoint || !data) {
         fprintf(stderr, "sgpu call: --endpoint and --data are required\n");
         call_usage(stderr);
@@ -168,10 +131,6 @@ int cmd_call(struct cli_common *c, int argc, char **argv)
     if (!route) route = x.stream ? "/generate_stream" : "/generate";
     if (route[0] != '/') {
         fprintf(stderr, "sgpu call: --route must start with '/'\n");
-        return 2;
-    }
-    if (max_attempts < 1 || max_time <= 0 || timeout <= 0 || cost < 0) {
-        fprintf(stderr, "sgpu call: --max-attempts, --max-time and --timeout must be positive\n");
         return 2;
     }
     struct sbuf payload = SBUF_INIT;

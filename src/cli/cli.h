@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <event2/event.h>
 
@@ -93,6 +94,65 @@ int cmd_workergroup(struct cli_common *c, int argc, char **argv);
 int cmd_worker(struct cli_common *c, int argc, char **argv);
 int cmd_events(struct cli_common *c, int argc, char **argv);
 int cmd_keygen(struct cli_common *c, int argc, char **argv);
+
+/* What `sgpu call` and `sgpu load` ask of each request (their option tables share these rows). */
+struct cli_req_opts {
+    const char *endpoint, *route, *data;
+    bool stream;
+    double cost, timeout;
+    int max_attempts;
+};
+
+/* The opts.h rows of struct cli_req_opts `m` inside the options struct T. */
+#define CLI_REQ_ROWS(T, m)                                                                         \
+    {.name = "endpoint",                                                                           \
+     .type = OPT_STR,                                                                              \
+     OPT_AT(T, m.endpoint),                                                                        \
+     .meta = "NAME",                                                                               \
+     .help = "endpoint name (required)"},                                                          \
+        {.name = "route",                                                                          \
+         .type = OPT_STR,                                                                          \
+         OPT_AT(T, m.route),                                                                       \
+         .meta = "PATH",                                                                           \
+         .help = "worker route",                                                                   \
+         .def_help = "/generate, or /generate_stream with --stream"},                              \
+        {.name = "data",                                                                           \
+         .type = OPT_STR,                                                                          \
+         OPT_AT(T, m.data),                                                                        \
+         .meta = "JSON",                                                                           \
+         .help = "payload: literal JSON, @FILE, or - for stdin (required)"},                       \
+        {.name = "stream",                                                                         \
+         .type = OPT_FLAG,                                                                         \
+         OPT_AT(T, m.stream),                                                                      \
+         .help = "write answer bytes as they arrive (unbuffered)"},                                \
+        {.name = "cost",                                                                           \
+         .type = OPT_DBL,                                                                          \
+         OPT_AT(T, m.cost),                                                                        \
+         .lo = 0,                                                                                  \
+         .hi = 1e12,                                                                               \
+         .def = "100",                                                                             \
+         .meta = "N",                                                                              \
+         .help = "workload estimate sent to /route/"},                                             \
+        {.name = "timeout",                                                                        \
+         .type = OPT_DBL,                                                                          \
+         OPT_AT(T, m.timeout),                                                                     \
+         .lo = 0.001,                                                                              \
+         .hi = 1e7,                                                                                \
+         .def = "600",                                                                             \
+         .meta = "S",                                                                              \
+         .help = "one worker call"},                                                               \
+    {                                                                                              \
+        .name = "max-attempts", .type = OPT_INT, OPT_AT(T, m.max_attempts), .lo = 1,               \
+        .hi = 1000000, .def = "5", .meta = "N", .help = "worker calls including retries"           \
+    }
+
+/* Parses a subcommand's options (argv[0] = the command) into cfg: 0 run, 1 --help printed
+ * (usage() with the table's rows), 2 usage error printed.  Positional arguments stay in r
+ * (free it with opts_result_free). */
+struct opts_spec;
+struct opts_result;
+int cli_parse(const struct opts_spec *sp, void *cfg, int argc, char **argv, struct opts_result *r,
+              void (*usage_fn)(FILE *f));
 
 /* Reads --data: "@FILE", "-" (stdin) or literal text.  0 or -1 (message printed). */
 int cli_read_data(const char *arg, struct sbuf *out);

@@ -2,50 +2,56 @@
  * PREFIX.pem = private key (PKCS#8, mode 0600), PREFIX.pub.pem = public key
  * (SubjectPublicKeyInfo, what GET /pubkey/ serves and PUBKEY_FILE accepts). */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "rsa.h"
+
+struct keygen_opts {
+    const char *prefix;
+    int bits;
+};
+
+static const struct opt rows[] = {
+    {.name = "out",
+     .short_name = 'o',
+     .type = OPT_STR,
+     OPT_AT(struct keygen_opts, prefix),
+     .def = "sgpu-key",
+     .meta = "PREFIX",
+     .help = "writes PREFIX.pem (private key, PKCS#8, mode 0600) and PREFIX.pub.pem (public key, "
+             "SubjectPublicKeyInfo PEM)"},
+    {.name = "bits",
+     .type = OPT_INT,
+     OPT_AT(struct keygen_opts, bits),
+     .lo = 1024,
+     .hi = 16384,
+     .def = "2048",
+     .meta = "N",
+     .help = "RSA key size"},
+};
+
+static const struct opts_spec spec = {"sgpu keygen", rows, sizeof rows / sizeof rows[0],
+                                      OPTS_PREFIX};
+
+static void keygen_usage(FILE *f)
+{
+    fputs("usage: sgpu keygen [--out PREFIX] [--bits 2048]\n", f);
+    opts_usage(&spec, f);
+}
 
 int cmd_keygen(struct cli_common *c, int argc, char **argv)
 {
-    const char *prefix = "sgpu-key";
-    int bits = 2048;
-    enum { O_OUT = 1, O_BITS, O_HELP };
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, O_OUT},
-        {"bits", required_argument, NULL, O_BITS},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    int o;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        switch (o) {
-        case 'o':
-        case O_OUT:
-            prefix = optarg;
-            break;
-        case O_BITS:
-            bits = atoi(optarg);
-            break;
-        case 'h':
-        case O_HELP:
-            puts("usage: sgpu keygen [--out PREFIX] [--bits 2048]\n"
-                 "Writes PREFIX.pem (private key, PKCS#8, mode 0600) and PREFIX.pub.pem (public\n"
-                 "key, SubjectPublicKeyInfo PEM).  Default PREFIX: sgpu-key.");
-            return 0;
-        default:
-            return 2;
-        }
-    }
-    if (bits < 1024 || bits > 16384) {
-        fprintf(stderr, "sgpu keygen: --bits must be in [1024, 16384]\n");
-        return 2;
-    }
+    struct keygen_opts o = {0};
+    struct opts_result r;
+    int prc = cli_parse(&spec, &o, argc, argv, &r, keygen_usage);
+    opts_result_free(&r);
+    if (prc) return prc == 1 ? 0 : 2;
+    const char *prefix = o.prefix;
+    int bits = o.bits;
     char priv[4096], pub[4096];
     if (snprintf(priv, sizeof priv, "%s.pem", prefix) >= (int)sizeof priv ||
         snprintf(pub, sizeof pub, "%s.pub.pem", prefix) >= (int)sizeof pub) {

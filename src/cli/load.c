@@ -8,7 +8,6 @@
  * concurrency (--max-in-flight: beyond it a due request is skipped and
  * counted, never queued).  A one-line progress display on stderr is rewritten
  * twice a second; the summary goes to stderr, or as JSON to stdout (--json). */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,8 @@
 #include "cli.h"
 #include "clock.h"
 #include "httputil.h"
+#include "opts.h"
+#include "xalloc.h"
 
 #define MAX_WORKERS 256
 
@@ -212,7 +213,7 @@ static void send_cb(evutil_socket_t fd, short ev, void *arg)
     if (more) {
         double next = (double)l->sent / l->rps - (clock_mono() - l->t0);
         if (next < 0) next = 0;
-        struct timeval tv = {(time_t)next, (suseconds_t)((next - floor(next)) * 1e6)};
+        struct timeval tv = clock_tv(next);
         evtimer_add(l->send_ev, &tv);
     } else {
         l->n = l->sent; /* --duration ended the sending early */
@@ -246,6 +247,64 @@ static void maybe_done(struct load *l)
     }
 }
 
+struct load_opts {
+    struct cli_req_opts rq;
+    long long n;
+    double rps, duration, max_time;
+    long long max_inflight;
+    bool json;
+};
+
+#define AT(f) OPT_AT(struct load_opts, f)
+static const struct opt rows[] = {
+    /* -n only, as getopt's "n:" had it */
+    {.short_name = 'n',
+     .type = OPT_I64,
+     AT(n),
+     .lo = 1,
+     .hi = 1e7,
+     .def = "100",
+     .meta = "N",
+     .help = "requests to send"},
+    {.name = "rps",
+     .type = OPT_DBL,
+     AT(rps),
+     .lo = 1e-6,
+     .hi = 1e7,
+     .def = "10",
+     .meta = "R",
+     .help = "offered rate, requests/s"},
+    {.name = "duration",
+     .type = OPT_DBL,
+     AT(duration),
+     .lo = 0,
+     .hi = 1e7,
+     .meta = "S",
+     .help = "stop sending after S seconds",
+     .def_help = "when N are sent"},
+    {.name = "max-time",
+     .type = OPT_DBL,
+     AT(max_time),
+     .lo = 0,
+     .hi = 1e7,
+     .meta = "S",
+     .help = "hard stop: cancel what is still in flight",
+     .def_help = "sending time + 120 s"},
+    {.name = "max-in-flight",
+     .type = OPT_I64,
+     AT(max_inflight),
+     .lo = 1,
+     .hi = 1e9,
+     .def = "1000",
+     .meta = "N",
+     .help = "a due request is skipped (counted) beyond N in flight"},
+    CLI_REQ_ROWS(struct load_opts, rq),
+    {.name = "json", .type = OPT_FLAG, AT(json), .help = "print the summary as JSON on stdout"},
+};
+#undef AT
+
+static const struct opts_spec spec = {"sgpu load", rows, sizeof rows / sizeof rows[0], OPTS_PREFIX};
+
 static void load_usage(FILE *f)
 {
     fputs(
@@ -254,231 +313,166 @@ static void load_usage(FILE *f)
         "Open-loop load through the engine: request i starts at i/R seconds, each routed and\n"
         "called exactly like `sgpu call` (waiting polls, re-routes, retries).  Live progress\n"
         "on stderr: sent, in flight, done, errors, p50/p99 latency, requests per worker.\n"
-        "\n"
-        "  -n N                requests to send (default 100)\n"
-        "  --rps R             offered rate, requests/s (default 10)\n"
-        "  --duration S        stop sending after S seconds (default: when N are sent)\n"
-        "  --max-time S        hard stop: cancel what is still in flight (default: sending time\n"
-        "                      + 120 s)\n"
-        "  --max-in-flight N   a due request is skipped (counted) beyond N in flight (default "
-        "1000)\n"
-        "  --endpoint, --route, --data, --stream, --cost, --timeout, --max-attempts: as sgpu call\n"
-        "  --json              print the summary as JSON on stdout\n"
-        "Exit status 0 when every request succeeded, 1 otherwise.\n",
+        "\n",
         f);
+    opts_usage(&spec, f);
+    fputs("Exit status 0 when every request succeeded, 1 otherwise.\n", f);
 }
 
-int cmd_load(struct cli_common *c, int argc, char **argv)
+/* Options, payload, event loop and per-request arrays.  0, or the exit status. */
+static int load_setup(struct load *l, struct cli_common *c, const struct load_opts *o,
+                      struct sbuf *payload)
 {
-    struct load l = {0};
-    const char *endpoint = NULL, *route = NULL, *data = NULL;
-    bool stream = false, json = false;
-    double cost = 100, timeout = 600;
-    int max_attempts = 5;
-    l.n = 100;
-    l.rps = 10;
-    l.max_time = -1;
-    l.max_inflight = 1000;
-    enum {
-        O_EP = 1,
-        O_ROUTE,
-        O_DATA,
-        O_STREAM,
-        O_COST,
-        O_TMO,
-        O_ATT,
-        O_RPS,
-        O_DUR,
-        O_MAXT,
-        O_MIF,
-        O_JSON,
-        O_HELP
-    };
-    static const struct option opts[] = {
-        {"endpoint", required_argument, NULL, O_EP},
-        {"route", required_argument, NULL, O_ROUTE},
-        {"data", required_argument, NULL, O_DATA},
-        {"stream", no_argument, NULL, O_STREAM},
-        {"cost", required_argument, NULL, O_COST},
-        {"timeout", required_argument, NULL, O_TMO},
-        {"max-attempts", required_argument, NULL, O_ATT},
-        {"rps", required_argument, NULL, O_RPS},
-        {"duration", required_argument, NULL, O_DUR},
-        {"max-time", required_argument, NULL, O_MAXT},
-        {"max-in-flight", required_argument, NULL, O_MIF},
-        {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    int o;
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
-        char *end = NULL;
-        switch (o) {
-        case 'n':
-            l.n = strtol(optarg, &end, 10);
-            break;
-        case O_EP:
-            endpoint = optarg;
-            break;
-        case O_ROUTE:
-            route = optarg;
-            break;
-        case O_DATA:
-            data = optarg;
-            break;
-        case O_STREAM:
-            stream = true;
-            break;
-        case O_COST:
-            cost = strtod(optarg, &end);
-            break;
-        case O_TMO:
-            timeout = strtod(optarg, &end);
-            break;
-        case O_ATT:
-            max_attempts = (int)strtol(optarg, &end, 10);
-            break;
-        case O_RPS:
-            l.rps = strtod(optarg, &end);
-            break;
-        case O_DUR:
-            l.duration = strtod(optarg, &end);
-            break;
-        case O_MAXT:
-            l.max_time = strtod(optarg, &end);
-            break;
-        case O_MIF:
-            l.max_inflight = strtol(optarg, &end, 10);
-            break;
-        case O_JSON:
-            json = true;
-            break;
-        case 'h':
-        case O_HELP:
-            load_usage(stdout);
-            return 0;
-        default:
-            load_usage(stderr);
-            return 2;
-        }
-        if (end && (end == optarg || *end)) {
-            fprintf(stderr, "sgpu load: not a number: '%s'\n", optarg);
-            return 2;
-        }
-    }
-    if (!endpoint || !data) {
+    if (!o->rq.endpoint || !o->rq.data) {
         fprintf(stderr, "sgpu load: --endpoint and --data are required\n");
         return 2;
     }
-    if (l.n < 1 || l.n > 10000000 || l.rps <= 0 || l.max_inflight < 1 || max_attempts < 1) {
-        fprintf(stderr, "sgpu load: -n, --rps, --max-in-flight, --max-attempts must be positive\n");
-        return 2;
-    }
-    if (!route) route = stream ? "/generate_stream" : "/generate";
-    struct sbuf payload = SBUF_INIT;
-    if (cli_read_data(data, &payload) != 0) return 2;
+    l->n = (long)o->n;
+    l->rps = o->rps;
+    l->duration = o->duration;
+    l->max_time = o->max_time;
+    l->max_inflight = (long)o->max_inflight;
+    if (cli_read_data(o->rq.data, payload) != 0) return 2;
     char jerr[256];
-    if (!cli_json_valid(payload.data ? payload.data : "", payload.len, jerr, sizeof jerr)) {
+    if (!cli_json_valid(payload->data ? payload->data : "", payload->len, jerr, sizeof jerr)) {
         fprintf(stderr, "sgpu load: --data is not valid JSON: %s\n", jerr);
-        sbuf_free(&payload);
         return 2;
     }
-    double send_time = (double)l.n / l.rps;
-    if (l.duration > 0 && l.duration < send_time) send_time = l.duration;
-    if (l.max_time <= 0) l.max_time = send_time + 120;
+    double send_time = (double)l->n / l->rps;
+    if (l->duration > 0 && l->duration < send_time) send_time = l->duration;
+    if (l->max_time <= 0) l->max_time = send_time + 120;
 
-    l.lat = calloc((size_t)l.n, sizeof(double));
-    l.ttfb = calloc((size_t)l.n, sizeof(double));
-    l.grant = calloc((size_t)l.n, sizeof(double));
-    l.base = event_base_new();
+    l->lat = xcalloc((size_t)l->n, sizeof(double));
+    l->ttfb = xcalloc((size_t)l->n, sizeof(double));
+    l->grant = xcalloc((size_t)l->n, sizeof(double));
+    l->base = event_base_new();
     struct hclient_tls_opts tls = {.insecure = c->insecure, .ca_file = c->cacert};
-    l.hc = hclient_new(l.base, &tls);
-    if (!l.lat || !l.ttfb || !l.grant || !l.base || !l.hc) {
-        fprintf(stderr, "sgpu load: out of memory\n");
+    l->hc = l->base ? hclient_new(l->base, &tls) : NULL;
+    if (!l->hc) {
+        fprintf(stderr, "sgpu load: cannot create the event loop\n");
         return 1;
     }
-    l.tty = isatty(STDERR_FILENO);
-    l.ro = (struct rcall_opts){
+    l->tty = isatty(STDERR_FILENO);
+    l->ro = (struct rcall_opts){
         .engine = c->engine,
-        .endpoint = endpoint,
+        .endpoint = o->rq.endpoint,
         .api_key = c->api_key,
-        .route = route,
-        .payload = payload.data,
-        .payload_len = payload.len,
-        .cost = cost,
-        .max_time = l.max_time,
-        .worker_timeout = timeout,
-        .max_attempts = max_attempts,
+        .route = o->rq.route    ? o->rq.route
+                 : o->rq.stream ? "/generate_stream"
+                                : "/generate",
+        .payload = payload->data,
+        .payload_len = payload->len,
+        .cost = o->rq.cost,
+        .max_time = l->max_time,
+        .worker_timeout = o->rq.timeout,
+        .max_attempts = o->rq.max_attempts,
         .first_poll_s = -1,
         .on_chunk = on_chunk,
         .on_done = on_done,
     };
-    l.send_ev = evtimer_new(l.base, send_cb, &l);
-    l.progress_ev = event_new(l.base, -1, EV_PERSIST, progress_cb, &l);
-    l.stop_ev = evtimer_new(l.base, stop_cb, &l);
-    struct timeval ptv = {l.tty ? 0 : 2, l.tty ? 500000 : 0};
-    event_add(l.progress_ev, &ptv);
-    struct timeval stv = {(time_t)l.max_time,
-                          (suseconds_t)((l.max_time - floor(l.max_time)) * 1e6)};
-    evtimer_add(l.stop_ev, &stv);
-    l.t0 = clock_mono();
-    struct timeval zero = {0, 0};
-    evtimer_add(l.send_ev, &zero);
-    event_base_dispatch(l.base);
-    double elapsed = clock_mono() - l.t0;
-    progress(&l, true);
+    return 0;
+}
 
-    long errs = l.err_route + l.err_status + l.err_midstream + l.err_timeout;
-    qsort(l.workers, (size_t)l.nworkers, sizeof l.workers[0], cmp_w);
-    FILE *out = json ? stdout : stderr;
-    if (json) {
-        fprintf(out,
-                "{\"sent\": %ld, \"ok\": %ld, \"errors\": %ld, \"skipped\": %ld, "
-                "\"errors_by_kind\": {\"route\": %ld, \"status\": %ld, \"midstream\": %ld, "
-                "\"timeout\": %ld}, \"waited\": %ld, \"retried\": %ld, \"elapsed_s\": %.3f, "
-                "\"offered_rps\": %.3f, \"achieved_rps\": %.3f, \"bytes\": %llu, "
-                "\"latency_s\": {\"p50\": %.6f, \"p90\": %.6f, \"p99\": %.6f, \"max\": %.6f}, "
-                "\"first_byte_s\": {\"p50\": %.6f, \"p99\": %.6f}, "
-                "\"grant_s\": {\"p50\": %.6f, \"p99\": %.6f}, \"workers\": {",
-                l.sent, l.ok, errs, l.skipped, l.err_route, l.err_status, l.err_midstream,
-                l.err_timeout, l.waited, l.retried, elapsed, l.rps,
-                elapsed > 0 ? (double)l.ok / elapsed : 0, l.bytes, pct(l.lat, l.nlat, 50),
-                pct(l.lat, l.nlat, 90), pct(l.lat, l.nlat, 99), pct(l.lat, l.nlat, 100),
-                pct(l.ttfb, l.nlat, 50), pct(l.ttfb, l.nlat, 99), pct(l.grant, l.nlat, 50),
-                pct(l.grant, l.nlat, 99));
-        for (int i = 0; i < l.nworkers; i++)
-            fprintf(out, "%s\"%s\": %ld", i ? ", " : "", l.workers[i].url, l.workers[i].n);
-        fprintf(out, "}}\n");
-    } else {
-        fprintf(out,
-                "sgpu load: %ld requests in %.2f s: %ld ok (%.1f/s achieved, %.1f/s offered)\n",
-                l.sent, elapsed, l.ok, elapsed > 0 ? (double)l.ok / elapsed : 0, l.rps);
-        fprintf(out,
-                "  errors %ld (route %ld, worker status %ld, mid-stream %ld, timeout %ld), "
-                "skipped %ld\n",
-                errs, l.err_route, l.err_status, l.err_midstream, l.err_timeout, l.skipped);
-        fprintf(out, "  latency    p50 %.3fs  p90 %.3fs  p99 %.3fs  max %.3fs\n",
-                pct(l.lat, l.nlat, 50), pct(l.lat, l.nlat, 90), pct(l.lat, l.nlat, 99),
-                pct(l.lat, l.nlat, 100));
-        fprintf(out, "  first byte p50 %.3fs  p99 %.3fs;  grant p50 %.3fs  p99 %.3fs\n",
-                pct(l.ttfb, l.nlat, 50), pct(l.ttfb, l.nlat, 99), pct(l.grant, l.nlat, 50),
-                pct(l.grant, l.nlat, 99));
-        fprintf(out, "  %ld waited for a worker (global queue), %ld needed more than one attempt\n",
-                l.waited, l.retried);
-        for (int i = 0; i < l.nworkers; i++)
-            fprintf(out, "  worker %-40s %6ld  %5.1f%%\n", l.workers[i].url, l.workers[i].n,
-                    l.ok ? 100.0 * (double)l.workers[i].n / (double)l.ok : 0);
-        if (errs && l.last_err[0]) fprintf(out, "  last error: %s\n", l.last_err);
+/* Sends and waits until done (or --max-time); returns the elapsed seconds. */
+static double load_run(struct load *l)
+{
+    l->send_ev = evtimer_new(l->base, send_cb, l);
+    l->progress_ev = event_new(l->base, -1, EV_PERSIST, progress_cb, l);
+    l->stop_ev = evtimer_new(l->base, stop_cb, l);
+    struct timeval ptv = clock_tv(l->tty ? 0.5 : 2);
+    event_add(l->progress_ev, &ptv);
+    struct timeval stv = clock_tv(l->max_time);
+    evtimer_add(l->stop_ev, &stv);
+    l->t0 = clock_mono();
+    struct timeval zero = clock_tv(0);
+    evtimer_add(l->send_ev, &zero);
+    event_base_dispatch(l->base);
+    double elapsed = clock_mono() - l->t0;
+    progress(l, true);
+    return elapsed;
+}
+
+static long load_errors(const struct load *l)
+{
+    return l->err_route + l->err_status + l->err_midstream + l->err_timeout;
+}
+
+static void load_report_json(struct load *l, double elapsed, FILE *out)
+{
+    fprintf(out,
+            "{\"sent\": %ld, \"ok\": %ld, \"errors\": %ld, \"skipped\": %ld, "
+            "\"errors_by_kind\": {\"route\": %ld, \"status\": %ld, \"midstream\": %ld, "
+            "\"timeout\": %ld}, \"waited\": %ld, \"retried\": %ld, \"elapsed_s\": %.3f, "
+            "\"offered_rps\": %.3f, \"achieved_rps\": %.3f, \"bytes\": %llu, "
+            "\"latency_s\": {\"p50\": %.6f, \"p90\": %.6f, \"p99\": %.6f, \"max\": %.6f}, "
+            "\"first_byte_s\": {\"p50\": %.6f, \"p99\": %.6f}, "
+            "\"grant_s\": {\"p50\": %.6f, \"p99\": %.6f}, \"workers\": {",
+            l->sent, l->ok, load_errors(l), l->skipped, l->err_route, l->err_status,
+            l->err_midstream, l->err_timeout, l->waited, l->retried, elapsed, l->rps,
+            elapsed > 0 ? (double)l->ok / elapsed : 0, l->bytes, pct(l->lat, l->nlat, 50),
+            pct(l->lat, l->nlat, 90), pct(l->lat, l->nlat, 99), pct(l->lat, l->nlat, 100),
+            pct(l->ttfb, l->nlat, 50), pct(l->ttfb, l->nlat, 99), pct(l->grant, l->nlat, 50),
+            pct(l->grant, l->nlat, 99));
+    for (int i = 0; i < l->nworkers; i++)
+        fprintf(out, "%s\"%s\": %ld", i ? ", " : "", l->workers[i].url, l->workers[i].n);
+    fprintf(out, "}}\n");
+}
+
+static void load_report_text(struct load *l, double elapsed, FILE *out)
+{
+    long errs = load_errors(l);
+    fprintf(out, "sgpu load: %ld requests in %.2f s: %ld ok (%.1f/s achieved, %.1f/s offered)\n",
+            l->sent, elapsed, l->ok, elapsed > 0 ? (double)l->ok / elapsed : 0, l->rps);
+    fprintf(out,
+            "  errors %ld (route %ld, worker status %ld, mid-stream %ld, timeout %ld), "
+            "skipped %ld\n",
+            errs, l->err_route, l->err_status, l->err_midstream, l->err_timeout, l->skipped);
+    fprintf(out, "  latency    p50 %.3fs  p90 %.3fs  p99 %.3fs  max %.3fs\n",
+            pct(l->lat, l->nlat, 50), pct(l->lat, l->nlat, 90), pct(l->lat, l->nlat, 99),
+            pct(l->lat, l->nlat, 100));
+    fprintf(out, "  first byte p50 %.3fs  p99 %.3fs;  grant p50 %.3fs  p99 %.3fs\n",
+            pct(l->ttfb, l->nlat, 50), pct(l->ttfb, l->nlat, 99), pct(l->grant, l->nlat, 50),
+            pct(l->grant, l->nlat, 99));
+    fprintf(out, "  %ld waited for a worker (global queue), %ld needed more than one attempt\n",
+            l->waited, l->retried);
+    for (int i = 0; i < l->nworkers; i++)
+        fprintf(out, "  worker %-40s %6ld  %5.1f%%\n", l->workers[i].url, l->workers[i].n,
+                l->ok ? 100.0 * (double)l->workers[i].n / (double)l->ok : 0);
+    if (errs && l->last_err[0]) fprintf(out, "  last error: %s\n", l->last_err);
+}
+
+static void load_free(struct load *l)
+{
+    if (l->send_ev) event_free(l->send_ev);
+    if (l->progress_ev) event_free(l->progress_ev);
+    if (l->stop_ev) event_free(l->stop_ev);
+    hclient_free(l->hc);
+    if (l->base) event_base_free(l->base);
+    free(l->lat);
+    free(l->ttfb);
+    free(l->grant);
+}
+
+int cmd_load(struct cli_common *c, int argc, char **argv)
+{
+    struct load_opts o = {0};
+    struct opts_result r;
+    int rc = cli_parse(&spec, &o, argc, argv, &r, load_usage);
+    opts_result_free(&r); /* positional arguments are ignored, as they always were */
+    if (rc) return rc == 1 ? 0 : 2;
+    struct load l = {0};
+    struct sbuf payload = SBUF_INIT;
+    rc = load_setup(&l, c, &o, &payload);
+    if (rc == 0) {
+        double elapsed = load_run(&l);
+        qsort(l.workers, (size_t)l.nworkers, sizeof l.workers[0], cmp_w);
+        if (o.json)
+            load_report_json(&l, elapsed, stdout);
+        else
+            load_report_text(&l, elapsed, stderr);
+        rc = load_errors(&l) || l.skipped ? 1 : 0;
     }
-    event_free(l.send_ev);
-    event_free(l.progress_ev);
-    event_free(l.stop_ev);
-    hclient_free(l.hc);
-    event_base_free(l.base);
-    free(l.lat);
-    free(l.ttfb);
-    free(l.grant);
+    load_free(&l);
     sbuf_free(&payload);
-    return errs || l.skipped ? 1 : 0;
+    return rc;
 }

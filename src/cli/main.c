@@ -10,36 +10,80 @@
 
 #include "cli.h"
 #include "httputil.h"
+#include "opts.h"
+#include "xalloc.h"
+
+/* The global options: anywhere on the line before `--`; everything else is the command's. */
+struct cli_globals {
+    const char *engine, *api_key, *data_dir, *cacert;
+    bool insecure, verbose;
+};
+
+#define AT(f) OPT_AT(struct cli_globals, f)
+static const struct opt rows[] = {
+    {.name = "engine",
+     .env = "SGPU_ENGINE",
+     .type = OPT_STR,
+     AT(engine),
+     .meta = "URL",
+     .help = "engine base URL",
+     .def_help = "$SGPU_ENGINE, else the address in <data-dir>/engine.addr, else "
+                 "http://127.0.0.1:8080"},
+    {.name = "api-key",
+     .env = "SGPU_API_KEY",
+     .type = OPT_STR,
+     AT(api_key),
+     .meta = "KEY",
+     .help = "API key (route: the endpoint's or the admin key; management: admin)",
+     .def_help = "$SGPU_API_KEY, else <data-dir>/api_key"},
+    {.name = "data-dir",
+     .env = "SGPU_DATA_DIR",
+     .type = OPT_STR,
+     AT(data_dir),
+     .meta = "DIR",
+     .help = "engine data directory to read api_key / engine.addr from",
+     .def_help = "$SGPU_DATA_DIR, else ./sgpu-data"},
+    {.name = "insecure",
+     .type = OPT_FLAG,
+     AT(insecure),
+     .help = "do not verify TLS certificates (self-signed workers)"},
+    {.name = "cacert",
+     .type = OPT_STR,
+     AT(cacert),
+     .meta = "FILE",
+     .help = "extra CA certificates (PEM) to trust"},
+    {.name = "verbose",
+     .short_name = 'v',
+     .type = OPT_FLAG,
+     AT(verbose),
+     .help = "print routing/retry steps on stderr"},
+};
+#undef AT
+
+static const struct opts_spec spec = {"sgpu", rows, sizeof rows / sizeof rows[0],
+                                      OPTS_KEEP_UNKNOWN | OPTS_KEEP_DASHDASH | OPTS_NO_HELP};
 
 static void usage(FILE *f)
 {
-    fputs(
-        "usage: sgpu [global options] COMMAND [options]\n"
-        "\n"
-        "Commands:\n"
-        "  call       one request through the engine: route, then call the worker\n"
-        "  load       open-loop load test through the engine, with live progress\n"
-        "  endpoint   create | list | update | delete endpoints\n"
-        "  workergroup create | list | update | delete workergroups\n"
-        "  worker     list workers (state, load, perf)\n"
-        "  events     the engine's scaling event log\n"
-        "  keygen     write an RSA key pair (PEM)\n"
-        "Run `sgpu COMMAND --help` for a command's options.\n"
-        "\n"
-        "Global options (anywhere on the line):\n"
-        "  --engine URL      engine base URL.  Default $SGPU_ENGINE, else the address in\n"
-        "                    <data-dir>/engine.addr, else http://127.0.0.1:8080.\n"
-        "  --api-key KEY     API key (route: the endpoint's or the admin key; management: admin).\n"
-        "                    Default $SGPU_API_KEY, else <data-dir>/api_key.\n"
-        "  --data-dir DIR    engine data directory to read api_key / engine.addr from\n"
-        "                    (default $SGPU_DATA_DIR, else ./sgpu-data).\n"
-        "  --insecure        do not verify TLS certificates (self-signed workers).\n"
-        "  --cacert FILE     extra CA certificates (PEM) to trust.\n"
-        "  -v, --verbose     print routing/retry steps on stderr.\n"
-        "\n"
-        "Exit status: 0 success; 1 request failed; 2 usage error; 3 answer broken mid-stream;\n"
-        "4 timed out.\n",
-        f);
+    fputs("usage: sgpu [global options] COMMAND [options]\n"
+          "\n"
+          "Commands:\n"
+          "  call       one request through the engine: route, then call the worker\n"
+          "  load       open-loop load test through the engine, with live progress\n"
+          "  endpoint   create | list | update | delete endpoints\n"
+          "  workergroup create | list | update | delete workergroups\n"
+          "  worker     list workers (state, load, perf)\n"
+          "  events     the engine's scaling event log\n"
+          "  keygen     write an RSA key pair (PEM)\n"
+          "Run `sgpu COMMAND --help` for a command's options.\n"
+          "\n"
+          "Global options (anywhere on the line; the flag wins over the variable):\n",
+          f);
+    opts_usage(&spec, f);
+    fputs("\n"
+          "Exit status: 0 success; 1 request failed; 2 usage error; 3 answer broken mid-stream;\n"
+          "4 timed out.\n",
+          f);
 }
 
 /* Reads the first line of a file into a malloc'd string (NULL if unreadable). */
@@ -48,80 +92,33 @@ static char *read_line_file(const char *path)
     FILE *f = fopen(path, "r");
     if (!f) return NULL;
     char buf[1024];
-    char *r = fgets(buf, sizeof buf, f) ? strdup(buf) : NULL;
+    char *line = fgets(buf, sizeof buf, f) ? xstrdup(buf) : NULL;
     fclose(f);
-    if (r) r[strcspn(r, "\r\n")] = '\0';
-    return r;
+    if (line) line[strcspn(line, "\r\n")] = '\0';
+    return line;
 }
 
 int main(int argc, char **argv)
 {
     struct cli_common c = {0};
-    const char *data_dir = getenv("SGPU_DATA_DIR");
-    const char *engine = getenv("SGPU_ENGINE");
-    const char *key = getenv("SGPU_API_KEY");
-    if (engine && !*engine) engine = NULL;
-    if (key && !*key) key = NULL;
-
-    /* Pull the global options out of argv (they may appear anywhere before `--`). */
-    char **rest = calloc((size_t)argc + 1, sizeof *rest);
-    int nrest = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        int take = 0; /* 1 = flag, 2 = flag + value */
-        if (i > 0 && strcmp(a, "--") == 0) {
-            while (i < argc)
-                rest[nrest++] = argv[i++];
-            break;
-        }
-        static const char *const with_val[] = {"--engine", "--api-key", "--data-dir", "--cacert"};
-        for (size_t k = 0; i > 0 && k < 4; k++) {
-            size_t l = strlen(with_val[k]);
-            if (strcmp(a, with_val[k]) == 0) {
-                if (i + 1 >= argc) {
-                    fprintf(stderr, "sgpu: %s needs a value\n", a);
-                    return 2;
-                }
-                val = argv[i + 1];
-                take = 2;
-            } else if (strncmp(a, with_val[k], l) == 0 && a[l] == '=') {
-                val = a + l + 1;
-                take = 1;
-            }
-            if (take) {
-                if (k == 0)
-                    engine = val;
-                else if (k == 1)
-                    key = val;
-                else if (k == 2)
-                    data_dir = val;
-                else
-                    c.cacert = val;
-                break;
-            }
-        }
-        if (!take && i > 0 && strcmp(a, "--insecure") == 0) {
-            c.insecure = true;
-            take = 1;
-        }
-        if (!take && i > 0 && (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)) {
-            c.verbose = true;
-            take = 1;
-        }
-        if (take) {
-            i += take - 1;
-            continue;
-        }
-        rest[nrest++] = argv[i];
+    struct cli_globals g = {0};
+    struct opts_result r;
+    if (opts_parse(&spec, &g, argc, argv, &r) != 0) {
+        fprintf(stderr, "%s\n", r.err);
+        opts_result_free(&r);
+        return 2;
     }
-    rest[nrest] = NULL;
-
-    if (nrest < 2 || strcmp(rest[1], "--help") == 0 || strcmp(rest[1], "-h") == 0 ||
-        strcmp(rest[1], "help") == 0) {
-        usage(nrest < 2 ? stderr : stdout);
-        free(rest);
-        return nrest < 2 ? 2 : 0;
+    c.insecure = g.insecure;
+    c.verbose = g.verbose;
+    c.cacert = g.cacert;
+    const char *engine = g.engine, *key = g.api_key, *data_dir = g.data_dir;
+    /* r.args: COMMAND and its arguments */
+    if (r.nargs < 1 || strcmp(r.args[0], "--help") == 0 || strcmp(r.args[0], "-h") == 0 ||
+        strcmp(r.args[0], "help") == 0) {
+        usage(r.nargs < 1 ? stderr : stdout);
+        int rc = r.nargs < 1 ? 2 : 0;
+        opts_result_free(&r);
+        return rc;
     }
 
     if (!data_dir || !*data_dir) data_dir = "./sgpu-data";
@@ -132,8 +129,9 @@ int main(int argc, char **argv)
         file_engine = read_line_file(path);
         if (file_engine && *file_engine) {
             if (!strstr(file_engine, "://")) {
-                char *u = malloc(strlen(file_engine) + 8);
-                sprintf(u, "http://%s", file_engine);
+                size_t ul = strlen(file_engine) + 8;
+                char *u = xmalloc(ul);
+                snprintf(u, ul, "http://%s", file_engine);
                 free(file_engine);
                 file_engine = u;
             }
@@ -150,9 +148,9 @@ int main(int argc, char **argv)
     c.api_key = key;
     srandom((unsigned)(time(NULL) ^ getpid()));
 
-    const char *cmd = rest[1];
-    int sub_argc = nrest - 1;
-    char **sub_argv = rest + 1;
+    const char *cmd = r.args[0];
+    int sub_argc = r.nargs;
+    char **sub_argv = r.args;
     int rc;
     if (strcmp(cmd, "call") == 0)
         rc = cmd_call(&c, sub_argc, sub_argv);
@@ -174,11 +172,29 @@ int main(int argc, char **argv)
     }
     free(file_engine);
     free(file_key);
-    free(rest);
+    opts_result_free(&r);
     return rc;
 }
 
 /* ---- helpers shared by the commands ---- */
+
+int cli_parse(const struct opts_spec *sp, void *cfg, int argc, char **argv, struct opts_result *r,
+              void (*usage_fn)(FILE *f))
+{
+    if (opts_parse(sp, cfg, argc, argv, r) != 0) {
+        fprintf(stderr, "%s\n", r->err);
+        return 2;
+    }
+    if (r->help == OPTS_HELP_MARKDOWN) {
+        opts_markdown(sp, stdout);
+        return 1;
+    }
+    if (r->help) {
+        usage_fn(stdout);
+        return 1;
+    }
+    return 0;
+}
 
 void cli_run_until(struct event_base *base, const bool *flag)
 {

@@ -12,7 +12,9 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "httputil.h"
+#include "opts.h"
 
 struct mctx {
     struct cli_common *c;
@@ -106,32 +108,6 @@ static int parse_kv(json_object *obj, int argc, char **argv)
     return 0;
 }
 
-/* PUT `key=value ...` (update) or DELETE on an object's path; prints the answer
- * (JSON with --json, else "updated|deleted <label>").  0, 1 (API error) or 2 (usage). */
-static int update_or_delete(struct mctx *m, bool update, const char *path, int argc, char **argv,
-                            const char *label)
-{
-    json_object *j;
-    if (update) {
-        json_object *body = json_object_new_object();
-        if (parse_kv(body, argc, argv) != 0) {
-            json_object_put(body);
-            return 2;
-        }
-        j = api(m, "PUT", path, json_object_to_json_string(body));
-        json_object_put(body);
-    } else {
-        j = api(m, "DELETE", path, NULL);
-    }
-    if (!j) return 1;
-    if (m->json_out)
-        print_json(j);
-    else
-        printf("%s %s\n", update ? "updated" : "deleted", label);
-    json_object_put(j);
-    return 0;
-}
-
 static const char *jstr(json_object *o, const char *k, char *buf, size_t n)
 {
     json_object *v;
@@ -176,50 +152,119 @@ static long long resolve_endpoint(struct mctx *m, const char *ref)
     return found;
 }
 
-static bool want_help(int argc, char **argv)
+/* PUT `key=value ...` (update) or DELETE on an object's path; prints the answer
+ * (JSON with --json, else "updated|deleted <label>").  0, 1 (API error) or 2 (usage). */
+static int update_or_delete(struct mctx *m, bool update, const char *path, int argc, char **argv,
+                            const char *label)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return true;
-    return false;
-}
-
-/* Removes "--json" from argv; returns whether it was there. */
-static bool take_flag(int *argc, char **argv, const char *flag)
-{
-    bool found = false;
-    int o = 0;
-    for (int i = 0; i < *argc; i++) {
-        if (strcmp(argv[i], flag) == 0)
-            found = true;
-        else
-            argv[o++] = argv[i];
-    }
-    *argc = o;
-    argv[o] = NULL;
-    return found;
-}
-
-/* Removes "--opt VALUE" from argv; returns VALUE or NULL. */
-static const char *take_opt(int *argc, char **argv, const char *opt)
-{
-    const char *val = NULL;
-    int o = 0;
-    size_t l = strlen(opt);
-    for (int i = 0; i < *argc; i++) {
-        if (strcmp(argv[i], opt) == 0 && i + 1 < *argc) {
-            val = argv[++i];
-        } else if (strncmp(argv[i], opt, l) == 0 && argv[i][l] == '=') {
-            val = argv[i] + l + 1;
-        } else {
-            argv[o++] = argv[i];
+    json_object *j;
+    if (update) {
+        json_object *body = json_object_new_object();
+        if (parse_kv(body, argc, argv) != 0) {
+            json_object_put(body);
+            return 2;
         }
+        j = api(m, "PUT", path, json_object_to_json_string(body));
+        json_object_put(body);
+    } else {
+        j = api(m, "DELETE", path, NULL);
     }
-    *argc = o;
-    argv[o] = NULL;
-    return val;
+    if (!j) return 1;
+    if (m->json_out)
+        print_json(j);
+    else
+        printf("%s %s\n", update ? "updated" : "deleted", label);
+    json_object_put(j);
+    return 0;
 }
 
-/* ---- endpoint ---- */
+/* ---- options of the management commands ---- */
+
+struct mgmt_opts {
+    bool json, follow;
+    const char *endpoint, *provider, *model_cmd, *launch;
+    int limit;
+};
+
+#define AT(f) OPT_AT(struct mgmt_opts, f)
+#define ROW_JSON                                                                                   \
+    {                                                                                              \
+        .name = "json", .type = OPT_FLAG, AT(json),                                                \
+        .help = "the raw JSON answer instead of a table"                                           \
+    }
+#define ROW_ENDPOINT(text)                                                                         \
+    {                                                                                              \
+        .name = "endpoint", .type = OPT_STR, AT(endpoint), .meta = "NAME|ID", .help = text         \
+    }
+static const struct opt endpoint_rows[] = {ROW_JSON};
+static const struct opt wg_rows[] = {
+    ROW_JSON,
+    ROW_ENDPOINT("the workergroup's endpoint (create: required)"),
+    {.name = "provider",
+     .type = OPT_STR,
+     AT(provider),
+     .meta = "local|command",
+     .help = "provider (create)",
+     .def_help = "local"},
+    {.name = "model-cmd",
+     .type = OPT_STR,
+     AT(model_cmd),
+     .meta = "CMD",
+     .help = "sets launch.model_cmd (local provider; {model_port} is replaced)"},
+    {.name = "launch",
+     .type = OPT_STR,
+     AT(launch),
+     .meta = "JSON",
+     .help = "the whole launch spec (docs/engine.md)"},
+};
+static const struct opt worker_rows[] = {ROW_JSON, ROW_ENDPOINT("only this endpoint's workers")};
+static const struct opt events_rows[] = {
+    ROW_JSON,
+    ROW_ENDPOINT("only this endpoint's events"),
+    {.name = "limit",
+     .type = OPT_INT,
+     AT(limit),
+     .lo = 1,
+     .hi = 1000000,
+     .def = "100",
+     .meta = "N",
+     .help = "newest N events"},
+    {.name = "follow",
+     .short_name = 'f',
+     .type = OPT_FLAG,
+     AT(follow),
+     .help = "keep polling every second"},
+};
+#undef ROW_ENDPOINT
+#undef ROW_JSON
+#undef AT
+
+/* Unknown options stay positional: key=value parsing names them. */
+#define SPEC(name, rows)                                                                           \
+    {                                                                                              \
+        name, rows, sizeof rows / sizeof rows[0], OPTS_KEEP_UNKNOWN                                \
+    }
+static const struct opts_spec endpoint_spec = SPEC("sgpu endpoint", endpoint_rows),
+                              wg_spec = SPEC("sgpu workergroup", wg_rows),
+                              worker_spec = SPEC("sgpu worker", worker_rows),
+                              events_spec = SPEC("sgpu events", events_rows);
+#undef SPEC
+
+/* ---- endpoint and workergroup: one CRUD, a table row per resource kind ---- */
+
+struct resource {
+    const char *kind; /* "endpoint" */
+    const char *path; /* collection path: "/api/v0/endptjobs/" */
+    bool by_name;     /* update/delete take NAME|ID (a name is looked up in the list) */
+    bool has_retry;   /* `retry ID` */
+    const struct opts_spec *spec;
+    void (*usage)(FILE *f);
+    /* the create body from the command line (after `create`); 0 or 2 (usage, printed) */
+    int (*create_body)(const struct mgmt_opts *o, int argc, char **argv, json_object *body);
+    void (*print_created)(json_object *j, int argc, char **argv);
+    void (*print_row_head)(void);
+    void (*print_row)(json_object *e);
+};
 
 static void endpoint_usage(FILE *f)
 {
@@ -232,93 +277,45 @@ static void endpoint_usage(FILE *f)
           "inactivity_timeout, sig_scheme=url|fields-v2|fields-v1.\n"
           "Example: sgpu endpoint create demo cold_workers=0 max_workers=2 target_util=0.9\n",
           f);
+    opts_usage(&endpoint_spec, f);
 }
 
-int cmd_endpoint(struct cli_common *c, int argc, char **argv)
+static int endpoint_create_body(const struct mgmt_opts *o, int argc, char **argv, json_object *body)
 {
-    if (argc < 2 || want_help(argc, argv)) {
-        endpoint_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    struct mctx m = {0};
-    m.json_out = take_flag(&argc, argv, "--json");
-    if (mctx_init(&m, c) != 0) return 1;
-    const char *sub = argv[1];
-    int rc = 1;
-    json_object *j = NULL;
-    if (strcmp(sub, "create") == 0) {
-        if (argc < 3) {
-            endpoint_usage(stderr);
-            rc = 2;
-            goto out;
-        }
-        json_object *body = json_object_new_object();
-        json_object_object_add(body, "endpoint_name", json_object_new_string(argv[2]));
-        if (parse_kv(body, argc - 3, argv + 3) != 0) {
-            json_object_put(body);
-            rc = 2;
-            goto out;
-        }
-        j = api(&m, "POST", "/api/v0/endptjobs/", json_object_to_json_string(body));
-        json_object_put(body);
-        if (j) {
-            json_object *id;
-            if (m.json_out)
-                print_json(j);
-            else if (json_object_object_get_ex(j, "result", &id))
-                printf("created endpoint %s id=%s\n", argv[2], json_object_get_string(id));
-            rc = 0;
-        }
-    } else if (strcmp(sub, "list") == 0) {
-        j = api(&m, "GET", "/api/v0/endptjobs/", NULL);
-        if (j) {
-            json_object *r = results(j);
-            if (m.json_out || !r) {
-                print_json(r ? r : j);
-            } else {
-                printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n", "ID", "NAME",
-                       "STATE", "COLD", "MAX", "UTIL", "SCHEME", "API_KEY", "WG", "LAST_ERROR");
-                for (size_t i = 0; i < json_object_array_length(r); i++) {
-                    json_object *e = json_object_array_get_idx(r, i);
-                    char b[10][600];
-                    /* WG: the state of the workergroup creating its workers (failing = the
-                     * breaker is open: see LAST_ERROR and `sgpu workergroup retry`) */
-                    const char *wgs = jstr(e, "workergroup_state", b[8], 600);
-                    const char *err = jstr(e, "last_error", b[9], 600);
-                    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n",
-                           jstr(e, "id", b[0], 128), jstr(e, "endpoint_name", b[1], 128),
-                           jstr(e, "endpoint_state", b[2], 128), jstr(e, "cold_workers", b[3], 128),
-                           jstr(e, "max_workers", b[4], 128), jstr(e, "target_util", b[5], 128),
-                           jstr(e, "sig_scheme", b[6], 128), jstr(e, "api_key", b[7], 128), wgs,
-                           strcmp(wgs, "failing") == 0 && *err ? err : "-");
-                }
-            }
-            rc = 0;
-        }
-    } else if (strcmp(sub, "update") == 0 || strcmp(sub, "delete") == 0) {
-        if (argc < 3) {
-            endpoint_usage(stderr);
-            rc = 2;
-            goto out;
-        }
-        long long id = resolve_endpoint(&m, argv[2]);
-        if (id < 0) goto out;
-        char path[128];
-        snprintf(path, sizeof path, "/api/v0/endptjobs/%lld/", id);
-        char label[64];
-        snprintf(label, sizeof label, "endpoint %lld", id);
-        rc = update_or_delete(&m, sub[0] == 'u', path, argc - 3, argv + 3, label);
-    } else {
+    if (argc < 1) {
         endpoint_usage(stderr);
-        rc = 2;
+        return 2;
     }
-out:
-    json_object_put(j);
-    mctx_free(&m);
-    return rc;
+    json_object_object_add(body, "endpoint_name", json_object_new_string(argv[0]));
+    return parse_kv(body, argc - 1, argv + 1) ? 2 : 0;
 }
 
-/* ---- workergroup ---- */
+static void endpoint_print_created(json_object *j, int argc, char **argv)
+{
+    json_object *id;
+    if (json_object_object_get_ex(j, "result", &id))
+        printf("created endpoint %s id=%s\n", argv[0], json_object_get_string(id));
+}
+
+static void endpoint_row_head(void)
+{
+    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n", "ID", "NAME", "STATE", "COLD",
+           "MAX", "UTIL", "SCHEME", "API_KEY", "WG", "LAST_ERROR");
+}
+
+static void endpoint_row(json_object *e)
+{
+    char b[10][600];
+    /* WG: the state of the workergroup creating its workers (failing = the breaker is open: see
+     * LAST_ERROR and `sgpu workergroup retry`) */
+    const char *wgs = jstr(e, "workergroup_state", b[8], 600);
+    const char *err = jstr(e, "last_error", b[9], 600);
+    printf("%-5s %-20s %-9s %-6s %-6s %-6s %-10s %-41s %-8s %s\n", jstr(e, "id", b[0], 128),
+           jstr(e, "endpoint_name", b[1], 128), jstr(e, "endpoint_state", b[2], 128),
+           jstr(e, "cold_workers", b[3], 128), jstr(e, "max_workers", b[4], 128),
+           jstr(e, "target_util", b[5], 128), jstr(e, "sig_scheme", b[6], 128),
+           jstr(e, "api_key", b[7], 128), wgs, strcmp(wgs, "failing") == 0 && *err ? err : "-");
+}
 
 static void wg_usage(FILE *f)
 {
@@ -328,138 +325,224 @@ static void wg_usage(FILE *f)
           "       sgpu workergroup update ID key=value ...   (e.g. launch='{\"model_cmd\": ...}')\n"
           "       sgpu workergroup delete ID\n"
           "       sgpu workergroup retry ID   (a failing workergroup creates workers again)\n"
-          "--model-cmd sets launch.model_cmd (local provider; {model_port} is replaced).\n"
           "keys: test_workers, gpu_ram.  See docs/engine.md for the launch spec per provider.\n",
           f);
+    opts_usage(&wg_spec, f);
+}
+
+static int wg_create_body(const struct mgmt_opts *o, int argc, char **argv, json_object *body)
+{
+    if (!o->endpoint) {
+        fprintf(stderr, "sgpu workergroup create: --endpoint is required\n");
+        return 2;
+    }
+    char *end;
+    long long eid = strtoll(o->endpoint, &end, 10);
+    if (*o->endpoint && !*end)
+        json_object_object_add(body, "endpoint_id", json_object_new_int64(eid));
+    else
+        json_object_object_add(body, "endpoint_name", json_object_new_string(o->endpoint));
+    json_object_object_add(body, "provider",
+                           json_object_new_string(o->provider ? o->provider : "local"));
+    json_object *l = o->launch ? json_tokener_parse(o->launch) : json_object_new_object();
+    if (!l || !json_object_is_type(l, json_type_object)) {
+        fprintf(stderr, "sgpu workergroup create: --launch must be a JSON object\n");
+        json_object_put(l);
+        return 2;
+    }
+    if (o->model_cmd) json_object_object_add(l, "model_cmd", json_object_new_string(o->model_cmd));
+    json_object_object_add(body, "launch", l);
+    return parse_kv(body, argc, argv) ? 2 : 0;
+}
+
+static void wg_print_created(json_object *j, int argc, char **argv)
+{
+    json_object *id;
+    if (json_object_object_get_ex(j, "result", &id))
+        printf("created workergroup id=%s\n", json_object_get_string(id));
+}
+
+static void wg_row_head(void)
+{
+    printf("%-5s %-9s %-9s %-8s %-5s %s\n", "ID", "ENDPOINT", "PROVIDER", "STATE", "FAILS",
+           "LAUNCH / LAST_ERROR");
+}
+
+static void wg_row(json_object *e)
+{
+    char b[7][600];
+    const char *ep = jstr(e, "endpoint_name", b[1], 512);
+    if (strcmp(ep, "-") == 0) ep = jstr(e, "endpoint_id", b[1], 512);
+    printf("%-5s %-9s %-9s %-8s %-5s %s\n", jstr(e, "id", b[0], 512), ep,
+           jstr(e, "provider", b[2], 512), jstr(e, "state", b[4], 512),
+           jstr(e, "failures", b[5], 512), jstr(e, "launch", b[3], 512));
+    const char *err = jstr(e, "last_error", b[6], 600);
+    if (*err && strcmp(err, "-") != 0) printf("      last error: %s\n", err);
+}
+
+static const struct resource endpoint_res = {
+    "endpoint",
+    "/api/v0/endptjobs/",
+    true,
+    false,
+    &endpoint_spec,
+    endpoint_usage,
+    endpoint_create_body,
+    endpoint_print_created,
+    endpoint_row_head,
+    endpoint_row,
+};
+
+static const struct resource wg_res = {
+    "workergroup",  "/api/v0/workergroups/", false,       true,   &wg_spec, wg_usage,
+    wg_create_body, wg_print_created,        wg_row_head, wg_row,
+};
+
+static int res_create(struct mctx *m, const struct resource *res, const struct mgmt_opts *o,
+                      int argc, char **argv)
+{
+    json_object *body = json_object_new_object();
+    int rc = res->create_body(o, argc, argv, body);
+    json_object *j = NULL;
+    if (rc == 0) {
+        j = api(m, "POST", res->path, json_object_to_json_string(body));
+        rc = j ? 0 : 1;
+    }
+    json_object_put(body);
+    if (j && m->json_out)
+        print_json(j);
+    else if (j)
+        res->print_created(j, argc, argv);
+    json_object_put(j);
+    return rc;
+}
+
+static int res_list(struct mctx *m, const struct resource *res)
+{
+    json_object *j = api(m, "GET", res->path, NULL);
+    if (!j) return 1;
+    json_object *r = results(j);
+    if (m->json_out || !r) {
+        print_json(r ? r : j);
+    } else {
+        res->print_row_head();
+        for (size_t i = 0; i < json_object_array_length(r); i++)
+            res->print_row(json_object_array_get_idx(r, i));
+    }
+    json_object_put(j);
+    return 0;
+}
+
+/* The object path of `ref` ("<collection><id>/", a name resolved first where the kind has
+ * names) and its label in messages.  0 or 1 (not found, printed). */
+static int res_object(struct mctx *m, const struct resource *res, const char *ref, char *path,
+                      size_t pn, char *label, size_t ln)
+{
+    if (res->by_name) {
+        long long id = resolve_endpoint(m, ref);
+        if (id < 0) return 1;
+        snprintf(path, pn, "%s%lld/", res->path, id);
+        snprintf(label, ln, "%s %lld", res->kind, id);
+    } else {
+        snprintf(path, pn, "%s%.60s/", res->path, ref);
+        snprintf(label, ln, "%s %.128s", res->kind, ref);
+    }
+    return 0;
+}
+
+static int res_retry(struct mctx *m, const struct resource *res, const char *ref)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s%.60s/retry/", res->path, ref);
+    json_object *j = api(m, "POST", path, "{}");
+    if (!j) return 1;
+    if (m->json_out)
+        print_json(j);
+    else
+        printf("%s %s: failures cleared, creating workers again\n", res->kind, ref);
+    json_object_put(j);
+    return 0;
+}
+
+/* sgpu endpoint|workergroup create|list|update|delete|retry ... */
+static int cmd_resource(const struct resource *res, struct cli_common *c, int argc, char **argv)
+{
+    struct mgmt_opts o = {0};
+    struct opts_result r;
+    int rc = cli_parse(res->spec, &o, argc, argv, &r, res->usage);
+    if (rc == 0 && r.nargs < 1) {
+        res->usage(stderr);
+        rc = 2;
+    }
+    if (rc) {
+        opts_result_free(&r);
+        return rc == 1 ? 0 : 2;
+    }
+    /* positional: SUB [REF|NAME] [key=value ...] */
+    const char *sub = r.args[0];
+    int nrest = r.nargs - 1;
+    char **rest = r.args + 1;
+    bool needs_ref = strcmp(sub, "update") == 0 || strcmp(sub, "delete") == 0 ||
+                     (res->has_retry && strcmp(sub, "retry") == 0);
+    bool known = needs_ref || strcmp(sub, "create") == 0 || strcmp(sub, "list") == 0;
+    if (!known || (needs_ref && nrest < 1) || (strcmp(sub, "retry") == 0 && nrest != 1)) {
+        res->usage(stderr);
+        opts_result_free(&r);
+        return 2;
+    }
+    struct mctx m = {.json_out = o.json};
+    if (mctx_init(&m, c) != 0) {
+        opts_result_free(&r);
+        return 1;
+    }
+    if (strcmp(sub, "create") == 0) {
+        rc = res_create(&m, res, &o, nrest, rest);
+    } else if (strcmp(sub, "list") == 0) {
+        rc = res_list(&m, res);
+    } else if (strcmp(sub, "retry") == 0) {
+        rc = res_retry(&m, res, rest[0]);
+    } else {
+        char path[128], label[160];
+        rc = res_object(&m, res, rest[0], path, sizeof path, label, sizeof label);
+        if (rc == 0) rc = update_or_delete(&m, sub[0] == 'u', path, nrest - 1, rest + 1, label);
+    }
+    mctx_free(&m);
+    opts_result_free(&r);
+    return rc;
+}
+
+int cmd_endpoint(struct cli_common *c, int argc, char **argv)
+{
+    return cmd_resource(&endpoint_res, c, argc, argv);
 }
 
 int cmd_workergroup(struct cli_common *c, int argc, char **argv)
 {
-    if (argc < 2 || want_help(argc, argv)) {
-        wg_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    struct mctx m = {0};
-    m.json_out = take_flag(&argc, argv, "--json");
-    const char *endpoint = take_opt(&argc, argv, "--endpoint");
-    const char *provider = take_opt(&argc, argv, "--provider");
-    const char *model_cmd = take_opt(&argc, argv, "--model-cmd");
-    const char *launch = take_opt(&argc, argv, "--launch");
-    if (mctx_init(&m, c) != 0) return 1;
-    const char *sub = argv[1];
-    int rc = 1;
-    json_object *j = NULL;
-    if (strcmp(sub, "create") == 0) {
-        if (!endpoint) {
-            fprintf(stderr, "sgpu workergroup create: --endpoint is required\n");
-            rc = 2;
-            goto out;
-        }
-        json_object *body = json_object_new_object();
-        char *end;
-        long long eid = strtoll(endpoint, &end, 10);
-        if (*endpoint && !*end)
-            json_object_object_add(body, "endpoint_id", json_object_new_int64(eid));
-        else
-            json_object_object_add(body, "endpoint_name", json_object_new_string(endpoint));
-        json_object_object_add(body, "provider",
-                               json_object_new_string(provider ? provider : "local"));
-        json_object *l = launch ? json_tokener_parse(launch) : json_object_new_object();
-        if (!l || !json_object_is_type(l, json_type_object)) {
-            fprintf(stderr, "sgpu workergroup create: --launch must be a JSON object\n");
-            json_object_put(l);
-            json_object_put(body);
-            rc = 2;
-            goto out;
-        }
-        if (model_cmd) json_object_object_add(l, "model_cmd", json_object_new_string(model_cmd));
-        json_object_object_add(body, "launch", l);
-        if (parse_kv(body, argc - 2, argv + 2) != 0) {
-            json_object_put(body);
-            rc = 2;
-            goto out;
-        }
-        j = api(&m, "POST", "/api/v0/workergroups/", json_object_to_json_string(body));
-        json_object_put(body);
-        if (j) {
-            json_object *id;
-            if (m.json_out)
-                print_json(j);
-            else if (json_object_object_get_ex(j, "result", &id))
-                printf("created workergroup id=%s\n", json_object_get_string(id));
-            rc = 0;
-        }
-    } else if (strcmp(sub, "list") == 0) {
-        j = api(&m, "GET", "/api/v0/workergroups/", NULL);
-        if (j) {
-            json_object *r = results(j);
-            if (m.json_out || !r) {
-                print_json(r ? r : j);
-            } else {
-                printf("%-5s %-9s %-9s %-8s %-5s %s\n", "ID", "ENDPOINT", "PROVIDER", "STATE",
-                       "FAILS", "LAUNCH / LAST_ERROR");
-                for (size_t i = 0; i < json_object_array_length(r); i++) {
-                    json_object *e = json_object_array_get_idx(r, i);
-                    char b[7][600];
-                    const char *ep = jstr(e, "endpoint_name", b[1], 512);
-                    if (strcmp(ep, "-") == 0) ep = jstr(e, "endpoint_id", b[1], 512);
-                    printf("%-5s %-9s %-9s %-8s %-5s %s\n", jstr(e, "id", b[0], 512), ep,
-                           jstr(e, "provider", b[2], 512), jstr(e, "state", b[4], 512),
-                           jstr(e, "failures", b[5], 512), jstr(e, "launch", b[3], 512));
-                    const char *err = jstr(e, "last_error", b[6], 600);
-                    if (*err && strcmp(err, "-") != 0) printf("      last error: %s\n", err);
-                }
-            }
-            rc = 0;
-        }
-    } else if (strcmp(sub, "update") == 0 || strcmp(sub, "delete") == 0) {
-        if (argc < 3) {
-            wg_usage(stderr);
-            rc = 2;
-            goto out;
-        }
-        char path[128];
-        snprintf(path, sizeof path, "/api/v0/workergroups/%s/", argv[2]);
-        char label[160];
-        snprintf(label, sizeof label, "workergroup %.128s", argv[2]);
-        rc = update_or_delete(&m, sub[0] == 'u', path, argc - 3, argv + 3, label);
-    } else if (strcmp(sub, "retry") == 0) {
-        if (argc != 3) {
-            wg_usage(stderr);
-            rc = 2;
-            goto out;
-        }
-        char path[128];
-        snprintf(path, sizeof path, "/api/v0/workergroups/%.60s/retry/", argv[2]);
-        j = api(&m, "POST", path, "{}");
-        if (j) {
-            if (m.json_out)
-                print_json(j);
-            else
-                printf("workergroup %s: failures cleared, creating workers again\n", argv[2]);
-            rc = 0;
-        }
-    } else {
-        wg_usage(stderr);
-        rc = 2;
-    }
-out:
-    json_object_put(j);
-    mctx_free(&m);
-    return rc;
+    return cmd_resource(&wg_res, c, argc, argv);
 }
 
 /* ---- worker list ---- */
 
+static void worker_usage(FILE *f)
+{
+    fputs("usage: sgpu worker list [--endpoint NAME] [--json]\n", f);
+    opts_usage(&worker_spec, f);
+}
+
 int cmd_worker(struct cli_common *c, int argc, char **argv)
 {
-    if (argc < 2 || want_help(argc, argv) || strcmp(argv[1], "list") != 0) {
-        fputs("usage: sgpu worker list [--endpoint NAME] [--json]\n", argc < 2 ? stderr : stdout);
-        return want_help(argc, argv) ? 0 : 2;
+    struct mgmt_opts o = {0};
+    struct opts_result res;
+    int prc = cli_parse(&worker_spec, &o, argc, argv, &res, worker_usage);
+    bool list = prc == 0 && res.nargs >= 1 && strcmp(res.args[0], "list") == 0;
+    opts_result_free(&res);
+    if (prc) return prc == 1 ? 0 : 2;
+    if (!list) {
+        worker_usage(stderr);
+        return 2;
     }
-    struct mctx m = {0};
-    m.json_out = take_flag(&argc, argv, "--json");
-    const char *endpoint = take_opt(&argc, argv, "--endpoint");
+    struct mctx m = {.json_out = o.json};
+    const char *endpoint = o.endpoint;
     if (mctx_init(&m, c) != 0) return 1;
     char path[512];
     if (endpoint) {
@@ -497,33 +580,37 @@ int cmd_worker(struct cli_common *c, int argc, char **argv)
 
 /* ---- events ---- */
 
+static void events_usage(FILE *f)
+{
+    fputs("usage: sgpu events [--endpoint NAME] [--limit N] [--json] [--follow|-f]\n"
+          "The engine's decision log (newest last).  --follow polls every second.\n",
+          f);
+    opts_usage(&events_spec, f);
+}
+
 int cmd_events(struct cli_common *c, int argc, char **argv)
 {
-    if (want_help(argc, argv)) {
-        fputs("usage: sgpu events [--endpoint NAME] [--limit N] [--json] [--follow|-f]\n"
-              "The engine's decision log (newest last).  --follow polls every second.\n",
-              stdout);
-        return 0;
+    struct mgmt_opts o = {0};
+    struct opts_result res;
+    int prc = cli_parse(&events_spec, &o, argc, argv, &res, events_usage);
+    if (prc == 0 && res.nargs > 0) {
+        fprintf(stderr, "sgpu events: unexpected argument '%s'\n", res.args[0]);
+        prc = 2;
     }
-    struct mctx m = {0};
-    m.json_out = take_flag(&argc, argv, "--json");
-    bool follow = take_flag(&argc, argv, "--follow") | take_flag(&argc, argv, "-f");
-    const char *endpoint = take_opt(&argc, argv, "--endpoint");
-    const char *limit = take_opt(&argc, argv, "--limit");
-    if (argc > 1) {
-        fprintf(stderr, "sgpu events: unexpected argument '%s'\n", argv[1]);
-        return 2;
-    }
+    opts_result_free(&res);
+    if (prc) return prc == 1 ? 0 : 2;
+    struct mctx m = {.json_out = o.json};
+    bool follow = o.follow;
+    const char *endpoint = o.endpoint;
     if (mctx_init(&m, c) != 0) return 1;
     int rc = 1;
     long long last_id = -1;
     for (;;) {
         char path[512];
-        size_t o =
-            (size_t)snprintf(path, sizeof path, "/api/v0/events/?limit=%s", limit ? limit : "100");
+        size_t pl = (size_t)snprintf(path, sizeof path, "/api/v0/events/?limit=%d", o.limit);
         if (endpoint) {
             char *q = evhttp_encode_uri(endpoint);
-            snprintf(path + o, sizeof path - o, "&endpoint=%s", q ? q : endpoint);
+            snprintf(path + pl, sizeof path - pl, "&endpoint=%s", q ? q : endpoint);
             free(q);
         }
         json_object *j = api(&m, "GET", path, NULL);
@@ -560,7 +647,7 @@ int cmd_events(struct cli_common *c, int argc, char **argv)
         fflush(stdout);
         json_object_put(j);
         if (!follow) break;
-        struct timeval one = {1, 0}; /* --follow: poll once a second */
+        struct timeval one = clock_tv(1); /* --follow: poll once a second */
         event_base_loopexit(m.base, &one);
         event_base_dispatch(m.base);
     }

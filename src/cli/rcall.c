@@ -116,7 +116,7 @@ static void schedule(struct rcall *c, enum rstate next, double delay)
     c->st = next == R_ROUTE ? R_WAIT : next;
     double left = c->o.max_time - (clock_mono() - c->t0);
     if (delay > left) delay = left > 0 ? left : 0;
-    struct timeval tv = {(time_t)delay, (suseconds_t)((delay - floor(delay)) * 1e6)};
+    struct timeval tv = clock_tv(delay);
     evtimer_add(c->timer, &tv);
 }
 
@@ -420,8 +420,7 @@ struct rcall *rcall_start(struct event_base *base, struct hclient *hc, const str
     while (el && c->engine[el - 1] == '/')
         c->engine[--el] = '\0';
     c->t0 = clock_mono();
-    struct timeval tv = {(time_t)c->o.max_time,
-                         (suseconds_t)((c->o.max_time - floor(c->o.max_time)) * 1e6)};
+    struct timeval tv = clock_tv(c->o.max_time);
     evtimer_add(c->deadline, &tv);
     send_route(c);
     return c;

@@ -38,6 +38,11 @@ void log_set_output(FILE *out)
     log_out = out;
 }
 
+void log_set_level(enum log_level min)
+{
+    log_min = min;
+}
+
 enum log_level log_get_level(void)
 {
     return log_min;

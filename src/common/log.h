@@ -20,6 +20,9 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 void log_init(const char *component, enum log_level min);
 /* Send lines to `out` instead of stderr (not owned; NULL restores stderr). */
 void log_set_output(FILE *out);
+/* Sets the lowest level printed (after log_init: for a level a program took from its own
+ * option table, flag over $SGPU_LOG_LEVEL). */
+void log_set_level(enum log_level min);
 enum log_level log_get_level(void);
 /* Parse "debug|info|warn|error"; returns 0 or -1. */
 int log_parse_level(const char *s, enum log_level *out);

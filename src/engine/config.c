@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "engine.h"
+#include "log.h"
+#include "opts.h"
 #include "pyjson.h"
 
 void config_params_default(struct ep_params *p)
@@ -177,95 +179,33 @@ void config_params_write(const struct ep_params *p, struct sbuf *out)
                 config_scheme_name(p->sig_scheme), p->scaler == SCALER_KPA ? "kpa" : "sgpu");
 }
 
-void config_opts_default(struct engine_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    snprintf(o->data_dir, sizeof o->data_dir, "./sgpu-data");
-    snprintf(o->listen_host, sizeof o->listen_host, "127.0.0.1");
-    o->listen_port = 8080;
-    o->tick_ms = 1000;
-    o->unavailable_after_s = 30;
-    o->unavailable_destroy_s = 120;
-    o->drain_grace_s = 2;
-    o->drain_timeout_s = 600;
-    o->scale_down_delay_s = 60;
-    o->stable_window_s = 60;
-    o->panic_window_s = 6;
-    o->provider_timeout_s = 300;
-    o->error_backoff_s = 5;
-    o->error_breaker = 5;
-    o->error_reset_s = 60;
-    o->ready_timeout_s = 1800;
-    o->route_hold_ms = 2000;
-    o->route_hold_max = 4096;
-    o->shutdown_timeout_s = 55;
-    o->max_connections = 4096;
-    o->request_deadline_s = 30;
-    o->body_budget_mb = 64;
-    snprintf(o->log_level, sizeof o->log_level, "info");
-}
+/* ---- the engine's command line ---- */
 
-static const char usage[] =
-    "usage: sgpu-engine [--data-dir DIR] [--listen HOST:PORT] [--public-url URL]\n"
-    "                   [--tick-ms N] [--log-level debug|info|warn|error] [--keep-workers]\n"
-    "                   [--unavailable-after-s S] [--unavailable-destroy-s S]\n"
-    "                   [--drain-grace-s S] [--drain-timeout-s S] [--scale-down-delay-s S]\n"
-    "                   [--stable-window-s S] [--panic-window-s S] [--provider-timeout-s S]\n"
-    "                   [--error-backoff-s S] [--error-breaker N] [--error-reset-s S]\n"
-    "                   [--ready-timeout-s S] [--sign-threads N] [--route-hold-ms N]\n"
-    "                   [--route-hold-max N] [--shutdown-timeout-s S] [--local-ports LO-HI]\n"
-    "                   [--max-connections N] [--request-deadline-s S] [--body-budget-mb N]\n"
-    "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n";
-
-static int parse_double(const char *flag, const char *s, double lo, double hi, double *out)
+static int parse_listen(void *cfg, const char *s, char *why, size_t n)
 {
-    char *end;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(d) || d < lo || d > hi) {
-        fprintf(stderr, "sgpu-engine: %s: bad value '%s' (%g..%g)\n", flag, s, lo, hi);
-        return -1;
-    }
-    *out = d;
-    return 0;
-}
-
-static int copy_str(const char *flag, char *dst, size_t n, const char *s)
-{
-    if (strlen(s) >= n) {
-        fprintf(stderr, "sgpu-engine: %s: value too long\n", flag);
-        return -1;
-    }
-    memcpy(dst, s, strlen(s) + 1);
-    return 0;
-}
-
-static int parse_listen(struct engine_opts *o, const char *s)
-{
+    struct engine_opts *o = cfg;
     const char *colon = strrchr(s, ':');
-    if (!colon) {
-        fprintf(stderr, "sgpu-engine: --listen wants HOST:PORT\n");
-        return -1;
-    }
+    if (!colon) return snprintf(why, n, "expected HOST:PORT"), -1;
     size_t hl = (size_t)(colon - s);
     const char *h = s;
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') { /* [v6]:port */
         h = s + 1;
         hl -= 2;
     }
-    if (hl >= sizeof o->listen_host) return -1;
+    if (hl >= sizeof o->listen_host) return snprintf(why, n, "host too long"), -1;
+    long long port;
+    if (opts_parse_ll(colon + 1, 0, 65535, &port, why, n)) return -1;
     memcpy(o->listen_host, h, hl);
     o->listen_host[hl] = '\0';
     if (hl == 0) snprintf(o->listen_host, sizeof o->listen_host, "0.0.0.0");
-    double port;
-    if (parse_double("--listen", colon + 1, 0, 65535, &port) || port != floor(port)) return -1;
     o->listen_port = (int)port;
     return 0;
 }
 
 /* "LO-HI": the local provider's instance ports (each instance takes two). */
-static int parse_port_range(struct engine_opts *o, const char *s)
+static int parse_port_range(void *cfg, const char *s, char *why, size_t n)
 {
+    struct engine_opts *o = cfg;
     char *end;
     errno = 0;
     long lo = strtol(s, &end, 10);
@@ -275,116 +215,190 @@ static int parse_port_range(struct engine_opts *o, const char *s)
         hi = strtol(h, &end, 10);
         if (errno || end == h || *end) hi = -1;
     }
-    if (hi < 0 || lo < 1 || hi > 65535 || hi < lo + 1) {
-        fprintf(stderr,
-                "sgpu-engine: --local-ports: bad value '%s' (LO-HI, 1..65535, at least 2 ports)\n",
-                s);
-        return -1;
-    }
+    if (hi < 0 || lo < 1 || hi > 65535 || hi < lo + 1)
+        return snprintf(why, n, "expected LO-HI, 1..65535, at least 2 ports"), -1;
     o->local_port_lo = (int)lo;
     o->local_port_hi = (int)hi;
     return 0;
 }
 
+static int parse_log_level(void *cfg, const char *s, char *why, size_t n)
+{
+    struct engine_opts *o = cfg;
+    enum log_level l;
+    if (log_parse_level(s, &l) != 0 || strlen(s) >= sizeof o->log_level)
+        return snprintf(why, n, "expected debug, info, warn or error"), -1;
+    snprintf(o->log_level, sizeof o->log_level, "%s", s);
+    return 0;
+}
+
+#define AT(f) OPT_AT(struct engine_opts, f)
+#define BUF(f) OPT_BUF(struct engine_opts, f)
+#define SECS(flag, field, d, text)                                                                 \
+    {                                                                                              \
+        .name = flag, .type = OPT_DBL, AT(field), .lo = 0, .hi = 1e7, .def = d, .meta = "S",       \
+        .help = text                                                                               \
+    }
+
+static const struct opt rows[] = {
+    {.name = "data-dir",
+     BUF(data_dir),
+     .def = "./sgpu-data",
+     .meta = "DIR",
+     .help = "database, signing key, admin api_key, engine.addr, provider.log, workers/"},
+    {.name = "listen",
+     .type = OPT_FUNC,
+     .parse = parse_listen,
+     .def = "127.0.0.1:8080",
+     .meta = "HOST:PORT",
+     .help = "listen address; port 0 = ephemeral (written to DIR/engine.addr)"},
+    {.name = "public-url",
+     BUF(public_url),
+     .meta = "URL",
+     .help = "base URL workers are given as REPORT_ADDR / PUBKEY_URL",
+     .def_help = "http://HOST:PORT, the bound port"},
+    {.name = "tick-ms",
+     .type = OPT_INT,
+     AT(tick_ms),
+     .lo = 1,
+     .hi = 60000,
+     .def = "1000",
+     .meta = "N",
+     .help = "scaler period (ms)"},
+    {.name = "log-level",
+     .env = "SGPU_LOG_LEVEL",
+     .type = OPT_FUNC,
+     .parse = parse_log_level,
+     .def = "info",
+     .meta = "L",
+     .help = "debug | info | warn | error (the flag wins)"},
+    {.name = "keep-workers",
+     .type = OPT_FLAG,
+     AT(keep_workers),
+     .help = "on SIGTERM leave local instances running (re-adopted at the next start)"},
+    SECS("unavailable-after-s", unavailable_after_s, "30",
+         "a worker with no report this long is unavailable (not routed)"),
+    SECS("unavailable-destroy-s", unavailable_destroy_s, "120",
+         "an unavailable worker is destroyed and replaced after this much more"),
+    SECS("drain-grace-s", drain_grace_s, "2",
+         "a draining worker is drained when a report this long after its last grant shows no work"),
+    SECS("drain-timeout-s", drain_timeout_s, "600", "cap on draining"),
+    SECS("scale-down-delay-s", scale_down_delay_s, "60",
+         "active capacity only shrinks to the largest target of this window"),
+    SECS("stable-window-s", stable_window_s, "60", "time constant of the slow load average"),
+    SECS("panic-window-s", panic_window_s, "6", "time constant of the fast load average"),
+    SECS("provider-timeout-s", provider_timeout_s, "300",
+         "a command provider's command running longer is killed"),
+    SECS("error-backoff-s", error_backoff_s, "5",
+         "first delay after an instance failure; doubles, at most 32x"),
+    {.name = "error-breaker",
+     .type = OPT_INT,
+     AT(error_breaker),
+     .lo = 0,
+     .hi = 1000000,
+     .def = "5",
+     .meta = "N",
+     .help = "consecutive failures that make a workergroup failing (0 = never)"},
+    SECS("error-reset-s", error_reset_s, "60",
+         "a worker ready this long after the last failure resets the failure count"),
+    SECS("ready-timeout-s", ready_timeout_s, "1800",
+         "a worker not ready this long after its create failed (0 = no limit)"),
+    {.name = "sign-threads",
+     .type = OPT_INT,
+     AT(sign_threads),
+     .lo = 0,
+     .hi = 64,
+     .def = "0",
+     .meta = "N",
+     .help = "threads signing grants (0 = on the event loop)"},
+    {.name = "route-hold-ms",
+     .type = OPT_INT,
+     AT(route_hold_ms),
+     .lo = 0,
+     .hi = 8000,
+     .def = "2000",
+     .meta = "N",
+     /* well under the Vast SDK's 10 s client timeout on /route/ */
+     .help = "long poll of a /route/ call that would wait (0 = answer at once)"},
+    {.name = "route-hold-max",
+     .type = OPT_INT,
+     AT(route_hold_max),
+     .lo = 0,
+     .hi = 100000,
+     .def = "4096",
+     .meta = "N",
+     .help = "held /route/ calls at most"},
+    SECS("shutdown-timeout-s", shutdown_timeout_s, "55",
+         "SIGTERM: wait this long for local instances to stop"),
+    {.name = "max-connections",
+     .type = OPT_INT,
+     AT(max_connections),
+     .lo = 1,
+     .hi = 1 << 22,
+     .def = "4096",
+     .meta = "N",
+     .help = "open client connections; at the limit the oldest idle one is closed"},
+    {.name = "request-deadline-s",
+     .type = OPT_DBL,
+     AT(request_deadline_s),
+     .lo = 0.1,
+     .hi = 86400,
+     .def = "30",
+     .meta = "S",
+     .help = "seconds from a request's first byte to its whole head and body"},
+    {.name = "body-budget-mb",
+     .type = OPT_DBL,
+     AT(body_budget_mb),
+     .lo = 0,
+     .hi = 1 << 20,
+     .def = "64",
+     .meta = "N",
+     .help = "MiB of requests being received over all connections (0 = unlimited)"},
+    {.name = "local-ports",
+     .type = OPT_FUNC,
+     .parse = parse_port_range,
+     .meta = "LO-HI",
+     .help = "the local provider's instance ports, two each",
+     .def_help = "kernel-chosen"},
+};
+
+static const struct opts_spec spec = {"sgpu-engine", rows, sizeof rows / sizeof rows[0], 0};
+
+static void usage(FILE *out)
+{
+    fputs("usage: sgpu-engine [options]\n"
+          "Serverless routing + autoscaling engine (Vast-compatible API). See docs/engine.md.\n"
+          "Every option but --keep-workers takes a value (--flag V or --flag=V); the flag wins\n"
+          "over the environment variable.\n\n",
+          out);
+    opts_usage(&spec, out);
+}
+
+void config_opts_default(struct engine_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    char err[300];
+    if (opts_defaults(&spec, o, err, sizeof err) != 0) abort(); /* a table bug */
+}
+
 int config_opts_parse(struct engine_opts *o, int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            return 1;
-        }
-        if (strcmp(a, "--keep-workers") == 0) {
-            o->keep_workers = true;
-            continue;
-        }
-        /* every other flag takes a value: --flag V or --flag=V */
-        const char *val = NULL;
-        char name[64];
-        const char *eq = strchr(a, '=');
-        if (eq && (size_t)(eq - a) < sizeof name) {
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            val = eq + 1;
-        } else {
-            snprintf(name, sizeof name, "%s", a);
-            if (i + 1 < argc) val = argv[++i];
-        }
-        if (!val) {
-            fprintf(stderr, "sgpu-engine: %s needs a value\n%s", name, usage);
-            return -1;
-        }
-        double d = 0;
-        int rc = 0;
-        if (strcmp(name, "--data-dir") == 0) {
-            rc = copy_str(name, o->data_dir, sizeof o->data_dir, val);
-        } else if (strcmp(name, "--listen") == 0) {
-            rc = parse_listen(o, val);
-        } else if (strcmp(name, "--public-url") == 0) {
-            rc = copy_str(name, o->public_url, sizeof o->public_url, val);
-        } else if (strcmp(name, "--log-level") == 0) {
-            rc = copy_str(name, o->log_level, sizeof o->log_level, val);
-        } else if (strcmp(name, "--tick-ms") == 0) {
-            rc = parse_double(name, val, 1, 60000, &d);
-            o->tick_ms = (int)d;
-        } else if (strcmp(name, "--route-hold-ms") == 0) {
-            /* well under the Vast SDK's 10 s client timeout on /route/ */
-            rc = parse_double(name, val, 0, 8000, &d);
-            o->route_hold_ms = (int)d;
-        } else if (strcmp(name, "--route-hold-max") == 0) {
-            rc = parse_double(name, val, 0, 100000, &d);
-            o->route_hold_max = (int)d;
-        } else if (strcmp(name, "--error-breaker") == 0) {
-            rc = parse_double(name, val, 0, 1000000, &d);
-            if (!rc && d != floor(d)) {
-                fprintf(stderr, "sgpu-engine: %s: expected an integer, got '%s'\n", name, val);
-                rc = -1;
-            }
-            o->error_breaker = (int)d;
-        } else if (strcmp(name, "--max-connections") == 0) {
-            rc = parse_double(name, val, 1, 1 << 22, &d);
-            o->max_connections = (int)d;
-        } else if (strcmp(name, "--request-deadline-s") == 0) {
-            rc = parse_double(name, val, 0.1, 86400, &o->request_deadline_s);
-        } else if (strcmp(name, "--body-budget-mb") == 0) {
-            rc = parse_double(name, val, 0, 1 << 20, &o->body_budget_mb);
-        } else if (strcmp(name, "--local-ports") == 0) {
-            rc = parse_port_range(o, val);
-        } else if (strcmp(name, "--sign-threads") == 0) {
-            rc = parse_double(name, val, 0, 64, &d);
-            o->sign_threads = (int)d;
-        } else {
-            const struct {
-                const char *flag;
-                double *dst;
-            } dbl[] = {
-                {"--unavailable-after-s", &o->unavailable_after_s},
-                {"--unavailable-destroy-s", &o->unavailable_destroy_s},
-                {"--drain-grace-s", &o->drain_grace_s},
-                {"--drain-timeout-s", &o->drain_timeout_s},
-                {"--scale-down-delay-s", &o->scale_down_delay_s},
-                {"--stable-window-s", &o->stable_window_s},
-                {"--panic-window-s", &o->panic_window_s},
-                {"--provider-timeout-s", &o->provider_timeout_s},
-                {"--error-backoff-s", &o->error_backoff_s},
-                {"--error-reset-s", &o->error_reset_s},
-                {"--ready-timeout-s", &o->ready_timeout_s},
-                {"--shutdown-timeout-s", &o->shutdown_timeout_s},
-            };
-            size_t k;
-            for (k = 0; k < sizeof dbl / sizeof dbl[0]; k++) {
-                if (strcmp(name, dbl[k].flag) == 0) {
-                    rc = parse_double(name, val, 0, 1e7, dbl[k].dst);
-                    break;
-                }
-            }
-            if (k == sizeof dbl / sizeof dbl[0]) {
-                fprintf(stderr, "sgpu-engine: unknown option %s\n%s", name, usage);
-                return -1;
-            }
-        }
-        if (rc) return -1;
+    struct opts_result r;
+    int rc = opts_parse(&spec, o, argc, argv, &r);
+    if (rc == 0 && r.help) {
+        if (r.help == OPTS_HELP_MARKDOWN)
+            opts_markdown(&spec, stdout);
+        else
+            usage(stdout);
+        rc = 1;
+    } else if (rc == 0 && r.nargs > 0) {
+        snprintf(r.err, sizeof r.err, "sgpu-engine: unexpected argument '%s' (see --help)",
+                 r.args[0]);
+        rc = -1;
     }
+    if (rc < 0) fprintf(stderr, "%s\n", r.err);
+    opts_result_free(&r);
+    if (rc != 0) return rc;
     if (o->stable_window_s < 0.001) o->stable_window_s = 0.001;
     if (o->panic_window_s < 0.001) o->panic_window_s = 0.001;
     return 0;

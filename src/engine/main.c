@@ -156,6 +156,8 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("engine", lvl);
+    /* --log-level over SGPU_LOG_LEVEL, as the option table resolved them */
+    log_set_level(lvl);
     umask(077); /* database, keys and workspaces are private to this user */
     /* past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the store reports
      * like a full disk, instead of the signal killing the engine */

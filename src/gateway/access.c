@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -76,7 +77,7 @@ void gw_access(const char *fmt, ...)
     if (abuf.len >= ACCESS_FLUSH_BYTES || !flush_ev) {
         gw_access_flush();
     } else if (!evtimer_pending(flush_ev, NULL)) {
-        struct timeval d = {0, 200000};
+        struct timeval d = clock_tv_ms(200);
         evtimer_add(flush_ev, &d);
     }
 }

@@ -199,7 +199,7 @@ static void schedule_route(struct flow *f, double delay)
 {
     f->st = F_WAIT;
     set_waiting(f, true);
-    struct timeval tv = {(time_t)delay, (suseconds_t)((delay - floor(delay)) * 1e6)};
+    struct timeval tv = clock_tv(delay);
     evtimer_add(f->timer, &tv);
 }
 
@@ -224,7 +224,7 @@ static void arm_close_watch(struct flow *f)
 
 static void tick_in(struct flow *f, double s)
 {
-    struct timeval tv = {(time_t)s, (suseconds_t)((s - floor(s)) * 1e6)};
+    struct timeval tv = clock_tv(s);
     evtimer_add(f->wait_ev, &tv);
 }
 

@@ -1,7 +1,5 @@
 /* sgpu-gateway: options, start-up, signals.  See gateway.h and docs/gateway.md. */
 #include <errno.h>
-#include <getopt.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +13,166 @@
 #include "gateway.h"
 #include "httputil.h"
 #include "log.h"
+#include "opts.h"
+
+static int parse_listen(void *cfg, const char *v, char *why, size_t n)
+{
+    struct gw_config *c = cfg;
+    const char *colon = strrchr(v, ':');
+    long long port;
+    if (!colon || colon - v >= (long)sizeof c->host)
+        return snprintf(why, n, "expected HOST:PORT"), -1;
+    if (opts_parse_ll(colon + 1, 0, 65535, &port, why, n)) return -1;
+    snprintf(c->host, sizeof c->host, "%.*s", (int)(colon - v), v);
+    c->port = (int)port;
+    return 0;
+}
+
+static int parse_log_level(void *cfg, const char *v, char *why, size_t n)
+{
+    struct gw_config *c = cfg;
+    enum log_level l;
+    if (log_parse_level(v, &l) != 0 || strlen(v) >= sizeof c->log_level)
+        return snprintf(why, n, "expected debug, info, warn or error"), -1;
+    snprintf(c->log_level, sizeof c->log_level, "%s", v);
+    return 0;
+}
+
+/* engine discovery: the flag or SGPU_ENGINE, else <data-dir>/engine.addr, else the default */
+
+#define AT(f) OPT_AT(struct gw_config, f)
+#define BUF(f) OPT_BUF(struct gw_config, f)
+enum { R_ENGINE, R_DATA_DIR }; /* the first two rows: read from opts_result.val */
+
+static const struct opt rows[] = {
+    [R_ENGINE] = {.name = "engine",
+                  .env = "SGPU_ENGINE",
+                  .type = OPT_RAW,
+                  .meta = "URL",
+                  .help = "engine base URL",
+                  .def_help = "$SGPU_ENGINE, else the address in <data-dir>/engine.addr, else "
+                              "http://127.0.0.1:8080"},
+    [R_DATA_DIR] = {.name = "data-dir",
+                    .env = "SGPU_DATA_DIR",
+                    .type = OPT_RAW,
+                    .meta = "DIR",
+                    .help = "engine data directory to read engine.addr from",
+                    .def_help = "$SGPU_DATA_DIR, else ./sgpu-data"},
+    {.name = "listen",
+     .type = OPT_FUNC,
+     .parse = parse_listen,
+     .def = "127.0.0.1:8000",
+     .meta = "HOST:PORT",
+     .help = "listen address (port 0 = ephemeral)"},
+    {.name = "addr-file",
+     BUF(addr_file),
+     .meta = "FILE",
+     .help = "write the bound base URL (http://HOST:PORT) to FILE"},
+    {.name = "tls-cert",
+     BUF(tls_cert),
+     .meta = "FILE",
+     .help = "serve HTTPS with this certificate chain (PEM) ..."},
+    {.name = "tls-key", BUF(tls_key), .meta = "FILE", .help = "... and this private key (PEM)"},
+    {.name = "cacert",
+     BUF(cacert),
+     .meta = "FILE",
+     .help = "extra CA bundle to verify an https engine and workers"},
+    {.name = "insecure",
+     .type = OPT_FLAG,
+     AT(insecure),
+     .help = "do not verify engine/worker certificates"},
+    {.name = "max-body",
+     .type = OPT_SIZE,
+     AT(max_body),
+     .lo = 1024,
+     .hi = 1 << 30,
+     .def = "16777216",
+     .meta = "BYTES",
+     .help = "request body limit"},
+    {.name = "max-connections",
+     .type = OPT_INT,
+     AT(max_connections),
+     .lo = 16,
+     .hi = 1 << 20,
+     .def = "4096",
+     .meta = "N",
+     .help = "open client connections; at the cap the oldest idle one is closed (clamped to (fd "
+             "limit - 64) / 2)"},
+    {.name = "max-inflight",
+     .type = OPT_INT,
+     AT(max_inflight),
+     .lo = 1,
+     .hi = 1 << 20,
+     .def = "4096",
+     .meta = "N",
+     .help = "requests in progress before 503 overloaded"},
+    {.name = "route-timeout",
+     .type = OPT_DBL,
+     AT(route_timeout),
+     .lo = 0.1,
+     .hi = 86400,
+     .def = "60",
+     .meta = "S",
+     .help = "longest wait for a worker before 503"},
+    {.name = "request-timeout",
+     .type = OPT_DBL,
+     AT(request_timeout),
+     .lo = 0,
+     .hi = 86400 * 7,
+     .def = "0",
+     .meta = "S",
+     .help = "whole request deadline, 0 = none"},
+    {.name = "idle-timeout",
+     .type = OPT_DBL,
+     AT(idle_timeout),
+     .lo = 1,
+     .hi = 86400,
+     .def = "300",
+     .meta = "S",
+     .help = "client / upstream inactivity limit"},
+    {.name = "header-timeout",
+     .type = OPT_DBL,
+     AT(header_timeout),
+     .lo = 1,
+     .hi = 3600,
+     .def = "30",
+     .meta = "S",
+     .help = "time from a request's first byte (TLS: from accept) to its whole body"},
+    {.name = "max-attempts",
+     .type = OPT_INT,
+     AT(max_attempts),
+     .lo = 1,
+     .hi = 100,
+     .def = "5",
+     .meta = "N",
+     .help = "worker calls per request, re-routes included"},
+    {.name = "default-cost",
+     .type = OPT_DBL,
+     AT(default_cost),
+     .lo = 0,
+     .hi = 1e12,
+     .def = "100",
+     .meta = "N",
+     .help = "cost of a request whose size is unknown"},
+    {.name = "drain-timeout",
+     .type = OPT_DBL,
+     AT(drain_timeout),
+     .lo = 0,
+     .hi = 3600,
+     .def = "30",
+     .meta = "S",
+     .help = "on SIGTERM, wait up to S s for requests in progress"},
+    {.name = "log-level",
+     .env = "SGPU_LOG_LEVEL",
+     .type = OPT_FUNC,
+     .parse = parse_log_level,
+     .def = "info",
+     .meta = "L",
+     .help = "debug|info|warn|error (the flag wins over the variable)"},
+};
+
+static const struct opts_spec spec = {"sgpu-gateway", rows, sizeof rows / sizeof rows[0],
+                                      OPTS_PREFIX};
 
 static void usage(FILE *f)
 {
@@ -33,43 +191,9 @@ static void usage(FILE *f)
         "         POST /generate, /generate_stream, / (TGI; endpoint = `model`)\n"
         "         /endpoints/NAME/<route>           (endpoint NAME; any worker route)\n"
         "         GET /health, /metrics\n"
-        "\n"
-        "  --engine URL            engine base URL.  Default $SGPU_ENGINE, else the address in\n"
-        "                          <data-dir>/engine.addr, else http://127.0.0.1:8080\n"
-        "  --data-dir DIR          engine data directory to read engine.addr from (default\n"
-        "                          $SGPU_DATA_DIR, else ./sgpu-data)\n"
-        "  --listen HOST:PORT      listen address (default 127.0.0.1:8000; port 0 = ephemeral)\n"
-        "  --addr-file FILE        write the bound base URL (http://HOST:PORT) to FILE\n"
-        "  --tls-cert FILE         serve HTTPS with this certificate chain (PEM) ...\n"
-        "  --tls-key FILE          ... and this private key (PEM)\n"
-        "  --cacert FILE           extra CA bundle to verify an https engine and workers\n"
-        "  --insecure              do not verify engine/worker certificates\n"
-        "  --max-body BYTES        request body limit (default 16777216)\n"
-        "  --max-connections N     open client connections; at the cap the oldest idle one is\n"
-        "                          closed (default 4096, clamped to (fd limit - 64) / 2)\n"
-        "  --max-inflight N        requests in progress before 503 overloaded (default 4096)\n"
-        "  --route-timeout S       longest wait for a worker before 503 (default 60)\n"
-        "  --request-timeout S     whole request deadline, 0 = none (default 0)\n"
-        "  --idle-timeout S        client / upstream inactivity limit (default 300)\n"
-        "  --header-timeout S      time from a request's first byte (TLS: from accept) to its\n"
-        "                          whole body (default 30)\n"
-        "  --max-attempts N        worker calls per request, re-routes included (default 5)\n"
-        "  --default-cost N        cost of a request whose size is unknown (default 100)\n"
-        "  --drain-timeout S       on SIGTERM, wait up to S s for requests in progress (default "
-        "30)\n"
-        "  --log-level L           debug|info|warn|error (default info, or $SGPU_LOG_LEVEL)\n"
-        "  --help                  this text\n",
+        "\n",
         f);
-}
-
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
+    opts_usage(&spec, f);
 }
 
 static void read_addr_file(struct gw_config *c, const char *dir)
@@ -86,165 +210,18 @@ static void read_addr_file(struct gw_config *c, const char *dir)
     fclose(f);
 }
 
-int gw_config_parse(struct gw_config *c, int argc, char **argv)
+/* The values the table cannot check alone: TLS pair, engine discovery and URL. */
+static int config_finish(struct gw_config *c, const struct opts_result *r)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->host, sizeof c->host, "127.0.0.1");
-    c->port = 8000;
-    c->max_body = 16u << 20;
-    c->max_connections = 4096;
-    c->max_inflight = 4096;
-    c->route_timeout = 60;
-    c->request_timeout = 0;
-    c->idle_timeout = 300;
-    c->header_timeout = 30;
-    c->max_attempts = 5;
-    c->default_cost = 100;
-    c->drain_timeout = 30;
-    const char *engine = getenv("SGPU_ENGINE"), *data_dir = getenv("SGPU_DATA_DIR");
-    enum {
-        O_ENGINE = 1,
-        O_DATA,
-        O_LISTEN,
-        O_ADDR,
-        O_CERT,
-        O_KEY,
-        O_CA,
-        O_INSECURE,
-        O_BODY,
-        O_CONNS,
-        O_INFL,
-        O_RT,
-        O_REQT,
-        O_IDLE,
-        O_HDR,
-        O_ATT,
-        O_COST,
-        O_LOG,
-        O_DRAIN,
-        O_HELP
-    };
-    static const struct option opts[] = {
-        {"engine", required_argument, NULL, O_ENGINE},
-        {"data-dir", required_argument, NULL, O_DATA},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"addr-file", required_argument, NULL, O_ADDR},
-        {"tls-cert", required_argument, NULL, O_CERT},
-        {"tls-key", required_argument, NULL, O_KEY},
-        {"cacert", required_argument, NULL, O_CA},
-        {"insecure", no_argument, NULL, O_INSECURE},
-        {"max-body", required_argument, NULL, O_BODY},
-        {"max-connections", required_argument, NULL, O_CONNS},
-        {"max-inflight", required_argument, NULL, O_INFL},
-        {"route-timeout", required_argument, NULL, O_RT},
-        {"request-timeout", required_argument, NULL, O_REQT},
-        {"idle-timeout", required_argument, NULL, O_IDLE},
-        {"header-timeout", required_argument, NULL, O_HDR},
-        {"max-attempts", required_argument, NULL, O_ATT},
-        {"default-cost", required_argument, NULL, O_COST},
-        {"log-level", required_argument, NULL, O_LOG},
-        {"drain-timeout", required_argument, NULL, O_DRAIN},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    int o;
-    double v;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int bad = 0;
-        switch (o) {
-        case O_ENGINE:
-            engine = optarg;
-            break;
-        case O_DATA:
-            data_dir = optarg;
-            break;
-        case O_LISTEN: {
-            const char *colon = strrchr(optarg, ':');
-            if (!colon || colon - optarg >= (long)sizeof c->host ||
-                parse_num(colon + 1, 0, 65535, &v) != 0) {
-                bad = 1;
-                break;
-            }
-            snprintf(c->host, sizeof c->host, "%.*s", (int)(colon - optarg), optarg);
-            c->port = (int)v;
-            break;
-        }
-        case O_ADDR:
-            snprintf(c->addr_file, sizeof c->addr_file, "%s", optarg);
-            break;
-        case O_CERT:
-            snprintf(c->tls_cert, sizeof c->tls_cert, "%s", optarg);
-            break;
-        case O_KEY:
-            snprintf(c->tls_key, sizeof c->tls_key, "%s", optarg);
-            break;
-        case O_CA:
-            snprintf(c->cacert, sizeof c->cacert, "%s", optarg);
-            break;
-        case O_INSECURE:
-            c->insecure = true;
-            break;
-        case O_BODY:
-            bad = parse_num(optarg, 1024, 1u << 30, &v);
-            c->max_body = (size_t)v;
-            break;
-        case O_CONNS:
-            bad = parse_num(optarg, 16, 1 << 20, &v);
-            c->max_connections = (int)v;
-            break;
-        case O_INFL:
-            bad = parse_num(optarg, 1, 1 << 20, &v);
-            c->max_inflight = (int)v;
-            break;
-        case O_RT:
-            bad = parse_num(optarg, 0.1, 86400, &c->route_timeout);
-            break;
-        case O_REQT:
-            bad = parse_num(optarg, 0, 86400 * 7, &c->request_timeout);
-            break;
-        case O_IDLE:
-            bad = parse_num(optarg, 1, 86400, &c->idle_timeout);
-            break;
-        case O_HDR:
-            bad = parse_num(optarg, 1, 3600, &c->header_timeout);
-            break;
-        case O_ATT:
-            bad = parse_num(optarg, 1, 100, &v);
-            c->max_attempts = (int)v;
-            break;
-        case O_COST:
-            bad = parse_num(optarg, 0, 1e12, &c->default_cost);
-            break;
-        case O_LOG: {
-            enum log_level l;
-            bad = log_parse_level(optarg, &l);
-            snprintf(c->log_level, sizeof c->log_level, "%s", optarg);
-            break;
-        }
-        case O_DRAIN:
-            bad = parse_num(optarg, 0, 3600, &c->drain_timeout);
-            break;
-        case 'h':
-        case O_HELP:
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return -1;
-        }
-        if (bad) {
-            fprintf(stderr, "sgpu-gateway: bad value for %s: '%s'\n", argv[optind - 1], optarg);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "sgpu-gateway: unexpected argument '%s'\n", argv[optind]);
+    if (r->nargs > 0) {
+        fprintf(stderr, "sgpu-gateway: unexpected argument '%s'\n", r->args[0]);
         return -1;
     }
     if (!!c->tls_cert[0] != !!c->tls_key[0]) {
         fprintf(stderr, "sgpu-gateway: --tls-cert and --tls-key go together\n");
         return -1;
     }
+    const char *engine = r->val[R_ENGINE], *data_dir = r->val[R_DATA_DIR];
     if (engine && *engine)
         snprintf(c->engine, sizeof c->engine, "%s", engine);
     else
@@ -259,6 +236,26 @@ int gw_config_parse(struct gw_config *c, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+int gw_config_parse(struct gw_config *c, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    struct opts_result r;
+    int rc = opts_parse(&spec, c, argc, argv, &r);
+    if (rc == 0 && r.help) {
+        if (r.help == OPTS_HELP_MARKDOWN)
+            opts_markdown(&spec, stdout);
+        else
+            usage(stdout);
+        rc = 1;
+    } else if (rc != 0) {
+        fprintf(stderr, "%s\n", r.err);
+    } else {
+        rc = config_finish(c, &r);
+    }
+    opts_result_free(&r);
+    return rc;
 }
 
 /* SIGTERM/SIGINT: stop accepting, let the requests in progress finish (up to
@@ -287,7 +284,7 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     gw_listen_stop(g);
     drain_deadline = clock_mono() + g->cfg.drain_timeout;
     drain_ev = event_new(g->base, -1, EV_PERSIST, on_drain_tick, g);
-    struct timeval tv = {0, 100000};
+    struct timeval tv = clock_tv_ms(100);
     if (!drain_ev || event_add(drain_ev, &tv) != 0) event_base_loopexit(g->base, NULL);
 }
 
@@ -299,6 +296,8 @@ int main(int argc, char **argv)
     enum log_level lvl = LOG_INFO;
     if (g.cfg.log_level[0]) log_parse_level(g.cfg.log_level, &lvl);
     log_init("gateway", lvl);
+    /* --log-level over SGPU_LOG_LEVEL, as the option table resolved them */
+    log_set_level(lvl);
     signal(SIGPIPE, SIG_IGN);
 
     g.base = http_base_new();

@@ -401,11 +401,124 @@ static char *add_parameters(const char *body, size_t len, size_t *out_len)
     return p;
 }
 
+/* "/endpoints/NAME/<route>": NAME into ep, *rest = <route>.  Other paths: ep stays "" and
+ * *rest = path.  0, or -1 after a 404 (bad name). */
+static int endpoint_prefix(struct gateway *g, struct evhttp_request *req, const char *path,
+                           char *ep, const char **rest)
+{
+    *rest = path;
+    if (strncmp(path, "/endpoints/", 11) != 0) return 0;
+    const char *n = path + 11;
+    size_t nl = strcspn(n, "/");
+    if (!name_ok(n, nl)) {
+        gw_reply_error(req, SHAPE_TGI, 404, "model_not_found", "no such endpoint name");
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return -1;
+    }
+    memcpy(ep, n, nl);
+    ep[nl] = '\0';
+    *rest = n + nl;
+    return 0;
+}
+
+/* GET /v1/models[/{id}]: the endpoints this key may call (only `ep` under /endpoints/ep/). */
+static void models_route(struct gateway *g, struct evhttp_request *req, enum gw_shape shape,
+                         const char *key, const char *rest, const char *ep)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+        gw_reply_error(req, shape, 405, NULL, "use GET");
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return;
+    }
+    const char *id = rest[10] == '/' ? rest + 11 : NULL;
+    if (id && !name_ok(id, strlen(id))) {
+        gw_reply_error(req, shape, 404, "model_not_found",
+                       "The model does not exist or you do not have access to it.");
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return;
+    }
+    if (ep[0] && id && strcmp(id, ep) != 0) id = "\x01"; /* never matches */
+    h_models(g, req, shape, key, id ? id : (ep[0] ? ep : NULL));
+}
+
+/* The worker route (with the client's query) and the request kind.  TGI's compat route "/"
+ * becomes /generate, or /generate_stream with "stream": true (*wrap: answer as an array). */
+static enum kind worker_route(struct evhttp_request *req, const char *rest,
+                              const struct pyj_value *p, char *route, size_t n, bool *wrap)
+{
+    enum kind k = K_GENERIC;
+    *wrap = false;
+    if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
+        const struct pyj_value *s = pyj_get(p, "stream");
+        *wrap = !(s && s->type == PYJ_TRUE);
+        snprintf(route, n, "%s", *wrap ? "/generate" : "/generate_stream");
+        k = K_TGI;
+    } else {
+        snprintf(route, n, "%s", rest);
+        if (strcmp(rest, "/generate") == 0 || strcmp(rest, "/generate_stream") == 0) k = K_TGI;
+        if (strcmp(rest, "/v1/chat/completions") == 0 || strcmp(rest, "/v1/completions") == 0 ||
+            strcmp(rest, "/v1/embeddings") == 0)
+            k = K_OPENAI;
+    }
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *q = u ? evhttp_uri_get_query(u) : NULL;
+    size_t rl = strlen(route);
+    if (q && *q && rl + strlen(q) + 2 < n) snprintf(route + rl, n - rl, "?%s", q);
+    return k;
+}
+
+/* Without /endpoints/NAME/, the endpoint is the body's "model".  0, or -1 after the reply. */
+static int endpoint_from_model(struct gateway *g, struct evhttp_request *req, enum gw_shape shape,
+                               enum kind k, const struct pyj_value *p, char *ep)
+{
+    if (shape == SHAPE_TGI && k != K_TGI) {
+        gw_reply_error(req, shape, 404, "not_found",
+                       "unknown route; use /v1/..., /generate, /generate_stream, / or "
+                       "/endpoints/NAME/...");
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return -1;
+    }
+    const struct pyj_value *mv = pyj_get(p, "model");
+    if (!mv || mv->type != PYJ_STRING || mv->u.str.len == 0) {
+        gw_reply_error(req, shape, 400, "model_required",
+                       "you must provide a model parameter (the endpoint name)");
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return -1;
+    }
+    if (!name_ok(mv->u.str.s, mv->u.str.len)) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "The model '%.64s' does not exist or you do not have access to it.", mv->u.str.s);
+        gw_reply_error(req, shape, 404, "model_not_found", msg);
+        gw_count(g, NULL, GO_CLIENT_ERROR);
+        return -1;
+    }
+    memcpy(ep, mv->u.str.s, mv->u.str.len);
+    ep[mv->u.str.len] = '\0';
+    return 0;
+}
+
+/* The payload sent to the worker: the body as given, with TGI "parameters" added when absent.
+ * NULL when out of memory. */
+static char *worker_payload(const char *body, size_t blen, enum kind k, const struct pyj_value *p,
+                            size_t *len)
+{
+    if (k == K_TGI && !pyj_get(p, "parameters")) return add_parameters(body, blen, len);
+    char *c = malloc(blen + 1); /* a failure is answered 500, not fatal */
+    if (!c) return NULL;
+    memcpy(c, body, blen);
+    c[blen] = '\0';
+    *len = blen;
+    return c;
+}
+
+/* evhttp's callback: health and metrics, then endpoint, key, capacity, models, the JSON body,
+ * route and kind, endpoint from "model", and the flow (flow.c) that routes and proxies. */
 void gw_on_request(struct evhttp_request *req, void *arg)
 {
     struct gateway *g = arg;
     char path[1024];
-    enum evhttp_cmd_type method = evhttp_request_get_command(req);
     if (!http_request_path(req, path, sizeof path)) {
         gw_reply_error(req, SHAPE_TGI, 400, NULL, "malformed request URI");
         gw_count(g, NULL, GO_CLIENT_ERROR);
@@ -419,21 +532,9 @@ void gw_on_request(struct evhttp_request *req, void *arg)
         h_metrics(g, req);
         return;
     }
-    /* endpoint from the path prefix */
     char ep[GW_NAME_MAX + 1] = "";
-    const char *rest = path;
-    if (strncmp(path, "/endpoints/", 11) == 0) {
-        const char *n = path + 11;
-        size_t nl = strcspn(n, "/");
-        if (!name_ok(n, nl)) {
-            gw_reply_error(req, SHAPE_TGI, 404, "model_not_found", "no such endpoint name");
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            return;
-        }
-        memcpy(ep, n, nl);
-        ep[nl] = '\0';
-        rest = n + nl;
-    }
+    const char *rest;
+    if (endpoint_prefix(g, req, path, ep, &rest) != 0) return;
     enum gw_shape shape = strncmp(rest, "/v1/", 4) == 0 ? SHAPE_OPENAI : SHAPE_TGI;
     char key[GW_KEY_MAX + 1];
     if (bearer_key(req, key, sizeof key) != 0) {
@@ -449,23 +550,10 @@ void gw_on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(rest, "/v1/models") == 0 || strncmp(rest, "/v1/models/", 11) == 0) {
-        if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-            gw_reply_error(req, shape, 405, NULL, "use GET");
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            return;
-        }
-        const char *id = rest[10] == '/' ? rest + 11 : NULL;
-        if (id && !name_ok(id, strlen(id))) {
-            gw_reply_error(req, shape, 404, "model_not_found",
-                           "The model does not exist or you do not have access to it.");
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            return;
-        }
-        if (ep[0] && id && strcmp(id, ep) != 0) id = "\x01"; /* never matches */
-        h_models(g, req, shape, key, id ? id : (ep[0] ? ep : NULL));
+        models_route(g, req, shape, key, rest, ep);
         return;
     }
-    if (method != EVHTTP_REQ_POST) {
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
         gw_reply_error(req, shape, 405, NULL, "method not allowed (POST a JSON body)");
         gw_count(g, NULL, GO_CLIENT_ERROR);
         return;
@@ -483,58 +571,12 @@ void gw_on_request(struct evhttp_request *req, void *arg)
         pyj_free(p);
         return;
     }
-    /* worker route and kind */
     char route[1100];
-    enum kind k = K_GENERIC;
-    bool compat = rest[0] == '\0' || strcmp(rest, "/") == 0;
-    bool wrap = false;
-    if (compat) {
-        const struct pyj_value *s = pyj_get(p, "stream");
-        wrap = !(s && s->type == PYJ_TRUE);
-        snprintf(route, sizeof route, "%s", wrap ? "/generate" : "/generate_stream");
-        k = K_TGI;
-    } else {
-        snprintf(route, sizeof route, "%s", rest);
-        if (strcmp(rest, "/generate") == 0 || strcmp(rest, "/generate_stream") == 0) k = K_TGI;
-        if (strcmp(rest, "/v1/chat/completions") == 0 || strcmp(rest, "/v1/completions") == 0 ||
-            strcmp(rest, "/v1/embeddings") == 0)
-            k = K_OPENAI;
-    }
-    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
-    const char *q = u ? evhttp_uri_get_query(u) : NULL;
-    if (q && *q && strlen(route) + strlen(q) + 2 < sizeof route) {
-        strcat(route, "?");
-        strcat(route, q);
-    }
-    if (!ep[0]) {
-        if (shape == SHAPE_TGI && k != K_TGI) {
-            gw_reply_error(req, shape, 404, "not_found",
-                           "unknown route; use /v1/..., /generate, /generate_stream, / or "
-                           "/endpoints/NAME/...");
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            pyj_free(p);
-            return;
-        }
-        const struct pyj_value *mv = pyj_get(p, "model");
-        if (!mv || mv->type != PYJ_STRING || mv->u.str.len == 0) {
-            gw_reply_error(req, shape, 400, "model_required",
-                           "you must provide a model parameter (the endpoint name)");
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            pyj_free(p);
-            return;
-        }
-        if (!name_ok(mv->u.str.s, mv->u.str.len)) {
-            char msg[200];
-            snprintf(msg, sizeof msg,
-                     "The model '%.64s' does not exist or you do not have access to it.",
-                     mv->u.str.s);
-            gw_reply_error(req, shape, 404, "model_not_found", msg);
-            gw_count(g, NULL, GO_CLIENT_ERROR);
-            pyj_free(p);
-            return;
-        }
-        memcpy(ep, mv->u.str.s, mv->u.str.len);
-        ep[mv->u.str.len] = '\0';
+    bool wrap;
+    enum kind k = worker_route(req, rest, p, route, sizeof route, &wrap);
+    if (!ep[0] && endpoint_from_model(g, req, shape, k, p, ep) != 0) {
+        pyj_free(p);
+        return;
     }
     struct gw_flow_args a = {
         .shape = shape,
@@ -544,16 +586,7 @@ void gw_on_request(struct evhttp_request *req, void *arg)
         .cost = estimate_cost(g, k, p),
         .wrap_array = wrap,
     };
-    if (k == K_TGI && !pyj_get(p, "parameters")) {
-        a.payload = add_parameters(body, blen, &a.payload_len);
-    } else {
-        a.payload = malloc(blen + 1);
-        if (a.payload) {
-            memcpy(a.payload, body, blen);
-            a.payload[blen] = '\0';
-            a.payload_len = blen;
-        }
-    }
+    a.payload = worker_payload(body, blen, k, p, &a.payload_len);
     pyj_free(p);
     if (!a.payload) {
         gw_reply_error(req, shape, 500, NULL, "out of memory");

@@ -13,7 +13,7 @@
  * fresh worker (which reads the new log from its start). */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -33,6 +33,7 @@
 #include "httputil.h"
 #include "launch.h"
 #include "log.h"
+#include "opts.h"
 
 #define WORKER_STABLE_S 30.0 /* a worker up this long resets its back-off */
 #define MODEL_STABLE_S 60.0  /* a model up this long resets its restart budget */
@@ -99,6 +100,122 @@ struct launcher {
 
 static struct launcher L;
 
+/* The launcher's options (the table below fills it); main() turns them into L. */
+struct launch_opts {
+    const char *workspace, *model_cmd, *model_log, *worker_bin, *model_bin, *debug_log, *sign_url;
+    int model_port, max_model_restarts;
+    double restart_delay, backoff_max, stop_timeout;
+    bool quiet;
+};
+
+#define AT(f) OPT_AT(struct launch_opts, f)
+enum { R_MODEL_PORT = 3, R_STOP_TIMEOUT = 9 }; /* rows read back through opts_given */
+
+static const struct opt rows[] = {
+    {.name = "workspace",
+     .env = "WORKSPACE_DIR",
+     .type = OPT_STR,
+     AT(workspace),
+     .def = "/workspace",
+     .meta = "DIR",
+     .help = "instance directory (created; the worker's working directory)"},
+    {.name = "model-cmd",
+     .env = "SGPU_MODEL_CMD",
+     .type = OPT_STR,
+     AT(model_cmd),
+     .meta = "\"CMD\"",
+     .help = "model server command, run with /bin/sh -c in its own process group",
+     .def_help = "<model-bin> serve --port <model-port>, the embedded tiny model"},
+    {.name = "model-log",
+     .env = "MODEL_LOG",
+     .type = OPT_STR,
+     AT(model_log),
+     .meta = "FILE",
+     .help = "model server output (stdout+stderr); exported as MODEL_LOG",
+     .def_help = "<workspace>/model.log"},
+    [R_MODEL_PORT] = {.name = "model-port",
+                      .env = "SGPU_MODEL_PORT",
+                      .type = OPT_INT,
+                      AT(model_port),
+                      .lo = 1,
+                      .hi = 65535,
+                      .meta = "N",
+                      .help = "model server port, checked free before start",
+                      .def_help = "port of $MODEL_SERVER_URL, else 5001"},
+    {.name = "worker-bin",
+     .type = OPT_STR,
+     AT(worker_bin),
+     .def = "sgpu-worker",
+     .meta = "PATH",
+     .help = "worker program (looked up next to sgpu-launch first, then in $PATH)"},
+    {.name = "model-bin",
+     .type = OPT_STR,
+     AT(model_bin),
+     .def = "sgpu-model",
+     .meta = "PATH",
+     .help = "model program of the default command (looked up as --worker-bin)"},
+    {.name = "max-model-restarts",
+     .type = OPT_INT,
+     AT(max_model_restarts),
+     .lo = 0,
+     .hi = 1000000,
+     .def = "3",
+     .meta = "N",
+     .help = "model crashes tolerated before giving up; a model that stayed up 60 s resets the "
+             "count.  Giving up = post /worker_status/ with error_msg to every REPORT_ADDR, "
+             "exit 1"},
+    {.name = "restart-delay",
+     .type = OPT_DBL,
+     AT(restart_delay),
+     .lo = 0,
+     .hi = 86400,
+     .def = "1",
+     .meta = "SECS",
+     .help = "delay before the first model restart (doubles, capped by --backoff-max)"},
+    {.name = "backoff-max",
+     .type = OPT_DBL,
+     AT(backoff_max),
+     .lo = 0,
+     .hi = 86400,
+     .def = "30",
+     .meta = "SECS",
+     .help = "cap of the restart back-offs.  A crashed worker is restarted at once, then after "
+             "0.5, 1, 2 ... s; 30 s of uptime resets its back-off.  A worker that exits 2 "
+             "(configuration error) 3 times within 5 s of starting is reported instead"},
+    [R_STOP_TIMEOUT] = {.name = "stop-timeout",
+                        .type = OPT_DBL,
+                        AT(stop_timeout),
+                        .lo = 0,
+                        .hi = 86400,
+                        .meta = "SECS",
+                        .help = "worker drain time after SIGTERM before SIGKILL (the model "
+                                "server gets 10 s)",
+                        .def_help = "$SGPU_DRAIN_TIMEOUT + 10, i.e. 40"},
+    {.name = "debug-log",
+     .type = OPT_STR,
+     AT(debug_log),
+     .meta = "FILE",
+     .help = "the launcher's and the worker's log",
+     .def_help = "<workspace>/debug.log"},
+    {.name = "cert-sign-url",
+     .env = "SGPU_CERT_SIGN_URL",
+     .type = OPT_STR,
+     AT(sign_url),
+     .meta = "URL",
+     .help = "with USE_SSL=true: POST a CSR here (application/octet-stream) and use the answer "
+             "as certificate; `instance_id=$CONTAINER_ID` is appended to the query",
+     .def_help = "none: self-signed"},
+    {.name = "quiet",
+     .type = OPT_FLAG,
+     AT(quiet),
+     .help = "do not copy the launcher's own lines to stderr"},
+};
+
+/* getopt_long's rules: unambiguous prefixes; the first argument that is not an option (or
+ * everything after `--`) goes to the worker. */
+static const struct opts_spec spec = {"sgpu-launch", rows, sizeof rows / sizeof rows[0],
+                                      OPTS_PREFIX | OPTS_STOP_AT_ARG};
+
 static void usage(FILE *f)
 {
     fputs(
@@ -108,40 +225,10 @@ static void usage(FILE *f)
         "server and sgpu-worker, restarts them when they crash, reports a model server that keeps\n"
         "crashing to the engine, and stops both in order on SIGTERM (worker drains first).\n"
         "\n"
-        "Options:\n"
-        "  --workspace DIR         instance directory (created; worker's working directory).\n"
-        "                          Default $WORKSPACE_DIR, else /workspace.\n"
-        "  --model-cmd \"CMD\"       model server command, run with /bin/sh -c in its own process\n"
-        "                          group.  Default: `<model-bin> serve --port <model-port>` (the\n"
-        "                          embedded tiny model).  Env: SGPU_MODEL_CMD.\n"
-        "  --model-log FILE        model server output (stdout+stderr); exported as MODEL_LOG.\n"
-        "                          Default $MODEL_LOG, else <workspace>/model.log.\n"
-        "  --model-port N          model server port (default: port of $MODEL_SERVER_URL, else\n"
-        "                          5001).  Checked free before start.  Env: SGPU_MODEL_PORT.\n"
-        "  --worker-bin PATH       worker program (default sgpu-worker).\n"
-        "  --model-bin PATH        model program for the default command (default sgpu-model).\n"
-        "                          Programs are looked up next to sgpu-launch first, then $PATH.\n"
-        "  --max-model-restarts N  model crashes tolerated before giving up (default 3).  A model\n"
-        "                          that stayed up 60 s resets the count.  Giving up = post\n"
-        "                          /worker_status/ with error_msg to every REPORT_ADDR, exit 1.\n"
-        "  --restart-delay SECS    delay before the first model restart (default 1; doubles,\n"
-        "                          capped by --backoff-max).\n"
-        "  --backoff-max SECS      cap of the restart back-offs (default 30).  A crashed worker\n"
-        "                          is restarted at once, then after 0.5, 1, 2 ... s; 30 s of\n"
-        "                          uptime resets its back-off.  A worker that exits 2 "
-        "(configuration\n"
-        "                          error) 3 times within 5 s of starting is reported instead.\n"
-        "  --stop-timeout SECS     worker drain time after SIGTERM before SIGKILL (default:\n"
-        "                          $SGPU_DRAIN_TIMEOUT + 10, i.e. 40).  The model server gets 10 "
-        "s.\n"
-        "  --debug-log FILE        the launcher's and the worker's log (default\n"
-        "                          <workspace>/debug.log).\n"
-        "  --cert-sign-url URL     with USE_SSL=true: POST a CSR here (application/octet-stream)\n"
-        "                          and use the answer as certificate; `instance_id=$CONTAINER_ID`\n"
-        "                          is appended to the query.  Without it: self-signed.  Env:\n"
-        "                          SGPU_CERT_SIGN_URL.\n"
-        "  --quiet                 do not copy the launcher's own lines to stderr.\n"
-        "  --help                  this text.\n"
+        "Options (the flag wins over the variable):\n",
+        f);
+    opts_usage(&spec, f);
+    fputs(
         "\n"
         "Logs: debug.log and the model log are rotated at start (old content appended to\n"
         "<log>.old, as start_server.sh does) and reopened on SIGHUP (logrotate-friendly).\n"
@@ -172,39 +259,10 @@ static void usage(FILE *f)
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static double parse_secs(const char *opt, const char *v)
-{
-    char *end;
-    double d = strtod(v, &end);
-    if (end == v || *end || d < 0 || d > 86400) {
-        fprintf(stderr, "sgpu-launch: %s: not a duration in seconds: '%s'\n", opt, v);
-        exit(2);
-    }
-    return d;
-}
-
-static int parse_int(const char *opt, const char *v, int lo, int hi)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (end == v || *end || n < lo || n > hi) {
-        fprintf(stderr, "sgpu-launch: %s: expected an integer in [%d, %d], got '%s'\n", opt, lo, hi,
-                v);
-        exit(2);
-    }
-    return (int)n;
-}
-
 static void setenv_default(const char *k, const char *v)
 {
     const char *cur = getenv(k);
     if (!cur || !*cur) setenv(k, v, 1);
-}
-
-static struct timeval tv_of(double s)
-{
-    struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
-    return tv;
 }
 
 static void describe_status(int status, char *buf, size_t n)
@@ -278,7 +336,7 @@ static void child_stop(struct child *c, double grace)
     c->stop_requested = true;
     log_info("stopping", "child=%s pid=%d grace_s=%.1f", c->name, (int)c->pid, grace);
     proc_signal(c->pid, SIGTERM);
-    struct timeval tv = tv_of(grace);
+    struct timeval tv = clock_tv(grace);
     evtimer_add(c->kill, &tv);
 }
 
@@ -339,7 +397,7 @@ static void on_worker_exit(int status)
         log_warn("worker_crashed", "how=\"%s\" uptime_s=%.1f crashes=%d restart_in_s=%.1f", why, up,
                  w->crashes, delay);
         if (!L.model_restart_pending) {
-            struct timeval tv = tv_of(delay);
+            struct timeval tv = clock_tv(delay);
             evtimer_add(w->restart, &tv);
         }
     }
@@ -352,7 +410,7 @@ static void on_worker_exit(int status)
         if (delay > L.backoff_max) delay = L.backoff_max;
         log_info("model_restart_scheduled", "in_s=%.2f attempt=%d max=%d", delay, L.model.crashes,
                  L.max_model_restarts);
-        struct timeval tv = tv_of(delay);
+        struct timeval tv = clock_tv(delay);
         evtimer_add(L.model.restart, &tv);
     }
     maybe_finish();
@@ -548,7 +606,7 @@ static void start_worker(void)
     pid_t pid = proc_spawn(L.base, &so);
     if (pid < 0) {
         log_error("worker_spawn_failed", "error=\"%s\"", strerror(errno));
-        struct timeval tv = tv_of(1.0);
+        struct timeval tv = clock_tv(1.0);
         evtimer_add(w->restart, &tv);
         return;
     }
@@ -600,7 +658,7 @@ static void sign_done(void *arg, const struct hc_response *r)
         return;
     }
     /* 2, 4, 8, 16 s as the reference script (§7.3 b) */
-    struct timeval tv = {(time_t)(1 << L.sign_attempt), 0};
+    struct timeval tv = clock_tv(1 << L.sign_attempt);
     evtimer_add(L.sign_timer, &tv);
 }
 
@@ -700,10 +758,11 @@ static void sig_cb(evutil_socket_t sig, short ev, void *arg)
     }
 }
 
-/* ---- main ------------------------------------------------------------------------- */
+/* ---- main: options, then the setup steps in order, then the loop ---- */
 
-static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-static void die(int code, const char *fmt, ...)
+/* Prints "sgpu-launch: <message>" and returns code (the process's exit status). */
+static int setup_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int setup_fail(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -711,7 +770,7 @@ static void die(int code, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    exit(code);
+    return code;
 }
 
 /* True when the model command's program is sgpu-model (any directory), so
@@ -729,142 +788,65 @@ static bool model_cmd_runs_sgpu_model(const char *cmd)
     return bl == strlen("sgpu-model") && strncmp(base, "sgpu-model", bl) == 0;
 }
 
-int main(int argc, char **argv)
+/* Options into L (and o for what later steps read).  0 = run, 1 = help printed, 2 = error. */
+static int launch_options(struct launch_opts *o, int argc, char **argv, struct opts_result *r)
 {
-    L.lock_fd = L.debug_fd = L.model_fd = -1;
-    L.model.name = "model";
-    L.worker.name = "worker";
-    L.max_model_restarts = 3;
-    L.restart_delay = 1.0;
-    L.backoff_max = 30.0;
-    L.worker_grace = -1;
-    const char *ws = getenv("WORKSPACE_DIR");
-    const char *model_log = NULL, *debug_log = NULL;
-    const char *worker_bin = "sgpu-worker", *model_bin = "sgpu-model";
-    L.model_cmd = getenv("SGPU_MODEL_CMD");
-    if (L.model_cmd && !*L.model_cmd) L.model_cmd = NULL;
-    L.sign_url = getenv("SGPU_CERT_SIGN_URL");
-    if (L.sign_url && !*L.sign_url) L.sign_url = NULL;
-    const char *mp = getenv("SGPU_MODEL_PORT");
-    if (mp && *mp) {
-        L.model_port = parse_int("SGPU_MODEL_PORT", mp, 1, 65535);
-        L.model_port_given = true;
+    memset(o, 0, sizeof *o);
+    if (opts_parse(&spec, o, argc, argv, r) != 0) {
+        fprintf(stderr, "%s\n", r->err);
+        return 2;
     }
-
-    enum {
-        O_WS = 1,
-        O_MCMD,
-        O_MLOG,
-        O_MPORT,
-        O_WBIN,
-        O_MBIN,
-        O_MAXR,
-        O_RDELAY,
-        O_BMAX,
-        O_STOP,
-        O_DLOG,
-        O_SIGN,
-        O_QUIET,
-        O_HELP
-    };
-    static const struct option opts[] = {
-        {"workspace", required_argument, NULL, O_WS},
-        {"model-cmd", required_argument, NULL, O_MCMD},
-        {"model-log", required_argument, NULL, O_MLOG},
-        {"model-port", required_argument, NULL, O_MPORT},
-        {"worker-bin", required_argument, NULL, O_WBIN},
-        {"model-bin", required_argument, NULL, O_MBIN},
-        {"max-model-restarts", required_argument, NULL, O_MAXR},
-        {"restart-delay", required_argument, NULL, O_RDELAY},
-        {"backoff-max", required_argument, NULL, O_BMAX},
-        {"stop-timeout", required_argument, NULL, O_STOP},
-        {"debug-log", required_argument, NULL, O_DLOG},
-        {"cert-sign-url", required_argument, NULL, O_SIGN},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_WS:
-            ws = optarg;
-            break;
-        case O_MCMD:
-            L.model_cmd = *optarg ? optarg : NULL;
-            break;
-        case O_MLOG:
-            model_log = optarg;
-            break;
-        case O_MPORT:
-            L.model_port = parse_int("--model-port", optarg, 1, 65535);
-            L.model_port_given = true;
-            break;
-        case O_WBIN:
-            worker_bin = optarg;
-            break;
-        case O_MBIN:
-            model_bin = optarg;
-            break;
-        case O_MAXR:
-            L.max_model_restarts = parse_int("--max-model-restarts", optarg, 0, 1000000);
-            break;
-        case O_RDELAY:
-            L.restart_delay = parse_secs("--restart-delay", optarg);
-            break;
-        case O_BMAX:
-            L.backoff_max = parse_secs("--backoff-max", optarg);
-            break;
-        case O_STOP:
-            L.worker_grace = parse_secs("--stop-timeout", optarg);
-            break;
-        case O_DLOG:
-            debug_log = optarg;
-            break;
-        case O_SIGN:
-            L.sign_url = optarg;
-            break;
-        case O_QUIET:
-            L.quiet = true;
-            break;
-        case 'h':
-        case O_HELP:
+    if (r->help) {
+        if (r->help == OPTS_HELP_MARKDOWN)
+            opts_markdown(&spec, stdout);
+        else
             usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+        return 1;
     }
-    L.worker_args = argv + optind;
-    L.n_worker_args = argc - optind;
+    L.model_cmd = o->model_cmd && *o->model_cmd ? o->model_cmd : NULL;
+    L.sign_url = o->sign_url && *o->sign_url ? o->sign_url : NULL;
+    L.model_port = o->model_port;
+    L.model_port_given = opts_given(r, R_MODEL_PORT);
+    L.max_model_restarts = o->max_model_restarts;
+    L.restart_delay = o->restart_delay;
+    L.backoff_max = o->backoff_max;
+    L.worker_grace = opts_given(r, R_STOP_TIMEOUT) ? o->stop_timeout : -1;
+    L.quiet = o->quiet;
+    L.worker_args = r->args;
+    L.n_worker_args = r->nargs;
+    return 0;
+}
 
-    /* Workspace (absolute: children chdir into it, and the paths we export must
-     * stay valid there). */
+/* The workspace (absolute: children chdir into it, and the paths we export must stay valid
+ * there) and its lock (one launcher per workspace).  0 or an exit status. */
+static int setup_workspace(const char *ws)
+{
     if (!ws || !*ws) ws = "/workspace";
     if (mkdir_p(ws) != 0)
-        die(2, "cannot create the workspace %s: %s (use --workspace DIR or WORKSPACE_DIR)", ws,
+        return setup_fail(
+            2, "cannot create the workspace %s: %s (use --workspace DIR or WORKSPACE_DIR)", ws,
             strerror(errno));
     char wsreal[PATH_MAX];
-    if (!realpath(ws, wsreal)) die(2, "workspace %s: %s", ws, strerror(errno));
-    if (strlen(wsreal) >= sizeof L.workspace) die(2, "workspace path too long: %s", wsreal);
+    if (!realpath(ws, wsreal)) return setup_fail(2, "workspace %s: %s", ws, strerror(errno));
+    if (strlen(wsreal) >= sizeof L.workspace)
+        return setup_fail(2, "workspace path too long: %s", wsreal);
     memcpy(L.workspace, wsreal, strlen(wsreal) + 1);
     if (access(L.workspace, W_OK) != 0)
-        die(2, "workspace %s is not writable: %s", L.workspace, strerror(errno));
+        return setup_fail(2, "workspace %s is not writable: %s", L.workspace, strerror(errno));
 
-    /* One launcher per workspace. */
     snprintf(L.lock_path, sizeof L.lock_path, "%s/sgpu-launch.lock", L.workspace);
     L.lock_fd = open(L.lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (L.lock_fd < 0) die(2, "cannot open the lock file %s: %s", L.lock_path, strerror(errno));
+    if (L.lock_fd < 0)
+        return setup_fail(2, "cannot open the lock file %s: %s", L.lock_path, strerror(errno));
     if (flock(L.lock_fd, LOCK_EX | LOCK_NB) != 0) {
         char buf[32] = "";
         ssize_t n = pread(L.lock_fd, buf, sizeof buf - 1, 0);
         buf[n > 0 ? n : 0] = '\0';
         buf[strcspn(buf, "\n")] = '\0';
-        die(3,
-            "another sgpu-launch (pid %s) is already running in %s (lock %s); refusing to start "
-            "a second instance",
-            buf[0] ? buf : "?", L.workspace, L.lock_path);
+        return setup_fail(3,
+                          "another sgpu-launch (pid %s) is already running in %s (lock %s); "
+                          "refusing to start a second instance",
+                          buf[0] ? buf : "?", L.workspace, L.lock_path);
     }
     if (ftruncate(L.lock_fd, 0) == 0) {
         char buf[32];
@@ -872,24 +854,37 @@ int main(int argc, char **argv)
         if (pwrite(L.lock_fd, buf, (size_t)n, 0) != n) { /* informative only */
         }
     }
+    return 0;
+}
 
-    /* Programs. */
-    if (proc_find_program(worker_bin, L.worker_bin, sizeof L.worker_bin) != 0)
-        die(2, "worker program '%s' not found (next to sgpu-launch or in $PATH); use --worker-bin",
-            worker_bin);
-    if (!L.model_cmd && proc_find_program(model_bin, L.model_bin, sizeof L.model_bin) != 0)
-        die(2,
-            "model program '%s' not found (next to sgpu-launch or in $PATH); use --model-bin or "
-            "--model-cmd",
-            model_bin);
+/* The worker and model programs.  0 or an exit status. */
+static int setup_programs(const struct launch_opts *o)
+{
+    if (proc_find_program(o->worker_bin, L.worker_bin, sizeof L.worker_bin) != 0)
+        return setup_fail(
+            2, "worker program '%s' not found (next to sgpu-launch or in $PATH); use --worker-bin",
+            o->worker_bin);
+    if (!L.model_cmd && proc_find_program(o->model_bin, L.model_bin, sizeof L.model_bin) != 0)
+        return setup_fail(2,
+                          "model program '%s' not found (next to sgpu-launch or in $PATH); use "
+                          "--model-bin or --model-cmd",
+                          o->model_bin);
+    return 0;
+}
 
-    /* Ports. */
+/* WORKER_PORT and the model port: known and free.  0 or an exit status. */
+static int setup_ports(void)
+{
     const char *wp = getenv("WORKER_PORT");
     if (!wp || !*wp) {
         setenv("WORKER_PORT", "3000", 1);
         wp = "3000";
     }
-    L.worker_port = parse_int("WORKER_PORT", wp, 1, 65535);
+    long long port;
+    char why[96];
+    if (opts_parse_ll(wp, 1, 65535, &port, why, sizeof why) != 0)
+        return setup_fail(2, "invalid value '%s' for WORKER_PORT: %s", wp, why);
+    L.worker_port = (int)port;
     const char *msu = getenv("MODEL_SERVER_URL");
     if (!L.model_port_given && msu && *msu) {
         struct http_url u;
@@ -898,30 +893,33 @@ int main(int argc, char **argv)
     if (!L.model_port) L.model_port = 5001;
     int e = port_free("0.0.0.0", L.worker_port);
     if (e)
-        die(4,
-            "port %d (WORKER_PORT) is not available: %s; is another worker (or PyWorker) already "
-            "running on this machine?",
-            L.worker_port, strerror(e));
+        return setup_fail(4,
+                          "port %d (WORKER_PORT) is not available: %s; is another worker (or "
+                          "PyWorker) already running on this machine?",
+                          L.worker_port, strerror(e));
     if (!L.model_cmd || L.model_port_given) {
         if (L.model_port == L.worker_port)
-            die(2, "model port and WORKER_PORT are both %d", L.model_port);
+            return setup_fail(2, "model port and WORKER_PORT are both %d", L.model_port);
         e = port_free("127.0.0.1", L.model_port);
         if (e)
-            die(4,
-                "model port %d is not available: %s; another model server may be running "
-                "(use --model-port N)",
-                L.model_port, strerror(e));
+            return setup_fail(4,
+                              "model port %d is not available: %s; another model server may be "
+                              "running (use --model-port N)",
+                              L.model_port, strerror(e));
     }
+    return 0;
+}
 
-    /* Logs. */
-    if (model_log && *model_log)
-        snprintf(L.model_log, sizeof L.model_log, "%s", model_log);
-    else if (getenv("MODEL_LOG") && *getenv("MODEL_LOG"))
-        snprintf(L.model_log, sizeof L.model_log, "%s", getenv("MODEL_LOG"));
+/* The model log and debug.log: absolute, rotated, open; our own log lines go to debug.log
+ * (and stderr unless --quiet).  0 or an exit status. */
+static int setup_logs(const struct launch_opts *o)
+{
+    if (o->model_log && *o->model_log)
+        snprintf(L.model_log, sizeof L.model_log, "%s", o->model_log);
     else
         snprintf(L.model_log, sizeof L.model_log, "%s/model.log", L.workspace);
-    if (debug_log && *debug_log)
-        snprintf(L.debug_log, sizeof L.debug_log, "%s", debug_log);
+    if (o->debug_log && *o->debug_log)
+        snprintf(L.debug_log, sizeof L.debug_log, "%s", o->debug_log);
     else
         snprintf(L.debug_log, sizeof L.debug_log, "%s/debug.log", L.workspace);
     /* relative paths would change meaning in the children's cwd */
@@ -929,18 +927,22 @@ int main(int argc, char **argv)
     if (L.model_log[0] != '/' && getcwd(absbuf, sizeof absbuf)) {
         char t[PATH_MAX];
         if (snprintf(t, sizeof t, "%s/%s", absbuf, L.model_log) >= (int)sizeof t)
-            die(2, "model log path too long");
+            return setup_fail(2, "model log path too long");
         memcpy(L.model_log, t, strlen(t) + 1);
     }
     if (logs_rotate(L.debug_log) != 0 || (L.debug_fd = logs_open(L.debug_log)) < 0)
-        die(2, "cannot set up %s: %s", L.debug_log, strerror(errno));
+        return setup_fail(2, "cannot set up %s: %s", L.debug_log, strerror(errno));
     if (logs_rotate(L.model_log) != 0 || (L.model_fd = logs_open(L.model_log)) < 0)
-        die(2, "cannot set up %s: %s", L.model_log, strerror(errno));
+        return setup_fail(2, "cannot set up %s: %s", L.model_log, strerror(errno));
     L.tee = logs_tee_open(&L.debug_fd, !L.quiet);
     log_init("launch", LOG_INFO);
     if (L.tee) log_set_output(L.tee);
+    return 0;
+}
 
-    /* Worker environment. */
+/* The worker's environment (defaults set only when unset) and the stop timeout. */
+static void setup_worker_env(void)
+{
     setenv("MODEL_LOG", L.model_log, 1);
     setenv("WORKSPACE_DIR", L.workspace, 1);
     if (!L.model_cmd || L.model_port_given) {
@@ -966,14 +968,19 @@ int main(int argc, char **argv)
         }
         L.worker_grace = d + 10;
     }
-
     /* In a terminal's foreground group, Ctrl-C/Ctrl-Z must reach only us (we
      * stop the worker ourselves, in order).  Otherwise the worker shares our
      * group so that group SIGSTOP/SIGCONT (engine local provider) suspend it. */
     L.worker_own_group = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp();
+}
 
+static const int signums[6] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGCONT};
+
+/* The event loop: timers, signals, TLS, the children; returns the exit status. */
+static int run_loop(void)
+{
     L.base = http_base_new();
-    if (!L.base) die(2, "cannot create the event loop");
+    if (!L.base) return setup_fail(2, "cannot create the event loop");
     L.hc = hclient_new(L.base, NULL);
     L.model.restart = evtimer_new(L.base, restart_cb, &L.model);
     L.worker.restart = evtimer_new(L.base, restart_cb, &L.worker);
@@ -981,7 +988,6 @@ int main(int argc, char **argv)
     L.worker.kill = evtimer_new(L.base, child_kill_cb, &L.worker);
     signal(SIGPIPE, SIG_IGN);
     struct event *sigs[6];
-    const int signums[6] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGCONT};
     for (int i = 0; i < 6; i++) {
         sigs[i] = evsignal_new(L.base, signums[i], sig_cb, NULL);
         evsignal_add(sigs[i], NULL);
@@ -1016,10 +1022,33 @@ int main(int argc, char **argv)
     hclient_free(L.hc);
     relay_free_all();
     event_base_free(L.base);
+    return L.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    L.lock_fd = L.debug_fd = L.model_fd = -1;
+    L.model.name = "model";
+    L.worker.name = "worker";
+    struct launch_opts o;
+    struct opts_result r;
+    int rc = launch_options(&o, argc, argv, &r);
+    if (rc == 0) rc = setup_workspace(o.workspace);
+    if (rc == 0) rc = setup_programs(&o);
+    if (rc == 0) rc = setup_ports();
+    if (rc == 0) rc = setup_logs(&o);
+    if (rc == 0) {
+        setup_worker_env();
+        rc = run_loop();
+    } else if (rc == 1) {
+        rc = 0; /* --help */
+    }
+    opts_result_free(&r);
     log_set_output(NULL);
     if (L.tee) fclose(L.tee);
-    close(L.debug_fd);
-    close(L.model_fd);
-    close(L.lock_fd); /* the file stays: unlinking it would race with a starting launcher */
-    return L.exit_code;
+    if (L.debug_fd >= 0) close(L.debug_fd);
+    if (L.model_fd >= 0) close(L.model_fd);
+    if (L.lock_fd >= 0)
+        close(L.lock_fd); /* the file stays: unlinking it would race with a starting launcher */
+    return rc;
 }

@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "hclient.h"
 #include "launch.h"
 #include "log.h"
@@ -150,7 +151,7 @@ static void rep_done(void *arg, const struct hc_response *r)
         rep_finish_one(o, false);
         return;
     }
-    struct timeval tv = {REPORT_RETRY_S, 0};
+    struct timeval tv = clock_tv(REPORT_RETRY_S);
     evtimer_add(o->retry, &tv);
 }
 

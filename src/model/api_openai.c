@@ -19,6 +19,7 @@
 #include "httputil.h"
 #include "jsonw.h"
 #include "server_int.h"
+#include "xalloc.h"
 
 #define BAD(code, ...)                                                                             \
     do {                                                                                           \
@@ -171,8 +172,7 @@ void api_oai_completions(struct srv *s, struct evhttp_request *req, bool chat)
             BAD(NULL, "%s", err);
         }
         if (echo) {
-            c->prefix = malloc(tmp.len + 1);
-            if (!c->prefix) abort();
+            c->prefix = xmalloc(tmp.len + 1);
             memcpy(c->prefix, tmp.data ? tmp.data : "", tmp.len);
             c->prefix[tmp.len] = 0;
         }

@@ -19,6 +19,7 @@
 #include "httputil.h"
 #include "jsonw.h"
 #include "server_int.h"
+#include "xalloc.h"
 
 #define TGI_MAX_TOP_N 5 /* TGI's default max_top_n_tokens */
 
@@ -145,8 +146,7 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
     const char *text = json_object_get_string(inputs);
     size_t tlen = (size_t)json_object_get_string_len(inputs);
     if (full) {
-        c->prefix = malloc(tlen + 1);
-        if (!c->prefix) abort();
+        c->prefix = xmalloc(tlen + 1);
         memcpy(c->prefix, text, tlen + 1);
     }
     struct ids ids = {0};

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "jinja.h"
+#include "xalloc.h"
 
 struct chat_tmpl {
     const struct tokenizer *tok;
@@ -63,8 +64,7 @@ static bool probe_typed_content(const struct chat_tmpl *t)
 
 struct chat_tmpl *chat_tmpl_new(const struct tokenizer *tok, const char *src, size_t n)
 {
-    struct chat_tmpl *t = calloc(1, sizeof *t);
-    if (!t) abort();
+    struct chat_tmpl *t = xcalloc(1, sizeof *t);
     t->tok = tok;
     t->bos = tok_text(tok, tok ? tok->bos : -1);
     t->eos = tok_text(tok, tok ? tok->eos : -1);

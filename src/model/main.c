@@ -25,84 +25,256 @@
 #include "jinja.h"
 #include "llama.h"
 #include "log.h"
+#include "opts.h"
 #include "sampler.h"
 #include "server.h"
 #include "tiny.h"
+#include "xalloc.h"
+
+/* ---- option tables: one per subcommand (serve's is in server.c) ---- */
+
+struct tool_opts { /* logits, generate, tokenize */
+    const char *model, *tokens, *text;
+    int max_new, threads;
+    bool ignore_eos;
+};
+
+#define AT(f) OPT_AT(struct tool_opts, f)
+static const struct opt tool_rows[] = {
+    {.name = "model",
+     .env = "SGPU_MODEL_PATH",
+     .type = OPT_STR,
+     AT(model),
+     .meta = "F",
+     .help = "GGUF file",
+     .def_help = "the embedded tiny model"},
+    {.name = "tokens",
+     .type = OPT_STR,
+     AT(tokens),
+     .meta = "1,2,3",
+     .help = "input token ids (logits, generate)"},
+    {.name = "max-new-tokens",
+     .type = OPT_INT,
+     AT(max_new),
+     .lo = 0,
+     .hi = 1 << 24,
+     .def = "16",
+     .meta = "N",
+     .help = "greedy tokens to generate (generate)"},
+    {.name = "ignore-eos",
+     .type = OPT_FLAG,
+     AT(ignore_eos),
+     .help = "do not stop at EOS (generate)"},
+    {.name = "text", .type = OPT_STR, AT(text), .meta = "T", .help = "text to encode (tokenize)"},
+    {.name = "threads",
+     .type = OPT_INT,
+     AT(threads),
+     .lo = 1,
+     .hi = 256,
+     .def = "1",
+     .meta = "N",
+     .help = "compute threads"},
+};
+#undef AT
+
+struct chat_cli_opts { /* chat-template */
+    const char *model, *tpath, *msgs, *tools;
+    bool no_gen;
+};
+
+#define AT(f) OPT_AT(struct chat_cli_opts, f)
+static const struct opt chat_rows[] = {
+    {.name = "model",
+     .env = "SGPU_MODEL_PATH",
+     .type = OPT_STR,
+     AT(model),
+     .meta = "F",
+     .help = "GGUF file",
+     .def_help = "the embedded tiny model"},
+    {.name = "template",
+     .type = OPT_STR,
+     AT(tpath),
+     .meta = "FILE",
+     .help = "Jinja template to render instead of the model's tokenizer.chat_template (else "
+             "ChatML)"},
+    {.name = "messages",
+     .type = OPT_STR,
+     AT(msgs),
+     .meta = "JSON|@FILE",
+     .help = "the chat messages (required)"},
+    {.name = "no-generation-prompt",
+     .type = OPT_FLAG,
+     AT(no_gen),
+     .help = "add_generation_prompt false"},
+    {.name = "tools", .type = OPT_STR, AT(tools), .meta = "JSON", .help = "the tools variable"},
+};
+#undef AT
+
+struct membw_opts {
+    int threads, mb;
+};
+
+#define AT(f) OPT_AT(struct membw_opts, f)
+static const struct opt membw_rows[] = {
+    {.name = "threads",
+     .type = OPT_INT,
+     AT(threads),
+     .lo = 1,
+     .hi = 64,
+     .def = "2",
+     .meta = "N",
+     .help = "reading threads"},
+    {.name = "mb",
+     .type = OPT_INT,
+     AT(mb),
+     .lo = 64,
+     .hi = 1 << 16,
+     .def = "1024",
+     .meta = "N",
+     .help = "buffer size (MiB)"},
+};
+#undef AT
+
+struct tiny_cli_opts { /* init-tiny: the model's shape and the template file */
+    struct tiny_opts t;
+    const char *tmpl_path;
+};
+
+static int parse_seed(void *cfg, const char *v, char *why, size_t n)
+{
+    struct tiny_cli_opts *o = cfg;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || end == v || v[0] == '-') return snprintf(why, n, "expected a seed"), -1;
+    o->t.seed = x;
+    return 0;
+}
+
+static int parse_type(void *cfg, const char *v, char *why, size_t n)
+{
+    struct tiny_cli_opts *o = cfg;
+    if (tiny_parse_type(v, &o->t) == 0) return 0;
+    snprintf(why, n, "expected f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m q5_k_m");
+    return -1;
+}
+
+_Static_assert(sizeof(enum tok_kind) == sizeof(int), "OPT_ENUM stores an int");
+
+#define AT(f) OPT_AT(struct tiny_cli_opts, f)
+#define DIM(flag, field, text)                                                                     \
+    {                                                                                              \
+        .name = flag, .type = OPT_INT, AT(t.field), .lo = 1, .hi = 1 << 20, .meta = "N",           \
+        .help = text                                                                               \
+    }
+static const struct opt tiny_rows[] = {
+    {.name = "seed",
+     .type = OPT_FUNC,
+     .parse = parse_seed,
+     .meta = "N",
+     .help = "weight seed (0 = the embedded model)",
+     .def_help = "0"},
+    {.name = "type",
+     .type = OPT_FUNC,
+     .parse = parse_type,
+     .meta = "T",
+     .help = "weight type: f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m q5_k_m (K-quants need "
+             "--dim and --ff multiples of 256)",
+     .def_help = "f32"},
+    {.name = "tokenizer",
+     .type = OPT_ENUM,
+     AT(t.tok),
+     .choices = "spm|bpe",
+     .meta = "spm|bpe",
+     .help = "SentencePiece-style or GPT-2 byte-level BPE vocabulary",
+     .def_help = "spm"},
+    DIM("dim", n_embd, "embedding width"),
+    DIM("layers", n_layer, "transformer blocks"),
+    DIM("heads", n_head, "attention heads"),
+    DIM("kv-heads", n_head_kv, "key/value heads"),
+    DIM("ff", n_ff, "feed-forward width"),
+    DIM("vocab", vocab_size, "vocabulary size (default: the generated vocabulary's)"),
+    DIM("ctx", n_ctx, "context_length"),
+    {.name = "tied", .type = OPT_FLAG, AT(t.tied), .help = "output tied to the token embedding"},
+    {.name = "qwen2", .type = OPT_FLAG, AT(t.qwen2), .help = "qwen2 architecture (Q/K/V biases)"},
+    {.name = "name", .type = OPT_STR, AT(t.name), .meta = "S", .help = "general.name"},
+    {.name = "chat-template",
+     .type = OPT_STR,
+     AT(tmpl_path),
+     .meta = "FILE",
+     .help = "Jinja file stored as tokenizer.chat_template"},
+};
+#undef DIM
+#undef AT
+
+/* --help is answered by main() before a subcommand parses */
+#define SPEC(rows)                                                                                 \
+    {                                                                                              \
+        "sgpu-model", rows, sizeof rows / sizeof rows[0], OPTS_NO_HELP                             \
+    }
+static const struct opts_spec tool_spec = SPEC(tool_rows), chat_spec = SPEC(chat_rows),
+                              membw_spec = SPEC(membw_rows), tiny_spec = SPEC(tiny_rows);
+#undef SPEC
+
+/* Parses a subcommand's argv (argv[0] = the subcommand) into cfg.  0, or -1 with the message
+ * printed; with no_args, a positional argument is an error too.  The caller frees r. */
+static int sub_parse(const struct opts_spec *sp, void *cfg, int argc, char **argv,
+                     struct opts_result *r, bool no_args)
+{
+    if (opts_parse(sp, cfg, argc, argv, r) != 0) {
+        fprintf(stderr, "%s\n", r->err);
+        return -1;
+    }
+    if (no_args && r->nargs > 0) {
+        fprintf(stderr, "sgpu-model: unexpected argument '%s' (see sgpu-model --help)\n",
+                r->args[0]);
+        return -1;
+    }
+    return 0;
+}
 
 /* The help text; on stdout when asked for (exit 0), on stderr after a usage
  * error (exit 2).  docs/configuration.md is checked against it. */
 static void usage_to(FILE *out)
 {
-    fputs(
-        "usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|chat-template|membw|help]\n"
-        "       [options]\n"
-        "A GGUF model server (architectures llama, qwen2; tensor types F32, F16, BF16, Q8_0,\n"
-        "Q4_0, Q4_K, Q5_K, Q6_K in any mix) with continuous batching and TGI + OpenAI HTTP\n"
-        "APIs.  Without a subcommand (or with only flags) it serves.\n"
-        "\n"
-        "  serve [--model F.gguf] [--host H] [--port P] [--threads N] [--max-batch N] [--ctx N]\n"
-        "        [--max-queue N] [--prefill-chunk N] [--kv-mem MB] [--max-body-kb KB]\n"
-        "        [--load-log-msg TEXT]\n"
-        "        [--max-connections N] [--request-deadline S] [--body-budget-kb KB]\n"
-        "      --model F        GGUF file (env SGPU_MODEL_PATH; default: the embedded tiny\n"
-        "                       random-weight model, whose text is noise)\n"
-        "      --host H         listen address [127.0.0.1]\n"
-        "      --port P         listen port, 0 = ephemeral (env SGPU_MODEL_PORT) [5001]\n"
-        "      --threads N      compute threads [online CPUs]\n"
-        "      --max-batch N    sequences decoded together per step [16]\n"
-        "      --ctx N          positions per sequence [the model's context_length]\n"
-        "      --max-queue N    requests waiting for a batch slot before 429 [64]\n"
-        "      --prefill-chunk N  prompt tokens per step over all sequences, interleaved\n"
-        "                       with the running decodes; 0 = whole prompts at once [256]\n"
-        "      --kv-mem MB      KV cache budget across sequences [1024]\n"
-        "      --max-body-kb KB request body limit, 413 beyond [1024]\n"
-        "      --load-log-msg T text added to the one `event=model_loaded` log line\n"
-        "      --max-connections N  open connections; at the limit the oldest idle one is\n"
-        "                       closed [4096, clamped to the fd limit]\n"
-        "      --request-deadline S seconds from a request's first byte to its whole body [30]\n"
-        "      --body-budget-kb KB  request bytes being received over all connections; the\n"
-        "                       connection holding the most gets 503 past it\n"
-        "                       [2 x (4 x max-body-kb + 4 MiB)]\n"
-        "    Routes: POST /generate, /generate_stream (TGI), /v1/completions,\n"
-        "    /v1/chat/completions (OpenAI, stream: true = SSE), /apply-template (the chat\n"
-        "    prompt as {\"prompt\": ...}); GET /health (503 while loading), /info, /v1/models,\n"
-        "    /metrics.  Fatal errors log `event=fatal`.\n"
-        "  init-tiny OUT.gguf [--seed N] [--type T] [--tokenizer spm|bpe] [--dim N]\n"
-        "        [--layers N] [--heads N] [--kv-heads N] [--ff N] [--vocab N] [--ctx N] [--tied]\n"
-        "        [--qwen2] [--name S] [--chat-template FILE]\n"
-        "                       write a deterministic random-weight model (seed 0 = the embedded\n"
-        "                       one); T: f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m q5_k_m\n"
-        "                       (K-quants need --dim and --ff multiples of 256); --qwen2: qwen2\n"
-        "                       architecture (Q/K/V biases); FILE becomes its\n"
-        "                       tokenizer.chat_template\n"
-        "  logits [--model F] --tokens 1,2,3 [--threads N]\n"
-        "                       logits of every position, one row each (%.9g)\n"
-        "  generate [--model F] --tokens 1,2,3 --max-new-tokens N [--ignore-eos] [--threads N]\n"
-        "                       greedy token ids\n"
-        "  tokenize [--model F] --text T     token ids of T, without BOS\n"
-        "  chat-template [--model F] [--template FILE] --messages JSON|@FILE\n"
-        "        [--no-generation-prompt] [--tools JSON]\n"
-        "                       print the chat prompt the server builds for these messages\n"
-        "                       (the model's tokenizer.chat_template, or FILE, else ChatML)\n"
-        "  membw [--threads N] [--mb N]      memory read bandwidth (GB/s), for the roofline\n"
-        "Environment: SGPU_MODEL_PATH, SGPU_MODEL_PORT (as above), SGPU_LOG_LEVEL\n"
-        "(debug|info|warn|error).\n",
-        out);
+    fputs("usage: sgpu-model [serve|init-tiny|logits|generate|tokenize|chat-template|membw|help]\n"
+          "       [options]\n"
+          "A GGUF model server (architectures llama, qwen2; tensor types F32, F16, BF16, Q8_0,\n"
+          "Q4_0, Q4_K, Q5_K, Q6_K in any mix) with continuous batching and TGI + OpenAI HTTP\n"
+          "APIs.  Without a subcommand (or with only flags) it serves.\n"
+          "\n"
+          "serve [options]\n",
+          out);
+    serve_usage(out);
+    fputs("    Routes: POST /generate, /generate_stream (TGI), /v1/completions,\n"
+          "    /v1/chat/completions (OpenAI, stream: true = SSE), /apply-template (the chat\n"
+          "    prompt as {\"prompt\": ...}); GET /health (503 while loading), /info, /v1/models,\n"
+          "    /metrics.  Fatal errors log `event=fatal`.\n"
+          "init-tiny OUT.gguf [options]   write a deterministic random-weight model\n",
+          out);
+    opts_usage(&tiny_spec, out);
+    fputs("logits [--model F] --tokens 1,2,3 [--threads N]\n"
+          "    logits of every position, one row each (%.9g)\n"
+          "generate [--model F] --tokens 1,2,3 [--max-new-tokens N] [--ignore-eos] [--threads N]\n"
+          "    greedy token ids\n"
+          "tokenize [--model F] --text T   token ids of T, without BOS\n",
+          out);
+    opts_usage(&tool_spec, out);
+    fputs("chat-template [options]   print the chat prompt the server builds for these messages\n",
+          out);
+    opts_usage(&chat_spec, out);
+    fputs("membw [options]   memory read bandwidth (GB/s), for the roofline\n", out);
+    opts_usage(&membw_spec, out);
+    fputs("An option takes its value as the next argument or after `=`; the flag wins over the\n"
+          "variable.\n"
+          "Environment: SGPU_MODEL_PATH, SGPU_MODEL_PORT (as above), SGPU_LOG_LEVEL\n"
+          "(debug|info|warn|error).\n",
+          out);
 }
 
 static void usage(void)
 {
     usage_to(stderr);
-}
-
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
 }
 
 static int parse_tokens(const char *s, struct ids *out)
@@ -147,82 +319,28 @@ static char *read_small_file(const char *path, size_t *len)
 
 static int init_tiny_parse_write(int argc, char **argv, char **tmplp)
 {
-    struct tiny_opts o;
-    tiny_default_opts(&o);
-    const char *outp = NULL;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
-        if (strcmp(a, "--tied") == 0) {
-            o.tied = true;
-        } else if (strcmp(a, "--qwen2") == 0) {
-            o.qwen2 = true;
-        } else if (a[0] == '-' && a[1] == '-' && !v) {
-            fprintf(stderr, "init-tiny: %s needs a value\n", a);
-            return 2;
-        } else if (strcmp(a, "--seed") == 0) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || end == v) return fprintf(stderr, "bad --seed\n"), 2;
-            o.seed = s;
-            i++;
-        } else if (strcmp(a, "--type") == 0) {
-            if (tiny_parse_type(v, &o))
-                return fprintf(stderr, "bad --type (f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k "
-                                       "q4_k_m q5_k_m)\n"),
-                       2;
-            i++;
-        } else if (strcmp(a, "--tokenizer") == 0) {
-            if (!strcmp(v, "spm"))
-                o.tok = TOK_SPM;
-            else if (!strcmp(v, "bpe"))
-                o.tok = TOK_BPE;
-            else
-                return fprintf(stderr, "bad --tokenizer\n"), 2;
-            i++;
-        } else if (strcmp(a, "--name") == 0) {
-            o.name = v;
-            i++;
-        } else if (strcmp(a, "--chat-template") == 0) {
-            size_t len = 0;
-            free(*tmplp);
-            *tmplp = read_small_file(v, &len);
-            if (!*tmplp || strlen(*tmplp) != len) {
-                fprintf(stderr, "init-tiny: cannot read --chat-template %s\n", v);
-                return 2;
-            }
-            o.chat_template = *tmplp;
-            i++;
-        } else if (a[0] == '-') {
-            int *dst = !strcmp(a, "--dim")        ? &o.n_embd
-                       : !strcmp(a, "--layers")   ? &o.n_layer
-                       : !strcmp(a, "--heads")    ? &o.n_head
-                       : !strcmp(a, "--kv-heads") ? &o.n_head_kv
-                       : !strcmp(a, "--ff")       ? &o.n_ff
-                       : !strcmp(a, "--vocab")    ? &o.vocab_size
-                       : !strcmp(a, "--ctx")      ? &o.n_ctx
-                                                  : NULL;
-            if (!dst || parse_int(v, 1, 1 << 20, &n)) {
-                fprintf(stderr, "init-tiny: bad option %s %s\n", a, v);
-                return 2;
-            }
-            *dst = (int)n;
-            i++;
-        } else if (!outp) {
-            outp = a;
-        } else {
-            usage();
+    struct tiny_cli_opts o = {0};
+    tiny_default_opts(&o.t);
+    struct opts_result r;
+    int rc = sub_parse(&tiny_spec, &o, argc, argv, &r, false) ? 2 : 0;
+    if (rc == 0 && r.nargs != 1) {
+        usage();
+        rc = 2;
+    }
+    const char *outp = rc == 0 ? r.args[0] : NULL;
+    opts_result_free(&r);
+    if (rc) return rc;
+    if (o.tmpl_path) {
+        size_t len = 0;
+        *tmplp = read_small_file(o.tmpl_path, &len);
+        if (!*tmplp || strlen(*tmplp) != len) {
+            fprintf(stderr, "init-tiny: cannot read --chat-template %s\n", o.tmpl_path);
             return 2;
         }
-    }
-    if (!outp) {
-        usage();
-        return 2;
+        o.t.chat_template = *tmplp;
     }
     struct sbuf b = SBUF_INIT;
-    if (tiny_build(&o, &b)) {
+    if (tiny_build(&o.t, &b)) {
         fprintf(stderr, "init-tiny: invalid model shape (K-quant types need --dim and --ff "
                         "multiples of 256, Q8_0/Q4_0 of 32)\n");
         return 2;
@@ -245,43 +363,14 @@ static int cmd_init_tiny(int argc, char **argv)
     return rc;
 }
 
-struct tool_opts {
-    const char *model, *tokens, *text;
-    long max_new, threads;
-    bool ignore_eos;
-};
-
+/* logits / generate / tokenize options.  0 or -1 (printed). */
 static int parse_tool(int argc, char **argv, struct tool_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->max_new = 16;
-    o->threads = 1;
-    o->model = getenv("SGPU_MODEL_PATH");
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--ignore-eos")) {
-            o->ignore_eos = true;
-            continue;
-        }
-        if (!v) goto bad;
-        if (!strcmp(a, "--model"))
-            o->model = v;
-        else if (!strcmp(a, "--tokens"))
-            o->tokens = v;
-        else if (!strcmp(a, "--text"))
-            o->text = v;
-        else if (!strcmp(a, "--max-new-tokens")) {
-            if (parse_int(v, 0, 1 << 24, &o->max_new)) goto bad;
-        } else if (!strcmp(a, "--threads")) {
-            if (parse_int(v, 1, 256, &o->threads)) goto bad;
-        } else
-            goto bad;
-        i++;
-    }
-    return 0;
-bad:
-    usage();
-    return -1;
+    struct opts_result r;
+    int rc = sub_parse(&tool_spec, o, argc, argv, &r, true);
+    opts_result_free(&r);
+    return rc;
 }
 
 static struct llama_model *open_or_die(const char *path)
@@ -319,9 +408,14 @@ static int cmd_logits_generate(int argc, char **argv, bool gen)
         }
     int cap = (int)toks.n + (gen ? (int)o.max_new : 0);
     struct llama_kv kv;
+    if (llama_kv_init(&kv, m, cap > 0 ? cap : 1)) {
+        fprintf(stderr, "sgpu-model: event=fatal error=\"cannot allocate the KV cache\"\n");
+        llama_free(m);
+        ids_free(&toks);
+        return 1;
+    }
     struct llama_ctx *c = llama_ctx_new(m, (int)o.threads);
-    if (llama_kv_init(&kv, m, cap > 0 ? cap : 1)) abort();
-    float *lg = malloc((size_t)nv * (gen ? 1 : toks.n) * sizeof(float));
+    float *lg = xmalloc((size_t)nv * (gen ? 1 : toks.n) * sizeof(float));
     struct llama_seq_in s = {&kv, toks.v, (int)toks.n, !gen, true, lg};
     if (llama_forward(c, &s, 1)) {
         fprintf(stderr, "forward failed\n");
@@ -387,16 +481,14 @@ static void *bw_thread(void *a)
  * far larger than the caches, split across N threads (the roofline input). */
 static int cmd_membw(int argc, char **argv)
 {
-    long threads = 2, mb = 1024;
-    for (int i = 0; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads") && !parse_int(argv[i + 1], 1, 64, &threads)) continue;
-        if (!strcmp(argv[i], "--mb") && !parse_int(argv[i + 1], 64, 1 << 16, &mb)) continue;
-        usage();
-        return 2;
-    }
+    struct membw_opts o = {0};
+    struct opts_result r;
+    int bad = sub_parse(&membw_spec, &o, argc, argv, &r, true);
+    opts_result_free(&r);
+    if (bad) return 2;
+    long threads = o.threads, mb = o.mb;
     size_t n = (size_t)mb << 17; /* 8-byte words */
-    uint64_t *p = malloc(n * sizeof *p);
-    if (!p) return 1;
+    uint64_t *p = xmalloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++)
         p[i] = i * 0x9e3779b97f4a7c15ull;
     double best = 0, chk = 0;
@@ -467,28 +559,17 @@ static int cmd_tokenize(int argc, char **argv)
 /* chat-template: the prompt /v1/chat/completions would build, on stdout as is. */
 static int cmd_chat_template(int argc, char **argv)
 {
-    const char *model = getenv("SGPU_MODEL_PATH"), *tpath = NULL, *msgs = NULL, *tools = NULL;
-    bool gen = true;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--no-generation-prompt")) {
-            gen = false;
-            continue;
-        }
-        if (!v) goto bad;
-        if (!strcmp(a, "--model"))
-            model = v;
-        else if (!strcmp(a, "--template"))
-            tpath = v;
-        else if (!strcmp(a, "--messages"))
-            msgs = v;
-        else if (!strcmp(a, "--tools"))
-            tools = v;
-        else
-            goto bad;
-        i++;
+    struct chat_cli_opts o = {0};
+    struct opts_result r;
+    int bad = sub_parse(&chat_spec, &o, argc, argv, &r, true);
+    opts_result_free(&r);
+    if (bad) return 2;
+    const char *model = o.model, *tpath = o.tpath, *msgs = o.msgs, *tools = o.tools;
+    bool gen = !o.no_gen;
+    if (!msgs) {
+        fprintf(stderr, "chat-template: --messages is required\n");
+        return 2;
     }
-    if (!msgs) goto bad;
     char *mfile = NULL;
     if (msgs[0] == '@') { /* --messages @FILE: JSON too long for a command line */
         size_t mlen;
@@ -549,32 +630,33 @@ static int cmd_chat_template(int argc, char **argv)
     json_object_put(jt);
     llama_free(m);
     return rc ? 1 : 0;
-bad:
-    usage();
-    return 2;
+}
+
+/* `help`, or --help / -h anywhere on the line (also after a subcommand). */
+static bool wants_help(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "help")) return true;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return true;
+    return false;
 }
 
 int main(int argc, char **argv)
 {
     log_init("model", LOG_INFO);
-    if (argc < 2) return serve_main(0, NULL);
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    if (wants_help(argc, argv)) {
         usage_to(stdout);
         return 0;
     }
-    if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-        usage_to(stdout); /* `sgpu-model serve --help` and the like */
-        return 0;
-    }
-    if (!strcmp(cmd, "serve")) return serve_main(argc - 2, argv + 2);
-    if (!strcmp(cmd, "init-tiny")) return cmd_init_tiny(argc - 2, argv + 2);
-    if (!strcmp(cmd, "logits")) return cmd_logits_generate(argc - 2, argv + 2, false);
-    if (!strcmp(cmd, "generate")) return cmd_logits_generate(argc - 2, argv + 2, true);
-    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
-    if (!strcmp(cmd, "membw")) return cmd_membw(argc - 2, argv + 2);
-    if (!strcmp(cmd, "chat-template")) return cmd_chat_template(argc - 2, argv + 2);
-    if (cmd[0] == '-') return serve_main(argc - 1, argv + 1);
+    if (argc < 2 || argv[1][0] == '-') return serve_main(argc, argv); /* flags only: serve */
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "init-tiny")) return cmd_init_tiny(argc - 1, argv + 1);
+    if (!strcmp(cmd, "logits")) return cmd_logits_generate(argc - 1, argv + 1, false);
+    if (!strcmp(cmd, "generate")) return cmd_logits_generate(argc - 1, argv + 1, true);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "membw")) return cmd_membw(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat-template")) return cmd_chat_template(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -34,8 +34,10 @@
 #include "jsonw.h"
 #include "log.h"
 #include "metrics.h"
+#include "opts.h"
 #include "quant.h"
 #include "server_int.h"
+#include "xalloc.h"
 
 static int wake_fd[2] = {-1, -1};
 static atomic_int wake_pending;
@@ -214,11 +216,9 @@ int jget_bool(struct json_object *o, const char *k, bool *out, bool *present)
 static void add_stop(struct gen_req *g, const char *s, size_t n)
 {
     if (n == 0) return;
-    g->stop = realloc(g->stop, (size_t)(g->n_stop + 1) * sizeof *g->stop);
-    g->stop_len = realloc(g->stop_len, (size_t)(g->n_stop + 1) * sizeof *g->stop_len);
-    if (!g->stop || !g->stop_len) abort();
-    g->stop[g->n_stop] = malloc(n + 1);
-    if (!g->stop[g->n_stop]) abort();
+    g->stop = xrealloc(g->stop, (size_t)(g->n_stop + 1) * sizeof *g->stop);
+    g->stop_len = xrealloc(g->stop_len, (size_t)(g->n_stop + 1) * sizeof *g->stop_len);
+    g->stop[g->n_stop] = xmalloc(n + 1);
     memcpy(g->stop[g->n_stop], s, n);
     g->stop[g->n_stop][n] = 0;
     g->stop_len[g->n_stop] = n;
@@ -248,9 +248,8 @@ int jget_stop(struct json_object *o, const char *k, struct gen_req *g)
 
 struct creq *srv_creq_new(struct srv *s, struct evhttp_request *req, enum api_kind api)
 {
-    struct creq *c = calloc(1, sizeof *c);
-    struct gen_req *g = calloc(1, sizeof *g);
-    if (!c || !g) abort();
+    struct creq *c = xcalloc(1, sizeof *c);
+    struct gen_req *g = xcalloc(1, sizeof *g);
     c->s = s;
     c->req = req;
     c->api = api;
@@ -474,7 +473,147 @@ static bool body_too_large(struct srv *s, struct evhttp_request *req)
     return errno || end == cl || v > s->max_body;
 }
 
-static void route(struct evhttp_request *req, void *arg)
+/* Every /v1 error is in the OpenAI shape; other paths answer TGI-style (or plain) errors. */
+static bool path_is_v1(const char *path)
+{
+    return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1");
+}
+
+static void h_health(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    if (s->ready)
+        http_reply_json(req, 200, "{\"status\": \"ok\"}", 16);
+    else
+        http_reply_json(req, 503, "{\"status\": \"loading\"}", 21);
+}
+
+static void h_metrics(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    struct sbuf b = SBUF_INIT;
+    metrics_render(s->met, &b);
+    srv_reply_sbuf(req, 200, "text/plain; version=0.0.4", &b);
+    sbuf_free(&b);
+}
+
+static void h_info(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_tgi_info(s, req);
+}
+
+static void h_models(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_oai_models(s, req);
+}
+
+static void h_model_get(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    const char *raw = path + strlen("/v1/models/");
+    char *id = evhttp_uridecode(raw, 0, NULL);
+    api_oai_model_get(s, req, id ? id : raw);
+    free(id);
+}
+
+static void h_apply_template(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_apply_template(s, req);
+}
+
+/* POST / is TGI's generate; its "stream": true is handled inside */
+static void h_generate(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_tgi_generate(s, req, false);
+}
+
+static void h_generate_stream(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_tgi_generate(s, req, true);
+}
+
+static void h_completions(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_oai_completions(s, req, false);
+}
+
+static void h_chat(struct srv *s, struct evhttp_request *req, const char *path)
+{
+    api_oai_completions(s, req, true);
+}
+
+/* The routes: (method, path) -> handler.  GET routes also answer HEAD; a `prefix` route
+ * matches its path followed by at least one more byte. */
+struct route {
+    const char *path;
+    bool prefix;
+    bool post;        /* POST; else GET/HEAD */
+    bool needs_model; /* 503 while the model loads */
+    bool oai_loading; /* that 503 in the OpenAI shape */
+    void (*fn)(struct srv *s, struct evhttp_request *req, const char *path);
+};
+
+static const struct route routes[] = {
+    {"/health", false, false, false, false, h_health},
+    {"/metrics", false, false, false, false, h_metrics},
+    {"/info", false, false, true, false, h_info},
+    {"/v1/models", false, false, true, true, h_models},
+    {"/v1/models/", true, false, true, true, h_model_get},
+    {"/apply-template", false, true, true, true, h_apply_template},
+    {"/generate", false, true, true, false, h_generate},
+    {"/generate_stream", false, true, true, false, h_generate_stream},
+    {"/", false, true, true, false, h_generate},
+    {"/v1/completions", false, true, true, true, h_completions},
+    {"/v1/chat/completions", false, true, true, true, h_chat},
+};
+
+static const struct route *route_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const struct route *r = &routes[i];
+        size_t n = strlen(r->path);
+        if (r->prefix ? strncmp(path, r->path, n) == 0 && path[n] : strcmp(path, r->path) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void reply_too_large(struct srv *s, struct evhttp_request *req, bool v1)
+{
+    /* the body was read; close so nothing of it is taken as a next request */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    if (v1)
+        srv_oai_error(req, 413, "invalid_request_error", "request_too_large",
+                      "request body is larger than the limit of %zu bytes", s->max_body);
+    else
+        srv_tgi_error(req, 413, "validation", "request body is larger than the limit of %zu bytes",
+                      s->max_body);
+}
+
+static void reply_not_found(struct evhttp_request *req, const char *path, bool v1)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (v1)
+        srv_oai_error(req, 404, "invalid_request_error", "unknown_url", "Invalid URL (%s %s)",
+                      m == EVHTTP_REQ_POST                          ? "POST"
+                      : m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD ? "GET"
+                                                                    : "other method",
+                      path);
+    else
+        http_reply_error(req, 404, "no route for %s", path);
+}
+
+static void reply_bad_method(struct evhttp_request *req, const struct route *r, const char *path,
+                             bool v1)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                      r->post ? "POST" : "GET, HEAD");
+    if (v1)
+        srv_oai_error(req, 405, "invalid_request_error", "method_not_allowed",
+                      "Method not allowed for %s", path);
+    else
+        http_reply_error(req, 405, "method not allowed");
+}
+
+/* evhttp's callback: size limit, route, method, readiness, then the route's handler. */
+static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct srv *s = arg;
     char path[256];
@@ -482,96 +621,29 @@ static void route(struct evhttp_request *req, void *arg)
         http_reply_error(req, 400, "bad request URI");
         return;
     }
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
-    /* every /v1 error is in the OpenAI shape */
-    bool v1 = !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1");
-    bool tgi_gen = !strcmp(path, "/generate"), tgi_stream = !strcmp(path, "/generate_stream"),
-         tgi_root = !strcmp(path, "/"), info = !strcmp(path, "/info"),
-         compl = !strcmp(path, "/v1/completions"), chat = !strcmp(path, "/v1/chat/completions"),
-         models = !strcmp(path, "/v1/models"),
-         model_get = !strncmp(path, "/v1/models/", 11) && path[11],
-         apply_tmpl = !strcmp(path, "/apply-template");
+    bool v1 = path_is_v1(path);
     if (body_too_large(s, req)) {
-        /* the body was read; close so nothing of it is taken as a next request */
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        if (v1)
-            srv_oai_error(req, 413, "invalid_request_error", "request_too_large",
-                          "request body is larger than the limit of %zu bytes", s->max_body);
-        else
-            srv_tgi_error(req, 413, "validation",
-                          "request body is larger than the limit of %zu bytes", s->max_body);
+        reply_too_large(s, req, v1);
         return;
     }
-    if (!strcmp(path, "/health")) {
-        if (!get) goto method;
-        if (s->ready)
-            http_reply_json(req, 200, "{\"status\": \"ok\"}", 16);
-        else
-            http_reply_json(req, 503, "{\"status\": \"loading\"}", 21);
+    const struct route *r = route_find(path);
+    if (!r) {
+        reply_not_found(req, path, v1);
         return;
     }
-    if (!strcmp(path, "/metrics")) {
-        if (!get) goto method;
-        struct sbuf b = SBUF_INIT;
-        metrics_render(s->met, &b);
-        srv_reply_sbuf(req, 200, "text/plain; version=0.0.4", &b);
-        sbuf_free(&b);
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (r->post ? m != EVHTTP_REQ_POST : m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        reply_bad_method(req, r, path, v1);
         return;
     }
-    if (!tgi_gen && !tgi_stream && !tgi_root && !info && !compl &&!chat && !models && !model_get &&
-        !apply_tmpl) {
-        if (v1)
-            srv_oai_error(req, 404, "invalid_request_error", "unknown_url", "Invalid URL (%s %s)",
-                          post  ? "POST"
-                          : get ? "GET"
-                                : "other method",
-                          path);
-        else
-            http_reply_error(req, 404, "no route for %s", path);
-        return;
-    }
-    if (((info || models || model_get) && !get) ||
-        ((tgi_gen || tgi_stream || tgi_root || compl || chat || apply_tmpl) && !post))
-        goto method;
-    if (!s->ready) {
-        if (v1 || apply_tmpl)
+    if (r->needs_model && !s->ready) {
+        if (r->oai_loading)
             srv_oai_error(req, 503, "server_error", "model_loading", "model is loading");
         else
             srv_tgi_error(req, 503, "unhealthy", "model is loading");
         return;
     }
-    if (info) {
-        api_tgi_info(s, req);
-    } else if (models) {
-        api_oai_models(s, req);
-    } else if (model_get) {
-        char *id = evhttp_uridecode(path + 11, 0, NULL);
-        api_oai_model_get(s, req, id ? id : path + 11);
-        free(id);
-    } else if (apply_tmpl) {
-        api_apply_template(s, req);
-    } else if (tgi_gen) {
-        api_tgi_generate(s, req, false);
-    } else if (tgi_stream) {
-        api_tgi_generate(s, req, true);
-    } else if (tgi_root) {
-        api_tgi_generate(s, req, false); /* "stream": true handled inside */
-    } else {
-        api_oai_completions(s, req, chat);
-    }
-    return;
-method:
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                      info || models || model_get || !strcmp(path, "/health") ||
-                              !strcmp(path, "/metrics")
-                          ? "GET, HEAD"
-                          : "POST");
-    if (v1)
-        srv_oai_error(req, 405, "invalid_request_error", "method_not_allowed",
-                      "Method not allowed for %s", path);
-    else
-        http_reply_error(req, 405, "method not allowed");
+    r->fn(s, req, path);
 }
 
 /* ---- loading and the wake pipe ---- */
@@ -685,88 +757,191 @@ static void random_id_prefix(char *out, size_t n)
     snprintf(out, n, "%012llx-", (unsigned long long)(r & 0xffffffffffffull));
 }
 
-static int opt_int(const char *name, const char *v, long lo, long hi, int *out)
+/* ---- options ---- */
+
+struct serve_opts {
+    const char *model, *host, *load_msg;
+    int port, threads, max_batch, ctx, max_queue, prefill_chunk, kv_mb, max_body_kb;
+    int max_conns, body_budget_kb; /* connection discipline (connguard.h) */
+    double deadline_s;
+};
+
+#define AT(f) OPT_AT(struct serve_opts, f)
+static const struct opt serve_rows[] = {
+    {.name = "model",
+     .env = "SGPU_MODEL_PATH",
+     .type = OPT_STR,
+     AT(model),
+     .meta = "F.gguf",
+     .help = "GGUF file",
+     .def_help = "the embedded tiny random-weight model, whose text is noise"},
+    {.name = "host",
+     .type = OPT_STR,
+     AT(host),
+     .def = "127.0.0.1",
+     .meta = "H",
+     .help = "listen address"},
+    {.name = "port",
+     .env = "SGPU_MODEL_PORT",
+     .type = OPT_INT,
+     AT(port),
+     .lo = 0,
+     .hi = 65535,
+     .def = "5001",
+     .meta = "P",
+     .help = "listen port, 0 = ephemeral"},
+    {.name = "threads",
+     .type = OPT_INT,
+     AT(threads),
+     .lo = 1,
+     .hi = 256,
+     .meta = "N",
+     .help = "compute threads",
+     .def_help = "online CPUs"},
+    {.name = "max-batch",
+     .type = OPT_INT,
+     AT(max_batch),
+     .lo = 1,
+     .hi = 1024,
+     .def = "16",
+     .meta = "N",
+     .help = "sequences decoded together per step"},
+    {.name = "ctx",
+     .type = OPT_INT,
+     AT(ctx),
+     .lo = 1,
+     .hi = 1 << 20,
+     .meta = "N",
+     .help = "positions per sequence",
+     .def_help = "the model's context_length"},
+    {.name = "max-queue",
+     .type = OPT_INT,
+     AT(max_queue),
+     .lo = 0,
+     .hi = 1 << 20,
+     .def = "64",
+     .meta = "N",
+     .help = "requests waiting for a batch slot before 429"},
+    /* 256: chosen by measurement (docs/benchmarks.md) */
+    {.name = "prefill-chunk",
+     .type = OPT_INT,
+     AT(prefill_chunk),
+     .lo = 0,
+     .hi = 1 << 20,
+     .def = "256",
+     .meta = "N",
+     .help = "prompt tokens per step over all sequences, interleaved with the running decodes; "
+             "0 = whole prompts at once"},
+    {.name = "kv-mem",
+     .type = OPT_INT,
+     AT(kv_mb),
+     .lo = 1,
+     .hi = 1 << 22,
+     .def = "1024",
+     .meta = "MB",
+     .help = "KV cache budget across sequences"},
+    {.name = "max-body-kb",
+     .type = OPT_INT,
+     AT(max_body_kb),
+     .lo = 1,
+     .hi = 1 << 20,
+     .def = "1024",
+     .meta = "KB",
+     .help = "request body limit, 413 beyond"},
+    {.name = "load-log-msg",
+     .type = OPT_STR,
+     AT(load_msg),
+     .meta = "T",
+     .help = "text added to the one `event=model_loaded` log line"},
+    {.name = "max-connections",
+     .type = OPT_INT,
+     AT(max_conns),
+     .lo = 1,
+     .hi = 1 << 22,
+     .def = "4096",
+     .meta = "N",
+     .help = "open connections; at the limit the oldest idle one is closed (clamped to the fd "
+             "limit)"},
+    {.name = "request-deadline",
+     .type = OPT_DBL,
+     AT(deadline_s),
+     .lo = 0.1,
+     .hi = 86400,
+     .def = "30",
+     .meta = "S",
+     .help = "seconds from a request's first byte to its whole body"},
+    {.name = "body-budget-kb",
+     .type = OPT_INT,
+     AT(body_budget_kb),
+     .lo = 0,
+     .hi = 1 << 30,
+     .meta = "KB",
+     .help = "request bytes being received over all connections; the connection holding the "
+             "most gets 503 past it",
+     .def_help = "2 x (4 x max-body-kb + 4 MiB)"},
+};
+#undef AT
+
+/* --help is answered by main.c before serve_main runs */
+static const struct opts_spec serve_spec = {"sgpu-model", serve_rows,
+                                            sizeof serve_rows / sizeof serve_rows[0], OPTS_NO_HELP};
+
+void serve_usage(FILE *out)
 {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || end == v || *end || x < lo || x > hi) {
-        log_error("fatal", "error=\"bad value for %s\"", name);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+    opts_usage(&serve_spec, out);
 }
 
-int serve_main(int argc, char **argv)
+/* argv[0] is the subcommand (or the program).  0, or -1 with the error logged. */
+static int serve_parse(struct serve_opts *o, int argc, char **argv)
 {
-    struct srv S;
-    struct srv *s = &S;
-    memset(s, 0, sizeof *s);
-    s->host = "127.0.0.1";
-    s->port = 5001;
+    memset(o, 0, sizeof *o);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    s->threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
-    s->max_batch = 16;
-    s->max_queue = 64;
-    s->prefill_chunk = 256; /* chosen by measurement: docs/benchmarks.md */
-    int kv_mb = 1024, max_body_kb = 1024;
-    /* connection discipline (connguard.h) */
-    int max_conns = 4096, body_budget_kb = 0;
-    double deadline_s = 30;
-    s->model_path = getenv("SGPU_MODEL_PATH");
-    const char *envp = getenv("SGPU_MODEL_PORT");
-    if (envp && *envp && opt_int("SGPU_MODEL_PORT", envp, 0, 65535, &s->port)) return 2;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!v) {
-            log_error("fatal", "error=\"option %s needs a value\"", a);
-            return 2;
-        }
-        if (!strcmp(a, "--model"))
-            s->model_path = v;
-        else if (!strcmp(a, "--host"))
-            s->host = v;
-        else if (!strcmp(a, "--load-log-msg"))
-            s->load_msg = v;
-        else if (!strcmp(a, "--port"))
-            rc = opt_int(a, v, 0, 65535, &s->port);
-        else if (!strcmp(a, "--threads"))
-            rc = opt_int(a, v, 1, 256, &s->threads);
-        else if (!strcmp(a, "--max-batch"))
-            rc = opt_int(a, v, 1, 1024, &s->max_batch);
-        else if (!strcmp(a, "--ctx"))
-            rc = opt_int(a, v, 1, 1 << 20, &s->n_ctx);
-        else if (!strcmp(a, "--max-queue"))
-            rc = opt_int(a, v, 0, 1 << 20, &s->max_queue);
-        else if (!strcmp(a, "--prefill-chunk"))
-            rc = opt_int(a, v, 0, 1 << 20, &s->prefill_chunk);
-        else if (!strcmp(a, "--kv-mem"))
-            rc = opt_int(a, v, 1, 1 << 22, &kv_mb);
-        else if (!strcmp(a, "--max-body-kb"))
-            rc = opt_int(a, v, 1, 1 << 20, &max_body_kb);
-        else if (!strcmp(a, "--max-connections"))
-            rc = opt_int(a, v, 1, 1 << 22, &max_conns);
-        else if (!strcmp(a, "--body-budget-kb"))
-            rc = opt_int(a, v, 0, 1 << 30, &body_budget_kb);
-        else if (!strcmp(a, "--request-deadline")) {
-            char *end;
-            errno = 0;
-            deadline_s = strtod(v, &end);
-            if (errno || end == v || *end || !(deadline_s >= 0.1 && deadline_s <= 86400)) {
-                log_error("fatal", "error=\"bad value for %s\"", a);
-                return 2;
-            }
-        } else {
-            log_error("fatal", "error=\"unknown option %s\"", a);
-            return 2;
-        }
-        if (rc) return 2;
-        i++;
+    o->threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+    struct opts_result r;
+    int rc = opts_parse(&serve_spec, o, argc, argv, &r);
+    if (rc == 0 && r.nargs > 0) {
+        snprintf(r.err, sizeof r.err, "sgpu-model: unexpected argument '%s'", r.args[0]);
+        rc = -1;
     }
-    s->kv_budget = (size_t)kv_mb << 20;
-    signal(SIGPIPE, SIG_IGN);
+    if (rc != 0) {
+        char q[1100];
+        log_error("fatal", "error=%s", log_quote(q, sizeof q, r.err));
+    }
+    opts_result_free(&r);
+    return rc;
+}
+
+/* Shutdown: stop compute first, then drop requests and connections, then free. */
+static void serve_teardown(struct srv *s, struct connguard *guard, struct event *wev,
+                           struct event *sig1, struct event *sig2)
+{
+    batcher_free(s->bat);
+    while (s->live) {
+        struct creq *c = s->live;
+        s->live = c->next;
+        creq_unwatch(c);
+        if (c->stream)
+            evhttp_send_reply_end(c->req);
+        else
+            http_reply_error(c->req, 503, "server shutting down");
+        creq_free(c);
+    }
+    evhttp_free(s->http);
+    connguard_free(guard);
+    event_free(wev);
+    event_free(sig1);
+    event_free(sig2);
+    event_base_free(s->base);
+    close(wake_fd[0]);
+    close(wake_fd[1]);
+    chat_tmpl_free(s->chat);
+    llama_free(s->model);
+    metrics_free(s->met);
+}
+
+/* The server's Prometheus series (/metrics). */
+static void serve_metrics_init(struct srv *s)
+{
     s->met = metrics_new();
     s->m_requests =
         metrics_counter(s->met, "sgpu_model_requests_total", "Generation requests accepted");
@@ -800,9 +975,33 @@ int serve_main(int argc, char **argv)
     s->h_duration = metrics_histogram(s->met, "sgpu_model_request_duration_seconds",
                                       "Request duration", dur, 11);
     metrics_on_render(s->met, metrics_refresh, s);
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct serve_opts o;
+    if (serve_parse(&o, argc, argv) != 0) return 2;
+    struct srv S;
+    struct srv *s = &S;
+    memset(s, 0, sizeof *s);
+    s->model_path = o.model;
+    s->host = o.host;
+    s->load_msg = o.load_msg;
+    s->port = o.port;
+    s->threads = o.threads;
+    s->max_batch = o.max_batch;
+    s->n_ctx = o.ctx;
+    s->max_queue = o.max_queue;
+    s->prefill_chunk = o.prefill_chunk;
+    int kv_mb = o.kv_mb, max_body_kb = o.max_body_kb;
+    int max_conns = o.max_conns, body_budget_kb = o.body_budget_kb;
+    double deadline_s = o.deadline_s;
+    s->kv_budget = (size_t)kv_mb << 20;
+    signal(SIGPIPE, SIG_IGN);
+    serve_metrics_init(s);
 
     s->base = http_base_new();
-    /* Our limit is s->max_body, answered by route() once the body is read.
+    /* Our limit is s->max_body, answered by request_cb() once the body is read.
      * evhttp's own limit is higher so that it does not answer (HTML, before
      * reading the body: clients still sending see a reset, not the 413):
      * bodies up to 4 x limit + 4 MiB are buffered, then refused; beyond that
@@ -818,9 +1017,9 @@ int serve_main(int argc, char **argv)
         return 1;
     }
     evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    evhttp_set_gencb(s->http, route, s);
+    evhttp_set_gencb(s->http, request_cb, s);
     /* The guard sees evhttp's (buffered) limit, so an oversized body is read
-     * and answered 413 by route() rather than cut by the guard; the default
+     * and answered 413 by request_cb() rather than cut by the guard; the default
      * budget holds two bodies at that limit (~20 MiB with the defaults). */
     struct connguard_opts gopt = {
         .prefix = "sgpu_model",
@@ -855,28 +1054,6 @@ int serve_main(int argc, char **argv)
     event_base_dispatch(s->base);
     pthread_join(loader, NULL);
     int rc = atomic_load(&load_state) < 0 || !s->bat ? 1 : 0;
-    /* shutdown: stop compute first, then drop requests and connections */
-    batcher_free(s->bat);
-    while (s->live) {
-        struct creq *c = s->live;
-        s->live = c->next;
-        creq_unwatch(c);
-        if (c->stream)
-            evhttp_send_reply_end(c->req);
-        else
-            http_reply_error(c->req, 503, "server shutting down");
-        creq_free(c);
-    }
-    evhttp_free(s->http);
-    connguard_free(guard);
-    event_free(wev);
-    event_free(sig1);
-    event_free(sig2);
-    event_base_free(s->base);
-    close(wake_fd[0]);
-    close(wake_fd[1]);
-    chat_tmpl_free(s->chat);
-    llama_free(s->model);
-    metrics_free(s->met);
+    serve_teardown(s, guard, wev, sig1, sig2);
     return rc;
 }

@@ -8,6 +8,7 @@
 
 #include "gguf.h"
 #include "quant.h"
+#include "xalloc.h"
 
 static const char *const WORDS[] = {
     "the",   "of",    "and", "to",   "in",    "is",    "that",   "for",   "it",    "as",    "was",
@@ -112,11 +113,9 @@ static void sl_add(struct strlist *l, const char *s)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 512;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-        if (!l->v) abort();
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
     }
-    l->v[l->n] = strdup(s);
-    if (!l->v[l->n]) abort();
+    l->v[l->n] = xstrdup(s);
     l->n++;
 }
 
@@ -294,9 +293,8 @@ static void add_matrix(struct gguf_writer *w, const char *name, int rows, int co
                        float offset, uint32_t type, uint64_t *rng)
 {
     size_t rb = ggml_row_bytes(type, (uint64_t)cols);
-    uint8_t *data = malloc(rb * (size_t)rows);
-    float *row = malloc((size_t)cols * sizeof *row);
-    if (!data || !row) abort();
+    uint8_t *data = xmalloc(rb * (size_t)rows);
+    float *row = xmalloc((size_t)cols * sizeof *row);
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++)
             row[c] = offset + scale * tiny_randf(rng);

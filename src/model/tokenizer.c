@@ -2,6 +2,7 @@
 #include "tokenizer.h"
 
 #include "log.h"
+#include "xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +27,9 @@ void strmap_init(struct strmap *m, size_t expected)
         cap *= 2;
     m->cap = cap;
     m->len = 0;
-    m->keys = calloc(cap, sizeof *m->keys);
-    m->lens = calloc(cap, sizeof *m->lens);
-    m->vals = calloc(cap, sizeof *m->vals);
-    if (!m->keys || !m->lens || !m->vals) abort();
+    m->keys = xcalloc(cap, sizeof *m->keys);
+    m->lens = xcalloc(cap, sizeof *m->lens);
+    m->vals = xcalloc(cap, sizeof *m->vals);
 }
 
 void strmap_free(struct strmap *m)
@@ -80,8 +80,7 @@ void ids_push(struct ids *a, int id)
 {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
-        int *v = realloc(a->v, cap * sizeof *v);
-        if (!v) abort();
+        int *v = xrealloc(a->v, cap * sizeof *v);
         a->v = v;
         a->cap = cap;
     }
@@ -163,12 +162,11 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
     }
     int nv = (int)tk->arr_n;
     t->n_vocab = nv;
-    struct gguf_str *strs = calloc((size_t)nv, sizeof *strs);
-    t->text = calloc((size_t)nv, sizeof *t->text);
-    t->len = calloc((size_t)nv, sizeof *t->len);
-    t->scores = calloc((size_t)nv, sizeof *t->scores);
-    t->type = calloc((size_t)nv, sizeof *t->type);
-    if (!strs || !t->text || !t->len || !t->scores || !t->type) abort();
+    struct gguf_str *strs = xcalloc((size_t)nv, sizeof *strs);
+    t->text = xcalloc((size_t)nv, sizeof *t->text);
+    t->len = xcalloc((size_t)nv, sizeof *t->len);
+    t->scores = xcalloc((size_t)nv, sizeof *t->scores);
+    t->type = xcalloc((size_t)nv, sizeof *t->type);
     gguf_arr_strings(tk, strs);
     const struct gguf_kv *sk = gguf_find(f, "tokenizer.ggml.scores");
     const struct gguf_kv *yk = gguf_find(f, "tokenizer.ggml.token_type");
@@ -183,8 +181,7 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
         t->byte_tok[i] = -1;
     for (int i = 0; i < nv; i++) {
         t->len[i] = (uint32_t)strs[i].n;
-        t->text[i] = malloc(strs[i].n + 1);
-        if (!t->text[i]) abort();
+        t->text[i] = xmalloc(strs[i].n + 1);
         memcpy(t->text[i], strs[i].p, strs[i].n);
         t->text[i][strs[i].n] = 0;
         t->scores[i] = sk ? (float)gguf_arr_num(sk, (uint64_t)i) : 0.0f;
@@ -239,15 +236,13 @@ int tok_load(struct tokenizer *t, const struct gguf_file *f, char *err, size_t e
             snprintf(err, errn, "gpt2 tokenizer needs tokenizer.ggml.merges");
             return -1;
         }
-        struct gguf_str *ms = calloc(mk->arr_n ? mk->arr_n : 1, sizeof *ms);
-        t->merge_text = calloc(mk->arr_n ? mk->arr_n : 1, sizeof *t->merge_text);
-        if (!ms || !t->merge_text) abort();
+        struct gguf_str *ms = xcalloc(mk->arr_n ? mk->arr_n : 1, sizeof *ms);
+        t->merge_text = xcalloc(mk->arr_n ? mk->arr_n : 1, sizeof *t->merge_text);
         gguf_arr_strings(mk, ms);
         t->n_merges = mk->arr_n;
         strmap_init(&t->merges, mk->arr_n);
         for (size_t i = 0; i < mk->arr_n; i++) {
-            t->merge_text[i] = malloc(ms[i].n + 1);
-            if (!t->merge_text[i]) abort();
+            t->merge_text[i] = xmalloc(ms[i].n + 1);
             memcpy(t->merge_text[i], ms[i].p, ms[i].n);
             t->merge_text[i][ms[i].n] = 0;
             strmap_put(&t->merges, t->merge_text[i], ms[i].n, (int)i);

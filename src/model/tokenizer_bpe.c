@@ -27,6 +27,7 @@
 
 #include "tokenizer.h"
 #include "unicode.h"
+#include "xalloc.h"
 
 void tok_bpe_init_bytes(struct tokenizer *t)
 {
@@ -99,8 +100,7 @@ static void spl_add(struct spl *o, size_t end)
     if (end == 0 || (o->n && o->end[o->n - 1] >= end)) return; /* empty piece */
     if (o->n == o->cap) {
         o->cap = o->cap ? o->cap * 2 : 64;
-        o->end = realloc(o->end, o->cap * sizeof *o->end);
-        if (!o->end) abort();
+        o->end = xrealloc(o->end, o->cap * sizeof *o->end);
     }
     o->end[o->n++] = end;
 }
@@ -375,8 +375,7 @@ static void ph_push(struct pheap *h, struct bpair p)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
-        h->v = realloc(h->v, h->cap * sizeof *h->v);
-        if (!h->v) abort();
+        h->v = xrealloc(h->v, h->cap * sizeof *h->v);
     }
     size_t i = h->n++;
     h->v[i] = p;
@@ -426,10 +425,9 @@ static void try_pair(const struct tokenizer *t, const char *w, struct bsym *s, i
 static void bpe_word(const struct tokenizer *t, const char *src, size_t n, struct ids *out)
 {
     /* map bytes to code points (1-2 UTF-8 bytes each) */
-    char *w = malloc(2 * n + 1);
-    char *key = malloc(4 * n + 2);
-    struct bsym *s = malloc(n * sizeof *s);
-    if (!w || !key || !s) abort();
+    char *w = xmalloc(2 * n + 1);
+    char *key = xmalloc(4 * n + 2);
+    struct bsym *s = xmalloc(n * sizeof *s);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         int cp = t->byte_cp[(unsigned char)src[i]];
@@ -496,8 +494,7 @@ static void bpe_word(const struct tokenizer *t, const char *src, size_t n, struc
 void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struct ids *out)
 {
     if (n == 0) return;
-    struct cpi *cps = malloc(n * sizeof *cps);
-    if (!cps) abort();
+    struct cpi *cps = xmalloc(n * sizeof *cps);
     size_t nc = decode_cps(text, n, cps);
     struct spl pieces = {0};
     pretokenize(t->pre, cps, nc, &pieces);
@@ -515,8 +512,7 @@ void tok_bpe_encode(const struct tokenizer *t, const char *text, size_t n, struc
 size_t tok_bpe_split(enum tok_pre pre, const char *text, size_t n, size_t *ends, size_t max_ends)
 {
     if (n == 0) return 0;
-    struct cpi *cps = malloc(n * sizeof *cps);
-    if (!cps) abort();
+    struct cpi *cps = xmalloc(n * sizeof *cps);
     size_t nc = decode_cps(text, n, cps);
     struct spl pieces = {0};
     pretokenize(pre, cps, nc, &pieces);

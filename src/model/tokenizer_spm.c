@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tokenizer.h"
+#include "xalloc.h"
 
 struct sym {
     int prev, next;
@@ -35,8 +36,7 @@ static void heap_push(struct heap *h, struct bigram b)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 64;
-        h->v = realloc(h->v, h->cap * sizeof *h->v);
-        if (!h->v) abort();
+        h->v = xrealloc(h->v, h->cap * sizeof *h->v);
     }
     size_t i = h->n++;
     h->v[i] = b;
@@ -95,8 +95,7 @@ void tok_spm_encode(const struct tokenizer *t, const char *text, size_t n, struc
     if (n == 0) return;
     /* normalise: optional prefix, ' ' -> U+2581 (e2 96 81) */
     size_t cap = 3 * n + 3;
-    char *txt = malloc(cap);
-    if (!txt) abort();
+    char *txt = xmalloc(cap);
     size_t m = 0;
     if (t->add_space_prefix) {
         memcpy(txt, "\xe2\x96\x81", 3);
@@ -110,8 +109,7 @@ void tok_spm_encode(const struct tokenizer *t, const char *text, size_t n, struc
             txt[m++] = text[i];
         }
     }
-    struct sym *syms = malloc(m * sizeof *syms);
-    if (!syms) abort();
+    struct sym *syms = xmalloc(m * sizeof *syms);
     int ns = 0;
     for (size_t i = 0; i < m;) {
         size_t l = tok_utf8_len((const unsigned char *)txt + i, m - i);

@@ -72,6 +72,155 @@ static struct handler *add(struct worker *w, const char *route, const char *upst
     return h;
 }
 
+/* ---- SGPU_CONFIG: a JSON file of custom handlers (docs/worker.md) ---- */
+
+/* Prints "SGPU_CONFIG handlers[i].<field>: <what>"; returns -1. */
+static int cfg_bad(size_t i, const char *field, const char *what)
+{
+    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].%s: %s\n", i, field, what);
+    return -1;
+}
+
+/* What a handlers[] entry says before its handler exists. */
+struct hspec {
+    const char *route, *upstream;
+    enum wl_kind wl;
+    double wdef;
+    char field[128];
+    bool parallel;
+    enum payload_check check;
+};
+
+static int cfg_route(const struct pyj_value *o, size_t i, struct hspec *hs)
+{
+    const struct pyj_value *route = pyj_get(o, "route");
+    if (!route || route->type != PYJ_STRING || route->u.str.len == 0 || route->u.str.len >= 255 ||
+        (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*")))
+        return cfg_bad(i, "route", "expected \"/path\" or \"*\"");
+    hs->route = route->u.str.s;
+    const struct pyj_value *up = pyj_get(o, "upstream");
+    if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/'))
+        return cfg_bad(i, "upstream", "expected \"/path\"");
+    hs->upstream = up ? up->u.str.s : NULL;
+    return 0;
+}
+
+/* "workload": a preset rule name, or {"field", "constant", "default"}. */
+static int cfg_workload(const struct pyj_value *o, size_t i, struct hspec *hs)
+{
+    const struct pyj_value *wv = pyj_get(o, "workload");
+    if (!wv) return 0;
+    if (wv->type == PYJ_STRING) {
+        if (strcmp(wv->u.str.s, "tgi") == 0)
+            hs->wl = WL_TGI, hs->wdef = 256;
+        else if (strcmp(wv->u.str.s, "openai") == 0)
+            hs->wl = WL_OPENAI;
+        else if (strcmp(wv->u.str.s, "comfyui") == 0)
+            hs->wl = WL_COMFY;
+        else
+            return cfg_bad(i, "workload", "unknown rule");
+        return 0;
+    }
+    if (wv->type != PYJ_OBJECT) return cfg_bad(i, "workload", "expected a string or object");
+    const struct pyj_value *fv = pyj_get(wv, "field");
+    const struct pyj_value *cv = pyj_get(wv, "constant");
+    const struct pyj_value *dv = pyj_get(wv, "default");
+    double x;
+    if (fv) {
+        if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= sizeof hs->field)
+            return cfg_bad(i, "workload.field", "expected a dotted path");
+        hs->wl = WL_FIELD;
+        snprintf(hs->field, sizeof hs->field, "%s", fv->u.str.s);
+    }
+    if (cv) {
+        if (!pyj_number(cv, &x) || !(x >= 0) || !isfinite(x))
+            return cfg_bad(i, "workload.constant", "expected a number >= 0");
+        hs->wdef = x;
+    }
+    if (dv) {
+        if (!pyj_number(dv, &x) || !(x >= 0) || !isfinite(x))
+            return cfg_bad(i, "workload.default", "expected a number >= 0");
+        hs->wdef = x;
+    }
+    return 0;
+}
+
+/* "parallel" and "payload" (the check of the client's payload). */
+static int cfg_admission(const struct pyj_value *o, size_t i, struct hspec *hs)
+{
+    const struct pyj_value *pv = pyj_get(o, "parallel");
+    if (pv) {
+        if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE)
+            return cfg_bad(i, "parallel", "expected a boolean");
+        hs->parallel = pv->type == PYJ_TRUE;
+    }
+    const struct pyj_value *chk = pyj_get(o, "payload");
+    if (chk) {
+        if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
+            hs->check = PC_TGI;
+        else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
+            hs->check = PC_ANY;
+        else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
+            hs->check = PC_OBJECT;
+        else
+            return cfg_bad(i, "payload", "expected object, tgi or any");
+    }
+    return 0;
+}
+
+/* The fields set on the handler itself: max_queue_time, unwrap_input, stream, benchmark. */
+static int cfg_handler_fields(struct handler *h, const struct pyj_value *o, size_t i)
+{
+    const struct pyj_value *mq = pyj_get(o, "max_queue_time");
+    if (mq) {
+        double x;
+        if (mq->type == PYJ_NULL)
+            h->max_queue_time = -1;
+        else if (pyj_number(mq, &x) && x >= 0 && isfinite(x))
+            h->max_queue_time = x;
+        else
+            return cfg_bad(i, "max_queue_time", "expected a number >= 0 or null");
+    }
+    const struct pyj_value *uv = pyj_get(o, "unwrap_input");
+    if (uv) {
+        if (uv->type != PYJ_TRUE && uv->type != PYJ_FALSE)
+            return cfg_bad(i, "unwrap_input", "expected a boolean");
+        h->unwrap_input = uv->type == PYJ_TRUE;
+    }
+    const struct pyj_value *sv = pyj_get(o, "stream");
+    if (sv) {
+        if (sv->type == PYJ_TRUE)
+            h->stream = 1;
+        else if (sv->type == PYJ_FALSE)
+            h->stream = 0;
+        else if (sv->type == PYJ_STRING && strcmp(sv->u.str.s, "auto") == 0)
+            h->stream = -1;
+        else
+            return cfg_bad(i, "stream", "expected true, false or \"auto\"");
+    }
+    const struct pyj_value *bp = pyj_get(o, "benchmark");
+    if (bp && bp->type != PYJ_NULL) {
+        struct sbuf t = SBUF_INIT;
+        struct pyj_dump_opts dopt = {.indent = -1};
+        pyj_dump(bp, &dopt, &t);
+        h->bench_payload = sbuf_steal(&t, NULL);
+    }
+    return 0;
+}
+
+/* handlers[i] -> one handler.  0 or -1 (printed). */
+static int cfg_handler(struct worker *w, const struct pyj_value *o, size_t i)
+{
+    struct hspec hs = {.wl = WL_CONST,
+                       .wdef = w->cfg.wl_constant,
+                       .parallel = w->cfg.parallel,
+                       .check = PC_OBJECT};
+    if (cfg_route(o, i, &hs) || cfg_workload(o, i, &hs) || cfg_admission(o, i, &hs)) return -1;
+    struct handler *h = add(w, hs.route, hs.upstream, hs.wl, hs.wdef, hs.parallel, hs.check);
+    if (hs.wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", hs.field);
+    return cfg_handler_fields(h, o, i);
+}
+
 static int load_config_file(struct worker *w, const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -98,161 +247,8 @@ static int load_config_file(struct worker *w, const char *path)
                 path);
         goto out;
     }
-    for (size_t i = 0; i < hs->u.arr.len; i++) {
-        const struct pyj_value *o = hs->u.arr.items[i];
-        const struct pyj_value *route = pyj_get(o, "route");
-        if (!route || route->type != PYJ_STRING || route->u.str.len == 0 ||
-            route->u.str.len >= 255 || (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*"))) {
-            fprintf(stderr,
-                    "sgpu-worker: SGPU_CONFIG handlers[%zu].route: expected \"/path\" or \"*\"\n",
-                    i);
-            goto out;
-        }
-        const struct pyj_value *up = pyj_get(o, "upstream");
-        if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/')) {
-            fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].upstream: expected \"/path\"\n",
-                    i);
-            goto out;
-        }
-        enum wl_kind wl = WL_CONST;
-        double wdef = w->cfg.wl_constant;
-        char field[128] = "";
-        const struct pyj_value *wv = pyj_get(o, "workload");
-        if (wv && wv->type == PYJ_STRING) {
-            if (strcmp(wv->u.str.s, "tgi") == 0)
-                wl = WL_TGI, wdef = 256;
-            else if (strcmp(wv->u.str.s, "openai") == 0)
-                wl = WL_OPENAI;
-            else if (strcmp(wv->u.str.s, "comfyui") == 0)
-                wl = WL_COMFY;
-            else {
-                fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: unknown rule\n",
-                        i);
-                goto out;
-            }
-        } else if (wv && wv->type == PYJ_OBJECT) {
-            const struct pyj_value *fv = pyj_get(wv, "field");
-            const struct pyj_value *cv = pyj_get(wv, "constant");
-            const struct pyj_value *dv = pyj_get(wv, "default");
-            double x;
-            if (fv) {
-                if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= sizeof field) {
-                    fprintf(stderr,
-                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.field: expected a "
-                            "dotted path\n",
-                            i);
-                    goto out;
-                }
-                wl = WL_FIELD;
-                snprintf(field, sizeof field, "%s", fv->u.str.s);
-            }
-            if (cv) {
-                if (!pyj_number(cv, &x) || !(x >= 0) || !isfinite(x)) {
-                    fprintf(stderr,
-                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.constant: expected a "
-                            "number >= 0\n",
-                            i);
-                    goto out;
-                }
-                wdef = x;
-            }
-            if (dv) {
-                if (!pyj_number(dv, &x) || !(x >= 0) || !isfinite(x)) {
-                    fprintf(stderr,
-                            "sgpu-worker: SGPU_CONFIG handlers[%zu].workload.default: expected a "
-                            "number >= 0\n",
-                            i);
-                    goto out;
-                }
-                wdef = x;
-            }
-        } else if (wv) {
-            fprintf(
-                stderr,
-                "sgpu-worker: SGPU_CONFIG handlers[%zu].workload: expected a string or object\n",
-                i);
-            goto out;
-        }
-        bool parallel = w->cfg.parallel;
-        const struct pyj_value *pv = pyj_get(o, "parallel");
-        if (pv) {
-            if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE) {
-                fprintf(stderr,
-                        "sgpu-worker: SGPU_CONFIG handlers[%zu].parallel: expected a boolean\n", i);
-                goto out;
-            }
-            parallel = pv->type == PYJ_TRUE;
-        }
-        enum payload_check check = PC_OBJECT;
-        const struct pyj_value *chk = pyj_get(o, "payload");
-        if (chk) {
-            if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
-                check = PC_TGI;
-            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
-                check = PC_ANY;
-            else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
-                check = PC_OBJECT;
-            else {
-                fprintf(
-                    stderr,
-                    "sgpu-worker: SGPU_CONFIG handlers[%zu].payload: expected object, tgi or any\n",
-                    i);
-                goto out;
-            }
-        }
-        struct handler *h =
-            add(w, route->u.str.s, up ? up->u.str.s : NULL, wl, wdef, parallel, check);
-        if (wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", field);
-        const struct pyj_value *mq = pyj_get(o, "max_queue_time");
-        if (mq) {
-            double x;
-            if (mq->type == PYJ_NULL)
-                h->max_queue_time = -1;
-            else if (pyj_number(mq, &x) && x >= 0 && isfinite(x))
-                h->max_queue_time = x;
-            else {
-                fprintf(stderr,
-                        "sgpu-worker: SGPU_CONFIG handlers[%zu].max_queue_time: expected a number "
-                        ">= 0 or null\n",
-                        i);
-                goto out;
-            }
-        }
-        const struct pyj_value *uv = pyj_get(o, "unwrap_input");
-        if (uv) {
-            if (uv->type != PYJ_TRUE && uv->type != PYJ_FALSE) {
-                fprintf(stderr,
-                        "sgpu-worker: SGPU_CONFIG handlers[%zu].unwrap_input: expected a "
-                        "boolean\n",
-                        i);
-                goto out;
-            }
-            h->unwrap_input = uv->type == PYJ_TRUE;
-        }
-        const struct pyj_value *sv = pyj_get(o, "stream");
-        if (sv) {
-            if (sv->type == PYJ_TRUE)
-                h->stream = 1;
-            else if (sv->type == PYJ_FALSE)
-                h->stream = 0;
-            else if (sv->type == PYJ_STRING && strcmp(sv->u.str.s, "auto") == 0)
-                h->stream = -1;
-            else {
-                fprintf(stderr,
-                        "sgpu-worker: SGPU_CONFIG handlers[%zu].stream: expected true, "
-                        "false or \"auto\"\n",
-                        i);
-                goto out;
-            }
-        }
-        const struct pyj_value *bp = pyj_get(o, "benchmark");
-        if (bp && bp->type != PYJ_NULL) {
-            struct sbuf t = SBUF_INIT;
-            struct pyj_dump_opts dopt = {.indent = -1};
-            pyj_dump(bp, &dopt, &t);
-            h->bench_payload = sbuf_steal(&t, NULL);
-        }
-    }
+    for (size_t i = 0; i < hs->u.arr.len; i++)
+        if (cfg_handler(w, hs->u.arr.items[i], i) != 0) goto out;
     rc = 0;
 out:
     pyj_free(doc);

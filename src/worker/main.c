@@ -19,7 +19,8 @@ int main(int argc, char **argv)
     w->t_start_wall = clock_wall();
     signal(SIGPIPE, SIG_IGN);
     log_init("worker", LOG_INFO);
-    if (config_load(&w->cfg, argc, argv) != 0) return 2;
+    int crc = config_load(&w->cfg, argc, argv);
+    if (crc != 0) return crc > 0 ? 0 : 2;
     bool port_from_env = false;
     {
         char pname[64];

@@ -292,6 +292,7 @@ struct worker {
 };
 
 /* config.c */
+/* 0, -1 (the error printed), or 1 when --help / --help-markdown was printed. */
 int config_load(struct wconfig *c, int argc, char **argv);
 void config_usage(FILE *out);
 void config_set_url(struct wconfig *c, int port); /* http[s]://PUBLIC_IPADDR:port */

@@ -10,6 +10,8 @@ Environment variable names taken from a help text:
 - `$NAME` references ($PATH, $WORKSPACE_DIR);
 - the ENV column of a `--flag  ENV  meaning` table row (BACKEND, UNSECURED);
 - the name after `Env:` (sgpu-launch).
+For the programs that print their option table (`--help-markdown`), each row's flag must also
+have a row in the docs table that names the row's variable and literal default.
 Nothing here starts a server: help texts only (sgpu-model's bare command line would serve).
 """
 import os
@@ -106,6 +108,38 @@ class ConfigDocsTest(unittest.TestCase):
         self.assertEqual(missing, [], "%s: in --help but not in docs/configuration.md "
                          "section '## %s'" % (prog, prog))
         return flags
+
+    def check_rows(self, prog, *args):
+        """The option table itself (`--help-markdown`): every row's flag has a line in the
+        program's docs table that also names the row's variable and its literal default."""
+        exe = os.path.join(BIN, prog)
+        rc, out = run_help([exe, *args, "--help-markdown"])
+        self.assertEqual(rc, 0, out)
+        rows = [r for r in out.splitlines() if r.startswith("| ") and "---" not in r][1:]
+        self.assertGreater(len(rows), 0, out)
+        doc_lines = [l for l in self.sections[prog].splitlines() if l.startswith("|")]
+        for row in rows:
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+            env, flag, default = cells[0].strip("`"), cells[1].strip("`"), cells[2]
+            if not flag:
+                continue
+            long_flag = FLAG_RE.search(flag)
+            name = long_flag.group(1) if long_flag else flag.split()[0]
+            lines = [l for l in doc_lines if mentioned(l.split("|")[1] + l.split("|")[2], name)]
+            with self.subTest(prog=prog, flag=name):
+                self.assertTrue(lines, "%s %s: no docs table row" % (prog, name))
+                line = lines[0]
+                if env:
+                    self.assertTrue(mentioned(line, env), "%s %s: row does not name %s:\n%s"
+                                    % (prog, name, env, line))
+                if default.startswith("`") and default != "`\"\"`":
+                    self.assertIn(default.strip("`"), line,
+                                  "%s %s: default %s not in the docs row:\n%s"
+                                  % (prog, name, default, line))
+
+    def test_table_rows(self):
+        for prog in ("sgpu-worker", "sgpu-engine", "sgpu-gateway", "sgpu-launch"):
+            self.check_rows(prog)
 
     def test_worker(self):
         text = self.help_of("sgpu-worker")

@@ -115,6 +115,29 @@ static void test_config_errors(void **state)
     config_free(&c);
 }
 
+static void test_config_precedence(void **state)
+{
+    clear_env();
+    struct wconfig c;
+    setenv("WORKER_PORT", "4000", 1);
+    char *argv[] = {"w", "--port", "5000", NULL};
+    ASSERT_EQ_INT(load(&c, 3, argv), 0); /* the flag over the variable */
+    ASSERT_EQ_INT(c.port, 5000);
+    config_free(&c);
+    char *argv0[] = {"w", NULL};
+    ASSERT_EQ_INT(load(&c, 1, argv0), 0); /* the variable over the default */
+    ASSERT_EQ_INT(c.port, 4000);
+    ASSERT_EQ_INT(c.http_port, 4001);
+    config_free(&c);
+    setenv("WORKER_PORT", "", 1); /* PyWorker semantics: an empty variable is a (bad) value */
+    ASSERT_EQ_INT(load(&c, 1, argv0), -1);
+    config_free(&c);
+    char *help[] = {"w", "--help", NULL};
+    ASSERT_EQ_INT(load(&c, 2, help), 1); /* --help returns; main exits */
+    config_free(&c);
+    clear_env();
+}
+
 static void test_parse_bool(void **state)
 {
     bool b;
@@ -133,9 +156,8 @@ static void test_parse_bool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_defaults),
-        cmocka_unit_test(test_config_env_and_flags),
-        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_defaults), cmocka_unit_test(test_config_env_and_flags),
+        cmocka_unit_test(test_config_errors),   cmocka_unit_test(test_config_precedence),
         cmocka_unit_test(test_parse_bool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
