@@ -134,6 +134,24 @@ static double report_v1_cur_load(const struct worker *w, double newl, double now
     return el > 0 ? newl / el : 0.0;
 }
 
+/* v3 working_request_idxs: the verified request_idx of every working request, then of every
+ * open session. */
+static void put_working_idxs(struct worker *w, struct sbuf *b)
+{
+    sbuf_putc(b, '[');
+    bool first = true;
+    struct wreq *wr;
+    TAILQ_FOREACH(wr, &w->working, wlink)
+    {
+        // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
+        if (!wr->has_idx) continue;
+        sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
+        first = false;
+    }
+    session_report_idxs(w, b, &first);
+    sbuf_putc(b, ']');
+}
+
 static void build_status(struct worker *w, struct sbuf *b, double disk_used, bool *carried_loadtime)
 {
     struct report *r = w->report;
@@ -190,18 +208,8 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
                 w->nworking + nsessions, (unsigned long long)w->n_accepted);
     put_float(b, isfinite(disk) ? disk : 0.0);
     if (v3) {
-        sbuf_puts(b, ", \"working_request_idxs\": [");
-        bool first = true;
-        struct wreq *wr;
-        TAILQ_FOREACH(wr, &w->working, wlink)
-        {
-            // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
-            if (!wr->has_idx) continue;
-            sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
-            first = false;
-        }
-        session_report_idxs(w, b, &first);
-        sbuf_putc(b, ']');
+        sbuf_puts(b, ", \"working_request_idxs\": ");
+        put_working_idxs(w, b);
     }
     sbuf_puts(b, ", \"url\": ");
     put_str(b, c->url);

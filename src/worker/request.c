@@ -163,6 +163,7 @@ static struct wreq *request_new(struct worker *w, struct handler *h, struct evht
     wr->workload = a->workload;
     wr->t_enter = a->t_enter;
     wr->m_enter = clock_mono();
+    wr->state = WR_NEW;
     wr->has_idx = a->has_idx;
     wr->request_idx = a->request_idx;
     if (a->session) session_attach(w, a->session, wr);
@@ -236,7 +237,7 @@ void request_finish(struct wreq *wr, enum outcome out)
     if (wr->state == WR_QUEUED) {
         TAILQ_REMOVE(&h->queue, wr, qlink);
         h->nqueued--;
-    } else if (!h->parallel) {
+    } else if (wr->state == WR_RUNNING && !h->parallel) {
         h->running--;
     }
     count_outcome(w, wr, out);

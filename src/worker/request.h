@@ -28,6 +28,7 @@
 #include "worker.h"
 
 enum wreq_state {
+    WR_NEW,     /* admitted, not run yet */
     WR_QUEUED,  /* in its handler's FIFO (serial handlers) */
     WR_RUNNING, /* forwarded to the model */
     WR_DONE,    /* finished: counted, detached; freed by the posted step */

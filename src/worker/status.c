@@ -19,9 +19,10 @@ static void put_float(struct sbuf *b, double v)
     sbuf_append(b, t, n);
 }
 
-static void status_json(struct worker *w, struct sbuf *b)
+/* /status sections, in the order they appear. */
+static void status_phase(const struct worker *w, struct sbuf *b)
 {
-    sbuf_puts(b, "{\"phase\": ");
+    sbuf_puts(b, "\"phase\": ");
     const char *ph = phase_name(w->phase);
     pyj_write_string(b, ph, strlen(ph));
     sbuf_puts(b, ", \"version\": \"" SGPU_WORKER_VERSION "\", \"started_at\": ");
@@ -41,15 +42,25 @@ static void status_json(struct worker *w, struct sbuf *b)
     /* how max_perf was obtained; fallback: the benchmark's cause (docs/worker.md Lifecycle) */
     sbuf_puts(b, ", \"benchmark\": ");
     benchmark_status_json(w, b);
-    sbuf_printf(b, ", \"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
+}
+
+static void status_auth(const struct worker *w, struct sbuf *b)
+{
+    sbuf_printf(b, "\"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
                 w->cfg.scheme == AUTH_URL         ? "url"
                 : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2"
                                                   : "fields-v1",
                 w->cfg.unsecured ? "true" : "false", pubkey_key(w->pubkey) ? "true" : "false");
     if (pubkey_key(w->pubkey))
         sbuf_printf(b, ", \"pubkey_sha256\": \"%s\"", pubkey_fingerprint(w->pubkey));
+    sbuf_putc(b, '}');
+}
+
+/* Lifetime counts by outcome, the working load and each handler's FIFO. */
+static void status_requests(const struct worker *w, struct sbuf *b)
+{
     sbuf_printf(b,
-                "}, \"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
+                "\"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
                 "\"error\": %llu, \"cancelled\": %llu, \"rejected\": %llu}",
                 w->nworking, (unsigned long long)w->n_accepted,
                 (unsigned long long)w->n_out[OUT_SUCCESS], (unsigned long long)w->n_out[OUT_ERROR],
@@ -58,19 +69,23 @@ static void status_json(struct worker *w, struct sbuf *b)
     sbuf_puts(b, ", \"working_load\": ");
     put_float(b, w->working_load);
     sbuf_puts(b, ", \"queue\": {");
-    bool first = true;
     for (size_t i = 0; i < w->nhandlers; i++) {
         const struct handler *h = &w->handlers[i];
-        if (!first) sbuf_puts(b, ", ");
-        first = false;
+        if (i) sbuf_puts(b, ", ");
         pyj_write_string(b, h->route, strlen(h->route));
         sbuf_printf(b, ": {\"parallel\": %s, \"queued\": %d, \"running\": %d}",
                     h->parallel ? "true" : "false", h->nqueued, h->running);
     }
+    sbuf_putc(b, '}');
+}
+
+/* Reports sent and the workload counters the next one carries. */
+static void status_reports(const struct worker *w, struct sbuf *b)
+{
     uint64_t ok, failed;
     size_t pending;
     report_counts(w, &ok, &failed, &pending);
-    sbuf_printf(b, "}, \"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
+    sbuf_printf(b, "\"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
                 (unsigned long long)ok, (unsigned long long)failed, pending);
     sbuf_puts(b, ", \"counters\": {\"received\": ");
     put_float(b, w->cur.received);
@@ -82,7 +97,20 @@ static void status_json(struct worker *w, struct sbuf *b)
     put_float(b, w->cur.cancelled);
     sbuf_puts(b, ", \"rejected\": ");
     put_float(b, w->cur.rejected);
-    sbuf_puts(b, "}}");
+    sbuf_putc(b, '}');
+}
+
+static void status_json(const struct worker *w, struct sbuf *b)
+{
+    sbuf_putc(b, '{');
+    status_phase(w, b);
+    sbuf_puts(b, ", ");
+    status_auth(w, b);
+    sbuf_puts(b, ", ");
+    status_requests(w, b);
+    sbuf_puts(b, ", ");
+    status_reports(w, b);
+    sbuf_putc(b, '}');
 }
 
 static void refresh(void *arg)
