@@ -29,9 +29,12 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "auth.h"
 #include "b64.h"
 #include "log.h"
-#include "worker.h"
+#include "pubkey.h"
+#include "reply.h"
+#include "xalloc.h"
 
 struct hist_ent {
     uint8_t d[32];
@@ -67,21 +70,18 @@ static unsigned bucket_of(const struct auth_state *a, const uint8_t d[32])
 
 struct auth_state *auth_new(const struct wconfig *c)
 {
-    struct auth_state *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    struct auth_state *a = xcalloc(1, sizeof *a);
     a->cap = c->replay_history > 0 ? c->replay_history : 1;
-    a->ring = calloc((size_t)a->cap, sizeof *a->ring);
+    a->ring = xcalloc((size_t)a->cap, sizeof *a->ring);
     a->nb = 1;
     while (a->nb < (unsigned)a->cap * 2)
         a->nb <<= 1;
-    a->buckets = malloc(a->nb * sizeof *a->buckets);
-    if (!a->ring || !a->buckets) abort();
+    a->buckets = xcalloc(a->nb, sizeof *a->buckets);
     for (unsigned i = 0; i < a->nb; i++)
         a->buckets[i] = -1;
     a->ncache = c->url_cache;
     if (a->ncache) {
-        a->cache = calloc((size_t)a->ncache, sizeof *a->cache);
-        if (!a->cache) abort();
+        a->cache = xcalloc((size_t)a->ncache, sizeof *a->cache);
     }
     return a;
 }
@@ -210,16 +210,85 @@ void auth_reply_wrong(struct worker *w, struct evhttp_request *req, int rc,
     sbuf_free(&b);
 }
 
+/* url scheme: the cache slot of (url, signature), *hit when it was verified before; NULL when
+ * the pair cannot be cached. */
+static struct cache_ent *cache_slot(struct auth_state *a, const struct wconfig *c,
+                                    const struct pyj_value *url, const struct pyj_value *sig,
+                                    uint64_t *h, bool *hit)
+{
+    *hit = false;
+    if (c->scheme != AUTH_URL || !a->ncache || !url || url->type != PYJ_STRING ||
+        memchr(url->u.str.s, 0, url->u.str.len) || memchr(sig->u.str.s, 0, sig->u.str.len))
+        return NULL;
+    *h = fnv(sig->u.str.s, sig->u.str.len,
+             fnv(url->u.str.s, url->u.str.len, 1469598103934665603ULL));
+    struct cache_ent *ce = &a->cache[*h % (uint64_t)a->ncache];
+    if (ce->url && ce->h == *h && strcmp(ce->url, url->u.str.s) == 0 &&
+        strcmp(ce->sig, sig->u.str.s) == 0 && !c->replay_guard) {
+        a->hits++;
+        *hit = true;
+    } else {
+        a->misses++;
+    }
+    return ce;
+}
+
+/* Replay guard, before RSA: reqnum a number, not too old, message not used (dg = its SHA-256).
+ * 0 or -1 with *why. */
+static int replay_check(const struct auth_state *a, const struct wconfig *c,
+                        const struct pyj_value *auth, const struct sbuf *msg, double *reqnum,
+                        uint8_t dg[32], const char **why)
+{
+    const struct pyj_value *rv = pyj_get(auth, "reqnum");
+    if (!rv || (rv->type != PYJ_INT && rv->type != PYJ_FLOAT) || !pyj_number(rv, reqnum) ||
+        isnan(*reqnum)) {
+        *why = "reqnum is not a number";
+        return -1;
+    }
+    if (a->have_max && *reqnum < a->reqnum_max - (double)c->replay_window) {
+        *why = "reqnum too old";
+        return -1;
+    }
+    SHA256((const unsigned char *)msg->data, msg->len, dg);
+    if (hist_has(a, dg)) {
+        *why = "grant already used";
+        return -1;
+    }
+    return 0;
+}
+
+/* RSASSA-PKCS1-v1_5/SHA-256 of msg against the base64 signature. 0 or -1 with *why. */
+static int verify(struct rsa_pubkey *key, const struct sbuf *msg, const struct pyj_value *sig,
+                  const char **why)
+{
+    uint8_t raw[1024];
+    size_t rawlen = 0;
+    if (sig->u.str.len > 1300 ||
+        b64_decode_lenient(sig->u.str.s, sig->u.str.len, raw, sizeof raw, &rawlen) != 0) {
+        *why = "signature is not valid base64";
+        return -1;
+    }
+    if (rsa_verify_sha256(key, msg->data, msg->len, raw, rawlen) != 0) {
+        *why = "bad signature";
+        return -1;
+    }
+    return 0;
+}
+
+/* Steps: binding (another worker's grant), key, signature type, url cache, replay guard, RSA;
+ * state (replay history, cache) changes only after a successful verification. */
 int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
 {
     struct auth_state *a = w->auth;
-    if (w->cfg.unsecured) return 0;
+    const struct wconfig *c = &w->cfg;
+    if (c->unsecured) return 0;
     int brc = check_binding(w, auth, why);
     if (brc) {
         a->wrong++;
         return brc;
     }
-    if (!w->key) {
+    struct rsa_pubkey *key = pubkey_key(w->pubkey);
+    if (!key) {
         *why = "no public key";
         return -1;
     }
@@ -229,55 +298,19 @@ int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
         return -1;
     }
     const struct pyj_value *url = pyj_get(auth, "url");
-    struct cache_ent *ce = NULL;
     uint64_t ch = 0;
-    if (w->cfg.scheme == AUTH_URL && a->ncache && url && url->type == PYJ_STRING &&
-        !memchr(url->u.str.s, 0, url->u.str.len) && !memchr(sig->u.str.s, 0, sig->u.str.len)) {
-        ch = fnv(sig->u.str.s, sig->u.str.len,
-                 fnv(url->u.str.s, url->u.str.len, 1469598103934665603ULL));
-        ce = &a->cache[ch % (uint64_t)a->ncache];
-        if (ce->url && ce->h == ch && strcmp(ce->url, url->u.str.s) == 0 &&
-            strcmp(ce->sig, sig->u.str.s) == 0 && !w->cfg.replay_guard) {
-            a->hits++;
-            return 0;
-        }
-        a->misses++;
-    }
+    bool hit;
+    struct cache_ent *ce = cache_slot(a, c, url, sig, &ch, &hit);
+    if (hit) return 0;
     struct sbuf msg = SBUF_INIT;
-    auth_message(w->cfg.scheme, auth, &msg);
+    auth_message(c->scheme, auth, &msg);
     uint8_t dg[32];
     double reqnum = 0;
     int rc = -1;
-    if (w->cfg.replay_guard) {
-        const struct pyj_value *rv = pyj_get(auth, "reqnum");
-        if (!rv || (rv->type != PYJ_INT && rv->type != PYJ_FLOAT) || !pyj_number(rv, &reqnum) ||
-            isnan(reqnum)) {
-            *why = "reqnum is not a number";
-            goto out;
-        }
-        if (a->have_max && reqnum < a->reqnum_max - (double)w->cfg.replay_window) {
-            *why = "reqnum too old";
-            goto out;
-        }
-        SHA256((const unsigned char *)msg.data, msg.len, dg);
-        if (hist_has(a, dg)) {
-            *why = "grant already used";
-            goto out;
-        }
-    }
-    uint8_t raw[1024];
-    size_t rawlen = 0;
-    if (sig->u.str.len > 1300 ||
-        b64_decode_lenient(sig->u.str.s, sig->u.str.len, raw, sizeof raw, &rawlen) != 0) {
-        *why = "signature is not valid base64";
-        goto out;
-    }
-    if (rsa_verify_sha256(w->key, msg.data, msg.len, raw, rawlen) != 0) {
-        *why = "bad signature";
-        goto out;
-    }
+    if (c->replay_guard && replay_check(a, c, auth, &msg, &reqnum, dg, why) != 0) goto out;
+    if (verify(key, &msg, sig, why) != 0) goto out;
     rc = 0;
-    if (w->cfg.replay_guard) {
+    if (c->replay_guard) {
         if (!a->have_max || reqnum > a->reqnum_max) a->reqnum_max = reqnum;
         a->have_max = true;
         hist_add(a, dg);
@@ -286,9 +319,8 @@ int auth_check(struct worker *w, const struct pyj_value *auth, const char **why)
         free(ce->url);
         free(ce->sig);
         ce->h = ch;
-        ce->url = strdup(url->u.str.s);
-        ce->sig = strdup(sig->u.str.s);
-        if (!ce->url || !ce->sig) abort();
+        ce->url = xstrdup(url->u.str.s);
+        ce->sig = xstrdup(sig->u.str.s);
     }
 out:
     sbuf_free(&msg);

@@ -38,16 +38,19 @@
 
 #include <event2/buffer.h>
 
+#include "benchmark.h"
 #include "clock.h"
+#include "handlers.h"
 #include "httputil.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "xalloc.h"
 
 #define MAX_CONC 1000
 #define MAX_SHRINKS 8
 #define BODY_EXCERPT 300
 
-struct benchmark {
+struct bench_run {
     struct worker *w;
     struct handler *h;
     char path[256];
@@ -71,6 +74,29 @@ struct benchmark {
     struct event *retry_ev;
     char fp[32];
 };
+
+/* How max_perf was obtained (/status "benchmark"). */
+struct bench_info {
+    const char *how;    /* "off", "running", "measured", "cached", "fallback" */
+    char cause[512];    /* fallback: why the benchmark could not run */
+    int words, max_new; /* preset prompt shape sent (0 = custom payload) */
+    int limit_total;    /* model's published context (tokens; 0 = unknown) */
+    double fb_work[16]; /* fallback: workload and seconds of the last successful requests */
+    double fb_secs[16];
+    int fb_n, fb_pos;
+};
+
+struct benchmark {
+    struct bench_info bi;
+    struct bench_run *run; /* in progress, or NULL */
+    double *m_fallback;    /* gauge: 1 while max_perf is the fallback estimate */
+};
+
+static void set_how(struct worker *w, const char *how)
+{
+    w->bench->bi.how = how;
+    *w->bench->m_fallback = strcmp(how, "fallback") == 0 ? 1 : 0;
+}
 
 int benchmark_cache_read(const char *path, double *perf)
 {
@@ -113,7 +139,7 @@ int benchmark_cache_write(const char *path, double perf)
     return write_atomic(path, t);
 }
 
-static void fingerprint(struct benchmark *b, char out[32])
+static void fingerprint(struct bench_run *b, char out[32])
 {
     uint64_t h = 1469598103934665603ULL;
     const char *parts[] = {b->w->cfg.model_url, b->h->route, b->path, b->payload};
@@ -125,7 +151,7 @@ static void fingerprint(struct benchmark *b, char out[32])
     snprintf(out, 32, "%016llx", (unsigned long long)h);
 }
 
-static void finish(struct benchmark *b, double perf, const char *err)
+static void finish(struct bench_run *b, double perf, const char *err)
 {
     struct worker *w = b->w;
     if (!err) {
@@ -137,21 +163,21 @@ static void finish(struct benchmark *b, double perf, const char *err)
             log_warn("benchmark_cache_write_failed", "path=%s", w->cfg.bench_file);
         log_info("benchmark_done", "max_perf=%g words=%d max_new_tokens=%d", perf, b->words,
                  b->max_new);
-        w->bi.how = "measured";
+        set_how(w, "measured");
     }
     benchmark_stop(w);
     lifecycle_benchmark_done(w, perf, err);
 }
 
 /* The model refused the benchmark itself: serve anyway, max_perf from served requests. */
-static void fallback(struct benchmark *b, const char *cause)
+static void fallback(struct bench_run *b, const char *cause)
 {
     struct worker *w = b->w;
     double seed = w->cfg.max_perf > 0 ? w->cfg.max_perf : 100;
     if (b->warm_rate > 0 && b->warm_rate < seed) seed = b->warm_rate;
-    snprintf(w->bi.cause, sizeof w->bi.cause, "%s", cause);
-    w->bi.how = "fallback";
-    w->bi.fb_n = w->bi.fb_pos = 0;
+    snprintf(w->bench->bi.cause, sizeof w->bench->bi.cause, "%s", cause);
+    set_how(w, "fallback");
+    w->bench->bi.fb_n = w->bench->bi.fb_pos = 0;
     char q[600];
     log_warn("benchmark_fallback", "cause=%s max_perf=%g", log_quote(q, sizeof q, cause), seed);
     benchmark_stop(w);
@@ -160,7 +186,7 @@ static void fallback(struct benchmark *b, const char *cause)
 
 void benchmark_observe(struct worker *w, bool success, double workload, double seconds)
 {
-    struct bench_info *bi = &w->bi;
+    struct bench_info *bi = &w->bench->bi;
     if (!success || !bi->how || strcmp(bi->how, "fallback") != 0) return;
     if (!(workload > 0) || !isfinite(workload) || !(seconds > 1e-6) || !isfinite(seconds)) return;
     bi->fb_work[bi->fb_pos] = workload;
@@ -212,7 +238,7 @@ static long num_after(const char *s, const char *key)
 /* A warm-up refused for its length: smaller shape from the message's numbers (TGI: "must be
  * <= T. Given: N `inputs` tokens", vLLM/sgpu-model OpenAI: "maximum context length is T
  * tokens ... (N in the prompt"), else halved.  false when it cannot shrink any more. */
-static bool shrink(struct benchmark *b, const char *msg)
+static bool shrink(struct bench_run *b, const char *msg)
 {
     if (b->shrinks >= MAX_SHRINKS || (b->words <= 1 && b->max_new <= 1)) return false;
     b->shrinks++;
@@ -242,7 +268,7 @@ static bool shrink(struct benchmark *b, const char *msg)
     return true;
 }
 
-static void set_payload(struct benchmark *b)
+static void set_payload(struct bench_run *b)
 {
     char *p = handlers_bench_payload(b->h, b->words, b->max_new);
     if (!p) return;
@@ -255,13 +281,13 @@ static void set_payload(struct benchmark *b)
         b->workload = handler_workload(b->h, pv);
         pyj_free(pv);
     }
-    b->w->bi.words = b->words;
-    b->w->bi.max_new = b->max_new;
+    b->w->bench->bi.words = b->words;
+    b->w->bench->bi.max_new = b->max_new;
 }
 
-static void send_one(struct benchmark *b, int slot);
+static void send_one(struct bench_run *b, int slot);
 
-static void round_start(struct benchmark *b)
+static void round_start(struct bench_run *b)
 {
     b->t0 = clock_mono();
     b->ok_workload = 0;
@@ -272,7 +298,7 @@ static void round_start(struct benchmark *b)
         send_one(b, i);
 }
 
-static void round_end(struct benchmark *b)
+static void round_end(struct bench_run *b)
 {
     double el = clock_mono() - b->t0;
     if (b->round == 0) {
@@ -298,18 +324,18 @@ static void round_end(struct benchmark *b)
     round_start(b);
 }
 
-static int slot_of(struct benchmark *b, struct upstream_req *u)
+static int slot_of(struct bench_run *b, struct upstream_req *u)
 {
     for (int i = 0; i < MAX_CONC; i++)
         if (b->reqs[i] == u) return i;
     return -1;
 }
 
-static void probe_start(struct benchmark *b);
+static void probe_start(struct bench_run *b);
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct benchmark *b = arg;
+    struct bench_run *b = arg;
     if (b->probing) {
         probe_start(b);
         return;
@@ -339,7 +365,7 @@ static bool length_refusal(int status, const char *msg)
 
 static void on_done(struct upstream_req *u, int status, struct evbuffer *body, void *arg)
 {
-    struct benchmark *b = arg;
+    struct bench_run *b = arg;
     int s = slot_of(b, u);
     if (s >= 0) b->reqs[s] = NULL;
     if (b->round == 0 && (status < 200 || status >= 300)) {
@@ -379,12 +405,12 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
 
 static void on_error(struct upstream_req *u, enum upstream_err e, const char *msg, void *arg)
 {
-    struct benchmark *b = arg;
+    struct bench_run *b = arg;
     int s = slot_of(b, u);
     if (s >= 0) b->reqs[s] = NULL;
     if (b->round == 0) {
         if (e == UPSTREAM_ERR_CONNECT && b->warm_retries++ < 30) {
-            struct timeval tv = {1, 0};
+            struct timeval tv = clock_tv(1);
             evtimer_add(b->retry_ev, &tv);
             return;
         }
@@ -397,7 +423,7 @@ static void on_error(struct upstream_req *u, enum upstream_err e, const char *ms
     if (--b->outstanding == 0) round_end(b);
 }
 
-static void send_one(struct benchmark *b, int slot)
+static void send_one(struct bench_run *b, int slot)
 {
     static const struct upstream_cbs cbs = {NULL, NULL, on_done, on_error};
     struct upstream_opts o = {.timeout_s = b->w->cfg.bench_timeout,
@@ -417,7 +443,7 @@ static void send_one(struct benchmark *b, int slot)
 }
 
 /* Fingerprint, cache, then the warm-up: once the payload has its final (sized) shape. */
-static void bench_begin(struct benchmark *b)
+static void bench_begin(struct bench_run *b)
 {
     struct worker *w = b->w;
     b->probing = false;
@@ -438,7 +464,7 @@ static void bench_begin(struct benchmark *b)
         }
         if (match) {
             log_info("benchmark_cached", "path=%s max_perf=%g", w->cfg.bench_file, cached);
-            w->bi.how = "cached";
+            set_how(w, "cached");
             benchmark_stop(w);
             lifecycle_benchmark_done(w, cached, NULL);
             return;
@@ -463,7 +489,7 @@ static int limit_of(const struct pyj_value *o, const char *k)
 
 static void probe_done(struct upstream_req *u, int status, struct evbuffer *body, void *arg)
 {
-    struct benchmark *b = arg;
+    struct bench_run *b = arg;
     b->probe = NULL;
     int total = 0, input = 0;
     size_t len = body ? evbuffer_get_length(body) : 0;
@@ -484,7 +510,7 @@ static void probe_done(struct upstream_req *u, int status, struct evbuffer *body
     int ow = b->words, on = b->max_new;
     if (total > 0) {
         benchmark_size(total, input, &b->words, &b->max_new);
-        b->w->bi.limit_total = total;
+        b->w->bench->bi.limit_total = total;
     }
     log_info("benchmark_limits",
              "status=%d max_total_tokens=%d max_input_tokens=%d words=%d->%d "
@@ -495,10 +521,10 @@ static void probe_done(struct upstream_req *u, int status, struct evbuffer *body
 
 static void probe_error(struct upstream_req *u, enum upstream_err e, const char *msg, void *arg)
 {
-    struct benchmark *b = arg;
+    struct bench_run *b = arg;
     b->probe = NULL;
     if (e == UPSTREAM_ERR_CONNECT && b->warm_retries++ < 30) { /* still binding its port */
-        struct timeval tv = {1, 0};
+        struct timeval tv = clock_tv(1);
         evtimer_add(b->retry_ev, &tv);
         return;
     }
@@ -506,7 +532,7 @@ static void probe_error(struct upstream_req *u, enum upstream_err e, const char 
     bench_begin(b); /* the warm-up decides (it retries and shrinks too) */
 }
 
-static void probe_start(struct benchmark *b)
+static void probe_start(struct bench_run *b)
 {
     static const struct upstream_cbs cbs = {NULL, NULL, probe_done, probe_error};
     struct upstream_opts o = {.timeout_s = 10, .max_buffered = 1 << 20};
@@ -519,14 +545,12 @@ static void probe_start(struct benchmark *b)
 int benchmark_start(struct worker *w)
 {
     struct handler *h = w->bench_handler;
-    struct benchmark *b = calloc(1, sizeof *b);
-    if (!b) abort();
+    struct bench_run *b = xcalloc(1, sizeof *b);
     b->w = w;
     b->h = h;
     const char *route = strcmp(h->route, "*") == 0 ? w->cfg.bench_route : h->route;
     snprintf(b->path, sizeof b->path, "%s", h->upstream[0] ? h->upstream : route);
-    b->payload = strdup(h->bench_payload);
-    if (!b->payload) abort();
+    b->payload = xstrdup(h->bench_payload);
     b->len = strlen(b->payload);
     struct pyj_value *pv = NULL;
     char err[64];
@@ -537,11 +561,11 @@ int benchmark_start(struct worker *w)
     }
     b->conc = h->parallel ? w->cfg.bench_concurrency : 1;
     if (b->conc > MAX_CONC) b->conc = MAX_CONC;
-    w->bench = b;
-    w->bi.how = "running";
-    w->bi.words = w->bi.max_new = 0;
+    w->bench->run = b;
+    set_how(w, "running");
+    w->bench->bi.words = w->bench->bi.max_new = 0;
     b->retry_ev = evtimer_new(w->base, retry_cb, b);
-    if (!b->retry_ev) abort();
+    if (!b->retry_ev) abort(); /* out of memory: the xalloc policy */
     if (h->bench_preset != BENCH_CUSTOM) {
         b->words = BENCH_WORDS;
         b->max_new = h->bench_preset == BENCH_OPENAI ? BENCH_OPENAI_NEW : BENCH_TGI_NEW;
@@ -555,13 +579,40 @@ int benchmark_start(struct worker *w)
 
 void benchmark_stop(struct worker *w)
 {
-    struct benchmark *b = w->bench;
+    struct bench_run *b = w->bench ? w->bench->run : NULL;
     if (!b) return;
-    w->bench = NULL;
+    w->bench->run = NULL;
     for (int i = 0; i < MAX_CONC; i++)
         if (b->reqs[i]) upstream_cancel(b->reqs[i]);
     if (b->probe) upstream_cancel(b->probe);
     if (b->retry_ev) event_free(b->retry_ev);
     free(b->payload);
     free(b);
+}
+
+int benchmark_init(struct worker *w)
+{
+    struct benchmark *bm = xcalloc(1, sizeof *bm);
+    w->bench = bm;
+    bm->m_fallback =
+        metrics_gauge(w->metrics, "sgpu_worker_benchmark_fallback",
+                      "1 while max_perf is estimated from served requests (benchmark refused)");
+    return 0;
+}
+
+void benchmark_free(struct worker *w)
+{
+    benchmark_stop(w);
+    free(w->bench);
+    w->bench = NULL;
+}
+
+void benchmark_status_json(const struct worker *w, struct sbuf *b)
+{
+    const struct bench_info *bi = &w->bench->bi;
+    const char *how = bi->how ? bi->how : "off";
+    sbuf_printf(b, "{\"how\": \"%s\", \"cause\": ", how);
+    pyj_write_string(b, bi->cause, strlen(bi->cause));
+    sbuf_printf(b, ", \"words\": %d, \"max_new_tokens\": %d, \"model_max_total_tokens\": %d}",
+                bi->words, bi->max_new, bi->limit_total);
 }

@@ -5,10 +5,20 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include "benchmark.h"
+#include "clock.h"
+#include "drain.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "report.h"
+#include "request.h"
+#include "xalloc.h"
 
-static struct event *final_timer;
+struct drain {
+    struct event *sig_term, *sig_int;
+    struct event *drain_ev;    /* SGPU_DRAIN_TIMEOUT after the first signal */
+    struct event *final_timer; /* the final report's own deadline */
+};
 
 static void on_final_done(struct worker *w, void *arg)
 {
@@ -24,15 +34,16 @@ static void on_final_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void finalize(struct worker *w)
 {
+    struct drain *d = w->drain;
     if (w->final_report_sent) return;
     w->final_report_sent = true;
-    if (w->drain_ev) evtimer_del(w->drain_ev);
+    if (d->drain_ev) evtimer_del(d->drain_ev);
     benchmark_stop(w);
     log_info("drained", "accepted=%llu", (unsigned long long)w->n_accepted);
     double t = w->cfg.report_timeout * (double)(w->cfg.nreport ? w->cfg.nreport : 1) + 1.0;
-    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-    final_timer = evtimer_new(w->base, on_final_timeout, w);
-    evtimer_add(final_timer, &tv);
+    struct timeval tv = clock_tv(t);
+    d->final_timer = evtimer_new(w->base, on_final_timeout, w);
+    evtimer_add(d->final_timer, &tv);
     report_final(w, on_final_done, NULL);
 }
 
@@ -45,13 +56,14 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
     log_warn("drain_timeout", "aborting=%d", w->nworking);
-    wreq_abort_all(w);
+    request_abort_all(w);
     finalize(w);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct worker *w = arg;
+    struct drain *d = w->drain;
     if (w->draining) {
         log_warn("second_signal", "msg=\"exiting now\"");
         event_base_loopexit(w->base, NULL);
@@ -63,28 +75,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     benchmark_stop(w);
     worker_set_phase(w, PH_DRAINING);
     report_now(w);
-    w->drain_ev = evtimer_new(w->base, on_drain_timeout, w);
-    double t = w->cfg.drain_timeout;
-    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-    evtimer_add(w->drain_ev, &tv);
+    d->drain_ev = evtimer_new(w->base, on_drain_timeout, w);
+    struct timeval tv = clock_tv(w->cfg.drain_timeout);
+    evtimer_add(d->drain_ev, &tv);
     worker_check_drained(w);
 }
 
-void drain_init(struct worker *w)
+int drain_init(struct worker *w)
 {
-    w->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
-    w->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
-    evsignal_add(w->sig_term, NULL);
-    evsignal_add(w->sig_int, NULL);
+    struct drain *d = xcalloc(1, sizeof *d);
+    w->drain = d;
+    d->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
+    d->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
+    if (!d->sig_term || !d->sig_int) return -1;
+    evsignal_add(d->sig_term, NULL);
+    evsignal_add(d->sig_int, NULL);
+    return 0;
 }
 
 void drain_free(struct worker *w)
 {
-    if (final_timer) event_free(final_timer);
-    final_timer = NULL;
-    if (w->drain_ev) event_free(w->drain_ev);
-    w->drain_ev = NULL;
-    if (w->sig_term) event_free(w->sig_term);
-    if (w->sig_int) event_free(w->sig_int);
-    w->sig_term = w->sig_int = NULL;
+    struct drain *d = w->drain;
+    if (!d) return;
+    if (d->final_timer) event_free(d->final_timer);
+    if (d->drain_ev) event_free(d->drain_ev);
+    if (d->sig_term) event_free(d->sig_term);
+    if (d->sig_int) event_free(d->sig_int);
+    free(d);
+    w->drain = NULL;
 }

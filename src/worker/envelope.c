@@ -14,9 +14,10 @@
 
 #include <event2/buffer.h>
 
+#include "envelope.h"
 #include "jspan.h"
 #include "log.h"
-#include "worker.h"
+#include "reply.h"
 
 #define CT_422 "application/json; charset=utf-8"
 /* A grant is ~0.5 KB of JSON; anything much larger is not one, and must not be parsed (a JSON

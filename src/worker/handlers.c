@@ -5,9 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "handlers.h"
 #include "log.h"
-#include "worker.h"
 #include "workload.h"
+#include "xalloc.h"
 
 /* 250 words of filler text for language-model benchmark prompts. */
 static void filler_words(struct sbuf *b, int n)
@@ -56,9 +57,7 @@ static struct handler *add(struct worker *w, const char *route, const char *upst
                            enum wl_kind wl, double wl_default, bool parallel,
                            enum payload_check check)
 {
-    struct handler *n = realloc(w->handlers, (w->nhandlers + 1) * sizeof *n);
-    if (!n) abort();
-    w->handlers = n;
+    w->handlers = xreallocarray(w->handlers, w->nhandlers + 1, sizeof *w->handlers);
     struct handler *h = &w->handlers[w->nhandlers++];
     memset(h, 0, sizeof *h);
     snprintf(h->route, sizeof h->route, "%s", route);
@@ -72,104 +71,84 @@ static struct handler *add(struct worker *w, const char *route, const char *upst
     return h;
 }
 
-/* ---- SGPU_CONFIG: a JSON file of custom handlers (docs/worker.md) ---- */
+/* ---- SGPU_CONFIG: {"handlers": [{...}, ...]} ---- */
 
-/* Prints "SGPU_CONFIG handlers[i].<field>: <what>"; returns -1. */
-static int cfg_bad(size_t i, const char *field, const char *what)
+/* One error line naming the member: "SGPU_CONFIG handlers[i].<member>: <what>"; returns -1. */
+static int config_error(size_t i, const char *member, const char *what)
 {
-    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].%s: %s\n", i, field, what);
+    fprintf(stderr, "sgpu-worker: SGPU_CONFIG handlers[%zu].%s: %s\n", i, member, what);
     return -1;
 }
 
-/* What a handlers[] entry says before its handler exists. */
-struct hspec {
-    const char *route, *upstream;
-    enum wl_kind wl;
-    double wdef;
-    char field[128];
-    bool parallel;
-    enum payload_check check;
-};
-
-static int cfg_route(const struct pyj_value *o, size_t i, struct hspec *hs)
+static int read_file(const char *path, struct sbuf *b)
 {
-    const struct pyj_value *route = pyj_get(o, "route");
-    if (!route || route->type != PYJ_STRING || route->u.str.len == 0 || route->u.str.len >= 255 ||
-        (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*")))
-        return cfg_bad(i, "route", "expected \"/path\" or \"*\"");
-    hs->route = route->u.str.s;
-    const struct pyj_value *up = pyj_get(o, "upstream");
-    if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/'))
-        return cfg_bad(i, "upstream", "expected \"/path\"");
-    hs->upstream = up ? up->u.str.s : NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        sbuf_append(b, tmp, n);
+    fclose(f);
     return 0;
 }
 
-/* "workload": a preset rule name, or {"field", "constant", "default"}. */
-static int cfg_workload(const struct pyj_value *o, size_t i, struct hspec *hs)
+/* "workload": "tgi" | "openai" | "comfyui" | {"field", "constant", "default"}. */
+static int parse_workload(const struct pyj_value *wv, size_t i, enum wl_kind *wl, double *wdef,
+                          char field[128])
 {
-    const struct pyj_value *wv = pyj_get(o, "workload");
     if (!wv) return 0;
     if (wv->type == PYJ_STRING) {
         if (strcmp(wv->u.str.s, "tgi") == 0)
-            hs->wl = WL_TGI, hs->wdef = 256;
+            *wl = WL_TGI, *wdef = 256;
         else if (strcmp(wv->u.str.s, "openai") == 0)
-            hs->wl = WL_OPENAI;
+            *wl = WL_OPENAI;
         else if (strcmp(wv->u.str.s, "comfyui") == 0)
-            hs->wl = WL_COMFY;
+            *wl = WL_COMFY;
         else
-            return cfg_bad(i, "workload", "unknown rule");
+            return config_error(i, "workload", "unknown rule");
         return 0;
     }
-    if (wv->type != PYJ_OBJECT) return cfg_bad(i, "workload", "expected a string or object");
+    if (wv->type != PYJ_OBJECT) return config_error(i, "workload", "expected a string or object");
     const struct pyj_value *fv = pyj_get(wv, "field");
     const struct pyj_value *cv = pyj_get(wv, "constant");
     const struct pyj_value *dv = pyj_get(wv, "default");
     double x;
     if (fv) {
-        if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= sizeof hs->field)
-            return cfg_bad(i, "workload.field", "expected a dotted path");
-        hs->wl = WL_FIELD;
-        snprintf(hs->field, sizeof hs->field, "%s", fv->u.str.s);
+        if (fv->type != PYJ_STRING || fv->u.str.len == 0 || fv->u.str.len >= 128)
+            return config_error(i, "workload.field", "expected a dotted path");
+        *wl = WL_FIELD;
+        snprintf(field, 128, "%s", fv->u.str.s);
     }
     if (cv) {
         if (!pyj_number(cv, &x) || !(x >= 0) || !isfinite(x))
-            return cfg_bad(i, "workload.constant", "expected a number >= 0");
-        hs->wdef = x;
+            return config_error(i, "workload.constant", "expected a number >= 0");
+        *wdef = x;
     }
     if (dv) {
         if (!pyj_number(dv, &x) || !(x >= 0) || !isfinite(x))
-            return cfg_bad(i, "workload.default", "expected a number >= 0");
-        hs->wdef = x;
+            return config_error(i, "workload.default", "expected a number >= 0");
+        *wdef = x;
     }
     return 0;
 }
 
-/* "parallel" and "payload" (the check of the client's payload). */
-static int cfg_admission(const struct pyj_value *o, size_t i, struct hspec *hs)
+/* "payload": "object" | "tgi" | "any". */
+static int parse_check(const struct pyj_value *chk, size_t i, enum payload_check *check)
 {
-    const struct pyj_value *pv = pyj_get(o, "parallel");
-    if (pv) {
-        if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE)
-            return cfg_bad(i, "parallel", "expected a boolean");
-        hs->parallel = pv->type == PYJ_TRUE;
-    }
-    const struct pyj_value *chk = pyj_get(o, "payload");
-    if (chk) {
-        if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
-            hs->check = PC_TGI;
-        else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
-            hs->check = PC_ANY;
-        else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
-            hs->check = PC_OBJECT;
-        else
-            return cfg_bad(i, "payload", "expected object, tgi or any");
-    }
+    if (!chk) return 0;
+    if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
+        *check = PC_TGI;
+    else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
+        *check = PC_ANY;
+    else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
+        *check = PC_OBJECT;
+    else
+        return config_error(i, "payload", "expected object, tgi or any");
     return 0;
 }
 
-/* The fields set on the handler itself: max_queue_time, unwrap_input, stream, benchmark. */
-static int cfg_handler_fields(struct handler *h, const struct pyj_value *o, size_t i)
+/* The members set on an added handler: max_queue_time, unwrap_input, stream, benchmark. */
+static int parse_options(struct handler *h, const struct pyj_value *o, size_t i)
 {
     const struct pyj_value *mq = pyj_get(o, "max_queue_time");
     if (mq) {
@@ -179,12 +158,12 @@ static int cfg_handler_fields(struct handler *h, const struct pyj_value *o, size
         else if (pyj_number(mq, &x) && x >= 0 && isfinite(x))
             h->max_queue_time = x;
         else
-            return cfg_bad(i, "max_queue_time", "expected a number >= 0 or null");
+            return config_error(i, "max_queue_time", "expected a number >= 0 or null");
     }
     const struct pyj_value *uv = pyj_get(o, "unwrap_input");
     if (uv) {
         if (uv->type != PYJ_TRUE && uv->type != PYJ_FALSE)
-            return cfg_bad(i, "unwrap_input", "expected a boolean");
+            return config_error(i, "unwrap_input", "expected a boolean");
         h->unwrap_input = uv->type == PYJ_TRUE;
     }
     const struct pyj_value *sv = pyj_get(o, "stream");
@@ -196,7 +175,7 @@ static int cfg_handler_fields(struct handler *h, const struct pyj_value *o, size
         else if (sv->type == PYJ_STRING && strcmp(sv->u.str.s, "auto") == 0)
             h->stream = -1;
         else
-            return cfg_bad(i, "stream", "expected true, false or \"auto\"");
+            return config_error(i, "stream", "expected true, false or \"auto\"");
     }
     const struct pyj_value *bp = pyj_get(o, "benchmark");
     if (bp && bp->type != PYJ_NULL) {
@@ -208,32 +187,41 @@ static int cfg_handler_fields(struct handler *h, const struct pyj_value *o, size
     return 0;
 }
 
-/* handlers[i] -> one handler.  0 or -1 (printed). */
-static int cfg_handler(struct worker *w, const struct pyj_value *o, size_t i)
+/* handlers[i]: route, upstream, workload, parallel, payload check, then the options. */
+static int parse_handler(struct worker *w, const struct pyj_value *o, size_t i)
 {
-    struct hspec hs = {.wl = WL_CONST,
-                       .wdef = w->cfg.wl_constant,
-                       .parallel = w->cfg.parallel,
-                       .check = PC_OBJECT};
-    if (cfg_route(o, i, &hs) || cfg_workload(o, i, &hs) || cfg_admission(o, i, &hs)) return -1;
-    struct handler *h = add(w, hs.route, hs.upstream, hs.wl, hs.wdef, hs.parallel, hs.check);
-    if (hs.wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", hs.field);
-    return cfg_handler_fields(h, o, i);
+    const struct pyj_value *route = pyj_get(o, "route");
+    if (!route || route->type != PYJ_STRING || route->u.str.len == 0 || route->u.str.len >= 255 ||
+        (route->u.str.s[0] != '/' && strcmp(route->u.str.s, "*")))
+        return config_error(i, "route", "expected \"/path\" or \"*\"");
+    const struct pyj_value *up = pyj_get(o, "upstream");
+    if (up && (up->type != PYJ_STRING || up->u.str.len >= 255 || up->u.str.s[0] != '/'))
+        return config_error(i, "upstream", "expected \"/path\"");
+    enum wl_kind wl = WL_CONST;
+    double wdef = w->cfg.wl_constant;
+    char field[128] = "";
+    if (parse_workload(pyj_get(o, "workload"), i, &wl, &wdef, field) != 0) return -1;
+    bool parallel = w->cfg.parallel;
+    const struct pyj_value *pv = pyj_get(o, "parallel");
+    if (pv) {
+        if (pv->type != PYJ_TRUE && pv->type != PYJ_FALSE)
+            return config_error(i, "parallel", "expected a boolean");
+        parallel = pv->type == PYJ_TRUE;
+    }
+    enum payload_check check = PC_OBJECT;
+    if (parse_check(pyj_get(o, "payload"), i, &check) != 0) return -1;
+    struct handler *h = add(w, route->u.str.s, up ? up->u.str.s : NULL, wl, wdef, parallel, check);
+    if (wl == WL_FIELD) snprintf(h->wl_field, sizeof h->wl_field, "%s", field);
+    return parse_options(h, o, i);
 }
 
 static int load_config_file(struct worker *w, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    struct sbuf b = SBUF_INIT;
+    if (read_file(path, &b) != 0) {
         fprintf(stderr, "sgpu-worker: SGPU_CONFIG: cannot open %s\n", path);
         return -1;
     }
-    struct sbuf b = SBUF_INIT;
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        sbuf_append(&b, tmp, n);
-    fclose(f);
     struct pyj_value *doc = NULL;
     char err[160];
     int rc = -1;
@@ -248,7 +236,7 @@ static int load_config_file(struct worker *w, const char *path)
         goto out;
     }
     for (size_t i = 0; i < hs->u.arr.len; i++)
-        if (cfg_handler(w, hs->u.arr.items[i], i) != 0) goto out;
+        if (parse_handler(w, hs->u.arr.items[i], i) != 0) goto out;
     rc = 0;
 out:
     pyj_free(doc);
@@ -274,7 +262,7 @@ int handlers_init(struct worker *w)
         add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT)->unwrap_input = true;
     } else if (strcmp(c->backend, "comfyui") == 0) {
         struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
-        h->bench_payload = strdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
+        h->bench_payload = xstrdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
     } else {
         struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST, c->wl_constant,
                                 c->parallel, PC_OBJECT);
@@ -287,13 +275,13 @@ int handlers_init(struct worker *w)
         if (!w->bench_handler && h->bench_payload) w->bench_handler = h;
     }
     if (w->generic && c->bench_payload && !w->bench_handler) {
-        w->generic->bench_payload = strdup(c->bench_payload);
+        w->generic->bench_payload = xstrdup(c->bench_payload);
         w->bench_handler = w->generic;
     } else if (c->bench_payload && w->bench_handler && !c->config_file[0]) {
         /* SGPU_BENCHMARK_PAYLOAD replaces a preset's payload (sent as given, not sized) */
         struct handler *h = w->bench_handler;
         free(h->bench_payload);
-        h->bench_payload = strdup(c->bench_payload);
+        h->bench_payload = xstrdup(c->bench_payload);
         h->bench_preset = BENCH_CUSTOM;
     }
     return 0;

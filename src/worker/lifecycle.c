@@ -24,15 +24,24 @@
 
 #include <event2/buffer.h>
 
+#include "benchmark.h"
 #include "clock.h"
+#include "handlers.h"
 #include "httputil.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "pubkey.h"
+#include "report.h"
+#include "xalloc.h"
 
 #define LINE_MAX_BYTES (64 * 1024)
 #define READ_PER_TICK (1024 * 1024)
 
 struct lifecycle {
+    bool model_loaded; /* load pattern seen / health ok / no readiness source */
+    bool bench_done;
+    /* MODEL_LOG tail */
+    struct event *log_ev;
     int fd;
     dev_t dev;
     ino_t ino;
@@ -40,10 +49,13 @@ struct lifecycle {
     char *line;
     size_t linelen;
     bool line_overflow;
-    bool bench_done;
+    /* health probes */
+    struct event *health_ev;
     struct upstream_pool *health_pool; /* NULL = the model pool */
     char health_path[512];
     bool health_in_flight;
+    bool health_ok_once;
+    int health_fail_streak;
 };
 
 const char *phase_name(enum phase p)
@@ -91,16 +103,16 @@ static void health_tick(evutil_socket_t fd, short what, void *arg);
  * vast-cli#411). */
 static void probe_health_now(struct worker *w)
 {
-    if (w->health_ev && !w->health_ok_once) health_tick(-1, 0, w);
+    if (w->lc->health_ev && !w->lc->health_ok_once) health_tick(-1, 0, w);
 }
 
 static void maybe_ready(struct worker *w)
 {
     struct lifecycle *lc = w->lc;
     if (w->phase == PH_ERROR || w->phase == PH_DRAINING || w->phase == PH_READY) return;
-    if (!w->model_loaded || !lc->bench_done) return;
-    if (w->cfg.health_endpoint[0] && !w->health_ok_once) return;
-    if (!w->cfg.unsecured && !w->key) return;
+    if (!lc->model_loaded || !lc->bench_done) return;
+    if (w->cfg.health_endpoint[0] && !lc->health_ok_once) return;
+    if (!w->cfg.unsecured && !pubkey_key(w->pubkey)) return;
     w->t_ready = clock_wall();
     worker_set_phase(w, PH_READY);
     log_info("ready", "max_perf=%g loadtime=%.3f", w->max_perf, w->loadtime);
@@ -112,9 +124,9 @@ bool lifecycle_awaiting_key(const struct worker *w)
     const struct lifecycle *lc = w->lc;
     if (!lc || w->phase == PH_ERROR || w->phase == PH_DRAINING || w->phase == PH_READY)
         return false;
-    if (!w->model_loaded || !lc->bench_done) return false;
-    if (w->cfg.health_endpoint[0] && !w->health_ok_once) return false;
-    return !w->cfg.unsecured && !w->key;
+    if (!lc->model_loaded || !lc->bench_done) return false;
+    if (w->cfg.health_endpoint[0] && !lc->health_ok_once) return false;
+    return !w->cfg.unsecured && !pubkey_key(w->pubkey);
 }
 
 void lifecycle_check_ready(struct worker *w)
@@ -137,11 +149,12 @@ void lifecycle_benchmark_done(struct worker *w, double perf, const char *err)
 
 void lifecycle_model_loaded(struct worker *w, const char *why)
 {
-    if (w->model_loaded) {
+    struct lifecycle *lc = w->lc;
+    if (lc->model_loaded) {
         log_debug("model_loaded_again", "why=\"%s\"", why); /* B10: only the first counts */
         return;
     }
-    w->model_loaded = true;
+    lc->model_loaded = true;
     w->t_loaded = clock_wall();
     w->loadtime = w->t_loaded - w->t_start_wall;
     w->loadtime_pending = true;
@@ -154,7 +167,7 @@ void lifecycle_model_loaded(struct worker *w, const char *why)
     } else {
         w->max_perf = w->cfg.max_perf;
         *w->m_max_perf = w->max_perf;
-        w->lc->bench_done = true;
+        lc->bench_done = true;
     }
     probe_health_now(w);
     maybe_ready(w);
@@ -275,19 +288,19 @@ static void health_result(struct worker *w, int status, const char *err)
     struct lifecycle *lc = w->lc;
     lc->health_in_flight = false;
     if (status == 200) {
-        w->health_fail_streak = 0;
-        if (!w->health_ok_once) log_info("health_ok", "first=1");
-        w->health_ok_once = true;
-        if (!w->model_loaded && (!w->cfg.model_log[0] || w->cfg.nload == 0))
+        lc->health_fail_streak = 0;
+        if (!lc->health_ok_once) log_info("health_ok", "first=1");
+        lc->health_ok_once = true;
+        if (!lc->model_loaded && (!w->cfg.model_log[0] || w->cfg.nload == 0))
             lifecycle_model_loaded(w, "healthcheck");
         maybe_ready(w);
         return;
     }
-    if (!w->health_ok_once) return; /* still starting up: ignored */
-    w->health_fail_streak++;
+    if (!lc->health_ok_once) return; /* still starting up: ignored */
+    lc->health_fail_streak++;
     log_warn("health_failed", "status=%d err=%s streak=%d", status, err ? err : "-",
-             w->health_fail_streak);
-    if (w->health_fail_streak >= w->cfg.health_failures) {
+             lc->health_fail_streak);
+    if (lc->health_fail_streak >= w->cfg.health_failures) {
         char msg[160];
         if (err)
             snprintf(msg, sizeof msg, "Healthcheck failed: %s", err);
@@ -321,20 +334,17 @@ static void health_tick(evutil_socket_t fd, short what, void *arg)
 
 int lifecycle_init(struct worker *w)
 {
-    struct lifecycle *lc = calloc(1, sizeof *lc);
-    if (!lc) return -1;
+    struct lifecycle *lc = xcalloc(1, sizeof *lc);
     w->lc = lc;
     lc->fd = -1;
-    lc->line = malloc(LINE_MAX_BYTES + 1);
-    if (!lc->line) return -1;
+    lc->line = xmalloc(LINE_MAX_BYTES + 1);
     w->phase = PH_LOADING;
     const struct wconfig *c = &w->cfg;
     if (c->model_log[0]) {
-        double t = c->log_poll;
-        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-        w->log_ev = event_new(w->base, -1, EV_PERSIST, log_tick, w);
-        if (!w->log_ev) return -1;
-        evtimer_add(w->log_ev, &tv);
+        struct timeval tv = clock_tv(c->log_poll);
+        lc->log_ev = event_new(w->base, -1, EV_PERSIST, log_tick, w);
+        if (!lc->log_ev) return -1;
+        evtimer_add(lc->log_ev, &tv);
     }
     if (c->health_endpoint[0]) {
         if (c->health_endpoint[0] == '/') {
@@ -346,11 +356,10 @@ int lifecycle_init(struct worker *w)
             lc->health_pool = upstream_pool_new(w->base, w->dns, c->health_endpoint, NULL);
             if (!lc->health_pool) return -1;
         }
-        double t = c->health_interval;
-        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-        w->health_ev = event_new(w->base, -1, EV_PERSIST, health_tick, w);
-        if (!w->health_ev) return -1;
-        evtimer_add(w->health_ev, &tv);
+        struct timeval tv = clock_tv(c->health_interval);
+        lc->health_ev = event_new(w->base, -1, EV_PERSIST, health_tick, w);
+        if (!lc->health_ev) return -1;
+        evtimer_add(lc->health_ev, &tv);
         health_tick(-1, 0, w); /* first probe right away */
     }
     bool log_readiness = c->model_log[0] && c->nload > 0;
@@ -364,10 +373,9 @@ int lifecycle_init(struct worker *w)
 void lifecycle_free(struct worker *w)
 {
     struct lifecycle *lc = w->lc;
-    if (w->log_ev) event_free(w->log_ev);
-    if (w->health_ev) event_free(w->health_ev);
-    w->log_ev = w->health_ev = NULL;
     if (!lc) return;
+    if (lc->log_ev) event_free(lc->log_ev);
+    if (lc->health_ev) event_free(lc->health_ev);
     log_close(lc);
     upstream_pool_free(lc->health_pool);
     free(lc->line);

@@ -19,8 +19,9 @@
 #include <openssl/ssl.h>
 
 #include "connguard.h"
+#include "listener.h"
 #include "log.h"
-#include "worker.h"
+#include "xalloc.h"
 
 struct listener {
     SSL_CTX *ssl;
@@ -51,8 +52,7 @@ static SSL_CTX *tls_server_ctx(const struct wconfig *c)
 
 int listener_init(struct worker *w)
 {
-    struct listener *l = calloc(1, sizeof *l);
-    if (!l) return -1;
+    struct listener *l = xcalloc(1, sizeof *l);
     w->lst = l;
     if (w->cfg.use_ssl) {
         l->ssl = tls_server_ctx(&w->cfg);

@@ -17,7 +17,9 @@
 #include "clock.h"
 #include "httputil.h"
 #include "log.h"
-#include "worker.h"
+#include "proxy.h"
+#include "rc.h"
+#include "reply.h"
 
 #define STREAM_HIGH_WATER ((size_t)1 << 20)
 
@@ -32,14 +34,11 @@ static bool is_stream(const char *ct, const char *te)
 }
 
 /* A TLS bufferevent may report a dead client synchronously from inside an
- * evhttp write call; the close callback then ends the request.  The writer
- * frees it afterwards.  Returns true when wr is gone. */
-static bool wr_reap(struct wreq *wr)
+ * evhttp write call; the close callback then ends the request (request.c frees
+ * it later, from the loop).  True when that happened. */
+static bool ended_in_write(const struct wreq *wr)
 {
-    if (!wr->zombie) return false;
-    free(wr->payload_owned);
-    free(wr);
-    return true;
+    return wr->state == WR_DONE;
 }
 
 static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs, void *arg)
@@ -50,7 +49,7 @@ static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs
     snprintf(wr->ctype, sizeof wr->ctype, "%s", ct && *ct ? ct : "application/octet-stream");
     bool stream = wr->h->stream < 0 ? is_stream(ct, te) : wr->h->stream == 1;
     if (!stream) return 0;
-    struct evhttp_request *req = wreq_client_begin_reply(wr);
+    struct evhttp_request *req = request_client_begin_reply(wr);
     if (!req) return -1;
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
     evhttp_remove_header(oh, "Content-Type");
@@ -58,11 +57,8 @@ static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs
     evhttp_add_header(oh, "X-Accel-Buffering", "no");
     evhttp_add_header(oh, "Cache-Control", "no-cache");
     wr->streaming = true;
-    wr->replied = true;
-    wr->in_write = true;
     evhttp_send_reply_start(req, status, http_reason(status));
-    wr->in_write = false;
-    if (wr_reap(wr)) return -1;
+    if (ended_in_write(wr)) return -1;
     return 1;
 }
 
@@ -82,10 +78,8 @@ static void on_chunk(struct upstream_req *u, struct evbuffer *data, void *arg)
         evbuffer_drain(data, evbuffer_get_length(data));
         return;
     }
-    wr->in_write = true;
     evhttp_send_reply_chunk_with_cb(wr->req, data, on_flushed, wr);
-    wr->in_write = false;
-    if (wr_reap(wr)) return;
+    if (ended_in_write(wr)) return;
     struct bufferevent *bev = wr->evcon ? evhttp_connection_get_bufferevent(wr->evcon) : NULL;
     if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > STREAM_HIGH_WATER &&
         !wr->paused) {
@@ -99,7 +93,7 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
     struct wreq *wr = arg;
     wr->up = NULL;
     enum outcome out = status >= 200 && status < 400 ? OUT_SUCCESS : OUT_ERROR;
-    struct evhttp_request *req = wreq_client_finish(wr);
+    struct evhttp_request *req = request_client_detach(wr);
     if (req) {
         if (wr->streaming) {
             evhttp_send_reply_end(req);
@@ -110,7 +104,7 @@ static void on_done(struct upstream_req *u, int status, struct evbuffer *body, v
             evhttp_send_reply(req, status, http_reason(status), body);
         }
     }
-    wreq_end(wr, out);
+    request_finish(wr, out);
 }
 
 static void on_error(struct upstream_req *u, enum upstream_err e, const char *msg, void *arg)
@@ -121,7 +115,7 @@ static void on_error(struct upstream_req *u, enum upstream_err e, const char *ms
              upstream_err_name(e), wr->path);
     struct evhttp_connection *evcon = wr->evcon;
     bool streaming = wr->streaming;
-    struct evhttp_request *req = wreq_client_finish(wr);
+    struct evhttp_request *req = request_client_detach(wr);
     if (req) {
         if (streaming) {
             /* Headers are out: close the connection so the client sees a
@@ -135,12 +129,12 @@ static void on_error(struct upstream_req *u, enum upstream_err e, const char *ms
             reply_json(req, st, NULL, b, (size_t)n);
         }
     }
-    wreq_end(wr, OUT_ERROR);
+    request_finish(wr, OUT_ERROR);
 }
 
 static const struct upstream_cbs proxy_cbs = {on_headers, on_chunk, on_done, on_error};
 
-void proxy_start(struct wreq *wr)
+int proxy_start(struct wreq *wr)
 {
     struct worker *w = wr->w;
     wr->t_start = clock_wall();
@@ -151,14 +145,7 @@ void proxy_start(struct wreq *wr)
     };
     wr->up = upstream_request(w->model, EVHTTP_REQ_POST, wr->path, "application/json", wr->payload,
                               wr->payload_len, NULL, &o, &proxy_cbs, wr);
-    if (!wr->up) {
-        struct evhttp_request *req = wreq_client_finish(wr);
-        if (req) {
-            const char *b = "{\"error\": \"upstream connection failed\"}";
-            reply_json(req, 502, NULL, b, strlen(b));
-        }
-        wreq_end(wr, OUT_ERROR);
-    }
+    return wr->up ? SGPU_OK : SGPU_ERROR;
 }
 
 void proxy_cancel(struct wreq *wr)

@@ -26,14 +26,42 @@
 
 #include <event2/buffer.h>
 
+#include "admission.h"
 #include "clock.h"
 #include "httputil.h"
 #include "log.h"
-#include "worker.h"
+#include "report.h"
+#include "request.h"
+#include "session.h"
+#include "xalloc.h"
 
 #define DONE_CAP 10000
 #define DELETE_BATCH 1000
 #define REPORT_NUM_MAX 1e12 /* largest load figure reported; the engine's own cost cap */
+
+/* A finished request waiting for /delete_requests/ (times: wall s). */
+struct done_entry {
+    int64_t request_idx;
+    enum outcome out;
+    double t_enter, t_start, t_done;
+};
+
+struct report {
+    struct upstream_pool **pools; /* one per REPORT_ADDR (NULL if unusable) */
+    struct event *tick_ev;        /* 1 s: reports, delete_requests */
+    double last_report_mono;      /* last status send started */
+    double last_report_ok_mono;   /* last status send accepted */
+    bool report_in_flight;
+    bool delete_in_flight;
+    double disk_base_gib;    /* disk use at the last accepted report (B24) */
+    struct done_entry *done; /* finished requests not yet sent, oldest first */
+    size_t ndone, capdone;
+    uint64_t reports_ok, reports_failed;
+    bool refused_logged; /* report_refused logged since the last accepted send */
+    void (*final_cb)(struct worker *, void *); /* report_final's */
+    void *final_arg;
+    bool final_pending;
+};
 
 struct send_ctx {
     struct worker *w;
@@ -47,12 +75,6 @@ struct send_ctx {
     size_t ndone; /* delete_requests entries carried */
     int refused;  /* 4xx status of an address that refused this body, or 0 */
 };
-
-static bool refused_logged; /* report_refused logged since the last accepted send */
-
-static void (*final_cb)(struct worker *, void *);
-static void *final_arg;
-static bool final_pending;
 
 static double disk_used_gib(void)
 {
@@ -107,12 +129,32 @@ static double report_loadtime(const struct worker *w, bool v3, double maxp)
  * (G1 divides by the time since its last report). */
 static double report_v1_cur_load(const struct worker *w, double newl, double now)
 {
-    double el = now - (w->last_report_ok_mono > 0 ? w->last_report_ok_mono : w->t_start_mono);
+    const struct report *r = w->report;
+    double el = now - (r->last_report_ok_mono > 0 ? r->last_report_ok_mono : w->t_start_mono);
     return el > 0 ? newl / el : 0.0;
+}
+
+/* v3 working_request_idxs: the verified request_idx of every working request, then of every
+ * open session. */
+static void put_working_idxs(struct worker *w, struct sbuf *b)
+{
+    sbuf_putc(b, '[');
+    bool first = true;
+    struct wreq *wr;
+    TAILQ_FOREACH(wr, &w->working, wlink)
+    {
+        // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
+        if (!wr->has_idx) continue;
+        sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
+        first = false;
+    }
+    session_report_idxs(w, b, &first);
+    sbuf_putc(b, ']');
 }
 
 static void build_status(struct worker *w, struct sbuf *b, double disk_used, bool *carried_loadtime)
 {
+    struct report *r = w->report;
     const struct wconfig *c = &w->cfg;
     double now = clock_mono();
     double newl = w->cur.received - w->cur.cancelled;
@@ -122,12 +164,12 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
      * loading, benchmarking, waiting for its first health probe or its key,
      * in error or draining reports 0. */
     double maxp = w->phase == PH_READY ? w->max_perf : 0.0;
-    double disk = disk_used - w->disk_base_gib;
+    double disk = disk_used - r->disk_base_gib;
     bool v3 = c->report_fmt == REPORT_V3;
     double loadtime = report_loadtime(w, v3, maxp);
     *carried_loadtime = loadtime > 0;
     /* counters untouched since a successful reset are Python ints in G3's reports */
-    bool reset = w->reports_ok > 0;
+    bool reset = r->reports_ok > 0;
     sbuf_printf(b, "{\"id\": %lld, ", c->container_id);
     if (v3) {
         sbuf_puts(b, "\"mtoken\": ");
@@ -139,9 +181,10 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     sbuf_puts(b, "\"loadtime\": ");
     put_load(w, b, loadtime, "loadtime");
     sbuf_puts(b, ", \"cur_load\": ");
-    double sload = w->session_load < session_cost_cap(w) ? w->session_load : session_cost_cap(w);
+    double sload = session_report_load(w);
+    int nsessions = session_count(w);
     if (v3) /* G3: sum over working requests, sum([]) == 0 when none */
-        put_counter(w, b, w->working_load + sload, w->nworking + w->nsessions == 0, "cur_load");
+        put_counter(w, b, w->working_load + sload, w->nworking + nsessions == 0, "cur_load");
     else
         put_load(w, b, report_v1_cur_load(w, newl, now), "cur_load");
     if (v3) {
@@ -162,31 +205,15 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
     sbuf_printf(b,
                 ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
                 "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
-                w->nworking + w->nsessions, (unsigned long long)w->n_accepted);
+                w->nworking + nsessions, (unsigned long long)w->n_accepted);
     put_float(b, isfinite(disk) ? disk : 0.0);
     if (v3) {
-        sbuf_puts(b, ", \"working_request_idxs\": [");
-        bool first = true;
-        struct wreq *wr;
-        TAILQ_FOREACH(wr, &w->working, wlink)
-        {
-            // cppcheck-suppress uninitvar ; TAILQ_FOREACH is not understood
-            if (!wr->has_idx) continue;
-            sbuf_printf(b, first ? "%lld" : ", %lld", (long long)wr->request_idx);
-            first = false;
-        }
-        session_report_idxs(w, b, &first);
-        sbuf_putc(b, ']');
+        sbuf_puts(b, ", \"working_request_idxs\": ");
+        put_working_idxs(w, b);
     }
     sbuf_puts(b, ", \"url\": ");
     put_str(b, c->url);
     sbuf_putc(b, '}');
-}
-
-void report_status_json(struct worker *w, struct sbuf *out)
-{
-    bool lt;
-    build_status(w, out, disk_used_gib(), &lt);
 }
 
 static const char *outcome_status(enum outcome o)
@@ -206,11 +233,12 @@ static const char *outcome_status(enum outcome o)
 
 static void build_delete(struct worker *w, struct sbuf *b, size_t n)
 {
+    struct report *r = w->report;
     sbuf_printf(b, "{\"worker_id\": %lld, \"mtoken\": ", w->cfg.container_id);
     put_str(b, w->cfg.master_token);
     sbuf_puts(b, ", \"requests\": [");
     for (size_t i = 0; i < n; i++) {
-        const struct done_entry *d = &w->done[i];
+        const struct done_entry *d = &r->done[i];
         sbuf_printf(b,
                     "%s{\"request_idx\": %lld, \"success\": %s, \"status\": \"%s\", "
                     "\"entered_queue_at\": ",
@@ -227,96 +255,102 @@ static void build_delete(struct worker *w, struct sbuf *b, size_t n)
     sbuf_puts(b, "]}");
 }
 
-void report_request_done(struct worker *w, const struct wreq *wr, enum outcome out)
+void report_request_done(struct worker *w, int64_t request_idx, enum outcome out, double t_enter,
+                         double t_start, double t_done)
 {
-    if (w->cfg.report_fmt != REPORT_V3 || !wr->has_idx || w->cfg.nreport == 0) return;
-    if (w->ndone == DONE_CAP) { /* bounded: drop the oldest */
-        memmove(w->done, w->done + 1, (w->ndone - 1) * sizeof *w->done);
-        w->ndone--;
+    struct report *r = w->report;
+    if (w->cfg.report_fmt != REPORT_V3 || w->cfg.nreport == 0 || !r) return;
+    if (r->ndone == DONE_CAP) { /* bounded: drop the oldest */
+        memmove(r->done, r->done + 1, (r->ndone - 1) * sizeof *r->done);
+        r->ndone--;
     }
-    if (w->ndone == w->capdone) {
-        size_t nc = w->capdone ? w->capdone * 2 : 64;
-        struct done_entry *nd = realloc(w->done, nc * sizeof *nd);
-        if (!nd) abort();
-        w->done = nd;
-        w->capdone = nc;
+    if (r->ndone == r->capdone) {
+        r->capdone = r->capdone ? r->capdone * 2 : 64;
+        r->done = xreallocarray(r->done, r->capdone, sizeof *r->done);
     }
-    w->done[w->ndone++] =
-        (struct done_entry){wr->request_idx, out, wr->t_enter, wr->t_start, wr->t_done};
+    r->done[r->ndone++] = (struct done_entry){request_idx, out, t_enter, t_start, t_done};
+}
+
+void report_counts(const struct worker *w, uint64_t *ok, uint64_t *failed, size_t *pending)
+{
+    const struct report *r = w->report;
+    *ok = r ? r->reports_ok : 0;
+    *failed = r ? r->reports_failed : 0;
+    *pending = r ? r->ndone : 0;
 }
 
 static void check_final(struct worker *w)
 {
-    if (final_pending && !w->report_in_flight && !w->delete_in_flight) {
-        final_pending = false;
-        if (final_cb) final_cb(w, final_arg);
+    struct report *r = w->report;
+    if (r->final_pending && !r->report_in_flight && !r->delete_in_flight) {
+        r->final_pending = false;
+        if (r->final_cb) r->final_cb(w, r->final_arg);
     }
 }
 
 static void try_send(struct send_ctx *sc);
 
+/* What a status body carried is no longer owed: the counters less its snapshot (B5), the disk
+ * baseline advanced (B24). */
+static void drop_status_carried(struct worker *w, const struct send_ctx *sc)
+{
+    struct report *r = w->report;
+    w->cur.received -= sc->snap.received;
+    w->cur.served -= sc->snap.served;
+    w->cur.errored -= sc->snap.errored;
+    w->cur.cancelled -= sc->snap.cancelled;
+    w->cur.rejected -= sc->snap.rejected;
+    r->disk_base_gib = sc->disk_used;
+}
+
+/* The first n finished requests were sent (or refused for good). */
+static void drop_done_carried(struct report *r, size_t n)
+{
+    memmove(r->done, r->done + n, (r->ndone - n) * sizeof *r->done);
+    r->ndone -= n;
+}
+
+/* A send ended: accepted (ok), refused (4xx from every address: dropped, as accepted), or
+ * failed (kept for the next tick). */
 static void send_finished(struct send_ctx *sc, bool ok)
 {
     struct worker *w = sc->w;
-    if (!ok && sc->refused) {
+    struct report *r = w->report;
+    bool refused = !ok && sc->refused;
+    if (refused) {
         /* Refused, not failed: sending the same figures again would be refused again.
          * Drop what this body carried (as after a success) so later reports go through. */
         *w->m_reports_refused += 1;
-        if (!refused_logged) {
-            refused_logged = true;
+        if (!r->refused_logged) {
+            r->refused_logged = true;
             log_warn("report_refused",
                      "path=%s http=%d action=dropped (counters reset; logged once until a report "
                      "is accepted)",
                      sc->path, sc->refused);
         }
-        if (sc->is_status) {
-            w->report_in_flight = false;
-            w->cur.received -= sc->snap.received;
-            w->cur.served -= sc->snap.served;
-            w->cur.errored -= sc->snap.errored;
-            w->cur.cancelled -= sc->snap.cancelled;
-            w->cur.rejected -= sc->snap.rejected;
-            w->disk_base_gib = sc->disk_used;
-            w->reports_failed++;
-        } else {
-            w->delete_in_flight = false;
-            memmove(w->done, w->done + sc->ndone, (w->ndone - sc->ndone) * sizeof *w->done);
-            w->ndone -= sc->ndone;
-        }
-        sbuf_free(&sc->body);
-        free(sc);
-        check_final(w);
-        return;
+    } else if (ok) {
+        r->refused_logged = false;
     }
-    if (ok) refused_logged = false;
     if (sc->is_status) {
-        w->report_in_flight = false;
+        r->report_in_flight = false;
+        if (ok || refused) drop_status_carried(w, sc);
         if (ok) {
-            w->cur.received -= sc->snap.received;
-            w->cur.served -= sc->snap.served;
-            w->cur.errored -= sc->snap.errored;
-            w->cur.cancelled -= sc->snap.cancelled;
-            w->cur.rejected -= sc->snap.rejected;
             if (fabs(w->cur.received) < 1e-9) w->cur.received = 0;
             if (fabs(w->cur.served) < 1e-9) w->cur.served = 0;
             if (fabs(w->cur.rejected) < 1e-9) w->cur.rejected = 0;
             if (fabs(w->cur.cancelled) < 1e-9) w->cur.cancelled = 0;
-            w->disk_base_gib = sc->disk_used;
             if (sc->carried_loadtime) w->loadtime_pending = false;
-            w->last_report_ok_mono = clock_mono();
-            w->reports_ok++;
+            r->last_report_ok_mono = clock_mono();
+            r->reports_ok++;
         } else {
-            w->update_pending = true; /* retry at the next tick */
-            w->reports_failed++;
+            if (!refused) w->update_pending = true; /* retry at the next tick */
+            r->reports_failed++;
         }
     } else {
-        w->delete_in_flight = false;
-        if (ok) {
-            memmove(w->done, w->done + sc->ndone, (w->ndone - sc->ndone) * sizeof *w->done);
-            w->ndone -= sc->ndone;
-        }
+        r->delete_in_flight = false;
+        if (ok || refused) drop_done_carried(r, sc->ndone);
     }
-    if (!ok) log_warn("report_failed", "path=%s", sc->path);
+    if (!ok && !refused) log_warn("report_failed", "path=%s", sc->path);
     sbuf_free(&sc->body);
     free(sc);
     check_final(w);
@@ -346,9 +380,10 @@ static void on_error(struct upstream_req *u, enum upstream_err e, const char *ms
 static void try_send(struct send_ctx *sc)
 {
     struct worker *w = sc->w;
+    struct report *r = w->report;
     static const struct upstream_cbs cbs = {NULL, NULL, on_done, on_error};
     while (sc->addr < w->cfg.nreport) {
-        struct upstream_pool *p = w->report_pools[sc->addr];
+        struct upstream_pool *p = r->pools[sc->addr];
         const char *a = w->cfg.report_addrs[sc->addr];
         if (!p || (!sc->is_status && strncmp(a, "https://cloud.vast.ai/api/v0", 28) == 0)) {
             sc->addr++;
@@ -372,8 +407,8 @@ static void try_send(struct send_ctx *sc)
 
 static void send_status(struct worker *w)
 {
-    struct send_ctx *sc = calloc(1, sizeof *sc);
-    if (!sc) abort();
+    struct report *r = w->report;
+    struct send_ctx *sc = xcalloc(1, sizeof *sc);
     sc->w = w;
     sc->is_status = true;
     snprintf(sc->path, sizeof sc->path, "/worker_status/");
@@ -381,90 +416,96 @@ static void send_status(struct worker *w)
     sc->disk_used = disk_used_gib();
     build_status(w, &sc->body, sc->disk_used, &sc->carried_loadtime);
     log_debug("report_send", "body=%s", sc->body.data);
-    w->report_in_flight = true;
+    r->report_in_flight = true;
     w->update_pending = false;
-    w->last_report_mono = clock_mono();
+    r->last_report_mono = clock_mono();
     try_send(sc);
 }
 
 static void send_delete(struct worker *w)
 {
-    struct send_ctx *sc = calloc(1, sizeof *sc);
-    if (!sc) abort();
+    struct report *r = w->report;
+    struct send_ctx *sc = xcalloc(1, sizeof *sc);
     sc->w = w;
     snprintf(sc->path, sizeof sc->path, "/delete_requests/");
-    sc->ndone = w->ndone < DELETE_BATCH ? w->ndone : DELETE_BATCH;
+    sc->ndone = r->ndone < DELETE_BATCH ? r->ndone : DELETE_BATCH;
     build_delete(w, &sc->body, sc->ndone);
-    w->delete_in_flight = true;
+    r->delete_in_flight = true;
     try_send(sc);
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    struct report *r = w->report;
     if (w->cfg.nreport == 0) return;
     double now = clock_mono();
-    double since = now - w->last_report_mono;
+    double since = now - r->last_report_mono;
     bool loaded = w->phase != PH_LOADING && w->phase != PH_BENCHMARKING;
-    if (!w->report_in_flight) {
+    if (!r->report_in_flight) {
         bool due = since >= w->cfg.report_interval;
         if (loaded && w->update_pending && since >= 1.0) due = true;
         if (due) send_status(w);
     }
-    if (w->cfg.report_fmt == REPORT_V3 && w->ndone && !w->delete_in_flight) send_delete(w);
+    if (w->cfg.report_fmt == REPORT_V3 && r->ndone && !r->delete_in_flight) send_delete(w);
 }
 
 void report_now(struct worker *w)
 {
+    struct report *r = w->report;
+    if (!r) return;
     w->update_pending = true;
-    if (w->cfg.nreport && !w->report_in_flight) send_status(w);
+    if (w->cfg.nreport && !r->report_in_flight) send_status(w);
 }
 
 void report_final(struct worker *w, void (*done)(struct worker *, void *), void *arg)
 {
-    final_cb = done;
-    final_arg = arg;
-    final_pending = true;
+    struct report *r = w->report;
+    r->final_cb = done;
+    r->final_arg = arg;
+    r->final_pending = true;
     if (w->cfg.nreport) {
-        if (!w->report_in_flight) send_status(w);
-        if (w->cfg.report_fmt == REPORT_V3 && w->ndone && !w->delete_in_flight) send_delete(w);
+        if (!r->report_in_flight) send_status(w);
+        if (w->cfg.report_fmt == REPORT_V3 && r->ndone && !r->delete_in_flight) send_delete(w);
     }
     check_final(w);
 }
 
 int report_init(struct worker *w)
 {
-    w->disk_base_gib = disk_used_gib();
-    w->report_pools = calloc(w->cfg.nreport + 1, sizeof *w->report_pools);
-    if (!w->report_pools) return -1;
+    struct report *r = xcalloc(1, sizeof *r);
+    w->report = r;
+    r->disk_base_gib = disk_used_gib();
+    r->pools = xcalloc(w->cfg.nreport + 1, sizeof *r->pools);
     struct upstream_tls_opts tls = {w->cfg.engine_insecure,
                                     w->cfg.engine_ca[0] ? w->cfg.engine_ca : NULL};
     for (size_t i = 0; i < w->cfg.nreport; i++) {
-        w->report_pools[i] = upstream_pool_new(w->base, w->dns, w->cfg.report_addrs[i], &tls);
-        if (!w->report_pools[i])
+        r->pools[i] = upstream_pool_new(w->base, w->dns, w->cfg.report_addrs[i], &tls);
+        if (!r->pools[i])
             log_warn("report_addr_unusable", "addr=%s", w->cfg.report_addrs[i]);
         else
-            upstream_pool_set_max_idle(w->report_pools[i], 2);
+            upstream_pool_set_max_idle(r->pools[i], 2);
     }
     /* The first report goes out ~1 s after start (PyWorker: elapsed starts at 0). */
-    w->last_report_mono = clock_mono() - w->cfg.report_interval + 1.0;
+    r->last_report_mono = clock_mono() - w->cfg.report_interval + 1.0;
     double t = w->cfg.report_interval < 2.0 ? w->cfg.report_interval / 2 : 1.0;
     if (t > 1.0) t = 1.0;
-    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
-    w->tick_ev = event_new(w->base, -1, EV_PERSIST, tick, w);
-    if (!w->tick_ev) return -1;
-    evtimer_add(w->tick_ev, &tv);
+    struct timeval tv = clock_tv(t);
+    r->tick_ev = event_new(w->base, -1, EV_PERSIST, tick, w);
+    if (!r->tick_ev) return -1;
+    evtimer_add(r->tick_ev, &tv);
     return 0;
 }
 
 void report_free(struct worker *w)
 {
-    if (w->tick_ev) event_free(w->tick_ev);
-    w->tick_ev = NULL;
-    for (size_t i = 0; i < w->cfg.nreport && w->report_pools; i++)
-        upstream_pool_free(w->report_pools[i]);
-    free(w->report_pools);
-    w->report_pools = NULL;
-    free(w->done);
-    w->done = NULL;
+    struct report *r = w->report;
+    if (!r) return;
+    if (r->tick_ev) event_free(r->tick_ev);
+    for (size_t i = 0; i < w->cfg.nreport && r->pools; i++)
+        upstream_pool_free(r->pools[i]);
+    free(r->pools);
+    free(r->done);
+    free(r);
+    w->report = NULL;
 }

@@ -40,11 +40,19 @@
 
 #include <openssl/rand.h>
 
+#include "admission.h"
+#include "auth.h"
 #include "clock.h"
 #include "connguard.h"
 #include "httputil.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "reply.h"
+#include "report.h"
+#include "request.h"
+#include "session.h"
+#include "update.h"
+#include "xalloc.h"
 
 #define SESSION_ID_LEN 13
 #define CLOSED_RING 64
@@ -83,7 +91,10 @@ struct session_state {
     struct wsession_list list;
     struct close_call_list calls;
     struct event *gc_ev;
+    struct evhttp *http_plain;     /* WORKER_HTTP_PORT listener (POST /session/end only) */
     struct connguard *plain_guard; /* the WORKER_HTTP_PORT listener's connection discipline */
+    int nsessions;                 /* open sessions: one working request each in reports */
+    double session_load;           /* Σ cost of open sessions (cur_load, not the 429 estimate) */
     char closed[CLOSED_RING][SESSION_ID_LEN + 1];
     int closed_next;
 };
@@ -159,6 +170,18 @@ void session_report_idxs(struct worker *w, struct sbuf *b, bool *first)
     }
 }
 
+int session_count(const struct worker *w)
+{
+    return w->sess ? w->sess->nsessions : 0;
+}
+
+double session_report_load(const struct worker *w)
+{
+    if (!w->sess) return 0;
+    double cap = session_cost_cap(w);
+    return w->sess->session_load < cap ? w->sess->session_load : cap;
+}
+
 double session_cost_cap(const struct worker *w)
 {
     double cap = w->cfg.max_workload;
@@ -227,8 +250,7 @@ static void send_on_close(struct session_state *st, struct wsession *s)
     struct pyj_dump_opts o = {.indent = -1};
     pyj_dump(p, &o, &b);
     pyj_free(p);
-    struct close_call *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    struct close_call *c = xcalloc(1, sizeof *c);
     c->st = st;
     memcpy(c->id, s->id, sizeof c->id);
     c->body = sbuf_steal(&b, &c->len);
@@ -248,13 +270,13 @@ static void session_close(struct session_state *st, struct wsession *s, const ch
 {
     struct worker *w = st->w;
     TAILQ_REMOVE(&st->list, s, link);
-    w->nsessions--;
-    w->session_load -= s->cost;
-    if (w->nsessions == 0 || w->session_load < 0) w->session_load = 0;
+    st->nsessions--;
+    st->session_load -= s->cost;
+    if (st->nsessions == 0 || st->session_load < 0) st->session_load = 0;
     memcpy(st->closed[st->closed_next], s->id, SESSION_ID_LEN + 1);
     st->closed_next = (st->closed_next + 1) % CLOSED_RING;
     log_info("session_closed", "session=%s why=%s", s->id, why);
-    for (;;) { /* restart each time: ending one request may start or end others */
+    for (;;) { /* restart each time: ending one request may end others */
         struct wreq *wr, *hit = NULL;
         TAILQ_FOREACH(wr, &w->working, wlink)
         {
@@ -265,18 +287,11 @@ static void session_close(struct session_state *st, struct wsession *s, const ch
             }
         }
         if (!hit) break;
-        wreq_abort(hit, 410, "{\"error\": \"session closed\"}");
+        request_abort(hit, 410, "{\"error\": \"session closed\"}");
     }
-    if (s->has_idx) {
-        struct wreq tmp;
-        memset(&tmp, 0, sizeof tmp);
-        tmp.has_idx = true;
-        tmp.request_idx = s->request_idx;
-        tmp.t_enter = s->created_at;
-        tmp.t_start = s->created_at;
-        tmp.t_done = clock_wall();
-        report_request_done(w, &tmp, OUT_SUCCESS);
-    }
+    if (s->has_idx)
+        report_request_done(w, s->request_idx, OUT_SUCCESS, s->created_at, s->created_at,
+                            clock_wall());
     w->update_pending = true;
     if (s->on_close_route && !w->final_report_sent) send_on_close(st, s);
     pyj_free(s->auth);
@@ -326,24 +341,87 @@ static void put_float(struct sbuf *b, double v)
     sbuf_append(b, t, n);
 }
 
+/* /session/create's payload: {"lifetime", "on_close_route", "on_close_payload"}, all optional.
+ * Replies 422 and returns -1 when a member is malformed. */
+struct create_args {
+    double lifetime; /* s */
+    const struct pyj_value *route, *on_close_payload;
+};
+
+static int parse_create_payload(struct evhttp_request *req, const struct pyj_value *payload,
+                                struct create_args *ca)
+{
+    ca->lifetime = 60.0;
+    ca->route = ca->on_close_payload = NULL;
+    if (!payload || payload->type == PYJ_NULL) return 0;
+    if (payload->type != PYJ_OBJECT) {
+        reply_j(req, 422, "{\"payload\": \"payload must be a dictionary\"}");
+        return -1;
+    }
+    const struct pyj_value *lt = pyj_get(payload, "lifetime");
+    if (lt && lt->type != PYJ_NULL &&
+        (lt->type == PYJ_TRUE || lt->type == PYJ_FALSE || !pyj_number(lt, &ca->lifetime) ||
+         !isfinite(ca->lifetime) || ca->lifetime <= 0)) {
+        reply_j(req, 422, "{\"error\": \"lifetime must be a positive number\"}");
+        return -1;
+    }
+    const struct pyj_value *route = pyj_get(payload, "on_close_route");
+    if (route && route->type == PYJ_NULL) route = NULL;
+    if (route && (route->type != PYJ_STRING || route->u.str.len == 0 || route->u.str.len > 255 ||
+                  route->u.str.s[0] != '/' || memchr(route->u.str.s, 0, route->u.str.len) ||
+                  strpbrk(route->u.str.s, " \r\n"))) {
+        reply_j(req, 422, "{\"error\": \"on_close_route must be a path on the model server\"}");
+        return -1;
+    }
+    ca->route = route;
+    const struct pyj_value *ocp = pyj_get(payload, "on_close_payload");
+    ca->on_close_payload = ocp && ocp->type != PYJ_NULL ? ocp : NULL;
+    return 0;
+}
+
+/* A new open session for a verified grant. */
+static struct wsession *session_new(struct worker *w, const struct pyj_value *auth,
+                                    const struct create_args *ca)
+{
+    struct session_state *st = w->sess;
+    struct wsession *s = xcalloc(1, sizeof *s);
+    do
+        new_id(s->id);
+    while (find_str(st, s->id, SESSION_ID_LEN));
+    s->auth = pyj_clone(auth);
+    s->lifetime = ca->lifetime > w->cfg.session_max_ttl ? w->cfg.session_max_ttl : ca->lifetime;
+    s->created_at = clock_wall();
+    s->expiration = s->created_at + s->lifetime;
+    if (ca->route) s->on_close_route = xstrdup(ca->route->u.str.s);
+    if (ca->on_close_payload) s->on_close_payload = pyj_clone(ca->on_close_payload);
+    double cost = 0;
+    if (pyj_number(pyj_get(auth, "cost"), &cost) && isfinite(cost) && cost > 0)
+        s->cost = wire_cap(w, cost, session_cost_cap(w), "session_cost");
+    s->has_idx =
+        w->cfg.report_fmt == REPORT_V3 && pyj_int64(pyj_get(auth, "request_idx"), &s->request_idx);
+    TAILQ_INSERT_TAIL(&st->list, s, link);
+    st->nsessions++;
+    st->session_load += s->cost;
+    w->update_pending = true;
+    log_info("session_created", "session=%s lifetime=%g cost=%g", s->id, s->lifetime, s->cost);
+    return s;
+}
+
+/* Steps in order: body (413/422), auth_data present (422), readiness (503), grant (401),
+ * payload (422), session limit (429), one session per grant (409), then 201. */
 static void handle_create(struct worker *w, struct evhttp_request *req)
 {
     struct session_state *st = w->sess;
     struct pyj_value *doc;
     if (parse_body(req, &doc) != 0) return;
     const struct pyj_value *auth = pyj_get(doc, "auth_data");
-    const struct pyj_value *payload = pyj_get(doc, "payload");
+    struct create_args ca;
     if (!auth || auth->type != PYJ_OBJECT) {
         reply_j(req, 422, "{\"auth_data\": \"field missing\"}");
         goto out;
     }
     if (w->phase != PH_READY && !lifecycle_awaiting_key(w)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
-        struct sbuf b = SBUF_INIT;
-        sbuf_printf(&b, "{\"error\": \"worker not ready\", \"phase\": \"%s\"}",
-                    phase_name(w->phase));
-        reply_json(req, 503, NULL, b.data, b.len);
-        sbuf_free(&b);
+        reply_not_ready(w, req); /* the same 503 as a data request's */
         goto out;
     }
     const char *why = "";
@@ -358,33 +436,8 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
         }
         goto out;
     }
-    double lifetime = 60.0;
-    const struct pyj_value *route = NULL, *ocp = NULL;
-    if (payload && payload->type != PYJ_NULL) {
-        if (payload->type != PYJ_OBJECT) {
-            reply_j(req, 422, "{\"payload\": \"payload must be a dictionary\"}");
-            goto out;
-        }
-        const struct pyj_value *lt = pyj_get(payload, "lifetime");
-        if (lt && lt->type != PYJ_NULL &&
-            (lt->type == PYJ_TRUE || lt->type == PYJ_FALSE || !pyj_number(lt, &lifetime) ||
-             !isfinite(lifetime) || lifetime <= 0)) {
-            reply_j(req, 422, "{\"error\": \"lifetime must be a positive number\"}");
-            goto out;
-        }
-        route = pyj_get(payload, "on_close_route");
-        if (route && route->type == PYJ_NULL) route = NULL;
-        if (route &&
-            (route->type != PYJ_STRING || route->u.str.len == 0 || route->u.str.len > 255 ||
-             route->u.str.s[0] != '/' || memchr(route->u.str.s, 0, route->u.str.len) ||
-             strpbrk(route->u.str.s, " \r\n"))) {
-            reply_j(req, 422, "{\"error\": \"on_close_route must be a path on the model server\"}");
-            goto out;
-        }
-        ocp = pyj_get(payload, "on_close_payload");
-        if (ocp && ocp->type == PYJ_NULL) ocp = NULL;
-    }
-    if (w->cfg.max_sessions > 0 && w->nsessions >= w->cfg.max_sessions) {
+    if (parse_create_payload(req, pyj_get(doc, "payload"), &ca) != 0) goto out;
+    if (w->cfg.max_sessions > 0 && st->nsessions >= w->cfg.max_sessions) {
         *w->m_status_429 += 1;
         reply_empty(req, 429);
         goto out;
@@ -395,27 +448,7 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
         http_reply_error(req, 409, "this grant already holds an open session");
         goto out;
     }
-    struct wsession *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    do
-        new_id(s->id);
-    while (find_str(st, s->id, SESSION_ID_LEN));
-    s->auth = pyj_clone(auth);
-    s->lifetime = lifetime > w->cfg.session_max_ttl ? w->cfg.session_max_ttl : lifetime;
-    s->created_at = clock_wall();
-    s->expiration = s->created_at + s->lifetime;
-    if (route) s->on_close_route = strdup(route->u.str.s);
-    if (ocp) s->on_close_payload = pyj_clone(ocp);
-    double cost = 0;
-    if (pyj_number(pyj_get(auth, "cost"), &cost) && isfinite(cost) && cost > 0)
-        s->cost = wire_cap(w, cost, session_cost_cap(w), "session_cost");
-    s->has_idx =
-        w->cfg.report_fmt == REPORT_V3 && pyj_int64(pyj_get(auth, "request_idx"), &s->request_idx);
-    TAILQ_INSERT_TAIL(&st->list, s, link);
-    w->nsessions++;
-    w->session_load += s->cost;
-    w->update_pending = true;
-    log_info("session_created", "session=%s lifetime=%g cost=%g", s->id, s->lifetime, s->cost);
+    struct wsession *s = session_new(w, auth, &ca);
     struct sbuf b = SBUF_INIT;
     sbuf_printf(&b, "{\"session_id\": \"%s\", \"expiration\": ", s->id);
     put_float(&b, s->expiration);
@@ -428,6 +461,75 @@ out:
 
 enum sroute { SR_END, SR_GET, SR_HEALTH };
 
+/* No open session with this id: health {"ok": false}, get 400, end 410 (recently closed) or
+ * 400 "session with id ... not found" (the id as Python's f-string writes it). */
+static void reply_unknown(struct session_state *st, struct evhttp_request *req,
+                          const struct pyj_value *id, enum sroute r)
+{
+    if (r == SR_HEALTH) {
+        reply_j(req, 200, "{\"ok\": false}");
+        return;
+    }
+    if (r == SR_GET) {
+        reply_j(req, 400, "{\"error\": \"session does not exist\"}");
+        return;
+    }
+    for (int i = 0; id->type == PYJ_STRING && i < CLOSED_RING; i++) {
+        if (id->u.str.len == SESSION_ID_LEN &&
+            memcmp(st->closed[i], id->u.str.s, SESSION_ID_LEN) == 0) {
+            reply_j(req, 410, "{\"error\": \"session already closed\"}");
+            return;
+        }
+    }
+    struct sbuf b = SBUF_INIT, t = SBUF_INIT;
+    sbuf_puts(&b, "{\"error\": \"session with id ");
+    /* Python f-string of the id inside a JSON string */
+    if (id->type == PYJ_STRING) {
+        pyj_write_string(&t, id->u.str.s, id->u.str.len);
+        sbuf_append(&b, t.data + 1, t.len - 2); /* without the quotes */
+    } else {
+        struct pyj_dump_opts o = {.indent = -1};
+        pyj_dump(id, &o, &t);
+        struct sbuf q = SBUF_INIT;
+        pyj_write_string(&q, t.data, t.len);
+        sbuf_append(&b, q.data + 1, q.len - 2);
+        sbuf_free(&q);
+    }
+    sbuf_free(&t);
+    sbuf_puts(&b, " not found\"}");
+    reply_sb(req, 400, &b);
+    sbuf_free(&b);
+}
+
+/* /session/get: the session as PyWorker lists it. */
+static void reply_get(struct evhttp_request *req, const struct wsession *s)
+{
+    struct sbuf b = SBUF_INIT;
+    struct pyj_dump_opts o = {.indent = -1};
+    sbuf_printf(&b, "{\"session_id\": \"%s\", \"auth_data\": ", s->id);
+    pyj_dump(s->auth, &o, &b);
+    sbuf_puts(&b, ", \"lifetime\": ");
+    put_float(&b, s->lifetime);
+    sbuf_puts(&b, ", \"expiration\": ");
+    put_float(&b, s->expiration);
+    sbuf_puts(&b, ", \"created_at\": ");
+    put_float(&b, s->created_at);
+    sbuf_puts(&b, ", \"on_close_route\": ");
+    if (s->on_close_route)
+        pyj_write_string(&b, s->on_close_route, strlen(s->on_close_route));
+    else
+        sbuf_puts(&b, "null");
+    sbuf_puts(&b, ", \"on_close_payload\": ");
+    if (s->on_close_payload)
+        pyj_dump(s->on_close_payload, &o, &b);
+    else
+        sbuf_puts(&b, "null");
+    sbuf_putc(&b, '}');
+    reply_sb(req, 200, &b);
+    sbuf_free(&b);
+}
+
+/* /session/end, /session/get, /session/health: {"session_id", "session_auth"}. */
 static void handle_existing(struct worker *w, struct evhttp_request *req, enum sroute r)
 {
     struct session_state *st = w->sess;
@@ -435,89 +537,26 @@ static void handle_existing(struct worker *w, struct evhttp_request *req, enum s
     if (parse_body(req, &doc) != 0) return;
     const struct pyj_value *id = pyj_get(doc, "session_id");
     const struct pyj_value *sa = pyj_get(doc, "session_auth");
-    struct sbuf b = SBUF_INIT;
+    struct wsession *s = NULL;
     if (!id || id->type == PYJ_NULL) {
         reply_j(req, 422, "{\"error\": \"missing session_id\"}");
-        goto out;
-    }
-    struct wsession *s = session_find(w, id);
-    if (!s) {
-        if (r == SR_HEALTH) {
-            reply_j(req, 200, "{\"ok\": false}");
-        } else if (r == SR_GET) {
-            reply_j(req, 400, "{\"error\": \"session does not exist\"}");
-        } else {
-            bool closed = false;
-            for (int i = 0; id->type == PYJ_STRING && i < CLOSED_RING; i++)
-                if (id->u.str.len == SESSION_ID_LEN &&
-                    memcmp(st->closed[i], id->u.str.s, SESSION_ID_LEN) == 0)
-                    closed = true;
-            if (closed) {
-                reply_j(req, 410, "{\"error\": \"session already closed\"}");
-            } else {
-                sbuf_puts(&b, "{\"error\": \"session with id ");
-                /* Python f-string of the id inside a JSON string */
-                struct sbuf t = SBUF_INIT;
-                if (id->type == PYJ_STRING) {
-                    pyj_write_string(&t, id->u.str.s, id->u.str.len);
-                    sbuf_append(&b, t.data + 1, t.len - 2); /* without the quotes */
-                } else {
-                    struct pyj_dump_opts o = {.indent = -1};
-                    pyj_dump(id, &o, &t);
-                    struct sbuf q = SBUF_INIT;
-                    pyj_write_string(&q, t.data, t.len);
-                    sbuf_append(&b, q.data + 1, q.len - 2);
-                    sbuf_free(&q);
-                }
-                sbuf_free(&t);
-                sbuf_puts(&b, " not found\"}");
-                reply_sb(req, 400, &b);
-            }
-        }
-        goto out;
-    }
-    if (!sa || !pyj_equal(sa, s->auth)) {
+    } else if (!(s = session_find(w, id))) {
+        reply_unknown(st, req, id, r);
+    } else if (!sa || !pyj_equal(sa, s->auth)) {
         reply_j(req, 401, "{\"error\": \"session_auth is not valid\"}");
-        goto out;
-    }
-    struct pyj_dump_opts o = {.indent = -1};
-    switch (r) {
-    case SR_HEALTH:
+    } else if (r == SR_HEALTH) {
         reply_j(req, 200, "{\"ok\": true}");
-        break;
-    case SR_GET:
-        sbuf_printf(&b, "{\"session_id\": \"%s\", \"auth_data\": ", s->id);
-        pyj_dump(s->auth, &o, &b);
-        sbuf_puts(&b, ", \"lifetime\": ");
-        put_float(&b, s->lifetime);
-        sbuf_puts(&b, ", \"expiration\": ");
-        put_float(&b, s->expiration);
-        sbuf_puts(&b, ", \"created_at\": ");
-        put_float(&b, s->created_at);
-        sbuf_puts(&b, ", \"on_close_route\": ");
-        if (s->on_close_route)
-            pyj_write_string(&b, s->on_close_route, strlen(s->on_close_route));
-        else
-            sbuf_puts(&b, "null");
-        sbuf_puts(&b, ", \"on_close_payload\": ");
-        if (s->on_close_payload)
-            pyj_dump(s->on_close_payload, &o, &b);
-        else
-            sbuf_puts(&b, "null");
-        sbuf_putc(&b, '}');
-        reply_sb(req, 200, &b);
-        break;
-    case SR_END: {
+    } else if (r == SR_GET) {
+        reply_get(req, s);
+    } else {
         char sid[SESSION_ID_LEN + 1];
         memcpy(sid, s->id, sizeof sid);
         session_close(st, s, "ended");
+        struct sbuf b = SBUF_INIT;
         sbuf_printf(&b, "{\"ended\": true, \"removed_session\": \"%s\"}", sid);
         reply_sb(req, 200, &b);
-        break;
+        sbuf_free(&b);
     }
-    }
-out:
-    sbuf_free(&b);
     pyj_free(doc);
 }
 
@@ -536,8 +575,7 @@ int session_route(struct worker *w, struct evhttp_request *req, const char *path
         r = R_UPDATE;
     if (r == R_NONE) return 0;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply_text(req, 405, "405: Method Not Allowed");
+        reply_method_not_allowed(req, "POST");
         return 1;
     }
     switch (r) {
@@ -576,23 +614,21 @@ static void plain_cb(struct evhttp_request *req, void *arg)
 
 int session_init(struct worker *w)
 {
-    struct session_state *st = calloc(1, sizeof *st);
-    if (!st) return -1;
+    struct session_state *st = xcalloc(1, sizeof *st);
     st->w = w;
     TAILQ_INIT(&st->list);
     TAILQ_INIT(&st->calls);
     w->sess = st;
     st->gc_ev = event_new(w->base, -1, EV_PERSIST, gc, st);
     if (!st->gc_ev) return -1;
-    struct timeval tv = {(time_t)w->cfg.session_gc,
-                         (suseconds_t)((w->cfg.session_gc - floor(w->cfg.session_gc)) * 1e6)};
+    struct timeval tv = clock_tv(w->cfg.session_gc);
     evtimer_add(st->gc_ev, &tv);
     const struct wconfig *c = &w->cfg;
     if (c->http_port >= 0 && (c->use_ssl || c->http_port_set)) {
         struct http_limits lim = {c->max_body, c->max_headers, (int)(c->idle_timeout + 0.5)};
-        w->http_plain = http_server_new(w->base, &lim);
-        if (!w->http_plain) return -1;
-        evhttp_set_gencb(w->http_plain, plain_cb, w);
+        st->http_plain = http_server_new(w->base, &lim);
+        if (!st->http_plain) return -1;
+        evhttp_set_gencb(st->http_plain, plain_cb, w);
         /* Same discipline as the main listener (deadline, idle eviction, framing,
          * budget), sized for a route that takes one small JSON object. */
         struct connguard_opts o = {
@@ -603,7 +639,7 @@ int session_init(struct worker *w)
             .body_budget = (size_t)4 << 20,
             .max_body = c->max_body,
         };
-        st->plain_guard = connguard_new(w->base, w->http_plain, &o, NULL);
+        st->plain_guard = connguard_new(w->base, st->http_plain, &o, NULL);
         if (!st->plain_guard) return -1;
         int port = 0;
         if (connguard_listen(st->plain_guard, c->host, c->http_port, &port) != 0) {
@@ -634,11 +670,8 @@ void session_free(struct worker *w)
         free(s->on_close_route);
         free(s);
     }
-    w->nsessions = 0;
-    w->session_load = 0;
     if (st->plain_guard) connguard_free(st->plain_guard);
-    if (w->http_plain) evhttp_free(w->http_plain);
-    w->http_plain = NULL;
+    if (st->http_plain) evhttp_free(st->http_plain);
     free(st);
     w->sess = NULL;
 }

@@ -2,9 +2,15 @@
  * only when ready), /status (JSON snapshot), /metrics (Prometheus). */
 #include <string.h>
 
+#include "benchmark.h"
+#include "handlers.h"
 #include "httputil.h"
+#include "lifecycle.h"
 #include "log.h"
-#include "worker.h"
+#include "pubkey.h"
+#include "reply.h"
+#include "report.h"
+#include "status.h"
 
 static void put_float(struct sbuf *b, double v)
 {
@@ -13,9 +19,10 @@ static void put_float(struct sbuf *b, double v)
     sbuf_append(b, t, n);
 }
 
-static void status_json(struct worker *w, struct sbuf *b)
+/* /status sections, in the order they appear. */
+static void status_phase(const struct worker *w, struct sbuf *b)
 {
-    sbuf_puts(b, "{\"phase\": ");
+    sbuf_puts(b, "\"phase\": ");
     const char *ph = phase_name(w->phase);
     pyj_write_string(b, ph, strlen(ph));
     sbuf_puts(b, ", \"version\": \"" SGPU_WORKER_VERSION "\", \"started_at\": ");
@@ -33,19 +40,27 @@ static void status_json(struct worker *w, struct sbuf *b)
     sbuf_puts(b, ", \"last_error\": ");
     pyj_write_string(b, w->error_msg, strlen(w->error_msg));
     /* how max_perf was obtained; fallback: the benchmark's cause (docs/worker.md Lifecycle) */
-    const char *how = w->bi.how ? w->bi.how : "off";
-    sbuf_printf(b, ", \"benchmark\": {\"how\": \"%s\", \"cause\": ", how);
-    pyj_write_string(b, w->bi.cause, strlen(w->bi.cause));
-    sbuf_printf(b, ", \"words\": %d, \"max_new_tokens\": %d, \"model_max_total_tokens\": %d}",
-                w->bi.words, w->bi.max_new, w->bi.limit_total);
-    sbuf_printf(b, ", \"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
+    sbuf_puts(b, ", \"benchmark\": ");
+    benchmark_status_json(w, b);
+}
+
+static void status_auth(const struct worker *w, struct sbuf *b)
+{
+    sbuf_printf(b, "\"auth\": {\"scheme\": \"%s\", \"unsecured\": %s, \"pubkey\": %s",
                 w->cfg.scheme == AUTH_URL         ? "url"
                 : w->cfg.scheme == AUTH_FIELDS_V2 ? "fields-v2"
                                                   : "fields-v1",
-                w->cfg.unsecured ? "true" : "false", w->key ? "true" : "false");
-    if (w->key) sbuf_printf(b, ", \"pubkey_sha256\": \"%s\"", w->key_fp);
+                w->cfg.unsecured ? "true" : "false", pubkey_key(w->pubkey) ? "true" : "false");
+    if (pubkey_key(w->pubkey))
+        sbuf_printf(b, ", \"pubkey_sha256\": \"%s\"", pubkey_fingerprint(w->pubkey));
+    sbuf_putc(b, '}');
+}
+
+/* Lifetime counts by outcome, the working load and each handler's FIFO. */
+static void status_requests(const struct worker *w, struct sbuf *b)
+{
     sbuf_printf(b,
-                "}, \"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
+                "\"requests\": {\"working\": %d, \"accepted\": %llu, \"success\": %llu, "
                 "\"error\": %llu, \"cancelled\": %llu, \"rejected\": %llu}",
                 w->nworking, (unsigned long long)w->n_accepted,
                 (unsigned long long)w->n_out[OUT_SUCCESS], (unsigned long long)w->n_out[OUT_ERROR],
@@ -54,17 +69,24 @@ static void status_json(struct worker *w, struct sbuf *b)
     sbuf_puts(b, ", \"working_load\": ");
     put_float(b, w->working_load);
     sbuf_puts(b, ", \"queue\": {");
-    bool first = true;
     for (size_t i = 0; i < w->nhandlers; i++) {
         const struct handler *h = &w->handlers[i];
-        if (!first) sbuf_puts(b, ", ");
-        first = false;
+        if (i) sbuf_puts(b, ", ");
         pyj_write_string(b, h->route, strlen(h->route));
         sbuf_printf(b, ": {\"parallel\": %s, \"queued\": %d, \"running\": %d}",
                     h->parallel ? "true" : "false", h->nqueued, h->running);
     }
-    sbuf_printf(b, "}, \"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
-                (unsigned long long)w->reports_ok, (unsigned long long)w->reports_failed, w->ndone);
+    sbuf_putc(b, '}');
+}
+
+/* Reports sent and the workload counters the next one carries. */
+static void status_reports(const struct worker *w, struct sbuf *b)
+{
+    uint64_t ok, failed;
+    size_t pending;
+    report_counts(w, &ok, &failed, &pending);
+    sbuf_printf(b, "\"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
+                (unsigned long long)ok, (unsigned long long)failed, pending);
     sbuf_puts(b, ", \"counters\": {\"received\": ");
     put_float(b, w->cur.received);
     sbuf_puts(b, ", \"served\": ");
@@ -75,7 +97,20 @@ static void status_json(struct worker *w, struct sbuf *b)
     put_float(b, w->cur.cancelled);
     sbuf_puts(b, ", \"rejected\": ");
     put_float(b, w->cur.rejected);
-    sbuf_puts(b, "}}");
+    sbuf_putc(b, '}');
+}
+
+static void status_json(const struct worker *w, struct sbuf *b)
+{
+    sbuf_putc(b, '{');
+    status_phase(w, b);
+    sbuf_puts(b, ", ");
+    status_auth(w, b);
+    sbuf_puts(b, ", ");
+    status_requests(w, b);
+    sbuf_puts(b, ", ");
+    status_reports(w, b);
+    sbuf_putc(b, '}');
 }
 
 static void refresh(void *arg)
@@ -88,7 +123,6 @@ static void refresh(void *arg)
     *w->m_queued = q;
     *w->m_max_perf = w->max_perf;
     *w->m_phase = (double)w->phase;
-    if (w->bi.m_fallback) *w->bi.m_fallback = w->bi.how && !strcmp(w->bi.how, "fallback") ? 1 : 0;
 }
 
 void status_metrics_init(struct worker *w)
@@ -132,9 +166,6 @@ void status_metrics_init(struct worker *w)
     w->m_working = metrics_gauge(m, "sgpu_worker_requests_working", "Requests queued or running");
     w->m_queued = metrics_gauge(m, "sgpu_worker_requests_queued", "Requests waiting in FIFOs");
     w->m_max_perf = metrics_gauge(m, "sgpu_worker_max_perf", "Benchmark result (workload/s)");
-    w->bi.m_fallback =
-        metrics_gauge(m, "sgpu_worker_benchmark_fallback",
-                      "1 while max_perf is estimated from served requests (benchmark refused)");
     static const double bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300};
     w->m_latency = metrics_histogram(m, "sgpu_worker_request_seconds",
                                      "Time from admission to the end of the answer", bounds,
@@ -155,8 +186,7 @@ int status_handle(struct worker *w, struct evhttp_request *req, const char *path
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         /* a generic backend forwards POST /health etc. like any other path */
         if (w->generic) return 0;
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        reply_text(req, 405, "405: Method Not Allowed");
+        reply_method_not_allowed(req, "GET, HEAD");
         return 1;
     }
     struct sbuf b = SBUF_INIT;

@@ -23,7 +23,8 @@
 
 #include "httputil.h"
 #include "log.h"
-#include "worker.h"
+#include "reply.h"
+#include "update.h"
 
 static const char JSON_CT[] = "application/json; charset=utf-8";
 

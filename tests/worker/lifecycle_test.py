@@ -180,6 +180,13 @@ class Health(WorkerTestCase, unittest.TestCase):
 
 
 class Drain(WorkerTestCase, unittest.TestCase):
+    def metric_503(self):
+        text = self.worker.request("GET", "/metrics").body.decode()
+        for line in text.splitlines():
+            if line.startswith('sgpu_worker_replies_total{status="503"} '):
+                return float(line.split()[-1])
+        self.fail("no 503 counter in /metrics")
+
     def test_sigterm_finishes_in_flight_and_exits_0(self):
         self.start({"UNSECURED": "1", "SGPU_REPORT_INTERVAL": "1"})
         res = {}
@@ -191,8 +198,16 @@ class Drain(WorkerTestCase, unittest.TestCase):
         wait_for(lambda: self.stub.stats()["in_flight"] == 1, 5)
         self.worker.signal(signal.SIGTERM)
         wait_for(lambda: self.worker.status()["phase"] == "draining", 5)
+        before = self.metric_503()
         r = self.worker.post("/generate", envelope(AUTH, tgi_payload()))
         self.assertEqual(r.status, 503)
+        self.assertEqual(r.header("Retry-After"), "30")
+        # /session/create answers with the same 503 (one reply helper), counted the same way
+        s = self.worker.post("/session/create", {"auth_data": AUTH, "payload": {}})
+        self.assertEqual(s.status, 503)
+        self.assertEqual(s.header("Retry-After"), "30")
+        self.assertEqual(s.json(), {"error": "worker not ready", "phase": "draining"})
+        self.assertEqual(self.metric_503(), before + 2)
         t.join()
         self.assertEqual(res["r"].status, 200)  # the accepted request was not lost
         self.assertEqual(self.worker.proc.wait(10), 0)

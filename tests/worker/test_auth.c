@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <openssl/sha.h>
 
-#include "worker/worker.h"
+#include "worker/auth.h"
 
 static void sha_hex(const struct sbuf *b, char out[65])
 {

@@ -12,7 +12,8 @@
 #include <cmocka.h>
 
 #include "../common/assert_ext.h"
-#include "worker/worker.h"
+#include "worker/benchmark.h"
+#include "worker/handlers.h"
 
 /* worst case tokens of the prompt: 8 per word plus BOS and a template's few */
 static int worst(int words)

@@ -1,15 +1,18 @@
 /* Unit tests for src/worker/handlers.c: the workload (cost) rules of each handler kind
- * (handler_workload), including the PyWorker bugs fixed (B26: never 0 without max_tokens). */
+ * (handler_workload), including the PyWorker bugs fixed (B26: never 0 without max_tokens), and
+ * the SGPU_CONFIG handlers file (valid file -> the route table; each malformed member refused). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "../common/assert_ext.h"
-#include "worker/worker.h"
+#include "worker/handlers.h"
 
 static double wl(enum wl_kind k, const char *field, double def, const char *json)
 {
@@ -48,10 +51,89 @@ static void test_workload_rules(void **state)
     ASSERT_EQ_DBL(wl(WL_CONST, NULL, 100, "[1]"), 100, 0);
 }
 
+/* handlers_init with SGPU_CONFIG = a file holding `json`; its return code. */
+static int load_file(struct worker *w, const char *json)
+{
+    char path[] = "/tmp/sgpu-handlers-unit-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE_INT(fd, 0);
+    ASSERT_EQ_INT(write(fd, json, strlen(json)), (long)strlen(json));
+    close(fd);
+    memset(w, 0, sizeof *w);
+    snprintf(w->cfg.config_file, sizeof w->cfg.config_file, "%s", path);
+    w->cfg.wl_constant = 100;
+    w->cfg.max_queue_time = 30;
+    int saved = dup(2);
+    FILE *null = freopen("/dev/null", "w", stderr); /* the refusals print their message */
+    (void)null;
+    int rc = handlers_init(w);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    unlink(path);
+    return rc;
+}
+
+static void test_config_file(void **state)
+{
+    struct worker w;
+    ASSERT_EQ_INT(
+        load_file(&w, "{\"handlers\": [{\"route\": \"/a\", \"upstream\": \"/b\", "
+                      "\"workload\": {\"field\": \"n\", \"default\": 3}, \"parallel\": false, "
+                      "\"max_queue_time\": null, \"stream\": \"auto\", "
+                      "\"benchmark\": {\"n\": 1}}, {\"route\": \"*\", \"workload\": "
+                      "\"openai\", \"payload\": \"any\", \"unwrap_input\": true, "
+                      "\"stream\": true}]}"),
+        0);
+    ASSERT_EQ_INT(w.nhandlers, 2);
+    struct handler *a = &w.handlers[0], *g = &w.handlers[1];
+    ASSERT_EQ_STR(a->route, "/a");
+    ASSERT_EQ_STR(a->upstream, "/b");
+    ASSERT_EQ_INT(a->wl, WL_FIELD);
+    ASSERT_EQ_STR(a->wl_field, "n");
+    ASSERT_EQ_DBL(a->wl_default, 3, 0);
+    assert_false(a->parallel);
+    ASSERT_LT_DBL(a->max_queue_time, 0);
+    ASSERT_EQ_INT(a->stream, -1);
+    ASSERT_EQ_STR(a->bench_payload, "{\"n\": 1}");
+    ASSERT_EQ_INT(g->wl, WL_OPENAI);
+    ASSERT_EQ_INT(g->check, PC_ANY);
+    assert_true(g->unwrap_input);
+    ASSERT_EQ_INT(g->stream, 1);
+    assert_ptr_equal(w.generic, g);
+    assert_ptr_equal(w.bench_handler, a);
+    bool known;
+    assert_ptr_equal(handlers_find(&w, "/a", &known), a);
+    assert_ptr_equal(handlers_find(&w, "/other", &known), g);
+    handlers_free(&w);
+
+    static const char *const bad[] = {
+        "[]",
+        "{\"handlers\": []}",
+        "{\"handlers\": [{\"route\": \"a\"}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"upstream\": \"b\"}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"workload\": \"gpu\"}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"workload\": 5}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"workload\": {\"field\": \"\"}}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"workload\": {\"constant\": -1}}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"workload\": {\"default\": \"x\"}}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"parallel\": 1}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"payload\": \"xml\"}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"max_queue_time\": -1}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"unwrap_input\": \"yes\"}]}",
+        "{\"handlers\": [{\"route\": \"/a\", \"stream\": \"sometimes\"}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT_EQ_INT(load_file(&w, bad[i]), -1);
+        handlers_free(&w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workload_rules),
+        cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
