@@ -26,8 +26,41 @@
 #include "clock.h"
 #include "engine.h"
 #include "httputil.h"
+#include "idmap.h"
+#include "lifecycle.h"
 #include "log.h"
+#include "metrics.h"
 #include "pyjson.h"
+#include "router.h"
+#include "signer.h"
+#include "signpool.h"
+#include "state.h"
+#include "store.h"
+#include "xalloc.h"
+
+/* A request waiting in an endpoint's global queue (doubly linked, FIFO). */
+struct qreq {
+    int64_t request_idx;
+    double cost;
+    double first_mono, last_poll_mono, timeout_s;
+    struct qreq *prev, *next;
+    /* long poll: the client's /route/ call, held open until a grant or the hold expires */
+    struct evhttp_request *held; /* NULL = not held */
+    struct event *hold_ev;       /* hold expiry timer */
+    struct event *close_ev;      /* the client's socket closing while held */
+    struct endpoint *ep;
+    struct engine *e;
+};
+
+/* An outstanding grant (request_idx -> worker and cost), so that /delete_requests/ can free
+ * the capacity it took before the worker's next report.  Kept in grant order (FIFO) and
+ * dropped after GRANT_TTL_S or when the table is full. */
+struct grant {
+    int64_t request_idx, worker_id;
+    double cost, mono;
+    uint64_t seen_seq; /* worker report_seq of the last report that listed it as working */
+    struct grant *prev, *next;
+};
 
 #define QUEUE_MAX 100000
 #define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
@@ -63,6 +96,12 @@ static double worker_slots(const struct endpoint *ep, const struct worker *w, do
 
 static void hold_end(struct qreq *q);
 
+/* Every /route/ answer leaves from this file: a grant, "waiting", or an error body. */
+static void answer_error(struct evhttp_request *req, int status, const char *code, const char *msg)
+{
+    http_reply_json_error(req, status, code, "%s", msg);
+}
+
 static void q_unlink(struct endpoint *ep, struct qreq *q)
 {
     hold_end(q);
@@ -87,9 +126,7 @@ void router_queue_clear(struct endpoint *ep)
         if (!q->held) continue;
         struct evhttp_request *req = q->held;
         hold_end(q);
-        static const char gone[] =
-            "{\"success\": false, \"error\": \"not_found\", \"msg\": \"endpoint deleted\"}";
-        http_reply_json(req, 404, gone, sizeof gone - 1);
+        answer_error(req, 404, "not_found", "endpoint deleted");
     }
     while (ep->qhead)
         q_unlink(ep, ep->qhead);
@@ -216,8 +253,7 @@ static void grant_record(struct engine *e, struct worker *w, int64_t request_idx
     struct grant *old = idmap_get(e->grants, request_idx);
     if (old) grant_unlink(e, old); /* a re-route of the same request: the newest counts */
     if (e->ngrants >= GRANTS_MAX) grant_unlink(e, e->ghead);
-    struct grant *g = calloc(1, sizeof *g);
-    if (!g) abort();
+    struct grant *g = xcalloc(1, sizeof *g);
     g->request_idx = request_idx;
     g->worker_id = w->id;
     g->cost = cost;
@@ -307,6 +343,39 @@ static struct worker *pick(struct endpoint *ep, double cost, double *slots_out)
     return best;
 }
 
+/* A grant whose signature the signing threads compute: the answer is head + signature + tail,
+ * sent from on_signed (on the loop thread). */
+struct signed_answer {
+    struct engine *e;
+    struct evhttp_request *req;
+    enum sig_scheme scheme;
+    double t0;
+    struct sbuf head, tail;
+};
+
+static void on_signed(void *arg, int rc, const char *sig, size_t len)
+{
+    struct signed_answer *a = arg;
+    struct engine *e = a->e;
+    if (rc == 0) {
+        struct sbuf out = SBUF_INIT;
+        sbuf_append(&out, a->head.data, a->head.len);
+        sbuf_append(&out, sig, len);
+        sbuf_append(&out, a->tail.data, a->tail.len);
+        http_reply_json(a->req, 200, out.data, out.len);
+        sbuf_free(&out);
+        *e->c_sign[a->scheme] += 1;
+        *e->c_routes_granted += 1;
+    } else {
+        answer_error(a->req, 500, "internal", "signing failed");
+        *e->c_routes_error += 1;
+    }
+    metrics_observe(e->h_route, clock_mono() - a->t0);
+    sbuf_free(&a->head);
+    sbuf_free(&a->tail);
+    free(a);
+}
+
 /* Sign and answer a grant for `best`.  Returns the HTTP status, or 0 when the signing
  * threads answer req. */
 static int grant(struct engine *e, struct endpoint *ep, struct worker *best, struct qreq *q,
@@ -315,21 +384,26 @@ static int grant(struct engine *e, struct endpoint *ep, struct worker *best, str
 {
     int64_t reqnum = ++best->reqnum;
     if (req && e->signpool && ep->p.sig_scheme != SIG_URL) {
-        struct sbuf head = SBUF_INIT, tail = SBUF_INIT, msg = SBUF_INIT;
+        struct signed_answer *a = xcalloc(1, sizeof *a);
+        a->e = e;
+        a->req = req;
+        a->scheme = ep->p.sig_scheme;
+        a->t0 = t0;
         char num[40];
         pyj_format_float(cost, num, sizeof num);
-        sbuf_puts(&head, "{\"endpoint\": ");
-        pyj_write_string(&head, ep->name, strlen(ep->name));
-        sbuf_puts(&head, ", \"url\": ");
-        pyj_write_string(&head, best->url, strlen(best->url));
-        sbuf_printf(&head, ", \"cost\": %s, \"reqnum\": %lld, \"signature\": \"", num,
+        sbuf_puts(&a->head, "{\"endpoint\": ");
+        pyj_write_string(&a->head, ep->name, strlen(ep->name));
+        sbuf_puts(&a->head, ", \"url\": ");
+        pyj_write_string(&a->head, best->url, strlen(best->url));
+        sbuf_printf(&a->head, ", \"cost\": %s, \"reqnum\": %lld, \"signature\": \"", num,
                     (long long)reqnum);
-        sbuf_printf(&tail, "\", \"request_idx\": %lld, \"__request_id\": \"",
+        sbuf_printf(&a->tail, "\", \"request_idx\": %lld, \"__request_id\": \"",
                     (long long)request_idx);
-        put_uuid4(&tail);
-        sbuf_puts(&tail, "\"}");
+        put_uuid4(&a->tail);
+        sbuf_puts(&a->tail, "\"}");
+        struct sbuf msg = SBUF_INIT;
         signer_message(ep->p.sig_scheme, cost, ep->name, reqnum, request_idx, best->url, &msg);
-        signpool_submit(e, req, ep->p.sig_scheme, &msg, &head, &tail, t0);
+        signpool_submit(e, &msg, on_signed, a);
         granted(e, ep, best, q, request_idx, cost, now);
         return 0;
     }
@@ -345,8 +419,7 @@ static int grant(struct engine *e, struct endpoint *ep, struct worker *best, str
         out->len = mark;
         if (out->data) out->data[mark] = '\0';
         *e->c_routes_error += 1;
-        sbuf_puts(out,
-                  "{\"success\": false, \"error\": \"internal\", \"msg\": \"signing failed\"}");
+        http_json_error(out, "internal", "signing failed");
         return 500;
     }
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);
@@ -443,8 +516,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
     q->ep = ep;
     q->hold_ev = evtimer_new(e->base, on_hold_expired, q);
     if (!q->hold_ev) return false;
-    int ms = e->opts.route_hold_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = clock_tv_ms(e->opts.route_hold_ms);
     evtimer_add(q->hold_ev, &tv);
     q->held = req;
     evhttp_connection_set_closecb(c, on_hold_closed, q);
@@ -600,12 +672,10 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
         if (!q) {
             if (ep->qlen >= QUEUE_MAX) {
                 *e->c_routes_error += 1;
-                sbuf_puts(out, "{\"success\": false, \"error\": \"queue_full\", \"msg\": "
-                               "\"too many requests waiting for this endpoint\"}");
+                http_json_error(out, "queue_full", "too many requests waiting for this endpoint");
                 return 429;
             }
-            q = calloc(1, sizeof *q);
-            if (!q) abort();
+            q = xcalloc(1, sizeof *q);
             q->request_idx = request_idx;
             q->cost = cost;
             q->first_mono = q->last_poll_mono = now;
@@ -634,4 +704,21 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
         return 200;
     }
     return grant(e, ep, best, q, cost, request_idx, out, req, t0, now);
+}
+
+void router_handle(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
+                   double replay_timeout, struct evhttp_request *req, double t0)
+{
+    struct sbuf out = SBUF_INIT;
+    int status = router_route(e, ep, cost, request_idx, replay_timeout, &out, req, t0);
+    if (status != 0) { /* 0: held, or the signing threads' callback answers */
+        http_reply_json(req, status, out.data ? out.data : "", out.len);
+        metrics_observe(e->h_route, clock_mono() - t0);
+    }
+    sbuf_free(&out);
+}
+
+double router_queue_age(const struct endpoint *ep, double now)
+{
+    return ep->qhead ? now - ep->qhead->first_mono : 0;
 }

@@ -13,8 +13,13 @@
 
 #include "../common/assert_ext.h"
 #include "clock.h"
+#include "engine/emetrics.h"
 #include "engine/engine.h"
+#include "engine/idmap.h"
+#include "engine/router.h"
+#include "engine/state.h"
 #include "httputil.h"
+#include "metrics.h"
 #include "rsa.h"
 
 static struct engine *E;
@@ -177,8 +182,7 @@ static void test_global_queue(void **st)
     r1 = route(10, 0, &status);
     json_object_put(r1);
     assert_int_equal(EP->qlen, 1);
-    EP->qhead->last_poll_mono -= 1000;
-    router_expire(E, EP, clock_mono());
+    router_expire(E, EP, clock_mono() + 1000); /* not polled for 1000 s */
     assert_int_equal(EP->qlen, 0);
     state_worker_remove(E, w);
     router_queue_clear(EP);
