@@ -336,7 +336,7 @@ static const struct api_route ops_routes[] = {
 
 static const struct api_route *const tables[] = {ops_routes, api_wire_routes, api_mgmt_routes};
 
-static const struct api_route *route_find(const char *path)
+const struct api_route *api_route_find(const char *path)
 {
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         for (const struct api_route *r = tables[t]; r->path; r++) {
@@ -375,7 +375,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     size_t blen = evbuffer_get_length(evhttp_request_get_input_buffer(req));
-    c.route = route_find(c.path);
+    c.route = api_route_find(c.path);
     if (blen > MAX_BODY) {
         api_reply_err(&c, 413, "too_large", "body larger than %u bytes", MAX_BODY);
     } else if ((!c.route || c.route->body) && api_parse_body(&c) != 0) {

@@ -55,6 +55,9 @@ struct api_route {
 /* The tables (NULL-path terminated). */
 extern const struct api_route api_wire_routes[];
 extern const struct api_route api_mgmt_routes[];
+/* The row for a path: the first match in api.c's own table (/health, /metrics), then the wire
+ * table, then the management table; NULL = no route (404). */
+const struct api_route *api_route_find(const char *path);
 
 /* Replies.  api_reply_err: the JSON error body (http_json_error), message printf-formatted
  * (at most 599 bytes), logged at debug. */

@@ -243,11 +243,7 @@ struct engine {
     bool stopping;
     double stop_deadline_mono; /* shutdown: instances still running then are killed */
     struct event *stop_ev;     /* shutdown progress poll */
-    struct event *kick_ev;     /* deferred router_kick of endpoints marked `kick` */
-    size_t nheld;              /* held /route/ calls, all endpoints */
-    struct idmap *grants;      /* request_idx -> struct grant */
-    struct grant *ghead, *gtail;
-    size_t ngrants;
+    struct router *router;     /* router.c's state: held calls, grant records */
     struct metrics *metrics;
     double *c_routes_granted, *c_routes_queued, *c_routes_error;
     double *c_sign[3];

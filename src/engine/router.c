@@ -62,6 +62,16 @@ struct grant {
     struct grant *prev, *next;
 };
 
+/* The router's own state (e->router; NULL until router_init: then nothing is held and no grant
+ * is recorded). */
+struct router {
+    struct event *kick_ev; /* deferred router_kick of endpoints marked `kick` */
+    size_t nheld;          /* held /route/ calls, all endpoints */
+    struct idmap *grants;  /* request_idx -> struct grant */
+    struct grant *ghead, *gtail;
+    size_t ngrants;
+};
+
 #define QUEUE_MAX 100000
 #define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
 #define GRANTS_MAX 200000 /* grant records kept at most (oldest dropped) */
@@ -236,53 +246,53 @@ static void grant_unlink(struct engine *e, struct grant *g)
     if (g->prev)
         g->prev->next = g->next;
     else
-        e->ghead = g->next;
+        e->router->ghead = g->next;
     if (g->next)
         g->next->prev = g->prev;
     else
-        e->gtail = g->prev;
-    idmap_del(e->grants, g->request_idx);
-    e->ngrants--;
+        e->router->gtail = g->prev;
+    idmap_del(e->router->grants, g->request_idx);
+    e->router->ngrants--;
     free(g);
 }
 
 static void grant_record(struct engine *e, struct worker *w, int64_t request_idx, double cost,
                          double now)
 {
-    if (!e->grants) return;
-    struct grant *old = idmap_get(e->grants, request_idx);
+    if (!e->router) return;
+    struct grant *old = idmap_get(e->router->grants, request_idx);
     if (old) grant_unlink(e, old); /* a re-route of the same request: the newest counts */
-    if (e->ngrants >= GRANTS_MAX) grant_unlink(e, e->ghead);
+    if (e->router->ngrants >= GRANTS_MAX) grant_unlink(e, e->router->ghead);
     struct grant *g = xcalloc(1, sizeof *g);
     g->request_idx = request_idx;
     g->worker_id = w->id;
     g->cost = cost;
     g->mono = now;
-    g->prev = e->gtail;
-    if (e->gtail)
-        e->gtail->next = g;
+    g->prev = e->router->gtail;
+    if (e->router->gtail)
+        e->router->gtail->next = g;
     else
-        e->ghead = g;
-    e->gtail = g;
-    e->ngrants++;
-    idmap_put(e->grants, request_idx, g);
+        e->router->ghead = g;
+    e->router->gtail = g;
+    e->router->ngrants++;
+    idmap_put(e->router->grants, request_idx, g);
 }
 
 void router_grants_expire(struct engine *e, double now)
 {
-    while (e->ghead && now - e->ghead->mono > GRANT_TTL_S)
-        grant_unlink(e, e->ghead);
+    while (e->router && e->router->ghead && now - e->router->ghead->mono > GRANT_TTL_S)
+        grant_unlink(e, e->router->ghead);
 }
 
 void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx)
 {
-    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    struct grant *g = e->router ? idmap_get(e->router->grants, request_idx) : NULL;
     if (g && g->worker_id == w->id) g->seen_seq = w->report_seq;
 }
 
 int router_grant_done(struct engine *e, const struct worker *from, int64_t request_idx)
 {
-    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    struct grant *g = e->router ? idmap_get(e->router->grants, request_idx) : NULL;
     if (!g) return 0;
     /* only the worker the grant was issued to may close it: another worker (even with its own
      * valid mtoken) must not free this worker's capacity in the estimate */
@@ -445,7 +455,7 @@ static void hold_end(struct qreq *q)
     q->close_ev = NULL;
     q->last_poll_mono = clock_mono(); /* the replay timeout counts from the end of the poll */
     if (q->ep && q->ep->nheld) q->ep->nheld--;
-    if (q->e && q->e->nheld) q->e->nheld--;
+    if (q->e && q->e->router && q->e->router->nheld) q->e->router->nheld--;
 }
 
 static void hold_answer_waiting(struct qreq *q)
@@ -507,8 +517,8 @@ static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
 
 static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct evhttp_request *req)
 {
-    if (!req || e->opts.route_hold_ms <= 0 || e->stopping || q->held ||
-        e->nheld >= (size_t)e->opts.route_hold_max || !e->kick_ev)
+    if (!req || e->opts.route_hold_ms <= 0 || e->stopping || q->held || !e->router ||
+        e->router->nheld >= (size_t)e->opts.route_hold_max)
         return false;
     struct evhttp_connection *c = evhttp_request_get_connection(req);
     if (!c) return false;
@@ -528,7 +538,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
         if (q->close_ev) event_add(q->close_ev, NULL);
     }
     ep->nheld++;
-    e->nheld++;
+    e->router->nheld++;
     return true;
 }
 
@@ -564,9 +574,9 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 void router_kick(struct engine *e, struct endpoint *ep)
 {
-    if (!e->kick_ev || !ep->nheld) return;
+    if (!e->router || !ep->nheld) return;
     ep->kick = true;
-    event_active(e->kick_ev, EV_TIMEOUT, 0);
+    event_active(e->router->kick_ev, EV_TIMEOUT, 0);
 }
 
 void router_release_all(struct engine *e)
@@ -616,19 +626,25 @@ void router_fail_held(struct engine *e, struct endpoint *ep)
 
 int router_init(struct engine *e)
 {
-    e->grants = idmap_new();
-    e->kick_ev = event_new(e->base, -1, 0, on_kick, e);
-    return e->kick_ev && e->grants ? 0 : -1;
+    struct router *r = xcalloc(1, sizeof *r);
+    r->grants = idmap_new();
+    r->kick_ev = event_new(e->base, -1, 0, on_kick, e);
+    e->router = r;
+    if (r->kick_ev && r->grants) return 0;
+    router_fini(e);
+    return -1;
 }
 
 void router_fini(struct engine *e)
 {
-    while (e->ghead)
-        grant_unlink(e, e->ghead);
-    idmap_free(e->grants);
-    e->grants = NULL;
-    if (e->kick_ev) event_free(e->kick_ev);
-    e->kick_ev = NULL;
+    struct router *r = e->router;
+    if (!r) return;
+    while (r->ghead)
+        grant_unlink(e, r->ghead);
+    idmap_free(r->grants);
+    if (r->kick_ev) event_free(r->kick_ev);
+    free(r);
+    e->router = NULL;
 }
 
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
