@@ -178,7 +178,7 @@ static int command_op(struct engine *e, struct workergroup *g, struct worker *w,
         return provider_fail("could not run launch.%s: %s", op_keys[op], strerror(err));
     }
     log_debug("provider_command", "worker=%lld op=%s pid=%d", (long long)w->id, op_keys[op], pid);
-    return 0;
+    return SGPU_OK;
 }
 
 /* Shutdown waits for operations in flight, so that their results are stored. */
@@ -191,11 +191,25 @@ static void command_shutdown_pending(struct engine *e, int *instances, int *ops)
     }
 }
 
-/* No adopt/poll (reports tell), no shutdown (left running: provider_shutdown). */
+/* Engine exit: left running on purpose.  A command instance is a rented machine with its model
+ * loaded; an engine restart (upgrade, crash) must not cold-start the fleet.  Its row stays in
+ * the store and its reports re-adopt it on the next start.  To remove them, delete the
+ * workergroup or endpoint before stopping the engine. */
+static void command_shutdown(struct engine *e, struct worker *w, bool keep)
+{
+    (void)e;
+    (void)keep;
+    log_warn("command_instance_left_running", "worker=%lld endpoint_id=%lld instance=%s state=%s",
+             (long long)w->id, (long long)w->endpoint_id, w->instance[0] ? w->instance : "-",
+             state_name(w->state));
+}
+
+/* No adopt/poll: its reports say whether it lives. */
 const struct provider_ops command_provider = {
     .name = "command",
     .validate = command_validate,
     .op = command_op,
     .can_park = command_can_park,
+    .shutdown = command_shutdown,
     .shutdown_pending = command_shutdown_pending,
 };

@@ -90,7 +90,7 @@ int provider_fail(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(op_err, sizeof op_err, fmt, ap);
     va_end(ap);
-    return -1;
+    return SGPU_ERROR;
 }
 
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
@@ -98,7 +98,7 @@ int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum 
     int64_t id = w->id;
     op_err[0] = '\0';
     int rc = g->ops->op(e, g, w, op);
-    if (rc != 0) {
+    if (rc != SGPU_OK) {
         char msg[360];
         snprintf(msg, sizeof msg, "could not start the operation: %s",
                  op_err[0] ? op_err : "no detail");
@@ -117,18 +117,7 @@ void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w)
 void provider_shutdown(struct engine *e, struct worker *w, bool keep)
 {
     struct workergroup *g = state_wg_by_id(e, w->wg_id);
-    if (!g) return;
-    if (g->ops->shutdown) {
-        g->ops->shutdown(e, w, keep);
-        return;
-    }
-    /* Left running on purpose (command instances): a rented machine with its model loaded;
-     * an engine restart (upgrade, crash) must not cold-start the fleet.  Its row stays in the
-     * store and its reports re-adopt it on the next start.  To remove them, delete the
-     * workergroup or endpoint before stopping the engine. */
-    log_warn("command_instance_left_running", "worker=%lld endpoint_id=%lld instance=%s state=%s",
-             (long long)w->id, (long long)w->endpoint_id, w->instance[0] ? w->instance : "-",
-             state_name(w->state));
+    if (g && g->ops->shutdown) g->ops->shutdown(e, w, keep);
 }
 
 void provider_shutdown_pending(struct engine *e, int *instances, int *ops)

@@ -17,6 +17,7 @@
 
 #include <json-c/json.h>
 
+#include "rc.h"
 #include "sbuf.h"
 
 struct engine;
@@ -31,7 +32,7 @@ struct provider_ops {
      * members were checked).  0, or -1 with a message. */
     int (*validate)(struct json_object *launch, char *err, size_t errlen);
     /* Start op on w's instance; completion through provider_op_done (possibly before return).
-     * 0 started, -1 could not start (say why with provider_fail).  Required. */
+     * SGPU_OK started, SGPU_ERROR could not start (say why with provider_fail).  Required. */
     int (*op)(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
     /* Workers of g can be parked (stopped with the model loaded).  NULL = never. */
     bool (*can_park)(const struct workergroup *g);
@@ -39,7 +40,8 @@ struct provider_ops {
     void (*adopt)(struct engine *e, struct worker *w);
     /* Each tick: liveness of w's instance (provider_instance_exited when gone).  NULL = none. */
     void (*poll)(struct engine *e, struct worker *w);
-    /* Engine exit: w's instance is asked to stop (drain) unless keep.  NULL = left running. */
+    /* Engine exit (SIGTERM): what happens to w's instance (local: asked to stop and drain unless
+     * keep; command: left running, logged).  NULL = nothing. */
     void (*shutdown)(struct engine *e, struct worker *w, bool keep);
     /* Shutdown progress: add what this provider still waits for (instances running, operations
      * in flight) to *instances / *ops.  NULL = nothing. */
@@ -66,7 +68,7 @@ int provider_validate(const struct provider_ops *ops, struct json_object *launch
                       size_t errlen);
 bool provider_can_park(const struct workergroup *g);
 /* Start an operation; completion comes through provider_op_done (possibly before return).
- * Returns 0 if started, -1 if it could not be started (op failed immediately). */
+ * SGPU_OK if started, SGPU_ERROR if it could not be (provider_op_done already said it failed). */
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op);
 /* After restart: re-attach to an instance recorded in the store. */
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w);
@@ -109,7 +111,7 @@ int provider_validate_env(struct json_object *env, char *err, size_t errlen);
 void provider_report_addr(struct engine *e, const struct workergroup *g, const struct worker *w,
                           struct sbuf *out);
 /* Why the current provider operation could not start (logged and kept as the create's error
- * by provider_op); returns -1 for `return provider_fail(...)`. */
+ * by provider_op); returns SGPU_ERROR for `return provider_fail(...)`. */
 int provider_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
