@@ -114,51 +114,54 @@ static void h_worker_status(struct api_ctx *c)
                       "%s", err);
 }
 
-static void h_delete_requests(struct api_ctx *c)
+/* The worker named by worker_id, its mtoken checked; else 400/404/403 answered and NULL. */
+static struct worker *delete_requests_worker(struct api_ctx *c)
 {
-    struct engine *e = c->e;
     int64_t wid;
     int r = api_get_int(c, "worker_id", 0, INT64_MAX / 2, &wid);
-    if (r < 0) return;
+    if (r < 0) return NULL;
     if (r == 0) {
         api_reply_err(c, 400, "bad_request", "worker_id is required");
-        return;
+        return NULL;
     }
-    struct worker *w = state_worker_by_id(e, wid);
+    struct worker *w = state_worker_by_id(c->e, wid);
     if (!w) {
         api_reply_err(c, 404, "not_found", "unknown worker id %lld", (long long)wid);
-        return;
+        return NULL;
     }
     const char *tok = NULL;
-    if (api_get_string(c, "mtoken", &tok) < 0) return;
+    if (api_get_string(c, "mtoken", &tok) < 0) return NULL;
     if (w->mtoken[0] && !api_key_eq(tok, tok ? strlen(tok) : 0, w->mtoken)) { /* NUL refused */
         api_reply_err(c, 403, "forbidden", "mtoken %s for worker %lld",
                       tok ? "does not match" : "is required", (long long)wid);
-        return;
+        return NULL;
     }
-    struct json_object *idxs = api_field(c, "request_idxs"), *reqs = api_field(c, "requests");
-    if (!idxs && !reqs) {
-        api_reply_err(c, 400, "bad_request", "request_idxs or requests is required");
-        return;
-    }
-    size_t n = 0;
+    return w;
+}
+
+/* request_idxs: [int...] and requests: [{"request_idx": int}...] well-formed; *n their count.
+ * 0, or -1 with 400 answered. */
+static int delete_requests_check(struct api_ctx *c, struct json_object *idxs,
+                                 struct json_object *reqs, size_t *n)
+{
+    *n = 0;
     if (idxs) {
         if (!json_object_is_type(idxs, json_type_array)) {
             api_reply_err(c, 400, "bad_request", "request_idxs must be a list of integers");
-            return;
+            return -1;
         }
         for (size_t i = 0; i < json_object_array_length(idxs); i++) {
             if (!json_object_is_type(json_object_array_get_idx(idxs, i), json_type_int)) {
                 api_reply_err(c, 400, "bad_request", "request_idxs[%zu] must be an integer", i);
-                return;
+                return -1;
             }
         }
-        n += json_object_array_length(idxs);
+        *n += json_object_array_length(idxs);
     }
     if (reqs) {
         if (!json_object_is_type(reqs, json_type_array)) {
             api_reply_err(c, 400, "bad_request", "requests must be a list of objects");
-            return;
+            return -1;
         }
         for (size_t i = 0; i < json_object_array_length(reqs); i++) {
             struct json_object *o = json_object_array_get_idx(reqs, i), *ri;
@@ -169,11 +172,18 @@ static void h_delete_requests(struct api_ctx *c)
                               "requests[%zu] must be an object with an integer "
                               "request_idx",
                               i);
-                return;
+                return -1;
             }
         }
-        n += json_object_array_length(reqs);
+        *n += json_object_array_length(reqs);
     }
+    return 0;
+}
+
+/* The work of these grants is done (router_grant_done frees their capacity now). */
+static void delete_requests_close(struct engine *e, const struct worker *w,
+                                  struct json_object *idxs, struct json_object *reqs)
+{
     /* the work of these grants is done: free their capacity now (held requests may go); a
      * grant issued to another worker stays open (counted, logged once per call) */
     size_t foreign = 0;
@@ -197,9 +207,23 @@ static void h_delete_requests(struct api_ctx *c)
     if (foreign) {
         *e->c_deletes_foreign += (double)foreign;
         log_warn("delete_requests_foreign", "worker=%lld grants=%zu request_idx=%lld",
-                 (long long)wid, foreign, (long long)foreign_idx);
+                 (long long)w->id, foreign, (long long)foreign_idx);
     }
-    *e->c_deletes += (double)n;
+}
+
+static void h_delete_requests(struct api_ctx *c)
+{
+    struct worker *w = delete_requests_worker(c);
+    if (!w) return;
+    struct json_object *idxs = api_field(c, "request_idxs"), *reqs = api_field(c, "requests");
+    if (!idxs && !reqs) {
+        api_reply_err(c, 400, "bad_request", "request_idxs or requests is required");
+        return;
+    }
+    size_t n = 0;
+    if (delete_requests_check(c, idxs, reqs, &n) != 0) return;
+    delete_requests_close(c->e, w, idxs, reqs);
+    *c->e->c_deletes += (double)n;
     api_reply_ok(c);
 }
 

@@ -32,7 +32,7 @@ struct worker;
 struct workergroup;
 struct ts_ring;
 struct qreq;      /* router.c */
-struct grant;     /* router.c */
+struct router;    /* router.c */
 struct kpa_state; /* scaler.h */
 struct provider_ops;
 struct metrics;

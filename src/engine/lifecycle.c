@@ -356,7 +356,16 @@ static int field_str(struct json_object *b, const char *k, char *dst, size_t n, 
     return 1;
 }
 
-int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t errlen)
+/* A /worker_status/ body's values; -1 = absent (numbers), "" = absent (strings). */
+struct report {
+    double loadtime, cur_load, new_load, rej_load, max_perf, cur_perf, disk, nwork;
+    char url[512], version[32], emsg[512];
+    bool clamped; /* a value was out of range (clamped) or NaN (ignored) */
+};
+
+/* The reporting worker (*out) and its token.  200, or 400/404/403 with err. */
+static int report_worker(struct engine *e, struct json_object *b, struct worker **out, char *err,
+                         size_t errlen)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(b, "id", &v)) {
@@ -371,6 +380,7 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         return 400;
     }
     struct worker *w = state_worker_by_id(e, (int64_t)idd);
+    *out = w;
     if (!w) {
         snprintf(err, errlen, "unknown worker id %lld", (long long)idd);
         return 404;
@@ -391,52 +401,68 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
             return 403;
         }
     }
-    double loadtime = -1, cur_load = -1, new_load = -1, rej_load = -1, max_perf = -1, cur_perf = -1,
-           disk = 0, nwork = -1;
-    char url[512], version[32], emsg[512];
-    url[0] = version[0] = emsg[0] = '\0';
-    bool clamped = false;
-    if (field_num(b, "loadtime", true, &loadtime, &clamped, err, errlen) < 0 ||
-        field_num(b, "cur_load", true, &cur_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "new_load", true, &new_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "rej_load", true, &rej_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "max_perf", true, &max_perf, &clamped, err, errlen) < 0 ||
-        field_num(b, "cur_perf", true, &cur_perf, &clamped, err, errlen) < 0 ||
-        field_num(b, "additional_disk_usage", false, &disk, &clamped, err, errlen) < 0 ||
-        field_num(b, "num_requests_working", true, &nwork, &clamped, err, errlen) < 0 ||
-        field_str(b, "url", url, sizeof url, err, errlen) < 0 ||
-        field_str(b, "version", version, sizeof version, err, errlen) < 0 ||
-        field_str(b, "error_msg", emsg, sizeof emsg, err, errlen) < 0)
+    return 200;
+}
+
+/* The body's values into r (clamped as REPORT_NUM_MAX says).  200, or 400 with err. */
+static int report_parse(struct json_object *b, struct report *r, char *err, size_t errlen)
+{
+    r->loadtime = r->cur_load = r->new_load = r->rej_load = r->max_perf = r->cur_perf = -1;
+    r->disk = 0;
+    r->nwork = -1;
+    r->url[0] = r->version[0] = r->emsg[0] = '\0';
+    r->clamped = false;
+    bool *cl = &r->clamped;
+    struct json_object *v;
+    if (field_num(b, "loadtime", true, &r->loadtime, cl, err, errlen) < 0 ||
+        field_num(b, "cur_load", true, &r->cur_load, cl, err, errlen) < 0 ||
+        field_num(b, "new_load", true, &r->new_load, cl, err, errlen) < 0 ||
+        field_num(b, "rej_load", true, &r->rej_load, cl, err, errlen) < 0 ||
+        field_num(b, "max_perf", true, &r->max_perf, cl, err, errlen) < 0 ||
+        field_num(b, "cur_perf", true, &r->cur_perf, cl, err, errlen) < 0 ||
+        field_num(b, "additional_disk_usage", false, &r->disk, cl, err, errlen) < 0 ||
+        field_num(b, "num_requests_working", true, &r->nwork, cl, err, errlen) < 0 ||
+        field_str(b, "url", r->url, sizeof r->url, err, errlen) < 0 ||
+        field_str(b, "version", r->version, sizeof r->version, err, errlen) < 0 ||
+        field_str(b, "error_msg", r->emsg, sizeof r->emsg, err, errlen) < 0)
         return 400;
     if (json_object_object_get_ex(b, "working_request_idxs", &v) &&
         !json_object_is_type(v, json_type_null) && !json_object_is_type(v, json_type_array)) {
         snprintf(err, errlen, "working_request_idxs must be a list");
         return 400;
     }
-    if (url[0] && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+    if (r->url[0] && strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0) {
         snprintf(err, errlen, "url must start with http:// or https://");
         return 400;
     }
-    if (clamped && !w->report_clamped) /* once per worker (until a clean report) */
+    return 200;
+}
+
+/* The values onto w (load, perf, url, version, disk) and its grants listed as working. */
+static void report_apply(struct engine *e, struct worker *w, const struct report *r,
+                         struct json_object *b)
+{
+    struct json_object *v;
+    if (r->clamped && !w->report_clamped) /* once per worker (until a clean report) */
         log_warn("report_clamped", "worker=%lld max=%g why=out_of_range", (long long)w->id,
                  REPORT_NUM_MAX);
-    w->report_clamped = clamped;
+    w->report_clamped = r->clamped;
     double now = clock_mono();
     w->last_report_mono = now;
     w->last_report_wall = clock_wall();
     w->reported = true;
-    if (loadtime >= 0) w->loadtime = loadtime > 0 ? loadtime : w->loadtime;
-    if (cur_load >= 0) w->cur_load = cur_load;
-    if (new_load >= 0) w->new_load = new_load;
-    if (rej_load >= 0) w->rej_load = rej_load;
-    if (max_perf >= 0) w->max_perf = max_perf;
-    if (cur_perf >= 0) w->cur_perf = cur_perf;
-    if (nwork >= 0) w->num_working = (int64_t)nwork;
-    w->disk_usage += disk;
+    if (r->loadtime >= 0) w->loadtime = r->loadtime > 0 ? r->loadtime : w->loadtime;
+    if (r->cur_load >= 0) w->cur_load = r->cur_load;
+    if (r->new_load >= 0) w->new_load = r->new_load;
+    if (r->rej_load >= 0) w->rej_load = r->rej_load;
+    if (r->max_perf >= 0) w->max_perf = r->max_perf;
+    if (r->cur_perf >= 0) w->cur_perf = r->cur_perf;
+    if (r->nwork >= 0) w->num_working = (int64_t)r->nwork;
+    w->disk_usage += r->disk;
     if (w->disk_usage < 0) w->disk_usage = 0;
     if (w->disk_usage > REPORT_NUM_MAX) w->disk_usage = REPORT_NUM_MAX;
-    if (url[0] && strcmp(url, w->url) != 0) memcpy(w->url, url, strlen(url) + 1);
-    if (version[0]) memcpy(w->version, version, strlen(version) + 1);
+    if (r->url[0] && strcmp(r->url, w->url) != 0) memcpy(w->url, r->url, strlen(r->url) + 1);
+    if (r->version[0]) memcpy(w->version, r->version, strlen(r->version) + 1);
     w->granted_since_report = 0;
     w->load_avg = w->load_avg * 0.8 + w->cur_load * 0.2;
     w->dirty = true;
@@ -450,16 +476,27 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
                 router_grant_working(e, w, json_object_get_int64(x));
         }
     }
+}
+
+int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t errlen)
+{
+    struct worker *w = NULL;
+    struct report r;
+    int st = report_worker(e, b, &w, err, errlen);
+    if (st != 200) return st;
+    st = report_parse(b, &r, err, errlen);
+    if (st != 200) return st;
+    report_apply(e, w, &r, b);
     *e->c_reports += 1;
 
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     if (ep) router_kick(e, ep); /* the report may show freed capacity */
-    if (emsg[0]) {
-        if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
+    if (r.emsg[0]) {
+        if (strcmp(r.emsg, w->error_msg) != 0) memcpy(w->error_msg, r.emsg, strlen(r.emsg) + 1);
         if (w->state != WS_DESTROYING && w->state != WS_ERROR) {
-            state_set(e, w, WS_ERROR, emsg);
+            state_set(e, w, WS_ERROR, r.emsg);
             /* a model that keeps failing is replaced with growing back-off */
-            wg_failure(e, w, FK_ERROR, emsg);
+            wg_failure(e, w, FK_ERROR, r.emsg);
         }
         return 200;
     }
