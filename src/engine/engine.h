@@ -31,9 +31,9 @@ struct idmap;
 struct worker;
 struct workergroup;
 struct ts_ring;
-struct qreq;      /* router.c */
-struct router;    /* router.c */
-struct kpa_state; /* scaler.h */
+struct route_queue; /* router.c */
+struct router;      /* router.c */
+struct kpa_state;   /* scaler.h */
 struct provider_ops;
 struct metrics;
 struct metrics_hist;
@@ -137,13 +137,8 @@ struct endpoint {
     double last_request_mono;  /* 0 = none since start */
     double perf_est;           /* median measured max_perf; 0 = unknown */
     bool had_worker;
-    struct qreq *qhead, *qtail;
-    size_t qlen;
-    struct idmap *qmap; /* request_idx -> struct qreq */
-    size_t q_active;    /* waiting requests polled recently (counted each tick) */
+    struct route_queue *rq; /* router.c: the global queue of waiting requests (router.h) */
     bool want_scale_up;
-    bool kick;    /* capacity may have freed: try the held requests (deferred) */
-    size_t nheld; /* held /route/ calls of this endpoint */
     /* hysteresis: active targets of recent ticks (ring) */
     struct {
         double t;

@@ -741,7 +741,7 @@ static void tick_observe(struct tick *t)
     double pe = scaler_median(perfs, np);
     if (pe > 0) ep->perf_est = pe;
     in->perf_est = ep->perf_est;
-    in->qlen = ep->qlen;
+    in->qlen = router_queue_len(ep);
     /* the oldest waiter's age is a shortage signal only while no ready worker can take
      * work: when one just became ready (or freed up) the queue drains on the next polls */
     double qage = t->nonfull == 0 ? router_queue_age(ep, now) : 0;
@@ -808,7 +808,7 @@ static void tick_decide(struct tick *t)
     /* gauges */
     for (int s = 0; s < WS__COUNT; s++)
         if (ep->g_workers[s]) *ep->g_workers[s] = t->counts[s];
-    if (ep->g_qlen) *ep->g_qlen = (double)ep->qlen;
+    if (ep->g_qlen) *ep->g_qlen = (double)router_queue_len(ep);
     if (ep->g_load) *ep->g_load = in->load;
     if (ep->g_atarget) *ep->g_atarget = out->a;
     if (ep->g_itarget) *ep->g_itarget = out->i;

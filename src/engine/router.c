@@ -72,6 +72,28 @@ struct router {
     size_t ngrants;
 };
 
+/* An endpoint's global queue of waiting /route/ requests (ep->rq; made on first use, freed by
+ * router_queue_clear). */
+struct route_queue {
+    struct qreq *head, *tail; /* FIFO */
+    size_t len;
+    struct idmap *map; /* request_idx -> struct qreq */
+    size_t active;     /* waiting requests polled recently (counted each tick) */
+    bool kick;         /* capacity may have freed: try the held requests (deferred) */
+    size_t nheld;      /* held /route/ calls of this endpoint */
+};
+
+static struct route_queue *rq(struct endpoint *ep)
+{
+    if (!ep->rq) ep->rq = xcalloc(1, sizeof *ep->rq);
+    return ep->rq;
+}
+
+size_t router_queue_len(const struct endpoint *ep)
+{
+    return ep->rq ? ep->rq->len : 0;
+}
+
 #define QUEUE_MAX 100000
 #define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
 #define GRANTS_MAX 200000 /* grant records kept at most (oldest dropped) */
@@ -118,13 +140,13 @@ static void q_unlink(struct endpoint *ep, struct qreq *q)
     if (q->prev)
         q->prev->next = q->next;
     else
-        ep->qhead = q->next;
+        rq(ep)->head = q->next;
     if (q->next)
         q->next->prev = q->prev;
     else
-        ep->qtail = q->prev;
-    idmap_del(ep->qmap, q->request_idx);
-    ep->qlen--;
+        rq(ep)->tail = q->prev;
+    idmap_del(rq(ep)->map, q->request_idx);
+    rq(ep)->len--;
     free(q);
 }
 
@@ -132,16 +154,17 @@ static void answer_waiting(struct endpoint *ep, int64_t idx, struct sbuf *out);
 
 void router_queue_clear(struct endpoint *ep)
 {
-    for (struct qreq *q = ep->qhead; q; q = q->next) {
+    for (struct qreq *q = rq(ep)->head; q; q = q->next) {
         if (!q->held) continue;
         struct evhttp_request *req = q->held;
         hold_end(q);
         answer_error(req, 404, "not_found", "endpoint deleted");
     }
-    while (ep->qhead)
-        q_unlink(ep, ep->qhead);
-    idmap_free(ep->qmap);
-    ep->qmap = NULL;
+    while (rq(ep)->head)
+        q_unlink(ep, rq(ep)->head);
+    idmap_free(ep->rq->map);
+    free(ep->rq);
+    ep->rq = NULL;
 }
 
 /* A waiting request whose client has not polled for this long no longer holds back new
@@ -150,11 +173,11 @@ void router_queue_clear(struct endpoint *ep)
 
 void router_expire(struct engine *e, struct endpoint *ep, double now)
 {
-    ep->q_active = 0;
-    for (struct qreq *q = ep->qhead, *n; q; q = n) {
+    rq(ep)->active = 0;
+    for (struct qreq *q = rq(ep)->head, *n; q; q = n) {
         n = q->next;
         if (q->held) q->last_poll_mono = now; /* being polled right now */
-        if (now - q->last_poll_mono <= POLL_STALE_S) ep->q_active++;
+        if (now - q->last_poll_mono <= POLL_STALE_S) rq(ep)->active++;
         if (now - q->last_poll_mono > q->timeout_s) {
             log_info("queue_expired", "endpoint=%s request_idx=%lld waited=%.3f", ep->name,
                      (long long)q->request_idx, now - q->first_mono);
@@ -454,7 +477,7 @@ static void hold_end(struct qreq *q)
     if (q->close_ev) event_free(q->close_ev);
     q->close_ev = NULL;
     q->last_poll_mono = clock_mono(); /* the replay timeout counts from the end of the poll */
-    if (q->ep && q->ep->nheld) q->ep->nheld--;
+    if (q->ep && rq(q->ep)->nheld) rq(q->ep)->nheld--;
     if (q->e && q->e->router && q->e->router->nheld) q->e->router->nheld--;
 }
 
@@ -537,7 +560,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
         q->close_ev = event_new(e->base, fd, early ? EV_CLOSED : EV_READ, on_peer_closed, q);
         if (q->close_ev) event_add(q->close_ev, NULL);
     }
-    ep->nheld++;
+    rq(ep)->nheld++;
     e->router->nheld++;
     return true;
 }
@@ -545,7 +568,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
 static void kick_endpoint(struct engine *e, struct endpoint *ep)
 {
     double now = clock_mono();
-    for (struct qreq *q = ep->qhead, *n; q && ep->nheld > 0; q = n) {
+    for (struct qreq *q = rq(ep)->head, *n; q && rq(ep)->nheld > 0; q = n) {
         n = q->next;
         if (!q->held) continue;
         struct worker *best = pick(ep, q->cost, NULL);
@@ -566,23 +589,23 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct engine *e = arg;
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) {
-        if (!ep->kick) continue;
-        ep->kick = false;
-        if (ep->nheld && !ep->deleting && !e->stopping) kick_endpoint(e, ep);
+        if (!rq(ep)->kick) continue;
+        rq(ep)->kick = false;
+        if (rq(ep)->nheld && !ep->deleting && !e->stopping) kick_endpoint(e, ep);
     }
 }
 
 void router_kick(struct engine *e, struct endpoint *ep)
 {
-    if (!e->router || !ep->nheld) return;
-    ep->kick = true;
+    if (!e->router || !rq(ep)->nheld) return;
+    rq(ep)->kick = true;
     event_active(e->router->kick_ev, EV_TIMEOUT, 0);
 }
 
 void router_release_all(struct engine *e)
 {
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
-        for (struct qreq *q = ep->qhead; q && ep->nheld; q = q->next)
+        for (struct qreq *q = rq(ep)->head; q && rq(ep)->nheld; q = q->next)
             if (q->held) hold_answer_waiting(q);
 }
 
@@ -610,7 +633,7 @@ void router_fail_held(struct engine *e, struct endpoint *ep)
 {
     struct workergroup *g = lifecycle_wg_blocking(e, ep);
     if (!g) return;
-    for (struct qreq *q = ep->qhead, *n; q && ep->nheld; q = n) {
+    for (struct qreq *q = rq(ep)->head, *n; q && rq(ep)->nheld; q = n) {
         n = q->next;
         if (!q->held) continue;
         struct evhttp_request *req = q->held;
@@ -659,7 +682,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     }
     ep->last_request_mono = now;
     struct qreq *q = NULL;
-    if (request_idx > 0 && ep->qmap) q = idmap_get(ep->qmap, request_idx);
+    if (request_idx > 0 && rq(ep)->map) q = idmap_get(rq(ep)->map, request_idx);
     if (q) {
         q->last_poll_mono = now;
         if (replay_timeout > 0) q->timeout_s = replay_timeout;
@@ -673,7 +696,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     struct worker *best = pick(ep, cost, &slots);
     if (!best && lifecycle_wake_parked(e, ep)) best = pick(ep, cost, &slots);
     /* q_active is refreshed every tick; requests queued since then count too */
-    size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
+    size_t waiting = rq(ep)->active < rq(ep)->len ? rq(ep)->active : rq(ep)->len;
     bool ok = best && (q || slots > (double)waiting);
     struct workergroup *failing = best ? NULL : lifecycle_wg_blocking(e, ep);
     if (failing) {
@@ -686,7 +709,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     if (!ok) {
         ep->want_scale_up = true;
         if (!q) {
-            if (ep->qlen >= QUEUE_MAX) {
+            if (rq(ep)->len >= QUEUE_MAX) {
                 *e->c_routes_error += 1;
                 http_json_error(out, "queue_full", "too many requests waiting for this endpoint");
                 return 429;
@@ -698,16 +721,16 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
             q->timeout_s = replay_timeout > 0 ? replay_timeout : 60.0;
             q->e = e;
             q->ep = ep;
-            q->prev = ep->qtail;
-            if (ep->qtail)
-                ep->qtail->next = q;
+            q->prev = rq(ep)->tail;
+            if (rq(ep)->tail)
+                rq(ep)->tail->next = q;
             else
-                ep->qhead = q;
-            ep->qtail = q;
-            ep->qlen++;
-            ep->q_active++;
-            if (!ep->qmap) ep->qmap = idmap_new();
-            idmap_put(ep->qmap, request_idx, q);
+                rq(ep)->head = q;
+            rq(ep)->tail = q;
+            rq(ep)->len++;
+            rq(ep)->active++;
+            if (!rq(ep)->map) rq(ep)->map = idmap_new();
+            idmap_put(rq(ep)->map, request_idx, q);
         }
         *e->c_routes_queued += 1;
         if (hold(e, ep, q, req)) {
@@ -736,5 +759,5 @@ void router_handle(struct engine *e, struct endpoint *ep, double cost, int64_t r
 
 double router_queue_age(const struct endpoint *ep, double now)
 {
-    return ep->qhead ? now - ep->qhead->first_mono : 0;
+    return ep->rq && ep->rq->head ? now - ep->rq->head->first_mono : 0;
 }

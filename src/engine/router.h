@@ -50,6 +50,8 @@ int router_grant_done(struct engine *e, const struct worker *from, int64_t reque
 void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx);
 /* Drop grant records older than the TTL. */
 void router_grants_expire(struct engine *e, double now);
+/* Requests waiting in ep's global queue. */
+size_t router_queue_len(const struct endpoint *ep);
 /* Age in seconds of the oldest waiting request of ep (0 = none). */
 double router_queue_age(const struct endpoint *ep, double now);
 

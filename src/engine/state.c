@@ -277,7 +277,7 @@ void state_endpoint_json(struct engine *e, const struct endpoint *ep, struct sbu
     sbuf_printf(out,
                 ", \"workers\": %zu, \"queue_length\": %zu, \"active_target\": %d, "
                 "\"inactive_target\": %d",
-                ep->nws, ep->qlen, ep->last_a, ep->last_i);
+                ep->nws, router_queue_len(ep), ep->last_a, ep->last_i);
     put_f(out, "predicted_load", ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow, true);
     put_f(out, "perf_estimate", ep->perf_est, true);
     /* the state of the workergroup that creates its workers (failing: see last_error) */
