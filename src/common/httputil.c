@@ -163,6 +163,29 @@ void http_reply_error(struct evhttp_request *req, int status, const char *fmt, .
     sbuf_free(&b);
 }
 
+void http_json_error(struct sbuf *out, const char *code, const char *msg)
+{
+    sbuf_puts(out, "{\"success\": false, \"error\": ");
+    pyj_write_string(out, code, strlen(code));
+    sbuf_puts(out, ", \"msg\": ");
+    pyj_write_string(out, msg, strlen(msg));
+    sbuf_putc(out, '}');
+}
+
+void http_reply_json_error(struct evhttp_request *req, int status, const char *code,
+                           const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct sbuf b = SBUF_INIT;
+    http_json_error(&b, code, msg);
+    http_reply_json(req, status, b.data, b.len);
+    sbuf_free(&b);
+}
+
 const char *http_request_body(struct evhttp_request *req, size_t *len)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);

@@ -36,6 +36,14 @@ void http_reply_json(struct evhttp_request *req, int status, const char *json, s
 /* {"error": "<message>"} with the message JSON-escaped (ASCII, Python style). */
 void http_reply_error(struct evhttp_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The JSON error body {"success": false, "error": "<code>", "msg": "<message>"} (Vast's shape,
+ * used by every sgpu-engine answer) appended to out; code and message JSON-escaped (ASCII,
+ * Python style). */
+struct sbuf;
+void http_json_error(struct sbuf *out, const char *code, const char *msg);
+/* Reply with that body: status, code ("bad_request", "not_found", ...) and a printf message. */
+void http_reply_json_error(struct evhttp_request *req, int status, const char *code,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Standard reason phrase for a status ("Unknown" if none; "" for 499). */
 const char *http_reason(int status);
 

@@ -18,6 +18,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "clock.h"
+#include "dash.h"
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
@@ -31,6 +32,8 @@ struct ui_asset {
     size_t len;
 };
 /* generated: static const struct ui_asset ui_assets[]; static const size_t ui_nassets; */
+#include "scaler.h"
+#include "state.h"
 #include "ui_assets.inc"
 
 _Static_assert(WS__COUNT == TS_NSTATES, "timeseries.h counts every worker state");
@@ -59,12 +62,7 @@ void dash_tick(struct endpoint *ep, double dt, double cost, const struct scaler_
 
 static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
 {
-    struct sbuf b = SBUF_INIT;
-    sbuf_printf(&b, "{\"success\": false, \"error\": \"%s\", \"msg\": ", code);
-    pyj_write_string(&b, msg, strlen(msg));
-    sbuf_putc(&b, '}');
-    http_reply_json(req, status, b.data, b.len);
-    sbuf_free(&b);
+    http_reply_json_error(req, status, code, "%s", msg);
 }
 
 static bool ct_equal(const char *a, const char *b)
@@ -100,7 +98,7 @@ static bool auth_admin(struct engine *e, struct evhttp_request *req)
     return false;
 }
 
-static void h_timeseries(struct engine *e, struct evhttp_request *req)
+void dash_timeseries(struct engine *e, struct evhttp_request *req)
 {
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
@@ -154,7 +152,7 @@ done:
     evhttp_clear_headers(&q);
 }
 
-static void h_ui(struct evhttp_request *req, const char *path)
+void dash_ui(struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
@@ -175,17 +173,4 @@ static void h_ui(struct evhttp_request *req, const char *path)
         return;
     }
     reply_error(req, 404, "not_found", "no such dashboard file");
-}
-
-bool dash_handle(struct engine *e, struct evhttp_request *req, const char *path)
-{
-    if (strcmp(path, "/ui") == 0 || strncmp(path, "/ui/", 4) == 0) {
-        h_ui(req, path);
-        return true;
-    }
-    if (strcmp(path, "/api/v0/timeseries") == 0 || strcmp(path, "/api/v0/timeseries/") == 0) {
-        h_timeseries(e, req);
-        return true;
-    }
-    return false;
 }

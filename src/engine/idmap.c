@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "engine.h"
+#include "idmap.h"
 #include "xalloc.h"
 
 struct slot {

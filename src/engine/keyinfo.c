@@ -15,6 +15,7 @@
 
 #include "engine.h"
 #include "httputil.h"
+#include "keyinfo.h"
 #include "pyjson.h"
 
 static bool ct_equal(const char *a, const char *b)
@@ -29,10 +30,7 @@ static bool ct_equal(const char *a, const char *b)
 
 static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
 {
-    char b[256];
-    int n = snprintf(b, sizeof b, "{\"success\": false, \"error\": \"%s\", \"msg\": \"%s\"}", code,
-                     msg);
-    http_reply_json(req, status, b, (size_t)n);
+    http_reply_json_error(req, status, code, "%s", msg);
 }
 
 void keyinfo_handle(struct engine *e, struct evhttp_request *req)

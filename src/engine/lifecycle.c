@@ -13,10 +13,19 @@
 #include <string.h>
 
 #include "clock.h"
+#include "dash.h"
 #include "engine.h"
 #include "httputil.h"
+#include "lifecycle.h"
 #include "log.h"
+#include "metrics.h"
+#include "providers/provider.h"
 #include "pyjson.h"
+#include "router.h"
+#include "scaler.h"
+#include "state.h"
+#include "store.h"
+#include "xalloc.h"
 
 enum {
     ACT_CREATE,
@@ -28,13 +37,6 @@ enum {
     ACT_DECISION,
     ACT_ERR
 };
-
-static const char *const op_names[] = {"create", "start", "stop", "destroy"};
-
-const char *lifecycle_op_name(enum prov_op op)
-{
-    return op_names[op];
-}
 
 void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
                      const char *kind, const char *reason, const char *inputs)
@@ -67,6 +69,9 @@ void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct w
     if (a >= 0 && e->c_actions[a]) *e->c_actions[a] += 1;
 }
 
+static void op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
+                    const char *instance);
+
 /* Start a provider operation.  The worker may be freed when this returns (destroy that
  * completed synchronously): callers must not touch w afterwards. */
 static void start_op(struct engine *e, struct worker *w, enum prov_op op, const char *reason,
@@ -74,13 +79,13 @@ static void start_op(struct engine *e, struct worker *w, enum prov_op op, const 
 {
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     struct workergroup *g = state_wg_by_id(e, w->wg_id);
-    lifecycle_event(e, ep, w, op_names[op], reason, inputs);
+    lifecycle_event(e, ep, w, provider_op_name(op), reason, inputs);
     static const enum wstate st[] = {WS_CREATING, WS_STARTING, WS_STOPPING, WS_DESTROYING};
     state_set(e, w, st[op], reason);
     w->op_running = true;
     w->dirty = true;
     if (!g) {
-        lifecycle_op_done(e, w->id, op, op == OP_DESTROY ? 0 : -1, "no workergroup", NULL);
+        op_done(e, w->id, op, op == OP_DESTROY ? 0 : -1, "no workergroup", NULL);
         return;
     }
     provider_op(e, g, w, op);
@@ -89,8 +94,7 @@ static void start_op(struct engine *e, struct worker *w, enum prov_op op, const 
 static struct worker *new_worker(struct engine *e, struct endpoint *ep, struct workergroup *g,
                                  enum wintent intent)
 {
-    struct worker *w = calloc(1, sizeof *w);
-    if (!w) abort();
+    struct worker *w = xcalloc(1, sizeof *w);
     w->id = e->next_worker_id;
     w->endpoint_id = ep->id;
     w->wg_id = g->id;
@@ -215,8 +219,10 @@ struct workergroup *lifecycle_wg_blocking(struct engine *e, struct endpoint *ep)
     return g;
 }
 
-void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
-                       const char *instance)
+/* Provider finished an operation on worker `id` (ok = 0 success).  `instance` (may be NULL)
+ * is the provider's handle after create. */
+static void op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,
+                    const char *instance)
 {
     struct worker *w = state_worker_by_id(e, id);
     if (!w) return;
@@ -226,7 +232,7 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
     w->dirty = true;
     char why[400];
     if (ok != 0) {
-        snprintf(why, sizeof why, "%s failed: %s", op_names[op], msg ? msg : "");
+        snprintf(why, sizeof why, "%s failed: %s", provider_op_name(op), msg ? msg : "");
         lifecycle_event(e, ep, w, "op_failed", why, NULL);
         w->op_fails++;
         double back = e->opts.error_backoff_s * pow(2, w->op_fails > 6 ? 6 : w->op_fails - 1);
@@ -254,7 +260,8 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
             w->reported = false;
             struct workergroup *g = state_wg_by_id(e, w->wg_id);
             /* a resumed local process still has its model loaded: routable at once */
-            if (g && g->kind == PROV_LOCAL && w->max_perf > 0) state_set(e, w, WS_IDLE, "resumed");
+            if (g && g->ops->start_keeps_model && w->max_perf > 0)
+                state_set(e, w, WS_IDLE, "resumed");
         } else {
             snprintf(w->error_msg, sizeof w->error_msg, "%s", why);
             state_set(e, w, WS_ERROR, why);
@@ -284,7 +291,8 @@ void lifecycle_op_done(struct engine *e, int64_t id, enum prov_op op, int ok, co
     }
 }
 
-void lifecycle_instance_exited(struct engine *e, int64_t id, const char *why)
+/* An instance exited by itself. */
+static void instance_exited(struct engine *e, int64_t id, const char *why)
 {
     struct worker *w = state_worker_by_id(e, id);
     if (!w || w->state == WS_DESTROYING || w->state == WS_ERROR) return;
@@ -348,7 +356,16 @@ static int field_str(struct json_object *b, const char *k, char *dst, size_t n, 
     return 1;
 }
 
-int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t errlen)
+/* A /worker_status/ body's values; -1 = absent (numbers), "" = absent (strings). */
+struct report {
+    double loadtime, cur_load, new_load, rej_load, max_perf, cur_perf, disk, nwork;
+    char url[512], version[32], emsg[512];
+    bool clamped; /* a value was out of range (clamped) or NaN (ignored) */
+};
+
+/* The reporting worker (*out) and its token.  200, or 400/404/403 with err. */
+static int report_worker(struct engine *e, struct json_object *b, struct worker **out, char *err,
+                         size_t errlen)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(b, "id", &v)) {
@@ -363,6 +380,7 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
         return 400;
     }
     struct worker *w = state_worker_by_id(e, (int64_t)idd);
+    *out = w;
     if (!w) {
         snprintf(err, errlen, "unknown worker id %lld", (long long)idd);
         return 404;
@@ -383,52 +401,68 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
             return 403;
         }
     }
-    double loadtime = -1, cur_load = -1, new_load = -1, rej_load = -1, max_perf = -1, cur_perf = -1,
-           disk = 0, nwork = -1;
-    char url[512], version[32], emsg[512];
-    url[0] = version[0] = emsg[0] = '\0';
-    bool clamped = false;
-    if (field_num(b, "loadtime", true, &loadtime, &clamped, err, errlen) < 0 ||
-        field_num(b, "cur_load", true, &cur_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "new_load", true, &new_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "rej_load", true, &rej_load, &clamped, err, errlen) < 0 ||
-        field_num(b, "max_perf", true, &max_perf, &clamped, err, errlen) < 0 ||
-        field_num(b, "cur_perf", true, &cur_perf, &clamped, err, errlen) < 0 ||
-        field_num(b, "additional_disk_usage", false, &disk, &clamped, err, errlen) < 0 ||
-        field_num(b, "num_requests_working", true, &nwork, &clamped, err, errlen) < 0 ||
-        field_str(b, "url", url, sizeof url, err, errlen) < 0 ||
-        field_str(b, "version", version, sizeof version, err, errlen) < 0 ||
-        field_str(b, "error_msg", emsg, sizeof emsg, err, errlen) < 0)
+    return 200;
+}
+
+/* The body's values into r (clamped as REPORT_NUM_MAX says).  200, or 400 with err. */
+static int report_parse(struct json_object *b, struct report *r, char *err, size_t errlen)
+{
+    r->loadtime = r->cur_load = r->new_load = r->rej_load = r->max_perf = r->cur_perf = -1;
+    r->disk = 0;
+    r->nwork = -1;
+    r->url[0] = r->version[0] = r->emsg[0] = '\0';
+    r->clamped = false;
+    bool *cl = &r->clamped;
+    struct json_object *v;
+    if (field_num(b, "loadtime", true, &r->loadtime, cl, err, errlen) < 0 ||
+        field_num(b, "cur_load", true, &r->cur_load, cl, err, errlen) < 0 ||
+        field_num(b, "new_load", true, &r->new_load, cl, err, errlen) < 0 ||
+        field_num(b, "rej_load", true, &r->rej_load, cl, err, errlen) < 0 ||
+        field_num(b, "max_perf", true, &r->max_perf, cl, err, errlen) < 0 ||
+        field_num(b, "cur_perf", true, &r->cur_perf, cl, err, errlen) < 0 ||
+        field_num(b, "additional_disk_usage", false, &r->disk, cl, err, errlen) < 0 ||
+        field_num(b, "num_requests_working", true, &r->nwork, cl, err, errlen) < 0 ||
+        field_str(b, "url", r->url, sizeof r->url, err, errlen) < 0 ||
+        field_str(b, "version", r->version, sizeof r->version, err, errlen) < 0 ||
+        field_str(b, "error_msg", r->emsg, sizeof r->emsg, err, errlen) < 0)
         return 400;
     if (json_object_object_get_ex(b, "working_request_idxs", &v) &&
         !json_object_is_type(v, json_type_null) && !json_object_is_type(v, json_type_array)) {
         snprintf(err, errlen, "working_request_idxs must be a list");
         return 400;
     }
-    if (url[0] && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+    if (r->url[0] && strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0) {
         snprintf(err, errlen, "url must start with http:// or https://");
         return 400;
     }
-    if (clamped && !w->report_clamped) /* once per worker (until a clean report) */
+    return 200;
+}
+
+/* The values onto w (load, perf, url, version, disk) and its grants listed as working. */
+static void report_apply(struct engine *e, struct worker *w, const struct report *r,
+                         struct json_object *b)
+{
+    struct json_object *v;
+    if (r->clamped && !w->report_clamped) /* once per worker (until a clean report) */
         log_warn("report_clamped", "worker=%lld max=%g why=out_of_range", (long long)w->id,
                  REPORT_NUM_MAX);
-    w->report_clamped = clamped;
+    w->report_clamped = r->clamped;
     double now = clock_mono();
     w->last_report_mono = now;
     w->last_report_wall = clock_wall();
     w->reported = true;
-    if (loadtime >= 0) w->loadtime = loadtime > 0 ? loadtime : w->loadtime;
-    if (cur_load >= 0) w->cur_load = cur_load;
-    if (new_load >= 0) w->new_load = new_load;
-    if (rej_load >= 0) w->rej_load = rej_load;
-    if (max_perf >= 0) w->max_perf = max_perf;
-    if (cur_perf >= 0) w->cur_perf = cur_perf;
-    if (nwork >= 0) w->num_working = (int64_t)nwork;
-    w->disk_usage += disk;
+    if (r->loadtime >= 0) w->loadtime = r->loadtime > 0 ? r->loadtime : w->loadtime;
+    if (r->cur_load >= 0) w->cur_load = r->cur_load;
+    if (r->new_load >= 0) w->new_load = r->new_load;
+    if (r->rej_load >= 0) w->rej_load = r->rej_load;
+    if (r->max_perf >= 0) w->max_perf = r->max_perf;
+    if (r->cur_perf >= 0) w->cur_perf = r->cur_perf;
+    if (r->nwork >= 0) w->num_working = (int64_t)r->nwork;
+    w->disk_usage += r->disk;
     if (w->disk_usage < 0) w->disk_usage = 0;
     if (w->disk_usage > REPORT_NUM_MAX) w->disk_usage = REPORT_NUM_MAX;
-    if (url[0] && strcmp(url, w->url) != 0) memcpy(w->url, url, strlen(url) + 1);
-    if (version[0]) memcpy(w->version, version, strlen(version) + 1);
+    if (r->url[0] && strcmp(r->url, w->url) != 0) memcpy(w->url, r->url, strlen(r->url) + 1);
+    if (r->version[0]) memcpy(w->version, r->version, strlen(r->version) + 1);
     w->granted_since_report = 0;
     w->load_avg = w->load_avg * 0.8 + w->cur_load * 0.2;
     w->dirty = true;
@@ -442,16 +476,27 @@ int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t 
                 router_grant_working(e, w, json_object_get_int64(x));
         }
     }
+}
+
+int lifecycle_report(struct engine *e, struct json_object *b, char *err, size_t errlen)
+{
+    struct worker *w = NULL;
+    struct report r;
+    int st = report_worker(e, b, &w, err, errlen);
+    if (st != 200) return st;
+    st = report_parse(b, &r, err, errlen);
+    if (st != 200) return st;
+    report_apply(e, w, &r, b);
     *e->c_reports += 1;
 
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
     if (ep) router_kick(e, ep); /* the report may show freed capacity */
-    if (emsg[0]) {
-        if (strcmp(emsg, w->error_msg) != 0) memcpy(w->error_msg, emsg, strlen(emsg) + 1);
+    if (r.emsg[0]) {
+        if (strcmp(r.emsg, w->error_msg) != 0) memcpy(w->error_msg, r.emsg, strlen(r.emsg) + 1);
         if (w->state != WS_DESTROYING && w->state != WS_ERROR) {
-            state_set(e, w, WS_ERROR, emsg);
+            state_set(e, w, WS_ERROR, r.emsg);
             /* a model that keeps failing is replaced with growing back-off */
-            wg_failure(e, w, FK_ERROR, emsg);
+            wg_failure(e, w, FK_ERROR, r.emsg);
         }
         return 200;
     }
@@ -619,10 +664,32 @@ static bool kpa_tick(struct engine *e, struct endpoint *ep, double now, double d
     return true;
 }
 
-static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, double dt)
+/* One endpoint's tick, section by section (tick_endpoint runs them in order): demand, what the
+ * scaler sees, its targets, then the actions that move the workers towards them. */
+struct tick {
+    struct engine *e;
+    struct endpoint *ep;
+    struct workergroup *g; /* creates the workers; NULL = nothing to actuate */
+    double now, dt;        /* mono s, s since the last tick */
+    double rate;           /* cost/s of new requests this tick */
+    int counts[WS__COUNT]; /* workers by state */
+    int nonfull;           /* ready workers that can take work */
+    struct scaler_in in;
+    struct scaler_out out;
+    struct kpa_out ko;
+    bool kpa;           /* the KPA decided (ko holds its figures) */
+    struct sbuf inputs; /* the decision's inputs (JSON), recorded with every action */
+    int inactive_now;   /* stopped + pending parking workers, kept current by the actions */
+};
+
+/* Smoothed demand: the tick's arrival rate into the fast and slow exponential averages. */
+static void tick_demand(struct tick *t)
 {
-    router_expire(e, ep, now);
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    double now = t->now, dt = t->dt;
     double rate = dt > 0 ? ep->arrivals / dt : 0;
+    t->rate = rate;
     ep->arrivals = 0;
     ep->lam_fast += (1 - exp(-dt / e->opts.panic_window_s)) * (rate - ep->lam_fast);
     ep->lam_slow += (1 - exp(-dt / e->opts.stable_window_s)) * (rate - ep->lam_slow);
@@ -635,124 +702,152 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
         ep->lam_fast = 0;
         ep->lam_slow = 0;
     }
+}
 
-    struct workergroup *g = state_wg_for_endpoint(e, ep->id);
-    struct scaler_in in;
-    memset(&in, 0, sizeof in);
-    in.p = ep->p;
-    in.load = ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow;
+/* What the scaler sees: workers by kind, capacity, queue time, recent targets. */
+static void tick_observe(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    struct workergroup *g = t->g;
+    double now = t->now;
+    struct scaler_in *in = &t->in;
+    memset(in, 0, sizeof *in);
+    in->p = ep->p;
+    in->load = ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow;
     double perfs[256];
     size_t np = 0;
     double min_qt = INFINITY;
-    int nonfull = 0;
-    int counts[WS__COUNT] = {0};
     for (size_t k = 0; k < ep->nws; k++) {
         struct worker *w = ep->ws[k];
-        counts[w->state]++;
+        t->counts[w->state]++;
         if (w->max_perf > 0 && np < 256) perfs[np++] = w->max_perf;
         if (retired(w)) continue;
         if (state_is_ready(w)) {
-            in.ready++;
-            in.ready_cap += w->max_perf;
+            in->ready++;
+            in->ready_cap += w->max_perf;
             double qt = router_queue_time(w);
             if (qt < min_qt) min_qt = qt;
-            if (!router_worker_full(ep, w)) nonfull++;
+            if (!router_worker_full(ep, w)) t->nonfull++;
         } else if (w->intent == WI_ACTIVE && pending_state(w->state)) {
-            in.pending_active++;
+            in->pending_active++;
         } else if (w->state == WS_STOPPED || w->state == WS_STOPPING) {
-            in.stopped++;
+            in->stopped++;
         } else if (w->intent == WI_PARK && (pending_state(w->state) || w->state == WS_IDLE)) {
-            in.pending_park++;
+            in->pending_park++;
         }
     }
-    in.total = (int)ep->nws;
+    in->total = (int)ep->nws;
     double pe = scaler_median(perfs, np);
     if (pe > 0) ep->perf_est = pe;
-    in.perf_est = ep->perf_est;
-    in.qlen = ep->qlen;
+    in->perf_est = ep->perf_est;
+    in->qlen = router_queue_len(ep);
     /* the oldest waiter's age is a shortage signal only while no ready worker can take
      * work: when one just became ready (or freed up) the queue drains on the next polls */
-    double qage = ep->qhead && nonfull == 0 ? now - ep->qhead->first_mono : 0;
-    in.queue_time = isfinite(min_qt) ? min_qt : 0;
-    if (qage > in.queue_time) in.queue_time = qage;
-    in.inactive_allowed = g && provider_can_park(g);
+    double qage = t->nonfull == 0 ? router_queue_age(ep, now) : 0;
+    in->queue_time = isfinite(min_qt) ? min_qt : 0;
+    if (qage > in->queue_time) in->queue_time = qage;
+    in->inactive_allowed = g && provider_can_park(g);
     double it = ep->p.inactivity_timeout;
-    in.recently_active = (it < 0 && (ep->had_worker || ep->last_request_mono > 0)) ||
-                         (it > 0 && ep->last_request_mono > 0 && now - ep->last_request_mono < it);
+    in->recently_active = (it < 0 && (ep->had_worker || ep->last_request_mono > 0)) ||
+                          (it > 0 && ep->last_request_mono > 0 && now - ep->last_request_mono < it);
     if (ep->hist_len == 0) {
         /* first tick (also after a restart): the pool we have counts as the recent target, so
          * lost history cannot cause an immediate scale-down (Knative starts in panic mode for
          * the same reason) */
         ep->hist[0].t = now;
-        ep->hist[0].a = in.ready + in.pending_active;
+        ep->hist[0].a = in->ready + in->pending_active;
         ep->hist_pos = 1;
         ep->hist_len = 1;
     }
-    in.hist_max_a = -1;
+    in->hist_max_a = -1;
     for (size_t k = 0; k < ep->hist_len; k++) {
-        if (now - ep->hist[k].t <= e->opts.scale_down_delay_s && ep->hist[k].a > in.hist_max_a)
-            in.hist_max_a = ep->hist[k].a;
+        if (now - ep->hist[k].t <= e->opts.scale_down_delay_s && ep->hist[k].a > in->hist_max_a)
+            in->hist_max_a = ep->hist[k].a;
     }
-    struct scaler_out out;
-    scaler_compute(&in, &out);
-    struct kpa_out ko;
-    bool kpa = ep->p.scaler == SCALER_KPA && kpa_tick(e, ep, now, dt, rate, &in, &out, &ko);
+}
+
+/* The targets (ours, or the KPA's), the hysteresis history, the decision event, gauges and the
+ * dashboard's point. */
+static void tick_decide(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    double now = t->now;
+    const struct scaler_in *in = &t->in;
+    struct scaler_out *out = &t->out;
+    scaler_compute(in, out);
+    t->kpa = ep->p.scaler == SCALER_KPA && kpa_tick(e, ep, now, t->dt, t->rate, in, out, &t->ko);
     ep->hist[ep->hist_pos].t = now;
-    ep->hist[ep->hist_pos].a = out.a_raw;
+    ep->hist[ep->hist_pos].a = out->a_raw;
     ep->hist_pos = (ep->hist_pos + 1) % SCALER_HIST;
     if (ep->hist_len < SCALER_HIST) ep->hist_len++;
-    ep->last_q = in.queue_time;
+    ep->last_q = in->queue_time;
     ep->want_scale_up = false;
 
-    struct sbuf inputs = SBUF_INIT;
-    inputs_json(&inputs, ep, &in, &out);
-    if (kpa && inputs.len > 0 && inputs.data[inputs.len - 1] == '}') {
+    inputs_json(&t->inputs, ep, in, out);
+    if (t->kpa && t->inputs.len > 0 && t->inputs.data[t->inputs.len - 1] == '}') {
         char st[40], pa[40];
-        pyj_format_float(ko.stable, st, sizeof st);
-        pyj_format_float(ko.panic, pa, sizeof pa);
-        inputs.len--;
-        sbuf_printf(&inputs,
+        pyj_format_float(t->ko.stable, st, sizeof st);
+        pyj_format_float(t->ko.panic, pa, sizeof pa);
+        t->inputs.len--;
+        sbuf_printf(&t->inputs,
                     ", \"scaler\": \"kpa\", \"kpa_stable\": %s, \"kpa_panic\": %s, "
                     "\"desired_stable\": %d, \"desired_panic\": %d, \"panicking\": %s}",
-                    st, pa, ko.desired_stable, ko.desired_panic, ko.panicking ? "true" : "false");
+                    st, pa, t->ko.desired_stable, t->ko.desired_panic,
+                    t->ko.panicking ? "true" : "false");
     }
-    if (out.a != ep->last_a || out.i != ep->last_i) {
+    if (out->a != ep->last_a || out->i != ep->last_i) {
         char why[200];
-        snprintf(why, sizeof why, "targets active %d->%d inactive %d->%d (%s)", ep->last_a, out.a,
-                 ep->last_i, out.i, out.reason);
-        lifecycle_event(e, ep, NULL, "decision", why, inputs.data);
-        ep->last_a = out.a;
-        ep->last_i = out.i;
+        snprintf(why, sizeof why, "targets active %d->%d inactive %d->%d (%s)", ep->last_a, out->a,
+                 ep->last_i, out->i, out->reason);
+        lifecycle_event(e, ep, NULL, "decision", why, t->inputs.data);
+        ep->last_a = out->a;
+        ep->last_i = out->i;
     }
     /* gauges */
     for (int s = 0; s < WS__COUNT; s++)
-        if (ep->g_workers[s]) *ep->g_workers[s] = counts[s];
-    if (ep->g_qlen) *ep->g_qlen = (double)ep->qlen;
-    if (ep->g_load) *ep->g_load = in.load;
-    if (ep->g_atarget) *ep->g_atarget = out.a;
-    if (ep->g_itarget) *ep->g_itarget = out.i;
-    dash_tick(ep, dt, rate * dt, &in, &out, counts);
+        if (ep->g_workers[s]) *ep->g_workers[s] = t->counts[s];
+    if (ep->g_qlen) *ep->g_qlen = (double)router_queue_len(ep);
+    if (ep->g_load) *ep->g_load = in->load;
+    if (ep->g_atarget) *ep->g_atarget = out->a;
+    if (ep->g_itarget) *ep->g_itarget = out->i;
+    dash_tick(ep, t->dt, t->rate * t->dt, in, out, t->counts);
+}
 
-    /* 1. errors and long-unavailable workers: destroy (the targets below re-create) */
+/* 1. errors and long-unavailable workers: destroy (the targets below re-create) */
+static void tick_replace_failed(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    double now = t->now;
     for (size_t k = 0; k < ep->nws;) {
         struct worker *w = ep->ws[k];
         size_t before = ep->nws;
         if (!w->op_running && now >= w->retry_after_mono) {
             if (w->state == WS_ERROR) {
-                start_op(e, w, OP_DESTROY, "replace errored worker", inputs.data);
+                start_op(e, w, OP_DESTROY, "replace errored worker", t->inputs.data);
             } else if (w->state == WS_DESTROYING) {
-                start_op(e, w, OP_DESTROY, "retry destroy", inputs.data);
+                start_op(e, w, OP_DESTROY, "retry destroy", t->inputs.data);
             } else if (w->state == WS_UNAVAILABLE &&
                        now - w->state_since_mono > e->opts.unavailable_destroy_s) {
                 if (w->loaded_at == 0) /* silent before it was ever ready */
                     wg_failure(e, w, FK_NOT_READY, "never became ready (no report)");
-                start_op(e, w, OP_DESTROY, "unavailable too long", inputs.data);
+                start_op(e, w, OP_DESTROY, "unavailable too long", t->inputs.data);
             }
         }
         if (ep->nws == before) k++; /* else w was removed and ws[k] is another worker */
     }
-    if (!g) goto out; /* no provider: nothing to actuate */
-    /* a worker that became ready after the last failure and stayed ready resets the count */
+}
+
+/* A worker that became ready after the workergroup's last failure and stayed ready resets its
+ * failure count. */
+static void tick_breaker_reset(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    struct workergroup *g = t->g;
+    double now = t->now;
     if (g->fails > 0 && !g->failing) {
         for (size_t k = 0; k < ep->nws; k++) {
             const struct worker *w = ep->ws[k];
@@ -771,84 +866,100 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
         }
     }
     wg_gauges(e, g);
+}
 
-    int active_now = in.ready + in.pending_active;
-    int inactive_now = in.stopped + in.pending_park;
-    /* 2. active short: undrain, resume, repurpose parking workers, create */
-    if (out.a > active_now) {
-        int need = out.a - active_now;
-        for (size_t k = 0; k < ep->nws && need > 0; k++) {
-            struct worker *w = ep->ws[k];
-            if (w->draining && !retired(w) && w->state == WS_IDLE && w->intent == WI_ACTIVE &&
-                !w->op_running) {
-                w->draining = false;
-                lifecycle_event(e, ep, w, "undrain", "demand returned", inputs.data);
-                need--;
-            }
-        }
-        for (size_t k = 0; k < ep->nws && need > 0; k++) {
-            struct worker *w = ep->ws[k];
-            if (w->state == WS_STOPPED && !w->op_running && !retired(w) &&
-                now >= w->retry_after_mono) {
-                w->intent = WI_ACTIVE;
-                start_op(e, w, OP_START, out.reason, inputs.data);
-                need--;
-                inactive_now--;
-            }
-        }
-        for (size_t k = 0; k < ep->nws && need > 0; k++) {
-            struct worker *w = ep->ws[k];
-            if (w->intent == WI_PARK && !retired(w) &&
-                (pending_state(w->state) || (w->state == WS_IDLE && !w->op_running))) {
-                w->intent = WI_ACTIVE;
-                w->draining = false;
-                w->dirty = true;
-                lifecycle_event(e, ep, w, "activate", out.reason, inputs.data);
-                need--;
-                inactive_now--;
-            }
-        }
-        while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
-            struct worker *w = new_worker(e, ep, g, WI_ACTIVE);
-            if (!w) break;
-            start_op(e, w, OP_CREATE, out.reason, inputs.data);
+/* 2. active short by need: undrain, resume, repurpose parking workers, create */
+static void tick_active_short(struct tick *t, int need)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    struct workergroup *g = t->g;
+    double now = t->now;
+    const struct scaler_out *out = &t->out;
+    for (size_t k = 0; k < ep->nws && need > 0; k++) {
+        struct worker *w = ep->ws[k];
+        if (w->draining && !retired(w) && w->state == WS_IDLE && w->intent == WI_ACTIVE &&
+            !w->op_running) {
+            w->draining = false;
+            lifecycle_event(e, ep, w, "undrain", "demand returned", t->inputs.data);
             need--;
         }
-    } else if (out.a < active_now) {
-        /* 3. active surplus: pending ones park, then drain the least loaded ready workers */
-        int surplus = active_now - out.a;
-        for (size_t k = 0; k < ep->nws && surplus > 0; k++) {
-            struct worker *w = ep->ws[k];
-            if (w->intent == WI_ACTIVE && pending_state(w->state) && !retired(w)) {
-                w->intent = WI_PARK;
-                w->dirty = true;
-                lifecycle_event(e, ep, w, "deactivate", out.reason, inputs.data);
-                surplus--;
-                inactive_now++;
-            }
-        }
-        while (surplus > 0) {
-            struct worker *victim = NULL;
-            double vq = INFINITY;
-            for (size_t k = 0; k < ep->nws; k++) {
-                struct worker *w = ep->ws[k];
-                if (!state_is_ready(w) || retired(w)) continue;
-                double q = router_queue_time(w);
-                if (!victim || q < vq || (q == vq && w->id > victim->id)) {
-                    victim = w;
-                    vq = q;
-                }
-            }
-            if (!victim) break;
-            victim->draining = true;
-            victim->drain_since_mono = now;
-            victim->dirty = true;
-            lifecycle_event(e, ep, victim, "drain", out.reason, inputs.data);
-            surplus--;
+    }
+    for (size_t k = 0; k < ep->nws && need > 0; k++) {
+        struct worker *w = ep->ws[k];
+        if (w->state == WS_STOPPED && !w->op_running && !retired(w) && now >= w->retry_after_mono) {
+            w->intent = WI_ACTIVE;
+            start_op(e, w, OP_START, out->reason, t->inputs.data);
+            need--;
+            t->inactive_now--;
         }
     }
+    for (size_t k = 0; k < ep->nws && need > 0; k++) {
+        struct worker *w = ep->ws[k];
+        if (w->intent == WI_PARK && !retired(w) &&
+            (pending_state(w->state) || (w->state == WS_IDLE && !w->op_running))) {
+            w->intent = WI_ACTIVE;
+            w->draining = false;
+            w->dirty = true;
+            lifecycle_event(e, ep, w, "activate", out->reason, t->inputs.data);
+            need--;
+            t->inactive_now--;
+        }
+    }
+    while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
+        struct worker *w = new_worker(e, ep, g, WI_ACTIVE);
+        if (!w) break;
+        start_op(e, w, OP_CREATE, out->reason, t->inputs.data);
+        need--;
+    }
+}
 
-    /* 4. drained workers (and loaded parking workers): stop if inactive is short, else destroy */
+/* 3. active surplus: pending ones park, then drain the least loaded ready workers */
+static void tick_active_surplus(struct tick *t, int surplus)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    double now = t->now;
+    const struct scaler_out *out = &t->out;
+    for (size_t k = 0; k < ep->nws && surplus > 0; k++) {
+        struct worker *w = ep->ws[k];
+        if (w->intent == WI_ACTIVE && pending_state(w->state) && !retired(w)) {
+            w->intent = WI_PARK;
+            w->dirty = true;
+            lifecycle_event(e, ep, w, "deactivate", out->reason, t->inputs.data);
+            surplus--;
+            t->inactive_now++;
+        }
+    }
+    while (surplus > 0) {
+        struct worker *victim = NULL;
+        double vq = INFINITY;
+        for (size_t k = 0; k < ep->nws; k++) {
+            struct worker *w = ep->ws[k];
+            if (!state_is_ready(w) || retired(w)) continue;
+            double q = router_queue_time(w);
+            if (!victim || q < vq || (q == vq && w->id > victim->id)) {
+                victim = w;
+                vq = q;
+            }
+        }
+        if (!victim) break;
+        victim->draining = true;
+        victim->drain_since_mono = now;
+        victim->dirty = true;
+        lifecycle_event(e, ep, victim, "drain", out->reason, t->inputs.data);
+        surplus--;
+    }
+}
+
+/* 4. drained workers (and loaded parking workers): stop if inactive is short, else destroy */
+static void tick_drained(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    double now = t->now;
+    const struct scaler_in *in = &t->in;
+    const struct scaler_out *out = &t->out;
     for (size_t k = 0; k < ep->nws;) {
         struct worker *w = ep->ws[k];
         size_t before = ep->nws;
@@ -862,51 +973,85 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
             bool idle = w->state == WS_IDLE;
             bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
             if (!idle || drained(e, w, now) || timed_out)
-                start_op(e, w, OP_DESTROY, "deleted", inputs.data);
+                start_op(e, w, OP_DESTROY, "deleted", t->inputs.data);
         } else if (parking) {
-            /* already counted in inactive_now */
-            if (in.inactive_allowed && inactive_now <= out.i) {
-                start_op(e, w, OP_STOP, "park", inputs.data);
+            /* already counted in t->inactive_now */
+            if (in->inactive_allowed && t->inactive_now <= out->i) {
+                start_op(e, w, OP_STOP, "park", t->inputs.data);
             } else {
-                inactive_now--;
-                start_op(e, w, OP_DESTROY, "inactive surplus", inputs.data);
+                t->inactive_now--;
+                start_op(e, w, OP_DESTROY, "inactive surplus", t->inputs.data);
             }
         } else if (w->state == WS_IDLE || w->state == WS_UNAVAILABLE) {
             bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
             if (drained(e, w, now) || timed_out || w->state == WS_UNAVAILABLE) {
                 const char *why = timed_out && !drained(e, w, now) ? "drain_timeout" : "drained";
-                if (in.inactive_allowed && w->state == WS_IDLE && inactive_now < out.i) {
-                    inactive_now++;
-                    start_op(e, w, OP_STOP, why, inputs.data);
+                if (in->inactive_allowed && w->state == WS_IDLE && t->inactive_now < out->i) {
+                    t->inactive_now++;
+                    start_op(e, w, OP_STOP, why, t->inputs.data);
                 } else {
-                    start_op(e, w, OP_DESTROY, why, inputs.data);
+                    start_op(e, w, OP_DESTROY, why, t->inputs.data);
                 }
             }
         }
         if (ep->nws == before) k++;
     }
+}
 
-    /* 5. inactive short: create parking workers; surplus: destroy stopped ones */
-    if (in.inactive_allowed) {
-        int need = out.i - inactive_now;
-        while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
-            struct worker *w = new_worker(e, ep, g, WI_PARK);
-            if (!w) break;
-            start_op(e, w, OP_CREATE, "inactive target", inputs.data);
-            need--;
-        }
-        int surplus = inactive_now - out.i;
-        for (size_t k = ep->nws; k-- > 0 && surplus > 0;) {
-            struct worker *w = ep->ws[k];
-            if (w->state == WS_STOPPED && !w->op_running && !retired(w)) {
-                surplus--;
-                start_op(e, w, OP_DESTROY, "inactive surplus", inputs.data);
-                if (k > ep->nws) k = ep->nws;
-            }
+/* 5. inactive short: create parking workers; surplus: destroy stopped ones */
+static void tick_inactive(struct tick *t)
+{
+    struct engine *e = t->e;
+    struct endpoint *ep = t->ep;
+    struct workergroup *g = t->g;
+    const struct scaler_out *out = &t->out;
+    int need = out->i - t->inactive_now;
+    while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
+        struct worker *w = new_worker(e, ep, g, WI_PARK);
+        if (!w) break;
+        start_op(e, w, OP_CREATE, "inactive target", t->inputs.data);
+        need--;
+    }
+    int surplus = t->inactive_now - out->i;
+    for (size_t k = ep->nws; k-- > 0 && surplus > 0;) {
+        struct worker *w = ep->ws[k];
+        if (w->state == WS_STOPPED && !w->op_running && !retired(w)) {
+            surplus--;
+            start_op(e, w, OP_DESTROY, "inactive surplus", t->inputs.data);
+            if (k > ep->nws) k = ep->nws;
         }
     }
-out:
-    sbuf_free(&inputs);
+}
+
+static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, double dt)
+{
+    router_expire(e, ep, now);
+    struct tick t = {.e = e, .ep = ep, .now = now, .dt = dt, .inputs = SBUF_INIT};
+    tick_demand(&t);
+    t.g = state_wg_for_endpoint(e, ep->id);
+    tick_observe(&t);
+    tick_decide(&t);
+    tick_replace_failed(&t);
+    if (t.g) { /* else no provider: nothing to actuate */
+        tick_breaker_reset(&t);
+        int active_now = t.in.ready + t.in.pending_active;
+        t.inactive_now = t.in.stopped + t.in.pending_park;
+        if (t.out.a > active_now)
+            tick_active_short(&t, t.out.a - active_now);
+        else if (t.out.a < active_now)
+            tick_active_surplus(&t, active_now - t.out.a);
+        tick_drained(&t);
+        if (t.in.inactive_allowed) tick_inactive(&t);
+    }
+    sbuf_free(&t.inputs);
+}
+
+static const struct provider_events events = {.op_done = op_done,
+                                              .instance_exited = instance_exited};
+
+void lifecycle_init(void)
+{
+    provider_set_events(&events);
 }
 
 void lifecycle_tick(struct engine *e)
@@ -996,7 +1141,7 @@ void lifecycle_shutdown(struct engine *e)
 {
     if (!e->stopping) lifecycle_shutdown_begin(e);
     router_release_all(e);
-    local_shutdown_wait(e);
+    provider_shutdown_finish(e);
     for (struct worker *w = e->workers; w; w = w->next)
         store_worker_save(e->store, w);
     store_flush(e->store);

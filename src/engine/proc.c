@@ -11,8 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "log.h"
+#include "proc.h"
+#include "xalloc.h"
 
 #define CAPTURE_MAX 4096
 
@@ -173,8 +176,7 @@ int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, voi
     }
     setpgid(pid, pid); /* also from the parent: no race with an early kill(-pid) */
     if (logfd >= 0) close(logfd);
-    struct proc *p = calloc(1, sizeof *p);
-    if (!p) abort();
+    struct proc *p = xcalloc(1, sizeof *p);
     p->pid = pid;
     p->out_fd = -1;
     p->fn = fn;
@@ -189,8 +191,7 @@ int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, voi
     }
     if (s->timeout_s > 0) {
         p->timer = evtimer_new(e->base, on_timeout, p);
-        struct timeval tv = {(time_t)s->timeout_s,
-                             (suseconds_t)((s->timeout_s - (double)(time_t)s->timeout_s) * 1e6)};
+        struct timeval tv = clock_tv(s->timeout_s);
         evtimer_add(p->timer, &tv);
     }
     p->next = procs;
@@ -203,8 +204,7 @@ char **proc_env_build(const char *const *extra, size_t nextra)
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = calloc(n + nextra + 1, sizeof *env);
-    if (!env) abort();
+    char **env = xcalloc(n + nextra + 1, sizeof *env);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(environ[i], '=');
@@ -212,7 +212,7 @@ char **proc_env_build(const char *const *extra, size_t nextra)
         bool over = false;
         for (size_t j = 0; j < nextra && !over; j++)
             over = strncmp(extra[j], environ[i], kl) == 0 && extra[j][kl] == '=';
-        if (!over) env[k++] = strdup(environ[i]);
+        if (!over) env[k++] = xstrdup(environ[i]);
     }
     /* a later extra overrides an earlier one with the same name */
     for (size_t j = 0; j < nextra; j++) {
@@ -221,11 +221,9 @@ char **proc_env_build(const char *const *extra, size_t nextra)
         bool later = false;
         for (size_t m = j + 1; m < nextra && !later; m++)
             later = strncmp(extra[m], extra[j], kl) == 0 && extra[m][kl] == '=';
-        if (!later) env[k++] = strdup(extra[j]);
+        if (!later) env[k++] = xstrdup(extra[j]);
     }
     env[k] = NULL;
-    for (size_t i = 0; i < k; i++)
-        if (!env[i]) abort();
     return env;
 }
 

@@ -26,8 +26,73 @@
 #include "clock.h"
 #include "engine.h"
 #include "httputil.h"
+#include "idmap.h"
+#include "lifecycle.h"
 #include "log.h"
+#include "metrics.h"
 #include "pyjson.h"
+#include "router.h"
+#include "signer.h"
+#include "signpool.h"
+#include "state.h"
+#include "store.h"
+#include "xalloc.h"
+
+/* A request waiting in an endpoint's global queue (doubly linked, FIFO). */
+struct qreq {
+    int64_t request_idx;
+    double cost;
+    double first_mono, last_poll_mono, timeout_s;
+    struct qreq *prev, *next;
+    /* long poll: the client's /route/ call, held open until a grant or the hold expires */
+    struct evhttp_request *held; /* NULL = not held */
+    struct event *hold_ev;       /* hold expiry timer */
+    struct event *close_ev;      /* the client's socket closing while held */
+    struct endpoint *ep;
+    struct engine *e;
+};
+
+/* An outstanding grant (request_idx -> worker and cost), so that /delete_requests/ can free
+ * the capacity it took before the worker's next report.  Kept in grant order (FIFO) and
+ * dropped after GRANT_TTL_S or when the table is full. */
+struct grant {
+    int64_t request_idx, worker_id;
+    double cost, mono;
+    uint64_t seen_seq; /* worker report_seq of the last report that listed it as working */
+    struct grant *prev, *next;
+};
+
+/* The router's own state (e->router; NULL until router_init: then nothing is held and no grant
+ * is recorded). */
+struct router {
+    struct event *kick_ev; /* deferred router_kick of endpoints marked `kick` */
+    size_t nheld;          /* held /route/ calls, all endpoints */
+    struct idmap *grants;  /* request_idx -> struct grant */
+    struct grant *ghead, *gtail;
+    size_t ngrants;
+};
+
+/* An endpoint's global queue of waiting /route/ requests (ep->rq; made on first use, freed by
+ * router_queue_clear). */
+struct route_queue {
+    struct qreq *head, *tail; /* FIFO */
+    size_t len;
+    struct idmap *map; /* request_idx -> struct qreq */
+    size_t active;     /* waiting requests polled recently (counted each tick) */
+    bool kick;         /* capacity may have freed: try the held requests (deferred) */
+    size_t nheld;      /* held /route/ calls of this endpoint */
+};
+
+static struct route_queue *rq(struct endpoint *ep)
+{
+    if (!ep->rq) ep->rq = xcalloc(1, sizeof *ep->rq);
+    return ep->rq;
+}
+
+size_t router_queue_len(const struct endpoint *ep)
+{
+    return ep->rq ? ep->rq->len : 0;
+}
 
 #define QUEUE_MAX 100000
 #define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
@@ -63,19 +128,25 @@ static double worker_slots(const struct endpoint *ep, const struct worker *w, do
 
 static void hold_end(struct qreq *q);
 
+/* Every /route/ answer leaves from this file: a grant, "waiting", or an error body. */
+static void answer_error(struct evhttp_request *req, int status, const char *code, const char *msg)
+{
+    http_reply_json_error(req, status, code, "%s", msg);
+}
+
 static void q_unlink(struct endpoint *ep, struct qreq *q)
 {
     hold_end(q);
     if (q->prev)
         q->prev->next = q->next;
     else
-        ep->qhead = q->next;
+        rq(ep)->head = q->next;
     if (q->next)
         q->next->prev = q->prev;
     else
-        ep->qtail = q->prev;
-    idmap_del(ep->qmap, q->request_idx);
-    ep->qlen--;
+        rq(ep)->tail = q->prev;
+    idmap_del(rq(ep)->map, q->request_idx);
+    rq(ep)->len--;
     free(q);
 }
 
@@ -83,18 +154,17 @@ static void answer_waiting(struct endpoint *ep, int64_t idx, struct sbuf *out);
 
 void router_queue_clear(struct endpoint *ep)
 {
-    for (struct qreq *q = ep->qhead; q; q = q->next) {
+    for (struct qreq *q = rq(ep)->head; q; q = q->next) {
         if (!q->held) continue;
         struct evhttp_request *req = q->held;
         hold_end(q);
-        static const char gone[] =
-            "{\"success\": false, \"error\": \"not_found\", \"msg\": \"endpoint deleted\"}";
-        http_reply_json(req, 404, gone, sizeof gone - 1);
+        answer_error(req, 404, "not_found", "endpoint deleted");
     }
-    while (ep->qhead)
-        q_unlink(ep, ep->qhead);
-    idmap_free(ep->qmap);
-    ep->qmap = NULL;
+    while (rq(ep)->head)
+        q_unlink(ep, rq(ep)->head);
+    idmap_free(ep->rq->map);
+    free(ep->rq);
+    ep->rq = NULL;
 }
 
 /* A waiting request whose client has not polled for this long no longer holds back new
@@ -103,11 +173,11 @@ void router_queue_clear(struct endpoint *ep)
 
 void router_expire(struct engine *e, struct endpoint *ep, double now)
 {
-    ep->q_active = 0;
-    for (struct qreq *q = ep->qhead, *n; q; q = n) {
+    rq(ep)->active = 0;
+    for (struct qreq *q = rq(ep)->head, *n; q; q = n) {
         n = q->next;
         if (q->held) q->last_poll_mono = now; /* being polled right now */
-        if (now - q->last_poll_mono <= POLL_STALE_S) ep->q_active++;
+        if (now - q->last_poll_mono <= POLL_STALE_S) rq(ep)->active++;
         if (now - q->last_poll_mono > q->timeout_s) {
             log_info("queue_expired", "endpoint=%s request_idx=%lld waited=%.3f", ep->name,
                      (long long)q->request_idx, now - q->first_mono);
@@ -199,54 +269,53 @@ static void grant_unlink(struct engine *e, struct grant *g)
     if (g->prev)
         g->prev->next = g->next;
     else
-        e->ghead = g->next;
+        e->router->ghead = g->next;
     if (g->next)
         g->next->prev = g->prev;
     else
-        e->gtail = g->prev;
-    idmap_del(e->grants, g->request_idx);
-    e->ngrants--;
+        e->router->gtail = g->prev;
+    idmap_del(e->router->grants, g->request_idx);
+    e->router->ngrants--;
     free(g);
 }
 
 static void grant_record(struct engine *e, struct worker *w, int64_t request_idx, double cost,
                          double now)
 {
-    if (!e->grants) return;
-    struct grant *old = idmap_get(e->grants, request_idx);
+    if (!e->router) return;
+    struct grant *old = idmap_get(e->router->grants, request_idx);
     if (old) grant_unlink(e, old); /* a re-route of the same request: the newest counts */
-    if (e->ngrants >= GRANTS_MAX) grant_unlink(e, e->ghead);
-    struct grant *g = calloc(1, sizeof *g);
-    if (!g) abort();
+    if (e->router->ngrants >= GRANTS_MAX) grant_unlink(e, e->router->ghead);
+    struct grant *g = xcalloc(1, sizeof *g);
     g->request_idx = request_idx;
     g->worker_id = w->id;
     g->cost = cost;
     g->mono = now;
-    g->prev = e->gtail;
-    if (e->gtail)
-        e->gtail->next = g;
+    g->prev = e->router->gtail;
+    if (e->router->gtail)
+        e->router->gtail->next = g;
     else
-        e->ghead = g;
-    e->gtail = g;
-    e->ngrants++;
-    idmap_put(e->grants, request_idx, g);
+        e->router->ghead = g;
+    e->router->gtail = g;
+    e->router->ngrants++;
+    idmap_put(e->router->grants, request_idx, g);
 }
 
 void router_grants_expire(struct engine *e, double now)
 {
-    while (e->ghead && now - e->ghead->mono > GRANT_TTL_S)
-        grant_unlink(e, e->ghead);
+    while (e->router && e->router->ghead && now - e->router->ghead->mono > GRANT_TTL_S)
+        grant_unlink(e, e->router->ghead);
 }
 
 void router_grant_working(struct engine *e, struct worker *w, int64_t request_idx)
 {
-    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    struct grant *g = e->router ? idmap_get(e->router->grants, request_idx) : NULL;
     if (g && g->worker_id == w->id) g->seen_seq = w->report_seq;
 }
 
 int router_grant_done(struct engine *e, const struct worker *from, int64_t request_idx)
 {
-    struct grant *g = e->grants ? idmap_get(e->grants, request_idx) : NULL;
+    struct grant *g = e->router ? idmap_get(e->router->grants, request_idx) : NULL;
     if (!g) return 0;
     /* only the worker the grant was issued to may close it: another worker (even with its own
      * valid mtoken) must not free this worker's capacity in the estimate */
@@ -307,6 +376,39 @@ static struct worker *pick(struct endpoint *ep, double cost, double *slots_out)
     return best;
 }
 
+/* A grant whose signature the signing threads compute: the answer is head + signature + tail,
+ * sent from on_signed (on the loop thread). */
+struct signed_answer {
+    struct engine *e;
+    struct evhttp_request *req;
+    enum sig_scheme scheme;
+    double t0;
+    struct sbuf head, tail;
+};
+
+static void on_signed(void *arg, int rc, const char *sig, size_t len)
+{
+    struct signed_answer *a = arg;
+    struct engine *e = a->e;
+    if (rc == 0) {
+        struct sbuf out = SBUF_INIT;
+        sbuf_append(&out, a->head.data, a->head.len);
+        sbuf_append(&out, sig, len);
+        sbuf_append(&out, a->tail.data, a->tail.len);
+        http_reply_json(a->req, 200, out.data, out.len);
+        sbuf_free(&out);
+        *e->c_sign[a->scheme] += 1;
+        *e->c_routes_granted += 1;
+    } else {
+        answer_error(a->req, 500, "internal", "signing failed");
+        *e->c_routes_error += 1;
+    }
+    metrics_observe(e->h_route, clock_mono() - a->t0);
+    sbuf_free(&a->head);
+    sbuf_free(&a->tail);
+    free(a);
+}
+
 /* Sign and answer a grant for `best`.  Returns the HTTP status, or 0 when the signing
  * threads answer req. */
 static int grant(struct engine *e, struct endpoint *ep, struct worker *best, struct qreq *q,
@@ -315,21 +417,26 @@ static int grant(struct engine *e, struct endpoint *ep, struct worker *best, str
 {
     int64_t reqnum = ++best->reqnum;
     if (req && e->signpool && ep->p.sig_scheme != SIG_URL) {
-        struct sbuf head = SBUF_INIT, tail = SBUF_INIT, msg = SBUF_INIT;
+        struct signed_answer *a = xcalloc(1, sizeof *a);
+        a->e = e;
+        a->req = req;
+        a->scheme = ep->p.sig_scheme;
+        a->t0 = t0;
         char num[40];
         pyj_format_float(cost, num, sizeof num);
-        sbuf_puts(&head, "{\"endpoint\": ");
-        pyj_write_string(&head, ep->name, strlen(ep->name));
-        sbuf_puts(&head, ", \"url\": ");
-        pyj_write_string(&head, best->url, strlen(best->url));
-        sbuf_printf(&head, ", \"cost\": %s, \"reqnum\": %lld, \"signature\": \"", num,
+        sbuf_puts(&a->head, "{\"endpoint\": ");
+        pyj_write_string(&a->head, ep->name, strlen(ep->name));
+        sbuf_puts(&a->head, ", \"url\": ");
+        pyj_write_string(&a->head, best->url, strlen(best->url));
+        sbuf_printf(&a->head, ", \"cost\": %s, \"reqnum\": %lld, \"signature\": \"", num,
                     (long long)reqnum);
-        sbuf_printf(&tail, "\", \"request_idx\": %lld, \"__request_id\": \"",
+        sbuf_printf(&a->tail, "\", \"request_idx\": %lld, \"__request_id\": \"",
                     (long long)request_idx);
-        put_uuid4(&tail);
-        sbuf_puts(&tail, "\"}");
+        put_uuid4(&a->tail);
+        sbuf_puts(&a->tail, "\"}");
+        struct sbuf msg = SBUF_INIT;
         signer_message(ep->p.sig_scheme, cost, ep->name, reqnum, request_idx, best->url, &msg);
-        signpool_submit(e, req, ep->p.sig_scheme, &msg, &head, &tail, t0);
+        signpool_submit(e, &msg, on_signed, a);
         granted(e, ep, best, q, request_idx, cost, now);
         return 0;
     }
@@ -345,8 +452,7 @@ static int grant(struct engine *e, struct endpoint *ep, struct worker *best, str
         out->len = mark;
         if (out->data) out->data[mark] = '\0';
         *e->c_routes_error += 1;
-        sbuf_puts(out,
-                  "{\"success\": false, \"error\": \"internal\", \"msg\": \"signing failed\"}");
+        http_json_error(out, "internal", "signing failed");
         return 500;
     }
     sbuf_printf(out, "\", \"request_idx\": %lld, \"__request_id\": \"", (long long)request_idx);
@@ -371,8 +477,8 @@ static void hold_end(struct qreq *q)
     if (q->close_ev) event_free(q->close_ev);
     q->close_ev = NULL;
     q->last_poll_mono = clock_mono(); /* the replay timeout counts from the end of the poll */
-    if (q->ep && q->ep->nheld) q->ep->nheld--;
-    if (q->e && q->e->nheld) q->e->nheld--;
+    if (q->ep && rq(q->ep)->nheld) rq(q->ep)->nheld--;
+    if (q->e && q->e->router && q->e->router->nheld) q->e->router->nheld--;
 }
 
 static void hold_answer_waiting(struct qreq *q)
@@ -434,8 +540,8 @@ static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
 
 static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct evhttp_request *req)
 {
-    if (!req || e->opts.route_hold_ms <= 0 || e->stopping || q->held ||
-        e->nheld >= (size_t)e->opts.route_hold_max || !e->kick_ev)
+    if (!req || e->opts.route_hold_ms <= 0 || e->stopping || q->held || !e->router ||
+        e->router->nheld >= (size_t)e->opts.route_hold_max)
         return false;
     struct evhttp_connection *c = evhttp_request_get_connection(req);
     if (!c) return false;
@@ -443,8 +549,7 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
     q->ep = ep;
     q->hold_ev = evtimer_new(e->base, on_hold_expired, q);
     if (!q->hold_ev) return false;
-    int ms = e->opts.route_hold_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = clock_tv_ms(e->opts.route_hold_ms);
     evtimer_add(q->hold_ev, &tv);
     q->held = req;
     evhttp_connection_set_closecb(c, on_hold_closed, q);
@@ -455,15 +560,15 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
         q->close_ev = event_new(e->base, fd, early ? EV_CLOSED : EV_READ, on_peer_closed, q);
         if (q->close_ev) event_add(q->close_ev, NULL);
     }
-    ep->nheld++;
-    e->nheld++;
+    rq(ep)->nheld++;
+    e->router->nheld++;
     return true;
 }
 
 static void kick_endpoint(struct engine *e, struct endpoint *ep)
 {
     double now = clock_mono();
-    for (struct qreq *q = ep->qhead, *n; q && ep->nheld > 0; q = n) {
+    for (struct qreq *q = rq(ep)->head, *n; q && rq(ep)->nheld > 0; q = n) {
         n = q->next;
         if (!q->held) continue;
         struct worker *best = pick(ep, q->cost, NULL);
@@ -484,23 +589,23 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct engine *e = arg;
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next) {
-        if (!ep->kick) continue;
-        ep->kick = false;
-        if (ep->nheld && !ep->deleting && !e->stopping) kick_endpoint(e, ep);
+        if (!rq(ep)->kick) continue;
+        rq(ep)->kick = false;
+        if (rq(ep)->nheld && !ep->deleting && !e->stopping) kick_endpoint(e, ep);
     }
 }
 
 void router_kick(struct engine *e, struct endpoint *ep)
 {
-    if (!e->kick_ev || !ep->nheld) return;
-    ep->kick = true;
-    event_active(e->kick_ev, EV_TIMEOUT, 0);
+    if (!e->router || !rq(ep)->nheld) return;
+    rq(ep)->kick = true;
+    event_active(e->router->kick_ev, EV_TIMEOUT, 0);
 }
 
 void router_release_all(struct engine *e)
 {
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
-        for (struct qreq *q = ep->qhead; q && ep->nheld; q = q->next)
+        for (struct qreq *q = rq(ep)->head; q && rq(ep)->nheld; q = q->next)
             if (q->held) hold_answer_waiting(q);
 }
 
@@ -528,7 +633,7 @@ void router_fail_held(struct engine *e, struct endpoint *ep)
 {
     struct workergroup *g = lifecycle_wg_blocking(e, ep);
     if (!g) return;
-    for (struct qreq *q = ep->qhead, *n; q && ep->nheld; q = n) {
+    for (struct qreq *q = rq(ep)->head, *n; q && rq(ep)->nheld; q = n) {
         n = q->next;
         if (!q->held) continue;
         struct evhttp_request *req = q->held;
@@ -544,19 +649,25 @@ void router_fail_held(struct engine *e, struct endpoint *ep)
 
 int router_init(struct engine *e)
 {
-    e->grants = idmap_new();
-    e->kick_ev = event_new(e->base, -1, 0, on_kick, e);
-    return e->kick_ev && e->grants ? 0 : -1;
+    struct router *r = xcalloc(1, sizeof *r);
+    r->grants = idmap_new();
+    r->kick_ev = event_new(e->base, -1, 0, on_kick, e);
+    e->router = r;
+    if (r->kick_ev && r->grants) return 0;
+    router_fini(e);
+    return -1;
 }
 
 void router_fini(struct engine *e)
 {
-    while (e->ghead)
-        grant_unlink(e, e->ghead);
-    idmap_free(e->grants);
-    e->grants = NULL;
-    if (e->kick_ev) event_free(e->kick_ev);
-    e->kick_ev = NULL;
+    struct router *r = e->router;
+    if (!r) return;
+    while (r->ghead)
+        grant_unlink(e, r->ghead);
+    idmap_free(r->grants);
+    if (r->kick_ev) event_free(r->kick_ev);
+    free(r);
+    e->router = NULL;
 }
 
 int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
@@ -571,7 +682,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     }
     ep->last_request_mono = now;
     struct qreq *q = NULL;
-    if (request_idx > 0 && ep->qmap) q = idmap_get(ep->qmap, request_idx);
+    if (request_idx > 0 && rq(ep)->map) q = idmap_get(rq(ep)->map, request_idx);
     if (q) {
         q->last_poll_mono = now;
         if (replay_timeout > 0) q->timeout_s = replay_timeout;
@@ -585,7 +696,7 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     struct worker *best = pick(ep, cost, &slots);
     if (!best && lifecycle_wake_parked(e, ep)) best = pick(ep, cost, &slots);
     /* q_active is refreshed every tick; requests queued since then count too */
-    size_t waiting = ep->q_active < ep->qlen ? ep->q_active : ep->qlen;
+    size_t waiting = rq(ep)->active < rq(ep)->len ? rq(ep)->active : rq(ep)->len;
     bool ok = best && (q || slots > (double)waiting);
     struct workergroup *failing = best ? NULL : lifecycle_wg_blocking(e, ep);
     if (failing) {
@@ -598,30 +709,28 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
     if (!ok) {
         ep->want_scale_up = true;
         if (!q) {
-            if (ep->qlen >= QUEUE_MAX) {
+            if (rq(ep)->len >= QUEUE_MAX) {
                 *e->c_routes_error += 1;
-                sbuf_puts(out, "{\"success\": false, \"error\": \"queue_full\", \"msg\": "
-                               "\"too many requests waiting for this endpoint\"}");
+                http_json_error(out, "queue_full", "too many requests waiting for this endpoint");
                 return 429;
             }
-            q = calloc(1, sizeof *q);
-            if (!q) abort();
+            q = xcalloc(1, sizeof *q);
             q->request_idx = request_idx;
             q->cost = cost;
             q->first_mono = q->last_poll_mono = now;
             q->timeout_s = replay_timeout > 0 ? replay_timeout : 60.0;
             q->e = e;
             q->ep = ep;
-            q->prev = ep->qtail;
-            if (ep->qtail)
-                ep->qtail->next = q;
+            q->prev = rq(ep)->tail;
+            if (rq(ep)->tail)
+                rq(ep)->tail->next = q;
             else
-                ep->qhead = q;
-            ep->qtail = q;
-            ep->qlen++;
-            ep->q_active++;
-            if (!ep->qmap) ep->qmap = idmap_new();
-            idmap_put(ep->qmap, request_idx, q);
+                rq(ep)->head = q;
+            rq(ep)->tail = q;
+            rq(ep)->len++;
+            rq(ep)->active++;
+            if (!rq(ep)->map) rq(ep)->map = idmap_new();
+            idmap_put(rq(ep)->map, request_idx, q);
         }
         *e->c_routes_queued += 1;
         if (hold(e, ep, q, req)) {
@@ -634,4 +743,21 @@ int router_route(struct engine *e, struct endpoint *ep, double cost, int64_t req
         return 200;
     }
     return grant(e, ep, best, q, cost, request_idx, out, req, t0, now);
+}
+
+void router_handle(struct engine *e, struct endpoint *ep, double cost, int64_t request_idx,
+                   double replay_timeout, struct evhttp_request *req, double t0)
+{
+    struct sbuf out = SBUF_INIT;
+    int status = router_route(e, ep, cost, request_idx, replay_timeout, &out, req, t0);
+    if (status != 0) { /* 0: held, or the signing threads' callback answers */
+        http_reply_json(req, status, out.data ? out.data : "", out.len);
+        metrics_observe(e->h_route, clock_mono() - t0);
+    }
+    sbuf_free(&out);
+}
+
+double router_queue_age(const struct endpoint *ep, double now)
+{
+    return ep->rq && ep->rq->head ? now - ep->rq->head->first_mono : 0;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "engine.h"
+#include "scaler.h"
 
 static int ceil_div(double cap, double per)
 {

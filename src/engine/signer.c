@@ -14,6 +14,8 @@
 #include "log.h"
 #include "pyjson.h"
 #include "rsa.h"
+#include "signer.h"
+#include "xalloc.h"
 
 static void member(struct sbuf *out, bool first, const char *key)
 {
@@ -84,9 +86,8 @@ int signer_grant(struct engine *e, struct endpoint *ep, struct worker *w, double
     if (s == SIG_URL) {
         free(w->sig_url);
         free(w->sig_b64);
-        w->sig_url = strdup(w->url);
+        w->sig_url = xstrdup(w->url);
         w->sig_b64 = sbuf_steal(&sig, NULL);
-        if (!w->sig_url) abort();
     }
     sbuf_free(&sig);
     return 0;

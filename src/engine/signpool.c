@@ -1,11 +1,10 @@
 /* Signing threads for the per-request schemes (fields-v2 / fields-v1): one RSA-2048 signature
  * per grant costs ~260 µs, which caps one loop thread at ~3.8k routes/s.  With
- * --sign-threads N the router hands the message and the two halves of the answer to a pool of
- * N threads (each with its own copy of the key, loaded from the key file) and the loop sends the
- * reply when an eventfd says a signature is done.  Everything else (choosing the worker, reqnum,
- * bookkeeping) stays on the loop thread, so grants keep their order per worker.  The pending
- * evhttp request stays valid: evhttp stops reading a connection once a request is read, so it
- * cannot be torn down under us before we answer. */
+ * --sign-threads N the router hands the message to a pool of N threads (each with its own copy
+ * of the key, loaded from the key file); when an eventfd says a signature is done, the loop
+ * calls the router back with it and the router sends the answer.  Everything else (choosing
+ * the worker, reqnum, bookkeeping, the answer) stays on the loop thread, so grants keep their
+ * order per worker.  This file signs; it never answers a request. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,17 +14,16 @@
 #include <unistd.h>
 
 #include "b64.h"
-#include "clock.h"
 #include "engine.h"
-#include "httputil.h"
 #include "log.h"
 #include "rsa.h"
+#include "signpool.h"
+#include "xalloc.h"
 
 struct signjob {
-    struct evhttp_request *req;
-    struct sbuf msg, head, tail, sig;
-    enum sig_scheme scheme;
-    double t0;
+    struct sbuf msg, sig;
+    signpool_done_fn fn;
+    void *arg;
     int rc;
     struct signjob *next;
 };
@@ -87,31 +85,13 @@ static void *sign_thread(void *arg)
 static void job_free(struct signjob *j)
 {
     sbuf_free(&j->msg);
-    sbuf_free(&j->head);
-    sbuf_free(&j->tail);
     sbuf_free(&j->sig);
     free(j);
 }
 
-static void answer(struct signpool *p, struct signjob *j)
+static void answer(struct signjob *j)
 {
-    struct engine *e = p->e;
-    if (j->rc == 0) {
-        struct sbuf out = SBUF_INIT;
-        sbuf_append(&out, j->head.data, j->head.len);
-        sbuf_append(&out, j->sig.data, j->sig.len);
-        sbuf_append(&out, j->tail.data, j->tail.len);
-        http_reply_json(j->req, 200, out.data, out.len);
-        sbuf_free(&out);
-        *e->c_sign[j->scheme] += 1;
-        *e->c_routes_granted += 1;
-    } else {
-        static const char err[] =
-            "{\"success\": false, \"error\": \"internal\", \"msg\": \"signing failed\"}";
-        http_reply_json(j->req, 500, err, sizeof err - 1);
-        *e->c_routes_error += 1;
-    }
-    metrics_observe(e->h_route, clock_mono() - j->t0);
+    j->fn(j->arg, j->rc, j->rc == 0 ? j->sig.data : NULL, j->rc == 0 ? j->sig.len : 0);
     job_free(j);
 }
 
@@ -128,7 +108,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&p->mu);
     while (list) {
         struct signjob *n = list->next;
-        answer(p, list);
+        answer(list);
         list = n;
     }
 }
@@ -136,8 +116,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 int signpool_start(struct engine *e, int n, const char *keypath)
 {
     if (n <= 0) return 0;
-    struct signpool *p = calloc(1, sizeof *p);
-    if (!p) abort();
+    struct signpool *p = xcalloc(1, sizeof *p);
     p->e = e;
     snprintf(p->keypath, sizeof p->keypath, "%s", keypath);
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -149,8 +128,7 @@ int signpool_start(struct engine *e, int n, const char *keypath)
     pthread_cond_init(&p->cv, NULL);
     p->ev = event_new(e->base, p->efd, EV_READ | EV_PERSIST, on_done, p);
     event_add(p->ev, NULL);
-    p->threads = calloc((size_t)n, sizeof *p->threads);
-    if (!p->threads) abort();
+    p->threads = xcalloc((size_t)n, sizeof *p->threads);
     for (int i = 0; i < n; i++) {
         if (pthread_create(&p->threads[i], NULL, sign_thread, p) != 0) break;
         p->n++;
@@ -164,22 +142,14 @@ int signpool_start(struct engine *e, int n, const char *keypath)
     return 0;
 }
 
-void signpool_submit(struct engine *e, struct evhttp_request *req, enum sig_scheme scheme,
-                     struct sbuf *msg, struct sbuf *head, struct sbuf *tail, double t0)
+void signpool_submit(struct engine *e, struct sbuf *msg, signpool_done_fn fn, void *arg)
 {
     struct signpool *p = e->signpool;
-    struct signjob *j = calloc(1, sizeof *j);
-    if (!j) abort();
-    j->req = req;
-    j->scheme = scheme;
-    j->t0 = t0;
-    /* take the buffers over */
-    j->msg = *msg;
-    j->head = *head;
-    j->tail = *tail;
+    struct signjob *j = xcalloc(1, sizeof *j);
+    j->fn = fn;
+    j->arg = arg;
+    j->msg = *msg; /* taken over */
     *msg = (struct sbuf)SBUF_INIT;
-    *head = (struct sbuf)SBUF_INIT;
-    *tail = (struct sbuf)SBUF_INIT;
     pthread_mutex_lock(&p->mu);
     if (p->todo_tail)
         p->todo_tail->next = j;

@@ -8,11 +8,19 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "emetrics.h"
 #include "engine.h"
 #include "httputil.h"
+#include "idmap.h"
+#include "lifecycle.h"
 #include "log.h"
+#include "providers/provider.h"
 #include "pyjson.h"
+#include "router.h"
+#include "state.h"
+#include "store.h"
 #include "timeseries.h"
+#include "xalloc.h"
 
 static const char *const state_names[WS__COUNT] = {
     "creating", "loading",  "model_loading", "idle",        "stopping",
@@ -137,8 +145,7 @@ struct worker *state_worker_add(struct engine *e, struct worker *w)
     if (ep) {
         if (ep->nws == ep->capws) {
             ep->capws = ep->capws ? ep->capws * 2 : 8;
-            struct worker **n = realloc(ep->ws, ep->capws * sizeof *n);
-            if (!n) abort();
+            struct worker **n = xrealloc(ep->ws, ep->capws * sizeof *n);
             ep->ws = n;
         }
         ep->ws[ep->nws++] = w;
@@ -270,7 +277,7 @@ void state_endpoint_json(struct engine *e, const struct endpoint *ep, struct sbu
     sbuf_printf(out,
                 ", \"workers\": %zu, \"queue_length\": %zu, \"active_target\": %d, "
                 "\"inactive_target\": %d",
-                ep->nws, ep->qlen, ep->last_a, ep->last_i);
+                ep->nws, router_queue_len(ep), ep->last_a, ep->last_i);
     put_f(out, "predicted_load", ep->lam_fast > ep->lam_slow ? ep->lam_fast : ep->lam_slow, true);
     put_f(out, "perf_estimate", ep->perf_est, true);
     /* the state of the workergroup that creates its workers (failing: see last_error) */
@@ -287,8 +294,7 @@ void state_wg_json(struct engine *e, const struct workergroup *g, struct sbuf *o
                 (long long)g->endpoint_id);
     const char *n = ep ? ep->name : "";
     pyj_write_string(out, n, strlen(n));
-    sbuf_printf(out, ", \"provider\": \"%s\", \"launch\": %s, \"test_workers\": %d",
-                provider_kind_name(g->kind),
+    sbuf_printf(out, ", \"provider\": \"%s\", \"launch\": %s, \"test_workers\": %d", g->ops->name,
                 json_object_to_json_string_ext(g->launch, JSON_C_TO_STRING_PLAIN |
                                                               JSON_C_TO_STRING_NOSLASHESCAPE),
                 g->test_workers);

@@ -20,7 +20,11 @@
 #include "engine.h"
 #include "httputil.h"
 #include "log.h"
+#include "providers/provider.h"
 #include "pyjson.h"
+#include "state.h"
+#include "store.h"
+#include "xalloc.h"
 
 #define SCHEMA_VERSION 2
 
@@ -174,8 +178,7 @@ int store_meta_set(struct store *s, const char *key, const char *val)
 
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
-    struct store *s = calloc(1, sizeof *s);
-    if (!s) abort();
+    struct store *s = xcalloc(1, sizeof *s);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "no memory");
@@ -277,7 +280,7 @@ int store_wg_save(struct store *s, const struct workergroup *g)
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, g->id);
     sqlite3_bind_int64(st, 2, g->endpoint_id);
-    sqlite3_bind_text(st, 3, provider_kind_name(g->kind), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, g->ops->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, json_object_to_json_string_ext(g->launch, JSON_C_TO_STRING_PLAIN), -1,
                       SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 5, g->test_workers);
@@ -464,8 +467,7 @@ int store_load(struct store *s, struct engine *e)
                                " FROM endpoints ORDER BY id");
     if (!st) return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        struct endpoint *ep = calloc(1, sizeof *ep);
-        if (!ep) abort();
+        struct endpoint *ep = xcalloc(1, sizeof *ep);
         ep->id = sqlite3_column_int64(st, 0);
         snprintf(ep->name, sizeof ep->name, "%s", col(st, 1));
         config_params_default(&ep->p);
@@ -485,11 +487,11 @@ int store_load(struct store *s, struct engine *e)
                  " created_at, fails, last_error FROM workergroups ORDER BY id");
     if (!st) return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        struct workergroup *g = calloc(1, sizeof *g);
-        if (!g) abort();
+        struct workergroup *g = xcalloc(1, sizeof *g);
         g->id = sqlite3_column_int64(st, 0);
         g->endpoint_id = sqlite3_column_int64(st, 1);
-        if (provider_parse_kind(col(st, 2), &g->kind) != 0) g->kind = PROV_COMMAND;
+        g->ops = provider_find(col(st, 2));
+        if (!g->ops) g->ops = &command_provider;
         g->launch = json_tokener_parse(col(st, 3));
         if (!g->launch) g->launch = json_object_new_object();
         g->test_workers = sqlite3_column_int(st, 4);
@@ -508,8 +510,7 @@ int store_load(struct store *s, struct engine *e)
                  " created_at, started_at, loaded_at, last_report_at FROM workers ORDER BY id");
     if (!st) return -1;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        struct worker *w = calloc(1, sizeof *w);
-        if (!w) abort();
+        struct worker *w = xcalloc(1, sizeof *w);
         int i = 0;
         w->id = sqlite3_column_int64(st, i++);
         w->endpoint_id = sqlite3_column_int64(st, i++);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/scaler.h"
 
 static struct kpa_in base(double now, int ready)
 {

@@ -13,8 +13,13 @@
 
 #include "../common/assert_ext.h"
 #include "clock.h"
+#include "engine/emetrics.h"
 #include "engine/engine.h"
+#include "engine/idmap.h"
+#include "engine/router.h"
+#include "engine/state.h"
 #include "httputil.h"
+#include "metrics.h"
 #include "rsa.h"
 
 static struct engine *E;
@@ -134,12 +139,12 @@ static void test_global_queue(void **st)
     assert_true(json_object_object_get_ex(r1, "status", &stt));
     assert_int_equal(json_object_get_int(json_object_object_get(stt, "idle")), 1);
     json_object_put(r1);
-    assert_int_equal(EP->qlen, 1);
+    assert_int_equal(router_queue_len(EP), 1);
     assert_true(EP->want_scale_up);
     /* polling keeps the same request */
     r1 = route(10, idx1, &status);
     assert_int_equal(int_of(r1, "request_idx"), idx1);
-    assert_int_equal(EP->qlen, 1);
+    assert_int_equal(router_queue_len(EP), 1);
     json_object_put(r1);
     /* capacity frees up for about one request: a new request queues behind the waiting one */
     w->cur_load = 495; /* 4.95 s < 5 s: non-full, room for one request of cost 10 */
@@ -153,13 +158,13 @@ static void test_global_queue(void **st)
     assert_string_equal(url_of(r1), w->url);
     assert_int_equal(int_of(r1, "request_idx"), idx1);
     json_object_put(r1);
-    assert_int_equal(EP->qlen, 1);
+    assert_int_equal(router_queue_len(EP), 1);
     w->cur_load = 0; /* the grant counted as granted_since_report; the report clears it */
     w->granted_since_report = 0;
     r2 = route(10, idx2, &status);
     assert_string_equal(url_of(r2), w->url);
     json_object_put(r2);
-    assert_int_equal(EP->qlen, 0);
+    assert_int_equal(router_queue_len(EP), 0);
     /* plenty of room: a new request is granted at once even while another one waits */
     w->cur_load = 1e6;
     r1 = route(10, 0, &status);
@@ -169,17 +174,15 @@ static void test_global_queue(void **st)
     r2 = route(10, 0, &status);
     assert_string_equal(url_of(r2), w->url);
     json_object_put(r2);
-    assert_int_equal(EP->qlen, 1);
+    assert_int_equal(router_queue_len(EP), 1);
     router_queue_clear(EP);
-    EP->qmap = NULL;
     /* expiry: a request not polled within its timeout leaves the queue */
     w->cur_load = 1e6;
     r1 = route(10, 0, &status);
     json_object_put(r1);
-    assert_int_equal(EP->qlen, 1);
-    EP->qhead->last_poll_mono -= 1000;
-    router_expire(E, EP, clock_mono());
-    assert_int_equal(EP->qlen, 0);
+    assert_int_equal(router_queue_len(EP), 1);
+    router_expire(E, EP, clock_mono() + 1000); /* not polled for 1000 s */
+    assert_int_equal(router_queue_len(EP), 0);
     state_worker_remove(E, w);
     router_queue_clear(EP);
 }

@@ -12,6 +12,9 @@
 
 #include "../common/assert_ext.h"
 #include "engine/engine.h"
+#include "engine/idmap.h"
+#include "engine/scaler.h"
+#include "engine/signer.h"
 
 static struct scaler_in base_in(void)
 {

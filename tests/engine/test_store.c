@@ -15,6 +15,10 @@
 
 #include "../common/assert_ext.h"
 #include "engine/engine.h"
+#include "engine/idmap.h"
+#include "engine/providers/provider.h"
+#include "engine/state.h"
+#include "engine/store.h"
 
 static char dir[256];
 static char path[300];
@@ -72,7 +76,7 @@ static void test_roundtrip(void **st)
     ep->created_at = 1.5;
     assert_int_equal(store_endpoint_save(s, ep), 0);
     struct workergroup g = {
-        .id = 3, .endpoint_id = 7, .kind = PROV_COMMAND, .test_workers = 2, .gpu_ram = 24};
+        .id = 3, .endpoint_id = 7, .ops = &command_provider, .test_workers = 2, .gpu_ram = 24};
     g.launch = json_tokener_parse("{\"create\": \"echo hi\", \"destroy\": \"true\"}");
     assert_int_equal(store_wg_save(s, &g), 0);
     struct worker w;
@@ -108,7 +112,7 @@ static void test_roundtrip(void **st)
     assert_string_equal(l->api_key, "k123");
     struct workergroup *lg = state_wg_by_id(e, 3);
     assert_non_null(lg);
-    assert_int_equal(lg->kind, PROV_COMMAND);
+    assert_ptr_equal(lg->ops, &command_provider);
     struct worker *lw = state_worker_by_id(e, 11);
     assert_non_null(lw);
     assert_int_equal(lw->state, WS_STOPPED);

@@ -14,6 +14,9 @@
 #include <sqlite3.h>
 
 #include "engine/engine.h"
+#include "engine/idmap.h"
+#include "engine/state.h"
+#include "engine/store.h"
 
 static char dir[256];
 static char path[300];

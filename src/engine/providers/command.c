@@ -11,7 +11,11 @@
 #include <sys/wait.h>
 
 #include "../engine.h"
+#include "../proc.h"
+#include "../state.h"
 #include "log.h"
+#include "provider.h"
+#include "xalloc.h"
 
 static const char *const op_keys[] = {"create", "start", "stop", "destroy"};
 
@@ -24,7 +28,7 @@ static const char *launch_str(const struct workergroup *g, const char *key)
     return *s ? s : NULL;
 }
 
-int command_validate(struct json_object *launch, char *err, size_t errlen)
+static int command_validate(struct json_object *launch, char *err, size_t errlen)
 {
     json_object_object_foreach(launch, k, v)
     {
@@ -57,7 +61,7 @@ int command_validate(struct json_object *launch, char *err, size_t errlen)
     return 0;
 }
 
-bool command_can_park(const struct workergroup *g)
+static bool command_can_park(const struct workergroup *g)
 {
     return launch_str(g, "start") && launch_str(g, "stop");
 }
@@ -88,10 +92,10 @@ static void cmd_done(struct engine *e, void *arg, int status, const char *out)
     char q[400];
     log_info("provider_command_done", "worker=%lld op=%s ok=%d out=%s", (long long)id, op_keys[op],
              ok, log_quote(q, sizeof q, first));
-    lifecycle_op_done(e, id, op, ok ? 0 : -1, msg, op == OP_CREATE && ok ? first : NULL);
+    provider_op_done(e, id, op, ok ? 0 : -1, msg, op == OP_CREATE && ok ? first : NULL);
 }
 
-int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
+static int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
     const char *cmd = launch_str(g, op_keys[op]);
     if (!cmd) {
@@ -130,9 +134,8 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
     struct json_object *envo = NULL;
     if (json_object_object_get_ex(g->launch, "env", &envo))
         nenv = (size_t)json_object_object_length(envo);
-    const char **extra = calloc(nv + nenv + 1, sizeof *extra);
-    struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
-    if (!extra || !envs) abort();
+    const char **extra = xcalloc(nv + nenv + 1, sizeof *extra);
+    struct sbuf *envs = xcalloc(nenv + 1, sizeof *envs);
     size_t k = 0;
     if (envo) {
         size_t j = 0;
@@ -158,8 +161,7 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
                              .log_path = logp,
                              .capture = true,
                              .timeout_s = tmo};
-    struct cmd_ctx *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    struct cmd_ctx *c = xcalloc(1, sizeof *c);
     c->id = w->id;
     c->op = op;
     int pid = proc_spawn(e, &spec, cmd_done, c);
@@ -176,5 +178,38 @@ int command_op(struct engine *e, struct workergroup *g, struct worker *w, enum p
         return provider_fail("could not run launch.%s: %s", op_keys[op], strerror(err));
     }
     log_debug("provider_command", "worker=%lld op=%s pid=%d", (long long)w->id, op_keys[op], pid);
-    return 0;
+    return SGPU_OK;
 }
+
+/* Shutdown waits for operations in flight, so that their results are stored. */
+static void command_shutdown_pending(struct engine *e, int *instances, int *ops)
+{
+    (void)instances;
+    for (struct worker *w = e->workers; w; w = w->next) {
+        struct workergroup *g = w->op_running ? state_wg_by_id(e, w->wg_id) : NULL;
+        if (g && g->ops == &command_provider) (*ops)++;
+    }
+}
+
+/* Engine exit: left running on purpose.  A command instance is a rented machine with its model
+ * loaded; an engine restart (upgrade, crash) must not cold-start the fleet.  Its row stays in
+ * the store and its reports re-adopt it on the next start.  To remove them, delete the
+ * workergroup or endpoint before stopping the engine. */
+static void command_shutdown(struct engine *e, struct worker *w, bool keep)
+{
+    (void)e;
+    (void)keep;
+    log_warn("command_instance_left_running", "worker=%lld endpoint_id=%lld instance=%s state=%s",
+             (long long)w->id, (long long)w->endpoint_id, w->instance[0] ? w->instance : "-",
+             state_name(w->state));
+}
+
+/* No adopt/poll: its reports say whether it lives. */
+const struct provider_ops command_provider = {
+    .name = "command",
+    .validate = command_validate,
+    .op = command_op,
+    .can_park = command_can_park,
+    .shutdown = command_shutdown,
+    .shutdown_pending = command_shutdown_pending,
+};

@@ -16,12 +16,17 @@
 #include <unistd.h>
 
 #include "../engine.h"
+#include "../proc.h"
+#include "../state.h"
+#include "clock.h"
 #include "httputil.h"
 #include "log.h"
+#include "provider.h"
+#include "xalloc.h"
 
 #define KILL_AFTER_S 10
 
-int local_validate(struct json_object *launch, char *err, size_t errlen)
+static int local_validate(struct json_object *launch, char *err, size_t errlen)
 {
     json_object_object_foreach(launch, k, v)
     {
@@ -103,8 +108,7 @@ static void port_reserve(int port, int64_t worker_id)
 {
     if (nresv == capresv) {
         size_t nc = capresv ? capresv * 2 : 32;
-        struct port_resv *n = realloc(resv, nc * sizeof *n);
-        if (!n) abort();
+        struct port_resv *n = xrealloc(resv, nc * sizeof *n);
         resv = n;
         capresv = nc;
     }
@@ -182,9 +186,9 @@ static void instance_gone(struct engine *e, struct worker *w, const char *why)
     w->pid_start = 0;
     w->dirty = true;
     if (w->state == WS_DESTROYING)
-        lifecycle_op_done(e, w->id, OP_DESTROY, 0, why, NULL);
+        provider_op_done(e, w->id, OP_DESTROY, 0, why, NULL);
     else
-        lifecycle_instance_exited(e, w->id, why);
+        provider_instance_exited(e, w->id, why);
 }
 
 static void on_exit_cb(struct engine *e, void *arg, int status, const char *out)
@@ -307,9 +311,8 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     size_t nenv = 0;
     if (json_object_object_get_ex(g->launch, "env", &envo))
         nenv = (size_t)json_object_object_length(envo);
-    const char **extra = calloc(nv + nenv + 1, sizeof *extra);
-    struct sbuf *envs = calloc(nenv + 1, sizeof *envs);
-    if (!extra || !envs) abort();
+    const char **extra = xcalloc(nv + nenv + 1, sizeof *extra);
+    struct sbuf *envs = xcalloc(nenv + 1, sizeof *envs);
     size_t k = 0, j = 0;
     for (size_t i = 0; i < ndef; i++)
         extra[k++] = v[i].data;
@@ -384,7 +387,7 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     snprintf(inst, sizeof inst, "%s:%d", direct ? "direct" : "launch", pid);
     log_info("local_instance_start", "worker=%lld pid=%d worker_port=%d model_port=%d mode=%s",
              (long long)w->id, pid, wport, mport, direct ? "direct" : "sgpu-launch");
-    lifecycle_op_done(e, w->id, OP_CREATE, 0, "spawned", inst);
+    provider_op_done(e, w->id, OP_CREATE, 0, "spawned", inst);
     return 0;
 }
 
@@ -420,17 +423,23 @@ static void terminate(struct engine *e, struct worker *w)
         kill(-w->pid, SIGTERM);
     else
         kill(w->pid, SIGTERM);
-    struct killctx *k = calloc(1, sizeof *k);
-    if (!k) abort();
+    struct killctx *k = xcalloc(1, sizeof *k);
     k->e = e;
     k->pid = w->pid;
     k->start = w->pid_start;
     k->ev = evtimer_new(e->base, on_kill_timer, k);
-    struct timeval tv = {KILL_AFTER_S, 0};
+    struct timeval tv = clock_tv(KILL_AFTER_S);
     evtimer_add(k->ev, &tv);
 }
 
-int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
+/* stop = SIGSTOP/SIGTSTP, start = SIGCONT: always possible */
+static bool local_can_park(const struct workergroup *g)
+{
+    (void)g;
+    return true;
+}
+
+static int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
     switch (op) {
     case OP_CREATE:
@@ -447,14 +456,14 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
             /* sgpu-launch suspends worker, model server (own group) and itself on SIGTSTP */
             if (kill(w->pid, SIGTSTP) != 0) return -1;
         }
-        lifecycle_op_done(e, w->id, op, 0, op == OP_STOP ? "suspended" : "resumed", NULL);
+        provider_op_done(e, w->id, op, 0, op == OP_STOP ? "suspended" : "resumed", NULL);
         return 0;
     case OP_DESTROY:
         if (!alive(w)) {
             int64_t id = w->id;
             ports_release(id);
             if (w->pid > 0) kill(-w->pid, SIGKILL);
-            lifecycle_op_done(e, id, OP_DESTROY, 0, "not running", NULL);
+            provider_op_done(e, id, OP_DESTROY, 0, "not running", NULL);
             return 0;
         }
         terminate(e, w); /* completion: exit callback (child) or local_poll (adopted) */
@@ -463,7 +472,7 @@ int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum pro
     return -1;
 }
 
-void local_adopt(struct engine *e, struct worker *w)
+static void local_adopt(struct engine *e, struct worker *w)
 {
     if (alive(w)) {
         w->pid_is_child = false;
@@ -473,13 +482,13 @@ void local_adopt(struct engine *e, struct worker *w)
     if (w->pid > 0 || w->state != WS_DESTROYING) instance_gone(e, w, "not running after restart");
 }
 
-void local_poll(struct engine *e, struct worker *w)
+static void local_poll(struct engine *e, struct worker *w)
 {
     if (w->pid_is_child || w->pid <= 0) return; /* children are reaped through SIGCHLD */
     if (!alive(w)) instance_gone(e, w, "process gone");
 }
 
-void local_shutdown(struct engine *e, struct worker *w, bool keep)
+static void local_shutdown(struct engine *e, struct worker *w, bool keep)
 {
     if (w->pid <= 0 || keep) return;
     if (w->pid_is_child) proc_detach(w->pid);
@@ -492,18 +501,19 @@ void local_shutdown(struct engine *e, struct worker *w, bool keep)
     (void)e;
 }
 
-int local_running(struct engine *e)
+static void local_shutdown_pending(struct engine *e, int *instances, int *ops)
 {
+    (void)ops;
     int n = 0;
     for (struct worker *w = e->workers; w; w = w->next) {
         if (w->pid <= 0 || e->opts.keep_workers) continue;
         if (w->pid_is_child) waitpid(w->pid, NULL, WNOHANG);
         if (alive(w)) n++;
     }
-    return n;
+    *instances += n;
 }
 
-void local_shutdown_wait(struct engine *e)
+static void local_shutdown_wait(struct engine *e)
 {
     /* the loop already waited (lifecycle_shutdown_begin, --shutdown-timeout-s) while the
      * instances drained; SIGKILL what is left, with its descendants (sgpu-launch runs the
@@ -521,3 +531,16 @@ void local_shutdown_wait(struct engine *e)
         w->pid_start = 0;
     }
 }
+
+const struct provider_ops local_provider = {
+    .name = "local",
+    .validate = local_validate,
+    .op = local_op,
+    .can_park = local_can_park,
+    .adopt = local_adopt,
+    .poll = local_poll,
+    .shutdown = local_shutdown,
+    .shutdown_pending = local_shutdown_pending,
+    .shutdown_finish = local_shutdown_wait,
+    .start_keeps_model = true, /* SIGCONT: the process kept its model in memory */
+};

@@ -3,23 +3,43 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "provider.h"
+
 #include "../engine.h"
+#include "../state.h"
 #include "log.h"
 
-int provider_parse_kind(const char *s, enum prov_kind *out)
+/* The providers: one row each (provider.h says how to add one). */
+static const struct provider_ops *const providers[] = {&local_provider, &command_provider};
+#define NPROVIDERS (sizeof providers / sizeof providers[0])
+
+const struct provider_ops *provider_find(const char *s)
 {
-    if (strcmp(s, "local") == 0)
-        *out = PROV_LOCAL;
-    else if (strcmp(s, "command") == 0)
-        *out = PROV_COMMAND;
-    else
-        return -1;
-    return 0;
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        if (strcmp(s, providers[i]->name) == 0) return providers[i];
+    return NULL;
 }
 
-const char *provider_kind_name(enum prov_kind k)
+const char *provider_names(void)
 {
-    return k == PROV_LOCAL ? "local" : "command";
+    static char names[256];
+    if (!names[0]) {
+        size_t n = 0;
+        for (size_t i = 0; i < NPROVIDERS && n < sizeof names; i++)
+            n += (size_t)snprintf(names + n, sizeof names - n, "%s\"%s\"",
+                                  i == 0                ? ""
+                                  : i + 1 == NPROVIDERS ? " or "
+                                                        : ", ",
+                                  providers[i]->name);
+    }
+    return names;
+}
+
+static const char *const op_names[] = {"create", "start", "stop", "destroy"};
+
+const char *provider_op_name(enum prov_op op)
+{
+    return op_names[op];
 }
 
 int provider_validate_env(struct json_object *env, char *err, size_t errlen)
@@ -38,7 +58,8 @@ int provider_validate_env(struct json_object *env, char *err, size_t errlen)
     return 0;
 }
 
-int provider_validate(enum prov_kind k, struct json_object *launch, char *err, size_t errlen)
+int provider_validate(const struct provider_ops *ops, struct json_object *launch, char *err,
+                      size_t errlen)
 {
     if (!json_object_is_type(launch, json_type_object)) {
         snprintf(err, errlen, "launch must be an object");
@@ -52,13 +73,12 @@ int provider_validate(enum prov_kind k, struct json_object *launch, char *err, s
         snprintf(err, errlen, "launch.tokenless_reports must be \"off\" or \"url_secret\"");
         return -1;
     }
-    return k == PROV_LOCAL ? local_validate(launch, err, errlen)
-                           : command_validate(launch, err, errlen);
+    return ops->validate ? ops->validate(launch, err, errlen) : 0;
 }
 
 bool provider_can_park(const struct workergroup *g)
 {
-    return g->kind == PROV_LOCAL ? true : command_can_park(g);
+    return g->ops->can_park && g->ops->can_park(g);
 }
 
 /* the detail of the failing operation (one loop thread: one operation at a time) */
@@ -70,59 +90,73 @@ int provider_fail(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(op_err, sizeof op_err, fmt, ap);
     va_end(ap);
-    return -1;
+    return SGPU_ERROR;
 }
 
 int provider_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
     int64_t id = w->id;
     op_err[0] = '\0';
-    int rc = g->kind == PROV_LOCAL ? local_op(e, g, w, op) : command_op(e, g, w, op);
-    if (rc != 0) {
+    int rc = g->ops->op(e, g, w, op);
+    if (rc != SGPU_OK) {
         char msg[360];
         snprintf(msg, sizeof msg, "could not start the operation: %s",
                  op_err[0] ? op_err : "no detail");
         log_warn("provider_op_failed", "worker=%lld op=%s msg=\"%s\"", (long long)id,
-                 lifecycle_op_name(op), op_err[0] ? op_err : "no detail");
-        lifecycle_op_done(e, id, op, -1, msg, NULL);
+                 provider_op_name(op), op_err[0] ? op_err : "no detail");
+        provider_op_done(e, id, op, -1, msg, NULL);
     }
     return rc;
 }
 
 void provider_adopt(struct engine *e, struct workergroup *g, struct worker *w)
 {
-    if (g && g->kind == PROV_LOCAL) local_adopt(e, w);
+    if (g && g->ops->adopt) g->ops->adopt(e, w);
 }
 
 void provider_shutdown(struct engine *e, struct worker *w, bool keep)
 {
     struct workergroup *g = state_wg_by_id(e, w->wg_id);
-    if (g && g->kind == PROV_LOCAL) local_shutdown(e, w, keep);
-    if (g && g->kind == PROV_COMMAND) {
-        /* Left running on purpose: a command instance is a rented machine with its model
-         * loaded; an engine restart (upgrade, crash) must not cold-start the fleet.  Its row
-         * stays in the store and its reports re-adopt it on the next start.  To remove them,
-         * delete the workergroup or endpoint before stopping the engine. */
-        log_warn("command_instance_left_running",
-                 "worker=%lld endpoint_id=%lld instance=%s state=%s", (long long)w->id,
-                 (long long)w->endpoint_id, w->instance[0] ? w->instance : "-",
-                 state_name(w->state));
-    }
+    if (g && g->ops->shutdown) g->ops->shutdown(e, w, keep);
 }
 
-int provider_ops_running(struct engine *e)
+void provider_shutdown_pending(struct engine *e, int *instances, int *ops)
 {
-    int n = 0;
-    for (struct worker *w = e->workers; w; w = w->next) {
-        struct workergroup *g = w->op_running ? state_wg_by_id(e, w->wg_id) : NULL;
-        if (g && g->kind == PROV_COMMAND) n++;
-    }
-    return n;
+    *instances = *ops = 0;
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        if (providers[i]->shutdown_pending) providers[i]->shutdown_pending(e, instances, ops);
+}
+
+void provider_shutdown_finish(struct engine *e)
+{
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        if (providers[i]->shutdown_finish) providers[i]->shutdown_finish(e);
 }
 
 void provider_poll(struct engine *e, struct worker *w)
 {
-    if (w->pid > 0) local_poll(e, w);
+    struct workergroup *g = state_wg_by_id(e, w->wg_id);
+    if (g && g->ops->poll) g->ops->poll(e, w);
+}
+
+/* ---- completion interface ---- */
+
+static const struct provider_events *events;
+
+void provider_set_events(const struct provider_events *ev)
+{
+    events = ev;
+}
+
+void provider_op_done(struct engine *e, int64_t id, enum prov_op op, int rc, const char *msg,
+                      const char *instance)
+{
+    if (events && events->op_done) events->op_done(e, id, op, rc, msg, instance);
+}
+
+void provider_instance_exited(struct engine *e, int64_t id, const char *why)
+{
+    if (events && events->instance_exited) events->instance_exited(e, id, why);
 }
 
 bool provider_tokenless(const struct workergroup *g)

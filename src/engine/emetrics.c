@@ -1,7 +1,10 @@
 /* The engine's Prometheus series (docs/engine.md "Metrics"). */
 #include <stdio.h>
 
+#include "emetrics.h"
 #include "engine.h"
+#include "metrics.h"
+#include "state.h"
 
 static const double route_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                       0.005,   0.01,   0.025,   0.05,   0.1};
