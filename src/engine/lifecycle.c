@@ -513,6 +513,15 @@ static bool drained(struct engine *e, const struct worker *w, double now)
            w->num_working == 0 && w->cur_load <= 0 && now >= w->last_grant_mono;
 }
 
+/* a retired worker (its endpoint or workergroup deleted, or replaced): destroy it once drained,
+ * at once when it never served (not idle), or after --drain-timeout-s */
+static void destroy_retired(struct engine *e, struct worker *w, double now, const char *inputs)
+{
+    bool idle = w->state == WS_IDLE;
+    bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
+    if (!idle || drained(e, w, now) || timed_out) start_op(e, w, OP_DESTROY, "deleted", inputs);
+}
+
 static bool pending_state(enum wstate s)
 {
     return s == WS_CREATING || s == WS_LOADING || s == WS_MODEL_LOADING || s == WS_STARTING;
@@ -751,7 +760,17 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
         }
         if (ep->nws == before) k++; /* else w was removed and ws[k] is another worker */
     }
-    if (!g) goto out; /* no provider: nothing to actuate */
+    if (!g) {
+        /* no live workergroup: nothing to create. Its workergroup (or the endpoint) is being
+         * deleted, so step 4 below is not reached: destroy the retired workers here. */
+        for (size_t k = 0; k < ep->nws;) {
+            struct worker *w = ep->ws[k];
+            size_t before = ep->nws;
+            if (retired(w) && !w->op_running) destroy_retired(e, w, now, inputs.data);
+            if (ep->nws == before) k++;
+        }
+        goto out;
+    }
     /* a worker that became ready after the last failure and stayed ready resets the count */
     if (g->fails > 0 && !g->failing) {
         for (size_t k = 0; k < ep->nws; k++) {
@@ -858,11 +877,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
             continue;
         }
         if (retired(w)) {
-            /* deleted: destroy once drained (or never served) */
-            bool idle = w->state == WS_IDLE;
-            bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
-            if (!idle || drained(e, w, now) || timed_out)
-                start_op(e, w, OP_DESTROY, "deleted", inputs.data);
+            destroy_retired(e, w, now, inputs.data);
         } else if (parking) {
             /* already counted in inactive_now */
             if (in.inactive_allowed && inactive_now <= out.i) {
