@@ -558,6 +558,15 @@ static bool drained(struct engine *e, const struct worker *w, double now)
            w->num_working == 0 && w->cur_load <= 0 && now >= w->last_grant_mono;
 }
 
+/* a retired worker (its endpoint or workergroup deleted, or replaced): destroy it once drained,
+ * at once when it never served (not idle), or after --drain-timeout-s */
+static void destroy_retired(struct engine *e, struct worker *w, double now, const char *inputs)
+{
+    bool idle = w->state == WS_IDLE;
+    bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
+    if (!idle || drained(e, w, now) || timed_out) start_op(e, w, OP_DESTROY, "deleted", inputs);
+}
+
 static bool pending_state(enum wstate s)
 {
     return s == WS_CREATING || s == WS_LOADING || s == WS_MODEL_LOADING || s == WS_STARTING;
@@ -969,11 +978,7 @@ static void tick_drained(struct tick *t)
             continue;
         }
         if (retired(w)) {
-            /* deleted: destroy once drained (or never served) */
-            bool idle = w->state == WS_IDLE;
-            bool timed_out = now - w->drain_since_mono > e->opts.drain_timeout_s;
-            if (!idle || drained(e, w, now) || timed_out)
-                start_op(e, w, OP_DESTROY, "deleted", t->inputs.data);
+            destroy_retired(e, w, now, t->inputs.data);
         } else if (parking) {
             /* already counted in t->inactive_now */
             if (in->inactive_allowed && t->inactive_now <= out->i) {
@@ -1023,6 +1028,19 @@ static void tick_inactive(struct tick *t)
     }
 }
 
+/* The endpoint has no live workergroup: destroy its retired workers (drained, never served, or
+ * past --drain-timeout-s). */
+static void tick_retired_only(struct tick *t)
+{
+    struct endpoint *ep = t->ep;
+    for (size_t k = 0; k < ep->nws;) {
+        struct worker *w = ep->ws[k];
+        size_t before = ep->nws;
+        if (retired(w) && !w->op_running) destroy_retired(t->e, w, t->now, t->inputs.data);
+        if (ep->nws == before) k++; /* else w was removed and ws[k] is another worker */
+    }
+}
+
 static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, double dt)
 {
     router_expire(e, ep, now);
@@ -1032,7 +1050,11 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     tick_observe(&t);
     tick_decide(&t);
     tick_replace_failed(&t);
-    if (t.g) { /* else no provider: nothing to actuate */
+    if (!t.g) {
+        /* no live workergroup (it or the endpoint is being deleted): nothing to create, and the
+         * steps below do not run, so destroy the retired workers here */
+        tick_retired_only(&t);
+    } else {
         tick_breaker_reset(&t);
         int active_now = t.in.ready + t.in.pending_active;
         t.inactive_now = t.in.stopped + t.in.pending_park;
