@@ -164,6 +164,7 @@ struct endpoint {
     struct {
         double t;
         int a;
+        double load; /* the tick's predicted demand L, cost/s (sustained-demand rule) */
     } hist[SCALER_HIST];
     size_t hist_len, hist_pos;
     int last_a, last_i; /* last computed targets */
@@ -175,6 +176,7 @@ struct endpoint {
     struct ts_ring *ts;
     double ts_routes;      /* new /route/ requests since the last tick */
     struct kpa_state *kpa; /* scaler "kpa": its windows (NULL until used) */
+    double create_lat;     /* s: created -> first ready of its workers (EMA); 0 = none seen */
     struct endpoint *next;
 };
 
@@ -226,6 +228,7 @@ struct worker {
     char *sig_b64;
     bool fail_counted; /* this instance's failure was counted for its workergroup */
     bool op_running;   /* a provider operation is in flight */
+    bool lat_counted;  /* its created -> ready time is in the endpoint's create_lat */
     int op_fails;
     double retry_after_mono;
     bool dirty;
@@ -372,12 +375,21 @@ struct scaler_in {
     bool inactive_allowed; /* provider can park workers */
     bool recently_active;  /* within inactivity_timeout (or timeout < 0) */
     int hist_max_a;        /* max active target over the scale-down window (-1 = none) */
+    /* start-latency rules (docs/engine.md "Creates that arrive too late", "Warm pool");
+     * create_latency 0 turns both off */
+    double create_latency;      /* s: observed created -> ready time (0 = rules off: none seen,
+                                 * or not longer than the panic window) */
+    double load_sustained;      /* cost/s: lowest L over the last create_latency / 4 */
+    double load_sustained_prev; /* the same, create_latency / 2 ago (-1 = no history yet) */
+    double backlog;             /* cost: waiting requests + work outstanding on ready workers */
+    int hist_max_a_warm;        /* max active target over the last create_latency (-1 = none) */
 };
 struct scaler_out {
     double active_cap, inactive_cap;
-    int a_raw; /* before hysteresis */
-    int a, i;  /* targets (workers) */
-    bool fast; /* queue-time scale-up fired */
+    int a_raw;    /* before hysteresis */
+    int a, i;     /* targets (workers) */
+    int i_create; /* the part of i that creates may fill (the rest, the warm pool, only keeps) */
+    bool fast;    /* queue-time scale-up fired */
     const char *reason;
 };
 void scaler_compute(const struct scaler_in *in, struct scaler_out *out);

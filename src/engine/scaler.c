@@ -52,6 +52,43 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         /* the queue says we are short although the estimate says we are not: add one */
         a = in->ready + 1;
     }
+    /* start latency (docs/engine.md "Start latency"): a created worker serves only after
+     * create_latency, so creates follow the demand expected by then — the demand that has
+     * lasted a quarter of that time (a shorter burst is served by what exists: ready, coming
+     * and parked workers), extrapolated along its trend over the last half create latency —
+     * plus the backlog spread over one create latency, plus the shortfall that keeps adding to
+     * it until the new workers are ready.  The forecast alone raises the target ahead of a
+     * ramp; with the backlog it caps what the load and queue rules would create beyond the
+     * workers that exist. */
+    int avail = in->ready + in->pending_active + in->stopped + in->pending_park;
+    if (in->create_latency > 0 && pe > 0) {
+        double hc = in->create_latency;
+        double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
+        double slope = 0; /* cost/s per s, rises only */
+        if (in->load_sustained_prev >= 0 && in->load_sustained > in->load_sustained_prev)
+            slope = (in->load_sustained - in->load_sustained_prev) / (hc / 2);
+        double fc = sus + slope * hc;
+        if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
+        double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;
+        double shortfall = sus - avail * pe;
+        if (shortfall < 0) shortfall = 0;
+        int af = ceil_div(fc / util, pe);
+        int ac = ceil_div(fc / util + bl / hc + shortfall, pe);
+        if (af > a && af > avail) {
+            a = af;
+            reason = "forecast";
+        } else if (a > avail) {
+            if (ac < avail) ac = avail;
+            if (ac < a) {
+                a = ac;
+                reason = "create_horizon";
+            }
+        }
+    }
+    if (in->qlen > 0 && a < 1) {
+        a = 1;
+        reason = "queue_waiting";
+    }
     out->a_raw = a;
 
     /* hysteresis: down only to the largest target of the scale-down window */
@@ -64,7 +101,7 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         reason = "inactivity_timeout";
     }
 
-    int i = 0;
+    int i = 0, ic = 0;
     if (in->inactive_allowed) {
         int i1 = p->min_workers - a;
         int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * cap, pe) : 0;
@@ -73,10 +110,15 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
             i3 = ceil_div(p->min_cold_load - cap, pe);
         else
             i3 = p->min_cold_load > cap ? 1 : 0;
+        /* warm pool: workers that were needed within 2 x create_latency park instead of being
+         * destroyed, so returning demand resumes them (seconds) instead of creating (minutes) */
+        int i4 = in->create_latency > 0 ? in->hist_max_a_warm - a : 0;
         i = i1;
         if (i2 > i) i = i2;
         if (i3 > i) i = i3;
         if (i < 0) i = 0;
+        ic = i;
+        if (i4 > i) i = i4; /* kept, never created for */
     } else {
         /* no parking: keep the loaded floor active instead */
         if (p->min_workers > a) {
@@ -95,6 +137,8 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
     }
     if (i > p->max_workers - a) i = p->max_workers - a;
     if (i < 0) i = 0;
+    if (ic > i) ic = i;
+    out->i_create = ic;
     out->active_cap = cap;
     out->inactive_cap = pe > 0 ? i * pe : 0;
     out->a = a;
