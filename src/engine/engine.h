@@ -375,21 +375,19 @@ struct scaler_in {
     bool inactive_allowed; /* provider can park workers */
     bool recently_active;  /* within inactivity_timeout (or timeout < 0) */
     int hist_max_a;        /* max active target over the scale-down window (-1 = none) */
-    /* start-latency rules (docs/engine.md "Creates that arrive too late", "Warm pool");
-     * create_latency 0 turns both off */
-    double create_latency;      /* s: observed created -> ready time (0 = rules off: none seen,
-                                 * or not longer than the panic window) */
-    double load_sustained;      /* cost/s: lowest L over the last create_latency / 4 */
-    double load_sustained_prev; /* the same, create_latency / 2 ago (-1 = no history yet) */
-    double backlog;             /* cost: waiting requests + work outstanding on ready workers */
-    int hist_max_a_warm;        /* max active target over the last create_latency (-1 = none) */
+    /* start-latency rules (docs/engine.md "Start latency"); create_latency 0 turns them off */
+    double create_latency;  /* s: observed created -> ready time (0 = rules off: none seen,
+                             * or not longer than the panic window) */
+    double load_sustained;  /* cost/s: lowest L over the last create_latency / 4 */
+    double load_recent_avg; /* cost/s: mean L over the last create_latency / 4 */
+    double load_prev_avg;   /* cost/s: mean L create_latency 3/4 .. 1/2 ago (-1 = no history) */
+    double backlog;         /* cost: waiting requests + work outstanding on ready workers */
 };
 struct scaler_out {
     double active_cap, inactive_cap;
-    int a_raw;    /* before hysteresis */
-    int a, i;     /* targets (workers) */
-    int i_create; /* the part of i that creates may fill (the rest, the warm pool, only keeps) */
-    bool fast;    /* queue-time scale-up fired */
+    int a_raw; /* before hysteresis */
+    int a, i;  /* targets (workers) */
+    bool fast; /* queue-time scale-up fired */
     const char *reason;
 };
 void scaler_compute(const struct scaler_in *in, struct scaler_out *out);

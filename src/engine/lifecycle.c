@@ -539,7 +539,8 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                            in->create_latency,
                            in->load_sustained,
                            in->backlog,
-                           in->load_sustained_prev};
+                           in->load_recent_avg,
+                           in->load_prev_avg};
     for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
         pyj_format_float(isfinite(vals[k]) ? vals[k] : -1, b[k], sizeof b[k]);
     sbuf_printf(o,
@@ -549,14 +550,14 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                 "\"target_queue_time\": %s, \"inactivity_timeout\": %s, \"min_workers\": %d, "
                 "\"max_workers\": %d, \"qlen\": %zu, \"ready\": %d, \"pending_active\": %d, "
                 "\"stopped\": %d, \"pending_park\": %d, \"total\": %d, \"a_raw\": %d, "
-                "\"a\": %d, \"i\": %d, \"i_create\": %d, \"fast\": %s, \"recently_active\": %s, "
+                "\"a\": %d, \"i\": %d, \"fast\": %s, \"recently_active\": %s, "
                 "\"create_latency\": %s, \"load_sustained\": %s, \"backlog\": %s, "
-                "\"load_sustained_prev\": %s}",
+                "\"load_recent_avg\": %s, \"load_prev_avg\": %s}",
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
                 b[13], in->p.min_workers, in->p.max_workers, in->qlen, in->ready,
                 in->pending_active, in->stopped, in->pending_park, in->total, out->a_raw, out->a,
-                out->i, out->i_create, out->fast ? "true" : "false",
-                in->recently_active ? "true" : "false", b[14], b[15], b[16], b[17]);
+                out->i, out->fast ? "true" : "false", in->recently_active ? "true" : "false", b[14],
+                b[15], b[16], b[17], b[18]);
 }
 
 /* Worker-level timeouts: unavailable after silence, destroy after long unavailability. */
@@ -619,7 +620,6 @@ static bool kpa_tick(struct engine *e, struct endpoint *ep, double now, double d
     out->a_raw = ko->a;
     out->a = ko->a;
     out->i = ko->i;
-    out->i_create = ko->i;
     out->fast = ko->panicking;
     out->reason = ko->reason;
     out->active_cap = pe > 0 ? ko->a * pe : 0;
@@ -717,22 +717,24 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
         ep->hist_len = 1;
     }
     in.hist_max_a = -1;
-    in.hist_max_a_warm = -1;
     in.load_sustained = in.load;
-    in.load_sustained_prev = -1;
-    double hc = in.create_latency;
+    double hc = in.create_latency, rsum = in.load, psum = 0;
+    int rn = 1, pn = 0;
     for (size_t k = 0; k < ep->hist_len; k++) {
         double age = now - ep->hist[k].t;
-        if (hc > 0 && age > hc / 2 && age <= hc * 3 / 4 &&
-            (in.load_sustained_prev < 0 || ep->hist[k].load < in.load_sustained_prev))
-            in.load_sustained_prev = ep->hist[k].load;
         if (age <= e->opts.scale_down_delay_s && ep->hist[k].a > in.hist_max_a)
             in.hist_max_a = ep->hist[k].a;
-        if (age <= in.create_latency && ep->hist[k].a > in.hist_max_a_warm)
-            in.hist_max_a_warm = ep->hist[k].a;
-        if (age <= in.create_latency / 4 && ep->hist[k].load < in.load_sustained)
-            in.load_sustained = ep->hist[k].load;
+        if (age <= hc / 4) {
+            if (ep->hist[k].load < in.load_sustained) in.load_sustained = ep->hist[k].load;
+            rsum += ep->hist[k].load;
+            rn++;
+        } else if (age > hc / 2 && age <= hc * 3 / 4) {
+            psum += ep->hist[k].load;
+            pn++;
+        }
     }
+    in.load_recent_avg = rsum / rn;
+    in.load_prev_avg = pn > 0 ? psum / pn : -1;
     struct scaler_out out;
     scaler_compute(&in, &out);
     struct kpa_out ko;
@@ -929,7 +931,7 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
 
     /* 5. inactive short: create parking workers; surplus: destroy stopped ones */
     if (in.inactive_allowed) {
-        int need = out.i_create - inactive_now; /* the warm pool part of i is never created */
+        int need = out.i - inactive_now;
         while (need > 0 && (int)ep->nws < ep->p.max_workers && wg_can_create(g)) {
             struct worker *w = new_worker(e, ep, g, WI_PARK);
             if (!w) break;

@@ -55,7 +55,8 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
     /* start latency (docs/engine.md "Start latency"): a created worker serves only after
      * create_latency, so creates follow the demand expected by then — the demand that has
      * lasted a quarter of that time (a shorter burst is served by what exists: ready, coming
-     * and parked workers), extrapolated along its trend over the last half create latency —
+     * and parked workers), extrapolated along its trend (the mean demand of the last quarter
+     * create latency against that of half a create latency before, at most doubling) —
      * plus the backlog spread over one create latency, plus the shortfall that keeps adding to
      * it until the new workers are ready.  The forecast alone raises the target ahead of a
      * ramp; with the backlog it caps what the load and queue rules would create beyond the
@@ -65,8 +66,8 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         double hc = in->create_latency;
         double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
         double slope = 0; /* cost/s per s, rises only */
-        if (in->load_sustained_prev >= 0 && in->load_sustained > in->load_sustained_prev)
-            slope = (in->load_sustained - in->load_sustained_prev) / (hc / 2);
+        if (in->load_prev_avg >= 0 && in->load_recent_avg > in->load_prev_avg)
+            slope = (in->load_recent_avg - in->load_prev_avg) / (hc / 2);
         double fc = sus + slope * hc;
         if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
         double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;
@@ -101,7 +102,7 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         reason = "inactivity_timeout";
     }
 
-    int i = 0, ic = 0;
+    int i = 0;
     if (in->inactive_allowed) {
         int i1 = p->min_workers - a;
         int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * cap, pe) : 0;
@@ -110,15 +111,10 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
             i3 = ceil_div(p->min_cold_load - cap, pe);
         else
             i3 = p->min_cold_load > cap ? 1 : 0;
-        /* warm pool: workers that were needed within 2 x create_latency park instead of being
-         * destroyed, so returning demand resumes them (seconds) instead of creating (minutes) */
-        int i4 = in->create_latency > 0 ? in->hist_max_a_warm - a : 0;
         i = i1;
         if (i2 > i) i = i2;
         if (i3 > i) i = i3;
         if (i < 0) i = 0;
-        ic = i;
-        if (i4 > i) i = i4; /* kept, never created for */
     } else {
         /* no parking: keep the loaded floor active instead */
         if (p->min_workers > a) {
@@ -137,8 +133,6 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
     }
     if (i > p->max_workers - a) i = p->max_workers - a;
     if (i < 0) i = 0;
-    if (ic > i) ic = i;
-    out->i_create = ic;
     out->active_cap = cap;
     out->inactive_cap = pe > 0 ? i * pe : 0;
     out->a = a;

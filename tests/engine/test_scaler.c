@@ -23,7 +23,7 @@ static struct scaler_in base_in(void)
     in.perf_est = 100;
     in.inactive_allowed = true;
     in.hist_max_a = -1;
-    in.load_sustained_prev = -1;
+    in.load_prev_avg = -1;
     return in;
 }
 
@@ -141,7 +141,8 @@ static void test_create_horizon(void **st)
     in.p.target_util = 1;
     in.load = 400;
     in.load_sustained = 40;
-    in.load_sustained_prev = 40; /* flat: no trend */
+    in.load_recent_avg = 120; /* the burst in it */
+    in.load_prev_avg = 40;    /* a trend, but the forecast is at most double what lasted */
     in.ready = 1;
     in.ready_cap = 100;
     in.stopped = 1;
@@ -157,13 +158,14 @@ static void test_create_horizon(void **st)
     /* demand that lasted: the load rule as before */
     in.backlog = 0;
     in.load_sustained = 380;
-    in.load_sustained_prev = 380;
+    in.load_recent_avg = 380;
+    in.load_prev_avg = 380;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
     assert_string_equal(out.reason, "load");
     /* no create latency observed yet: rule off */
     in.load_sustained = 40;
-    in.load_sustained_prev = 40;
+    in.load_recent_avg = in.load_prev_avg = 40;
     in.create_latency = 0;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
@@ -180,59 +182,27 @@ static void test_create_horizon(void **st)
     in.qlen = 1;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 1);
-    /* a ramp: sustained demand 100 -> 200 over half a create latency (10 s of 20) is 10 cost/s
-     * per s; 20 s on, 400 is expected: 4 workers now, not the 2 of today's load */
+    /* a ramp: mean demand 150 -> 200 over half a create latency (10 s of 20) is 5 cost/s per
+     * s; 20 s on, 300 is expected: 3 workers now, not the 2 of today's load */
     in = base_in();
     in.p.target_util = 1;
     in.create_latency = 20;
     in.load = 200;
     in.load_sustained = 200;
-    in.load_sustained_prev = 100;
+    in.load_recent_avg = 200;
+    in.load_prev_avg = 150;
     in.ready = 2;
     in.ready_cap = 200;
     scaler_compute(&in, &out);
-    assert_int_equal(out.a, 4);
+    assert_int_equal(out.a, 3);
     assert_string_equal(out.reason, "forecast");
     /* at most double within one create latency; a falling trend forecasts nothing lower */
-    in.load_sustained_prev = 0;
+    in.load_prev_avg = 0;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
-    in.load_sustained_prev = 300;
+    in.load_prev_avg = 300;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 2);
-}
-
-static void test_warm_pool(void **st)
-{
-    (void)st;
-    struct scaler_in in = base_in();
-    struct scaler_out out;
-    /* 5 active were needed within one create latency, 1 now: 4 park (kept, not created) */
-    in.load = 90;
-    in.load_sustained = 90;
-    in.load_sustained_prev = 90;
-    in.create_latency = 35;
-    in.hist_max_a_warm = 5;
-    scaler_compute(&in, &out);
-    assert_int_equal(out.a, 1);
-    assert_int_equal(out.i, 4);
-    assert_int_equal(out.i_create, 0);
-    /* min_workers still creates its floor; the pool counts within max_workers */
-    in.p.min_workers = 3;
-    in.p.max_workers = 4;
-    scaler_compute(&in, &out);
-    assert_int_equal(out.i, 3);
-    assert_int_equal(out.i_create, 2);
-    /* rule off without an observed create latency or without parking */
-    in = base_in();
-    in.load = 90;
-    in.hist_max_a_warm = 5;
-    scaler_compute(&in, &out);
-    assert_int_equal(out.i, 0);
-    in.create_latency = 35;
-    in.inactive_allowed = false;
-    scaler_compute(&in, &out);
-    assert_int_equal(out.i, 0);
 }
 
 static void test_median(void **st)
@@ -332,7 +302,6 @@ int main(void)
         cmocka_unit_test(test_hysteresis_and_cap),
         cmocka_unit_test(test_inactive_rules),
         cmocka_unit_test(test_create_horizon),
-        cmocka_unit_test(test_warm_pool),
         cmocka_unit_test(test_median),
         cmocka_unit_test(test_idmap),
         cmocka_unit_test(test_messages),
