@@ -539,8 +539,7 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                            in->create_latency,
                            in->load_sustained,
                            in->backlog,
-                           in->load_recent_avg,
-                           in->load_prev_avg};
+                           in->load_prev_sustained};
     for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
         pyj_format_float(isfinite(vals[k]) ? vals[k] : -1, b[k], sizeof b[k]);
     sbuf_printf(o,
@@ -552,12 +551,12 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                 "\"stopped\": %d, \"pending_park\": %d, \"total\": %d, \"a_raw\": %d, "
                 "\"a\": %d, \"i\": %d, \"fast\": %s, \"recently_active\": %s, "
                 "\"create_latency\": %s, \"load_sustained\": %s, \"backlog\": %s, "
-                "\"load_recent_avg\": %s, \"load_prev_avg\": %s}",
+                "\"load_prev_sustained\": %s}",
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
                 b[13], in->p.min_workers, in->p.max_workers, in->qlen, in->ready,
                 in->pending_active, in->stopped, in->pending_park, in->total, out->a_raw, out->a,
                 out->i, out->fast ? "true" : "false", in->recently_active ? "true" : "false", b[14],
-                b[15], b[16], b[17], b[18]);
+                b[15], b[16], b[17]);
 }
 
 /* Worker-level timeouts: unavailable after silence, destroy after long unavailability. */
@@ -718,23 +717,18 @@ static void tick_endpoint(struct engine *e, struct endpoint *ep, double now, dou
     }
     in.hist_max_a = -1;
     in.load_sustained = in.load;
-    double hc = in.create_latency, rsum = in.load, psum = 0;
-    int rn = 1, pn = 0;
+    in.load_prev_sustained = -1;
+    double hc = in.create_latency;
     for (size_t k = 0; k < ep->hist_len; k++) {
         double age = now - ep->hist[k].t;
+        double l = ep->hist[k].load;
         if (age <= e->opts.scale_down_delay_s && ep->hist[k].a > in.hist_max_a)
             in.hist_max_a = ep->hist[k].a;
-        if (age <= hc / 4) {
-            if (ep->hist[k].load < in.load_sustained) in.load_sustained = ep->hist[k].load;
-            rsum += ep->hist[k].load;
-            rn++;
-        } else if (age > hc / 2 && age <= hc * 3 / 4) {
-            psum += ep->hist[k].load;
-            pn++;
-        }
+        if (age <= hc / 4 && l < in.load_sustained) in.load_sustained = l;
+        if (age > hc / 2 && age <= hc * 3 / 4 &&
+            (in.load_prev_sustained < 0 || l < in.load_prev_sustained))
+            in.load_prev_sustained = l;
     }
-    in.load_recent_avg = rsum / rn;
-    in.load_prev_avg = pn > 0 ? psum / pn : -1;
     struct scaler_out out;
     scaler_compute(&in, &out);
     struct kpa_out ko;

@@ -55,8 +55,8 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
     /* start latency (docs/engine.md "Start latency"): a created worker serves only after
      * create_latency, so creates follow the demand expected by then — the demand that has
      * lasted a quarter of that time (a shorter burst is served by what exists: ready, coming
-     * and parked workers), extrapolated along its trend (the mean demand of the last quarter
-     * create latency against that of half a create latency before, at most doubling) —
+     * and parked workers), extrapolated along its trend (against the same measure half a
+     * create latency before; at most doubling) —
      * plus the backlog spread over one create latency, plus the shortfall that keeps adding to
      * it until the new workers are ready.  The forecast alone raises the target ahead of a
      * ramp; with the backlog it caps what the load and queue rules would create beyond the
@@ -66,8 +66,8 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         double hc = in->create_latency;
         double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
         double slope = 0; /* cost/s per s, rises only */
-        if (in->load_prev_avg >= 0 && in->load_recent_avg > in->load_prev_avg)
-            slope = (in->load_recent_avg - in->load_prev_avg) / (hc / 2);
+        if (in->load_prev_sustained >= 0 && in->load_sustained > in->load_prev_sustained)
+            slope = (in->load_sustained - in->load_prev_sustained) / (hc / 2);
         double fc = sus + slope * hc;
         if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
         double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;

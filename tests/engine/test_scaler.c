@@ -23,7 +23,7 @@ static struct scaler_in base_in(void)
     in.perf_est = 100;
     in.inactive_allowed = true;
     in.hist_max_a = -1;
-    in.load_prev_avg = -1;
+    in.load_prev_sustained = -1;
     return in;
 }
 
@@ -141,8 +141,7 @@ static void test_create_horizon(void **st)
     in.p.target_util = 1;
     in.load = 400;
     in.load_sustained = 40;
-    in.load_recent_avg = 120; /* the burst in it */
-    in.load_prev_avg = 40;    /* a trend, but the forecast is at most double what lasted */
+    in.load_prev_sustained = 20; /* a trend, but the forecast is at most double what lasted */
     in.ready = 1;
     in.ready_cap = 100;
     in.stopped = 1;
@@ -158,14 +157,13 @@ static void test_create_horizon(void **st)
     /* demand that lasted: the load rule as before */
     in.backlog = 0;
     in.load_sustained = 380;
-    in.load_recent_avg = 380;
-    in.load_prev_avg = 380;
+    in.load_prev_sustained = 380;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
     assert_string_equal(out.reason, "load");
     /* no create latency observed yet: rule off */
     in.load_sustained = 40;
-    in.load_recent_avg = in.load_prev_avg = 40;
+    in.load_prev_sustained = 40;
     in.create_latency = 0;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
@@ -182,25 +180,24 @@ static void test_create_horizon(void **st)
     in.qlen = 1;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 1);
-    /* a ramp: mean demand 150 -> 200 over half a create latency (10 s of 20) is 5 cost/s per
-     * s; 20 s on, 300 is expected: 3 workers now, not the 2 of today's load */
+    /* a ramp: sustained demand 150 -> 200 over half a create latency (10 s of 20) is 5 cost/s
+     * per s; 20 s on, 300 is expected: 3 workers now, not the 2 of today's load */
     in = base_in();
     in.p.target_util = 1;
     in.create_latency = 20;
     in.load = 200;
     in.load_sustained = 200;
-    in.load_recent_avg = 200;
-    in.load_prev_avg = 150;
+    in.load_prev_sustained = 150;
     in.ready = 2;
     in.ready_cap = 200;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 3);
     assert_string_equal(out.reason, "forecast");
     /* at most double within one create latency; a falling trend forecasts nothing lower */
-    in.load_prev_avg = 0;
+    in.load_prev_sustained = 0;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 4);
-    in.load_prev_avg = 300;
+    in.load_prev_sustained = 300;
     scaler_compute(&in, &out);
     assert_int_equal(out.a, 2);
 }
