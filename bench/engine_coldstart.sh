@@ -3,6 +3,8 @@
 # sgpu-launch + the embedded tiny model): `sgpu load` at R rps starts right after the endpoint
 # and its workergroup are created (no worker yet), so the first requests queue while the worker
 # loads.  With FIRST_CALL=1 it instead waits for the (parked) worker and times one `sgpu call`.
+# Realistic start times (the local provider's injected delays, docs/engine.md "`local` launch
+# spec"): CREATE_DELAY_S, RESUME_DELAY_S, MODEL_LOAD_DELAY_S (seconds; default 0).
 # Usage: bash bench/engine_coldstart.sh [N] [RPS]     (SGPU_BIN: programs, default ./bin)
 # Prints sgpu load's summary (waited, retried, latency and grant-time percentiles).
 set -u
@@ -22,10 +24,12 @@ if [ "${FIRST_CALL:-0}" = 1 ]; then
 else
     "$BIN/sgpu" endpoint create demo cold_workers=0 max_workers=2 target_util=0.9 >/dev/null
 fi
-"$BIN/sgpu" workergroup create --endpoint demo \
-    --launch '{"env": {"SGPU_BENCHMARK_RUNS": "1"}}' >/dev/null
+CD=${CREATE_DELAY_S:-0} RD=${RESUME_DELAY_S:-0} MD=${MODEL_LOAD_DELAY_S:-0}
+LAUNCH=$(printf '{"env": {"SGPU_BENCHMARK_RUNS": "1"}, "create_delay_s": %s, "resume_delay_s": %s, "model_load_delay_s": %s}' \
+    "$CD" "$RD" "$MD")
+"$BIN/sgpu" workergroup create --endpoint demo --launch "$LAUNCH" >/dev/null || exit 1
 if [ "${FIRST_CALL:-0}" = 1 ]; then
-    for _ in $(seq 900); do
+    for _ in $(seq $((900 + 5 * ${CD%.*} + 5 * ${MD%.*}))); do
         s=$("$BIN/sgpu" worker list --json | /usr/bin/python3 -c \
             'import json,sys; print(" ".join(w["status"] for w in json.load(sys.stdin)))')
         case " $s " in *" idle "* | *" stopped "*) break ;; esac

@@ -17,6 +17,7 @@ and parked (instances integrated over the replay, a parked one counted apart), s
 The four policies of a trace run at once (separate engines and fleets) to keep the run short.
 
 Usage: engine_policies.py [--create-s 30] [--resume-s 3] [--load-s 5] [--svg PATH]
+                          [--policies sgpu,kpa,peak,mean] [--traces bursty,diurnal]
        engine_policies.py one TRACE POLICY OUT.json   (internal: one replay)"""
 import argparse
 import csv
@@ -214,11 +215,16 @@ def main():
     ap.add_argument("--resume-s", type=float, default=3.0)
     ap.add_argument("--load-s", type=float, default=5.0)
     ap.add_argument("--svg", default=os.path.join(ROOT, "docs", "engine_policies.svg"))
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    help="comma-separated subset (the plot needs all four)")
+    ap.add_argument("--traces", default="bursty,diurnal", help="comma-separated subset")
     args = ap.parse_args()
+    pols = [p for p in args.policies.split(",") if p in POLICIES]
     dpath = os.path.join(ROOT, "bench", "engine_trace_diurnal.csv")
     if not os.path.exists(dpath):
         gen_diurnal(dpath)
     paths = {"bursty": os.path.join(ROOT, "bench", "engine_trace.csv"), "diurnal": dpath}
+    paths = {k: v for k, v in paths.items() if k in args.traces.split(",")}
     traces = {k: load_trace(v) for k, v in paths.items()}
     tmp = tempfile.mkdtemp(prefix="sgpu-policies-")
     results = {}
@@ -226,7 +232,7 @@ def main():
           "/worker" % (args.create_s, args.load_s, args.resume_s, PERF))
     for name, path in paths.items():
         procs = {}
-        for pol in POLICIES:
+        for pol in pols:
             out = os.path.join(tmp, "%s-%s.json" % (name, pol))
             procs[pol] = (subprocess.Popen([sys.executable, __file__, "one", path, pol, out,
                                             str(args.create_s), str(args.resume_s),
@@ -243,7 +249,7 @@ def main():
               % (name, len(tr), tr[-1][0], n_peak, n_mean))
         print("%-8s %6s %8s %8s %8s %10s %9s  %s" % ("policy", "n", "p50_s", "p99_s", "max_s",
                                                    "active_ws", "parked_ws", "actions"))
-        for pol in POLICIES:
+        for pol in pols:
             r = results[name][pol]
             acts = " ".join("%s=%d" % kv for kv in sorted(r["actions"].items())) or "-"
             print("%-8s %6d %8.3f %8.3f %8.3f %10.1f %9.1f  %s%s" % (
@@ -251,8 +257,9 @@ def main():
                 r["max"], r["worker_s"], r["parked_s"], acts,
                 "" if not (r["errors"] or r["violations"]) else
                 "  errors=%d violations=%d" % (r["errors"], r["violations"])))
-    svg(results, traces, args.svg)
-    print("\nplot: %s" % os.path.relpath(args.svg, ROOT))
+    if len(pols) == len(POLICIES) and len(paths) == 2:
+        svg(results, traces, args.svg)
+        print("\nplot: %s" % os.path.relpath(args.svg, ROOT))
 
 
 if __name__ == "__main__":

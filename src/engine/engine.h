@@ -143,6 +143,7 @@ struct endpoint {
     struct {
         double t;
         int a;
+        double load; /* the tick's predicted demand L, cost/s (sustained-demand rule) */
     } hist[SCALER_HIST];
     size_t hist_len, hist_pos;
     int last_a, last_i; /* last computed targets */
@@ -154,6 +155,7 @@ struct endpoint {
     struct ts_ring *ts;
     double ts_routes;      /* new /route/ requests since the last tick */
     struct kpa_state *kpa; /* scaler "kpa": its windows (NULL until used) */
+    double create_lat;     /* s: created -> first ready of its workers (EMA); 0 = none seen */
     struct endpoint *next;
 };
 
@@ -203,6 +205,7 @@ struct worker {
     char *sig_b64;
     bool fail_counted; /* this instance's failure was counted for its workergroup */
     bool op_running;   /* a provider operation is in flight */
+    bool lat_counted;  /* its created -> ready time is in the endpoint's create_lat */
     int op_fails;
     double retry_after_mono;
     bool dirty;

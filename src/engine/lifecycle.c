@@ -575,7 +575,7 @@ static bool pending_state(enum wstate s)
 static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct scaler_in *in,
                         const struct scaler_out *out)
 {
-    char b[16][40];
+    char b[20][40];
     const double vals[] = {in->load,
                            ep->lam_fast,
                            ep->lam_slow,
@@ -589,7 +589,11 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                            in->p.cold_mult,
                            in->p.min_cold_load,
                            in->p.target_queue_time,
-                           in->p.inactivity_timeout};
+                           in->p.inactivity_timeout,
+                           in->create_latency,
+                           in->load_sustained,
+                           in->backlog,
+                           in->load_prev_sustained};
     for (size_t k = 0; k < sizeof vals / sizeof vals[0]; k++)
         pyj_format_float(isfinite(vals[k]) ? vals[k] : -1, b[k], sizeof b[k]);
     sbuf_printf(o,
@@ -599,11 +603,14 @@ static void inputs_json(struct sbuf *o, const struct endpoint *ep, const struct 
                 "\"target_queue_time\": %s, \"inactivity_timeout\": %s, \"min_workers\": %d, "
                 "\"max_workers\": %d, \"qlen\": %zu, \"ready\": %d, \"pending_active\": %d, "
                 "\"stopped\": %d, \"pending_park\": %d, \"total\": %d, \"a_raw\": %d, "
-                "\"a\": %d, \"i\": %d, \"fast\": %s, \"recently_active\": %s}",
+                "\"a\": %d, \"i\": %d, \"fast\": %s, \"recently_active\": %s, "
+                "\"create_latency\": %s, \"load_sustained\": %s, \"backlog\": %s, "
+                "\"load_prev_sustained\": %s}",
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
                 b[13], in->p.min_workers, in->p.max_workers, in->qlen, in->ready,
                 in->pending_active, in->stopped, in->pending_park, in->total, out->a_raw, out->a,
-                out->i, out->fast ? "true" : "false", in->recently_active ? "true" : "false");
+                out->i, out->fast ? "true" : "false", in->recently_active ? "true" : "false", b[14],
+                b[15], b[16], b[17]);
 }
 
 /* Worker-level timeouts: unavailable after silence, destroy after long unavailability. */
@@ -747,6 +754,24 @@ static void tick_observe(struct tick *t)
         }
     }
     in->total = (int)ep->nws;
+    /* start latency: created -> first ready, per worker once (also after a restart: both
+     * times are stored), as an EMA so that a changed image or provider shows within a few */
+    for (size_t k = 0; k < ep->nws; k++) {
+        struct worker *w = ep->ws[k];
+        if (w->lat_counted || w->loaded_at <= 0 || w->created_at <= 0) continue;
+        w->lat_counted = true;
+        double lat = w->loaded_at - w->created_at;
+        if (!(lat >= 0) || lat > 86400) continue;
+        ep->create_lat = ep->create_lat > 0 ? 0.7 * ep->create_lat + 0.3 * lat : lat;
+    }
+    /* the start-latency rules matter only when a create takes longer than the fast demand
+     * window: below that the reactive rules keep up by themselves */
+    in->create_latency = ep->create_lat > e->opts.panic_window_s ? ep->create_lat : 0;
+    in->backlog = router_queue_cost(ep);
+    for (size_t k = 0; k < ep->nws; k++) {
+        const struct worker *w = ep->ws[k];
+        if (state_is_ready(w) && !retired(w)) in->backlog += w->cur_load + w->granted_since_report;
+    }
     double pe = scaler_median(perfs, np);
     if (pe > 0) ep->perf_est = pe;
     in->perf_est = ep->perf_est;
@@ -766,13 +791,23 @@ static void tick_observe(struct tick *t)
          * the same reason) */
         ep->hist[0].t = now;
         ep->hist[0].a = in->ready + in->pending_active;
+        ep->hist[0].load = in->load;
         ep->hist_pos = 1;
         ep->hist_len = 1;
     }
     in->hist_max_a = -1;
+    in->load_sustained = in->load;
+    in->load_prev_sustained = -1;
+    double hc = in->create_latency;
     for (size_t k = 0; k < ep->hist_len; k++) {
-        if (now - ep->hist[k].t <= e->opts.scale_down_delay_s && ep->hist[k].a > in->hist_max_a)
+        double age = now - ep->hist[k].t;
+        double l = ep->hist[k].load;
+        if (age <= e->opts.scale_down_delay_s && ep->hist[k].a > in->hist_max_a)
             in->hist_max_a = ep->hist[k].a;
+        if (age <= hc / 4 && l < in->load_sustained) in->load_sustained = l;
+        if (age > hc / 2 && age <= hc * 3 / 4 &&
+            (in->load_prev_sustained < 0 || l < in->load_prev_sustained))
+            in->load_prev_sustained = l;
     }
 }
 
@@ -789,6 +824,7 @@ static void tick_decide(struct tick *t)
     t->kpa = ep->p.scaler == SCALER_KPA && kpa_tick(e, ep, now, t->dt, t->rate, in, out, &t->ko);
     ep->hist[ep->hist_pos].t = now;
     ep->hist[ep->hist_pos].a = out->a_raw;
+    ep->hist[ep->hist_pos].load = in->load;
     ep->hist_pos = (ep->hist_pos + 1) % SCALER_HIST;
     if (ep->hist_len < SCALER_HIST) ep->hist_len++;
     ep->last_q = in->queue_time;

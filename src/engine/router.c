@@ -94,6 +94,14 @@ size_t router_queue_len(const struct endpoint *ep)
     return ep->rq ? ep->rq->len : 0;
 }
 
+double router_queue_cost(const struct endpoint *ep)
+{
+    double cost = 0;
+    for (const struct qreq *q = ep->rq ? ep->rq->head : NULL; q; q = q->next)
+        cost += q->cost;
+    return cost;
+}
+
 #define QUEUE_MAX 100000
 #define GRANT_TTL_S 600.0 /* grant records kept for /delete_requests/ at most this long */
 #define GRANTS_MAX 200000 /* grant records kept at most (oldest dropped) */

@@ -52,6 +52,8 @@ void router_grant_working(struct engine *e, struct worker *w, int64_t request_id
 void router_grants_expire(struct engine *e, double now);
 /* Requests waiting in ep's global queue. */
 size_t router_queue_len(const struct endpoint *ep);
+/* Total cost of the requests waiting in ep's global queue. */
+double router_queue_cost(const struct endpoint *ep);
 /* Age in seconds of the oldest waiting request of ep (0 = none). */
 double router_queue_age(const struct endpoint *ep, double now);
 

@@ -53,6 +53,44 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         /* the queue says we are short although the estimate says we are not: add one */
         a = in->ready + 1;
     }
+    /* start latency (docs/engine.md "Start latency"): a created worker serves only after
+     * create_latency, so creates follow the demand expected by then — the demand that has
+     * lasted a quarter of that time (a shorter burst is served by what exists: ready, coming
+     * and parked workers), extrapolated along its trend (against the same measure half a
+     * create latency before; at most doubling) —
+     * plus the backlog spread over one create latency, plus the shortfall that keeps adding to
+     * it until the new workers are ready.  The forecast alone raises the target ahead of a
+     * ramp; with the backlog it caps what the load and queue rules would create beyond the
+     * workers that exist. */
+    int avail = in->ready + in->pending_active + in->stopped + in->pending_park;
+    if (in->create_latency > 0 && pe > 0) {
+        double hc = in->create_latency;
+        double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
+        double slope = 0; /* cost/s per s, rises only */
+        if (in->load_prev_sustained >= 0 && in->load_sustained > in->load_prev_sustained)
+            slope = (in->load_sustained - in->load_prev_sustained) / (hc / 2);
+        double fc = sus + slope * hc;
+        if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
+        double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;
+        double shortfall = sus - avail * pe;
+        if (shortfall < 0) shortfall = 0;
+        int af = ceil_div(fc / util, pe);
+        int ac = ceil_div(fc / util + bl / hc + shortfall, pe);
+        if (af > a && af > avail) {
+            a = af;
+            reason = "forecast";
+        } else if (a > avail) {
+            if (ac < avail) ac = avail;
+            if (ac < a) {
+                a = ac;
+                reason = "create_horizon";
+            }
+        }
+    }
+    if (in->qlen > 0 && a < 1) {
+        a = 1;
+        reason = "queue_waiting";
+    }
     out->a_raw = a;
 
     /* hysteresis: down only to the largest target of the scale-down window */

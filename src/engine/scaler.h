@@ -20,6 +20,12 @@ struct scaler_in {
     bool inactive_allowed; /* provider can park workers */
     bool recently_active;  /* within inactivity_timeout (or timeout < 0) */
     int hist_max_a;        /* max active target over the scale-down window (-1 = none) */
+    /* start-latency rules (docs/engine.md "Start latency"); create_latency 0 turns them off */
+    double create_latency;      /* s: observed created -> ready time (0 = rules off: none seen,
+                                 * or not longer than the panic window) */
+    double load_sustained;      /* cost/s: lowest L over the last create_latency / 4 */
+    double load_prev_sustained; /* the same, create_latency 3/4 .. 1/2 ago (-1 = no history) */
+    double backlog;             /* cost: waiting requests + work outstanding on ready workers */
 };
 struct scaler_out {
     double active_cap, inactive_cap;

@@ -26,6 +26,7 @@ static struct scaler_in base_in(void)
     in.perf_est = 100;
     in.inactive_allowed = true;
     in.hist_max_a = -1;
+    in.load_prev_sustained = -1;
     return in;
 }
 
@@ -132,6 +133,78 @@ static void test_inactive_rules(void **st)
     assert_int_equal(out.i, 0);
 }
 
+/* Start-latency rules (docs/engine.md "Creates that arrive too late", "Warm pool"). */
+static void test_create_horizon(void **st)
+{
+    (void)st;
+    struct scaler_in in = base_in();
+    struct scaler_out out;
+    /* a burst: L 400 now, but only 40 sustained over a quarter of the 35 s create latency;
+     * one ready worker and one parked: the burst gets those two, no create */
+    in.p.target_util = 1;
+    in.load = 400;
+    in.load_sustained = 40;
+    in.load_prev_sustained = 20; /* a trend, but the forecast is at most double what lasted */
+    in.ready = 1;
+    in.ready_cap = 100;
+    in.stopped = 1;
+    in.create_latency = 35;
+    in.backlog = 700; /* 700 / 35 = 20 cost/s more: 60 in all -> 1 worker */
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 2); /* ready + parked, not 4 */
+    assert_string_equal(out.reason, "create_horizon");
+    /* a backlog no existing worker can drain within one create latency creates */
+    in.backlog = 35 * 300; /* 300 cost/s more: 340 -> 4 workers */
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 4);
+    /* demand that lasted: the load rule as before */
+    in.backlog = 0;
+    in.load_sustained = 380;
+    in.load_prev_sustained = 380;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 4);
+    assert_string_equal(out.reason, "load");
+    /* no create latency observed yet: rule off */
+    in.load_sustained = 40;
+    in.load_prev_sustained = 40;
+    in.create_latency = 0;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 4);
+    /* the cap never scales down what exists, and a waiting request still gets a worker */
+    in = base_in();
+    in.create_latency = 35;
+    in.load = 1000;
+    in.ready = 3;
+    in.pending_active = 2;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 5);
+    in = base_in();
+    in.create_latency = 35;
+    in.qlen = 1;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 1);
+    /* a ramp: sustained demand 150 -> 200 over half a create latency (10 s of 20) is 5 cost/s
+     * per s; 20 s on, 300 is expected: 3 workers now, not the 2 of today's load */
+    in = base_in();
+    in.p.target_util = 1;
+    in.create_latency = 20;
+    in.load = 200;
+    in.load_sustained = 200;
+    in.load_prev_sustained = 150;
+    in.ready = 2;
+    in.ready_cap = 200;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 3);
+    assert_string_equal(out.reason, "forecast");
+    /* at most double within one create latency; a falling trend forecasts nothing lower */
+    in.load_prev_sustained = 0;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 4);
+    in.load_prev_sustained = 300;
+    scaler_compute(&in, &out);
+    assert_int_equal(out.a, 2);
+}
+
 static void test_median(void **st)
 {
     (void)st;
@@ -228,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_queue_and_zero),
         cmocka_unit_test(test_hysteresis_and_cap),
         cmocka_unit_test(test_inactive_rules),
+        cmocka_unit_test(test_create_horizon),
         cmocka_unit_test(test_median),
         cmocka_unit_test(test_idmap),
         cmocka_unit_test(test_messages),

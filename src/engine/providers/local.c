@@ -4,6 +4,7 @@
  * Without sgpu-launch the instance is `sh -c 'MODEL_CMD >>model.log 2>&1 & exec sgpu-worker'`.
  * Processes started by a previous engine run are re-attached by pid + /proc start time. */
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -26,12 +27,33 @@
 
 #define KILL_AFTER_S 10
 
+/* Injected start delays (launch.create_delay_s, resume_delay_s, model_load_delay_s): seconds,
+ * finite, in [0, DELAY_MAX_S]. */
+#define DELAY_MAX_S 3600.0
+static const char *const delay_keys[] = {"create_delay_s", "resume_delay_s", "model_load_delay_s"};
+
+static bool is_delay_key(const char *k)
+{
+    for (size_t i = 0; i < sizeof delay_keys / sizeof delay_keys[0]; i++)
+        if (strcmp(k, delay_keys[i]) == 0) return true;
+    return false;
+}
+
 static int local_validate(struct json_object *launch, char *err, size_t errlen)
 {
     json_object_object_foreach(launch, k, v)
     {
-        if (strcmp(k, "model_cmd") == 0 || strcmp(k, "launch_bin") == 0 ||
-            strcmp(k, "worker_bin") == 0) {
+        if (is_delay_key(k)) {
+            enum json_type t = json_object_get_type(v);
+            double d = json_object_get_double(v);
+            if ((t != json_type_int && t != json_type_double) || !isfinite(d) || d < 0 ||
+                d > DELAY_MAX_S) {
+                snprintf(err, errlen, "launch.%s must be a number of seconds in [0, %.0f]", k,
+                         DELAY_MAX_S);
+                return -1;
+            }
+        } else if (strcmp(k, "model_cmd") == 0 || strcmp(k, "launch_bin") == 0 ||
+                   strcmp(k, "worker_bin") == 0) {
             if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > 8192) {
                 snprintf(err, errlen, "launch.%s must be a string", k);
                 return -1;
@@ -61,6 +83,15 @@ static const char *lstr(struct workergroup *g, const char *key)
         return NULL;
     const char *s = json_object_get_string(v);
     return *s ? s : NULL;
+}
+
+/* launch.<key> in seconds (validated on the way in); 0 when absent. */
+static double ldelay(const struct workergroup *g, const char *key)
+{
+    struct json_object *v;
+    if (!g->launch || !json_object_object_get_ex(g->launch, key, &v)) return 0;
+    double d = json_object_get_double(v);
+    return isfinite(d) && d > 0 ? (d < DELAY_MAX_S ? d : DELAY_MAX_S) : 0;
 }
 
 /* An executable: `name` next to sgpu-engine, else on $PATH.  0 and the path in out, or -1. */
@@ -289,6 +320,9 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     ADD("USE_SSL=false");
     ADD("UNSECURED=false");
     ADD("SGPU_AUTH_SCHEME=%s", config_scheme_name(ep ? ep->p.sig_scheme : SIG_URL));
+    double mld = ldelay(g, "model_load_delay_s");
+    if (mld > 0) /* honoured by sgpu-model (and the test stub) before it loads */
+        ADD("SGPU_MODEL_TEST_LOAD_DELAY_MS=%.0f", mld * 1000);
     ndef = nv;
     ADD("WORKER_PORT=%d", wport);
     ADD("VAST_TCP_PORT_%d=%d", wport, wport);
@@ -439,8 +473,92 @@ static bool local_can_park(const struct workergroup *g)
     return true;
 }
 
+
+/* ---- injected start delays ----
+ * A create (resume) with launch.create_delay_s (resume_delay_s) > 0 first waits that long on a
+ * timer of the loop — the worker stays `creating` (`starting`) with its operation in flight —
+ * then runs through provider_op again, which finds the delay elapsed and spawns (resumes), so a
+ * failure then is reported like any other.  Pending delays are freed at shutdown. */
+struct local_delay {
+    struct engine *e;
+    int64_t worker_id;
+    enum prov_op op;
+    bool elapsed;
+    struct event *ev;
+    struct local_delay *prev, *next;
+};
+static struct local_delay *delays;
+
+static void delay_unlink(struct local_delay *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        delays = d->next;
+    if (d->next) d->next->prev = d->prev;
+    event_free(d->ev);
+    free(d);
+}
+
+static struct local_delay *delay_find(int64_t worker_id, enum prov_op op)
+{
+    for (struct local_delay *d = delays; d; d = d->next)
+        if (d->worker_id == worker_id && d->op == op) return d;
+    return NULL;
+}
+
+static void on_delay(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct local_delay *d = arg;
+    struct engine *e = d->e;
+    struct worker *w = state_worker_by_id(e, d->worker_id);
+    struct workergroup *g = w ? state_wg_by_id(e, w->wg_id) : NULL;
+    if (!w || !g || e->stopping) { /* gone, or shutting down: no new instance */
+        delay_unlink(d);
+        return;
+    }
+    log_info("local_delay_elapsed", "worker=%lld op=%s", (long long)w->id,
+             provider_op_name(d->op));
+    d->elapsed = true;
+    enum prov_op op = d->op;
+    int64_t id = w->id;
+    provider_op(e, g, w, op); /* local_op finds it elapsed (and unlinks it) */
+    if ((d = delay_find(id, op)) != NULL) delay_unlink(d);
+}
+
+/* 1: the operation waits (a timer was set), 0: go ahead now (no delay, or it elapsed). */
+static int delay_begin(struct engine *e, struct worker *w, enum prov_op op, double s)
+{
+    struct local_delay *d = delay_find(w->id, op);
+    if (d && d->elapsed) {
+        delay_unlink(d);
+        return 0;
+    }
+    if (!(s > 0)) return 0;
+    if (d) return 1; /* already waiting */
+    d = xcalloc(1, sizeof *d);
+    d->e = e;
+    d->worker_id = w->id;
+    d->op = op;
+    d->ev = evtimer_new(e->base, on_delay, d);
+    if (!d->ev) abort();
+    d->next = delays;
+    if (delays) delays->prev = d;
+    delays = d;
+    struct timeval tv = clock_tv(s);
+    evtimer_add(d->ev, &tv);
+    log_info("local_delay", "worker=%lld op=%s delay_s=%.3f", (long long)w->id,
+             provider_op_name(op), s);
+    return 1;
+}
+
 static int local_op(struct engine *e, struct workergroup *g, struct worker *w, enum prov_op op)
 {
+    if ((op == OP_CREATE && delay_begin(e, w, op, ldelay(g, "create_delay_s"))) ||
+        (op == OP_START && delay_begin(e, w, op, ldelay(g, "resume_delay_s"))))
+        return 0; /* completion when the delay has elapsed (on_delay) */
     switch (op) {
     case OP_CREATE:
         return local_create(e, g, w);
@@ -515,6 +633,8 @@ static void local_shutdown_pending(struct engine *e, int *instances, int *ops)
 
 static void local_shutdown_wait(struct engine *e)
 {
+    while (delays) /* creates and resumes still waiting: never run */
+        delay_unlink(delays);
     /* the loop already waited (lifecycle_shutdown_begin, --shutdown-timeout-s) while the
      * instances drained; SIGKILL what is left, with its descendants (sgpu-launch runs the
      * model server in its own group) */
