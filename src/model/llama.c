@@ -399,7 +399,7 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
             gm[i] = (struct gemm_mat){ws[i]->type,      ws[i]->data, ws[i]->rows, ws[i]->cols,
                                       ws[i]->row_bytes, ys[i],       ws[i]->rows};
         }
-        struct gemm_call gc = {gm, n, x, T, c->xq, c->xu, c->xd, c->scratch};
+        struct gemm_call gc = {gm, n, x, T, c->xq, c->xu, c->xd, c->kq, c->kd, c->kbs, c->scratch};
         if (ok && gemm_run(c->pool, &gc) == 0) return;
     }
     /* ---- end prefill GEMM; otherwise the per-row decode kernels ---- */
