@@ -1066,6 +1066,36 @@ QK_TARGET static void axpy_avx2(float *y, float a, const float *x, int n)
         _mm256_storeu_ps(y + i,
                          _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 }
+
+/* dot_avx2 of na <= QK_MULTI rows against one b, the chains interleaved (b is
+ * loaded once; each chain keeps dot_avx2's order, so each result is bitwise
+ * dot_avx2's). */
+QK_TARGET static void dot_multi_avx2(const float *const *a, int na, const float *b, int n,
+                                     float *out)
+{
+    __m256 acc[QK_MULTI];
+    for (int k = 0; k < na; k++)
+        acc[k] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+        __m256 bv = _mm256_loadu_ps(b + i);
+        for (int k = 0; k < na; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(a[k] + i), bv, acc[k]);
+    }
+    for (int k = 0; k < na; k++)
+        out[k] = hsum8(acc[k]);
+}
+
+/* axpy_avx2 into na rows from one x (loaded once). */
+QK_TARGET static void axpy_multi_avx2(float *const *y, const float *a, int na, const float *x,
+                                      int n)
+{
+    for (int i = 0; i < n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        for (int k = 0; k < na; k++)
+            _mm256_storeu_ps(y[k] + i,
+                             _mm256_fmadd_ps(_mm256_set1_ps(a[k]), xv, _mm256_loadu_ps(y[k] + i)));
+    }
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
@@ -1244,6 +1274,30 @@ float qk_dot(const float *a, const float *b, int n)
     for (int i = 0; i < n; i++)
         s += a[i] * b[i];
     return s;
+}
+
+void qk_dot_multi(const float *const *a, int na, const float *b, int n, float *out)
+{
+#if QK_X86
+    if (qk_simd_active() && n % 8 == 0 && na <= QK_MULTI) {
+        dot_multi_avx2(a, na, b, n, out);
+        return;
+    }
+#endif
+    for (int k = 0; k < na; k++)
+        out[k] = qk_dot(a[k], b, n);
+}
+
+void qk_axpy_multi(float *const *y, const float *a, int na, const float *x, int n)
+{
+#if QK_X86
+    if (qk_simd_active() && n % 8 == 0 && na <= QK_MULTI) {
+        axpy_multi_avx2(y, a, na, x, n);
+        return;
+    }
+#endif
+    for (int k = 0; k < na; k++)
+        qk_axpy(y[k], a[k], x, n);
 }
 
 void qk_axpy(float *y, float a, const float *x, int n)

@@ -89,6 +89,12 @@ void qk_matmul_q8q8_u(const void *W, size_t row_bytes, int n, const int8_t *xq, 
 /* Attention helpers: dot product and y += a*x (8-lane SIMD when n % 8 == 0). */
 float qk_dot(const float *a, const float *b, int n);
 void qk_axpy(float *y, float a, const float *x, int n);
+/* The same for na (<= QK_MULTI) rows sharing b / x, which is read once:
+ * out[k] = qk_dot(a[k], b, n); y[k] += a[k] * x, each bitwise as the single
+ * call (several queries of one head walk the keys together). */
+#define QK_MULTI 4
+void qk_dot_multi(const float *const *a, int na, const float *b, int n, float *out);
+void qk_axpy_multi(float *const *y, const float *a, int na, const float *x, int n);
 
 /* 1 when the AVX2/FMA/F16C kernels are in use.  qk_force_portable(1) switches
  * them off (tests compare both paths). */
