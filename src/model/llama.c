@@ -475,10 +475,9 @@ static void add_bias(float *y, const float *b, int T, int n)
  * head's K/V rows (kept in L2 across the group's tokens instead of streaming
  * every head's rows for each token), and a contiguous split gives each
  * thread whole heads: the causal triangle is shared evenly.  Inside a group
- * the queries walk the keys together (each K/V row loaded once per group);
- * every query's arithmetic is the single-query loop's, in the same order
- * (qk_dot_multi / qk_axpy_multi), so results do not depend on the grouping:
- * prefill, chunked prefill and decode stay bitwise equal. */
+ * the queries walk the keys together (each K/V row loaded once per group;
+ * qk_attn_group), and every query's arithmetic does not depend on the
+ * grouping: prefill, chunked prefill and decode stay bitwise equal. */
 static void attn_task(void *arg, int ith, int nth)
 {
     struct llama_ctx *c = arg;
@@ -492,44 +491,18 @@ static void attn_task(void *arg, int ith, int nth)
         int h = (int)(task / G), g = (int)(task % G);
         int t0 = c->grp_t0[g], nq = c->grp_t0[g + 1] - t0;
         const struct llama_kv *kv = c->seqs[c->tok_seq[t0]].kv;
-        int p0 = c->tok_pos[t0], pend = p0 + nq - 1; /* positions p0 .. pend */
+        int p0 = c->tok_pos[t0]; /* positions p0 .. p0 + nq - 1 */
         size_t lo = (size_t)c->layer * kv->cap * dkv;
         const float *K = kv->k + lo + (size_t)(h / grp) * hd;
         const float *V = kv->v + lo + (size_t)(h / grp) * hd;
         const float *q[QK_MULTI];
-        float *o[QK_MULTI], *sc[QK_MULTI], mx[QK_MULTI], inv[QK_MULTI], s[QK_MULTI];
+        float *o[QK_MULTI], *sc[QK_MULTI];
         for (int k = 0; k < nq; k++) {
             q[k] = c->q + (size_t)(t0 + k) * dq + (size_t)h * hd;
             o[k] = c->att + (size_t)(t0 + k) * dq + (size_t)h * hd;
             sc[k] = c->scores[ith] + (size_t)k * c->cap_ctx;
-            mx[k] = -INFINITY;
         }
-        /* key j is seen by the queries at positions >= j: k >= j - p0 */
-        for (int j = 0; j <= pend; j++) {
-            int k0 = j > p0 ? j - p0 : 0;
-            qk_dot_multi(q + k0, nq - k0, K + (size_t)j * dkv, hd, s);
-            for (int k = k0; k < nq; k++) {
-                float v = s[k - k0] * scale;
-                sc[k][j] = v;
-                if (v > mx[k]) mx[k] = v;
-            }
-        }
-        for (int k = 0; k < nq; k++) {
-            float sum = 0;
-            for (int j = 0; j <= p0 + k; j++) {
-                sc[k][j] = expf(sc[k][j] - mx[k]);
-                sum += sc[k][j];
-            }
-            inv[k] = 1.0f / sum;
-            for (int i = 0; i < hd; i++)
-                o[k][i] = 0;
-        }
-        for (int j = 0; j <= pend; j++) {
-            int k0 = j > p0 ? j - p0 : 0;
-            for (int k = k0; k < nq; k++)
-                s[k - k0] = sc[k][j] * inv[k];
-            qk_axpy_multi(o + k0, s, nq - k0, V + (size_t)j * dkv, hd);
-        }
+        qk_attn_group(nq, q, o, sc, p0, K, V, (size_t)dkv, hd, scale);
     }
 }
 
