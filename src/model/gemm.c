@@ -106,14 +106,20 @@ GEMM_TARGET static void q8_block_avx2(const uint8_t *W, size_t row_bytes, int n,
 
 struct gemm_state {
     const struct gemm_call *call;
-    bool q8;
+    bool q8, kq;  /* some matrix needs Q8_0-style / Q8_K activations */
     int tiles[5]; /* prefix sums of tiles per matrix */
     atomic_int next;
 };
 
+static bool is_kquant(uint32_t t)
+{
+    return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K;
+}
+
 bool gemm_supported(uint32_t type)
 {
-    return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_Q8_0;
+    return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 ||
+           type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || is_kquant(type);
 }
 
 /* Phase 1: quantise the activations, tokens split evenly over threads. */
@@ -123,17 +129,23 @@ static void quant_task(void *arg, int ith, int nth)
     const struct gemm_call *c = s->call;
     int n = c->mats[0].cols, nb = n / QK8_0;
     int t0 = (int)((long long)c->T * ith / nth), t1 = (int)((long long)c->T * (ith + 1) / nth);
-    for (int t = t0; t < t1; t++)
-        qk_quantize_act_u(c->x + (size_t)t * n, n, c->xq + (size_t)t * n, c->xu + (size_t)t * n,
-                          c->xd + (size_t)t * nb);
+    for (int t = t0; t < t1; t++) {
+        if (s->q8)
+            qk_quantize_act_u(c->x + (size_t)t * n, n, c->xq + (size_t)t * n, c->xu + (size_t)t * n,
+                              c->xd + (size_t)t * nb);
+        if (s->kq)
+            qk_quantize_q8_k(c->x + (size_t)t * n, n, c->kq + (size_t)t * n,
+                             c->kd + (size_t)t * (n / 256), c->kbs + (size_t)t * (n / 16));
+    }
 }
 
 /* Tokens per block for a matrix: its activation block fits GEMM_BLOCK_BYTES,
  * a multiple of the 4-token register tile, at least 4. */
 static int block_tokens(const struct gemm_mat *m)
 {
-    size_t per = m->type == GGML_TYPE_Q8_0 ? (size_t)m->cols + (size_t)m->cols / QK8_0 * 4
-                                           : (size_t)m->cols * 4;
+    size_t n = (size_t)m->cols, per = n * 4;
+    if (m->type == GGML_TYPE_Q8_0 || m->type == GGML_TYPE_Q4_0) per = n + n / QK8_0 * 4;
+    if (is_kquant(m->type)) per = n + n / 256 * 4 + n / 16 * 2;
     size_t tb = GEMM_BLOCK_BYTES / per;
     tb &= ~(size_t)3;
     return tb < 4 ? 4 : (int)tb;
@@ -173,6 +185,13 @@ static void tile_task(void *arg, int ith, int nth)
                 qk_matmul_q8q8_u(m->data, m->row_bytes, n, c->xq + (size_t)t0 * n,
                                  c->xu + (size_t)t0 * n, c->xd + (size_t)t0 * nb, bt, y, m->ldy, r0,
                                  r1);
+            else if (m->type == GGML_TYPE_Q4_0)
+                qk_matmul_q4_0(m->data, m->row_bytes, n, c->xq + (size_t)t0 * n,
+                               c->xd + (size_t)t0 * nb, bt, y, m->ldy, r0, r1);
+            else if (is_kquant(m->type))
+                qk_matmul_kq(m->type, m->data, m->row_bytes, n, c->kq + (size_t)t0 * n,
+                             c->kd + (size_t)t0 * (n / 256), c->kbs + (size_t)t0 * (n / 16), bt, y,
+                             m->ldy, r0, r1);
             else
                 qk_matmul(m->type, m->data, m->row_bytes, n, c->x + (size_t)t0 * n, n, bt, y,
                           m->ldy, r0, r1, c->scratch[ith]);
@@ -187,11 +206,14 @@ int gemm_run(struct pool *pool, const struct gemm_call *call)
     s.tiles[0] = 0;
     for (int i = 0; i < call->n_mats; i++) {
         const struct gemm_mat *m = &call->mats[i];
-        if (!gemm_supported(m->type) || m->cols != call->mats[0].cols || m->cols % QK8_0) return -1;
-        s.q8 |= m->type == GGML_TYPE_Q8_0;
+        if (!gemm_supported(m->type) || m->cols != call->mats[0].cols || m->cols % QK8_0 ||
+            (is_kquant(m->type) && m->cols % 256))
+            return -1;
+        s.q8 |= m->type == GGML_TYPE_Q8_0 || m->type == GGML_TYPE_Q4_0;
+        s.kq |= is_kquant(m->type);
         s.tiles[i + 1] = s.tiles[i] + (m->rows + GEMM_TILE_ROWS - 1) / GEMM_TILE_ROWS;
     }
-    if (s.q8) pool_run(pool, quant_task, &s);
+    if (s.q8 || s.kq) pool_run(pool, quant_task, &s);
     atomic_init(&s.next, 0);
     pool_run(pool, tile_task, &s);
     return 0;

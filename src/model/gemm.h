@@ -16,9 +16,10 @@
  * gemm_run is bitwise equal to token-by-token decoding, on every ISA path
  * (portable C, AVX2, AVX-VNNI chosen at run time by quant.c).
  *
- * Weight types: F32, F16, Q8_0 (Q8_0 against Q8-quantised activations, the
- * others against F32 activations).  gemm_supported() says no for any other
- * type; the caller then keeps its per-token path. */
+ * Weight types: F32, F16, BF16 (against F32 activations), Q8_0 and Q4_0
+ * (against Q8_0-style activations), Q4_K, Q5_K, Q6_K (against Q8_K
+ * activations).  gemm_supported() says no for any other type; the caller then
+ * keeps its per-token path. */
 #ifndef SGPU_MODEL_GEMM_H
 #define SGPU_MODEL_GEMM_H
 
@@ -47,10 +48,13 @@ struct gemm_mat {
 bool gemm_supported(uint32_t type);
 
 /* Activations shared by the matrices of one call: x is T rows of cols floats
- * (cols = every matrix's cols).  When any matrix is Q8_0, x is quantised here
- * (in parallel) into xq/xu/xd (T*cols int8, T*cols uint8, T*cols/32 floats,
- * as qk_quantize_act_u writes them).  scratch: one buffer of cols floats per
- * pool thread (F16 rows are dequantised into it).  n_mats <= 4. */
+ * (cols = every matrix's cols).  When any matrix is Q8_0 or Q4_0, x is
+ * quantised here (in parallel) into xq/xu/xd (T*cols int8, T*cols uint8,
+ * T*cols/32 floats, as qk_quantize_act_u writes them); when any is a K-quant,
+ * into kq/kd/kbs (T*cols int8, T*cols/256 floats, T*cols/16 int16, as
+ * qk_quantize_q8_k writes them; cols a multiple of 256).  scratch: one buffer
+ * of cols floats per pool thread (F16/BF16 rows are dequantised into it).
+ * n_mats <= 4. */
 struct gemm_call {
     const struct gemm_mat *mats;
     int n_mats;
@@ -59,6 +63,9 @@ struct gemm_call {
     int8_t *xq;
     uint8_t *xu;
     float *xd;
+    int8_t *kq;
+    float *kd;
+    int16_t *kbs;
     float **scratch;
 };
 

@@ -255,9 +255,11 @@ struct llama_ctx {
     float *kd;    /* their scales: [T][cols/256] */
     int16_t *kbs; /* their 16-value sums: [T][cols/16] */
     int *tok_seq, *tok_pos;
+    int *grp_t0; /* attention groups: first token of each, [n_grp + 1] */
+    int n_grp;
     float *cosv, *sinv; /* [T][n_rot/2] */
     float **scratch;    /* per thread: max(n_embd, n_ff, dq) floats */
-    float **scores;     /* per thread: cap_ctx floats */
+    float **scores;     /* per thread: QK_MULTI rows of cap_ctx floats */
     /* current dispatch */
     struct mm_job jobs[3];
     int n_jobs, T, layer;
@@ -305,6 +307,7 @@ void llama_ctx_free(struct llama_ctx *c)
     free(c->lo);
     free(c->tok_seq);
     free(c->tok_pos);
+    free(c->grp_t0);
     free(c->cosv);
     free(c->sinv);
     free(c->xq);
@@ -349,6 +352,7 @@ static void ensure_T(struct llama_ctx *c, int T)
     c->kbs = xrealloc(c->kbs, t * (mx / 16 + 1) * 2);
     c->tok_seq = xrealloc(c->tok_seq, t * sizeof(int));
     c->tok_pos = xrealloc(c->tok_pos, t * sizeof(int));
+    c->grp_t0 = xrealloc(c->grp_t0, (t + 1) * sizeof(int));
     c->cosv = xrealloc(c->cosv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
     c->sinv = xrealloc(c->sinv, t * (size_t)(hp->n_rot / 2 + 1) * 4);
     c->cap_T = T;
@@ -399,7 +403,7 @@ static void run_mm(struct llama_ctx *c, int T, int n, const struct lweight *w0, 
             gm[i] = (struct gemm_mat){ws[i]->type,      ws[i]->data, ws[i]->rows, ws[i]->cols,
                                       ws[i]->row_bytes, ys[i],       ws[i]->rows};
         }
-        struct gemm_call gc = {gm, n, x, T, c->xq, c->xu, c->xd, c->scratch};
+        struct gemm_call gc = {gm, n, x, T, c->xq, c->xu, c->xd, c->kq, c->kd, c->kbs, c->scratch};
         if (ok && gemm_run(c->pool, &gc) == 0) return;
     }
     /* ---- end prefill GEMM; otherwise the per-row decode kernels ---- */
@@ -466,41 +470,39 @@ static void add_bias(float *y, const float *b, int T, int n)
             y[(size_t)t * n + i] += b[i];
 }
 
+/* Attention work units: (head, group of up to QK_MULTI consecutive tokens of
+ * one sequence), head-major, so consecutive units of a thread read the same
+ * head's K/V rows (kept in L2 across the group's tokens instead of streaming
+ * every head's rows for each token), and a contiguous split gives each
+ * thread whole heads: the causal triangle is shared evenly.  Inside a group
+ * the queries walk the keys together (each K/V row loaded once per group;
+ * qk_attn_group), and every query's arithmetic does not depend on the
+ * grouping: prefill, chunked prefill and decode stay bitwise equal. */
 static void attn_task(void *arg, int ith, int nth)
 {
     struct llama_ctx *c = arg;
     const struct llama_hparams *hp = &c->m->hp;
     int hd = hp->head_dim, nh = hp->n_head, dkv = hp->n_head_kv * hd, dq = nh * hd;
-    int grp = nh / hp->n_head_kv;
-    long long total = (long long)c->T * nh;
+    int grp = nh / hp->n_head_kv, G = c->n_grp;
+    long long total = (long long)G * nh;
     long long a = total * ith / nth, b = total * (ith + 1) / nth;
-    float *sc = c->scores[ith];
     float scale = 1.0f / sqrtf((float)hd);
     for (long long task = a; task < b; task++) {
-        int t = (int)(task / nh), h = (int)(task % nh);
-        const struct llama_kv *kv = c->seqs[c->tok_seq[t]].kv;
-        int pos = c->tok_pos[t];
+        int h = (int)(task / G), g = (int)(task % G);
+        int t0 = c->grp_t0[g], nq = c->grp_t0[g + 1] - t0;
+        const struct llama_kv *kv = c->seqs[c->tok_seq[t0]].kv;
+        int p0 = c->tok_pos[t0]; /* positions p0 .. p0 + nq - 1 */
         size_t lo = (size_t)c->layer * kv->cap * dkv;
-        const float *q = c->q + (size_t)t * dq + (size_t)h * hd;
         const float *K = kv->k + lo + (size_t)(h / grp) * hd;
         const float *V = kv->v + lo + (size_t)(h / grp) * hd;
-        float mx = -INFINITY;
-        for (int j = 0; j <= pos; j++) {
-            float s = qk_dot(q, K + (size_t)j * dkv, hd) * scale;
-            sc[j] = s;
-            if (s > mx) mx = s;
+        const float *q[QK_MULTI];
+        float *o[QK_MULTI], *sc[QK_MULTI];
+        for (int k = 0; k < nq; k++) {
+            q[k] = c->q + (size_t)(t0 + k) * dq + (size_t)h * hd;
+            o[k] = c->att + (size_t)(t0 + k) * dq + (size_t)h * hd;
+            sc[k] = c->scores[ith] + (size_t)k * c->cap_ctx;
         }
-        float sum = 0;
-        for (int j = 0; j <= pos; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        float *o = c->att + (size_t)t * dq + (size_t)h * hd;
-        for (int i = 0; i < hd; i++)
-            o[i] = 0;
-        for (int j = 0; j <= pos; j++)
-            qk_axpy(o, sc[j] * inv, V + (size_t)j * dkv, hd);
+        qk_attn_group(nq, q, o, sc, p0, K, V, (size_t)dkv, hd, scale);
     }
 }
 
@@ -522,7 +524,7 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
     ensure_T(c, T > L ? T : L);
     if (maxpos > c->cap_ctx) {
         for (int i = 0; i < c->nth; i++)
-            c->scores[i] = xrealloc(c->scores[i], (size_t)maxpos * 4);
+            c->scores[i] = xrealloc(c->scores[i], (size_t)QK_MULTI * maxpos * 4);
         c->cap_ctx = maxpos;
     }
     int d = hp->n_embd, hd = hp->head_dim, dq = hp->n_head * hd, dkv = hp->n_head_kv * hd;
@@ -530,8 +532,10 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
     c->seqs = seqs;
     /* token table, embeddings, rope angles */
     int t = 0;
+    c->n_grp = 0;
     for (int s = 0; s < n_seqs; s++)
         for (int i = 0; i < seqs[s].n; i++, t++) {
+            if (i % QK_MULTI == 0) c->grp_t0[c->n_grp++] = t;
             c->tok_seq[t] = s;
             c->tok_pos[t] = seqs[s].kv->n + i;
             const struct lweight *e = &m->tok_embd;
@@ -545,6 +549,7 @@ int llama_forward(struct llama_ctx *c, struct llama_seq_in *seqs, int n_seqs)
                 c->sinv[(size_t)t * nr + j] = (float)sin(theta);
             }
         }
+    c->grp_t0[c->n_grp] = T;
     for (int l = 0; l < hp->n_layer; l++) {
         const struct llama_layer *Ly = &m->layers[l];
         for (t = 0; t < T; t++)

@@ -1066,6 +1066,75 @@ QK_TARGET static void axpy_avx2(float *y, float a, const float *x, int n)
         _mm256_storeu_ps(y + i,
                          _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 }
+
+/* Scores of up to 4 queries at positions p0.. against key j (each chain is
+ * dot_avx2's, in its order; the key is loaded once for all of them). */
+QK_TARGET static void attn_scores_avx2(int nq, const float *const *q, float *const *sc, int p0,
+                                       int pend, const float *K, size_t ld, int hd, float scale)
+{
+    int j = 0;
+    if (nq == 4)
+        for (; j <= p0; j++) {
+            const float *k = K + (size_t)j * ld;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < hd; i += 8) {
+                __m256 kv = _mm256_loadu_ps(k + i);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q[0] + i), kv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q[1] + i), kv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q[2] + i), kv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q[3] + i), kv, a3);
+            }
+            sc[0][j] = hsum8(a0) * scale;
+            sc[1][j] = hsum8(a1) * scale;
+            sc[2][j] = hsum8(a2) * scale;
+            sc[3][j] = hsum8(a3) * scale;
+        }
+    for (; j <= pend; j++)
+        for (int k = j > p0 ? j - p0 : 0; k < nq; k++)
+            sc[k][j] = dot_avx2(q[k], K + (size_t)j * ld, hd) * scale;
+}
+
+/* o[k] = sum_j p[k][j] V_j over keys 0..p0+k: per element the axpy_avx2
+ * sequence (fma(p, V_j, o) in j order from 0), with 16 output floats of each
+ * query held in registers across the keys. */
+QK_TARGET static void attn_out_avx2(int nq, float *const *o, float *const *p, int p0, int pend,
+                                    const float *V, size_t ld, int hd)
+{
+    for (int i = 0; i < hd; i += 16) {
+        __m256 acc[4][2];
+        for (int k = 0; k < 4; k++)
+            acc[k][0] = acc[k][1] = _mm256_setzero_ps();
+        int j = 0;
+        if (nq == 4)
+            for (; j <= p0; j++) {
+                const float *v = V + (size_t)j * ld + i;
+                __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+                __m256 b0 = _mm256_broadcast_ss(p[0] + j), b1 = _mm256_broadcast_ss(p[1] + j);
+                __m256 b2 = _mm256_broadcast_ss(p[2] + j), b3 = _mm256_broadcast_ss(p[3] + j);
+                acc[0][0] = _mm256_fmadd_ps(b0, v0, acc[0][0]);
+                acc[0][1] = _mm256_fmadd_ps(b0, v1, acc[0][1]);
+                acc[1][0] = _mm256_fmadd_ps(b1, v0, acc[1][0]);
+                acc[1][1] = _mm256_fmadd_ps(b1, v1, acc[1][1]);
+                acc[2][0] = _mm256_fmadd_ps(b2, v0, acc[2][0]);
+                acc[2][1] = _mm256_fmadd_ps(b2, v1, acc[2][1]);
+                acc[3][0] = _mm256_fmadd_ps(b3, v0, acc[3][0]);
+                acc[3][1] = _mm256_fmadd_ps(b3, v1, acc[3][1]);
+            }
+        for (; j <= pend; j++) {
+            const float *v = V + (size_t)j * ld + i;
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+            for (int k = j > p0 ? j - p0 : 0; k < nq; k++) {
+                __m256 b = _mm256_broadcast_ss(p[k] + j);
+                acc[k][0] = _mm256_fmadd_ps(b, v0, acc[k][0]);
+                acc[k][1] = _mm256_fmadd_ps(b, v1, acc[k][1]);
+            }
+        }
+        for (int k = 0; k < nq; k++) {
+            _mm256_storeu_ps(o[k] + i, acc[k][0]);
+            _mm256_storeu_ps(o[k] + i + 8, acc[k][1]);
+        }
+    }
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
@@ -1244,6 +1313,46 @@ float qk_dot(const float *a, const float *b, int n)
     for (int i = 0; i < n; i++)
         s += a[i] * b[i];
     return s;
+}
+
+void qk_attn_group(int nq, const float *const *q, float *const *o, float *const *sc, int p0,
+                   const float *K, const float *V, size_t ld, int hd, float scale)
+{
+    int pend = p0 + nq - 1;
+#if QK_X86
+    bool simd = qk_simd_active() && hd % 16 == 0 && nq <= 4;
+    if (simd)
+        attn_scores_avx2(nq, q, sc, p0, pend, K, ld, hd, scale);
+    else
+#endif
+        for (int j = 0; j <= pend; j++)
+            for (int k = j > p0 ? j - p0 : 0; k < nq; k++)
+                sc[k][j] = qk_dot(q[k], K + (size_t)j * ld, hd) * scale;
+    for (int k = 0; k < nq; k++) {
+        int n = p0 + k + 1;
+        float mx = -INFINITY, sum = 0;
+        for (int j = 0; j < n; j++)
+            if (sc[k][j] > mx) mx = sc[k][j];
+        for (int j = 0; j < n; j++) {
+            sc[k][j] = expf(sc[k][j] - mx);
+            sum += sc[k][j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++)
+            sc[k][j] = sc[k][j] * inv;
+    }
+#if QK_X86
+    if (simd) {
+        attn_out_avx2(nq, o, sc, p0, pend, V, ld, hd);
+        return;
+    }
+#endif
+    for (int k = 0; k < nq; k++) {
+        for (int i = 0; i < hd; i++)
+            o[k][i] = 0;
+        for (int j = 0; j <= p0 + k; j++)
+            qk_axpy(o[k], sc[k][j], V + (size_t)j * ld, hd);
+    }
 }
 
 void qk_axpy(float *y, float a, const float *x, int n)

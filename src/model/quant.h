@@ -89,6 +89,16 @@ void qk_matmul_q8q8_u(const void *W, size_t row_bytes, int n, const int8_t *xq, 
 /* Attention helpers: dot product and y += a*x (8-lane SIMD when n % 8 == 0). */
 float qk_dot(const float *a, const float *b, int n);
 void qk_axpy(float *y, float a, const float *x, int n);
+/* Causal attention of nq (<= QK_MULTI) consecutive queries of one head at
+ * positions p0 .. p0+nq-1 over keys/values 0 .. p0+k (K, V: rows ld floats
+ * apart, hd floats used): o[k] = softmax(q[k] . K_j * scale) V.  sc[k]: p0+nq
+ * floats of scratch per query.  Every query's arithmetic (dot chain, max,
+ * expf and sum in key order, fma(p_j, V_j, o) in key order) is the same
+ * whether it runs alone or in a group, on either ISA path's own terms, so
+ * prefill, chunked prefill and decode give bitwise the same outputs. */
+#define QK_MULTI 4
+void qk_attn_group(int nq, const float *const *q, float *const *o, float *const *sc, int p0,
+                   const float *K, const float *V, size_t ld, int hd, float scale);
 
 /* 1 when the AVX2/FMA/F16C kernels are in use.  qk_force_portable(1) switches
  * them off (tests compare both paths). */
