@@ -9,6 +9,7 @@
 
 #include "httputil.h"
 #include "log.h"
+#include "xalloc.h"
 
 /* prompt rows per step of a request that wants prefill logprobs (bounds its
  * logits buffer: rows x n_vocab floats) */
@@ -81,8 +82,7 @@ static void push_event(struct batcher *b, struct gen_event *e)
 
 static struct gen_event *new_event(struct gen_req *r, int token, float lp, int finish)
 {
-    struct gen_event *e = calloc(1, sizeof *e);
-    if (!e) abort();
+    struct gen_event *e = xcalloc(1, sizeof *e);
     e->req = r;
     e->token = token;
     e->logprob = lp;
@@ -156,10 +156,7 @@ static struct gen_event *emit(struct batcher *b, struct gen_req *r, int tok, flo
     if (!fin) end -= held_bytes(r);
     if (end > r->sent) {
         e->text_len = end - r->sent;
-        e->text = malloc(e->text_len + 1);
-        if (!e->text) abort();
-        memcpy(e->text, r->text.data + r->sent, e->text_len);
-        e->text[e->text_len] = 0;
+        e->text = xmemdup(r->text.data + r->sent, e->text_len);
         r->sent = end;
     }
     push_event(b, e);
@@ -352,8 +349,7 @@ static void *sched_main(void *arg)
 struct batcher *batcher_new(const struct llama_model *m, const struct batcher_opts *o,
                             void (*notify)(void *), void *notify_arg)
 {
-    struct batcher *b = calloc(1, sizeof *b);
-    if (!b) abort();
+    struct batcher *b = xcalloc(1, sizeof *b);
     b->m = m;
     b->o = *o;
     if (b->o.max_batch < 1) b->o.max_batch = 1;
@@ -361,12 +357,11 @@ struct batcher *batcher_new(const struct llama_model *m, const struct batcher_op
     b->notify = notify;
     b->notify_arg = notify_arg;
     b->ctx = llama_ctx_new(m, o->threads);
-    b->active = calloc((size_t)b->o.max_batch, sizeof *b->active);
-    b->seqs = calloc((size_t)b->o.max_batch, sizeof *b->seqs);
-    b->order = calloc((size_t)b->o.max_batch, sizeof *b->order);
-    b->cancelled = calloc((size_t)b->o.max_batch, sizeof *b->cancelled);
-    b->logits = malloc((size_t)b->o.max_batch * m->hp.n_vocab * sizeof(float));
-    if (!b->active || !b->seqs || !b->logits || !b->order || !b->cancelled) abort();
+    b->active = xcalloc((size_t)b->o.max_batch, sizeof *b->active);
+    b->seqs = xcalloc((size_t)b->o.max_batch, sizeof *b->seqs);
+    b->order = xcalloc((size_t)b->o.max_batch, sizeof *b->order);
+    b->cancelled = xcalloc((size_t)b->o.max_batch, sizeof *b->cancelled);
+    b->logits = xmalloc((size_t)b->o.max_batch * m->hp.n_vocab * sizeof(float));
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     if (pthread_create(&b->thread, NULL, sched_main, b) != 0) {

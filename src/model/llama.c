@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "quant.h"
 #include "tiny.h"
+#include "xalloc.h"
 
 static int get_tensor(const struct gguf_file *f, const char *name, int rows, int cols,
                       struct lweight *w, char *err, size_t errn)
@@ -37,8 +38,7 @@ static float *get_vec(const struct gguf_file *f, const char *name, int n, char *
 {
     struct lweight w;
     if (get_tensor(f, name, 1, n, &w, err, errn)) return NULL;
-    float *v = malloc((size_t)n * sizeof *v);
-    if (!v) abort();
+    float *v = xmalloc((size_t)n * sizeof *v);
     qk_dequant_row(w.type, w.data, v, n);
     return v;
 }
@@ -63,8 +63,7 @@ static int hp_u32(const struct gguf_file *f, const char *key, bool required, int
 int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t errn)
 {
     *out = NULL;
-    struct llama_model *m = calloc(1, sizeof *m);
-    if (!m) abort();
+    struct llama_model *m = xcalloc(1, sizeof *m);
     m->gf = gf;
     struct gguf_str arch;
     int ra = gguf_get_str(gf, "general.architecture", &arch);
@@ -132,8 +131,7 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         m->output = m->tok_embd; /* tied */
     }
     if (!(m->out_norm = get_vec(gf, "output_norm.weight", d, err, errn))) goto fail;
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) abort();
+    m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
     size_t bytes_by_type[GGML_TYPE_COUNT] = {0};
     for (int l = 0; l < hp->n_layer; l++) {
         struct llama_layer *L = &m->layers[l];
@@ -268,20 +266,17 @@ struct llama_ctx {
 
 struct llama_ctx *llama_ctx_new(const struct llama_model *m, int n_threads)
 {
-    struct llama_ctx *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    struct llama_ctx *c = xcalloc(1, sizeof *c);
     c->m = m;
     c->pool = pool_new(n_threads);
     c->nth = pool_size(c->pool);
-    c->scratch = calloc((size_t)c->nth, sizeof *c->scratch);
-    c->scores = calloc((size_t)c->nth, sizeof *c->scores);
+    c->scratch = xcalloc((size_t)c->nth, sizeof *c->scratch);
+    c->scores = xcalloc((size_t)c->nth, sizeof *c->scores);
     int mx = m->hp.n_embd;
     if (m->hp.n_ff > mx) mx = m->hp.n_ff;
     if (m->hp.n_head * m->hp.head_dim > mx) mx = m->hp.n_head * m->hp.head_dim;
-    for (int i = 0; i < c->nth; i++) {
-        c->scratch[i] = malloc((size_t)mx * sizeof(float));
-        if (!c->scratch[i]) abort();
-    }
+    for (int i = 0; i < c->nth; i++)
+        c->scratch[i] = xmalloc((size_t)mx * sizeof(float));
     return c;
 }
 
@@ -317,13 +312,6 @@ void llama_ctx_free(struct llama_ctx *c)
     free(c->kd);
     free(c->kbs);
     free(c);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) abort();
-    return p;
 }
 
 static void ensure_T(struct llama_ctx *c, int T)

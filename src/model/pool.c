@@ -6,6 +6,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "xalloc.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define CPU_RELAX() _mm_pause()
@@ -65,14 +67,13 @@ static void *worker_main(void *a)
 struct pool *pool_new(int n_threads)
 {
     if (n_threads < 1) n_threads = 1;
-    struct pool *p = calloc(1, sizeof *p);
-    if (!p) return NULL;
+    struct pool *p = xcalloc(1, sizeof *p);
     p->n = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    p->threads = xcalloc((size_t)n_threads, sizeof *p->threads);
     for (int i = 1; i < n_threads; i++) {
-        struct worker_arg *wa = malloc(sizeof *wa);
+        struct worker_arg *wa = xmalloc(sizeof *wa);
         wa->p = p;
         wa->ith = i;
         if (pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {

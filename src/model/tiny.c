@@ -178,8 +178,8 @@ static void vocab_spm(struct gguf_writer *w, int vocab_size)
         snprintf(buf, sizeof buf, "\xe2\x96\x81x%d", i);
         sl_add(&t, buf);
     }
-    float *scores = malloc(t.n * sizeof *scores);
-    int32_t *types = malloc(t.n * sizeof *types);
+    float *scores = xmalloc(t.n * sizeof *scores);
+    int32_t *types = xmalloc(t.n * sizeof *types);
     for (size_t i = 0; i < t.n; i++) {
         types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
         /* longer pieces score higher so words win over their prefixes */
@@ -272,7 +272,7 @@ static void vocab_bpe(struct gguf_writer *w, int vocab_size)
     }
     int eot = (int)t.n;
     sl_add(&t, "<|endoftext|>");
-    int32_t *types = malloc(t.n * sizeof *types);
+    int32_t *types = xmalloc(t.n * sizeof *types);
     for (size_t i = 0; i < t.n; i++)
         types[i] = (int)i == eot ? 3 : 1;
     gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
