@@ -163,57 +163,206 @@ static struct gen_event *emit(struct batcher *b, struct gen_req *r, int tok, flo
     return e;
 }
 
+/* Drop cancelled requests still in the queue.  Called with mu held; true when an event was
+ * posted. */
+static bool drop_cancelled_queued(struct batcher *b)
+{
+    struct gen_req **pp = &b->qhead, *last = NULL;
+    bool posted = false;
+    while (*pp) {
+        struct gen_req *r = *pp;
+        if (atomic_load(&r->cancel)) {
+            *pp = r->next;
+            b->n_queued--;
+            push_event(b, new_event(r, -1, 0, FIN_CANCEL));
+            posted = true;
+        } else {
+            last = r;
+            pp = &r->next;
+        }
+    }
+    b->qtail = last;
+    return posted;
+}
+
+/* The per-request state of an admitted request: its KV cache of cap tokens, sampler, context
+ * ids and (when asked) prefill logprob buffers.  These are sized by the request, so a failed
+ * allocation fails the request, not the process. */
+static int req_start(struct gen_req *r, const struct llama_model *m, int cap)
+{
+    int nv = m->hp.n_vocab;
+    if (llama_kv_init(&r->kv, m, cap) || sampler_init(&r->smp, &r->sp, nv) ||
+        sampler_set_extra(&r->smp, &r->spx) || !(r->ctx_ids = malloc((size_t)cap * sizeof(int))) ||
+        (r->prefill_logprobs &&
+         (!(r->prefill_lp = malloc((size_t)r->n_prompt * sizeof(float))) ||
+          !(r->plogits = malloc((size_t)PREFILL_LP_CHUNK * nv * sizeof(float))))))
+        return -1;
+    memcpy(r->ctx_ids, r->prompt, (size_t)r->n_prompt * sizeof(int));
+    r->n_ctx_ids = r->n_prompt;
+    return 0;
+}
+
+/* Admit queued requests while a batch slot and KV budget remain (the first active request is
+ * admitted whatever its size).  Called with mu held; true when an event was posted. */
+static bool admit(struct batcher *b)
+{
+    size_t bpt = llama_kv_bytes_per_token(b->m);
+    bool posted = false;
+    while (b->qhead && b->n_active < b->o.max_batch) {
+        struct gen_req *r = b->qhead;
+        int cap = r->n_prompt + r->max_new;
+        size_t need = bpt * (size_t)cap;
+        if (b->n_active > 0 && b->kv_used + need > b->o.kv_budget) break;
+        b->qhead = r->next;
+        if (!b->qhead) b->qtail = NULL;
+        b->n_queued--;
+        r->next = NULL;
+        if (req_start(r, b->m, cap)) {
+            push_event(b, new_event(r, -1, 0, FIN_ERROR));
+            posted = true;
+            continue;
+        }
+        r->kv_bytes = need;
+        r->admitted = true;
+        b->kv_used += need;
+        b->active[b->n_active++] = r;
+    }
+    return posted;
+}
+
+/* Cancelled active sequences leave now (without mu); they are listed in b->cancelled for their
+ * events, posted under the lock after the step.  Returns how many. */
+static int drop_cancelled_active(struct batcher *b)
+{
+    int n_cancelled = 0;
+    for (int i = 0; i < b->n_active;) {
+        struct gen_req *r = b->active[i];
+        if (atomic_load(&r->cancel)) {
+            finish_req(b, r);
+            b->cancelled[n_cancelled++] = r;
+            b->active[i] = b->active[--b->n_active];
+        } else {
+            i++;
+        }
+    }
+    return n_cancelled;
+}
+
+/* Fill b->seqs / b->order for one forward step: decode tokens first, then prompt chunks within
+ * the prefill budget.  Returns the number of sequences. */
+static int plan_step(struct batcher *b)
+{
+    int nv = b->m->hp.n_vocab;
+    int ns = 0, budget = b->o.prefill_chunk;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < b->n_active; i++) {
+            struct gen_req *r = b->active[i];
+            bool decoding = r->n_done == r->n_prompt;
+            if (pass == 0 && decoding) {
+                b->seqs[ns] = (struct llama_seq_in){&r->kv, &r->last, 1,
+                                                    false,  true,     b->logits + (size_t)ns * nv};
+                b->order[ns++] = r;
+            } else if (pass == 1 && !decoding && budget > 0) {
+                int n = r->n_prompt - r->n_done;
+                if (n > budget) n = budget;
+                if (r->plogits && n > PREFILL_LP_CHUNK) n = PREFILL_LP_CHUNK;
+                budget -= n;
+                bool done = r->n_done + n == r->n_prompt;
+                /* prefill logprobs: every row of the chunk, into the request's buffer */
+                b->seqs[ns] = (struct llama_seq_in){
+                    &r->kv, r->prompt + r->n_done,
+                    n,      r->plogits != NULL,
+                    done,   r->plogits ? r->plogits : b->logits + (size_t)ns * nv};
+                b->order[ns++] = r;
+            }
+        }
+    return ns;
+}
+
+/* Sample the next token of r from its logits row, record timing, detect the end and emit the
+ * event.  Called with mu held; a finished request is marked n_done = -1 for removal. */
+static void sample_and_emit(struct batcher *b, struct gen_req *r, float *row, double now)
+{
+    const struct llama_model *m = b->m;
+    int nv = m->hp.n_vocab;
+    float lp = 0;
+    int tok = sampler_next(&r->smp, row, r->ctx_ids, r->n_ctx_ids, &lp);
+    int n_top = 0, top_id[GEN_TOP_MAX] = {0};
+    float top_lp[GEN_TOP_MAX] = {0};
+    if (r->top_n > 0)
+        n_top =
+            sampler_top(row, nv, r->top_n < GEN_TOP_MAX ? r->top_n : GEN_TOP_MAX, top_id, top_lp);
+    r->ctx_ids[r->n_ctx_ids++] = tok;
+    r->n_gen++;
+    r->last = tok;
+    if (r->n_gen == 1) {
+        if (b->o.h_ttft) metrics_observe(b->o.h_ttft, now - r->t_submit);
+    } else if (b->o.h_tpot) {
+        metrics_observe(b->o.h_tpot, now - r->t_last);
+    }
+    r->t_last = now;
+    int fin = FIN_NONE;
+    if (tok == m->tok.eos && !r->ignore_eos) {
+        fin = FIN_EOS;
+    } else {
+        fin = add_text(m, r, tok);
+        if (!fin && (r->n_gen >= r->max_new || r->kv.n >= r->kv.cap)) fin = FIN_LENGTH;
+    }
+    if (fin) {
+        finish_req(b, r);
+        r->n_done = -1;
+    }
+    struct gen_event *ev = emit(b, r, tok, lp, fin);
+    ev->n_top = n_top;
+    memcpy(ev->top_id, top_id, (size_t)n_top * sizeof(int));
+    memcpy(ev->top_lp, top_lp, (size_t)n_top * sizeof(float));
+}
+
+/* The result of one sequence of the step (rc: llama_forward's).  Called with mu held. */
+static void step_result(struct batcher *b, struct gen_req *r, const struct llama_seq_in *q, int rc,
+                        double now)
+{
+    int nv = b->m->hp.n_vocab;
+    if (rc != 0) {
+        finish_req(b, r);
+        push_event(b, new_event(r, -1, 0, FIN_ERROR));
+        r->n_done = -1; /* marker: remove below */
+        return;
+    }
+    float *row = q->logits;
+    if (q->all_logits) {
+        /* row j predicts prompt[n_done + j + 1] */
+        if (r->n_done == 0) r->prefill_lp[0] = NAN;
+        for (int j = 0; j < q->n && r->n_done + j + 1 < r->n_prompt; j++)
+            r->prefill_lp[r->n_done + j + 1] =
+                sampler_logprob(q->logits + (size_t)j * nv, nv, r->prompt[r->n_done + j + 1]);
+        row = q->logits + (size_t)(q->n - 1) * nv;
+    }
+    if (r->n_done < r->n_prompt) {
+        r->n_done += q->n;
+        if (r->n_done < r->n_prompt) return;
+    }
+    sample_and_emit(b, r, row, now);
+}
+
+/* Remove the requests marked finished (n_done == -1) from the active set. */
+static void remove_finished(struct batcher *b)
+{
+    for (int i = 0; i < b->n_active;) {
+        if (b->active[i]->n_done == -1)
+            b->active[i] = b->active[--b->n_active];
+        else
+            i++;
+    }
+}
+
 static void *sched_main(void *arg)
 {
     struct batcher *b = arg;
-    const struct llama_model *m = b->m;
-    int nv = m->hp.n_vocab;
-    size_t bpt = llama_kv_bytes_per_token(m);
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {
-        /* drop cancelled requests still in the queue */
-        struct gen_req **pp = &b->qhead, *last = NULL;
-        bool posted = false;
-        while (*pp) {
-            struct gen_req *r = *pp;
-            if (atomic_load(&r->cancel)) {
-                *pp = r->next;
-                b->n_queued--;
-                push_event(b, new_event(r, -1, 0, FIN_CANCEL));
-                posted = true;
-            } else {
-                last = r;
-                pp = &r->next;
-            }
-        }
-        b->qtail = last;
-        /* admit */
-        while (b->qhead && b->n_active < b->o.max_batch) {
-            struct gen_req *r = b->qhead;
-            int cap = r->n_prompt + r->max_new;
-            size_t need = bpt * (size_t)cap;
-            if (b->n_active > 0 && b->kv_used + need > b->o.kv_budget) break;
-            b->qhead = r->next;
-            if (!b->qhead) b->qtail = NULL;
-            b->n_queued--;
-            r->next = NULL;
-            if (llama_kv_init(&r->kv, m, cap) || sampler_init(&r->smp, &r->sp, nv) ||
-                sampler_set_extra(&r->smp, &r->spx) ||
-                !(r->ctx_ids = malloc((size_t)cap * sizeof(int))) ||
-                (r->prefill_logprobs &&
-                 (!(r->prefill_lp = malloc((size_t)r->n_prompt * sizeof(float))) ||
-                  !(r->plogits = malloc((size_t)PREFILL_LP_CHUNK * nv * sizeof(float)))))) {
-                push_event(b, new_event(r, -1, 0, FIN_ERROR));
-                posted = true;
-                continue;
-            }
-            memcpy(r->ctx_ids, r->prompt, (size_t)r->n_prompt * sizeof(int));
-            r->n_ctx_ids = r->n_prompt;
-            r->kv_bytes = need;
-            r->admitted = true;
-            b->kv_used += need;
-            b->active[b->n_active++] = r;
-        }
+        bool posted = drop_cancelled_queued(b);
+        posted |= admit(b);
         b->st.queued = b->n_queued;
         b->st.active = b->n_active;
         b->st.kv_bytes = b->kv_used;
@@ -230,110 +379,18 @@ static void *sched_main(void *arg)
         }
         pthread_mutex_unlock(&b->mu);
 
-        /* cancelled active sequences leave now */
-        int ns = 0, budget = b->o.prefill_chunk;
-        struct gen_req **cancelled = b->cancelled, **order = b->order;
-        int n_cancelled = 0;
-        for (int i = 0; i < b->n_active;) {
-            struct gen_req *r = b->active[i];
-            if (atomic_load(&r->cancel)) {
-                finish_req(b, r);
-                cancelled[n_cancelled++] = r;
-                b->active[i] = b->active[--b->n_active];
-            } else {
-                i++;
-            }
-        }
-        /* decode tokens first, then prompt chunks */
-        for (int pass = 0; pass < 2; pass++)
-            for (int i = 0; i < b->n_active; i++) {
-                struct gen_req *r = b->active[i];
-                bool decoding = r->n_done == r->n_prompt;
-                if (pass == 0 && decoding) {
-                    b->seqs[ns] = (struct llama_seq_in){
-                        &r->kv, &r->last, 1, false, true, b->logits + (size_t)ns * nv};
-                    order[ns++] = r;
-                } else if (pass == 1 && !decoding && budget > 0) {
-                    int n = r->n_prompt - r->n_done;
-                    if (n > budget) n = budget;
-                    if (r->plogits && n > PREFILL_LP_CHUNK) n = PREFILL_LP_CHUNK;
-                    budget -= n;
-                    bool done = r->n_done + n == r->n_prompt;
-                    /* prefill logprobs: every row of the chunk, into the request's buffer */
-                    b->seqs[ns] = (struct llama_seq_in){
-                        &r->kv, r->prompt + r->n_done,
-                        n,      r->plogits != NULL,
-                        done,   r->plogits ? r->plogits : b->logits + (size_t)ns * nv};
-                    order[ns++] = r;
-                }
-            }
+        int n_cancelled = drop_cancelled_active(b);
+        int ns = plan_step(b);
         int rc = ns ? llama_forward(b->ctx, b->seqs, ns) : 0;
         double now = clock_mono();
 
         pthread_mutex_lock(&b->mu);
         b->st.steps++;
         for (int i = 0; i < n_cancelled; i++)
-            push_event(b, new_event(cancelled[i], -1, 0, FIN_CANCEL));
-        for (int si = 0; si < ns; si++) {
-            struct gen_req *r = order[si];
-            struct llama_seq_in *q = &b->seqs[si];
-            if (rc != 0) {
-                finish_req(b, r);
-                push_event(b, new_event(r, -1, 0, FIN_ERROR));
-                r->n_done = -1; /* marker: remove below */
-                continue;
-            }
-            float *row = q->logits;
-            if (q->all_logits) {
-                /* row j predicts prompt[n_done + j + 1] */
-                if (r->n_done == 0) r->prefill_lp[0] = NAN;
-                for (int j = 0; j < q->n && r->n_done + j + 1 < r->n_prompt; j++)
-                    r->prefill_lp[r->n_done + j + 1] = sampler_logprob(
-                        q->logits + (size_t)j * nv, nv, r->prompt[r->n_done + j + 1]);
-                row = q->logits + (size_t)(q->n - 1) * nv;
-            }
-            if (r->n_done < r->n_prompt) {
-                r->n_done += q->n;
-                if (r->n_done < r->n_prompt) continue;
-            }
-            float lp = 0;
-            int tok = sampler_next(&r->smp, row, r->ctx_ids, r->n_ctx_ids, &lp);
-            int n_top = 0, top_id[GEN_TOP_MAX] = {0};
-            float top_lp[GEN_TOP_MAX] = {0};
-            if (r->top_n > 0)
-                n_top = sampler_top(row, nv, r->top_n < GEN_TOP_MAX ? r->top_n : GEN_TOP_MAX,
-                                    top_id, top_lp);
-            r->ctx_ids[r->n_ctx_ids++] = tok;
-            r->n_gen++;
-            r->last = tok;
-            if (r->n_gen == 1) {
-                if (b->o.h_ttft) metrics_observe(b->o.h_ttft, now - r->t_submit);
-            } else if (b->o.h_tpot) {
-                metrics_observe(b->o.h_tpot, now - r->t_last);
-            }
-            r->t_last = now;
-            int fin = FIN_NONE;
-            if (tok == m->tok.eos && !r->ignore_eos) {
-                fin = FIN_EOS;
-            } else {
-                fin = add_text(m, r, tok);
-                if (!fin && (r->n_gen >= r->max_new || r->kv.n >= r->kv.cap)) fin = FIN_LENGTH;
-            }
-            if (fin) {
-                finish_req(b, r);
-                r->n_done = -1;
-            }
-            struct gen_event *ev = emit(b, r, tok, lp, fin);
-            ev->n_top = n_top;
-            memcpy(ev->top_id, top_id, (size_t)n_top * sizeof(int));
-            memcpy(ev->top_lp, top_lp, (size_t)n_top * sizeof(float));
-        }
-        for (int i = 0; i < b->n_active;) {
-            if (b->active[i]->n_done == -1)
-                b->active[i] = b->active[--b->n_active];
-            else
-                i++;
-        }
+            push_event(b, new_event(b->cancelled[i], -1, 0, FIN_CANCEL));
+        for (int si = 0; si < ns; si++)
+            step_result(b, b->order[si], &b->seqs[si], rc, now);
+        remove_finished(b);
         b->st.active = b->n_active;
         b->st.kv_bytes = b->kv_used;
         if (b->ehead && b->notify) {
