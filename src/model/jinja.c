@@ -2714,282 +2714,420 @@ static struct val int_of(struct rt *r, struct val v, struct val def)
     }
 }
 
+static struct val flt_trim(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return strip_v(to_str(r, v), arg_or(A, 0, "chars", NONE), true, true);
+}
+
+static struct val flt_length(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return vint(length_of(r, v));
+}
+
+static struct val flt_tojson(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    /* HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+    struct val ind = arg_or(A, 0, "indent", NONE), sk = arg_or(A, 99, "sort_keys", NONE),
+               sep = arg_or(A, 99, "separators", NONE);
+    struct jopts jo = {
+        ind.t == V_NONE ? -1 : (int)int_arg(r, ind, "indent"), truthy(sk), NULL, NULL, 0, 0};
+    if (jo.indent > 32) jo.indent = 32;
+    if (jo.indent < -1) jo.indent = 0;
+    jo.isep = jo.indent >= 0 ? "," : ", ";
+    jo.ksep = ": ";
+    if (sep.t == V_LIST && sep.u.l->n == 2 && sep.u.l->v[0].t == V_STR &&
+        sep.u.l->v[1].t == V_STR) {
+        jo.isep = sep.u.l->v[0].u.s;
+        jo.ksep = sep.u.l->v[1].u.s;
+        jo.isep_n = sep.u.l->v[0].n;
+        jo.ksep_n = sep.u.l->v[1].n;
+    } else if (sep.t != V_NONE) {
+        RFAIL(r, "tojson: separators must be a pair of strings");
+    } else {
+        jo.isep_n = strlen(jo.isep);
+        jo.ksep_n = 2;
+    }
+    struct obuf o = {0};
+    json_val(r, &o, v, &jo, 0);
+    return ob_val(&o);
+}
+
+static struct val flt_upper(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return case_v(r, to_str(r, v), 'u');
+}
+
+static struct val flt_lower(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return case_v(r, to_str(r, v), 'l');
+}
+
+static struct val flt_capitalize(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return case_v(r, to_str(r, v), 'c');
+}
+
+static struct val flt_title(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return case_v(r, to_str(r, v), 'T');
+}
+
+static struct val flt_replace(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val c = arg_or(A, 2, "count", NONE);
+    return replace_v(r, to_str(r, v), arg_or(A, 0, "old", UNDEF), arg_or(A, 1, "new", UNDEF),
+                     c.t == V_NONE ? -1 : int_arg(r, c, "count"));
+}
+
+static struct val flt_join(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val sep = arg_or(A, 0, "d", vstr("", 0)), at;
+    bool has_attr = arg_get(A, 1, "attribute", &at);
+    struct list *l = iter_list(r, v);
+    struct obuf o = {0};
+    sep = to_str(r, sep);
+    for (size_t i = 0; i < l->n; i++) {
+        if (i) ob_put(r, &o, sep.u.s, sep.n);
+        put_str(r, &o, has_attr ? attr_path(r, l->v[i], at) : l->v[i]);
+    }
+    return ob_val(&o);
+}
+
+static struct val flt_first_last(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (v.t == V_UNDEF) return UNDEF;
+    struct list *l = iter_list(r, v);
+    if (!l->n) return UNDEF;
+    return name[0] == 'f' ? l->v[0] : l->v[l->n - 1];
+}
+
+static struct val flt_default(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val def = arg_or(A, 0, "default_value", vstr("", 0));
+    bool boolean = truthy(arg_or(A, 1, "boolean", vbool(false)));
+    if (v.t == V_UNDEF || (boolean && !truthy(v))) return def;
+    return v;
+}
+
+static struct val flt_string(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return to_str(r, v);
+}
+
+static struct val flt_int(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    return int_of(r, v, arg_or(A, 0, "default", vint(0)));
+}
+
+static struct val flt_float(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (v.t == V_FLOAT) return v;
+    if (v.t == V_INT || v.t == V_BOOL) return vfloat(num_of(v));
+    if (v.t == V_STR) {
+        char *s = ar_strdup(&r->a, v.u.s, v.n), *end;
+        double f = strtod(s, &end);
+        while (is_ws(*end))
+            end++;
+        if (end != s && !*end) return vfloat(f);
+    }
+    return arg_or(A, 0, "default", vfloat(0));
+}
+
+static struct val flt_abs(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (v.t == V_INT) return vint(v.u.i < 0 ? -v.u.i : v.u.i);
+    if (v.t == V_FLOAT) return vfloat(fabs(v.u.f));
+    RFAIL(r, "bad operand type for abs(): '%s'", type_name(v));
+}
+
+static struct val flt_round(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    int64_t prec = int_arg(r, arg_or(A, 0, "precision", vint(0)), "precision");
+    struct val m = arg_or(A, 1, "method", vstr("common", 6));
+    double x = num_of(v), p = pow(10, (double)prec);
+    if (!is_num(v)) RFAIL(r, "round: a number is required");
+    if (str_eq(m, "floor", 5)) return vfloat(floor(x * p) / p);
+    if (str_eq(m, "ceil", 4)) return vfloat(ceil(x * p) / p);
+    return vfloat(nearbyint(x * p) / p); /* Python rounds half to even */
+}
+
+static struct val flt_list(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
+    for (size_t i = 0; i < src->n; i++)
+        list_push(&r->a, l, src->v[i]);
+    return vlist(l);
+}
+
+static struct val flt_items(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (v.t == V_UNDEF) return vlist(list_new(&r->a, 1));
+    if (v.t != V_DICT) RFAIL(r, "can only get item pairs from a mapping, not %s", type_name(v));
+    struct list *l = list_new(&r->a, v.u.d->n);
+    for (size_t i = 0; i < v.u.d->n; i++) {
+        struct list *p = list_new(&r->a, 2);
+        p->tuple = true;
+        list_push(&r->a, p, v.u.d->k[i]);
+        list_push(&r->a, p, v.u.d->v[i]);
+        list_push(&r->a, l, vlist(p));
+    }
+    if (name[0] == 'd') {
+        struct sortctx c = {r, !truthy(arg_or(A, 0, "case_sensitive", vbool(false))), UNDEF, true};
+        struct val by = arg_or(A, 1, "by", vstr("key", 3));
+        c.attr = vint(str_eq(by, "value", 5) ? 1 : 0);
+        l = sorted(&c, l, truthy(arg_or(A, 2, "reverse", vbool(false))));
+    }
+    return vlist(l);
+}
+
+static struct val flt_reverse(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (v.t == V_STR) {
+        struct list *cs = iter_list(r, v);
+        struct obuf o = {0};
+        for (size_t i = cs->n; i > 0; i--)
+            ob_put(r, &o, cs->v[i - 1].u.s, cs->v[i - 1].n);
+        return ob_val(&o);
+    }
+    struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
+    for (size_t i = src->n; i > 0; i--)
+        list_push(&r->a, l, src->v[i - 1]);
+    return vlist(l);
+}
+
+static struct val flt_sort(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val at;
+    struct sortctx c = {r, !truthy(arg_or(A, 1, "case_sensitive", vbool(false))), UNDEF, false};
+    c.has_attr = arg_get(A, 2, "attribute", &at);
+    c.attr = c.has_attr ? at : UNDEF;
+    return vlist(sorted(&c, iter_list(r, v), truthy(arg_or(A, 0, "reverse", vbool(false)))));
+}
+
+static struct val flt_unique(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
+    struct val at;
+    bool has_attr = arg_get(A, 1, "attribute", &at);
+    bool cs = truthy(arg_or(A, 0, "case_sensitive", vbool(false)));
+    struct list *seen = list_new(&r->a, src->n);
+    for (size_t i = 0; i < src->n; i++) {
+        struct val k = has_attr ? attr_path(r, src->v[i], at) : src->v[i];
+        if (!cs && k.t == V_STR) k = case_v(r, k, 'l');
+        bool dup = false;
+        for (size_t j = 0; j < seen->n && !dup; j++) {
+            step(r);
+            dup = val_eq(seen->v[j], k);
+        }
+        if (dup) continue;
+        list_push(&r->a, seen, k);
+        list_push(&r->a, l, src->v[i]);
+    }
+    return vlist(l);
+}
+
+static struct val flt_sum(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct list *src = iter_list(r, v);
+    struct val at, acc = arg_or(A, 1, "start", vint(0));
+    bool has_attr = arg_get(A, 0, "attribute", &at);
+    for (size_t i = 0; i < src->n; i++)
+        acc = arith(r, '+', acc, has_attr ? attr_path(r, src->v[i], at) : src->v[i]);
+    return acc;
+}
+
+static struct val flt_min_max(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct list *src = iter_list(r, v);
+    if (!src->n) return UNDEF;
+    struct val best = src->v[0];
+    for (size_t i = 1; i < src->n; i++) {
+        int c = cmp_v(r, src->v[i], best, "<");
+        if (name[1] == 'i' ? c < 0 : c > 0) best = src->v[i];
+    }
+    return best;
+}
+
+static struct val flt_select(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    bool attr = name[6] == 'a', keep = name[0] == 's';
+    struct val at = attr ? arg_or(A, 0, NULL, UNDEF) : UNDEF, tn;
+    size_t tpos = attr ? 1 : 0;
+    bool has_test = arg_get(A, tpos, NULL, &tn);
+    if (has_test && tn.t != V_STR) RFAIL(r, "%s: test name must be a string", name);
+    const char *test = has_test ? ar_strdup(&r->a, tn.u.s, tn.n) : NULL;
+    struct args T = args_from(r, A, tpos + 1);
+    struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
+    for (size_t i = 0; i < src->n; i++) {
+        struct val x = attr ? attr_path(r, src->v[i], at) : src->v[i];
+        bool ok = test ? test_apply(r, test, x, &T) : truthy(x);
+        if (ok == keep) list_push(&r->a, l, src->v[i]);
+    }
+    return vlist(l);
+}
+
+static struct val flt_map(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val at, fn;
+    struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
+    if (arg_get(A, 99, "attribute", &at)) {
+        struct val def;
+        bool has_def = arg_get(A, 99, "default", &def);
+        for (size_t i = 0; i < src->n; i++) {
+            struct val x = attr_path(r, src->v[i], at);
+            list_push(&r->a, l, x.t == V_UNDEF && has_def ? def : x);
+        }
+        return vlist(l);
+    }
+    if (!arg_get(A, 0, NULL, &fn) || fn.t != V_STR)
+        RFAIL(r, "map: a filter name or attribute= is required");
+    const char *f = ar_strdup(&r->a, fn.u.s, fn.n);
+    struct args F = args_from(r, A, 1);
+    for (size_t i = 0; i < src->n; i++)
+        list_push(&r->a, l, filter_apply(r, f, src->v[i], &F));
+    return vlist(l);
+}
+
+static struct val flt_attr(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val a = str_arg(r, A, 0, "name", "attr");
+    return getattr_v(r, v, ar_strdup(&r->a, a.u.s, a.n));
+}
+
+static struct val flt_indent(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val w = arg_or(A, 0, "width", vint(4));
+    bool first = truthy(arg_or(A, 1, "first", vbool(false)));
+    bool blank = truthy(arg_or(A, 2, "blank", vbool(false)));
+    struct obuf ind = {0}, o = {0};
+    if (w.t == V_STR) {
+        ob_put(r, &ind, w.u.s, w.n);
+    } else {
+        int64_t k = int_arg(r, w, "width");
+        for (int64_t i = 0; i < k && i < 1000; i++)
+            ob_put(r, &ind, " ", 1);
+    }
+    struct val s = to_str(r, v);
+    /* s + "\n" split into lines (\n, \r\n, \r) */
+    size_t i = 0, nline = 0;
+    if (first) ob_put(r, &o, ind.p, ind.n);
+    while (i < s.n + 1) {
+        size_t j = i;
+        while (j < s.n && s.u.s[j] != '\n' && s.u.s[j] != '\r')
+            j++;
+        if (j >= s.n && i >= s.n && nline > 0) break; /* the added "\n" */
+        if (nline) {
+            ob_put(r, &o, "\n", 1);
+            if (blank || j > i) ob_put(r, &o, ind.p, ind.n);
+        }
+        ob_put(r, &o, s.u.s + i, j - i);
+        nline++;
+        if (j >= s.n) break;
+        i = j + (s.u.s[j] == '\r' && j + 1 < s.n && s.u.s[j + 1] == '\n' ? 2 : 1);
+        step(r);
+    }
+    return ob_val(&o);
+}
+
+static struct val flt_escape(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    if (name[0] == 's') return v;
+    struct val s = to_str(r, v);
+    struct obuf o = {0};
+    for (size_t i = 0; i < s.n; i++) {
+        char c = s.u.s[i];
+        const char *e = c == '&'    ? "&amp;"
+                        : c == '<'  ? "&lt;"
+                        : c == '>'  ? "&gt;"
+                        : c == '"'  ? "&#34;"
+                        : c == '\'' ? "&#39;"
+                                    : NULL;
+        if (e)
+            ob_puts(r, &o, e);
+        else
+            ob_put(r, &o, &c, 1);
+    }
+    return ob_val(&o);
+}
+
+static struct val flt_wordcount(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val s = to_str(r, v);
+    return vint((int64_t)split_v(r, s, NONE, -1).u.l->n);
+}
+
+/* str.center(width) */
+static struct val flt_center(struct rt *r, const char *name, struct val v, const struct args *A)
+{
+    struct val t = to_str(r, v);
+    int64_t w = int_arg(r, arg_or(A, 0, "width", vint(80)), "width");
+    int64_t len = (int64_t)u8_count(t.u.s, t.n);
+    if (w > 100000) w = 100000;
+    if (w <= len) return t;
+    int64_t pad = w - len, left = pad / 2 + (pad & w & 1);
+    struct obuf o = {0};
+    for (int64_t i = 0; i < left; i++)
+        ob_put(r, &o, " ", 1);
+    ob_put(r, &o, t.u.s, t.n);
+    for (int64_t i = 0; i < pad - left; i++)
+        ob_put(r, &o, " ", 1);
+    return ob_val(&o);
+}
+
+/* Filters by name ({{ x | name(args) }}); a row's function gets the name it was called by, so one
+ * function may serve several names (first/last, min/max, select/reject...). */
+static const struct filter_row {
+    const char *name;
+    struct val (*fn)(struct rt *r, const char *name, struct val v, const struct args *A);
+} filters[] = {
+    {"trim", flt_trim},
+    {"length", flt_length},
+    {"count", flt_length},
+    {"tojson", flt_tojson},
+    {"upper", flt_upper},
+    {"lower", flt_lower},
+    {"capitalize", flt_capitalize},
+    {"title", flt_title},
+    {"replace", flt_replace},
+    {"join", flt_join},
+    {"first", flt_first_last},
+    {"last", flt_first_last},
+    {"default", flt_default},
+    {"d", flt_default},
+    {"string", flt_string},
+    {"int", flt_int},
+    {"float", flt_float},
+    {"abs", flt_abs},
+    {"round", flt_round},
+    {"list", flt_list},
+    {"items", flt_items},
+    {"dictsort", flt_items},
+    {"reverse", flt_reverse},
+    {"sort", flt_sort},
+    {"unique", flt_unique},
+    {"sum", flt_sum},
+    {"min", flt_min_max},
+    {"max", flt_min_max},
+    {"selectattr", flt_select},
+    {"rejectattr", flt_select},
+    {"select", flt_select},
+    {"reject", flt_select},
+    {"map", flt_map},
+    {"attr", flt_attr},
+    {"indent", flt_indent},
+    {"safe", flt_escape},
+    {"e", flt_escape},
+    {"escape", flt_escape},
+    {"forceescape", flt_escape},
+    {"wordcount", flt_wordcount},
+    {"center", flt_center},
+};
+
 static struct val filter_apply(struct rt *r, const char *name, struct val v, const struct args *A)
 {
     step(r);
-    if (fname(name, "trim")) {
-        return strip_v(to_str(r, v), arg_or(A, 0, "chars", NONE), true, true);
-    } else if (fname(name, "length") || fname(name, "count")) {
-        return vint(length_of(r, v));
-    } else if (fname(name, "tojson")) {
-        /* HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
-        struct val ind = arg_or(A, 0, "indent", NONE), sk = arg_or(A, 99, "sort_keys", NONE),
-                   sep = arg_or(A, 99, "separators", NONE);
-        struct jopts jo = {
-            ind.t == V_NONE ? -1 : (int)int_arg(r, ind, "indent"), truthy(sk), NULL, NULL, 0, 0};
-        if (jo.indent > 32) jo.indent = 32;
-        if (jo.indent < -1) jo.indent = 0;
-        jo.isep = jo.indent >= 0 ? "," : ", ";
-        jo.ksep = ": ";
-        if (sep.t == V_LIST && sep.u.l->n == 2 && sep.u.l->v[0].t == V_STR &&
-            sep.u.l->v[1].t == V_STR) {
-            jo.isep = sep.u.l->v[0].u.s;
-            jo.ksep = sep.u.l->v[1].u.s;
-            jo.isep_n = sep.u.l->v[0].n;
-            jo.ksep_n = sep.u.l->v[1].n;
-        } else if (sep.t != V_NONE) {
-            RFAIL(r, "tojson: separators must be a pair of strings");
-        } else {
-            jo.isep_n = strlen(jo.isep);
-            jo.ksep_n = 2;
-        }
-        struct obuf o = {0};
-        json_val(r, &o, v, &jo, 0);
-        return ob_val(&o);
-    } else if (fname(name, "upper")) {
-        return case_v(r, to_str(r, v), 'u');
-    } else if (fname(name, "lower")) {
-        return case_v(r, to_str(r, v), 'l');
-    } else if (fname(name, "capitalize")) {
-        return case_v(r, to_str(r, v), 'c');
-    } else if (fname(name, "title")) {
-        return case_v(r, to_str(r, v), 'T');
-    } else if (fname(name, "replace")) {
-        struct val c = arg_or(A, 2, "count", NONE);
-        return replace_v(r, to_str(r, v), arg_or(A, 0, "old", UNDEF), arg_or(A, 1, "new", UNDEF),
-                         c.t == V_NONE ? -1 : int_arg(r, c, "count"));
-    } else if (fname(name, "join")) {
-        struct val sep = arg_or(A, 0, "d", vstr("", 0)), at;
-        bool has_attr = arg_get(A, 1, "attribute", &at);
-        struct list *l = iter_list(r, v);
-        struct obuf o = {0};
-        sep = to_str(r, sep);
-        for (size_t i = 0; i < l->n; i++) {
-            if (i) ob_put(r, &o, sep.u.s, sep.n);
-            put_str(r, &o, has_attr ? attr_path(r, l->v[i], at) : l->v[i]);
-        }
-        return ob_val(&o);
-    } else if (fname(name, "first") || fname(name, "last")) {
-        if (v.t == V_UNDEF) return UNDEF;
-        struct list *l = iter_list(r, v);
-        if (!l->n) return UNDEF;
-        return name[0] == 'f' ? l->v[0] : l->v[l->n - 1];
-    } else if (fname(name, "default") || fname(name, "d")) {
-        struct val def = arg_or(A, 0, "default_value", vstr("", 0));
-        bool boolean = truthy(arg_or(A, 1, "boolean", vbool(false)));
-        if (v.t == V_UNDEF || (boolean && !truthy(v))) return def;
-        return v;
-    } else if (fname(name, "string")) {
-        return to_str(r, v);
-    } else if (fname(name, "int")) {
-        return int_of(r, v, arg_or(A, 0, "default", vint(0)));
-    } else if (fname(name, "float")) {
-        if (v.t == V_FLOAT) return v;
-        if (v.t == V_INT || v.t == V_BOOL) return vfloat(num_of(v));
-        if (v.t == V_STR) {
-            char *s = ar_strdup(&r->a, v.u.s, v.n), *end;
-            double f = strtod(s, &end);
-            while (is_ws(*end))
-                end++;
-            if (end != s && !*end) return vfloat(f);
-        }
-        return arg_or(A, 0, "default", vfloat(0));
-    } else if (fname(name, "abs")) {
-        if (v.t == V_INT) return vint(v.u.i < 0 ? -v.u.i : v.u.i);
-        if (v.t == V_FLOAT) return vfloat(fabs(v.u.f));
-        RFAIL(r, "bad operand type for abs(): '%s'", type_name(v));
-    } else if (fname(name, "round")) {
-        int64_t prec = int_arg(r, arg_or(A, 0, "precision", vint(0)), "precision");
-        struct val m = arg_or(A, 1, "method", vstr("common", 6));
-        double x = num_of(v), p = pow(10, (double)prec);
-        if (!is_num(v)) RFAIL(r, "round: a number is required");
-        if (str_eq(m, "floor", 5)) return vfloat(floor(x * p) / p);
-        if (str_eq(m, "ceil", 4)) return vfloat(ceil(x * p) / p);
-        return vfloat(nearbyint(x * p) / p); /* Python rounds half to even */
-    } else if (fname(name, "list")) {
-        struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
-        for (size_t i = 0; i < src->n; i++)
-            list_push(&r->a, l, src->v[i]);
-        return vlist(l);
-    } else if (fname(name, "items") || fname(name, "dictsort")) {
-        if (v.t == V_UNDEF) return vlist(list_new(&r->a, 1));
-        if (v.t != V_DICT) RFAIL(r, "can only get item pairs from a mapping, not %s", type_name(v));
-        struct list *l = list_new(&r->a, v.u.d->n);
-        for (size_t i = 0; i < v.u.d->n; i++) {
-            struct list *p = list_new(&r->a, 2);
-            p->tuple = true;
-            list_push(&r->a, p, v.u.d->k[i]);
-            list_push(&r->a, p, v.u.d->v[i]);
-            list_push(&r->a, l, vlist(p));
-        }
-        if (name[0] == 'd') {
-            struct sortctx c = {r, !truthy(arg_or(A, 0, "case_sensitive", vbool(false))), UNDEF,
-                                true};
-            struct val by = arg_or(A, 1, "by", vstr("key", 3));
-            c.attr = vint(str_eq(by, "value", 5) ? 1 : 0);
-            l = sorted(&c, l, truthy(arg_or(A, 2, "reverse", vbool(false))));
-        }
-        return vlist(l);
-    } else if (fname(name, "reverse")) {
-        if (v.t == V_STR) {
-            struct list *cs = iter_list(r, v);
-            struct obuf o = {0};
-            for (size_t i = cs->n; i > 0; i--)
-                ob_put(r, &o, cs->v[i - 1].u.s, cs->v[i - 1].n);
-            return ob_val(&o);
-        }
-        struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
-        for (size_t i = src->n; i > 0; i--)
-            list_push(&r->a, l, src->v[i - 1]);
-        return vlist(l);
-    } else if (fname(name, "sort")) {
-        struct val at;
-        struct sortctx c = {r, !truthy(arg_or(A, 1, "case_sensitive", vbool(false))), UNDEF, false};
-        c.has_attr = arg_get(A, 2, "attribute", &at);
-        c.attr = c.has_attr ? at : UNDEF;
-        return vlist(sorted(&c, iter_list(r, v), truthy(arg_or(A, 0, "reverse", vbool(false)))));
-    } else if (fname(name, "unique")) {
-        struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
-        struct val at;
-        bool has_attr = arg_get(A, 1, "attribute", &at);
-        bool cs = truthy(arg_or(A, 0, "case_sensitive", vbool(false)));
-        struct list *seen = list_new(&r->a, src->n);
-        for (size_t i = 0; i < src->n; i++) {
-            struct val k = has_attr ? attr_path(r, src->v[i], at) : src->v[i];
-            if (!cs && k.t == V_STR) k = case_v(r, k, 'l');
-            bool dup = false;
-            for (size_t j = 0; j < seen->n && !dup; j++) {
-                step(r);
-                dup = val_eq(seen->v[j], k);
-            }
-            if (dup) continue;
-            list_push(&r->a, seen, k);
-            list_push(&r->a, l, src->v[i]);
-        }
-        return vlist(l);
-    } else if (fname(name, "sum")) {
-        struct list *src = iter_list(r, v);
-        struct val at, acc = arg_or(A, 1, "start", vint(0));
-        bool has_attr = arg_get(A, 0, "attribute", &at);
-        for (size_t i = 0; i < src->n; i++)
-            acc = arith(r, '+', acc, has_attr ? attr_path(r, src->v[i], at) : src->v[i]);
-        return acc;
-    } else if (fname(name, "min") || fname(name, "max")) {
-        struct list *src = iter_list(r, v);
-        if (!src->n) return UNDEF;
-        struct val best = src->v[0];
-        for (size_t i = 1; i < src->n; i++) {
-            int c = cmp_v(r, src->v[i], best, "<");
-            if (name[1] == 'i' ? c < 0 : c > 0) best = src->v[i];
-        }
-        return best;
-    } else if (fname(name, "selectattr") || fname(name, "rejectattr") || fname(name, "select") ||
-               fname(name, "reject")) {
-        bool attr = name[6] == 'a', keep = name[0] == 's';
-        struct val at = attr ? arg_or(A, 0, NULL, UNDEF) : UNDEF, tn;
-        size_t tpos = attr ? 1 : 0;
-        bool has_test = arg_get(A, tpos, NULL, &tn);
-        if (has_test && tn.t != V_STR) RFAIL(r, "%s: test name must be a string", name);
-        const char *test = has_test ? ar_strdup(&r->a, tn.u.s, tn.n) : NULL;
-        struct args T = args_from(r, A, tpos + 1);
-        struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
-        for (size_t i = 0; i < src->n; i++) {
-            struct val x = attr ? attr_path(r, src->v[i], at) : src->v[i];
-            bool ok = test ? test_apply(r, test, x, &T) : truthy(x);
-            if (ok == keep) list_push(&r->a, l, src->v[i]);
-        }
-        return vlist(l);
-    } else if (fname(name, "map")) {
-        struct val at, fn;
-        struct list *src = iter_list(r, v), *l = list_new(&r->a, src->n);
-        if (arg_get(A, 99, "attribute", &at)) {
-            struct val def;
-            bool has_def = arg_get(A, 99, "default", &def);
-            for (size_t i = 0; i < src->n; i++) {
-                struct val x = attr_path(r, src->v[i], at);
-                list_push(&r->a, l, x.t == V_UNDEF && has_def ? def : x);
-            }
-            return vlist(l);
-        }
-        if (!arg_get(A, 0, NULL, &fn) || fn.t != V_STR)
-            RFAIL(r, "map: a filter name or attribute= is required");
-        const char *f = ar_strdup(&r->a, fn.u.s, fn.n);
-        struct args F = args_from(r, A, 1);
-        for (size_t i = 0; i < src->n; i++)
-            list_push(&r->a, l, filter_apply(r, f, src->v[i], &F));
-        return vlist(l);
-    } else if (fname(name, "attr")) {
-        struct val a = str_arg(r, A, 0, "name", "attr");
-        return getattr_v(r, v, ar_strdup(&r->a, a.u.s, a.n));
-    } else if (fname(name, "indent")) {
-        struct val w = arg_or(A, 0, "width", vint(4));
-        bool first = truthy(arg_or(A, 1, "first", vbool(false)));
-        bool blank = truthy(arg_or(A, 2, "blank", vbool(false)));
-        struct obuf ind = {0}, o = {0};
-        if (w.t == V_STR) {
-            ob_put(r, &ind, w.u.s, w.n);
-        } else {
-            int64_t k = int_arg(r, w, "width");
-            for (int64_t i = 0; i < k && i < 1000; i++)
-                ob_put(r, &ind, " ", 1);
-        }
-        struct val s = to_str(r, v);
-        /* s + "\n" split into lines (\n, \r\n, \r) */
-        size_t i = 0, nline = 0;
-        if (first) ob_put(r, &o, ind.p, ind.n);
-        while (i < s.n + 1) {
-            size_t j = i;
-            while (j < s.n && s.u.s[j] != '\n' && s.u.s[j] != '\r')
-                j++;
-            if (j >= s.n && i >= s.n && nline > 0) break; /* the added "\n" */
-            if (nline) {
-                ob_put(r, &o, "\n", 1);
-                if (blank || j > i) ob_put(r, &o, ind.p, ind.n);
-            }
-            ob_put(r, &o, s.u.s + i, j - i);
-            nline++;
-            if (j >= s.n) break;
-            i = j + (s.u.s[j] == '\r' && j + 1 < s.n && s.u.s[j + 1] == '\n' ? 2 : 1);
-            step(r);
-        }
-        return ob_val(&o);
-    } else if (fname(name, "safe") || fname(name, "e") || fname(name, "escape") ||
-               fname(name, "forceescape")) {
-        if (name[0] == 's') return v;
-        struct val s = to_str(r, v);
-        struct obuf o = {0};
-        for (size_t i = 0; i < s.n; i++) {
-            char c = s.u.s[i];
-            const char *e = c == '&'    ? "&amp;"
-                            : c == '<'  ? "&lt;"
-                            : c == '>'  ? "&gt;"
-                            : c == '"'  ? "&#34;"
-                            : c == '\'' ? "&#39;"
-                                        : NULL;
-            if (e)
-                ob_puts(r, &o, e);
-            else
-                ob_put(r, &o, &c, 1);
-        }
-        return ob_val(&o);
-    } else if (fname(name, "wordcount")) {
-        struct val s = to_str(r, v);
-        return vint((int64_t)split_v(r, s, NONE, -1).u.l->n);
-    } else if (fname(name, "center")) { /* str.center(width) */
-        struct val t = to_str(r, v);
-        int64_t w = int_arg(r, arg_or(A, 0, "width", vint(80)), "width");
-        int64_t len = (int64_t)u8_count(t.u.s, t.n);
-        if (w > 100000) w = 100000;
-        if (w <= len) return t;
-        int64_t pad = w - len, left = pad / 2 + (pad & w & 1);
-        struct obuf o = {0};
-        for (int64_t i = 0; i < left; i++)
-            ob_put(r, &o, " ", 1);
-        ob_put(r, &o, t.u.s, t.n);
-        for (int64_t i = 0; i < pad - left; i++)
-            ob_put(r, &o, " ", 1);
-        return ob_val(&o);
-    }
+    for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++)
+        if (fname(name, filters[i].name)) return filters[i].fn(r, name, v, A);
     RFAIL(r, "no filter named '%.40s'", name);
 }
 
