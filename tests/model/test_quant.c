@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "model/llama.h"
+#include "../common/assert_ext.h"
 #include "model_testutil.h"
 
 static const uint32_t QTYPES[] = {GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
@@ -48,14 +49,18 @@ static void test_layout_q4_0_bf16(void **st)
     float y[32];
     deq_both(GGML_TYPE_Q4_0, b, y, 32);
     for (int j = 0; j < 16; j++) {
-        assert_true(y[j] == 0.5f * (float)(j - 8));
-        assert_true(y[j + 16] == 0.5f * (float)(7 - j));
+        ASSERT_EQ_DBL(y[j], 0.5f * (float)(j - 8), 0);
+        ASSERT_EQ_DBL(y[j + 16], 0.5f * (float)(7 - j), 0);
     }
     /* BF16: top half of the f32; ties round to even; NaN stays NaN */
     uint16_t h[4] = {0x3F80, 0xC020, 0x0001, 0x7F80};
     float f[4];
     deq_both(GGML_TYPE_BF16, h, f, 4);
-    assert_true(f[0] == 1.0f && f[1] == -2.5f && f[2] > 0 && f[2] < 1e-38f && isinf(f[3]));
+    ASSERT_EQ_DBL(f[0], 1.0f, 0);
+    ASSERT_EQ_DBL(f[1], -2.5f, 0);
+    ASSERT_GT_DBL(f[2], 0); /* bf16 0x0001: a subnormal */
+    ASSERT_LT_DBL(f[2], 1e-38f);
+    assert_true(isinf(f[3]));
     assert_int_equal(qk_f32_to_bf16(1.0f + 1.0f / 256), 0x3F80);         /* tie -> even */
     assert_int_equal(qk_f32_to_bf16(1.0f + 3.0f / 256), 0x3F82);         /* tie -> even */
     assert_int_equal(qk_f32_to_bf16(1.0f + 1.0f / 256 + 1e-6f), 0x3F81); /* above tie */
@@ -174,8 +179,8 @@ static void test_quantizer_error_bounds(void **st)
         double dot_err = fabs((double)dot - ref) / N;
         print_message("%-5s rmse/n %.3g (llama.cpp bound 0.002), dot err/n %.3g (bound 0.02)\n",
                       ggml_type_name(type), rmse, dot_err);
-        assert_true(rmse < 0.002);
-        assert_true(dot_err < 0.02);
+        ASSERT_LT_DBL(rmse, 0.002);
+        ASSERT_LT_DBL(dot_err, 0.02);
     }
     /* and the search in Q4_K/Q5_K/Q6_K beats a plain min/max rounding of the
      * same data by a clear margin (what the reference scheme is for):
@@ -192,7 +197,7 @@ static void test_quantizer_error_bounds(void **st)
         }
         step += (mx - mn) / 15.0;
     }
-    assert_true(sqrt(se / N) < 0.3 * step / (N / 32));
+    ASSERT_LT_DBL(sqrt(se / N), 0.3 * step / (N / 32));
     free(x);
     free(y);
     free(z);
@@ -369,9 +374,9 @@ static void check_file(const struct tw_types *ty, bool qwen2, bool tied, double 
                   "quantisation %.3g); simd vs portable %.2g\n",
                   qwen2 ? "qwen2 " : "", ggml_type_name(ty->base), ty->km ? "_M mix" : "", eq, e32,
                   ew, dp);
-    assert_true(eq < tol_q);
-    assert_true(e32 < ew + tol_q);
-    assert_true(dp < 1e-3); /* at most a rounding flip in the 8-bit activations */
+    ASSERT_LT_DBL(eq, tol_q);
+    ASSERT_LT_DBL(e32, ew + tol_q);
+    ASSERT_LT_DBL(dp, 1e-3); /* at most a rounding flip in the 8-bit activations */
     free(lg);
     free(lg3);
     free(lgp);
@@ -426,7 +431,7 @@ static void test_qwen2(void **st)
     struct llama_model *m = load_buf(&b, err, sizeof err);
     assert_non_null(m);
     float *lg = run_all(m, 2);
-    assert_true(rel_err(lg, ref, (size_t)NT * w.nv) > 1e-3);
+    ASSERT_GT_DBL(rel_err(lg, ref, (size_t)NT * w.nv), 1e-3);
     free(lg);
     llama_free(m);
     /* a qwen2 file without its biases is refused, naming the tensor */
