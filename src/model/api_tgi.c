@@ -44,6 +44,142 @@ static uint64_t fresh_seed(struct srv *s)
         goto out;                                                                                  \
     } while (0)
 
+/* As VALIDATION, for the helpers of api_tgi_generate: reply 422 and return -1 (the caller then
+ * discards the request). */
+#define REJECT(...)                                                                                \
+    do {                                                                                           \
+        *s->m_rejected_validation += 1;                                                            \
+        srv_tgi_error(req, 422, "validation", __VA_ARGS__);                                        \
+        return -1;                                                                                 \
+    } while (0)
+
+/* The request's "parameters", with TGI's defaults. */
+struct tgi_params {
+    long long max_new, top_k, seed, best_of, truncate, top_n;
+    double temp, top_p, rep, typical_p, freq;
+    bool do_sample, has_temp, has_topk, has_topp, has_seed, details, full, has_typ, has_trunc,
+        dec_details;
+};
+
+/* The sampling and output parameters; stop and ignore_eos go straight into g.  -1 when the
+ * request was answered with 422. */
+static int tgi_params_core(struct srv *s, struct evhttp_request *req, struct json_object *params,
+                           struct gen_req *g, struct tgi_params *p)
+{
+    if (jget_int(params, "max_new_tokens", 1, 1 << 24, &p->max_new, NULL))
+        REJECT("`max_new_tokens` must be a positive integer");
+    if (jget_num(params, "temperature", &p->temp, &p->has_temp) || (p->has_temp && !(p->temp > 0)))
+        REJECT("`temperature` must be strictly positive");
+    if (jget_num(params, "top_p", &p->top_p, &p->has_topp) ||
+        (p->has_topp && !(p->top_p > 0 && p->top_p <= 1)))
+        REJECT("`top_p` must be > 0.0 and <= 1.0");
+    if (jget_int(params, "top_k", 0, 1 << 24, &p->top_k, &p->has_topk))
+        REJECT("`top_k` must be a non-negative integer");
+    if (jget_num(params, "repetition_penalty", &p->rep, NULL) || !(p->rep > 0))
+        REJECT("`repetition_penalty` must be strictly positive");
+    if (jget_bool(params, "do_sample", &p->do_sample, NULL))
+        REJECT("`do_sample` must be a boolean");
+    if (jget_int(params, "seed", 0, INT64_MAX, &p->seed, &p->has_seed))
+        REJECT("`seed` must be a non-negative integer");
+    if (jget_bool(params, "details", &p->details, NULL)) REJECT("`details` must be a boolean");
+    if (jget_bool(params, "return_full_text", &p->full, NULL))
+        REJECT("`return_full_text` must be a boolean");
+    if (jget_stop(params, "stop", g)) REJECT("`stop` must be a list of at most 16 strings");
+    if (jget_bool(params, "ignore_eos", &g->ignore_eos, NULL))
+        REJECT("`ignore_eos` must be a boolean");
+    return 0;
+}
+
+/* The rest of TGI's GenerateParameters: implemented, or refused as TGI refuses what a server
+ * does not offer (422).  st: the reply streams. */
+static int tgi_params_rest(struct srv *s, struct evhttp_request *req, struct json_object *params,
+                           bool st, struct tgi_params *p)
+{
+    bool has_best_of, watermark = false;
+    if (jget_int(params, "best_of", LLONG_MIN, LLONG_MAX, &p->best_of, &has_best_of) ||
+        (has_best_of && (p->best_of < 1 || p->best_of > 1)))
+        REJECT("`best_of` must be > 0 and <= 1. Given: %s",
+               json_object_to_json_string(json_object_object_get(params, "best_of")));
+    if (jget_bool(params, "watermark", &watermark, NULL)) REJECT("`watermark` must be a boolean");
+    if (watermark) REJECT("`watermark` is not supported by this server");
+    struct json_object *gr = json_object_object_get(params, "grammar");
+    if (gr && !json_object_is_type(gr, json_type_null))
+        REJECT("`grammar` (guided generation) is not supported by this server");
+    struct json_object *ad = json_object_object_get(params, "adapter_id");
+    if (ad && !json_object_is_type(ad, json_type_null))
+        REJECT("`adapter_id` (LoRA adapters) is not supported by this server");
+    if (jget_num(params, "typical_p", &p->typical_p, &p->has_typ) ||
+        (p->has_typ && !(p->typical_p > 0 && p->typical_p < 1)))
+        REJECT("`typical_p` must be > 0.0 and < 1.0");
+    if (jget_num(params, "frequency_penalty", &p->freq, NULL) || !(p->freq >= -2 && p->freq <= 2))
+        REJECT("`frequency_penalty` must be >= -2.0 and <= 2.0");
+    if (jget_int(params, "truncate", 1, s->n_ctx - 1, &p->truncate, &p->has_trunc))
+        REJECT("`truncate` must be strictly positive and less than %d. Given: %s", s->n_ctx,
+               json_object_to_json_string(json_object_object_get(params, "truncate")));
+    if (jget_int(params, "top_n_tokens", 0, TGI_MAX_TOP_N, &p->top_n, NULL))
+        REJECT("`top_n_tokens` must be >= 0 and <= %d", TGI_MAX_TOP_N);
+    if (jget_bool(params, "decoder_input_details", &p->dec_details, NULL))
+        REJECT("`decoder_input_details` must be a boolean");
+    if (p->dec_details && st)
+        REJECT("`decoder_input_details` == true is not supported when streaming tokens");
+    return 0;
+}
+
+/* The parsed parameters into the request.  As in TGI, sampling is on when do_sample is true or
+ * any of temperature != 1, top_k, top_p < 1, typical_p is given; otherwise greedy. */
+static void tgi_apply(struct srv *s, struct creq *c, const struct tgi_params *p)
+{
+    struct gen_req *g = c->g;
+    g->sp.sample = p->do_sample || (p->has_temp && p->temp != 1.0) ||
+                   (p->has_topk && p->top_k != 0) || (p->has_topp && p->top_p < 1.0) || p->has_typ;
+    g->spx.typical_p = p->has_typ ? (float)p->typical_p : 0;
+    g->spx.frequency_penalty = (float)p->freq;
+    g->top_n = (int)p->top_n;
+    g->prefill_logprobs = p->dec_details && p->details;
+    g->sp.temperature = (float)p->temp;
+    g->sp.top_k = (int)p->top_k;
+    g->sp.top_p = (float)p->top_p;
+    g->sp.repetition_penalty = (float)p->rep;
+    if (g->sp.sample) {
+        c->has_seed = true;
+        c->seed = p->has_seed ? (uint64_t)p->seed : fresh_seed(s);
+        g->sp.seed = c->seed;
+    }
+    g->stop_include = true;
+    c->details = p->details;
+}
+
+/* The prompt: inputs encoded (the last `truncate` tokens when asked) and checked against the
+ * context with max_new_tokens.  -1 when the request was answered with 422. */
+static int tgi_prompt(struct srv *s, struct evhttp_request *req, struct creq *c,
+                      struct json_object *inputs, const struct tgi_params *p)
+{
+    struct gen_req *g = c->g;
+    const char *text = json_object_get_string(inputs);
+    size_t tlen = (size_t)json_object_get_string_len(inputs);
+    if (p->full) c->prefix = xmemdup(text, tlen);
+    struct ids ids = {0};
+    tok_encode(&s->model->tok, text, tlen, true, &ids);
+    if (p->has_trunc && ids.n > (size_t)p->truncate) {
+        /* keep the last `truncate` tokens, as TGI truncates from the left */
+        memmove(ids.v, ids.v + ids.n - (size_t)p->truncate, (size_t)p->truncate * sizeof *ids.v);
+        ids.n = (size_t)p->truncate;
+    }
+    g->prompt = ids.v;
+    g->n_prompt = (int)ids.n;
+    g->spx.penalty_from = g->n_prompt;
+    if (g->n_prompt == 0) REJECT("`inputs` cannot be empty");
+    if (g->n_prompt >= s->n_ctx)
+        REJECT("Input validation error: `inputs` must have less than %d tokens. Given: %d",
+               s->n_ctx, g->n_prompt);
+    if ((long long)g->n_prompt + p->max_new > s->n_ctx)
+        REJECT("Input validation error: `inputs` tokens + `max_new_tokens` must be <= %d. "
+               "Given: %d `inputs` tokens and %lld `max_new_tokens`",
+               s->n_ctx, g->n_prompt, p->max_new);
+    g->max_new = (int)p->max_new;
+    return 0;
+}
+
 void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
 {
     const char *msg = NULL;
@@ -67,107 +203,13 @@ void api_tgi_generate(struct srv *s, struct evhttp_request *req, bool stream)
     if (!stream && jget_bool(o, "stream", &st, &present)) VALIDATION("`stream` must be a boolean");
     c = srv_creq_new(s, req, API_TGI);
     c->stream = st;
-    struct gen_req *g = c->g;
-    long long max_new = 20, top_k = 0, seed = 0, best_of = 1, truncate = 0, top_n = 0;
-    double temp = 1.0, top_p = 1.0, rep = 1.0, typical_p = 1.0, freq = 0;
-    bool do_sample = false, has_temp = false, has_topk = false, has_topp = false, has_seed = false,
-         details = false, full = false, has_typ = false, has_trunc = false, watermark = false,
-         dec_details = false;
-    if (params) {
-        if (jget_int(params, "max_new_tokens", 1, 1 << 24, &max_new, NULL))
-            VALIDATION("`max_new_tokens` must be a positive integer");
-        if (jget_num(params, "temperature", &temp, &has_temp) || (has_temp && !(temp > 0)))
-            VALIDATION("`temperature` must be strictly positive");
-        if (jget_num(params, "top_p", &top_p, &has_topp) ||
-            (has_topp && !(top_p > 0 && top_p <= 1)))
-            VALIDATION("`top_p` must be > 0.0 and <= 1.0");
-        if (jget_int(params, "top_k", 0, 1 << 24, &top_k, &has_topk))
-            VALIDATION("`top_k` must be a non-negative integer");
-        if (jget_num(params, "repetition_penalty", &rep, NULL) || !(rep > 0))
-            VALIDATION("`repetition_penalty` must be strictly positive");
-        if (jget_bool(params, "do_sample", &do_sample, NULL))
-            VALIDATION("`do_sample` must be a boolean");
-        if (jget_int(params, "seed", 0, INT64_MAX, &seed, &has_seed))
-            VALIDATION("`seed` must be a non-negative integer");
-        if (jget_bool(params, "details", &details, NULL)) VALIDATION("`details` must be a boolean");
-        if (jget_bool(params, "return_full_text", &full, NULL))
-            VALIDATION("`return_full_text` must be a boolean");
-        if (jget_stop(params, "stop", g)) VALIDATION("`stop` must be a list of at most 16 strings");
-        if (jget_bool(params, "ignore_eos", &g->ignore_eos, NULL))
-            VALIDATION("`ignore_eos` must be a boolean");
-        /* the rest of TGI's GenerateParameters: implemented, or refused as TGI
-         * refuses what a server does not offer (422) */
-        bool has_best_of;
-        if (jget_int(params, "best_of", LLONG_MIN, LLONG_MAX, &best_of, &has_best_of) ||
-            (has_best_of && (best_of < 1 || best_of > 1)))
-            VALIDATION("`best_of` must be > 0 and <= 1. Given: %s",
-                       json_object_to_json_string(json_object_object_get(params, "best_of")));
-        if (jget_bool(params, "watermark", &watermark, NULL))
-            VALIDATION("`watermark` must be a boolean");
-        if (watermark) VALIDATION("`watermark` is not supported by this server");
-        struct json_object *gr = json_object_object_get(params, "grammar");
-        if (gr && !json_object_is_type(gr, json_type_null))
-            VALIDATION("`grammar` (guided generation) is not supported by this server");
-        struct json_object *ad = json_object_object_get(params, "adapter_id");
-        if (ad && !json_object_is_type(ad, json_type_null))
-            VALIDATION("`adapter_id` (LoRA adapters) is not supported by this server");
-        if (jget_num(params, "typical_p", &typical_p, &has_typ) ||
-            (has_typ && !(typical_p > 0 && typical_p < 1)))
-            VALIDATION("`typical_p` must be > 0.0 and < 1.0");
-        if (jget_num(params, "frequency_penalty", &freq, NULL) || !(freq >= -2 && freq <= 2))
-            VALIDATION("`frequency_penalty` must be >= -2.0 and <= 2.0");
-        if (jget_int(params, "truncate", 1, s->n_ctx - 1, &truncate, &has_trunc))
-            VALIDATION("`truncate` must be strictly positive and less than %d. Given: %s", s->n_ctx,
-                       json_object_to_json_string(json_object_object_get(params, "truncate")));
-        if (jget_int(params, "top_n_tokens", 0, TGI_MAX_TOP_N, &top_n, NULL))
-            VALIDATION("`top_n_tokens` must be >= 0 and <= %d", TGI_MAX_TOP_N);
-        if (jget_bool(params, "decoder_input_details", &dec_details, NULL))
-            VALIDATION("`decoder_input_details` must be a boolean");
-        if (dec_details && st)
-            VALIDATION("`decoder_input_details` == true is not supported when streaming tokens");
-    }
-    g->sp.sample = do_sample || (has_temp && temp != 1.0) || (has_topk && top_k != 0) ||
-                   (has_topp && top_p < 1.0) || has_typ;
-    g->spx.typical_p = has_typ ? (float)typical_p : 0;
-    g->spx.frequency_penalty = (float)freq;
-    g->top_n = (int)top_n;
-    g->prefill_logprobs = dec_details && details;
-    g->sp.temperature = (float)temp;
-    g->sp.top_k = (int)top_k;
-    g->sp.top_p = (float)top_p;
-    g->sp.repetition_penalty = (float)rep;
-    if (g->sp.sample) {
-        c->has_seed = true;
-        c->seed = has_seed ? (uint64_t)seed : fresh_seed(s);
-        g->sp.seed = c->seed;
-    }
-    g->stop_include = true;
-    c->details = details;
-    const char *text = json_object_get_string(inputs);
-    size_t tlen = (size_t)json_object_get_string_len(inputs);
-    if (full) {
-        c->prefix = xmalloc(tlen + 1);
-        memcpy(c->prefix, text, tlen + 1);
-    }
-    struct ids ids = {0};
-    tok_encode(&s->model->tok, text, tlen, true, &ids);
-    if (has_trunc && ids.n > (size_t)truncate) {
-        /* keep the last `truncate` tokens, as TGI truncates from the left */
-        memmove(ids.v, ids.v + ids.n - (size_t)truncate, (size_t)truncate * sizeof *ids.v);
-        ids.n = (size_t)truncate;
-    }
-    g->prompt = ids.v;
-    g->n_prompt = (int)ids.n;
-    g->spx.penalty_from = g->n_prompt;
-    if (g->n_prompt == 0) VALIDATION("`inputs` cannot be empty");
-    if (g->n_prompt >= s->n_ctx)
-        VALIDATION("Input validation error: `inputs` must have less than %d tokens. Given: %d",
-                   s->n_ctx, g->n_prompt);
-    if ((long long)g->n_prompt + max_new > s->n_ctx)
-        VALIDATION("Input validation error: `inputs` tokens + `max_new_tokens` must be <= %d. "
-                   "Given: %d `inputs` tokens and %lld `max_new_tokens`",
-                   s->n_ctx, g->n_prompt, max_new);
-    g->max_new = (int)max_new;
+    struct tgi_params p = {
+        .max_new = 20, .best_of = 1, .temp = 1.0, .top_p = 1.0, .rep = 1.0, .typical_p = 1.0};
+    if (params &&
+        (tgi_params_core(s, req, params, c->g, &p) || tgi_params_rest(s, req, params, st, &p)))
+        goto out;
+    tgi_apply(s, c, &p);
+    if (tgi_prompt(s, req, c, inputs, &p)) goto out;
     json_object_put(o);
     srv_start(c);
     return;
