@@ -60,13 +60,11 @@ static int hp_u32(const struct gguf_file *f, const char *key, bool required, int
     return 0;
 }
 
-int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t errn)
+/* general.architecture: one of LLAMA_SUPPORTED_ARCHS, into m->arch; *qwen2 says which. */
+static int load_arch(struct llama_model *m, bool *qwen2, char *err, size_t errn)
 {
-    *out = NULL;
-    struct llama_model *m = xcalloc(1, sizeof *m);
-    m->gf = gf;
     struct gguf_str arch;
-    int ra = gguf_get_str(gf, "general.architecture", &arch);
+    int ra = gguf_get_str(m->gf, "general.architecture", &arch);
     if (ra != 0 || !(gguf_str_eq(arch, "llama") || gguf_str_eq(arch, "qwen2"))) {
         if (ra == 0)
             snprintf(err, errn,
@@ -76,10 +74,17 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         else
             snprintf(err, errn, "%s general.architecture (supported: " LLAMA_SUPPORTED_ARCHS ")",
                      ra == 1 ? "missing" : "bad");
-        goto fail;
+        return -1;
     }
     snprintf(m->arch, sizeof m->arch, "%.*s", (int)arch.n, arch.p);
-    bool qwen2 = gguf_str_eq(arch, "qwen2");
+    *qwen2 = gguf_str_eq(arch, "qwen2");
+    return 0;
+}
+
+/* The hyperparameters under "<arch>." (all but n_vocab, which is the tokenizer's). */
+static int load_hparams(struct llama_model *m, bool qwen2, char *err, size_t errn)
+{
+    const struct gguf_file *gf = m->gf;
     struct llama_hparams *hp = &m->hp;
     hp->rope_neox = qwen2;
     char key[96];
@@ -89,21 +94,21 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         hp_u32(gf, K("feed_forward_length"), true, 0, &hp->n_ff, err, errn) ||
         hp_u32(gf, K("attention.head_count"), true, 0, &hp->n_head, err, errn) ||
         hp_u32(gf, K("context_length"), false, 2048, &hp->n_ctx_train, err, errn))
-        goto fail;
+        return -1;
     if (hp_u32(gf, K("attention.head_count_kv"), false, hp->n_head, &hp->n_head_kv, err, errn))
-        goto fail;
+        return -1;
     if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv) {
         snprintf(err, errn, "embedding_length %d / head_count %d / head_count_kv %d do not divide",
                  hp->n_embd, hp->n_head, hp->n_head_kv);
-        goto fail;
+        return -1;
     }
     hp->head_dim = hp->n_embd / hp->n_head;
     if (hp_u32(gf, K("attention.key_length"), false, hp->head_dim, &hp->head_dim, err, errn) ||
         hp_u32(gf, K("rope.dimension_count"), false, hp->head_dim, &hp->n_rot, err, errn))
-        goto fail;
+        return -1;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2) {
         snprintf(err, errn, "bad rope.dimension_count %d (head_dim %d)", hp->n_rot, hp->head_dim);
-        goto fail;
+        return -1;
     }
     hp->eps = 1e-5f;
     hp->rope_base = 10000.0f;
@@ -112,56 +117,54 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
         gguf_get_f32(gf, K("rope.freq_base"), &hp->rope_base) < 0 || !(hp->eps > 0) ||
         !(hp->rope_base > 0) || !isfinite(hp->eps) || !isfinite(hp->rope_base)) {
         snprintf(err, errn, "bad rms epsilon or rope.freq_base");
-        goto fail;
+        return -1;
     }
-    if (tok_load(&m->tok, gf, err, errn)) goto fail;
-    hp->n_vocab = m->tok.n_vocab;
-    struct gguf_str name;
-    if (gguf_get_str(gf, "general.name", &name) == 0 && name.n > 0)
-        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.n > 120 ? 120 : name.n), name.p);
-    else
-        snprintf(m->name, sizeof m->name, "%s", m->arch);
 #undef K
+    return 0;
+}
 
+/* The tensors of layer l; bytes_by_type[t] += the bytes of its matrices of type t. */
+static int load_layer(struct llama_model *m, int l, bool qwen2, size_t *bytes_by_type, char *err,
+                      size_t errn)
+{
+    const struct gguf_file *gf = m->gf;
+    const struct llama_hparams *hp = &m->hp;
     int d = hp->n_embd, dq = hp->n_head * hp->head_dim, dkv = hp->n_head_kv * hp->head_dim;
-    if (get_tensor(gf, "token_embd.weight", hp->n_vocab, d, &m->tok_embd, err, errn)) goto fail;
-    if (gguf_tensor(gf, "output.weight")) {
-        if (get_tensor(gf, "output.weight", hp->n_vocab, d, &m->output, err, errn)) goto fail;
-    } else {
-        m->output = m->tok_embd; /* tied */
-    }
-    if (!(m->out_norm = get_vec(gf, "output_norm.weight", d, err, errn))) goto fail;
-    m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
-    size_t bytes_by_type[GGML_TYPE_COUNT] = {0};
-    for (int l = 0; l < hp->n_layer; l++) {
-        struct llama_layer *L = &m->layers[l];
-        char nm[96];
+    struct llama_layer *L = &m->layers[l];
+    char nm[96];
 #define T(field, suffix, rows, cols)                                                               \
     snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                  \
-    if (get_tensor(gf, nm, rows, cols, &L->field, err, errn)) goto fail;                           \
+    if (get_tensor(gf, nm, rows, cols, &L->field, err, errn)) return -1;                           \
     bytes_by_type[L->field.type] += L->field.row_bytes * (size_t)(rows);
-        T(wq, "attn_q.weight", dq, d);
-        T(wk, "attn_k.weight", dkv, d);
-        T(wv, "attn_v.weight", dkv, d);
-        T(wo, "attn_output.weight", d, dq);
-        T(wgate, "ffn_gate.weight", hp->n_ff, d);
-        T(wdown, "ffn_down.weight", d, hp->n_ff);
-        T(wup, "ffn_up.weight", hp->n_ff, d);
+    T(wq, "attn_q.weight", dq, d);
+    T(wk, "attn_k.weight", dkv, d);
+    T(wv, "attn_v.weight", dkv, d);
+    T(wo, "attn_output.weight", d, dq);
+    T(wgate, "ffn_gate.weight", hp->n_ff, d);
+    T(wdown, "ffn_down.weight", d, hp->n_ff);
+    T(wup, "ffn_up.weight", hp->n_ff, d);
 #undef T
-        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
-        if (!(L->attn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
-        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
-        if (!(L->ffn_norm = get_vec(gf, nm, d, err, errn))) goto fail;
-        /* Q/K/V biases: required for qwen2, used when present for llama */
-        float **bias[3] = {&L->bq, &L->bk, &L->bv};
-        const char *bn[3] = {"attn_q", "attn_k", "attn_v"};
-        int blen[3] = {dq, dkv, dkv};
-        for (int i = 0; i < 3; i++) {
-            snprintf(nm, sizeof nm, "blk.%d.%s.bias", l, bn[i]);
-            if (!qwen2 && !gguf_tensor(gf, nm)) continue;
-            if (!(*bias[i] = get_vec(gf, nm, blen[i], err, errn))) goto fail;
-        }
+    snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+    if (!(L->attn_norm = get_vec(gf, nm, d, err, errn))) return -1;
+    snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+    if (!(L->ffn_norm = get_vec(gf, nm, d, err, errn))) return -1;
+    /* Q/K/V biases: required for qwen2, used when present for llama */
+    float **bias[3] = {&L->bq, &L->bk, &L->bv};
+    const char *bn[3] = {"attn_q", "attn_k", "attn_v"};
+    int blen[3] = {dq, dkv, dkv};
+    for (int i = 0; i < 3; i++) {
+        snprintf(nm, sizeof nm, "blk.%d.%s.bias", l, bn[i]);
+        if (!qwen2 && !gguf_tensor(gf, nm)) continue;
+        if (!(*bias[i] = get_vec(gf, nm, blen[i], err, errn))) return -1;
     }
+    return 0;
+}
+
+/* weight_bytes, dtype (the type holding the most bytes) and n_params of a loaded model. */
+static void model_stats(struct llama_model *m, size_t *bytes_by_type)
+{
+    const struct llama_hparams *hp = &m->hp;
+    int d = hp->n_embd, dq = hp->n_head * hp->head_dim, dkv = hp->n_head_kv * hp->head_dim;
     bytes_by_type[m->output.type] += m->output.row_bytes * (size_t)hp->n_vocab;
     size_t best = 0;
     int bt = 0;
@@ -178,6 +181,37 @@ int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t
                   (uint64_t)hp->n_layer * ((uint64_t)2 * d * dq + (uint64_t)2 * d * dkv +
                                            (uint64_t)3 * d * hp->n_ff + 2 * (uint64_t)d) +
                   d;
+}
+
+int llama_load(struct llama_model **out, struct gguf_file *gf, char *err, size_t errn)
+{
+    *out = NULL;
+    struct llama_model *m = xcalloc(1, sizeof *m);
+    m->gf = gf;
+    bool qwen2 = false;
+    if (load_arch(m, &qwen2, err, errn) || load_hparams(m, qwen2, err, errn)) goto fail;
+    struct llama_hparams *hp = &m->hp;
+    if (tok_load(&m->tok, gf, err, errn)) goto fail;
+    hp->n_vocab = m->tok.n_vocab;
+    struct gguf_str name;
+    if (gguf_get_str(gf, "general.name", &name) == 0 && name.n > 0)
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.n > 120 ? 120 : name.n), name.p);
+    else
+        snprintf(m->name, sizeof m->name, "%s", m->arch);
+
+    int d = hp->n_embd;
+    if (get_tensor(gf, "token_embd.weight", hp->n_vocab, d, &m->tok_embd, err, errn)) goto fail;
+    if (gguf_tensor(gf, "output.weight")) {
+        if (get_tensor(gf, "output.weight", hp->n_vocab, d, &m->output, err, errn)) goto fail;
+    } else {
+        m->output = m->tok_embd; /* tied */
+    }
+    if (!(m->out_norm = get_vec(gf, "output_norm.weight", d, err, errn))) goto fail;
+    m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
+    size_t bytes_by_type[GGML_TYPE_COUNT] = {0};
+    for (int l = 0; l < hp->n_layer; l++)
+        if (load_layer(m, l, qwen2, bytes_by_type, err, errn)) goto fail;
+    model_stats(m, bytes_by_type);
     *out = m;
     return 0;
 fail:
