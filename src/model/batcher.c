@@ -426,6 +426,10 @@ struct batcher *batcher_new(const struct llama_model *m, const struct batcher_op
         free(b->active);
         free(b->seqs);
         free(b->logits);
+        free(b->order);
+        free(b->cancelled);
+        pthread_mutex_destroy(&b->mu);
+        pthread_cond_destroy(&b->cv);
         free(b);
         return NULL;
     }
