@@ -588,7 +588,7 @@ static int delay_begin(struct engine *e, struct worker *w, enum prov_op op, doub
     d->worker_id = w->id;
     d->op = op;
     d->ev = evtimer_new(e->base, on_delay, d);
-    if (!d->ev) abort();
+    if (!d->ev) abort(); /* out of memory: the xalloc policy */
     d->next = delays;
     if (delays) delays->prev = d;
     delays = d;
