@@ -442,7 +442,7 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     mkdirs(l.ws);
 
     char **env = local_build_env(e, g, w, &l);
-    struct local_argv av;
+    struct local_argv av = {0};
     local_build_argv(g, &l, &av);
     char logp[700];
     snprintf(logp, sizeof logp, "%s/launch.log", l.ws);
