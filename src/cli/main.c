@@ -63,19 +63,32 @@ static const struct opt rows[] = {
 static const struct opts_spec spec = {"sgpu", rows, sizeof rows / sizeof rows[0],
                                       OPTS_KEEP_UNKNOWN | OPTS_KEEP_DASHDASH | OPTS_NO_HELP};
 
+/* The commands: name, the plural also accepted, the function and its line in the usage. */
+static const struct {
+    const char *name, *plural;
+    int (*fn)(struct cli_common *c, int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"call", NULL, cmd_call, "one request through the engine: route, then call the worker"},
+    {"load", NULL, cmd_load, "open-loop load test through the engine, with live progress"},
+    {"endpoint", "endpoints", cmd_endpoint, "create | list | update | delete endpoints"},
+    {"workergroup", "workergroups", cmd_workergroup,
+     "create | list | update | delete workergroups"},
+    {"worker", "workers", cmd_worker, "list workers (state, load, perf)"},
+    {"events", NULL, cmd_events, "the engine's scaling event log"},
+    {"keygen", NULL, cmd_keygen, "write an RSA key pair (PEM)"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
 static void usage(FILE *f)
 {
     fputs("usage: sgpu [global options] COMMAND [options]\n"
           "\n"
-          "Commands:\n"
-          "  call       one request through the engine: route, then call the worker\n"
-          "  load       open-loop load test through the engine, with live progress\n"
-          "  endpoint   create | list | update | delete endpoints\n"
-          "  workergroup create | list | update | delete workergroups\n"
-          "  worker     list workers (state, load, perf)\n"
-          "  events     the engine's scaling event log\n"
-          "  keygen     write an RSA key pair (PEM)\n"
-          "Run `sgpu COMMAND --help` for a command's options.\n"
+          "Commands:\n",
+          f);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fputs("Run `sgpu COMMAND --help` for a command's options.\n"
           "\n"
           "Global options (anywhere on the line; the flag wins over the variable):\n",
           f);
@@ -149,24 +162,14 @@ int main(int argc, char **argv)
     srandom((unsigned)(time(NULL) ^ getpid()));
 
     const char *cmd = r.args[0];
-    int sub_argc = r.nargs;
-    char **sub_argv = r.args;
+    size_t k = 0;
+    while (k < NCOMMANDS && strcmp(cmd, commands[k].name) != 0 &&
+           !(commands[k].plural && strcmp(cmd, commands[k].plural) == 0))
+        k++;
     int rc;
-    if (strcmp(cmd, "call") == 0)
-        rc = cmd_call(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "load") == 0)
-        rc = cmd_load(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "endpoint") == 0 || strcmp(cmd, "endpoints") == 0)
-        rc = cmd_endpoint(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "workergroup") == 0 || strcmp(cmd, "workergroups") == 0)
-        rc = cmd_workergroup(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "worker") == 0 || strcmp(cmd, "workers") == 0)
-        rc = cmd_worker(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "events") == 0)
-        rc = cmd_events(&c, sub_argc, sub_argv);
-    else if (strcmp(cmd, "keygen") == 0)
-        rc = cmd_keygen(&c, sub_argc, sub_argv);
-    else {
+    if (k < NCOMMANDS) {
+        rc = commands[k].fn(&c, r.nargs, r.args);
+    } else {
         fprintf(stderr, "sgpu: unknown command '%s' (see sgpu --help)\n", cmd);
         rc = 2;
     }

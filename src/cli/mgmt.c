@@ -464,6 +464,31 @@ static int res_retry(struct mctx *m, const struct resource *res, const char *ref
     return 0;
 }
 
+/* The subcommands and how many positional arguments may follow them (update and delete take
+ * REF first, retry exactly REF, and only where the kind has it). */
+enum sub { SUB_CREATE, SUB_LIST, SUB_UPDATE, SUB_DELETE, SUB_RETRY };
+static const struct {
+    const char *name;
+    enum sub sub;
+    int min_args, max_args; /* max -1 = any */
+} subs[] = {
+    {"create", SUB_CREATE, 0, -1}, {"list", SUB_LIST, 0, -1},  {"update", SUB_UPDATE, 1, -1},
+    {"delete", SUB_DELETE, 1, -1}, {"retry", SUB_RETRY, 1, 1},
+};
+
+/* The row of subs[] for `name` with nargs arguments after it, or -1 (a usage error). */
+static int sub_find(const struct resource *res, const char *name, int nargs)
+{
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        if (strcmp(name, subs[i].name) != 0) continue;
+        if (subs[i].sub == SUB_RETRY && !res->has_retry) return -1;
+        if (nargs < subs[i].min_args || (subs[i].max_args >= 0 && nargs > subs[i].max_args))
+            return -1;
+        return (int)i;
+    }
+    return -1;
+}
+
 /* sgpu endpoint|workergroup create|list|update|delete|retry ... */
 static int cmd_resource(const struct resource *res, struct cli_common *c, int argc, char **argv)
 {
@@ -479,13 +504,10 @@ static int cmd_resource(const struct resource *res, struct cli_common *c, int ar
         return rc == 1 ? 0 : 2;
     }
     /* positional: SUB [REF|NAME] [key=value ...] */
-    const char *sub = r.args[0];
     int nrest = r.nargs - 1;
     char **rest = r.args + 1;
-    bool needs_ref = strcmp(sub, "update") == 0 || strcmp(sub, "delete") == 0 ||
-                     (res->has_retry && strcmp(sub, "retry") == 0);
-    bool known = needs_ref || strcmp(sub, "create") == 0 || strcmp(sub, "list") == 0;
-    if (!known || (needs_ref && nrest < 1) || (strcmp(sub, "retry") == 0 && nrest != 1)) {
+    int si = sub_find(res, r.args[0], nrest);
+    if (si < 0) {
         res->usage(stderr);
         opts_result_free(&r);
         return 2;
@@ -495,16 +517,17 @@ static int cmd_resource(const struct resource *res, struct cli_common *c, int ar
         opts_result_free(&r);
         return 1;
     }
-    if (strcmp(sub, "create") == 0) {
+    enum sub sub = subs[si].sub;
+    if (sub == SUB_CREATE) {
         rc = res_create(&m, res, &o, nrest, rest);
-    } else if (strcmp(sub, "list") == 0) {
+    } else if (sub == SUB_LIST) {
         rc = res_list(&m, res);
-    } else if (strcmp(sub, "retry") == 0) {
+    } else if (sub == SUB_RETRY) {
         rc = res_retry(&m, res, rest[0]);
     } else {
         char path[128], label[160];
         rc = res_object(&m, res, rest[0], path, sizeof path, label, sizeof label);
-        if (rc == 0) rc = update_or_delete(&m, sub[0] == 'u', path, nrest - 1, rest + 1, label);
+        if (rc == 0) rc = update_or_delete(&m, sub == SUB_UPDATE, path, nrest - 1, rest + 1, label);
     }
     mctx_free(&m);
     opts_result_free(&r);

@@ -406,7 +406,43 @@ static void set_nodelay(struct evhttp_connection *c)
     }
 }
 
-static void start_send(struct hc_req *r)
+/* A TLS connection to r's address, verifying r->u.host (a name or an IP literal) unless the
+ * client is insecure; NULL after req_fail. */
+static struct evhttp_connection *connect_tls(struct hc_req *r)
+{
+    struct hclient *hc = r->hc;
+    SSL_CTX *ctx = client_ssl_ctx(hc);
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    if (!ssl) {
+        req_fail(r, HC_ERR_CONNECT, "TLS setup failed%s", NULL);
+        return NULL;
+    }
+    SSL_set_tlsext_host_name(ssl, r->u.host);
+    if (!hc->tls.insecure) {
+        struct in6_addr tmp;
+        if (inet_pton(AF_INET, r->u.host, &tmp) == 1 || inet_pton(AF_INET6, r->u.host, &tmp) == 1)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), r->u.host);
+        else
+            SSL_set1_host(ssl, r->u.host);
+    }
+    struct bufferevent *bev =
+        bufferevent_openssl_socket_new(hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (!bev) {
+        SSL_free(ssl);
+        req_fail(r, HC_ERR_CONNECT, "TLS setup failed%s", NULL);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    struct evhttp_connection *c = evhttp_connection_base_bufferevent_new(
+        hc->base, NULL, bev, r->addr, (unsigned short)r->u.port);
+    if (!c) req_fail(r, HC_ERR_CONNECT, "cannot create connection%s", NULL);
+    return c;
+}
+
+/* r->evcon: a kept-alive connection from the pool (plain HTTP, first try), else a new one.
+ * -1 after req_fail. */
+static int open_connection(struct hc_req *r)
 {
     struct hclient *hc = r->hc;
     snprintf(r->key, sizeof r->key, "%s:%d", r->addr, r->u.port);
@@ -418,39 +454,15 @@ static void start_send(struct hc_req *r)
     }
     if (!r->evcon) {
         if (r->u.tls) {
-            SSL_CTX *ctx = client_ssl_ctx(hc);
-            SSL *ssl = ctx ? SSL_new(ctx) : NULL;
-            if (!ssl) {
-                req_fail(r, HC_ERR_CONNECT, "TLS setup failed%s", NULL);
-                return;
-            }
-            SSL_set_tlsext_host_name(ssl, r->u.host);
-            if (!hc->tls.insecure) {
-                struct in6_addr tmp;
-                if (inet_pton(AF_INET, r->u.host, &tmp) == 1 ||
-                    inet_pton(AF_INET6, r->u.host, &tmp) == 1)
-                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), r->u.host);
-                else
-                    SSL_set1_host(ssl, r->u.host);
-            }
-            struct bufferevent *bev =
-                bufferevent_openssl_socket_new(hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-            if (!bev) {
-                SSL_free(ssl);
-                req_fail(r, HC_ERR_CONNECT, "TLS setup failed%s", NULL);
-                return;
-            }
-            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-            r->evcon = evhttp_connection_base_bufferevent_new(hc->base, NULL, bev, r->addr,
-                                                              (unsigned short)r->u.port);
+            r->evcon = connect_tls(r);
+            if (!r->evcon) return -1;
         } else {
             r->evcon =
                 evhttp_connection_base_new(hc->base, NULL, r->addr, (unsigned short)r->u.port);
-        }
-        if (!r->evcon) {
-            req_fail(r, HC_ERR_CONNECT, "cannot create connection%s", NULL);
-            return;
+            if (!r->evcon) {
+                req_fail(r, HC_ERR_CONNECT, "cannot create connection%s", NULL);
+                return -1;
+            }
         }
         evhttp_connection_set_retries(r->evcon, 0);
         /* evhttp does not bound response headers on outgoing connections by default */
@@ -459,15 +471,29 @@ static void start_send(struct hc_req *r)
     double t = r->o.timeout_s > 0 ? r->o.timeout_s : 60.0;
     struct timeval tv = {(time_t)t + 1, 0};
     evhttp_connection_set_timeout_tv(r->evcon, &tv);
+    return 0;
+}
 
-    r->ereq = evhttp_request_new(done_cb, r);
-    if (!r->ereq) {
-        req_fail(r, HC_ERR_CONNECT, "out of memory%s", NULL);
-        return;
-    }
-    evhttp_request_set_header_cb(r->ereq, header_cb);
-    evhttp_request_set_chunked_cb(r->ereq, chunk_cb);
-    evhttp_request_set_error_cb(r->ereq, error_cb);
+/* The request methods hc_opts.method may name; anything else is sent as GET. */
+static const struct {
+    const char *name;
+    enum evhttp_cmd_type cmd;
+} methods[] = {
+    {"POST", EVHTTP_REQ_POST},   {"PUT", EVHTTP_REQ_PUT},   {"DELETE", EVHTTP_REQ_DELETE},
+    {"PATCH", EVHTTP_REQ_PATCH}, {"HEAD", EVHTTP_REQ_HEAD},
+};
+
+static enum evhttp_cmd_type method_cmd(const char *name)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (strcmp(name, methods[i].name) == 0) return methods[i].cmd;
+    return EVHTTP_REQ_GET;
+}
+
+/* Host (with the port unless it is the scheme's default), User-Agent, Accept, Authorization,
+ * and for a body (or a POST/PUT without one) Content-Type, Content-Length and the body. */
+static void add_headers_body(struct hc_req *r, enum evhttp_cmd_type cmd)
+{
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->ereq);
     char hostport[320];
     bool v6 = strchr(r->u.host, ':') != NULL;
@@ -484,17 +510,6 @@ static void start_send(struct hc_req *r)
         snprintf(auth, sizeof auth, "Bearer %s", r->bearer_s);
         evhttp_add_header(h, "Authorization", auth);
     }
-    enum evhttp_cmd_type cmd = EVHTTP_REQ_GET;
-    if (strcmp(r->method_s, "POST") == 0)
-        cmd = EVHTTP_REQ_POST;
-    else if (strcmp(r->method_s, "PUT") == 0)
-        cmd = EVHTTP_REQ_PUT;
-    else if (strcmp(r->method_s, "DELETE") == 0)
-        cmd = EVHTTP_REQ_DELETE;
-    else if (strcmp(r->method_s, "PATCH") == 0)
-        cmd = EVHTTP_REQ_PATCH;
-    else if (strcmp(r->method_s, "HEAD") == 0)
-        cmd = EVHTTP_REQ_HEAD;
     if (r->body_s || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT) {
         char cl[32];
         size_t n = r->body_s ? r->o.body_len : 0;
@@ -504,6 +519,21 @@ static void start_send(struct hc_req *r)
         evhttp_add_header(h, "Content-Length", cl);
         if (n) evbuffer_add(evhttp_request_get_output_buffer(r->ereq), r->body_s, n);
     }
+}
+
+static void start_send(struct hc_req *r)
+{
+    if (open_connection(r) != 0) return;
+    r->ereq = evhttp_request_new(done_cb, r);
+    if (!r->ereq) {
+        req_fail(r, HC_ERR_CONNECT, "out of memory%s", NULL);
+        return;
+    }
+    evhttp_request_set_header_cb(r->ereq, header_cb);
+    evhttp_request_set_chunked_cb(r->ereq, chunk_cb);
+    evhttp_request_set_error_cb(r->ereq, error_cb);
+    enum evhttp_cmd_type cmd = method_cmd(r->method_s);
+    add_headers_body(r, cmd);
     r->st = ST_SEND;
     if (evhttp_make_request(r->evcon, r->ereq, cmd, r->u.path) != 0) {
         r->ereq = NULL; /* freed by evhttp on failure */

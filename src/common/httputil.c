@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -214,6 +215,19 @@ char *http_request_path(struct evhttp_request *req, char *buf, size_t n)
     memcpy(buf, uri, l);
     buf[l] = '\0';
     return buf;
+}
+
+/* Streamed content types, matched as prefixes (any case). */
+static const char *const stream_types[] = {"text/event-stream", "application/x-ndjson",
+                                           "application/jsonl"};
+
+bool http_is_stream(const char *content_type, const char *transfer_encoding)
+{
+    if (transfer_encoding && strcasestr(transfer_encoding, "chunked")) return true;
+    if (!content_type) return false;
+    for (size_t i = 0; i < sizeof stream_types / sizeof stream_types[0]; i++)
+        if (strncasecmp(content_type, stream_types[i], strlen(stream_types[i])) == 0) return true;
+    return strcasestr(content_type, "stream") != NULL;
 }
 
 void http_set_nodelay(int fd)

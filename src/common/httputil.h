@@ -55,6 +55,11 @@ const char *http_request_body(struct evhttp_request *req, size_t *len);
  * Returns buf, or NULL if it does not fit or the URI is malformed. */
 char *http_request_path(struct evhttp_request *req, char *buf, size_t n);
 
+/* Whether an upstream answer is streamed (passed on as it arrives): Transfer-Encoding chunked,
+ * or a Content-Type of text/event-stream, application/x-ndjson, application/jsonl or any other
+ * naming "stream" (any case).  Either header may be NULL. */
+bool http_is_stream(const char *content_type, const char *transfer_encoding);
+
 /* Set TCP_NODELAY on a socket (ignores errors on non-TCP sockets). */
 void http_set_nodelay(int fd);
 

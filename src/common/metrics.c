@@ -63,9 +63,7 @@ static struct metric *metrics_add(struct metrics *m, enum metric_kind kind, cons
         if (strcmp(m->items[i]->name, name) == 0) return m->items[i];
     if (m->len == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 32;
-        struct metric **p = realloc(m->items, m->cap * sizeof *p);
-        if (!p) abort();
-        m->items = p;
+        m->items = xreallocarray(m->items, m->cap, sizeof *m->items);
     }
     struct metric *x = xcalloc(1, sizeof *x);
     x->kind = kind;

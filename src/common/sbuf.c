@@ -1,27 +1,27 @@
 /* Growable byte buffer; see sbuf.h. */
 #include "sbuf.h"
+#include "xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void sbuf_oom(void)
+/* A size that cannot be represented: out of memory, as xalloc treats an overflow. */
+static void sbuf_too_large(void)
 {
-    fputs("sgpu: out of memory\n", stderr);
+    fputs("fatal: out of memory: sbuf size overflow\n", stderr);
     abort();
 }
 
 void sbuf_reserve(struct sbuf *b, size_t extra)
 {
-    if (extra > (size_t)-1 / 2 - b->len) sbuf_oom();
+    if (extra > (size_t)-1 / 2 - b->len) sbuf_too_large();
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (!p) sbuf_oom();
-    b->data = p;
+    b->data = xrealloc(b->data, cap);
     b->cap = cap;
 }
 

@@ -69,7 +69,7 @@ int api_parse_body(struct api_ctx *c)
         i++;
     if (i == len) return 0;
     struct json_tokener *tok = json_tokener_new_ex(32);
-    if (!tok) abort();
+    if (!tok) abort(); /* out of memory: the xalloc policy */
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     struct json_object *o = json_tokener_parse_ex(tok, p, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);

@@ -26,30 +26,28 @@ void config_params_default(struct ep_params *p)
     p->scaler = SCALER_SGPU;
 }
 
+/* sig_scheme values by name (the API's and SGPU_AUTH_SCHEME's spelling). */
+static const char *const scheme_names[] = {
+    [SIG_URL] = "url",
+    [SIG_FIELDS_V2] = "fields-v2",
+    [SIG_FIELDS_V1] = "fields-v1",
+};
+#define NSCHEMES (sizeof scheme_names / sizeof scheme_names[0])
+
 const char *config_scheme_name(enum sig_scheme s)
 {
-    switch (s) {
-    case SIG_URL:
-        return "url";
-    case SIG_FIELDS_V2:
-        return "fields-v2";
-    case SIG_FIELDS_V1:
-        return "fields-v1";
-    }
-    return "url";
+    return (size_t)s < NSCHEMES ? scheme_names[s] : "url";
 }
 
 int config_scheme_parse(const char *s, enum sig_scheme *out)
 {
-    if (strcmp(s, "url") == 0)
-        *out = SIG_URL;
-    else if (strcmp(s, "fields-v2") == 0)
-        *out = SIG_FIELDS_V2;
-    else if (strcmp(s, "fields-v1") == 0)
-        *out = SIG_FIELDS_V1;
-    else
-        return -1;
-    return 0;
+    for (size_t i = 0; i < NSCHEMES; i++) {
+        if (strcmp(s, scheme_names[i]) == 0) {
+            *out = (enum sig_scheme)i;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 static bool ascii_alnum(unsigned char c)

@@ -3,6 +3,7 @@
 
 #include "emetrics.h"
 #include "engine.h"
+#include "lifecycle.h"
 #include "metrics.h"
 #include "state.h"
 
@@ -19,10 +20,10 @@ void emetrics_init(struct engine *e)
                                          "Calls of /route/ by result");
     e->c_routes_error = metrics_counter(m, "sgpu_engine_routes_total{result=\"error\"}",
                                         "Calls of /route/ by result");
-    static const char *const schemes[] = {"url", "fields-v2", "fields-v1"};
     for (int i = 0; i < 3; i++) {
         char n[128];
-        snprintf(n, sizeof n, "sgpu_engine_signatures_total{scheme=\"%s\"}", schemes[i]);
+        snprintf(n, sizeof n, "sgpu_engine_signatures_total{scheme=\"%s\"}",
+                 config_scheme_name((enum sig_scheme)i));
         e->c_sign[i] = metrics_counter(m, n, "RSA signatures computed");
     }
     e->c_reports =
@@ -32,11 +33,10 @@ void emetrics_init(struct engine *e)
     e->c_deletes_foreign =
         metrics_counter(m, "sgpu_engine_delete_requests_foreign_total",
                         "/delete_requests/ ids of grants issued to another worker (left open)");
-    static const char *const acts[] = {"create", "start",   "stop",     "destroy",
-                                       "drain",  "undrain", "decision", "op_failed"};
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < LIFECYCLE_NACTIONS; i++) {
         char n[128];
-        snprintf(n, sizeof n, "sgpu_engine_scale_actions_total{action=\"%s\"}", acts[i]);
+        snprintf(n, sizeof n, "sgpu_engine_scale_actions_total{action=\"%s\"}",
+                 lifecycle_actions[i]);
         e->c_actions[i] = metrics_counter(m, n, "Scaling actions and decisions");
     }
     static const char *const kinds[] = {"create", "start", "exited", "error", "not_ready"};

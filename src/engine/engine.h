@@ -247,8 +247,8 @@ struct engine {
     double *c_sign[3];
     double *c_reports, *c_deletes;
     double *c_deletes_foreign; /* /delete_requests/ ids of grants issued to another worker */
-    double *c_actions[8];
-    double *c_failures[5]; /* instance failures by kind (lifecycle.c fail_kinds) */
+    double *c_actions[8];      /* by index of lifecycle_actions (lifecycle.h) */
+    double *c_failures[5];     /* instance failures by kind (lifecycle.c fail_kinds) */
     struct metrics_hist *h_route;
     struct metrics_hist *h_qwait; /* global-queue wait of requests granted after waiting */
 };

@@ -27,16 +27,11 @@
 #include "store.h"
 #include "xalloc.h"
 
-enum {
-    ACT_CREATE,
-    ACT_START,
-    ACT_STOP,
-    ACT_DESTROY,
-    ACT_DRAIN,
-    ACT_UNDRAIN,
-    ACT_DECISION,
-    ACT_ERR
+const char *const lifecycle_actions[LIFECYCLE_NACTIONS] = {
+    "create", "start", "stop", "destroy", "drain", "undrain", "decision", "op_failed",
 };
+_Static_assert(sizeof((struct engine *)0)->c_actions / sizeof(double *) == LIFECYCLE_NACTIONS,
+               "engine.c_actions: one counter per lifecycle action");
 
 void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
                      const char *kind, const char *reason, const char *inputs)
@@ -49,24 +44,11 @@ void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct w
     if (e->store)
         store_event_add(e->store, clock_wall(), ep ? ep->id : 0, w ? w->id : 0, kind,
                         reason ? reason : "", inputs ? inputs : "{}");
-    int a = -1;
-    if (strcmp(kind, "create") == 0)
-        a = ACT_CREATE;
-    else if (strcmp(kind, "start") == 0)
-        a = ACT_START;
-    else if (strcmp(kind, "stop") == 0)
-        a = ACT_STOP;
-    else if (strcmp(kind, "destroy") == 0)
-        a = ACT_DESTROY;
-    else if (strcmp(kind, "drain") == 0)
-        a = ACT_DRAIN;
-    else if (strcmp(kind, "undrain") == 0)
-        a = ACT_UNDRAIN;
-    else if (strcmp(kind, "decision") == 0)
-        a = ACT_DECISION;
-    else if (strcmp(kind, "op_failed") == 0)
-        a = ACT_ERR;
-    if (a >= 0 && e->c_actions[a]) *e->c_actions[a] += 1;
+    for (size_t a = 0; a < LIFECYCLE_NACTIONS; a++) {
+        if (strcmp(kind, lifecycle_actions[a]) != 0) continue;
+        if (e->c_actions[a]) *e->c_actions[a] += 1;
+        break;
+    }
 }
 
 static void op_done(struct engine *e, int64_t id, enum prov_op op, int ok, const char *msg,

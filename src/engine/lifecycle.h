@@ -23,6 +23,10 @@ int lifecycle_report(struct engine *e, struct json_object *body, char *err, size
 /* Mark all workers of an endpoint/workergroup for removal. */
 void lifecycle_retire_endpoint(struct engine *e, struct endpoint *ep);
 void lifecycle_retire_wg(struct engine *e, struct workergroup *g);
+/* The event kinds counted as scaling actions, by index of engine.c_actions
+ * (sgpu_engine_scale_actions_total{action=...}). */
+#define LIFECYCLE_NACTIONS 8
+extern const char *const lifecycle_actions[LIFECYCLE_NACTIONS];
 /* Record a decision: log line, event row (batched), metrics. inputs = JSON object text or NULL */
 void lifecycle_event(struct engine *e, const struct endpoint *ep, const struct worker *w,
                      const char *kind, const char *reason, const char *inputs);

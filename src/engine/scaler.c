@@ -16,16 +16,16 @@ static int ceil_div(double cap, double per)
     return (int)n;
 }
 
-void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
+/* Active capacity wanted (perf units/s): the load (at least min_load) over target_util, raised
+ * by fast scale-up when the queue is longer than the endpoint tolerates (*fast). */
+static double wanted_cap(const struct scaler_in *in, double pe, double util, bool *fast,
+                         const char **reason)
 {
     const struct ep_params *p = &in->p;
-    double pe = in->perf_est > 0 ? in->perf_est : 0;
-    double util = p->target_util > 0 ? p->target_util : 1;
     double base = in->load > p->min_load ? in->load : p->min_load;
     double cap = base / util;
-    const char *reason = in->load > p->min_load ? "load" : "min_load";
-    bool fast = false;
-
+    *reason = in->load > p->min_load ? "load" : "min_load";
+    *fast = false;
     /* fast scale-up: the queue is longer than the endpoint tolerates */
     if (p->target_queue_time > 0 && in->queue_time > p->target_queue_time) {
         double f = in->queue_time / p->target_queue_time;
@@ -33,11 +33,18 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         double want = in->ready_cap * f + pe;
         if (want > cap) {
             cap = want;
-            fast = true;
-            reason = "queue_time";
+            *fast = true;
+            *reason = "queue_time";
         }
     }
+    return cap;
+}
 
+/* Active workers for cap: one while perf is unknown, at least one while requests wait, one
+ * more than ready when fast scale-up fires although the estimate says there are enough. */
+static int active_for_cap(const struct scaler_in *in, double cap, double pe, bool fast,
+                          const char **reason)
+{
     int a;
     if (cap <= 0)
         a = 0;
@@ -47,46 +54,97 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         a = ceil_div(cap, pe);
     if (in->qlen > 0 && a < 1) {
         a = 1;
-        reason = "queue_waiting";
+        *reason = "queue_waiting";
     }
     if (fast && a <= in->ready + in->pending_active && in->ready > 0 && in->pending_active == 0) {
         /* the queue says we are short although the estimate says we are not: add one */
         a = in->ready + 1;
     }
-    /* start latency (docs/engine.md "Start latency"): a created worker serves only after
-     * create_latency, so creates follow the demand expected by then — the demand that has
-     * lasted a quarter of that time (a shorter burst is served by what exists: ready, coming
-     * and parked workers), extrapolated along its trend (against the same measure half a
-     * create latency before; at most doubling) —
-     * plus the backlog spread over one create latency, plus the shortfall that keeps adding to
-     * it until the new workers are ready.  The forecast alone raises the target ahead of a
-     * ramp; with the backlog it caps what the load and queue rules would create beyond the
-     * workers that exist. */
+    return a;
+}
+
+/* Start latency (docs/engine.md "Start latency"): a created worker serves only after
+ * create_latency, so creates follow the demand expected by then — the demand that has lasted a
+ * quarter of that time (a shorter burst is served by what exists: ready, coming and parked
+ * workers), extrapolated along its trend (against the same measure half a create latency
+ * before; at most doubling) — plus the backlog spread over one create latency, plus the
+ * shortfall that keeps adding to it until the new workers are ready.  The forecast alone raises
+ * the target ahead of a ramp; with the backlog it caps what the load and queue rules would
+ * create beyond the workers that exist.  Returns the adjusted target a. */
+static int start_latency_rule(const struct scaler_in *in, double pe, double util, int a,
+                              const char **reason)
+{
+    const struct ep_params *p = &in->p;
+    if (!(in->create_latency > 0 && pe > 0)) return a;
     int avail = in->ready + in->pending_active + in->stopped + in->pending_park;
-    if (in->create_latency > 0 && pe > 0) {
-        double hc = in->create_latency;
-        double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
-        double slope = 0; /* cost/s per s, rises only */
-        if (in->load_prev_sustained >= 0 && in->load_sustained > in->load_prev_sustained)
-            slope = (in->load_sustained - in->load_prev_sustained) / (hc / 2);
-        double fc = sus + slope * hc;
-        if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
-        double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;
-        double shortfall = sus - avail * pe;
-        if (shortfall < 0) shortfall = 0;
-        int af = ceil_div(fc / util, pe);
-        int ac = ceil_div(fc / util + bl / hc + shortfall, pe);
-        if (af > a && af > avail) {
-            a = af;
-            reason = "forecast";
-        } else if (a > avail) {
-            if (ac < avail) ac = avail;
-            if (ac < a) {
-                a = ac;
-                reason = "create_horizon";
-            }
+    double hc = in->create_latency;
+    double sus = in->load_sustained > p->min_load ? in->load_sustained : p->min_load;
+    double slope = 0; /* cost/s per s, rises only */
+    if (in->load_prev_sustained >= 0 && in->load_sustained > in->load_prev_sustained)
+        slope = (in->load_sustained - in->load_prev_sustained) / (hc / 2);
+    double fc = sus + slope * hc;
+    if (fc > 2 * sus) fc = 2 * sus; /* at most double within one create latency */
+    double bl = in->backlog > 0 && isfinite(in->backlog) ? in->backlog : 0;
+    double shortfall = sus - avail * pe;
+    if (shortfall < 0) shortfall = 0;
+    int af = ceil_div(fc / util, pe);
+    int ac = ceil_div(fc / util + bl / hc + shortfall, pe);
+    if (af > a && af > avail) {
+        a = af;
+        *reason = "forecast";
+    } else if (a > avail) {
+        if (ac < avail) ac = avail;
+        if (ac < a) {
+            a = ac;
+            *reason = "create_horizon";
         }
     }
+    return a;
+}
+
+/* The parked tier: the most of min_workers - a, (cold_mult - 1) x cap and min_cold_load - cap
+ * in workers.  Where parking is not allowed the loaded floor (min_workers, min_cold_load) is
+ * kept active instead (*a raised) and no worker is parked. */
+static int parked_target(const struct scaler_in *in, double cap, double pe, int *a,
+                         const char **reason)
+{
+    const struct ep_params *p = &in->p;
+    if (!in->inactive_allowed) {
+        /* no parking: keep the loaded floor active instead */
+        if (p->min_workers > *a) {
+            *a = p->min_workers;
+            *reason = "min_workers";
+        }
+        int c = pe > 0 ? ceil_div(p->min_cold_load, pe) : (p->min_cold_load > 0 ? 1 : 0);
+        if (c > *a) {
+            *a = c;
+            *reason = "min_cold_load";
+        }
+        return 0;
+    }
+    int i1 = p->min_workers - *a;
+    int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * cap, pe) : 0;
+    int i3;
+    if (pe > 0)
+        i3 = ceil_div(p->min_cold_load - cap, pe);
+    else
+        i3 = p->min_cold_load > cap ? 1 : 0;
+    int i = i1;
+    if (i2 > i) i = i2;
+    if (i3 > i) i = i3;
+    return i < 0 ? 0 : i;
+}
+
+void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
+{
+    const struct ep_params *p = &in->p;
+    double pe = in->perf_est > 0 ? in->perf_est : 0;
+    double util = p->target_util > 0 ? p->target_util : 1;
+    const char *reason;
+    bool fast;
+    double cap = wanted_cap(in, pe, util, &fast, &reason);
+    int a = active_for_cap(in, cap, pe, fast, &reason);
+    a = start_latency_rule(in, pe, util, a, &reason);
     if (in->qlen > 0 && a < 1) {
         a = 1;
         reason = "queue_waiting";
@@ -103,31 +161,7 @@ void scaler_compute(const struct scaler_in *in, struct scaler_out *out)
         reason = "inactivity_timeout";
     }
 
-    int i = 0;
-    if (in->inactive_allowed) {
-        int i1 = p->min_workers - a;
-        int i2 = pe > 0 ? ceil_div((p->cold_mult - 1) * cap, pe) : 0;
-        int i3;
-        if (pe > 0)
-            i3 = ceil_div(p->min_cold_load - cap, pe);
-        else
-            i3 = p->min_cold_load > cap ? 1 : 0;
-        i = i1;
-        if (i2 > i) i = i2;
-        if (i3 > i) i = i3;
-        if (i < 0) i = 0;
-    } else {
-        /* no parking: keep the loaded floor active instead */
-        if (p->min_workers > a) {
-            a = p->min_workers;
-            reason = "min_workers";
-        }
-        int c = pe > 0 ? ceil_div(p->min_cold_load, pe) : (p->min_cold_load > 0 ? 1 : 0);
-        if (c > a) {
-            a = c;
-            reason = "min_cold_load";
-        }
-    }
+    int i = parked_target(in, cap, pe, &a, &reason);
     if (a > p->max_workers) {
         a = p->max_workers;
         reason = "max_workers";

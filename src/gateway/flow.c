@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -447,16 +446,6 @@ static void send_route(struct flow *f)
 
 /* ---- worker call ---- */
 
-static bool is_stream(const char *ct, const char *te)
-{
-    if (te && strcasestr(te, "chunked")) return true;
-    if (!ct) return false;
-    if (strncasecmp(ct, "text/event-stream", 17) == 0) return true;
-    if (strncasecmp(ct, "application/x-ndjson", 20) == 0) return true;
-    if (strncasecmp(ct, "application/jsonl", 17) == 0) return true;
-    return strcasestr(ct, "stream") != NULL;
-}
-
 static bool retryable(int s)
 {
     return s == 408 || s == 429 || s >= 500;
@@ -499,7 +488,7 @@ static int call_head(struct upstream_req *u, int status, struct evkeyvalq *hdrs,
     const char *ct = evhttp_find_header(hdrs, "Content-Type");
     const char *te = evhttp_find_header(hdrs, "Transfer-Encoding");
     snprintf(f->ctype, sizeof f->ctype, "%s", ct && *ct ? ct : "application/json");
-    if (!is_stream(ct, te)) return 0;
+    if (!http_is_stream(ct, te)) return 0;
     if (!f->req) return -1;
     struct evkeyvalq *oh = evhttp_request_get_output_headers(f->req);
     evhttp_remove_header(oh, "Content-Type");

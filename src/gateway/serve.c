@@ -442,6 +442,16 @@ static void models_route(struct gateway *g, struct evhttp_request *req, enum gw_
     h_models(g, req, shape, key, id ? id : (ep[0] ? ep : NULL));
 }
 
+/* Worker routes of a known kind (the cost estimate and the TGI shape's routes); any other
+ * route is K_GENERIC. */
+static const struct {
+    const char *path;
+    enum kind kind;
+} kind_routes[] = {
+    {"/generate", K_TGI},          {"/generate_stream", K_TGI},  {"/v1/chat/completions", K_OPENAI},
+    {"/v1/completions", K_OPENAI}, {"/v1/embeddings", K_OPENAI},
+};
+
 /* The worker route (with the client's query) and the request kind.  TGI's compat route "/"
  * becomes /generate, or /generate_stream with "stream": true (*wrap: answer as an array). */
 static enum kind worker_route(struct evhttp_request *req, const char *rest,
@@ -456,10 +466,8 @@ static enum kind worker_route(struct evhttp_request *req, const char *rest,
         k = K_TGI;
     } else {
         snprintf(route, n, "%s", rest);
-        if (strcmp(rest, "/generate") == 0 || strcmp(rest, "/generate_stream") == 0) k = K_TGI;
-        if (strcmp(rest, "/v1/chat/completions") == 0 || strcmp(rest, "/v1/completions") == 0 ||
-            strcmp(rest, "/v1/embeddings") == 0)
-            k = K_OPENAI;
+        for (size_t i = 0; i < sizeof kind_routes / sizeof kind_routes[0]; i++)
+            if (strcmp(rest, kind_routes[i].path) == 0) k = kind_routes[i].kind;
     }
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *q = u ? evhttp_uri_get_query(u) : NULL;

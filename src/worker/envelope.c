@@ -195,6 +195,118 @@ void envelope_free(struct envelope *env)
     memset(env, 0, sizeof *env);
 }
 
+/* 422 when auth_data or payload is missing (PyWorker's body); true when it replied. */
+static bool reply_missing(struct evhttp_request *req, const struct envelope *env)
+{
+    if (env->auth && env->payload) return false;
+    struct sbuf b = SBUF_INIT;
+    sbuf_putc(&b, '{');
+    if (!env->auth) sbuf_puts(&b, "\"auth_data\": \"field missing\"");
+    if (!env->payload)
+        sbuf_puts(&b, env->auth ? "\"payload\": \"field missing\""
+                                : ", \"payload\": \"field missing\"");
+    sbuf_putc(&b, '}');
+    reply_422(req, b.data);
+    sbuf_free(&b);
+    return true;
+}
+
+/* The members of the 422 body (after its '{', in b) for what auth_data lacks: not an object,
+ * or the scheme's keys missing. */
+static void check_auth(const struct worker *w, const struct envelope *env, struct sbuf *b)
+{
+    if (env->auth->type != PYJ_OBJECT) {
+        sbuf_puts(b, "\"auth_data\": \"must be a JSON object\"");
+        return;
+    }
+    const char *const *keys = w->cfg.scheme == AUTH_FIELDS_V1 ? keys_v1 : keys_v2;
+    size_t nk = w->cfg.scheme == AUTH_FIELDS_V1 ? 5 : 6;
+    bool any = false;
+    for (size_t i = 0; i < nk; i++) {
+        if (pyj_get(env->auth, keys[i])) continue;
+        sbuf_puts(b, any ? ", \"" : "\"auth_data\": {\"");
+        sbuf_puts(b, keys[i]);
+        sbuf_puts(b, "\": \"missing parameter\"");
+        any = true;
+    }
+    if (any) sbuf_putc(b, '}');
+}
+
+/* The same for the handler's payload check ("object", "tgi"), after what check_auth wrote. */
+static void check_payload(const struct worker *w, const struct handler *h,
+                          const struct envelope *env, struct sbuf *b)
+{
+    const char *sep = b->len > 1 ? ", " : "";
+    if (h->check != PC_ANY && env->payload->type != PYJ_OBJECT) {
+        sbuf_printf(b, "%s\"payload\": {\"data\": \"payload must be a dictionary\"}", sep);
+    } else if (h->check == PC_TGI) {
+        /* G1 (PyWorker workers/tgi) requires "parameters"; the current worker (G3) forwards a
+         * payload without it (the workload then defaults, see handlers.c) */
+        bool ni = !pyj_get(env->payload, "inputs"),
+             np = worker_is_g1(&w->cfg) && !pyj_get(env->payload, "parameters");
+        if (ni || np) {
+            sbuf_printf(b, "%s\"payload\": {", sep);
+            if (ni) sbuf_puts(b, "\"inputs\": \"missing parameter\"");
+            if (np)
+                sbuf_puts(b, ni ? ", \"parameters\": \"missing parameter\""
+                                : "\"parameters\": \"missing parameter\"");
+            sbuf_putc(b, '}');
+        }
+    }
+}
+
+/* 422 naming every bad field of auth_data and the payload; true when it replied. */
+static bool reply_bad_fields(const struct worker *w, const struct handler *h,
+                             struct evhttp_request *req, const struct envelope *env)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_putc(&b, '{');
+    check_auth(w, env, &b);
+    check_payload(w, h, env, &b);
+    bool bad = b.len > 1;
+    if (bad) {
+        sbuf_putc(&b, '}');
+        reply_422(req, b.data);
+    }
+    sbuf_free(&b);
+    return bad;
+}
+
+/* Small bodies (fully parsed): the payload is forwarded as the bytes the client sent (B7:
+ * nothing is dropped); if the scanner cannot place it, the caller re-serialises it
+ * (payload_raw NULL).  -1 after a 422 (auth_data too large). */
+static int place_payload(const struct handler *h, struct evhttp_request *req, const char *body,
+                         size_t len, struct envelope *env)
+{
+    static const char *const top[] = {"payload", "auth_data"};
+    struct jspan sp[2];
+    if (jspan_members(body, len, top, 2, sp) == 0) {
+        if (sp[1].found && sp[1].len > AUTH_DATA_MAX) { /* same rule as the large-body path */
+            reply_422(req, AUTH_TOO_LARGE);
+            return -1;
+        }
+        if (sp[0].found) {
+            env->payload_raw = body + sp[0].off;
+            env->payload_len = sp[0].len;
+        }
+    }
+    /* openai worker's request_parser: {"input": {...}} is unwrapped (§3.2). */
+    const struct pyj_value *inner = h->unwrap_input ? pyj_get(env->payload, "input") : NULL;
+    if (inner && inner->type == PYJ_OBJECT) {
+        env->payload = inner;
+        static const char *const in[] = {"input"};
+        struct jspan isp;
+        if (env->payload_raw &&
+            jspan_members(env->payload_raw, env->payload_len, in, 1, &isp) == 0 && isp.found) {
+            env->payload_raw += isp.off;
+            env->payload_len = isp.len;
+        } else {
+            env->payload_raw = NULL; /* re-serialised by the caller */
+        }
+    }
+    return 0;
+}
+
 int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *req,
                    const char *body, size_t len, struct envelope *env)
 {
@@ -218,92 +330,10 @@ int envelope_parse(struct worker *w, struct handler *h, struct evhttp_request *r
     env->auth = pyj_get(env->doc, "auth_data");
     env->payload = pyj_get(env->doc, "payload");
     env->session = pyj_get(env->doc, "session_id");
-    if (!env->auth || !env->payload) {
-        struct sbuf b = SBUF_INIT;
-        sbuf_putc(&b, '{');
-        if (!env->auth) sbuf_puts(&b, "\"auth_data\": \"field missing\"");
-        if (!env->payload)
-            sbuf_puts(&b, env->auth ? "\"payload\": \"field missing\""
-                                    : ", \"payload\": \"field missing\"");
-        sbuf_putc(&b, '}');
-        reply_422(req, b.data);
-        sbuf_free(&b);
+    if (reply_missing(req, env) || reply_bad_fields(w, h, req, env) ||
+        (!lite && place_payload(h, req, body, len, env) != 0)) {
         envelope_free(env);
         return -1;
     }
-    struct sbuf b = SBUF_INIT;
-    sbuf_putc(&b, '{');
-    if (env->auth->type != PYJ_OBJECT) {
-        sbuf_puts(&b, "\"auth_data\": \"must be a JSON object\"");
-    } else {
-        const char *const *keys = w->cfg.scheme == AUTH_FIELDS_V1 ? keys_v1 : keys_v2;
-        size_t nk = w->cfg.scheme == AUTH_FIELDS_V1 ? 5 : 6;
-        bool any = false;
-        for (size_t i = 0; i < nk; i++) {
-            if (pyj_get(env->auth, keys[i])) continue;
-            sbuf_puts(&b, any ? ", \"" : "\"auth_data\": {\"");
-            sbuf_puts(&b, keys[i]);
-            sbuf_puts(&b, "\": \"missing parameter\"");
-            any = true;
-        }
-        if (any) sbuf_putc(&b, '}');
-    }
-    size_t auth_part = b.len;
-    const char *sep = auth_part > 1 ? ", " : "";
-    if (h->check != PC_ANY && env->payload->type != PYJ_OBJECT) {
-        sbuf_printf(&b, "%s\"payload\": {\"data\": \"payload must be a dictionary\"}", sep);
-    } else if (h->check == PC_TGI) {
-        /* G1 (PyWorker workers/tgi) requires "parameters"; the current worker (G3) forwards a
-         * payload without it (the workload then defaults, see handlers.c) */
-        bool ni = !pyj_get(env->payload, "inputs"),
-             np = worker_is_g1(&w->cfg) && !pyj_get(env->payload, "parameters");
-        if (ni || np) {
-            sbuf_printf(&b, "%s\"payload\": {", sep);
-            if (ni) sbuf_puts(&b, "\"inputs\": \"missing parameter\"");
-            if (np)
-                sbuf_puts(&b, ni ? ", \"parameters\": \"missing parameter\""
-                                 : "\"parameters\": \"missing parameter\"");
-            sbuf_putc(&b, '}');
-        }
-    }
-    if (b.len > 1) {
-        sbuf_putc(&b, '}');
-        reply_422(req, b.data);
-        sbuf_free(&b);
-        envelope_free(env);
-        return -1;
-    }
-    sbuf_free(&b);
-
-    /* The payload is forwarded as the bytes the client sent (B7: nothing is
-     * dropped).  If the scanner cannot place it, fall back to re-serialising. */
-    if (lite) return 0; /* spans and unwrapping done by parse_lite */
-    static const char *const top[] = {"payload", "auth_data"};
-    struct jspan sp[2];
-    if (jspan_members(body, len, top, 2, sp) == 0) {
-        if (sp[1].found && sp[1].len > AUTH_DATA_MAX) { /* same rule as the large-body path */
-            reply_422(req, AUTH_TOO_LARGE);
-            envelope_free(env);
-            return -1;
-        }
-        if (sp[0].found) {
-            env->payload_raw = body + sp[0].off;
-            env->payload_len = sp[0].len;
-        }
-    }
-    /* openai worker's request_parser: {"input": {...}} is unwrapped (§3.2). */
-    const struct pyj_value *inner = h->unwrap_input ? pyj_get(env->payload, "input") : NULL;
-    if (inner && inner->type == PYJ_OBJECT) {
-        env->payload = inner;
-        static const char *const in[] = {"input"};
-        struct jspan isp;
-        if (env->payload_raw &&
-            jspan_members(env->payload_raw, env->payload_len, in, 1, &isp) == 0 && isp.found) {
-            env->payload_raw += isp.off;
-            env->payload_len = isp.len;
-        } else {
-            env->payload_raw = NULL; /* re-serialised by the caller */
-        }
-    }
-    return 0;
+    return 0; /* large bodies: spans and unwrapping done by parse_lite */
 }

@@ -92,21 +92,30 @@ static int read_file(const char *path, struct sbuf *b)
     return 0;
 }
 
+/* The named workload rules and the default workload each sets (-1 = leave it). */
+static const struct {
+    const char *name;
+    enum wl_kind wl;
+    double wdef;
+} wl_names[] = {
+    {"tgi", WL_TGI, 256},
+    {"openai", WL_OPENAI, -1},
+    {"comfyui", WL_COMFY, -1},
+};
+
 /* "workload": "tgi" | "openai" | "comfyui" | {"field", "constant", "default"}. */
 static int parse_workload(const struct pyj_value *wv, size_t i, enum wl_kind *wl, double *wdef,
                           char field[128])
 {
     if (!wv) return 0;
     if (wv->type == PYJ_STRING) {
-        if (strcmp(wv->u.str.s, "tgi") == 0)
-            *wl = WL_TGI, *wdef = 256;
-        else if (strcmp(wv->u.str.s, "openai") == 0)
-            *wl = WL_OPENAI;
-        else if (strcmp(wv->u.str.s, "comfyui") == 0)
-            *wl = WL_COMFY;
-        else
-            return config_error(i, "workload", "unknown rule");
-        return 0;
+        for (size_t k = 0; k < sizeof wl_names / sizeof wl_names[0]; k++) {
+            if (strcmp(wv->u.str.s, wl_names[k].name) != 0) continue;
+            *wl = wl_names[k].wl;
+            if (wl_names[k].wdef >= 0) *wdef = wl_names[k].wdef;
+            return 0;
+        }
+        return config_error(i, "workload", "unknown rule");
     }
     if (wv->type != PYJ_OBJECT) return config_error(i, "workload", "expected a string or object");
     const struct pyj_value *fv = pyj_get(wv, "field");
@@ -135,16 +144,15 @@ static int parse_workload(const struct pyj_value *wv, size_t i, enum wl_kind *wl
 /* "payload": "object" | "tgi" | "any". */
 static int parse_check(const struct pyj_value *chk, size_t i, enum payload_check *check)
 {
+    static const char *const names[] = {[PC_OBJECT] = "object", [PC_TGI] = "tgi", [PC_ANY] = "any"};
     if (!chk) return 0;
-    if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "tgi") == 0)
-        *check = PC_TGI;
-    else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "any") == 0)
-        *check = PC_ANY;
-    else if (chk->type == PYJ_STRING && strcmp(chk->u.str.s, "object") == 0)
-        *check = PC_OBJECT;
-    else
-        return config_error(i, "payload", "expected object, tgi or any");
-    return 0;
+    for (size_t k = 0; chk->type == PYJ_STRING && k < sizeof names / sizeof names[0]; k++) {
+        if (strcmp(chk->u.str.s, names[k]) == 0) {
+            *check = (enum payload_check)k;
+            return 0;
+        }
+    }
+    return config_error(i, "payload", "expected object, tgi or any");
 }
 
 /* The members set on an added handler: max_queue_time, unwrap_input, stream, benchmark. */
@@ -244,29 +252,61 @@ out:
     return rc;
 }
 
+static void preset_tgi(struct worker *w)
+{
+    struct handler *h = add(w, "/generate", NULL, WL_TGI, 256, true, PC_TGI);
+    h->bench_payload = bench_tgi(BENCH_WORDS, BENCH_TGI_NEW);
+    h->bench_preset = BENCH_TGI;
+    add(w, "/generate_stream", NULL, WL_TGI, 256, true, PC_TGI);
+}
+
+static void preset_openai(struct worker *w)
+{
+    struct handler *h = add(w, "/v1/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
+    h->bench_payload = bench_openai(BENCH_WORDS, BENCH_OPENAI_NEW);
+    h->bench_preset = BENCH_OPENAI;
+    h->unwrap_input = true;
+    add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT)->unwrap_input = true;
+}
+
+static void preset_comfyui(struct worker *w)
+{
+    struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
+    h->bench_payload = xstrdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
+}
+
+/* Any other backend: "*" forwards every POST path (workload: --workload-field, --workload). */
+static void preset_generic(struct worker *w)
+{
+    const struct wconfig *c = &w->cfg;
+    struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST, c->wl_constant,
+                            c->parallel, PC_OBJECT);
+    snprintf(h->wl_field, sizeof h->wl_field, "%s", c->wl_field);
+}
+
+/* The backends with preset routes (without a config file). */
+static const struct {
+    const char *backend;
+    void (*add)(struct worker *w);
+} presets[] = {
+    {"tgi", preset_tgi},
+    {"openai", preset_openai},
+    {"comfyui", preset_comfyui},
+};
+
 int handlers_init(struct worker *w)
 {
     struct wconfig *c = &w->cfg;
     if (c->config_file[0]) {
         if (load_config_file(w, c->config_file) != 0) return -1;
-    } else if (strcmp(c->backend, "tgi") == 0) {
-        struct handler *h = add(w, "/generate", NULL, WL_TGI, 256, true, PC_TGI);
-        h->bench_payload = bench_tgi(BENCH_WORDS, BENCH_TGI_NEW);
-        h->bench_preset = BENCH_TGI;
-        add(w, "/generate_stream", NULL, WL_TGI, 256, true, PC_TGI);
-    } else if (strcmp(c->backend, "openai") == 0) {
-        struct handler *h = add(w, "/v1/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT);
-        h->bench_payload = bench_openai(BENCH_WORDS, BENCH_OPENAI_NEW);
-        h->bench_preset = BENCH_OPENAI;
-        h->unwrap_input = true;
-        add(w, "/v1/chat/completions", NULL, WL_OPENAI, 0, true, PC_OBJECT)->unwrap_input = true;
-    } else if (strcmp(c->backend, "comfyui") == 0) {
-        struct handler *h = add(w, "/generate/sync", NULL, WL_COMFY, 0, false, PC_OBJECT);
-        h->bench_payload = xstrdup("{\"input\": {\"width\": 512, \"height\": 512, \"steps\": 20}}");
     } else {
-        struct handler *h = add(w, "*", NULL, c->wl_field[0] ? WL_FIELD : WL_CONST, c->wl_constant,
-                                c->parallel, PC_OBJECT);
-        snprintf(h->wl_field, sizeof h->wl_field, "%s", c->wl_field);
+        size_t n = sizeof presets / sizeof presets[0], k = 0;
+        while (k < n && strcmp(c->backend, presets[k].backend) != 0)
+            k++;
+        if (k < n)
+            presets[k].add(w);
+        else
+            preset_generic(w);
     }
     for (size_t i = 0; i < w->nhandlers; i++) {
         struct handler *h = &w->handlers[i];

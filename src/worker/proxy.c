@@ -8,7 +8,6 @@
  * failures answer 502, timeouts 504, both with a JSON error. */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -22,16 +21,6 @@
 #include "reply.h"
 
 #define STREAM_HIGH_WATER ((size_t)1 << 20)
-
-static bool is_stream(const char *ct, const char *te)
-{
-    if (te && strcasestr(te, "chunked")) return true;
-    if (!ct) return false;
-    if (strncasecmp(ct, "text/event-stream", 17) == 0) return true;
-    if (strncasecmp(ct, "application/x-ndjson", 20) == 0) return true;
-    if (strncasecmp(ct, "application/jsonl", 17) == 0) return true;
-    return strcasestr(ct, "stream") != NULL;
-}
 
 /* A TLS bufferevent may report a dead client synchronously from inside an
  * evhttp write call; the close callback then ends the request (request.c frees
@@ -47,7 +36,7 @@ static int on_headers(struct upstream_req *u, int status, struct evkeyvalq *hdrs
     const char *ct = evhttp_find_header(hdrs, "Content-Type");
     const char *te = evhttp_find_header(hdrs, "Transfer-Encoding");
     snprintf(wr->ctype, sizeof wr->ctype, "%s", ct && *ct ? ct : "application/octet-stream");
-    bool stream = wr->h->stream < 0 ? is_stream(ct, te) : wr->h->stream == 1;
+    bool stream = wr->h->stream < 0 ? http_is_stream(ct, te) : wr->h->stream == 1;
     if (!stream) return 0;
     struct evhttp_request *req = request_client_begin_reply(wr);
     if (!req) return -1;

@@ -560,43 +560,42 @@ static void handle_existing(struct worker *w, struct evhttp_request *req, enum s
     pyj_free(doc);
 }
 
+static void post_end(struct worker *w, struct evhttp_request *req)
+{
+    handle_existing(w, req, SR_END);
+}
+
+static void post_get(struct worker *w, struct evhttp_request *req)
+{
+    handle_existing(w, req, SR_GET);
+}
+
+static void post_health(struct worker *w, struct evhttp_request *req)
+{
+    handle_existing(w, req, SR_HEALTH);
+}
+
+/* The session routes and /pyworker/update: POST only. */
+static const struct {
+    const char *path;
+    void (*fn)(struct worker *w, struct evhttp_request *req);
+} session_routes[] = {
+    {"/session/create", handle_create},  {"/session/end", post_end},
+    {"/session/get", post_get},          {"/session/health", post_health},
+    {"/pyworker/update", update_handle},
+};
+
 int session_route(struct worker *w, struct evhttp_request *req, const char *path)
 {
-    enum { R_CREATE, R_END, R_GET, R_HEALTH, R_UPDATE, R_NONE } r = R_NONE;
-    if (strcmp(path, "/session/create") == 0)
-        r = R_CREATE;
-    else if (strcmp(path, "/session/end") == 0)
-        r = R_END;
-    else if (strcmp(path, "/session/get") == 0)
-        r = R_GET;
-    else if (strcmp(path, "/session/health") == 0)
-        r = R_HEALTH;
-    else if (strcmp(path, "/pyworker/update") == 0)
-        r = R_UPDATE;
-    if (r == R_NONE) return 0;
+    size_t n = sizeof session_routes / sizeof session_routes[0], k = 0;
+    while (k < n && strcmp(path, session_routes[k].path) != 0)
+        k++;
+    if (k == n) return 0;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
         reply_method_not_allowed(req, "POST");
         return 1;
     }
-    switch (r) {
-    case R_CREATE:
-        handle_create(w, req);
-        break;
-    case R_END:
-        handle_existing(w, req, SR_END);
-        break;
-    case R_GET:
-        handle_existing(w, req, SR_GET);
-        break;
-    case R_HEALTH:
-        handle_existing(w, req, SR_HEALTH);
-        break;
-    case R_UPDATE:
-        update_handle(w, req);
-        break;
-    case R_NONE:
-        break;
-    }
+    session_routes[k].fn(w, req);
     return 1;
 }
 

@@ -173,15 +173,53 @@ void status_metrics_init(struct worker *w)
     metrics_on_render(m, refresh, w);
 }
 
+static void get_ping(struct worker *w, struct evhttp_request *req)
+{
+    reply_text(req, 200, "pong");
+}
+
+static void get_health(struct worker *w, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    bool ok = w->phase == PH_READY;
+    sbuf_printf(&b, "{\"status\": \"%s\"}", phase_name(w->phase));
+    reply_json(req, ok ? 200 : 503, NULL, b.data, b.len);
+    sbuf_free(&b);
+}
+
+static void get_status(struct worker *w, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    status_json(w, &b);
+    reply_json(req, 200, NULL, b.data, b.len);
+    sbuf_free(&b);
+}
+
+static void get_metrics(struct worker *w, struct evhttp_request *req)
+{
+    struct sbuf b = SBUF_INIT;
+    metrics_render(w->metrics, &b);
+    http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+    sbuf_free(&b);
+}
+
+/* The worker-local routes: GET and HEAD. */
+static const struct {
+    const char *path;
+    void (*fn)(struct worker *w, struct evhttp_request *req);
+} status_routes[] = {
+    {"/ping", get_ping},
+    {"/health", get_health},
+    {"/status", get_status},
+    {"/metrics", get_metrics},
+};
+
 int status_handle(struct worker *w, struct evhttp_request *req, const char *path)
 {
-    if (path[0] != '/') return 0;
-    int which = strcmp(path, "/ping") == 0      ? 1
-                : strcmp(path, "/health") == 0  ? 2
-                : strcmp(path, "/status") == 0  ? 3
-                : strcmp(path, "/metrics") == 0 ? 4
-                                                : 0;
-    if (!which) return 0;
+    size_t n = sizeof status_routes / sizeof status_routes[0], k = 0;
+    while (k < n && strcmp(path, status_routes[k].path) != 0)
+        k++;
+    if (k == n) return 0;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
         /* a generic backend forwards POST /health etc. like any other path */
@@ -189,26 +227,6 @@ int status_handle(struct worker *w, struct evhttp_request *req, const char *path
         reply_method_not_allowed(req, "GET, HEAD");
         return 1;
     }
-    struct sbuf b = SBUF_INIT;
-    switch (which) {
-    case 1:
-        reply_text(req, 200, "pong");
-        break;
-    case 2: {
-        bool ok = w->phase == PH_READY;
-        sbuf_printf(&b, "{\"status\": \"%s\"}", phase_name(w->phase));
-        reply_json(req, ok ? 200 : 503, NULL, b.data, b.len);
-        break;
-    }
-    case 3:
-        status_json(w, &b);
-        reply_json(req, 200, NULL, b.data, b.len);
-        break;
-    case 4:
-        metrics_render(w->metrics, &b);
-        http_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);
-        break;
-    }
-    sbuf_free(&b);
+    status_routes[k].fn(w, req);
     return 1;
 }

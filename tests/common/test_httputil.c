@@ -92,6 +92,20 @@ static void test_http_reason(void **state)
     ASSERT_EQ_STR(http_reason(-1), "Unknown");
 }
 
+static void test_http_is_stream(void **state)
+{
+    assert_true(http_is_stream(NULL, "chunked"));
+    assert_true(http_is_stream("application/json", "gzip, Chunked"));
+    assert_false(http_is_stream(NULL, NULL));
+    assert_false(http_is_stream("application/json", NULL));
+    assert_false(http_is_stream("application/json", "identity"));
+    assert_true(http_is_stream("text/event-stream; charset=utf-8", NULL));
+    assert_true(http_is_stream("Application/X-NDJSON", NULL));
+    assert_true(http_is_stream("application/jsonl", NULL));
+    assert_true(http_is_stream("application/octet-stream", NULL));
+    assert_false(http_is_stream("text/plain", NULL));
+}
+
 /* ---- server side ---- */
 
 struct raw_client {
@@ -328,6 +342,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_url_parse),
         cmocka_unit_test(test_http_reason),
+        cmocka_unit_test(test_http_is_stream),
         cmocka_unit_test(test_http_reply_helpers),
         cmocka_unit_test(test_http_request_path_and_body),
         cmocka_unit_test(test_http_server_limits),

@@ -268,46 +268,56 @@ static void subst_port(const char *s, int port, struct sbuf *out)
     }
 }
 
-static int local_create(struct engine *e, struct workergroup *g, struct worker *w)
+/* What local_create decides before it spawns: the program, the ports and the workspace. */
+struct local_launch {
+    char bin[600];         /* sgpu-launch (launch.launch_bin, or found) */
+    char wbin[600];        /* direct mode: sgpu-worker (launch.worker_bin, or found) */
+    const char *model_cmd; /* launch.model_cmd, NULL when absent */
+    bool direct;           /* no sgpu-launch: sh -c 'MODEL_CMD & exec sgpu-worker' */
+    int wport, mport;      /* worker port, model port */
+    char ws[600];          /* workspace directory */
+};
+
+/* sgpu-launch, or (direct mode) sgpu-worker plus launch.model_cmd; -1 (provider_fail set) when
+ * neither can run. */
+static int local_pick_binary(struct engine *e, struct workergroup *g, const struct worker *w,
+                             struct local_launch *l)
+{
+    const char *lb = lstr(g, "launch_bin");
+    l->model_cmd = lstr(g, "model_cmd");
+    l->direct = false;
+    if (lb) {
+        snprintf(l->bin, sizeof l->bin, "%s", lb);
+        return 0;
+    }
+    if (find_bin(e, "sgpu-launch", l->bin, sizeof l->bin) == 0) return 0;
+    const char *wb = lstr(g, "worker_bin");
+    if (wb)
+        snprintf(l->wbin, sizeof l->wbin, "%s", wb);
+    else if (find_bin(e, "sgpu-worker", l->wbin, sizeof l->wbin) != 0) {
+        log_error("local_no_binary",
+                  "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
+                  (long long)w->id);
+        return provider_fail("neither sgpu-launch nor sgpu-worker found next to sgpu-engine "
+                             "or on PATH");
+    }
+    if (!l->model_cmd) {
+        log_error("local_no_model_cmd",
+                  "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
+                  (long long)w->id);
+        return provider_fail("launch.model_cmd is required without sgpu-launch");
+    }
+    l->direct = true;
+    return 0;
+}
+
+/* The instance's environment (proc_env_build: the engine's own plus these): defaults (user env
+ * may override), then launch.env, then what the engine must control (ports, identity, report
+ * address, token). */
+static char **local_build_env(struct engine *e, struct workergroup *g, const struct worker *w,
+                              const struct local_launch *l)
 {
     struct endpoint *ep = state_endpoint_by_id(e, w->endpoint_id);
-    char bin[600], wbin[600];
-    const char *lb = lstr(g, "launch_bin");
-    const char *model_cmd = lstr(g, "model_cmd");
-    bool direct = false;
-    if (lb) {
-        snprintf(bin, sizeof bin, "%s", lb);
-    } else if (find_bin(e, "sgpu-launch", bin, sizeof bin) != 0) {
-        const char *wb = lstr(g, "worker_bin");
-        if (wb)
-            snprintf(wbin, sizeof wbin, "%s", wb);
-        else if (find_bin(e, "sgpu-worker", wbin, sizeof wbin) != 0) {
-            log_error("local_no_binary",
-                      "worker=%lld msg=\"neither sgpu-launch nor sgpu-worker found\"",
-                      (long long)w->id);
-            return provider_fail("neither sgpu-launch nor sgpu-worker found next to sgpu-engine "
-                                 "or on PATH");
-        }
-        if (!model_cmd) {
-            log_error("local_no_model_cmd",
-                      "worker=%lld msg=\"model_cmd is required without sgpu-launch\"",
-                      (long long)w->id);
-            return provider_fail("launch.model_cmd is required without sgpu-launch");
-        }
-        direct = true;
-    }
-    int wport = local_port_alloc(e, w->id);
-    int mport = wport > 0 ? local_port_alloc(e, w->id) : -1;
-    if (wport <= 0 || mport <= 0) {
-        ports_release(w->id);
-        return -1; /* provider_fail says why */
-    }
-    char ws[600];
-    snprintf(ws, sizeof ws, "%s/workers/%lld", e->opts.data_dir, (long long)w->id);
-    mkdirs(ws);
-
-    /* environment: defaults (user env may override), then launch.env, then what the engine
-     * must control (ports, identity, report address, token) */
     struct sbuf v[24];
     size_t nv = 0, ndef;
 #define ADD(...)                                                                                   \
@@ -316,7 +326,7 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
         sbuf_printf(&v[nv], __VA_ARGS__);                                                          \
         nv++;                                                                                      \
     } while (0)
-    ADD("MODEL_SERVER_URL=http://127.0.0.1:%d", mport);
+    ADD("MODEL_SERVER_URL=http://127.0.0.1:%d", l->mport);
     ADD("USE_SSL=false");
     ADD("UNSECURED=false");
     ADD("SGPU_AUTH_SCHEME=%s", config_scheme_name(ep ? ep->p.sig_scheme : SIG_URL));
@@ -324,8 +334,8 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     if (mld > 0) /* honoured by sgpu-model (and the test stub) before it loads */
         ADD("SGPU_MODEL_TEST_LOAD_DELAY_MS=%.0f", mld * 1000);
     ndef = nv;
-    ADD("WORKER_PORT=%d", wport);
-    ADD("VAST_TCP_PORT_%d=%d", wport, wport);
+    ADD("WORKER_PORT=%d", l->wport);
+    ADD("VAST_TCP_PORT_%d=%d", l->wport, l->wport);
     ADD("PUBLIC_IPADDR=127.0.0.1");
     ADD("CONTAINER_ID=%lld", (long long)w->id);
     struct sbuf raddr = SBUF_INIT;
@@ -334,11 +344,11 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     sbuf_free(&raddr);
     ADD("PUBKEY_URL=%s/pubkey/", e->public_url);
     ADD("MASTER_TOKEN=%s", w->mtoken);
-    ADD("WORKSPACE_DIR=%s", ws);
-    if (direct) {
-        ADD("MODEL_LOG=%s/model.log", ws);
-        ADD("SGPU_WORKER_BIN=%s", wbin);
-        ADD("MODEL_PORT=%d", mport);
+    ADD("WORKSPACE_DIR=%s", l->ws);
+    if (l->direct) {
+        ADD("MODEL_LOG=%s/model.log", l->ws);
+        ADD("SGPU_WORKER_BIN=%s", l->wbin);
+        ADD("MODEL_PORT=%d", l->mport);
     }
 #undef ADD
     struct json_object *envo = NULL;
@@ -360,27 +370,47 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
     }
     for (size_t i = ndef; i < nv; i++)
         extra[k++] = v[i].data;
-    char **env = proc_env_build(extra, k);
+    char **env = proc_env_build(extra, k); /* copies the strings */
+    for (size_t i = 0; i < nv; i++)
+        sbuf_free(&v[i]);
+    for (size_t i = 0; i < j; i++)
+        sbuf_free(&envs[i]);
+    free(envs);
+    free(extra);
+    return env;
+}
 
-    struct sbuf mc = SBUF_INIT, script = SBUF_INIT, portarg = SBUF_INIT;
-    if (model_cmd) subst_port(model_cmd, mport, &mc);
-    sbuf_printf(&portarg, "%d", mport);
+/* The instance's command line and the strings it points into (local_argv_free). */
+struct local_argv {
     const char *argv[80];
+    struct sbuf mc, script, portarg;
+};
+
+/* Direct mode: sh -c '( MODEL_CMD ) >>"$MODEL_LOG" 2>&1 & exec "$SGPU_WORKER_BIN"'; otherwise
+ * sgpu-launch --workspace WS --model-port PORT [--model-cmd CMD] launch.args... */
+static void local_build_argv(struct workergroup *g, const struct local_launch *l,
+                             struct local_argv *av)
+{
+    const char **argv = av->argv;
+    av->mc = av->script = av->portarg = (struct sbuf)SBUF_INIT;
+    if (l->model_cmd) subst_port(l->model_cmd, l->mport, &av->mc);
+    sbuf_printf(&av->portarg, "%d", l->mport);
     size_t a = 0;
-    if (direct) {
-        sbuf_printf(&script, "( %s ) >>\"$MODEL_LOG\" 2>&1 &\nexec \"$SGPU_WORKER_BIN\"", mc.data);
+    if (l->direct) {
+        sbuf_printf(&av->script, "( %s ) >>\"$MODEL_LOG\" 2>&1 &\nexec \"$SGPU_WORKER_BIN\"",
+                    av->mc.data);
         argv[a++] = "/bin/sh";
         argv[a++] = "-c";
-        argv[a++] = script.data;
+        argv[a++] = av->script.data;
     } else {
-        argv[a++] = bin;
+        argv[a++] = l->bin;
         argv[a++] = "--workspace";
-        argv[a++] = ws;
+        argv[a++] = l->ws;
         argv[a++] = "--model-port";
-        argv[a++] = portarg.data;
-        if (model_cmd) {
+        argv[a++] = av->portarg.data;
+        if (l->model_cmd) {
             argv[a++] = "--model-cmd";
-            argv[a++] = mc.data;
+            argv[a++] = av->mc.data;
         }
         struct json_object *args;
         if (json_object_object_get_ex(g->launch, "args", &args)) {
@@ -389,38 +419,55 @@ static int local_create(struct engine *e, struct workergroup *g, struct worker *
         }
     }
     argv[a] = NULL;
+}
+
+static void local_argv_free(struct local_argv *av)
+{
+    sbuf_free(&av->mc);
+    sbuf_free(&av->script);
+    sbuf_free(&av->portarg);
+}
+
+static int local_create(struct engine *e, struct workergroup *g, struct worker *w)
+{
+    struct local_launch l = {0};
+    if (local_pick_binary(e, g, w, &l) != 0) return -1; /* provider_fail says why */
+    l.wport = local_port_alloc(e, w->id);
+    l.mport = l.wport > 0 ? local_port_alloc(e, w->id) : -1;
+    if (l.wport <= 0 || l.mport <= 0) {
+        ports_release(w->id);
+        return -1; /* provider_fail says why */
+    }
+    snprintf(l.ws, sizeof l.ws, "%s/workers/%lld", e->opts.data_dir, (long long)w->id);
+    mkdirs(l.ws);
+
+    char **env = local_build_env(e, g, w, &l);
+    struct local_argv av = {0};
+    local_build_argv(g, &l, &av);
     char logp[700];
-    snprintf(logp, sizeof logp, "%s/launch.log", ws);
-    struct proc_spec spec = {.argv = argv,
+    snprintf(logp, sizeof logp, "%s/launch.log", l.ws);
+    struct proc_spec spec = {.argv = av.argv,
                              .env = (const char *const *)env,
-                             .cwd = ws,
+                             .cwd = l.ws,
                              .log_path = logp,
                              .capture = false,
                              .timeout_s = 0};
     int pid = proc_spawn(e, &spec, on_exit_cb, (void *)(intptr_t)w->id);
+    int err = errno;
     proc_env_free(env);
-    for (size_t i = 0; i < nv; i++)
-        sbuf_free(&v[i]);
-    for (size_t i = 0; i < j; i++)
-        sbuf_free(&envs[i]);
-    free(envs);
-    free(extra);
-    sbuf_free(&mc);
-    sbuf_free(&script);
-    sbuf_free(&portarg);
+    local_argv_free(&av);
     if (pid < 0) {
-        int err = errno;
         ports_release(w->id);
-        return provider_fail("could not spawn %s: %s", direct ? "/bin/sh" : bin, strerror(err));
+        return provider_fail("could not spawn %s: %s", l.direct ? "/bin/sh" : l.bin, strerror(err));
     }
     w->pid = pid;
     w->pid_start = proc_start_time(pid);
     w->pid_is_child = true;
-    snprintf(w->url, sizeof w->url, "http://127.0.0.1:%d", wport);
+    snprintf(w->url, sizeof w->url, "http://127.0.0.1:%d", l.wport);
     char inst[64];
-    snprintf(inst, sizeof inst, "%s:%d", direct ? "direct" : "launch", pid);
+    snprintf(inst, sizeof inst, "%s:%d", l.direct ? "direct" : "launch", pid);
     log_info("local_instance_start", "worker=%lld pid=%d worker_port=%d model_port=%d mode=%s",
-             (long long)w->id, pid, wport, mport, direct ? "direct" : "sgpu-launch");
+             (long long)w->id, pid, l.wport, l.mport, l.direct ? "direct" : "sgpu-launch");
     provider_op_done(e, w->id, OP_CREATE, 0, "spawned", inst);
     return 0;
 }
@@ -473,7 +520,6 @@ static bool local_can_park(const struct workergroup *g)
     return true;
 }
 
-
 /* ---- injected start delays ----
  * A create (resume) with launch.create_delay_s (resume_delay_s) > 0 first waits that long on a
  * timer of the loop — the worker stays `creating` (`starting`) with its operation in flight —
@@ -519,8 +565,7 @@ static void on_delay(evutil_socket_t fd, short what, void *arg)
         delay_unlink(d);
         return;
     }
-    log_info("local_delay_elapsed", "worker=%lld op=%s", (long long)w->id,
-             provider_op_name(d->op));
+    log_info("local_delay_elapsed", "worker=%lld op=%s", (long long)w->id, provider_op_name(d->op));
     d->elapsed = true;
     enum prov_op op = d->op;
     int64_t id = w->id;
@@ -543,7 +588,7 @@ static int delay_begin(struct engine *e, struct worker *w, enum prov_op op, doub
     d->worker_id = w->id;
     d->op = op;
     d->ev = evtimer_new(e->base, on_delay, d);
-    if (!d->ev) abort();
+    if (!d->ev) abort(); /* out of memory: the xalloc policy */
     d->next = delays;
     if (delays) delays->prev = d;
     delays = d;
