@@ -376,9 +376,9 @@ static int load_setup(struct load *l, struct cli_common *c, const struct load_op
 /* Sends and waits until done (or --max-time); returns the elapsed seconds. */
 static double load_run(struct load *l)
 {
-    l->send_ev = evtimer_new(l->base, send_cb, l);
-    l->progress_ev = event_new(l->base, -1, EV_PERSIST, progress_cb, l);
-    l->stop_ev = evtimer_new(l->base, stop_cb, l);
+    l->send_ev = xnonnull(evtimer_new(l->base, send_cb, l));
+    l->progress_ev = xnonnull(event_new(l->base, -1, EV_PERSIST, progress_cb, l));
+    l->stop_ev = xnonnull(evtimer_new(l->base, stop_cb, l));
     struct timeval ptv = clock_tv(l->tty ? 0.5 : 2);
     event_add(l->progress_ev, &ptv);
     struct timeval stv = clock_tv(l->max_time);

@@ -34,6 +34,7 @@
 
 #include "httputil.h"
 #include "sbuf.h"
+#include "xalloc.h"
 
 #define HC_MAX_IDLE 64
 
@@ -204,8 +205,8 @@ struct hc_req *hc_request(struct hclient *hc, const struct hc_opts *o)
         }
     }
     r->o.url = NULL; /* not kept: parsed below */
-    r->kick = evtimer_new(hc->base, req_kick_cb, r);
-    r->deadline = evtimer_new(hc->base, req_deadline_cb, r);
+    r->kick = xnonnull(evtimer_new(hc->base, req_kick_cb, r));
+    r->deadline = xnonnull(evtimer_new(hc->base, req_deadline_cb, r));
     r->next = hc->active;
     if (hc->active) hc->active->prev = r;
     hc->active = r;

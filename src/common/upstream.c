@@ -17,6 +17,7 @@
 
 #include "httputil.h"
 #include "log.h"
+#include "xalloc.h"
 
 struct uconn {
     struct evhttp_connection *evcon;
@@ -575,7 +576,7 @@ struct upstream_req *upstream_request(struct upstream_pool *p, enum evhttp_cmd_t
                 u->hdrs[i] = strdup(headers[i]);
     }
     if (u->o.timeout_s > 0) {
-        u->deadline = evtimer_new(p->base, deadline_cb, u);
+        u->deadline = xnonnull(evtimer_new(p->base, deadline_cb, u));
         double t = u->o.timeout_s;
         struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
         if (u->deadline) evtimer_add(u->deadline, &tv);

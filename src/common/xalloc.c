@@ -54,3 +54,12 @@ char *xalloc_memdup(const void *s, size_t n, const char *file, int line)
     p[n] = '\0';
     return p;
 }
+
+void *xalloc_nonnull(void *p, const char *what, const char *file, int line)
+{
+    if (!p) {
+        fprintf(stderr, "fatal: out of memory: %.80s returned NULL at %s:%d\n", what, file, line);
+        abort();
+    }
+    return p;
+}

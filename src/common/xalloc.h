@@ -20,11 +20,16 @@ char *xalloc_strdup(const char *s, const char *file, int line);
 /* n bytes of s and a terminating NUL (s may hold NULs; exactly n + 1 bytes are allocated). */
 char *xalloc_memdup(const void *s, size_t n, const char *file, int line);
 
+/* p itself, or abort with one line naming `what` and the caller when p is NULL: for library
+ * constructors whose only failure is out of memory (libevent's event_new, evtimer_new, ...). */
+void *xalloc_nonnull(void *p, const char *what, const char *file, int line);
+
 #define xmalloc(size) xalloc_malloc((size), __FILE__, __LINE__)
 #define xcalloc(n, size) xalloc_calloc((n), (size), __FILE__, __LINE__)
 #define xrealloc(p, size) xalloc_realloc((p), (size), __FILE__, __LINE__)
 #define xreallocarray(p, n, size) xalloc_reallocarray((p), (n), (size), __FILE__, __LINE__)
 #define xstrdup(s) xalloc_strdup((s), __FILE__, __LINE__)
 #define xmemdup(s, n) xalloc_memdup((s), (n), __FILE__, __LINE__)
+#define xnonnull(p) xalloc_nonnull((p), #p, __FILE__, __LINE__)
 
 #endif

@@ -27,6 +27,7 @@
 #include "signpool.h"
 #include "state.h"
 #include "store.h"
+#include "xalloc.h"
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -354,11 +355,11 @@ int main(int argc, char **argv)
     if (listen_api(e, &port) != 0 || start_modules(e, dbp) != 0) return 1;
     write_addr_file(e);
 
-    e->tick_ev = event_new(e->base, -1, EV_PERSIST, on_tick, e);
+    e->tick_ev = xnonnull(event_new(e->base, -1, EV_PERSIST, on_tick, e));
     struct timeval tv = clock_tv_ms(e->opts.tick_ms);
     event_add(e->tick_ev, &tv);
-    struct event *sterm = evsignal_new(e->base, SIGTERM, on_term, e);
-    struct event *sint = evsignal_new(e->base, SIGINT, on_term, e);
+    struct event *sterm = xnonnull(evsignal_new(e->base, SIGTERM, on_term, e));
+    struct event *sint = xnonnull(evsignal_new(e->base, SIGINT, on_term, e));
     event_add(sterm, NULL);
     event_add(sint, NULL);
 

@@ -186,11 +186,11 @@ int proc_spawn(struct engine *e, const struct proc_spec *s, proc_done_fn fn, voi
         close(pfd[1]);
         p->out_fd = pfd[0];
         fcntl(p->out_fd, F_SETFL, fcntl(p->out_fd, F_GETFL) | O_NONBLOCK);
-        p->out_ev = event_new(e->base, p->out_fd, EV_READ | EV_PERSIST, on_out, p);
+        p->out_ev = xnonnull(event_new(e->base, p->out_fd, EV_READ | EV_PERSIST, on_out, p));
         event_add(p->out_ev, NULL);
     }
     if (s->timeout_s > 0) {
-        p->timer = evtimer_new(e->base, on_timeout, p);
+        p->timer = xnonnull(evtimer_new(e->base, on_timeout, p));
         struct timeval tv = clock_tv(s->timeout_s);
         evtimer_add(p->timer, &tv);
     }

@@ -565,7 +565,8 @@ static bool hold(struct engine *e, struct endpoint *ep, struct qreq *q, struct e
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {
         bool early = event_base_get_features(e->base) & EV_FEATURE_EARLY_CLOSE;
-        q->close_ev = event_new(e->base, fd, early ? EV_CLOSED : EV_READ, on_peer_closed, q);
+        q->close_ev =
+            xnonnull(event_new(e->base, fd, early ? EV_CLOSED : EV_READ, on_peer_closed, q));
         if (q->close_ev) event_add(q->close_ev, NULL);
     }
     rq(ep)->nheld++;
@@ -659,7 +660,7 @@ int router_init(struct engine *e)
 {
     struct router *r = xcalloc(1, sizeof *r);
     r->grants = idmap_new();
-    r->kick_ev = event_new(e->base, -1, 0, on_kick, e);
+    r->kick_ev = xnonnull(event_new(e->base, -1, 0, on_kick, e));
     e->router = r;
     if (r->kick_ev && r->grants) return 0;
     router_fini(e);

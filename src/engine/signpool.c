@@ -126,7 +126,7 @@ int signpool_start(struct engine *e, int n, const char *keypath)
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->ev = event_new(e->base, p->efd, EV_READ | EV_PERSIST, on_done, p);
+    p->ev = xnonnull(event_new(e->base, p->efd, EV_READ | EV_PERSIST, on_done, p));
     event_add(p->ev, NULL);
     p->threads = xcalloc((size_t)n, sizeof *p->threads);
     for (int i = 0; i < n; i++) {

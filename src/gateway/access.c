@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "gateway.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define ACCESS_FLUSH_BYTES (64 * 1024)
 
@@ -44,7 +45,7 @@ static void on_flush(evutil_socket_t fd, short ev, void *arg)
 
 void gw_access_init(struct event_base *base)
 {
-    flush_ev = evtimer_new(base, on_flush, NULL);
+    flush_ev = xnonnull(evtimer_new(base, on_flush, NULL));
 }
 
 void gw_access_free(void)

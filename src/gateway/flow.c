@@ -35,6 +35,7 @@
 #include "jspan.h"
 #include "log.h"
 #include "pyjson.h"
+#include "xalloc.h"
 
 #define STREAM_HIGH_WATER ((size_t)1 << 20)
 #define ROUTE_CALL_TIMEOUT_S 15.0 /* one /route/ call; the engine holds at most 8 s */
@@ -217,7 +218,7 @@ static void arm_close_watch(struct flow *f)
     struct bufferevent *bev = evhttp_connection_get_bufferevent(f->evcon);
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0) return;
-    f->close_ev = event_new(f->g->base, fd, EV_CLOSED, on_client_closed, f);
+    f->close_ev = xnonnull(event_new(f->g->base, fd, EV_CLOSED, on_client_closed, f));
     if (f->close_ev) event_add(f->close_ev, NULL);
 }
 

@@ -34,6 +34,7 @@
 #include "launch.h"
 #include "log.h"
 #include "opts.h"
+#include "xalloc.h"
 
 #define WORKER_STABLE_S 30.0 /* a worker up this long resets its back-off */
 #define MODEL_STABLE_S 60.0  /* a model up this long resets its restart budget */
@@ -707,7 +708,7 @@ static int tls_setup(void)
             return -1;
         }
         log_info("tls_csr_created", "key=%s sign_url=%s", L.tls_key, L.sign_url);
-        L.sign_timer = evtimer_new(L.base, sign_timer_cb, NULL);
+        L.sign_timer = xnonnull(evtimer_new(L.base, sign_timer_cb, NULL));
         L.st = ST_TLS;
         sign_try();
         return 0;
@@ -982,10 +983,10 @@ static int run_loop(void)
     L.base = http_base_new();
     if (!L.base) return setup_fail(2, "cannot create the event loop");
     L.hc = hclient_new(L.base, NULL);
-    L.model.restart = evtimer_new(L.base, restart_cb, &L.model);
-    L.worker.restart = evtimer_new(L.base, restart_cb, &L.worker);
-    L.model.kill = evtimer_new(L.base, child_kill_cb, &L.model);
-    L.worker.kill = evtimer_new(L.base, child_kill_cb, &L.worker);
+    L.model.restart = xnonnull(evtimer_new(L.base, restart_cb, &L.model));
+    L.worker.restart = xnonnull(evtimer_new(L.base, restart_cb, &L.worker));
+    L.model.kill = xnonnull(evtimer_new(L.base, child_kill_cb, &L.model));
+    L.worker.kill = xnonnull(evtimer_new(L.base, child_kill_cb, &L.worker));
     signal(SIGPIPE, SIG_IGN);
     struct event *sigs[6];
     for (int i = 0; i < 6; i++) {

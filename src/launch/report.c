@@ -13,6 +13,7 @@
 #include "hclient.h"
 #include "launch.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define REPORT_ATTEMPTS 3
 #define REPORT_RETRY_S 2
@@ -196,7 +197,7 @@ int report_error_send(struct event_base *base, struct hclient *hc, const char *e
             if (o) {
                 o->b = b;
                 snprintf(o->url, sizeof o->url, "%.*s/worker_status/", (int)sl, s);
-                o->retry = evtimer_new(base, rep_retry_cb, o);
+                o->retry = xnonnull(evtimer_new(base, rep_retry_cb, o));
                 b->pending++;
                 rep_try(o);
             }

@@ -349,7 +349,7 @@ void srv_start(struct creq *c)
         evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
         if (fd >= 0) {
             http_set_nodelay(fd);
-            c->close_ev = event_new(s->base, fd, EV_CLOSED, on_close_ev, c);
+            c->close_ev = xnonnull(event_new(s->base, fd, EV_CLOSED, on_close_ev, c));
             if (c->close_ev) event_add(c->close_ev, NULL);
         }
         evhttp_connection_set_closecb(evcon, on_conn_close, c);
@@ -1039,9 +1039,9 @@ int serve_main(int argc, char **argv)
         log_error("fatal", "error=\"pipe: %s\"", strerror(errno));
         return 1;
     }
-    struct event *wev = event_new(s->base, wake_fd[0], EV_READ | EV_PERSIST, on_wake, s);
-    struct event *sig1 = evsignal_new(s->base, SIGTERM, on_signal, s);
-    struct event *sig2 = evsignal_new(s->base, SIGINT, on_signal, s);
+    struct event *wev = xnonnull(event_new(s->base, wake_fd[0], EV_READ | EV_PERSIST, on_wake, s));
+    struct event *sig1 = xnonnull(evsignal_new(s->base, SIGTERM, on_signal, s));
+    struct event *sig2 = xnonnull(evsignal_new(s->base, SIGINT, on_signal, s));
     event_add(wev, NULL);
     event_add(sig1, NULL);
     event_add(sig2, NULL);

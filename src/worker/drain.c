@@ -42,7 +42,7 @@ static void finalize(struct worker *w)
     log_info("drained", "accepted=%llu", (unsigned long long)w->n_accepted);
     double t = w->cfg.report_timeout * (double)(w->cfg.nreport ? w->cfg.nreport : 1) + 1.0;
     struct timeval tv = clock_tv(t);
-    d->final_timer = evtimer_new(w->base, on_final_timeout, w);
+    d->final_timer = xnonnull(evtimer_new(w->base, on_final_timeout, w));
     evtimer_add(d->final_timer, &tv);
     report_final(w, on_final_done, NULL);
 }
@@ -75,7 +75,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     benchmark_stop(w);
     worker_set_phase(w, PH_DRAINING);
     report_now(w);
-    d->drain_ev = evtimer_new(w->base, on_drain_timeout, w);
+    d->drain_ev = xnonnull(evtimer_new(w->base, on_drain_timeout, w));
     struct timeval tv = clock_tv(w->cfg.drain_timeout);
     evtimer_add(d->drain_ev, &tv);
     worker_check_drained(w);

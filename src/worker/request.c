@@ -144,7 +144,7 @@ static void watch_client(struct wreq *wr)
     struct bufferevent *bev = evhttp_connection_get_bufferevent(wr->evcon);
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {
-        wr->close_ev = event_new(wr->w->base, fd, EV_CLOSED, on_client_closed, wr);
+        wr->close_ev = xnonnull(event_new(wr->w->base, fd, EV_CLOSED, on_client_closed, wr));
         if (wr->close_ev) event_add(wr->close_ev, NULL);
     }
 }
@@ -310,7 +310,7 @@ int request_init(struct worker *w)
     struct request_state *rs = xcalloc(1, sizeof *rs);
     rs->w = w;
     TAILQ_INIT(&rs->finished);
-    rs->post_ev = event_new(w->base, -1, 0, post_cb, rs);
+    rs->post_ev = xnonnull(event_new(w->base, -1, 0, post_cb, rs));
     w->rq = rs;
     return rs->post_ev ? SGPU_OK : SGPU_ERROR;
 }

@@ -1,18 +1,15 @@
-/* Unit tests for src/common/clock.c and src/common/xalloc.c: the monotonic clock never goes
- * back, the wall clock is the system's, timeval conversion rounds down and clamps what a timer
- * must never get, and the allocation wrappers return usable, terminated copies. */
+/* Unit tests for src/common/clock.c: the monotonic clock never goes back, the wall clock is the
+ * system's, timeval conversion rounds down and clamps what a timer must never get. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <time.h>
 
 #include <cmocka.h>
 
 #include "assert_ext.h"
 #include "clock.h"
-#include "xalloc.h"
 
 static void test_clock_mono_never_goes_back(void **state)
 {
@@ -62,34 +59,12 @@ static void test_clock_tv(void **state)
     ASSERT_EQ_INT(tv.tv_usec, 0);
 }
 
-static void test_xalloc_copies(void **state)
-{
-    char *s = xstrdup("grant");
-    ASSERT_EQ_STR(s, "grant");
-    free(s);
-    char *m = xmemdup("a\0b", 3);
-    ASSERT_EQ_MEM(m, "a\0b", 3);
-    ASSERT_EQ_INT(m[3], 0);
-    free(m);
-    int *v = xcalloc(16, sizeof *v);
-    for (int i = 0; i < 16; i++)
-        ASSERT_EQ_INT(v[i], 0);
-    v = xreallocarray(v, 1024, sizeof *v);
-    v[1023] = 7;
-    ASSERT_EQ_INT(v[1023], 7);
-    free(v);
-    void *z = xmalloc(0); /* a zero-byte request still gives a pointer to free */
-    assert_non_null(z);
-    free(z);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clock_mono_never_goes_back),
         cmocka_unit_test(test_clock_wall_is_the_system_time),
         cmocka_unit_test(test_clock_tv),
-        cmocka_unit_test(test_xalloc_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

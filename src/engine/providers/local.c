@@ -508,7 +508,7 @@ static void terminate(struct engine *e, struct worker *w)
     k->e = e;
     k->pid = w->pid;
     k->start = w->pid_start;
-    k->ev = evtimer_new(e->base, on_kill_timer, k);
+    k->ev = xnonnull(evtimer_new(e->base, on_kill_timer, k));
     struct timeval tv = clock_tv(KILL_AFTER_S);
     evtimer_add(k->ev, &tv);
 }
