@@ -1238,3 +1238,10 @@ void pyj_dump_members(const struct pyj_value *obj, const char *const *keys, size
     if (ks != ksmall) free(ks);
     if (ms != msmall) free(ms);
 }
+
+void pyj_write_float(struct sbuf *out, double v)
+{
+    char t[40];
+    size_t n = pyj_format_float(v, t, sizeof t);
+    sbuf_append(out, t, n);
+}

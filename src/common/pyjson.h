@@ -130,5 +130,7 @@ void pyj_dump_members(const struct pyj_value *obj, const char *const *keys, size
 void pyj_write_string(struct sbuf *out, const char *s, size_t len);
 /* Python repr(float) into buf (>= 32 bytes); returns length. */
 size_t pyj_format_float(double v, char *buf, size_t n);
+/* The same, appended to out (a JSON number for finite v). */
+void pyj_write_float(struct sbuf *out, double v);
 
 #endif

@@ -83,17 +83,10 @@ static double disk_used_gib(void)
     return (double)(s.f_blocks - s.f_bfree) * (double)s.f_frsize / (double)(1ULL << 30);
 }
 
-static void put_float(struct sbuf *b, double v)
-{
-    char t[40];
-    size_t n = pyj_format_float(v, t, sizeof t);
-    sbuf_append(b, t, n);
-}
-
 /* A load figure: finite, >= 0, at most REPORT_NUM_MAX. */
 static void put_load(struct worker *w, struct sbuf *b, double v, const char *what)
 {
-    put_float(b, wire_cap(w, v, REPORT_NUM_MAX, what));
+    pyj_write_float(b, wire_cap(w, v, REPORT_NUM_MAX, what));
 }
 
 static void put_str(struct sbuf *b, const char *s)
@@ -206,7 +199,7 @@ static void build_status(struct worker *w, struct sbuf *b, double disk_used, boo
                 ", \"cur_capacity\": 0, \"max_capacity\": 0, \"num_requests_working\": %d, "
                 "\"num_requests_recieved\": %llu, \"additional_disk_usage\": ",
                 w->nworking + nsessions, (unsigned long long)w->n_accepted);
-    put_float(b, isfinite(disk) ? disk : 0.0);
+    pyj_write_float(b, isfinite(disk) ? disk : 0.0);
     if (v3) {
         sbuf_puts(b, ", \"working_request_idxs\": ");
         put_working_idxs(w, b);
@@ -245,11 +238,11 @@ static void build_delete(struct worker *w, struct sbuf *b, size_t n)
                     i ? ", " : "", (long long)d->request_idx,
                     d->out == OUT_SUCCESS || d->out == OUT_CANCELLED ? "true" : "false",
                     outcome_status(d->out));
-        put_float(b, d->t_enter);
+        pyj_write_float(b, d->t_enter);
         sbuf_puts(b, ", \"work_started_at\": ");
-        put_float(b, d->t_start);
+        pyj_write_float(b, d->t_start);
         sbuf_puts(b, ", \"work_completed_at\": ");
-        put_float(b, d->t_done);
+        pyj_write_float(b, d->t_done);
         sbuf_putc(b, '}');
     }
     sbuf_puts(b, "]}");

@@ -334,13 +334,6 @@ static int parse_body(struct evhttp_request *req, struct pyj_value **doc)
     return 0;
 }
 
-static void put_float(struct sbuf *b, double v)
-{
-    char t[40];
-    size_t n = pyj_format_float(v, t, sizeof t);
-    sbuf_append(b, t, n);
-}
-
 /* /session/create's payload: {"lifetime", "on_close_route", "on_close_payload"}, all optional.
  * Replies 422 and returns -1 when a member is malformed. */
 struct create_args {
@@ -451,7 +444,7 @@ static void handle_create(struct worker *w, struct evhttp_request *req)
     struct wsession *s = session_new(w, auth, &ca);
     struct sbuf b = SBUF_INIT;
     sbuf_printf(&b, "{\"session_id\": \"%s\", \"expiration\": ", s->id);
-    put_float(&b, s->expiration);
+    pyj_write_float(&b, s->expiration);
     sbuf_putc(&b, '}');
     reply_sb(req, 201, &b);
     sbuf_free(&b);
@@ -509,11 +502,11 @@ static void reply_get(struct evhttp_request *req, const struct wsession *s)
     sbuf_printf(&b, "{\"session_id\": \"%s\", \"auth_data\": ", s->id);
     pyj_dump(s->auth, &o, &b);
     sbuf_puts(&b, ", \"lifetime\": ");
-    put_float(&b, s->lifetime);
+    pyj_write_float(&b, s->lifetime);
     sbuf_puts(&b, ", \"expiration\": ");
-    put_float(&b, s->expiration);
+    pyj_write_float(&b, s->expiration);
     sbuf_puts(&b, ", \"created_at\": ");
-    put_float(&b, s->created_at);
+    pyj_write_float(&b, s->created_at);
     sbuf_puts(&b, ", \"on_close_route\": ");
     if (s->on_close_route)
         pyj_write_string(&b, s->on_close_route, strlen(s->on_close_route));

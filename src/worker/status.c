@@ -12,13 +12,6 @@
 #include "report.h"
 #include "status.h"
 
-static void put_float(struct sbuf *b, double v)
-{
-    char t[40];
-    size_t n = pyj_format_float(v, t, sizeof t);
-    sbuf_append(b, t, n);
-}
-
 /* /status sections, in the order they appear. */
 static void status_phase(const struct worker *w, struct sbuf *b)
 {
@@ -26,17 +19,17 @@ static void status_phase(const struct worker *w, struct sbuf *b)
     const char *ph = phase_name(w->phase);
     pyj_write_string(b, ph, strlen(ph));
     sbuf_puts(b, ", \"version\": \"" SGPU_WORKER_VERSION "\", \"started_at\": ");
-    put_float(b, w->t_start_wall);
+    pyj_write_float(b, w->t_start_wall);
     sbuf_puts(b, ", \"loaded_at\": ");
-    put_float(b, w->t_loaded);
+    pyj_write_float(b, w->t_loaded);
     sbuf_puts(b, ", \"ready_at\": ");
-    put_float(b, w->t_ready);
+    pyj_write_float(b, w->t_ready);
     sbuf_puts(b, ", \"error_at\": ");
-    put_float(b, w->t_error);
+    pyj_write_float(b, w->t_error);
     sbuf_puts(b, ", \"loadtime\": ");
-    put_float(b, w->loadtime);
+    pyj_write_float(b, w->loadtime);
     sbuf_puts(b, ", \"max_perf\": ");
-    put_float(b, w->max_perf);
+    pyj_write_float(b, w->max_perf);
     sbuf_puts(b, ", \"last_error\": ");
     pyj_write_string(b, w->error_msg, strlen(w->error_msg));
     /* how max_perf was obtained; fallback: the benchmark's cause (docs/worker.md Lifecycle) */
@@ -67,7 +60,7 @@ static void status_requests(const struct worker *w, struct sbuf *b)
                 (unsigned long long)w->n_out[OUT_CANCELLED],
                 (unsigned long long)w->n_out[OUT_REJECTED]);
     sbuf_puts(b, ", \"working_load\": ");
-    put_float(b, w->working_load);
+    pyj_write_float(b, w->working_load);
     sbuf_puts(b, ", \"queue\": {");
     for (size_t i = 0; i < w->nhandlers; i++) {
         const struct handler *h = &w->handlers[i];
@@ -88,15 +81,15 @@ static void status_reports(const struct worker *w, struct sbuf *b)
     sbuf_printf(b, "\"reports\": {\"ok\": %llu, \"failed\": %llu, \"pending_deletes\": %zu}",
                 (unsigned long long)ok, (unsigned long long)failed, pending);
     sbuf_puts(b, ", \"counters\": {\"received\": ");
-    put_float(b, w->cur.received);
+    pyj_write_float(b, w->cur.received);
     sbuf_puts(b, ", \"served\": ");
-    put_float(b, w->cur.served);
+    pyj_write_float(b, w->cur.served);
     sbuf_puts(b, ", \"errored\": ");
-    put_float(b, w->cur.errored);
+    pyj_write_float(b, w->cur.errored);
     sbuf_puts(b, ", \"cancelled\": ");
-    put_float(b, w->cur.cancelled);
+    pyj_write_float(b, w->cur.cancelled);
     sbuf_puts(b, ", \"rejected\": ");
-    put_float(b, w->cur.rejected);
+    pyj_write_float(b, w->cur.rejected);
     sbuf_putc(b, '}');
 }
 

@@ -167,6 +167,14 @@ static void test_floats(void **state)
     assert_string_equal(b, "1.152921504606847e+18");
     pyj_format_float(-1.5, b, 4); /* truncates, still NUL-terminated */
     assert_string_equal(b, "-1.");
+    struct sbuf out = SBUF_INIT;
+    sbuf_puts(&out, "[");
+    pyj_write_float(&out, 0.1);
+    sbuf_puts(&out, ", ");
+    pyj_write_float(&out, 2.0);
+    assert_int_equal(out.len, strlen("[0.1, 2.0"));
+    assert_memory_equal(out.data, "[0.1, 2.0", out.len);
+    sbuf_free(&out);
 }
 
 static void test_ints(void **state)
