@@ -13,10 +13,14 @@ they run, one request with a long prompt arrives.  The streams' step latency
 (the gap between consecutive streamed tokens, measured at the client) is
 reported as p50/p99 before the prompt arrives and while it is being processed
 (from its submission to its first token), for each --prefill-chunk value (0 =
-whole prompt in one step), with the long prompt's own TTFT.
+whole prompt in one step) and each --prefill-step-ratio value (0 = every step
+takes --prefill-chunk prompt tokens; R > 0 = the adaptive per-step budget that
+keeps a step within R x a decode-only step while streams decode), with the
+long prompt's own TTFT.  A row is marked when the streams ran out before the
+prompt's first token (then raise --stream-tokens).
 
 usage: model_prefill.py WORKDIR [--threads N] [--reps N] [--types q8_0,f16,q4_k_m]
-                        [--lens 128,512,2048] [--chunks 0,128,256,512]
+                        [--lens 128,512,2048] [--chunks 0,128,256,512] [--ratios 0,1.8]
                         [--llamacpp-dir DIR] [--long N] [--streams N] [--stream-tokens N]
                         [--latency-type T] [--skip-prefill] [--skip-latency]
 """
@@ -43,9 +47,10 @@ def prompt_ids(n):
     return [1] + [(i * 7919) % VOCAB for i in range(1, n)]
 
 
-def start_server(path, threads, max_batch, chunk):
+def start_server(path, threads, max_batch, chunk, ratio=0):
     p = subprocess.Popen([MODEL, "serve", "--model", path, "--port", "0", "--threads", str(threads),
-                          "--max-batch", str(max_batch), "--prefill-chunk", str(chunk)],
+                          "--max-batch", str(max_batch), "--prefill-chunk", str(chunk),
+                          "--prefill-step-ratio", str(ratio)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if "event=model_loaded" in line:
@@ -109,7 +114,8 @@ def pct(v, p):
 
 def latency_run(port, k, n_tokens, long_n):
     """k streams of n_tokens; the long prompt arrives once every stream has 4
-    tokens.  Returns the gaps before / during the prompt, and its TTFT."""
+    tokens.  Returns the gaps before / during the prompt, its TTFT, and whether
+    every stream was still running when the prompt's first token came."""
     out = [[] for _ in range(k)]
     started = threading.Semaphore(0)
     ts = [threading.Thread(target=stream, args=(port, n_tokens, out, i, started)) for i in range(k)]
@@ -124,13 +130,14 @@ def latency_run(port, k, n_tokens, long_n):
     for t in ts:
         t.join()
     before, during = [], []
+    outlived = all(times and times[-1] > t_end for times in out)
     for times in out:
         for a, b in zip(times, times[1:]):
             if b <= t_sub:
                 before.append(b - a)
             elif b <= t_end + 0.05:  # gaps ending while the prompt is processed
                 during.append(b - a)
-    return before, during, ttft
+    return before, during, ttft, outlived
 
 
 def main():
@@ -141,6 +148,7 @@ def main():
     ap.add_argument("--types", default="q8_0,f16,q4_k_m")
     ap.add_argument("--lens", default="128,512,2048")
     ap.add_argument("--chunks", default="0,128,256,512")
+    ap.add_argument("--ratios", default="0,1.8")
     ap.add_argument("--long", type=int, default=2048)
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--stream-tokens", type=int, default=500)
@@ -209,12 +217,13 @@ def main():
         print(f"Decode step latency of {a.streams} streams while a {a.long}-token prompt arrives "
               f"({a.latency_type.upper()}; gaps between streamed tokens at the client)")
         print()
-        print("| --prefill-chunk | p50 before (ms) | p99 before (ms) | p50 during (ms) | "
-              "p99 during (ms) | p99 during / p99 before | long prompt TTFT (s) | "
-              "stream tokens during it |")
-        print("|---|---|---|---|---|---|---|---|")
-        for ch in [int(x) for x in a.chunks.split(",")]:
-            p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, ch)
+        print("| --prefill-chunk | --prefill-step-ratio | p50 before (ms) | p99 before (ms) | "
+              "p50 during (ms) | p99 during (ms) | p99 during / p99 before | "
+              "long prompt TTFT (s) | stream tokens during it |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        runs = [(int(c), float(r)) for c in a.chunks.split(",") for r in a.ratios.split(",")]
+        for ch, ratio in runs:
+            p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, ch, ratio)
             try:
                 completion(port, 64)  # warm-up
                 best = None
@@ -223,11 +232,12 @@ def main():
                     r = latency_run(port, a.streams, a.stream_tokens, a.long)
                     if best is None or pct(r[1], 99) < pct(best[1], 99):
                         best = r
-                before, during, ttft = best
+                before, during, ttft, outlived = best
                 b50, b99, d50, d99 = (pct(before, 50) * 1e3, pct(before, 99) * 1e3,
                                       pct(during, 50) * 1e3, pct(during, 99) * 1e3)
-                print(f"| {ch} | {b50:.1f} | {b99:.1f} | {d50:.1f} | {d99:.1f} | {d99 / b99:.2f}x | "
-                      f"{ttft:.2f} | {len(during)} |", flush=True)
+                mark = "" if outlived else " (streams ended first)"
+                print(f"| {ch} | {ratio:g} | {b50:.1f} | {b99:.1f} | {d50:.1f} | {d99:.1f} | "
+                      f"{d99 / b99:.2f}x | {ttft:.2f}{mark} | {len(during)} |", flush=True)
             finally:
                 p.terminate()
                 p.wait()
