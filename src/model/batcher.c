@@ -40,6 +40,7 @@ struct batcher {
     float *logits;                /* max_batch * n_vocab */
     struct prefill_ema ema;       /* step timing (batcher_prefill_budget) */
     int step_prompt, step_decode; /* tokens of the planned step */
+    int since_decode_only;        /* steps since the last decode-only step */
     /* stats (guarded by mu) */
     struct batcher_stats st;
 };
@@ -255,6 +256,7 @@ int batcher_prefill_budget(const struct prefill_budget_in *in)
     if (in->remaining <= 0 || in->cap <= 0) return 0;
     int n = in->cap;
     if (in->ratio > 0 && in->n_decoding > 0) {
+        if (in->since_decode_only >= PREFILL_REFRESH_STEPS) return 0;
         int want = PREFILL_MIN_TOKENS;
         if (in->t_decode > 0 && in->t_token > 0) {
             double x = (in->ratio - 1) * in->t_decode / in->t_token;
@@ -274,12 +276,19 @@ void batcher_prefill_ema_update(struct prefill_ema *e, double dt, int n_prompt, 
 {
     if (dt <= 0) return;
     if (n_prompt == 0) {
-        if (n_decoding > 0) e->t_decode = ema(e->t_decode, dt);
+        if (n_decoding == 0) return;
+        /* a preempted step would inflate t_decode and so the next budgets */
+        if (e->t_decode > 0 && dt > PREFILL_EMA_CLAMP * e->t_decode)
+            dt = PREFILL_EMA_CLAMP * e->t_decode;
+        e->t_decode = ema(e->t_decode, dt);
         return;
     }
     double extra = n_decoding > 0 && e->t_decode > 0 ? dt - e->t_decode : dt;
     if (extra < dt / 4) extra = dt / 4;
-    e->t_token = ema(e->t_token, extra / n_prompt);
+    double x = extra / n_prompt;
+    /* an underestimate would make the next step too long: fall slowly, rise at once */
+    if (e->t_token > 0 && x < e->t_token / PREFILL_EMA_CLAMP) x = e->t_token / PREFILL_EMA_CLAMP;
+    e->t_token = ema(e->t_token, x);
 }
 
 /* Fill b->seqs / b->order for one forward step: decode tokens first, then prompt chunks within
@@ -295,8 +304,9 @@ static int plan_step(struct batcher *b)
         else
             remaining += r->n_prompt - r->n_done;
     }
-    struct prefill_budget_in bi = {b->ema.t_decode, b->ema.t_token, b->o.step_ratio,
-                                   n_decoding,      remaining,      b->o.prefill_chunk};
+    struct prefill_budget_in bi = {b->ema.t_decode,     b->ema.t_token, b->o.step_ratio,
+                                   n_decoding,          remaining,      b->o.prefill_chunk,
+                                   b->since_decode_only};
     int budget = batcher_prefill_budget(&bi);
     b->step_decode = n_decoding;
     b->step_prompt = 0;
@@ -323,6 +333,7 @@ static int plan_step(struct batcher *b)
                 b->order[ns++] = r;
             }
         }
+    b->since_decode_only = b->step_prompt ? b->since_decode_only + 1 : 0;
     return ns;
 }
 
@@ -431,8 +442,15 @@ static void *sched_main(void *arg)
         double t0 = clock_mono();
         int rc = ns ? llama_forward(b->ctx, b->seqs, ns) : 0;
         double now = clock_mono();
-        if (ns && rc == 0)
+        if (ns && rc == 0) {
             batcher_prefill_ema_update(&b->ema, now - t0, b->step_prompt, b->step_decode);
+            if (b->step_prompt)
+                log_debug("prefill_step",
+                          "prompt_tokens=%d decoding=%d step_ms=%.2f t_decode_ms=%.2f "
+                          "t_token_ms=%.3f",
+                          b->step_prompt, b->step_decode, (now - t0) * 1e3, b->ema.t_decode * 1e3,
+                          b->ema.t_token * 1e3);
+        }
 
         pthread_mutex_lock(&b->mu);
         b->st.steps++;

@@ -842,7 +842,7 @@ static const struct opt serve_rows[] = {
      .hi = 100,
      .def = "1.8",
      .meta = "R",
-     .help = "while streams decode, a step's prompt tokens are cut (to at least 8) so the step "
+     .help = "while streams decode, a step's prompt tokens are cut (to at least 4) so the step "
              "takes at most R x a decode-only step, by the measured step times; 0 = always "
              "--prefill-chunk tokens"},
     {.name = "kv-mem",

@@ -241,7 +241,8 @@ static void test_long_prompt_does_not_stall_streams(void **st)
     int aall = tokens_of_a_before_b(m, INT_MAX, 0, P, &b3);
     ASSERT_LE_INT(aall, 1);
     /* the adaptive budget with ratio 1 grants the floor while A decodes:
-     * B's uncapped prompt takes P / PREFILL_MIN_TOKENS steps */
+     * B's uncapped prompt takes P / PREFILL_MIN_TOKENS steps (and a decode-only
+     * step after every PREFILL_REFRESH_STEPS - 1 of them) */
     int aad = tokens_of_a_before_b(m, INT_MAX, 1.0, P, &b4);
     ASSERT_GE_INT(aad, P / PREFILL_MIN_TOKENS - 1);
     /* and B's token is the same whichever way its prompt went in */
@@ -256,7 +257,7 @@ static void test_long_prompt_does_not_stall_streams(void **st)
 static int budget(double t_decode, double t_token, double ratio, int n_decoding, int remaining,
                   int cap)
 {
-    struct prefill_budget_in in = {t_decode, t_token, ratio, n_decoding, remaining, cap};
+    struct prefill_budget_in in = {t_decode, t_token, ratio, n_decoding, remaining, cap, 0};
     return batcher_prefill_budget(&in);
 }
 
@@ -274,8 +275,10 @@ static void test_prefill_budget(void **st)
     ASSERT_EQ_INT(budget(0.025, 0.002, 1.8, 8, 2048, 256), 10);
     /* (3 - 1) * 25 / 2 = 25 */
     ASSERT_EQ_INT(budget(0.025, 0.002, 3, 1, 2048, 256), 25);
-    /* rounds down: 0.8 * 25 / 3 = 6.67 -> the floor */
-    ASSERT_EQ_INT(budget(0.025, 0.003, 1.8, 8, 2048, 256), PREFILL_MIN_TOKENS);
+    /* rounds down: 0.8 * 50 / 3 = 13.3 -> 13 */
+    ASSERT_EQ_INT(budget(0.050, 0.003, 1.8, 8, 2048, 256), 13);
+    /* 0.8 * 25 / 7 = 2.9: the floor */
+    ASSERT_EQ_INT(budget(0.025, 0.007, 1.8, 8, 2048, 256), PREFILL_MIN_TOKENS);
     /* 0.8 * 100 / 7 = 11.4 -> 11 */
     ASSERT_EQ_INT(budget(0.100, 0.007, 1.8, 8, 2048, 256), 11);
     /* costly tokens: the floor, so the prompt progresses */
@@ -289,10 +292,21 @@ static void test_prefill_budget(void **st)
     ASSERT_EQ_INT(budget(0.025, 1e-300, 1.8, 8, 1 << 20, INT_MAX), 1 << 20);
     /* never more than is left, even under the floor */
     ASSERT_EQ_INT(budget(0.025, 0.002, 1.8, 8, 3, 256), 3);
-    ASSERT_EQ_INT(budget(0.025, 0.5, 1.8, 8, 5, 256), 5);
+    ASSERT_EQ_INT(budget(0.025, 0.5, 1.8, 8, PREFILL_MIN_TOKENS - 1, 256), PREFILL_MIN_TOKENS - 1);
     ASSERT_EQ_INT(budget(0.025, 0.002, 1.8, 8, 0, 256), 0);
+    /* every PREFILL_REFRESH_STEPS-th step while decoding is decode-only (0), never without
+     * decoders or with ratio 0 */
+    struct prefill_budget_in in = {0.025, 0.002, 1.8, 8, 2048, 256, PREFILL_REFRESH_STEPS - 1};
+    ASSERT_EQ_INT(batcher_prefill_budget(&in), 10);
+    in.since_decode_only = PREFILL_REFRESH_STEPS;
+    ASSERT_EQ_INT(batcher_prefill_budget(&in), 0);
+    in.n_decoding = 0;
+    ASSERT_EQ_INT(batcher_prefill_budget(&in), 256);
+    in.n_decoding = 8;
+    in.ratio = 0;
+    ASSERT_EQ_INT(batcher_prefill_budget(&in), 256);
     /* a cap under the floor wins */
-    ASSERT_EQ_INT(budget(0.025, 0.5, 1.8, 8, 2048, 4), 4);
+    ASSERT_EQ_INT(budget(0.025, 0.5, 1.8, 8, 2048, PREFILL_MIN_TOKENS - 1), PREFILL_MIN_TOKENS - 1);
 }
 
 static void test_prefill_ema(void **st)
@@ -306,8 +320,8 @@ static void test_prefill_ema(void **st)
     /* decode-only steps feed t_decode */
     batcher_prefill_ema_update(&e, 0.020, 0, 8);
     ASSERT_EQ_DBL(e.t_decode, 0.020, 1e-12);
-    batcher_prefill_ema_update(&e, 0.040, 0, 8);
-    ASSERT_EQ_DBL(e.t_decode, 0.020 + PREFILL_EMA_ALPHA * 0.020, 1e-12);
+    batcher_prefill_ema_update(&e, 0.024, 0, 8);
+    ASSERT_EQ_DBL(e.t_decode, 0.020 + PREFILL_EMA_ALPHA * 0.004, 1e-12);
     ASSERT_EQ_DBL(e.t_token, 0.002, 1e-12);
     double td = e.t_decode;
     /* a mixed step: (dt - t_decode) / prompt tokens, t_decode unchanged */
@@ -318,6 +332,20 @@ static void test_prefill_ema(void **st)
     struct prefill_ema f = {0.100, 0};
     batcher_prefill_ema_update(&f, 0.080, 10, 8);
     ASSERT_EQ_DBL(f.t_token, 0.080 / 4 / 10, 1e-12);
+    /* a decode step that lost its CPU counts as PREFILL_EMA_CLAMP x t_decode */
+    struct prefill_ema g = {0.020, 0.006};
+    batcher_prefill_ema_update(&g, 0.500, 0, 8);
+    ASSERT_EQ_DBL(g.t_decode, 0.020 + PREFILL_EMA_ALPHA * (PREFILL_EMA_CLAMP - 1) * 0.020, 1e-12);
+    /* a cheap-looking mixed step lowers t_token by at most the clamp: (0.110 - t_decode) / 10
+     * is under the dt / 4 floor (2.75 ms a token), itself under 6 ms / PREFILL_EMA_CLAMP */
+    g.t_decode = 0.100;
+    batcher_prefill_ema_update(&g, 0.110, 10, 8);
+    ASSERT_EQ_DBL(g.t_token, 0.006 + PREFILL_EMA_ALPHA * (0.006 / PREFILL_EMA_CLAMP - 0.006),
+                  1e-12);
+    /* a costlier one raises it at the normal rate: (0.200 - 0.100) / 10 = 10 ms */
+    double tt = g.t_token;
+    batcher_prefill_ema_update(&g, 0.200, 10, 8);
+    ASSERT_EQ_DBL(g.t_token, tt + PREFILL_EMA_ALPHA * (0.010 - tt), 1e-12);
     /* nothing ran, or a step of no time: no change */
     batcher_prefill_ema_update(&f, 0, 10, 8);
     batcher_prefill_ema_update(&f, 0.5, 0, 0);
