@@ -17,7 +17,10 @@ whole prompt in one step) and each --prefill-step-ratio value (0 = every step
 takes --prefill-chunk prompt tokens; R > 0 = the adaptive per-step budget that
 keeps a step within R x a decode-only step while streams decode), with the
 long prompt's own TTFT.  A row is marked when the streams ran out before the
-prompt's first token (then raise --stream-tokens).
+prompt's first token (then raise --stream-tokens).  Since a stream's step
+time grows with its context (its KV cache reads), the same streams also run
+once without the long prompt, and their gaps at the same token positions give
+the "without the prompt" p99 that the gaps during it are compared with.
 
 usage: model_prefill.py WORKDIR [--threads N] [--reps N] [--types q8_0,f16,q4_k_m]
                         [--lens 128,512,2048] [--chunks 0,128,256,512] [--ratios 0,1.8]
@@ -113,9 +116,11 @@ def pct(v, p):
 
 
 def latency_run(port, k, n_tokens, long_n):
-    """k streams of n_tokens; the long prompt arrives once every stream has 4
-    tokens.  Returns the gaps before / during the prompt, its TTFT, and whether
-    every stream was still running when the prompt's first token came."""
+    """k streams of n_tokens; the long prompt (none when long_n is 0) arrives
+    once every stream has 4 tokens.  Returns the gaps before / during the
+    prompt, its TTFT, whether every stream was still running when the prompt's
+    first token came, the (stream, token index) of each gap during it, and the
+    streams' token times."""
     out = [[] for _ in range(k)]
     started = threading.Semaphore(0)
     ts = [threading.Thread(target=stream, args=(port, n_tokens, out, i, started)) for i in range(k)]
@@ -125,19 +130,34 @@ def latency_run(port, k, n_tokens, long_n):
         started.acquire()
     time.sleep(0.5)  # a baseline window of steady decoding
     t_sub = time.perf_counter()
-    ttft = completion(port, long_n)
+    ttft = completion(port, long_n) if long_n else 0.0
     t_end = t_sub + ttft
     for t in ts:
         t.join()
-    before, during = [], []
+    before, during, idx = [], [], []
     outlived = all(times and times[-1] > t_end for times in out)
-    for times in out:
-        for a, b in zip(times, times[1:]):
+    for i, times in enumerate(out):
+        for j in range(1, len(times)):
+            a, b = times[j - 1], times[j]
             if b <= t_sub:
                 before.append(b - a)
             elif b <= t_end + 0.05:  # gaps ending while the prompt is processed
                 during.append(b - a)
-    return before, during, ttft, outlived
+                idx.append((i, j))
+    return before, during, ttft, outlived, idx, out
+
+
+def same_tokens(idx, control_out):
+    """The control run's gaps (same streams, no long prompt) at the token
+    positions of the gaps during the prompt: a stream's step time grows with
+    its context (its KV cache reads), so "without the prompt" is compared at
+    the same tokens, not only against the short-context steps before it."""
+    gaps = []
+    for i, j in idx:
+        ctl = control_out[i % len(control_out)]
+        if j < len(ctl):
+            gaps.append(ctl[j] - ctl[j - 1])
+    return gaps
 
 
 def main():
@@ -219,8 +239,18 @@ def main():
         print()
         print("| --prefill-chunk | --prefill-step-ratio | p50 before (ms) | p99 before (ms) | "
               "p50 during (ms) | p99 during (ms) | p99 during / p99 before | "
+              "p99 same tokens without the prompt (ms) | p99 during / without | "
               "long prompt TTFT (s) | stream tokens during it |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        # the streams alone (no long prompt), once: decode-only steps do not depend on the
+        # chunk options
+        p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, 0, 0)
+        try:
+            completion(port, 64)
+            control = latency_run(port, a.streams, a.stream_tokens, 0)[5]
+        finally:
+            p.terminate()
+            p.wait()
         runs = [(int(c), float(r)) for c in a.chunks.split(",") for r in a.ratios.split(",")]
         for ch, ratio in runs:
             p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, ch, ratio)
@@ -232,12 +262,14 @@ def main():
                     r = latency_run(port, a.streams, a.stream_tokens, a.long)
                     if best is None or pct(r[1], 99) < pct(best[1], 99):
                         best = r
-                before, during, ttft, outlived = best
+                before, during, ttft, outlived, idx, _ = best
                 b50, b99, d50, d99 = (pct(before, 50) * 1e3, pct(before, 99) * 1e3,
                                       pct(during, 50) * 1e3, pct(during, 99) * 1e3)
+                w99 = pct(same_tokens(idx, control), 99) * 1e3
                 mark = "" if outlived else " (streams ended first)"
                 print(f"| {ch} | {ratio:g} | {b50:.1f} | {b99:.1f} | {d50:.1f} | {d99:.1f} | "
-                      f"{d99 / b99:.2f}x | {ttft:.2f}{mark} | {len(during)} |", flush=True)
+                      f"{d99 / b99:.2f}x | {w99:.1f} | {d99 / w99:.2f}x | {ttft:.2f}{mark} | "
+                      f"{len(during)} |", flush=True)
             finally:
                 p.terminate()
                 p.wait()
