@@ -11,7 +11,8 @@
 # into the sgpu tree; without it sgpu's numbers are reported alone.
 #   SGPU_BENCH_THREADS (2), SGPU_BENCH_REPS (2), SGPU_BENCH_TYPES (q8_0,f16,q4_k_m),
 #   SGPU_BENCH_LENS (128,512,2048), SGPU_BENCH_CHUNKS (0,128,256,512),
-#   SGPU_BENCH_RATIOS (0,1.8), SGPU_BENCH_STREAM_TOKENS (500)
+#   SGPU_BENCH_RATIOS (0,1.8), SGPU_BENCH_STREAM_TOKENS (1200: the streams outlive the
+#   budgeted prompt)
 set -u
 cd "$(dirname "$0")/.."
 export SGPU_BIN=${SGPU_BIN:-$PWD/bin}
@@ -32,5 +33,5 @@ fi
 exec /usr/bin/python3 bench/model_prefill.py "$dir" --threads "${SGPU_BENCH_THREADS:-2}" \
     --reps "${SGPU_BENCH_REPS:-2}" --types "${SGPU_BENCH_TYPES:-q8_0,f16,q4_k_m}" \
     --lens "${SGPU_BENCH_LENS:-128,512,2048}" --chunks "${SGPU_BENCH_CHUNKS:-0,128,256,512}" \
-    --ratios "${SGPU_BENCH_RATIOS:-0,1.8}" --stream-tokens "${SGPU_BENCH_STREAM_TOKENS:-500}" \
+    --ratios "${SGPU_BENCH_RATIOS:-0,1.8}" --stream-tokens "${SGPU_BENCH_STREAM_TOKENS:-1200}" \
     ${lcdir:+--llamacpp-dir "$lcdir"}
