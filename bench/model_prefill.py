@@ -13,10 +13,17 @@ they run, one request with a long prompt arrives.  The streams' step latency
 (the gap between consecutive streamed tokens, measured at the client) is
 reported as p50/p99 before the prompt arrives and while it is being processed
 (from its submission to its first token), for each --prefill-chunk value (0 =
-whole prompt in one step), with the long prompt's own TTFT.
+whole prompt in one step) and each --prefill-step-ratio value (0 = every step
+takes --prefill-chunk prompt tokens; R > 0 = the adaptive per-step budget that
+keeps a step within R x a decode-only step while streams decode), with the
+long prompt's own TTFT.  A row is marked when the streams ran out before the
+prompt's first token (then raise --stream-tokens).  Since a stream's step
+time grows with its context (its KV cache reads), the same streams also run
+once without the long prompt, and their gaps at the same token positions give
+the "without the prompt" p99 that the gaps during it are compared with.
 
 usage: model_prefill.py WORKDIR [--threads N] [--reps N] [--types q8_0,f16,q4_k_m]
-                        [--lens 128,512,2048] [--chunks 0,128,256,512]
+                        [--lens 128,512,2048] [--chunks 0,128,256,512] [--ratios 0,1.8]
                         [--llamacpp-dir DIR] [--long N] [--streams N] [--stream-tokens N]
                         [--latency-type T] [--skip-prefill] [--skip-latency]
 """
@@ -43,9 +50,10 @@ def prompt_ids(n):
     return [1] + [(i * 7919) % VOCAB for i in range(1, n)]
 
 
-def start_server(path, threads, max_batch, chunk):
+def start_server(path, threads, max_batch, chunk, ratio=0):
     p = subprocess.Popen([MODEL, "serve", "--model", path, "--port", "0", "--threads", str(threads),
-                          "--max-batch", str(max_batch), "--prefill-chunk", str(chunk)],
+                          "--max-batch", str(max_batch), "--prefill-chunk", str(chunk),
+                          "--prefill-step-ratio", str(ratio)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if "event=model_loaded" in line:
@@ -108,8 +116,11 @@ def pct(v, p):
 
 
 def latency_run(port, k, n_tokens, long_n):
-    """k streams of n_tokens; the long prompt arrives once every stream has 4
-    tokens.  Returns the gaps before / during the prompt, and its TTFT."""
+    """k streams of n_tokens; the long prompt (none when long_n is 0) arrives
+    once every stream has 4 tokens.  Returns the gaps before / during the
+    prompt, its TTFT, whether every stream was still running when the prompt's
+    first token came, the (stream, token index) of each gap during it, and the
+    streams' token times."""
     out = [[] for _ in range(k)]
     started = threading.Semaphore(0)
     ts = [threading.Thread(target=stream, args=(port, n_tokens, out, i, started)) for i in range(k)]
@@ -119,18 +130,34 @@ def latency_run(port, k, n_tokens, long_n):
         started.acquire()
     time.sleep(0.5)  # a baseline window of steady decoding
     t_sub = time.perf_counter()
-    ttft = completion(port, long_n)
+    ttft = completion(port, long_n) if long_n else 0.0
     t_end = t_sub + ttft
     for t in ts:
         t.join()
-    before, during = [], []
-    for times in out:
-        for a, b in zip(times, times[1:]):
+    before, during, idx = [], [], []
+    outlived = all(times and times[-1] > t_end for times in out)
+    for i, times in enumerate(out):
+        for j in range(1, len(times)):
+            a, b = times[j - 1], times[j]
             if b <= t_sub:
                 before.append(b - a)
             elif b <= t_end + 0.05:  # gaps ending while the prompt is processed
                 during.append(b - a)
-    return before, during, ttft
+                idx.append((i, j))
+    return before, during, ttft, outlived, idx, out
+
+
+def same_tokens(idx, control_out):
+    """The control run's gaps (same streams, no long prompt) at the token
+    positions of the gaps during the prompt: a stream's step time grows with
+    its context (its KV cache reads), so "without the prompt" is compared at
+    the same tokens, not only against the short-context steps before it."""
+    gaps = []
+    for i, j in idx:
+        ctl = control_out[i % len(control_out)]
+        if j < len(ctl):
+            gaps.append(ctl[j] - ctl[j - 1])
+    return gaps
 
 
 def main():
@@ -141,6 +168,7 @@ def main():
     ap.add_argument("--types", default="q8_0,f16,q4_k_m")
     ap.add_argument("--lens", default="128,512,2048")
     ap.add_argument("--chunks", default="0,128,256,512")
+    ap.add_argument("--ratios", default="0,1.8")
     ap.add_argument("--long", type=int, default=2048)
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--stream-tokens", type=int, default=500)
@@ -209,12 +237,23 @@ def main():
         print(f"Decode step latency of {a.streams} streams while a {a.long}-token prompt arrives "
               f"({a.latency_type.upper()}; gaps between streamed tokens at the client)")
         print()
-        print("| --prefill-chunk | p50 before (ms) | p99 before (ms) | p50 during (ms) | "
-              "p99 during (ms) | p99 during / p99 before | long prompt TTFT (s) | "
-              "stream tokens during it |")
-        print("|---|---|---|---|---|---|---|---|")
-        for ch in [int(x) for x in a.chunks.split(",")]:
-            p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, ch)
+        print("| --prefill-chunk | --prefill-step-ratio | p50 before (ms) | p99 before (ms) | "
+              "p50 during (ms) | p99 during (ms) | p99 during / p99 before | "
+              "p99 same tokens without the prompt (ms) | p99 during / without | "
+              "long prompt TTFT (s) | stream tokens during it |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        # the streams alone (no long prompt), once: decode-only steps do not depend on the
+        # chunk options
+        p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, 0, 0)
+        try:
+            completion(port, 64)
+            control = latency_run(port, a.streams, a.stream_tokens, 0)[5]
+        finally:
+            p.terminate()
+            p.wait()
+        runs = [(int(c), float(r)) for c in a.chunks.split(",") for r in a.ratios.split(",")]
+        for ch, ratio in runs:
+            p, port = start_server(paths[a.latency_type], a.threads, a.streams + 1, ch, ratio)
             try:
                 completion(port, 64)  # warm-up
                 best = None
@@ -223,11 +262,14 @@ def main():
                     r = latency_run(port, a.streams, a.stream_tokens, a.long)
                     if best is None or pct(r[1], 99) < pct(best[1], 99):
                         best = r
-                before, during, ttft = best
+                before, during, ttft, outlived, idx, _ = best
                 b50, b99, d50, d99 = (pct(before, 50) * 1e3, pct(before, 99) * 1e3,
                                       pct(during, 50) * 1e3, pct(during, 99) * 1e3)
-                print(f"| {ch} | {b50:.1f} | {b99:.1f} | {d50:.1f} | {d99:.1f} | {d99 / b99:.2f}x | "
-                      f"{ttft:.2f} | {len(during)} |", flush=True)
+                w99 = pct(same_tokens(idx, control), 99) * 1e3
+                mark = "" if outlived else " (streams ended first)"
+                print(f"| {ch} | {ratio:g} | {b50:.1f} | {b99:.1f} | {d50:.1f} | {d99:.1f} | "
+                      f"{d99 / b99:.2f}x | {w99:.1f} | {d99 / w99:.2f}x | {ttft:.2f}{mark} | "
+                      f"{len(during)} |", flush=True)
             finally:
                 p.terminate()
                 p.wait()

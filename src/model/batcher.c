@@ -35,9 +35,12 @@ struct batcher {
     int n_active;
     size_t kv_used;
     struct llama_seq_in *seqs;
-    struct gen_req **order;     /* request of each seqs[] entry */
-    struct gen_req **cancelled; /* scratch */
-    float *logits;              /* max_batch * n_vocab */
+    struct gen_req **order;       /* request of each seqs[] entry */
+    struct gen_req **cancelled;   /* scratch */
+    float *logits;                /* max_batch * n_vocab */
+    struct prefill_ema ema;       /* step timing (batcher_prefill_budget) */
+    int step_prompt, step_decode; /* tokens of the planned step */
+    int since_decode_only;        /* steps since the last decode-only step */
     /* stats (guarded by mu) */
     struct batcher_stats st;
 };
@@ -248,12 +251,65 @@ static int drop_cancelled_active(struct batcher *b)
     return n_cancelled;
 }
 
+int batcher_prefill_budget(const struct prefill_budget_in *in)
+{
+    if (in->remaining <= 0 || in->cap <= 0) return 0;
+    int n = in->cap;
+    if (in->ratio > 0 && in->n_decoding > 0) {
+        if (in->since_decode_only >= PREFILL_REFRESH_STEPS) return 0;
+        int want = PREFILL_MIN_TOKENS;
+        if (in->t_decode > 0 && in->t_token > 0) {
+            double x = (in->ratio - 1) * in->t_decode / in->t_token;
+            if (x > want) want = x < (double)in->cap ? (int)x : in->cap;
+        }
+        if (want < n) n = want;
+    }
+    return n < in->remaining ? n : in->remaining;
+}
+
+static double ema(double avg, double x)
+{
+    return avg > 0 ? avg + PREFILL_EMA_ALPHA * (x - avg) : x;
+}
+
+void batcher_prefill_ema_update(struct prefill_ema *e, double dt, int n_prompt, int n_decoding)
+{
+    if (dt <= 0) return;
+    if (n_prompt == 0) {
+        if (n_decoding == 0) return;
+        /* a preempted step would inflate t_decode and so the next budgets */
+        if (e->t_decode > 0 && dt > PREFILL_EMA_CLAMP * e->t_decode)
+            dt = PREFILL_EMA_CLAMP * e->t_decode;
+        e->t_decode = ema(e->t_decode, dt);
+        return;
+    }
+    double extra = n_decoding > 0 && e->t_decode > 0 ? dt - e->t_decode : dt;
+    if (extra < dt / 4) extra = dt / 4;
+    double x = extra / n_prompt;
+    /* an underestimate would make the next step too long: fall slowly, rise at once */
+    if (e->t_token > 0 && x < e->t_token / PREFILL_EMA_CLAMP) x = e->t_token / PREFILL_EMA_CLAMP;
+    e->t_token = ema(e->t_token, x);
+}
+
 /* Fill b->seqs / b->order for one forward step: decode tokens first, then prompt chunks within
- * the prefill budget.  Returns the number of sequences. */
+ * the step's prompt-token budget.  Returns the number of sequences. */
 static int plan_step(struct batcher *b)
 {
     int nv = b->m->hp.n_vocab;
-    int ns = 0, budget = b->o.prefill_chunk;
+    int ns = 0, n_decoding = 0, remaining = 0;
+    for (int i = 0; i < b->n_active; i++) {
+        const struct gen_req *r = b->active[i];
+        if (r->n_done == r->n_prompt)
+            n_decoding++;
+        else
+            remaining += r->n_prompt - r->n_done;
+    }
+    struct prefill_budget_in bi = {b->ema.t_decode,     b->ema.t_token, b->o.step_ratio,
+                                   n_decoding,          remaining,      b->o.prefill_chunk,
+                                   b->since_decode_only};
+    int budget = batcher_prefill_budget(&bi);
+    b->step_decode = n_decoding;
+    b->step_prompt = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < b->n_active; i++) {
             struct gen_req *r = b->active[i];
@@ -267,6 +323,7 @@ static int plan_step(struct batcher *b)
                 if (n > budget) n = budget;
                 if (r->plogits && n > PREFILL_LP_CHUNK) n = PREFILL_LP_CHUNK;
                 budget -= n;
+                b->step_prompt += n;
                 bool done = r->n_done + n == r->n_prompt;
                 /* prefill logprobs: every row of the chunk, into the request's buffer */
                 b->seqs[ns] = (struct llama_seq_in){
@@ -276,6 +333,7 @@ static int plan_step(struct batcher *b)
                 b->order[ns++] = r;
             }
         }
+    b->since_decode_only = b->step_prompt ? b->since_decode_only + 1 : 0;
     return ns;
 }
 
@@ -381,11 +439,24 @@ static void *sched_main(void *arg)
 
         int n_cancelled = drop_cancelled_active(b);
         int ns = plan_step(b);
+        double t0 = clock_mono();
         int rc = ns ? llama_forward(b->ctx, b->seqs, ns) : 0;
         double now = clock_mono();
+        if (ns && rc == 0) {
+            batcher_prefill_ema_update(&b->ema, now - t0, b->step_prompt, b->step_decode);
+            if (b->step_prompt)
+                log_debug("prefill_step",
+                          "prompt_tokens=%d decoding=%d step_ms=%.2f t_decode_ms=%.2f "
+                          "t_token_ms=%.3f",
+                          b->step_prompt, b->step_decode, (now - t0) * 1e3, b->ema.t_decode * 1e3,
+                          b->ema.t_token * 1e3);
+        }
 
         pthread_mutex_lock(&b->mu);
         b->st.steps++;
+        if (b->step_prompt) b->st.prefill_budget = b->step_prompt;
+        b->st.ema_decode = b->ema.t_decode;
+        b->st.ema_token = b->ema.t_token;
         for (int i = 0; i < n_cancelled; i++)
             push_event(b, new_event(b->cancelled[i], -1, 0, FIN_CANCEL));
         for (int si = 0; si < ns; si++)

@@ -82,11 +82,54 @@ struct batcher_opts {
     int max_batch;     /* active sequences */
     int max_queue;     /* waiting requests */
     size_t kv_budget;  /* bytes of KV cache across active sequences */
-    int prefill_chunk; /* prompt tokens per step across sequences */
+    int prefill_chunk; /* prompt tokens per step across sequences (the cap) */
     struct metrics_hist *h_ttft, *h_tpot;
+    /* While sequences decode, a step's prompt tokens are cut so the step's expected time
+     * stays within step_ratio x a decode-only step (batcher_prefill_budget); 0 = off: every
+     * step takes prefill_chunk prompt tokens. */
+    double step_ratio;
 };
 
 struct batcher;
+
+/* ---- adaptive prompt-token budget of a step ----
+ * The scheduler keeps exponential moving averages, timed with the monotonic clock around each
+ * llama_forward: t_decode, seconds of a step with decode tokens only, and t_token, the seconds a
+ * prompt token adds to a step (a mixed step's time less t_decode, over its prompt tokens). */
+#define PREFILL_MIN_TOKENS 4 /* floor while decoding: a prompt always progresses */
+/* While decoding sequences share the steps with prompts, every PREFILL_REFRESH_STEPS-th step is
+ * decode-only: it re-measures t_decode, which grows with the streams' contexts (their KV cache
+ * reads) while a long prompt goes in. */
+#define PREFILL_REFRESH_STEPS 8
+#define PREFILL_EMA_ALPHA 0.25
+#define PREFILL_EMA_CLAMP 1.5 /* bound on a sample against the average (see below) */
+
+struct prefill_budget_in {
+    double t_decode;       /* EMA s of a decode-only step; <= 0: not measured yet */
+    double t_token;        /* EMA s per prompt token; <= 0: not measured yet */
+    double ratio;          /* target step time / t_decode while decoding; 0 = off */
+    int n_decoding;        /* sequences contributing a decode token to the step */
+    int remaining;         /* prompt tokens of the prefilling sequences not yet in their caches */
+    int cap;               /* prefill_chunk */
+    int since_decode_only; /* steps since the last decode-only one */
+};
+/* Prompt tokens of the next step.  No decoding sequence (or ratio 0): min(cap, remaining), the
+ * prompt at full speed.  Otherwise 0 when since_decode_only >= PREFILL_REFRESH_STEPS (a
+ * decode-only step to re-measure t_decode), else (ratio - 1) * t_decode / t_token, so that
+ * t_decode + n * t_token <= ratio * t_decode, at least PREFILL_MIN_TOKENS (also while either
+ * average is unmeasured) and at most cap and remaining. */
+int batcher_prefill_budget(const struct prefill_budget_in *in);
+
+struct prefill_ema {
+    double t_decode, t_token;
+};
+/* Fold one step (dt seconds, n_prompt prompt tokens, n_decoding decode tokens) into the
+ * averages: a decode-only step into t_decode; a step with prompt tokens into t_token, as
+ * (dt - t_decode when decode tokens shared it) / n_prompt, at least dt / (4 n_prompt) when
+ * noise makes the difference small or negative.  Both err on the side of smaller budgets: a
+ * t_decode sample counts at most PREFILL_EMA_CLAMP x t_decode (a step that lost its CPU), a
+ * t_token sample at least t_token / PREFILL_EMA_CLAMP (a step that looked cheap). */
+void batcher_prefill_ema_update(struct prefill_ema *e, double dt, int n_prompt, int n_decoding);
 
 struct batcher *batcher_new(const struct llama_model *m, const struct batcher_opts *o,
                             void (*notify)(void *), void *notify_arg);
@@ -104,6 +147,8 @@ struct batcher_stats {
     int queued, active;
     size_t kv_bytes;
     unsigned long long steps;
+    int prefill_budget;           /* prompt tokens granted to the last step with a prompt */
+    double ema_decode, ema_token; /* struct prefill_ema, seconds */
 };
 void batcher_get_stats(struct batcher *b, struct batcher_stats *s);
 

@@ -697,7 +697,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
                                       s->kv_budget,
                                       s->prefill_chunk > 0 ? s->prefill_chunk : INT_MAX,
                                       s->h_ttft,
-                                      s->h_tpot};
+                                      s->h_tpot,
+                                      s->step_ratio};
             s->bat = batcher_new(s->model, &bo, wake_loop, s);
             if (!s->bat) {
                 log_error("fatal", "error=\"cannot start the batcher thread\"");
@@ -763,7 +764,7 @@ struct serve_opts {
     const char *model, *host, *load_msg;
     int port, threads, max_batch, ctx, max_queue, prefill_chunk, kv_mb, max_body_kb;
     int max_conns, body_budget_kb; /* connection discipline (connguard.h) */
-    double deadline_s;
+    double deadline_s, step_ratio;
 };
 
 #define AT(f) OPT_AT(struct serve_opts, f)
@@ -832,6 +833,18 @@ static const struct opt serve_rows[] = {
      .meta = "N",
      .help = "prompt tokens per step over all sequences, interleaved with the running decodes; "
              "0 = whole prompts at once"},
+    /* 1.8: the running streams' step stays within 2x while a long prompt is admitted
+     * (docs/benchmarks.md, "Chunked prefill under decode load") */
+    {.name = "prefill-step-ratio",
+     .type = OPT_DBL,
+     AT(step_ratio),
+     .lo = 0,
+     .hi = 100,
+     .def = "1.8",
+     .meta = "R",
+     .help = "while streams decode, a step's prompt tokens are cut (to at least 4) so the step "
+             "takes at most R x a decode-only step, by the measured step times; 0 = always "
+             "--prefill-chunk tokens"},
     {.name = "kv-mem",
      .type = OPT_INT,
      AT(kv_mb),
@@ -993,6 +1006,7 @@ int serve_main(int argc, char **argv)
     s->n_ctx = o.ctx;
     s->max_queue = o.max_queue;
     s->prefill_chunk = o.prefill_chunk;
+    s->step_ratio = o.step_ratio;
     int kv_mb = o.kv_mb, max_body_kb = o.max_body_kb;
     int max_conns = o.max_conns, body_budget_kb = o.body_budget_kb;
     double deadline_s = o.deadline_s;

@@ -27,6 +27,7 @@ struct srv {
     int n_ctx; /* effective context length (positions per sequence) */
     int max_batch, max_queue, threads;
     int prefill_chunk; /* prompt tokens per step over all sequences; 0 = whole prompts */
+    double step_ratio; /* --prefill-step-ratio (batcher_opts.step_ratio) */
     size_t kv_budget;
     const char *model_path, *host, *load_msg;
     int port, bound_port;

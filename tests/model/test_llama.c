@@ -410,7 +410,8 @@ static void test_batcher_greedy_and_cancel(void **st)
     for (int i = 0; i < NR; i++)
         solo(m, 1, TOKS + i, 2 + i, K, want[i], scratch);
     free(scratch);
-    struct batcher_opts o = {2, 3, 16, 1 << 20, 5, NULL, NULL}; /* 3 slots, small prefill chunks */
+    struct batcher_opts o = {2, 3,    16,   1 << 20,
+                             5, NULL, NULL, 0}; /* 3 slots, small prefill chunks */
     lockstep = 1;
     struct batcher *b = batcher_new(m, &o, on_notify, NULL);
     struct gen_req *r[NR + 1];
@@ -472,7 +473,7 @@ static void test_batcher_queue_limit(void **st)
     struct tw w;
     tw_random(&w, 23, false);
     struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
-    struct batcher_opts o = {1, 1, 0, 1 << 20, 64, NULL, NULL};
+    struct batcher_opts o = {1, 1, 0, 1 << 20, 64, NULL, NULL, 0};
     struct batcher *b = batcher_new(m, &o, NULL, NULL);
     struct gen_req *r = mkreq(TOKS, 3, 2);
     assert_int_equal(batcher_submit(b, r), -1); /* max_queue 0 */
