@@ -72,4 +72,8 @@ struct gemm_call {
 /* 0, or -1 (nothing done) if a type is unsupported or the shapes disagree. */
 int gemm_run(struct pool *pool, const struct gemm_call *call);
 
+/* gemm_allow_avx512(0) keeps gemm_run off its AVX-512 kernels (tests compare
+ * both; results are bitwise the same). */
+void gemm_allow_avx512(int on);
+
 #endif

@@ -133,6 +133,9 @@ static void test_gemm_equals_decode_kernels(void **st)
     (void)st;
     print_message("simd %d vnni %d\n", qk_simd_active(), qk_vnni_active());
     check_all_shapes();
+    gemm_allow_avx512(0); /* gemm.c's AVX2 path where the CPU has AVX-512 */
+    check_all_shapes();
+    gemm_allow_avx512(1);
     qk_allow_vnni(0); /* the AVX2 kernels where the CPU has AVX-VNNI */
     check_all_shapes();
     qk_allow_vnni(1);
