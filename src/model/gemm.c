@@ -390,6 +390,243 @@ G512 static void q8_rows_avx512(const struct gemm_mat *m, const uint8_t *xu, con
     }
 }
 
+/* K-quants (Q4_K, Q5_K, Q6_K): decode (quant.c) computes per (row, token)
+ * and 256-block b the exact integers is[b] (and im[b], the mins against the
+ * bsums, for Q4_K/Q5_K), then in block order acc = acc + ((fd*yd)*is -
+ * (fm*yd)*im), or acc = acc + (fd*yd)*is for Q6_K, each operation rounded
+ * on its own (kq_finish, no fma).  Here a tile's rows are unpacked once
+ * (kq_pack) to u8 levels with int16 scales spread per lane; then for
+ * G_KR x G_KC (row, token) pairs at once: dpwssd(acc, maddubs(q, y), sc)
+ * over the 4 chunks of 64, the Q6_K bias -32*sum(sc*bsums) and the mins
+ * by dpwssd on the bsums, a 16-way reduction to one int per pair (exact,
+ * whatever the order), and the float part on 16 lanes with the same
+ * operations (explicitly rounded intrinsics: never contracted). */
+#define G_KR 4
+#define G_KC 4
+#define KQ_PB 576 /* packed block: q[256], sc16[4][32], ex16[16], fd, fm, pad */
+
+static int kq_block_bytes(uint32_t type)
+{
+    return type == GGML_TYPE_Q4_K ? 144 : type == GGML_TYPE_Q5_K ? 176 : 210;
+}
+
+static void kq_pack(uint32_t type, const uint8_t *row, int n, uint8_t *out)
+{
+    int nbk = n / 256, bb = kq_block_bytes(type);
+    for (int b = 0; b < nbk; b++) {
+        const uint8_t *p = row + (size_t)b * bb;
+        uint8_t *o = out + (size_t)b * KQ_PB, *q = o;
+        int16_t sc16[128], ex16[16];
+        float fd, fm = 0;
+        if (type == GGML_TYPE_Q6_K) {
+            const uint8_t *ql = p, *qh = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            for (int h = 0; h < 2; h++, ql += 64, qh += 32, q += 128)
+                for (int l = 0; l < 32; l++) {
+                    q[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+                    q[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                    q[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                    q[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                }
+            for (int k = 0; k < 128; k++) /* int16 lane k: elements 2k, 2k+1 */
+                sc16[k] = sc[k / 8];
+            for (int g = 0; g < 16; g++)
+                ex16[g] = (int16_t)(-32 * sc[g]);
+            uint16_t dh;
+            memcpy(&dh, p + 208, 2);
+            fd = qk_f16_to_f32(dh);
+        } else {
+            int five = type == GGML_TYPE_Q5_K;
+            uint8_t sc[8], mn[8];
+            qk_kscales(p + 4, sc, mn);
+            const uint8_t *qh = p + 16, *qs = p + (five ? 48 : 16);
+            for (int c = 0; c < 4; c++, qs += 32)
+                for (int l = 0; l < 32; l++) {
+                    int h1 = five ? ((qh[l] >> (2 * c)) & 1) << 4 : 0;
+                    int h2 = five ? ((qh[l] >> (2 * c + 1)) & 1) << 4 : 0;
+                    q[64 * c + l] = (uint8_t)((qs[l] & 0xF) | h1);
+                    q[64 * c + 32 + l] = (uint8_t)((qs[l] >> 4) | h2);
+                }
+            for (int k = 0; k < 128; k++)
+                sc16[k] = sc[k / 16];
+            for (int j = 0; j < 16; j++)
+                ex16[j] = mn[j / 2];
+            uint16_t dh, mh;
+            memcpy(&dh, p, 2);
+            memcpy(&mh, p + 2, 2);
+            fd = qk_f16_to_f32(dh);
+            fm = qk_f16_to_f32(mh);
+        }
+        memcpy(o + 256, sc16, 256);
+        memcpy(o + 512, ex16, 32);
+        memcpy(o + 544, &fd, 4);
+        memcpy(o + 548, &fm, 4);
+        memset(o + 552, 0, KQ_PB - 552);
+    }
+}
+
+/* v[i] -> lane i of the result: the sum of v[i]'s 16 int32 lanes */
+G512 static inline __m512i reduce16(const __m512i *v)
+{
+    __m512i u[8], w[4], g[2];
+    for (int k = 0; k < 8; k++)
+        u[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]),
+                                _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+    for (int k = 0; k < 4; k++)
+        w[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(u[2 * k], u[2 * k + 1]),
+                                _mm512_unpackhi_epi64(u[2 * k], u[2 * k + 1]));
+    for (int k = 0; k < 2; k++)
+        g[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(w[2 * k], w[2 * k + 1], 0x88),
+                                _mm512_shuffle_i32x4(w[2 * k], w[2 * k + 1], 0xdd));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(g[0], g[1], 0x88),
+                            _mm512_shuffle_i32x4(g[0], g[1], 0xdd));
+}
+
+#define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+/* R packed rows (wp, wst apart) x C tokens (q rows n apart, d rows nbk apart,
+ * bsums rows n/16 apart); pair (rr, c) in lane 4*rr + c. */
+G512 static inline __attribute__((always_inline)) void
+kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, size_t n,
+        const float *d, const int16_t *bs, int nbk, float *Y, int ldy)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nbk; b++) {
+        __m512i ai[16];
+        for (int i = 0; i < 16; i++)
+            ai[i] = _mm512_setzero_si512();
+        for (int ch = 0; ch < 4; ch++) {
+            __m512i yv[G_KC];
+            for (int c = 0; c < C; c++)
+                yv[c] = _mm512_loadu_si512(q + (size_t)c * n + 256 * (size_t)b + 64 * ch);
+            for (int rr = 0; rr < R; rr++) {
+                const uint8_t *o = wp + (size_t)rr * wst + (size_t)b * KQ_PB;
+                __m512i wq = _mm512_loadu_si512(o + 64 * ch);
+                __m512i sc = _mm512_loadu_si512(o + 256 + 64 * ch);
+                __asm__("" : "+v"(wq), "+v"(sc));
+                for (int c = 0; c < C; c++)
+                    ai[4 * rr + c] =
+                        _mm512_dpwssd_epi32(ai[4 * rr + c], _mm512_maddubs_epi16(wq, yv[c]), sc);
+            }
+        }
+        __m512i bsv[G_KC];
+        for (int c = 0; c < C; c++)
+            bsv[c] = _mm512_zextsi256_si512(
+                _mm256_loadu_si256((const __m256i *)(bs + (size_t)c * (n / 16) + 16 * (size_t)b)));
+        __m512i im = _mm512_setzero_si512();
+        if (q6) {
+            for (int rr = 0; rr < R; rr++) {
+                __m512i ex = _mm512_zextsi256_si512(_mm256_loadu_si256(
+                    (const __m256i *)(wp + (size_t)rr * wst + (size_t)b * KQ_PB + 512)));
+                for (int c = 0; c < C; c++)
+                    ai[4 * rr + c] = _mm512_dpwssd_epi32(ai[4 * rr + c], bsv[c], ex);
+            }
+        } else {
+            __m512i mi[16];
+            for (int i = 0; i < 16; i++)
+                mi[i] = _mm512_setzero_si512();
+            for (int rr = 0; rr < R; rr++) {
+                __m512i ex = _mm512_zextsi256_si512(_mm256_loadu_si256(
+                    (const __m256i *)(wp + (size_t)rr * wst + (size_t)b * KQ_PB + 512)));
+                for (int c = 0; c < C; c++)
+                    mi[4 * rr + c] = _mm512_dpwssd_epi32(mi[4 * rr + c], bsv[c], ex);
+            }
+            im = reduce16(mi);
+        }
+        __m512i is = reduce16(ai);
+        /* fd, fm of the rows and yd of the tokens, spread to the lanes */
+        float fdr[16] = {0}, fmr[16] = {0}, ydr[16] = {0};
+        for (int rr = 0; rr < R; rr++) {
+            const uint8_t *o = wp + (size_t)rr * wst + (size_t)b * KQ_PB;
+            float fd_, fm_;
+            memcpy(&fd_, o + 544, 4);
+            memcpy(&fm_, o + 548, 4);
+            for (int c = 0; c < C; c++) {
+                fdr[4 * rr + c] = fd_;
+                fmr[4 * rr + c] = fm_;
+                ydr[4 * rr + c] = d[(size_t)c * nbk + b];
+            }
+        }
+        __m512 yd = _mm512_loadu_ps(ydr);
+        __m512 a = _mm512_mul_round_ps(_mm512_mul_round_ps(_mm512_loadu_ps(fdr), yd, RN),
+                                       _mm512_cvtepi32_ps(is), RN);
+        if (q6) {
+            acc = _mm512_add_round_ps(acc, a, RN);
+        } else {
+            __m512 m = _mm512_mul_round_ps(_mm512_mul_round_ps(_mm512_loadu_ps(fmr), yd, RN),
+                                           _mm512_cvtepi32_ps(im), RN);
+            acc = _mm512_add_round_ps(acc, _mm512_sub_round_ps(a, m, RN), RN);
+        }
+    }
+    float out[16];
+    _mm512_storeu_ps(out, acc);
+    for (int rr = 0; rr < R; rr++)
+        for (int c = 0; c < C; c++)
+            Y[(size_t)c * ldy + rr] = out[4 * rr + c];
+}
+
+#define KQ_FN(R, C)                                                                                \
+    G512 static void kq_tile_##R##_##C(bool q6, const uint8_t *wp, size_t wst, const int8_t *q,    \
+                                       size_t n, const float *d, const int16_t *bs, int nbk,       \
+                                       float *Y, int ldy)                                          \
+    {                                                                                              \
+        if (q6)                                                                                    \
+            kq_tile(R, C, true, wp, wst, q, n, d, bs, nbk, Y, ldy);                                \
+        else                                                                                       \
+            kq_tile(R, C, false, wp, wst, q, n, d, bs, nbk, Y, ldy);                               \
+    }
+KQ_FN(1, 1)
+KQ_FN(1, 2)
+KQ_FN(1, 3)
+KQ_FN(1, 4)
+KQ_FN(2, 1)
+KQ_FN(2, 2)
+KQ_FN(2, 3)
+KQ_FN(2, 4)
+KQ_FN(3, 1)
+KQ_FN(3, 2)
+KQ_FN(3, 3)
+KQ_FN(3, 4)
+KQ_FN(4, 1)
+KQ_FN(4, 2)
+KQ_FN(4, 3)
+KQ_FN(4, 4)
+
+typedef void (*kq_fn)(bool, const uint8_t *, size_t, const int8_t *, size_t, const float *,
+                      const int16_t *, int, float *, int);
+static const kq_fn kq_fns[G_KR][G_KC] = {
+    {kq_tile_1_1, kq_tile_1_2, kq_tile_1_3, kq_tile_1_4},
+    {kq_tile_2_1, kq_tile_2_2, kq_tile_2_3, kq_tile_2_4},
+    {kq_tile_3_1, kq_tile_3_2, kq_tile_3_3, kq_tile_3_4},
+    {kq_tile_4_1, kq_tile_4_2, kq_tile_4_3, kq_tile_4_4},
+};
+
+G512 static void kq_rows_avx512(const struct gemm_mat *m, const int8_t *kq, const float *kd,
+                                const int16_t *kbs, int T, int r0, int r1, uint8_t *buf)
+{
+    int n = m->cols, nbk = n / 256;
+    size_t prb = (size_t)nbk * KQ_PB;
+    for (int r = r0; r < r1; r++)
+        kq_pack(m->type, (const uint8_t *)m->data + (size_t)r * m->row_bytes, n,
+                buf + (size_t)(r - r0) * prb);
+    size_t tb = ((size_t)128 * 1024) / ((size_t)n * 9 / 8);
+    if (tb < G_KC) tb = G_KC;
+    bool q6 = m->type == GGML_TYPE_Q6_K;
+    for (int t0 = 0; t0 < T; t0 += (int)tb) {
+        int bt = T - t0 < (int)tb ? T - t0 : (int)tb;
+        for (int r = r0; r < r1; r += G_KR) {
+            int R = r1 - r < G_KR ? r1 - r : G_KR;
+            for (int t = t0; t < t0 + bt;) {
+                int C = t0 + bt - t < G_KC ? t0 + bt - t : G_KC;
+                kq_fns[R - 1][C - 1](q6, buf + (size_t)(r - r0) * prb, prb, kq + (size_t)t * n,
+                                     (size_t)n, kd + (size_t)t * nbk, kbs + (size_t)t * (n / 16),
+                                     nbk, m->y + (size_t)t * m->ldy + r, m->ldy);
+                t += C;
+            }
+        }
+    }
+}
+
 static int g512_state = -1;
 
 static bool g512_active(void)
@@ -445,6 +682,7 @@ static size_t g_buf_bytes(const struct gemm_mat *m)
     if (m->type == GGML_TYPE_F16 || m->type == GGML_TYPE_BF16) return 4 * n * 4;
 #if GEMM_X86
     if (m->type == GGML_TYPE_Q8_0) return GEMM_TILE_ROWS * q8_row_bytes(m->cols);
+    if (is_kquant(m->type)) return GEMM_TILE_ROWS * (n / 256) * KQ_PB;
 #endif
     return 0;
 }
@@ -504,6 +742,11 @@ static void tile_task(void *arg, int ith, int nth)
         if (s->g512 &&
             (m->type == GGML_TYPE_F32 || m->type == GGML_TYPE_F16 || m->type == GGML_TYPE_BF16)) {
             ff_rows_avx512(m, c->x, c->T, r0, r1, (void *)(s->buf + (size_t)ith * s->buf_per));
+            continue;
+        }
+        if (s->g512 && is_kquant(m->type)) {
+            kq_rows_avx512(m, c->kq, c->kd, c->kbs, c->T, r0, r1,
+                           (uint8_t *)s->buf + (size_t)ith * s->buf_per);
             continue;
         }
         if (s->q8x && m->type == GGML_TYPE_Q8_0) {
