@@ -493,7 +493,7 @@ static void dequant_q6_k(const uint8_t *p, float *y, int n)
     }
 }
 
-void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+static void q8_k_portable(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
 {
     for (int b = 0; b < n / 256; b++, x += 256, q += 256) {
         float max = 0, amax = 0;
@@ -1135,6 +1135,86 @@ QK_TARGET static void attn_out_avx2(int nq, float *const *o, float *const *p, in
         }
     }
 }
+/* Activation quantisers: the portable functions' arithmetic, 8 lanes at a
+ * time (max of |x| is exact in any order; one division, one multiply and a
+ * round-to-nearest-even conversion per value, as lrintf), so bitwise the
+ * same outputs. */
+QK_TARGET static inline __m256i pack8x4(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
+    __m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(c), _mm256_cvtps_epi32(d));
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+QK_TARGET static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+QK_TARGET static void act_u_avx2(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(xb + 8 * j);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+        }
+        float d = hmax8(m) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        xd[b] = d;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i q = pack8x4(_mm256_mul_ps(v[0], idv), _mm256_mul_ps(v[1], idv),
+                            _mm256_mul_ps(v[2], idv), _mm256_mul_ps(v[3], idv));
+        _mm256_storeu_si256((__m256i *)(xq + 32 * b), q);
+        if (xu)
+            _mm256_storeu_si256((__m256i *)(xu + 32 * b),
+                                _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)));
+    }
+}
+
+QK_TARGET static void q8_k_avx2(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < n / 256; b++, x += 256, q += 256) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        float amax = hmax8(m);
+        if (!amax) {
+            d[b] = 0;
+            memset(q, 0, 256);
+            memset(bsums + 16 * b, 0, 32);
+            continue;
+        }
+        int j = 0; /* the first value of largest magnitude, with its sign */
+        while (fabsf(x[j]) != amax)
+            j++;
+        float iscale = -127.0f / x[j];
+        __m256 is = _mm256_set1_ps(iscale);
+        for (int k = 0; k < 256; k += 32) {
+            __m256i v = pack8x4(_mm256_mul_ps(is, _mm256_loadu_ps(x + k)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 8)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 16)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 24)));
+            v = _mm256_min_epi8(v, _mm256_set1_epi8(127));
+            _mm256_storeu_si256((__m256i *)(q + k), v);
+            /* sums of 16: int8 -> int16 pairs, then 8 pairs per 16 */
+            __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), v);
+            __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            __m128i t =
+                _mm_hadd_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            t = _mm_hadd_epi32(t, t);
+            bsums[16 * b + k / 16] = (int16_t)_mm_extract_epi32(t, 0);
+            bsums[16 * b + k / 16 + 1] = (int16_t)_mm_extract_epi32(t, 1);
+        }
+        d[b] = 1 / iscale;
+    }
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
@@ -1234,7 +1314,7 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
     qk_quantize_act_u(x, n, xq, NULL, xd);
 }
 
-void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+static void act_u_portable(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
 {
     for (int b = 0; b < n / 32; b++) {
         const float *xb = x + 32 * b;
@@ -1249,6 +1329,28 @@ void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd
     if (xu)
         for (int i = 0; i < n; i++)
             xu[i] = (uint8_t)(xq[i] + 128);
+}
+
+void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+{
+#if QK_X86
+    if (qk_simd_active()) {
+        act_u_avx2(x, n, xq, xu, xd);
+        return;
+    }
+#endif
+    act_u_portable(x, n, xq, xu, xd);
+}
+
+void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+{
+#if QK_X86
+    if (qk_simd_active()) {
+        q8_k_avx2(x, n, q, d, bsums);
+        return;
+    }
+#endif
+    q8_k_portable(x, n, q, d, bsums);
 }
 
 #ifndef QK_PF_ROWS

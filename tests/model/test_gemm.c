@@ -144,6 +144,39 @@ static void test_gemm_equals_decode_kernels(void **st)
     qk_force_portable(0);
 }
 
+/* The activation quantisers' SIMD paths give the portable outputs, bitwise
+ * (ties in magnitude, zero blocks, exact halves included). */
+static void test_quantizers_simd_equal_portable(void **st)
+{
+    (void)st;
+    enum { N = 2048 };
+    uint64_t rng = 99;
+    float *x = tw_mat(N, 3.0f, 0, &rng);
+    for (int i = 0; i < 256; i++) /* a zero block of 256 (and so of 32) */
+        x[256 + i] = 0;
+    x[600] = 2.5f; /* equal magnitudes of both signs: the first one's sign wins */
+    x[601] = -2.5f;
+    x[900] = -2.75f;
+    x[1000] = 2.75f;
+    int8_t q[2][N], k[2][N];
+    uint8_t u[2][N];
+    float d[2][N / 32], kd[2][N / 256];
+    int16_t bs[2][N / 16];
+    for (int pth = 0; pth < 2; pth++) {
+        qk_force_portable(pth);
+        qk_quantize_act_u(x, N, q[pth], u[pth], d[pth]);
+        qk_quantize_q8_k(x, N, k[pth], kd[pth], bs[pth]);
+    }
+    qk_force_portable(0);
+    assert_memory_equal(q[0], q[1], sizeof q[0]);
+    assert_memory_equal(u[0], u[1], sizeof u[0]);
+    assert_memory_equal(d[0], d[1], sizeof d[0]);
+    assert_memory_equal(k[0], k[1], sizeof k[0]);
+    assert_memory_equal(kd[0], kd[1], sizeof kd[0]);
+    assert_memory_equal(bs[0], bs[1], sizeof bs[0]);
+    free(x);
+}
+
 static void test_gemm_rejects(void **st)
 {
     (void)st;
@@ -296,6 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_equals_decode_kernels),
         cmocka_unit_test(test_gemm_rejects),
+        cmocka_unit_test(test_quantizers_simd_equal_portable),
         cmocka_unit_test(test_prefill_batched_chunked_single_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
