@@ -1215,6 +1215,63 @@ QK_TARGET static void q8_k_avx2(const float *x, int n, int8_t *q, float *d, int1
         d[b] = 1 / iscale;
     }
 }
+/* expf on 8 lanes for x <= 0 (softmax): x = n ln2 + r, |r| <= ln2/2, a
+ * degree-6 polynomial for e^r (Cephes' expf coefficients, ~1 ulp), times
+ * 2^n; below -87.3 the result is 0. */
+QK_TARGET static inline __m256 exp_neg_avx2(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* s[0..n) -> softmax(s), in place: max, exp(s - max) and their sum on 8
+ * lanes (a fixed order for a given n), then s * (1 / sum). */
+QK_TARGET static void softmax_avx2(float *s, int n)
+{
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    float mx = hmax8(mv);
+    for (int i = j; i < n; i++)
+        if (s[i] > mx) mx = s[i];
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (j < n) { /* the tail padded with -inf, whose exp is 0 */
+        float t[8];
+        for (int i = 0; i < 8; i++)
+            t[i] = j + i < n ? s[j + i] : -INFINITY;
+        __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(t), m));
+        _mm256_storeu_ps(t, e);
+        sum = _mm256_add_ps(sum, e);
+        for (int i = 0; j + i < n; i++)
+            s[j + i] = t[i];
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / hsum8(sum));
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+    for (; j < n; j++)
+        s[j] = s[j] * _mm256_cvtss_f32(inv);
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
@@ -1432,6 +1489,12 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
                 sc[k][j] = qk_dot(q[k], K + (size_t)j * ld, hd) * scale;
     for (int k = 0; k < nq; k++) {
         int n = p0 + k + 1;
+#if QK_X86
+        if (simd) {
+            softmax_avx2(sc[k], n);
+            continue;
+        }
+#endif
         float mx = -INFINITY, sum = 0;
         for (int j = 0; j < n; j++)
             if (sc[k][j] > mx) mx = sc[k][j];
