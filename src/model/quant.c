@@ -1272,10 +1272,103 @@ QK_TARGET static void softmax_avx2(float *s, int n)
     for (; j < n; j++)
         s[j] = s[j] * _mm256_cvtss_f32(inv);
 }
+/* ---- AVX-512 attention (AVX512F/DQ, chosen at run time) ----
+ * Scores: per query, 16 keys at a time, 16-lane fma chains over the head
+ * dimension and a fixed transposing tree that sums each key's lanes (the
+ * result for one (query, key) depends on nothing else in the block: decode
+ * and prefill agree bitwise).  Output: as attn_out_avx2 (the same fma per
+ * element, in key order), 64 floats of 4 queries in registers. */
+#define QK512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,f16c")))
+
+QK512 static inline __m512 reduce16_ps(const __m512 *v)
+{
+    __m512 u[8], w[4], g[2];
+    for (int k = 0; k < 8; k++)
+        u[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]),
+                             _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(u[2 * k]), b = _mm512_castps_pd(u[2 * k + 1]);
+        w[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    for (int k = 0; k < 2; k++)
+        g[k] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(g[0], g[1], 0x88),
+                         _mm512_shuffle_f32x4(g[0], g[1], 0xdd));
+}
+
+QK512 static void attn_scores_avx512(int nq, const float *const *q, float *const *sc, int p0,
+                                     const float *K, size_t ld, int hd, float scale)
+{
+    int pend = p0 + nq - 1;
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (int j0 = 0; j0 <= pend; j0 += 16) {
+        const float *kr[16]; /* rows past the last key repeat it (lanes unused) */
+        for (int jj = 0; jj < 16; jj++)
+            kr[jj] = K + (size_t)(j0 + jj <= pend ? j0 + jj : pend) * ld;
+        for (int k = 0; k < nq; k++) {
+            int last = p0 + k; /* query k sees keys 0..last */
+            if (j0 > last) continue;
+            __m512 acc[16];
+            for (int jj = 0; jj < 16; jj++)
+                acc[jj] = _mm512_setzero_ps();
+            for (int i = 0; i < hd; i += 16) {
+                __m512 qv = _mm512_loadu_ps(q[k] + i);
+                for (int jj = 0; jj < 16; jj++)
+                    acc[jj] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kr[jj] + i), acc[jj]);
+            }
+            __m512 r = _mm512_mul_ps(reduce16_ps(acc), sv);
+            int nk = last - j0 + 1 < 16 ? last - j0 + 1 : 16;
+            _mm512_mask_storeu_ps(sc[k] + j0, (__mmask16)((1u << nk) - 1), r);
+        }
+    }
+}
+
+QK512 static void attn_out_avx512(int nq, float *const *o, float *const *p, int p0, int pend,
+                                  const float *V, size_t ld, int hd)
+{
+    for (int i = 0; i < hd; i += 64) {
+        __m512 acc[4][4];
+        for (int k = 0; k < 4; k++)
+            for (int u = 0; u < 4; u++)
+                acc[k][u] = _mm512_setzero_ps();
+        int j = 0;
+        if (nq == 4)
+            for (; j <= p0; j++) {
+                const float *v = V + (size_t)j * ld + i;
+                __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+                __m512 v2 = _mm512_loadu_ps(v + 32), v3 = _mm512_loadu_ps(v + 48);
+                for (int k = 0; k < 4; k++) {
+                    __m512 b = _mm512_set1_ps(p[k][j]);
+                    acc[k][0] = _mm512_fmadd_ps(b, v0, acc[k][0]);
+                    acc[k][1] = _mm512_fmadd_ps(b, v1, acc[k][1]);
+                    acc[k][2] = _mm512_fmadd_ps(b, v2, acc[k][2]);
+                    acc[k][3] = _mm512_fmadd_ps(b, v3, acc[k][3]);
+                }
+            }
+        for (; j <= pend; j++) {
+            const float *v = V + (size_t)j * ld + i;
+            __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+            __m512 v2 = _mm512_loadu_ps(v + 32), v3 = _mm512_loadu_ps(v + 48);
+            for (int k = j > p0 ? j - p0 : 0; k < nq; k++) {
+                __m512 b = _mm512_set1_ps(p[k][j]);
+                acc[k][0] = _mm512_fmadd_ps(b, v0, acc[k][0]);
+                acc[k][1] = _mm512_fmadd_ps(b, v1, acc[k][1]);
+                acc[k][2] = _mm512_fmadd_ps(b, v2, acc[k][2]);
+                acc[k][3] = _mm512_fmadd_ps(b, v3, acc[k][3]);
+            }
+        }
+        for (int k = 0; k < nq; k++)
+            for (int u = 0; u < 4; u++)
+                _mm512_storeu_ps(o[k] + i + 16 * u, acc[k][u]);
+    }
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
 static int vnni_state = -1;
+static int avx512_state = -1;
 static int simd_forced_off;
 
 int qk_simd_active(void)
@@ -1287,6 +1380,8 @@ int qk_simd_active(void)
         simd_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
         vnni_state = simd_state && __builtin_cpu_supports("avxvnni");
+        avx512_state = simd_state && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #else
         simd_state = 0;
 #endif
@@ -1300,6 +1395,7 @@ void qk_force_portable(int on)
 }
 
 static int vnni_forced_off;
+static int avx512_forced_off;
 
 int qk_vnni_active(void)
 {
@@ -1309,6 +1405,11 @@ int qk_vnni_active(void)
 void qk_allow_vnni(int on)
 {
     vnni_forced_off = !on;
+}
+
+void qk_allow_avx512(int on)
+{
+    avx512_forced_off = !on;
 }
 
 void qk_dequant_row(uint32_t type, const void *row, float *out, int n)
@@ -1480,7 +1581,10 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
     int pend = p0 + nq - 1;
 #if QK_X86
     bool simd = qk_simd_active() && hd % 16 == 0 && nq <= 4;
-    if (simd)
+    bool a512 = simd && avx512_state > 0 && !avx512_forced_off && hd % 64 == 0;
+    if (a512)
+        attn_scores_avx512(nq, q, sc, p0, K, ld, hd, scale);
+    else if (simd)
         attn_scores_avx2(nq, q, sc, p0, pend, K, ld, hd, scale);
     else
 #endif
@@ -1507,6 +1611,10 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
             sc[k][j] = sc[k][j] * inv;
     }
 #if QK_X86
+    if (a512) {
+        attn_out_avx512(nq, o, sc, p0, pend, V, ld, hd);
+        return;
+    }
     if (simd) {
         attn_out_avx2(nq, o, sc, p0, pend, V, ld, hd);
         return;
