@@ -513,7 +513,7 @@ kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, s
         for (int c = 0; c < C; c++)
             bsv[c] = _mm512_zextsi256_si512(
                 _mm256_loadu_si256((const __m256i *)(bs + (size_t)c * (n / 16) + 16 * (size_t)b)));
-        __m512i im = _mm512_setzero_si512();
+        __m512i im = _mm512_setzero_si512(), is;
         if (q6) {
             for (int rr = 0; rr < R; rr++) {
                 __m512i ex = _mm512_zextsi256_si512(_mm256_loadu_si256(
@@ -521,7 +521,9 @@ kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, s
                 for (int c = 0; c < C; c++)
                     ai[4 * rr + c] = _mm512_dpwssd_epi32(ai[4 * rr + c], bsv[c], ex);
             }
+            is = reduce16(ai);
         } else {
+            is = reduce16(ai); /* first: frees the registers for the mins */
             __m512i mi[16];
             for (int i = 0; i < 16; i++)
                 mi[i] = _mm512_setzero_si512();
@@ -533,7 +535,6 @@ kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, s
             }
             im = reduce16(mi);
         }
-        __m512i is = reduce16(ai);
         /* fd, fm of the rows and yd of the tokens, spread to the lanes */
         float fdr[16] = {0}, fmr[16] = {0}, ydr[16] = {0};
         for (int rr = 0; rr < R; rr++) {
