@@ -1,6 +1,7 @@
 /* Tiled prefill matmul; see gemm.h. */
 #include "gemm.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,21 @@ static int g512_off; /* gemm_allow_avx512(0) */
 #define G_FR 4
 #define G_FC 3
 
+/* Row strides of the aligned copies: one cache line more than the row, so
+ * rows a power of two long do not all map to the same L1 sets. */
+static size_t g_lx(int n) /* x copy, floats */
+{
+    return (size_t)n + 16;
+}
+static size_t g_lu(int n) /* xu and kq copies, bytes */
+{
+    return (size_t)n + 64;
+}
+static size_t g_ld(int n) /* dxx, floats */
+{
+    return (size_t)((n / QK8_0 + 1) / 2) * 16 + 16;
+}
+
 G512 static inline float hsum_f4(__m512 a01, __m512 a23)
 {
     __m256 s01 = _mm256_add_ps(_mm512_castps512_ps256(a01),
@@ -216,13 +232,13 @@ G512 static void ff_rows_avx512(const struct gemm_mat *m, const float *X, int T,
                 if (m->type == GGML_TYPE_F32) {
                     w[rr] = (const void *)row;
                 } else {
-                    to_f32(m->type, row, buf + (size_t)rr * n, n);
-                    w[rr] = buf + (size_t)rr * n;
+                    to_f32(m->type, row, buf + (size_t)rr * g_lx(n), n);
+                    w[rr] = buf + (size_t)rr * g_lx(n);
                 }
             }
             for (int t = t0; t < t0 + bt;) {
                 int C = t0 + bt - t < G_FC ? t0 + bt - t : G_FC;
-                ff_fns[R - 1][C - 1](w, X + (size_t)t * n, (size_t)n, n,
+                ff_fns[R - 1][C - 1](w, X + (size_t)t * g_lx(n), g_lx(n), n,
                                      m->y + (size_t)t * m->ldy + r, m->ldy);
                 t += C;
             }
@@ -244,7 +260,7 @@ G512 static void ff_rows_avx512(const struct gemm_mat *m, const float *X, int T,
 /* packed row: npair * (64 B w, 16 dw floats, 16 int32 -128*sum(w)) */
 static size_t q8_row_bytes(int n)
 {
-    return (size_t)((n / QK8_0 + 1) / 2) * 192;
+    return (size_t)((n / QK8_0 + 1) / 2) * 192 + 64;
 }
 
 G512 static void q8_pack(const uint8_t *row, int n, uint8_t *out)
@@ -369,7 +385,7 @@ G512 static void q8_rows_avx512(const struct gemm_mat *m, const uint8_t *xu, con
                                 int T, int r0, int r1, uint8_t *buf)
 {
     int n = m->cols, nb = n / QK8_0;
-    size_t prb = q8_row_bytes(n), dst = (size_t)((nb + 1) / 2) * 16;
+    size_t prb = q8_row_bytes(n), dst = g_ld(n), lu = g_lu(n);
     for (int r = r0; r < r1; r++)
         q8_pack((const uint8_t *)m->data + (size_t)r * m->row_bytes, n,
                 buf + (size_t)(r - r0) * prb);
@@ -381,9 +397,9 @@ G512 static void q8_rows_avx512(const struct gemm_mat *m, const uint8_t *xu, con
             int R = r1 - r < G_QR ? r1 - r : G_QR;
             for (int t = t0; t < t0 + bt;) {
                 int C = t0 + bt - t < G_QC ? t0 + bt - t : G_QC;
-                q8_fns[R - 1][C - 1](buf + (size_t)(r - r0) * prb, prb, xu + (size_t)t * n,
-                                     (size_t)n, dxx + (size_t)t * dst, dst, nb,
-                                     m->y + (size_t)t * m->ldy + r, m->ldy);
+                q8_fns[R - 1][C - 1](buf + (size_t)(r - r0) * prb, prb, xu + (size_t)t * lu, lu,
+                                     dxx + (size_t)t * dst, dst, nb, m->y + (size_t)t * m->ldy + r,
+                                     m->ldy);
                 t += C;
             }
         }
@@ -488,7 +504,7 @@ G512 static inline __m512i reduce16(const __m512i *v)
  * bsums rows n/16 apart); pair (rr, c) in lane 4*rr + c. */
 G512 static inline __attribute__((always_inline)) void
 kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, size_t n,
-        const float *d, const int16_t *bs, int nbk, float *Y, int ldy)
+        const float *d, const int16_t *bs, size_t bss, int nbk, float *Y, int ldy)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int b = 0; b < nbk; b++) {
@@ -512,7 +528,7 @@ kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, s
         __m512i bsv[G_KC];
         for (int c = 0; c < C; c++)
             bsv[c] = _mm512_zextsi256_si512(
-                _mm256_loadu_si256((const __m256i *)(bs + (size_t)c * (n / 16) + 16 * (size_t)b)));
+                _mm256_loadu_si256((const __m256i *)(bs + (size_t)c * bss + 16 * (size_t)b)));
         __m512i im = _mm512_setzero_si512(), is;
         if (q6) {
             for (int rr = 0; rr < R; rr++) {
@@ -568,13 +584,13 @@ kq_tile(int R, int C, bool q6, const uint8_t *wp, size_t wst, const int8_t *q, s
 
 #define KQ_FN(R, C)                                                                                \
     G512 static void kq_tile_##R##_##C(bool q6, const uint8_t *wp, size_t wst, const int8_t *q,    \
-                                       size_t n, const float *d, const int16_t *bs, int nbk,       \
-                                       float *Y, int ldy)                                          \
+                                       size_t n, const float *d, const int16_t *bs, size_t bss,    \
+                                       int nbk, float *Y, int ldy)                                 \
     {                                                                                              \
         if (q6)                                                                                    \
-            kq_tile(R, C, true, wp, wst, q, n, d, bs, nbk, Y, ldy);                                \
+            kq_tile(R, C, true, wp, wst, q, n, d, bs, bss, nbk, Y, ldy);                           \
         else                                                                                       \
-            kq_tile(R, C, false, wp, wst, q, n, d, bs, nbk, Y, ldy);                               \
+            kq_tile(R, C, false, wp, wst, q, n, d, bs, bss, nbk, Y, ldy);                          \
     }
 KQ_FN(1, 1)
 KQ_FN(1, 2)
@@ -594,7 +610,7 @@ KQ_FN(4, 3)
 KQ_FN(4, 4)
 
 typedef void (*kq_fn)(bool, const uint8_t *, size_t, const int8_t *, size_t, const float *,
-                      const int16_t *, int, float *, int);
+                      const int16_t *, size_t, int, float *, int);
 static const kq_fn kq_fns[G_KR][G_KC] = {
     {kq_tile_1_1, kq_tile_1_2, kq_tile_1_3, kq_tile_1_4},
     {kq_tile_2_1, kq_tile_2_2, kq_tile_2_3, kq_tile_2_4},
@@ -606,7 +622,7 @@ G512 static void kq_rows_avx512(const struct gemm_mat *m, const int8_t *kq, cons
                                 const int16_t *kbs, int T, int r0, int r1, uint8_t *buf)
 {
     int n = m->cols, nbk = n / 256;
-    size_t prb = (size_t)nbk * KQ_PB;
+    size_t prb = (size_t)nbk * KQ_PB + 64, lu = g_lu(n);
     for (int r = r0; r < r1; r++)
         kq_pack(m->type, (const uint8_t *)m->data + (size_t)r * m->row_bytes, n,
                 buf + (size_t)(r - r0) * prb);
@@ -619,9 +635,9 @@ G512 static void kq_rows_avx512(const struct gemm_mat *m, const int8_t *kq, cons
             int R = r1 - r < G_KR ? r1 - r : G_KR;
             for (int t = t0; t < t0 + bt;) {
                 int C = t0 + bt - t < G_KC ? t0 + bt - t : G_KC;
-                kq_fns[R - 1][C - 1](q6, buf + (size_t)(r - r0) * prb, prb, kq + (size_t)t * n,
-                                     (size_t)n, kd + (size_t)t * nbk, kbs + (size_t)t * (n / 16),
-                                     nbk, m->y + (size_t)t * m->ldy + r, m->ldy);
+                kq_fns[R - 1][C - 1](q6, buf + (size_t)(r - r0) * prb, prb, kq + (size_t)t * lu, lu,
+                                     kd + (size_t)t * nbk, kbs + (size_t)t * (n / 16),
+                                     (size_t)(n / 16), nbk, m->y + (size_t)t * m->ldy + r, m->ldy);
                 t += C;
             }
         }
@@ -658,10 +674,14 @@ struct gemm_state {
     bool q8, kq;  /* some matrix needs Q8_0-style / Q8_K activations */
     int tiles[5]; /* prefix sums of tiles per matrix */
     atomic_int next;
-    bool g512;  /* AVX-512 kernels */
-    bool q8x;   /* ... for Q8_0: dxx wanted */
-    float *dxx; /* per token the Q8_0 activation scales, spread (q8_spread) */
-    char *buf;  /* per thread buf_per bytes (AVX-512 weight panels) */
+    bool g512;     /* AVX-512 kernels */
+    bool q8x;      /* ... for Q8_0: dxx wanted */
+    float *dxx;    /* per token the Q8_0 activation scales, spread (q8_spread) */
+    char *buf;     /* per thread buf_per bytes (AVX-512 weight panels), 64-byte aligned */
+    float *xa;     /* x copied 64-byte aligned (AVX-512 F32/F16/BF16 kernels) */
+    uint8_t *xu;   /* where xu / kq are written: the call's, or 64-byte aligned */
+    int8_t *kqa;   /* buffers for the AVX-512 kernels */
+    size_t lu, lk; /* their row strides */
     size_t buf_per;
 };
 
@@ -680,10 +700,10 @@ bool gemm_supported(uint32_t type)
 static size_t g_buf_bytes(const struct gemm_mat *m)
 {
     size_t n = (size_t)m->cols;
-    if (m->type == GGML_TYPE_F16 || m->type == GGML_TYPE_BF16) return 4 * n * 4;
+    if (m->type == GGML_TYPE_F16 || m->type == GGML_TYPE_BF16) return 4 * g_lx(m->cols) * 4;
 #if GEMM_X86
     if (m->type == GGML_TYPE_Q8_0) return GEMM_TILE_ROWS * q8_row_bytes(m->cols);
-    if (is_kquant(m->type)) return GEMM_TILE_ROWS * (n / 256) * KQ_PB;
+    if (is_kquant(m->type)) return GEMM_TILE_ROWS * ((n / 256) * KQ_PB + 64);
 #endif
     return 0;
 }
@@ -697,13 +717,14 @@ static void quant_task(void *arg, int ith, int nth)
     int t0 = (int)((long long)c->T * ith / nth), t1 = (int)((long long)c->T * (ith + 1) / nth);
     for (int t = t0; t < t1; t++) {
         if (s->q8)
-            qk_quantize_act_u(c->x + (size_t)t * n, n, c->xq + (size_t)t * n, c->xu + (size_t)t * n,
-                              c->xd + (size_t)t * nb);
+            qk_quantize_act_u(c->x + (size_t)t * n, n, c->xq + (size_t)t * n,
+                              s->xu + (size_t)t * s->lu, c->xd + (size_t)t * nb);
 #if GEMM_X86
-        if (s->q8x) q8_spread(c->xd + (size_t)t * nb, nb, s->dxx + (size_t)t * ((nb + 1) / 2) * 16);
+        if (s->q8x) q8_spread(c->xd + (size_t)t * nb, nb, s->dxx + (size_t)t * g_ld(n));
 #endif
+        if (s->xa) memcpy(s->xa + (size_t)t * g_lx(n), c->x + (size_t)t * n, (size_t)n * 4);
         if (s->kq)
-            qk_quantize_q8_k(c->x + (size_t)t * n, n, c->kq + (size_t)t * n,
+            qk_quantize_q8_k(c->x + (size_t)t * n, n, s->kqa + (size_t)t * s->lk,
                              c->kd + (size_t)t * (n / 256), c->kbs + (size_t)t * (n / 16));
     }
 }
@@ -742,16 +763,16 @@ static void tile_task(void *arg, int ith, int nth)
 #if GEMM_X86
         if (s->g512 &&
             (m->type == GGML_TYPE_F32 || m->type == GGML_TYPE_F16 || m->type == GGML_TYPE_BF16)) {
-            ff_rows_avx512(m, c->x, c->T, r0, r1, (void *)(s->buf + (size_t)ith * s->buf_per));
+            ff_rows_avx512(m, s->xa, c->T, r0, r1, (void *)(s->buf + (size_t)ith * s->buf_per));
             continue;
         }
         if (s->g512 && is_kquant(m->type)) {
-            kq_rows_avx512(m, c->kq, c->kd, c->kbs, c->T, r0, r1,
+            kq_rows_avx512(m, s->kqa, c->kd, c->kbs, c->T, r0, r1,
                            (uint8_t *)s->buf + (size_t)ith * s->buf_per);
             continue;
         }
         if (s->q8x && m->type == GGML_TYPE_Q8_0) {
-            q8_rows_avx512(m, c->xu, s->dxx, c->T, r0, r1,
+            q8_rows_avx512(m, s->xu, s->dxx, c->T, r0, r1,
                            (uint8_t *)s->buf + (size_t)ith * s->buf_per);
             continue;
         }
@@ -785,6 +806,19 @@ static void tile_task(void *arg, int ith, int nth)
     }
 }
 
+/* The AVX-512 kernels' buffers: one allocation carved into 64-byte aligned
+ * pieces (zmm loads never span two cache lines), kept from call to call (a
+ * fresh one per call is a fresh mapping whose pages fault in every time);
+ * a concurrent call that finds it busy allocates its own. */
+static pthread_mutex_t g_keep_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *g_keep;
+static size_t g_keep_n;
+
+static size_t g_round(size_t n)
+{
+    return (n + 63) / 64 * 64;
+}
+
 int gemm_run(struct pool *pool, const struct gemm_call *call)
 {
     if (call->n_mats < 1 || call->n_mats > 4 || call->T < 1) return -1;
@@ -805,16 +839,53 @@ int gemm_run(struct pool *pool, const struct gemm_call *call)
         for (int i = 0; i < call->n_mats; i++)
             s.buf_per =
                 g_buf_bytes(&call->mats[i]) > s.buf_per ? g_buf_bytes(&call->mats[i]) : s.buf_per;
-    s.buf = s.buf_per ? xmalloc(s.buf_per * (size_t)pool_size(pool)) : NULL;
+    bool fx = false;
+    for (int i = 0; i < call->n_mats; i++)
+        fx |=
+            s.g512 && (call->mats[i].type == GGML_TYPE_F32 || call->mats[i].type == GGML_TYPE_F16 ||
+                       call->mats[i].type == GGML_TYPE_BF16);
     s.q8x = false;
     for (int i = 0; i < call->n_mats; i++)
         s.q8x |= s.g512 && call->mats[i].type == GGML_TYPE_Q8_0;
-    int nb0 = call->mats[0].cols / QK8_0;
-    s.dxx = s.q8x ? xmalloc((size_t)call->T * (size_t)((nb0 + 1) / 2) * 64) : NULL;
-    if (s.q8 || s.kq) pool_run(pool, quant_task, &s);
+    int n0 = call->mats[0].cols;
+    size_t T = (size_t)call->T;
+    bool kqx = s.g512 && s.kq;
+    s.lu = s.q8x ? g_lu(n0) : (size_t)n0;
+    s.lk = kqx ? g_lu(n0) : (size_t)n0;
+    size_t sz[5] = {g_round(s.buf_per * (size_t)pool_size(pool)),
+                    fx ? g_round(T * g_lx(n0) * 4) : 0, s.q8x ? g_round(T * g_ld(n0) * 4) : 0,
+                    s.q8x ? g_round(T * s.lu) : 0, kqx ? g_round(T * s.lk) : 0};
+    size_t total = 64 + sz[0] + sz[1] + sz[2] + sz[3] + sz[4];
+    char *mem = NULL, *own = NULL;
+    bool kept = total > 64 && pthread_mutex_trylock(&g_keep_mu) == 0;
+    if (kept) {
+        if (g_keep_n < total) {
+            free(g_keep);
+            g_keep = xmalloc(total);
+            g_keep_n = total;
+        }
+        mem = g_keep;
+    } else if (total > 64) {
+        mem = own = xmalloc(total);
+    }
+    if (mem) {
+        char *p = mem + (64 - (uintptr_t)mem % 64) % 64;
+        s.buf = sz[0] ? p : NULL;
+        p += sz[0];
+        s.xa = sz[1] ? (float *)(void *)p : NULL;
+        p += sz[1];
+        s.dxx = sz[2] ? (float *)(void *)p : NULL;
+        p += sz[2];
+        s.xu = sz[3] ? (uint8_t *)p : NULL;
+        p += sz[3];
+        s.kqa = sz[4] ? (int8_t *)p : NULL;
+    }
+    if (!s.xu) s.xu = call->xu;
+    if (!s.kqa) s.kqa = call->kq;
+    if (s.q8 || s.kq || s.xa) pool_run(pool, quant_task, &s);
     atomic_init(&s.next, 0);
     pool_run(pool, tile_task, &s);
-    free(s.buf);
-    free(s.dxx);
+    if (kept) pthread_mutex_unlock(&g_keep_mu);
+    free(own);
     return 0;
 }
