@@ -52,8 +52,10 @@ bool gemm_supported(uint32_t type);
  * quantised here (in parallel) into xq/xu/xd (T*cols int8, T*cols uint8,
  * T*cols/32 floats, as qk_quantize_act_u writes them); when any is a K-quant,
  * into kq/kd/kbs (T*cols int8, T*cols/256 floats, T*cols/16 int16, as
- * qk_quantize_q8_k writes them; cols a multiple of 256).  scratch: one buffer
- * of cols floats per pool thread (F16/BF16 rows are dequantised into it).
+ * qk_quantize_q8_k writes them; cols a multiple of 256).  With the AVX-512
+ * kernels xu and kq go to gemm_run's own 64-byte aligned buffers instead
+ * (the call's are scratch either way).  scratch: one buffer of cols floats
+ * per pool thread (F16/BF16 rows are dequantised into it on the AVX2 path).
  * n_mats <= 4. */
 struct gemm_call {
     const struct gemm_mat *mats;
@@ -71,5 +73,9 @@ struct gemm_call {
 
 /* 0, or -1 (nothing done) if a type is unsupported or the shapes disagree. */
 int gemm_run(struct pool *pool, const struct gemm_call *call);
+
+/* gemm_allow_avx512(0) keeps gemm_run off its AVX-512 kernels (tests compare
+ * both; results are bitwise the same). */
+void gemm_allow_avx512(int on);
 
 #endif

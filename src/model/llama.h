@@ -65,6 +65,7 @@ struct llama_kv {
     int cap; /* positions */
     int n;   /* positions filled */
     float *k, *v;
+    size_t alloc; /* floats allocated in each of k and v */
 };
 int llama_kv_init(struct llama_kv *kv, const struct llama_model *m, int cap);
 void llama_kv_free(struct llama_kv *kv);

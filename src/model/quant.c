@@ -493,7 +493,7 @@ static void dequant_q6_k(const uint8_t *p, float *y, int n)
     }
 }
 
-void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+static void q8_k_portable(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
 {
     for (int b = 0; b < n / 256; b++, x += 256, q += 256) {
         float max = 0, amax = 0;
@@ -1135,10 +1135,240 @@ QK_TARGET static void attn_out_avx2(int nq, float *const *o, float *const *p, in
         }
     }
 }
+/* Activation quantisers: the portable functions' arithmetic, 8 lanes at a
+ * time (max of |x| is exact in any order; one division, one multiply and a
+ * round-to-nearest-even conversion per value, as lrintf), so bitwise the
+ * same outputs. */
+QK_TARGET static inline __m256i pack8x4(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
+    __m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(c), _mm256_cvtps_epi32(d));
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+QK_TARGET static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+QK_TARGET static void act_u_avx2(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(xb + 8 * j);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+        }
+        float d = hmax8(m) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        xd[b] = d;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i q = pack8x4(_mm256_mul_ps(v[0], idv), _mm256_mul_ps(v[1], idv),
+                            _mm256_mul_ps(v[2], idv), _mm256_mul_ps(v[3], idv));
+        _mm256_storeu_si256((__m256i *)(xq + 32 * b), q);
+        if (xu)
+            _mm256_storeu_si256((__m256i *)(xu + 32 * b),
+                                _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)));
+    }
+}
+
+QK_TARGET static void q8_k_avx2(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < n / 256; b++, x += 256, q += 256) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        float amax = hmax8(m);
+        if (!amax) {
+            d[b] = 0;
+            memset(q, 0, 256);
+            memset(bsums + 16 * b, 0, 32);
+            continue;
+        }
+        int j = 0; /* the first value of largest magnitude, with its sign */
+        while (fabsf(x[j]) != amax)
+            j++;
+        float iscale = -127.0f / x[j];
+        __m256 is = _mm256_set1_ps(iscale);
+        for (int k = 0; k < 256; k += 32) {
+            __m256i v = pack8x4(_mm256_mul_ps(is, _mm256_loadu_ps(x + k)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 8)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 16)),
+                                _mm256_mul_ps(is, _mm256_loadu_ps(x + k + 24)));
+            v = _mm256_min_epi8(v, _mm256_set1_epi8(127));
+            _mm256_storeu_si256((__m256i *)(q + k), v);
+            /* sums of 16: int8 -> int16 pairs, then 8 pairs per 16 */
+            __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), v);
+            __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            __m128i t =
+                _mm_hadd_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            t = _mm_hadd_epi32(t, t);
+            bsums[16 * b + k / 16] = (int16_t)_mm_extract_epi32(t, 0);
+            bsums[16 * b + k / 16 + 1] = (int16_t)_mm_extract_epi32(t, 1);
+        }
+        d[b] = 1 / iscale;
+    }
+}
+/* expf on 8 lanes for x <= 0 (softmax): x = n ln2 + r, |r| <= ln2/2, a
+ * degree-6 polynomial for e^r (Cephes' expf coefficients, ~1 ulp), times
+ * 2^n; below -87.3 the result is 0. */
+QK_TARGET static inline __m256 exp_neg_avx2(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* s[0..n) -> softmax(s), in place: max, exp(s - max) and their sum on 8
+ * lanes (a fixed order for a given n), then s * (1 / sum). */
+QK_TARGET static void softmax_avx2(float *s, int n)
+{
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    float mx = hmax8(mv);
+    for (int i = j; i < n; i++)
+        if (s[i] > mx) mx = s[i];
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (j < n) { /* the tail padded with -inf, whose exp is 0 */
+        float t[8];
+        for (int i = 0; i < 8; i++)
+            t[i] = j + i < n ? s[j + i] : -INFINITY;
+        __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(t), m));
+        _mm256_storeu_ps(t, e);
+        sum = _mm256_add_ps(sum, e);
+        for (int i = 0; j + i < n; i++)
+            s[j + i] = t[i];
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / hsum8(sum));
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+    for (; j < n; j++)
+        s[j] = s[j] * _mm256_cvtss_f32(inv);
+}
+/* ---- AVX-512 attention (AVX512F/DQ, chosen at run time) ----
+ * Scores: per query, 16 keys at a time, 16-lane fma chains over the head
+ * dimension and a fixed transposing tree that sums each key's lanes (the
+ * result for one (query, key) depends on nothing else in the block: decode
+ * and prefill agree bitwise).  Output: as attn_out_avx2 (the same fma per
+ * element, in key order), 64 floats of 4 queries in registers. */
+#define QK512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,f16c")))
+
+QK512 static inline __m512 reduce16_ps(const __m512 *v)
+{
+    __m512 u[8], w[4], g[2];
+    for (int k = 0; k < 8; k++)
+        u[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]),
+                             _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(u[2 * k]), b = _mm512_castps_pd(u[2 * k + 1]);
+        w[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    for (int k = 0; k < 2; k++)
+        g[k] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(g[0], g[1], 0x88),
+                         _mm512_shuffle_f32x4(g[0], g[1], 0xdd));
+}
+
+QK512 static void attn_scores_avx512(int nq, const float *const *q, float *const *sc, int p0,
+                                     const float *K, size_t ld, int hd, float scale)
+{
+    int pend = p0 + nq - 1;
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (int j0 = 0; j0 <= pend; j0 += 16) {
+        const float *kr[16]; /* rows past the last key repeat it (lanes unused) */
+        for (int jj = 0; jj < 16; jj++)
+            kr[jj] = K + (size_t)(j0 + jj <= pend ? j0 + jj : pend) * ld;
+        for (int k = 0; k < nq; k++) {
+            int last = p0 + k; /* query k sees keys 0..last */
+            if (j0 > last) continue;
+            __m512 acc[16];
+            for (int jj = 0; jj < 16; jj++)
+                acc[jj] = _mm512_setzero_ps();
+            for (int i = 0; i < hd; i += 16) {
+                __m512 qv = _mm512_loadu_ps(q[k] + i);
+                for (int jj = 0; jj < 16; jj++)
+                    acc[jj] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kr[jj] + i), acc[jj]);
+            }
+            __m512 r = _mm512_mul_ps(reduce16_ps(acc), sv);
+            int nk = last - j0 + 1 < 16 ? last - j0 + 1 : 16;
+            _mm512_mask_storeu_ps(sc[k] + j0, (__mmask16)((1u << nk) - 1), r);
+        }
+    }
+}
+
+QK512 static void attn_out_avx512(int nq, float *const *o, float *const *p, int p0, int pend,
+                                  const float *V, size_t ld, int hd)
+{
+    for (int i = 0; i < hd; i += 64) {
+        __m512 acc[4][4];
+        for (int k = 0; k < 4; k++)
+            for (int u = 0; u < 4; u++)
+                acc[k][u] = _mm512_setzero_ps();
+        int j = 0;
+        if (nq == 4)
+            for (; j <= p0; j++) {
+                const float *v = V + (size_t)j * ld + i;
+                __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+                __m512 v2 = _mm512_loadu_ps(v + 32), v3 = _mm512_loadu_ps(v + 48);
+                for (int k = 0; k < 4; k++) {
+                    __m512 b = _mm512_set1_ps(p[k][j]);
+                    acc[k][0] = _mm512_fmadd_ps(b, v0, acc[k][0]);
+                    acc[k][1] = _mm512_fmadd_ps(b, v1, acc[k][1]);
+                    acc[k][2] = _mm512_fmadd_ps(b, v2, acc[k][2]);
+                    acc[k][3] = _mm512_fmadd_ps(b, v3, acc[k][3]);
+                }
+            }
+        for (; j <= pend; j++) {
+            const float *v = V + (size_t)j * ld + i;
+            __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+            __m512 v2 = _mm512_loadu_ps(v + 32), v3 = _mm512_loadu_ps(v + 48);
+            for (int k = j > p0 ? j - p0 : 0; k < nq; k++) {
+                __m512 b = _mm512_set1_ps(p[k][j]);
+                acc[k][0] = _mm512_fmadd_ps(b, v0, acc[k][0]);
+                acc[k][1] = _mm512_fmadd_ps(b, v1, acc[k][1]);
+                acc[k][2] = _mm512_fmadd_ps(b, v2, acc[k][2]);
+                acc[k][3] = _mm512_fmadd_ps(b, v3, acc[k][3]);
+            }
+        }
+        for (int k = 0; k < nq; k++)
+            for (int u = 0; u < 4; u++)
+                _mm512_storeu_ps(o[k] + i + 16 * u, acc[k][u]);
+    }
+}
 #endif
 
 static int simd_state = -1; /* -1 unknown, 0 off, 1 on */
 static int vnni_state = -1;
+static int avx512_state = -1;
 static int simd_forced_off;
 
 int qk_simd_active(void)
@@ -1150,6 +1380,8 @@ int qk_simd_active(void)
         simd_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
         vnni_state = simd_state && __builtin_cpu_supports("avxvnni");
+        avx512_state = simd_state && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #else
         simd_state = 0;
 #endif
@@ -1163,6 +1395,7 @@ void qk_force_portable(int on)
 }
 
 static int vnni_forced_off;
+static int avx512_forced_off;
 
 int qk_vnni_active(void)
 {
@@ -1172,6 +1405,11 @@ int qk_vnni_active(void)
 void qk_allow_vnni(int on)
 {
     vnni_forced_off = !on;
+}
+
+void qk_allow_avx512(int on)
+{
+    avx512_forced_off = !on;
 }
 
 void qk_dequant_row(uint32_t type, const void *row, float *out, int n)
@@ -1234,7 +1472,7 @@ void qk_quantize_act(const float *x, int n, int8_t *xq, float *xd)
     qk_quantize_act_u(x, n, xq, NULL, xd);
 }
 
-void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+static void act_u_portable(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
 {
     for (int b = 0; b < n / 32; b++) {
         const float *xb = x + 32 * b;
@@ -1249,6 +1487,28 @@ void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd
     if (xu)
         for (int i = 0; i < n; i++)
             xu[i] = (uint8_t)(xq[i] + 128);
+}
+
+void qk_quantize_act_u(const float *x, int n, int8_t *xq, uint8_t *xu, float *xd)
+{
+#if QK_X86
+    if (qk_simd_active()) {
+        act_u_avx2(x, n, xq, xu, xd);
+        return;
+    }
+#endif
+    act_u_portable(x, n, xq, xu, xd);
+}
+
+void qk_quantize_q8_k(const float *x, int n, int8_t *q, float *d, int16_t *bsums)
+{
+#if QK_X86
+    if (qk_simd_active()) {
+        q8_k_avx2(x, n, q, d, bsums);
+        return;
+    }
+#endif
+    q8_k_portable(x, n, q, d, bsums);
 }
 
 #ifndef QK_PF_ROWS
@@ -1321,7 +1581,10 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
     int pend = p0 + nq - 1;
 #if QK_X86
     bool simd = qk_simd_active() && hd % 16 == 0 && nq <= 4;
-    if (simd)
+    bool a512 = simd && avx512_state > 0 && !avx512_forced_off && hd % 64 == 0;
+    if (a512)
+        attn_scores_avx512(nq, q, sc, p0, K, ld, hd, scale);
+    else if (simd)
         attn_scores_avx2(nq, q, sc, p0, pend, K, ld, hd, scale);
     else
 #endif
@@ -1330,6 +1593,12 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
                 sc[k][j] = qk_dot(q[k], K + (size_t)j * ld, hd) * scale;
     for (int k = 0; k < nq; k++) {
         int n = p0 + k + 1;
+#if QK_X86
+        if (simd) {
+            softmax_avx2(sc[k], n);
+            continue;
+        }
+#endif
         float mx = -INFINITY, sum = 0;
         for (int j = 0; j < n; j++)
             if (sc[k][j] > mx) mx = sc[k][j];
@@ -1342,6 +1611,10 @@ void qk_attn_group(int nq, const float *const *q, float *const *o, float *const 
             sc[k][j] = sc[k][j] * inv;
     }
 #if QK_X86
+    if (a512) {
+        attn_out_avx512(nq, o, sc, p0, pend, V, ld, hd);
+        return;
+    }
     if (simd) {
         attn_out_avx2(nq, o, sc, p0, pend, V, ld, hd);
         return;

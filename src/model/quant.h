@@ -107,5 +107,9 @@ void qk_force_portable(int on);
 /* 1 when the Q8 dot uses AVX-VNNI; qk_allow_vnni(0) falls back to AVX2 (tests). */
 int qk_vnni_active(void);
 void qk_allow_vnni(int on);
+/* qk_allow_avx512(0) keeps attention (qk_attn_group) on its AVX2 kernels
+ * (tests); AVX-512 sums each score in another order, so the two paths agree
+ * within rounding, each with itself bitwise. */
+void qk_allow_avx512(int on);
 
 #endif

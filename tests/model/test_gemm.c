@@ -133,12 +133,48 @@ static void test_gemm_equals_decode_kernels(void **st)
     (void)st;
     print_message("simd %d vnni %d\n", qk_simd_active(), qk_vnni_active());
     check_all_shapes();
+    gemm_allow_avx512(0); /* gemm.c's AVX2 path where the CPU has AVX-512 */
+    check_all_shapes();
+    gemm_allow_avx512(1);
     qk_allow_vnni(0); /* the AVX2 kernels where the CPU has AVX-VNNI */
     check_all_shapes();
     qk_allow_vnni(1);
     qk_force_portable(1);
     check_all_shapes();
     qk_force_portable(0);
+}
+
+/* The activation quantisers' SIMD paths give the portable outputs, bitwise
+ * (ties in magnitude, zero blocks, exact halves included). */
+static void test_quantizers_simd_equal_portable(void **st)
+{
+    (void)st;
+    enum { N = 2048 };
+    uint64_t rng = 99;
+    float *x = tw_mat(N, 3.0f, 0, &rng);
+    for (int i = 0; i < 256; i++) /* a zero block of 256 (and so of 32) */
+        x[256 + i] = 0;
+    x[600] = 2.5f; /* equal magnitudes of both signs: the first one's sign wins */
+    x[601] = -2.5f;
+    x[900] = -2.75f;
+    x[1000] = 2.75f;
+    int8_t q[2][N], k[2][N];
+    uint8_t u[2][N];
+    float d[2][N / 32], kd[2][N / 256];
+    int16_t bs[2][N / 16];
+    for (int pth = 0; pth < 2; pth++) {
+        qk_force_portable(pth);
+        qk_quantize_act_u(x, N, q[pth], u[pth], d[pth]);
+        qk_quantize_q8_k(x, N, k[pth], kd[pth], bs[pth]);
+    }
+    qk_force_portable(0);
+    assert_memory_equal(q[0], q[1], sizeof q[0]);
+    assert_memory_equal(u[0], u[1], sizeof u[0]);
+    assert_memory_equal(d[0], d[1], sizeof d[0]);
+    assert_memory_equal(k[0], k[1], sizeof k[0]);
+    assert_memory_equal(kd[0], kd[1], sizeof kd[0]);
+    assert_memory_equal(bs[0], bs[1], sizeof bs[0]);
+    free(x);
 }
 
 static void test_gemm_rejects(void **st)
@@ -254,38 +290,46 @@ static void test_prefill_batched_chunked_single_agree(void **st)
         {{GGML_TYPE_Q5_K, 0, false}, true, 6e-2},
         {{GGML_TYPE_Q6_K, 0, false}, true, 6e-2},
         {{GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, true}, true, 6e-2},
+        {{GGML_TYPE_F16, 0, false}, true, 1e-5}, /* head_dim 64: AVX-512 attention */
+        {{GGML_TYPE_Q8_0, 0, false}, true, 6e-2},
     };
     const int chunks[] = {7, 16, 20, 1};
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        const struct tw_types *ty = &cases[ci].ty;
-        struct tw w;
-        tw_random_dims(&w, 77 + ty->base + 5 * ty->km, false, cases[ci].big ? 256 : 64,
-                       cases[ci].big ? 512 : 96, false);
-        struct llama_model *m = load_tw(&w, ty);
-        int nv = m->hp.n_vocab;
-        float *a = malloc((size_t)NP * nv * sizeof(float)), *b = malloc((size_t)NP * nv * 4);
-        int ga[NG], gb[NG];
-        prefill_and_decode(m, prompt, NP, a, ga);
-        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
-            memset(b, 0, (size_t)NP * nv * 4);
-            prefill_and_decode(m, prompt, chunks[k], b, gb);
-            assert_memory_equal(ga, gb, sizeof ga);
-            assert_memory_equal(a, b, (size_t)NP * nv * sizeof(float)); /* bitwise */
+    /* pass 1: the AVX2 GEMM and attention kernels where the CPU has AVX-512 */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            gemm_allow_avx512(!pass);
+            qk_allow_avx512(!pass);
+            const struct tw_types *ty = &cases[ci].ty;
+            struct tw w;
+            tw_random_dims(&w, 77 + ty->base + 5 * ty->km, false, cases[ci].big ? 256 : 64,
+                           cases[ci].big ? 512 : 96, false);
+            struct llama_model *m = load_tw(&w, ty);
+            int nv = m->hp.n_vocab;
+            float *a = malloc((size_t)NP * nv * sizeof(float)), *b = malloc((size_t)NP * nv * 4);
+            int ga[NG], gb[NG];
+            prefill_and_decode(m, prompt, NP, a, ga);
+            for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+                memset(b, 0, (size_t)NP * nv * 4);
+                prefill_and_decode(m, prompt, chunks[k], b, gb);
+                assert_memory_equal(ga, gb, sizeof ga);
+                assert_memory_equal(a, b, (size_t)NP * nv * sizeof(float)); /* bitwise */
+            }
+            /* and against the float64 reference on the stored weights */
+            tw_roundtrip_mixed(&w, ty);
+            double *ref = malloc((size_t)NP * nv * sizeof(double));
+            ref_forward(&w, prompt, NP, ref);
+            double e = rel_err(a, ref, (size_t)NP * nv);
+            print_message("%s%s: prefill rel err vs reference %.3g\n", ggml_type_name(ty->base),
+                          ty->km ? "_M" : "", e);
+            ASSERT_LT_DBL(e, cases[ci].tol);
+            free(ref);
+            free(a);
+            free(b);
+            llama_free(m);
+            tw_free(&w);
         }
-        /* and against the float64 reference on the stored weights */
-        tw_roundtrip_mixed(&w, ty);
-        double *ref = malloc((size_t)NP * nv * sizeof(double));
-        ref_forward(&w, prompt, NP, ref);
-        double e = rel_err(a, ref, (size_t)NP * nv);
-        print_message("%s%s: prefill rel err vs reference %.3g\n", ggml_type_name(ty->base),
-                      ty->km ? "_M" : "", e);
-        ASSERT_LT_DBL(e, cases[ci].tol);
-        free(ref);
-        free(a);
-        free(b);
-        llama_free(m);
-        tw_free(&w);
-    }
+    gemm_allow_avx512(1);
+    qk_allow_avx512(1);
 }
 
 int main(void)
@@ -293,6 +337,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_equals_decode_kernels),
         cmocka_unit_test(test_gemm_rejects),
+        cmocka_unit_test(test_quantizers_simd_equal_portable),
         cmocka_unit_test(test_prefill_batched_chunked_single_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
