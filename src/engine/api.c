@@ -182,13 +182,20 @@ const char *api_query(struct api_ctx *c, const char *k)
  * "api_key", else ?api_key=.  NULL when none.  The length matters: a JSON string may hold a
  * NUL ("KEY\u0000x"), and a key must match whole, not up to its first NUL (the query string
  * cannot carry one: on_request refuses %00). */
+const char *api_bearer_key(struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return h;
+}
+
 static const char *api_key_of(struct api_ctx *c, size_t *len)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
-    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-        h += 7;
-        while (*h == ' ')
-            h++;
+    const char *h = api_bearer_key(c->req);
+    if (h) {
         *len = strlen(h);
         return h;
     }

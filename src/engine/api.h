@@ -78,6 +78,8 @@ const char *api_query(struct api_ctx *c, const char *k);
 /* a (alen bytes) equals the NUL-terminated secret b, whole, in time independent of where they
  * differ. */
 bool api_key_eq(const char *a, size_t alen, const char *b);
+/* The key of an "Authorization: Bearer KEY" header, or NULL. */
+const char *api_bearer_key(struct evhttp_request *req);
 /* Admin or this endpoint's key (Bearer header, body "api_key", ?api_key=); else 401/403
  * answered and false. */
 bool api_auth_endpoint(struct api_ctx *c, struct endpoint *ep);

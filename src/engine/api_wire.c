@@ -299,13 +299,10 @@ static void tail_into(struct sbuf *out, const char *key, struct sbuf *text, int6
     pyj_write_string(out, p, n);
 }
 
-static void h_get_endpoint_logs(struct api_ctx *c)
+/* The endpoint's event log in Vast's logs shape {"info0": decisions, "info1": state changes,
+ * "trace", "debug"}, each the last `tail` bytes (-1 = all). */
+static void reply_logs(struct api_ctx *c, const struct endpoint *ep, int64_t tail)
 {
-    int64_t tail = -1;
-    struct json_object *t = api_field(c, "tail");
-    if (t && api_get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
-    struct endpoint *ep = endpoint_from_body(c);
-    if (!ep) return;
     store_flush(c->e->store); /* the tick's pending events too (a failure is logged) */
     struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
     if (store_events_text(c->e->store, ep->id, &d, &s) != 0) {
@@ -327,6 +324,16 @@ static void h_get_endpoint_logs(struct api_ctx *c)
     sbuf_free(&out);
 }
 
+static void h_get_endpoint_logs(struct api_ctx *c)
+{
+    int64_t tail = -1;
+    struct json_object *t = api_field(c, "tail");
+    if (t && api_get_int(c, "tail", -1, INT64_MAX / 2, &tail) < 0) return;
+    struct endpoint *ep = endpoint_from_body(c);
+    if (!ep) return;
+    reply_logs(c, ep, tail);
+}
+
 /* POST /get_autogroup_logs/ {"id": WORKERGROUP, "tail"}: the logs of the workergroup's endpoint
  * (Vast's CLI `get wrkgrp-logs`), in the /get_endpoint_logs/ shape. */
 static void h_get_autogroup_logs(struct api_ctx *c)
@@ -346,19 +353,7 @@ static void h_get_autogroup_logs(struct api_ctx *c)
         api_reply_err(c, 404, "not_found", "no workergroup %lld", (long long)id);
         return;
     }
-    store_flush(c->e->store);
-    struct sbuf d = SBUF_INIT, s = SBUF_INIT, out = SBUF_INIT, empty = SBUF_INIT;
-    store_events_text(c->e->store, ep->id, &d, &s);
-    sbuf_putc(&out, '{');
-    tail_into(&out, "info0", &d, tail, false);
-    tail_into(&out, "info1", &s, tail, true);
-    tail_into(&out, "trace", &empty, tail, true);
-    tail_into(&out, "debug", &empty, tail, true);
-    sbuf_putc(&out, '}');
-    api_reply(c, 200, &out);
-    sbuf_free(&d);
-    sbuf_free(&s);
-    sbuf_free(&out);
+    reply_logs(c, ep, tail);
 }
 
 /* POST /update_workers/ {"workergroup_id", "cancel_update"?} (Vast's SDK update_workers, CLI

@@ -10,13 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "api.h"
 #include "clock.h"
 #include "dash.h"
 #include "engine.h"
@@ -65,31 +65,15 @@ static void reply_error(struct evhttp_request *req, int status, const char *code
     http_reply_json_error(req, status, code, "%s", msg);
 }
 
-static bool ct_equal(const char *a, const char *b)
-{
-    size_t n = strlen(b);
-    if (!a || n == 0 || strlen(a) != n) return false;
-    unsigned d = 0;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
 /* Admin key from the Authorization header, else 401/403 replied and false. */
 static bool auth_admin(struct engine *e, struct evhttp_request *req)
 {
-    const char *k = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (k && strncasecmp(k, "Bearer ", 7) == 0) {
-        k += 7;
-        while (*k == ' ')
-            k++;
-    } else {
-        k = NULL;
-    }
-    if (ct_equal(k, e->admin_key)) return true;
+    const char *k = api_bearer_key(req);
+    size_t kn = k ? strlen(k) : 0;
+    if (api_key_eq(k, kn, e->admin_key)) return true;
     bool endpoint_key = false;
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
-        endpoint_key |= ct_equal(k, ep->api_key);
+        endpoint_key |= api_key_eq(k, kn, ep->api_key);
     if (endpoint_key)
         reply_error(req, 403, "forbidden", "management needs the admin key");
     else

@@ -11,22 +11,12 @@
  * not depend on which one matched. */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
+#include "api.h"
 #include "engine.h"
 #include "httputil.h"
 #include "keyinfo.h"
 #include "pyjson.h"
-
-static bool ct_equal(const char *a, const char *b)
-{
-    size_t n = strlen(b);
-    if (!a || n == 0 || strlen(a) != n) return false;
-    unsigned d = 0;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
 
 static void reply_error(struct evhttp_request *req, int status, const char *code, const char *msg)
 {
@@ -40,18 +30,12 @@ void keyinfo_handle(struct engine *e, struct evhttp_request *req)
         reply_error(req, 405, "method_not_allowed", "use GET");
         return;
     }
-    const char *k = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (k && strncasecmp(k, "Bearer ", 7) == 0) {
-        k += 7;
-        while (*k == ' ')
-            k++;
-    } else {
-        k = NULL;
-    }
-    bool admin = ct_equal(k, e->admin_key);
+    const char *k = api_bearer_key(req);
+    size_t kn = k ? strlen(k) : 0;
+    bool admin = api_key_eq(k, kn, e->admin_key);
     struct endpoint *mine = NULL;
     for (struct endpoint *ep = e->endpoints; ep; ep = ep->next)
-        if (ct_equal(k, ep->api_key) && !mine) mine = ep;
+        if (api_key_eq(k, kn, ep->api_key) && !mine) mine = ep;
     if (!admin && !mine) {
         reply_error(req, 401, "auth_error", "Invalid user key");
         return;
