@@ -12,7 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 #include "model/gguf.h"
+#include "model/llama.h"
 #include "model/quant.h"
 #include "model/tiny.h"
 #include "sbuf.h"
@@ -275,6 +282,39 @@ static __attribute__((unused)) void tw_write(const struct tw *w, uint32_t type, 
 {
     struct tw_types ty = {type, type, false};
     tw_write_mixed(w, &ty, NULL, out, skip);
+}
+
+/* The model w written as GGUF (weight types ty) in memory and loaded; fails the test if it does
+ * not load. */
+static __attribute__((unused)) struct llama_model *tw_load_mixed(const struct tw *w,
+                                                                 const struct tw_types *ty)
+{
+    struct sbuf b = SBUF_INIT;
+    tw_write_mixed(w, ty, NULL, &b, NULL);
+    size_t n;
+    char *data = sbuf_steal(&b, &n);
+    struct gguf_file *f;
+    char err[256];
+    assert_int_equal(gguf_open_mem(data, n, true, &f, err, sizeof err), 0);
+    struct llama_model *m;
+    if (llama_load(&m, f, err, sizeof err)) fail_msg("load: %s", err);
+    return m;
+}
+
+/* The same with every weight of one type. */
+static __attribute__((unused)) struct llama_model *tw_load(const struct tw *w, uint32_t type)
+{
+    struct tw_types ty = {type, type, false};
+    return tw_load_mixed(w, &ty);
+}
+
+/* Index of the first largest of v[0..n). */
+static __attribute__((unused)) int tw_argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
 }
 
 /* y[r] = sum_c W[r][c] x[c] */

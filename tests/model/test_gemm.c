@@ -197,28 +197,6 @@ static void test_gemm_rejects(void **st)
     pool_free(p);
 }
 
-static struct llama_model *load_tw(const struct tw *w, const struct tw_types *ty)
-{
-    struct sbuf b = SBUF_INIT;
-    tw_write_mixed(w, ty, NULL, &b, NULL);
-    size_t n;
-    char *data = sbuf_steal(&b, &n);
-    struct gguf_file *f;
-    char err[256];
-    assert_int_equal(gguf_open_mem(data, n, true, &f, err, sizeof err), 0);
-    struct llama_model *m;
-    if (llama_load(&m, f, err, sizeof err)) fail_msg("load: %s", err);
-    return m;
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b]) b = i;
-    return b;
-}
-
 /* max |a-b| / max |b| */
 static double rel_err(const float *a, const double *b, size_t n)
 {
@@ -254,7 +232,7 @@ static void prefill_and_decode(struct llama_model *m, const int *prompt, int chu
     float *row = malloc((size_t)nv * sizeof(float));
     memcpy(row, lg + (size_t)(NP - 1) * nv, (size_t)nv * sizeof(float));
     for (int i = 0; i < NG; i++) {
-        gen[i] = argmax(row, nv);
+        gen[i] = tw_argmax(row, nv);
         struct llama_seq_in s = {&kv, &gen[i], 1, false, true, row};
         assert_int_equal(llama_forward(c, &s, 1), 0);
     }
@@ -303,7 +281,7 @@ static void test_prefill_batched_chunked_single_agree(void **st)
             struct tw w;
             tw_random_dims(&w, 77 + ty->base + 5 * ty->km, false, cases[ci].big ? 256 : 64,
                            cases[ci].big ? 512 : 96, false);
-            struct llama_model *m = load_tw(&w, ty);
+            struct llama_model *m = tw_load_mixed(&w, ty);
             int nv = m->hp.n_vocab;
             float *a = malloc((size_t)NP * nv * sizeof(float)), *b = malloc((size_t)NP * nv * 4);
             int ga[NG], gb[NG];

@@ -14,20 +14,6 @@
 #include "model/sampler.h"
 #include "model_testutil.h"
 
-static struct llama_model *load_tw(const struct tw *w, uint32_t type)
-{
-    struct sbuf b = SBUF_INIT;
-    tw_write(w, type, &b, NULL);
-    size_t n;
-    char *data = sbuf_steal(&b, &n);
-    struct gguf_file *f;
-    char err[256];
-    assert_int_equal(gguf_open_mem(data, n, true, &f, err, sizeof err), 0);
-    struct llama_model *m;
-    if (llama_load(&m, f, err, sizeof err)) fail_msg("load: %s", err);
-    return m;
-}
-
 static const int TOKS[] = {1, 7, 33, 12, 49, 3, 3, 20, 41, 5, 16, 28};
 #define NT ((int)(sizeof TOKS / sizeof TOKS[0]))
 
@@ -63,7 +49,7 @@ static void check_type(uint32_t type, bool tied, double tol_exact, double tol_vs
     tw_random(&w, 42 + type, tied);
     double *ref32 = malloc((size_t)NT * w.nv * sizeof(double));
     ref_forward(&w, TOKS, NT, ref32);
-    struct llama_model *m = load_tw(&w, type);
+    struct llama_model *m = tw_load(&w, type);
     float *lg = run_all(m, TOKS, NT, 2);
     /* against the reference on the original F32 weights */
     double e32 = rel_err(lg, ref32, (size_t)NT * w.nv);
@@ -183,7 +169,7 @@ static void test_reference_detects_bugs(void **st)
     double *ref = malloc((size_t)NT * w.nv * sizeof(double));
     ref_forward(&w, TOKS, NT, ref);
     w.L[1].k[5] += 0.05f;
-    struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_F32);
     float *lg = run_all(m, TOKS, NT, 1);
     ASSERT_GT_DBL(rel_err(lg, ref, (size_t)NT * w.nv), 1e-4);
     free(lg);
@@ -198,7 +184,7 @@ static void test_portable_matches_simd(void **st)
     struct tw w;
     tw_random(&w, 9, false);
     for (uint32_t type = 0; type <= 8; type += (type == 1 ? 7 : 1)) {
-        struct llama_model *m = load_tw(&w, type);
+        struct llama_model *m = tw_load(&w, type);
         float *a = run_all(m, TOKS, NT, 1);
         qk_force_portable(1);
         float *b = run_all(m, TOKS, NT, 1);
@@ -219,7 +205,7 @@ static void test_cached_equals_uncached(void **st)
     (void)st;
     struct tw w;
     tw_random(&w, 11, false);
-    struct llama_model *m = load_tw(&w, GGML_TYPE_Q8_0);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_Q8_0);
     int nv = m->hp.n_vocab;
     float *full = run_all(m, TOKS, NT, 2);
     struct llama_ctx *c = llama_ctx_new(m, 2);
@@ -259,14 +245,6 @@ static void test_cached_equals_uncached(void **st)
     tw_free(&w);
 }
 
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 /* greedy continuation of prompt p (len n) for k tokens, alone; logits kept */
 static void solo(struct llama_model *m, int threads, const int *p, int n, int k, int *out,
                  float *lg_out)
@@ -280,7 +258,7 @@ static void solo(struct llama_model *m, int threads, const int *p, int n, int k,
     assert_int_equal(llama_forward(c, &s, 1), 0);
     for (int i = 0; i < k; i++) {
         memcpy(lg_out + (size_t)i * nv, lg, (size_t)nv * sizeof(float));
-        out[i] = argmax(lg, nv);
+        out[i] = tw_argmax(lg, nv);
         struct llama_seq_in d = {&kv, &out[i], 1, false, true, lg};
         assert_int_equal(llama_forward(c, &d, 1), 0);
     }
@@ -295,7 +273,7 @@ static void test_batched_equals_solo(void **st)
     struct tw w;
     tw_random(&w, 13, false);
     for (uint32_t type = 0; type <= 8; type += (type == 1 ? 7 : 1)) {
-        struct llama_model *m = load_tw(&w, type);
+        struct llama_model *m = tw_load(&w, type);
         int nv = m->hp.n_vocab;
         enum { NS = 5, K = 10 };
         const int plen[NS] = {3, 7, 1, 12, 5};
@@ -332,7 +310,7 @@ static void test_batched_equals_solo(void **st)
             for (int i = 0; i < ns; i++) {
                 int s = who[i];
                 memcpy(got_lg[s] + (size_t)ngen[s] * nv, in[i].logits, (size_t)nv * sizeof(float));
-                pending[s] = got[s][ngen[s]++] = argmax(in[i].logits, nv);
+                pending[s] = got[s][ngen[s]++] = tw_argmax(in[i].logits, nv);
             }
         }
         for (int s = 0; s < NS; s++) {
@@ -356,7 +334,7 @@ static void test_threads_bitwise(void **st)
     (void)st;
     struct tw w;
     tw_random(&w, 17, false);
-    struct llama_model *m = load_tw(&w, GGML_TYPE_F16);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_F16);
     float *a = run_all(m, TOKS, NT, 1), *b = run_all(m, TOKS, NT, 3);
     assert_memory_equal(a, b, (size_t)NT * w.nv * sizeof(float));
     free(a);
@@ -402,7 +380,7 @@ static void test_batcher_greedy_and_cancel(void **st)
     (void)st;
     struct tw w;
     tw_random(&w, 19, false);
-    struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_F32);
     int nv = m->hp.n_vocab;
     enum { NR = 6, K = 8 };
     int want[NR][K];
@@ -472,7 +450,7 @@ static void test_batcher_queue_limit(void **st)
     (void)st;
     struct tw w;
     tw_random(&w, 23, false);
-    struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_F32);
     struct batcher_opts o = {1, 1, 0, 1 << 20, 64, NULL, NULL, 0};
     struct batcher *b = batcher_new(m, &o, NULL, NULL);
     struct gen_req *r = mkreq(TOKS, 3, 2);
@@ -493,7 +471,7 @@ static void test_sampler(void **st)
     uint64_t rng = 5;
     for (int i = 0; i < N; i++)
         base[i] = 3 * tiny_randf(&rng);
-    int am = argmax(base, N);
+    int am = tw_argmax(base, N);
     struct sampler s;
     struct sampler_params g = {false, 1, 0, 1, 1, 0};
     sampler_init(&s, &g, N);

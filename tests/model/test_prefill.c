@@ -27,28 +27,6 @@
 #include "model/llama.h"
 #include "model_testutil.h"
 
-static struct llama_model *load_tw(const struct tw *w, uint32_t type)
-{
-    struct sbuf b = SBUF_INIT;
-    tw_write(w, type, &b, NULL);
-    size_t n;
-    char *data = sbuf_steal(&b, &n);
-    struct gguf_file *f;
-    char err[256];
-    assert_int_equal(gguf_open_mem(data, n, true, &f, err, sizeof err), 0);
-    struct llama_model *m;
-    if (llama_load(&m, f, err, sizeof err)) fail_msg("load: %s", err);
-    return m;
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b]) b = i;
-    return b;
-}
-
 /* Reference: the prompt token by token, then k greedy tokens. */
 static void greedy_one_by_one(struct llama_model *m, const int *p, int n, int k, int *out)
 {
@@ -62,7 +40,7 @@ static void greedy_one_by_one(struct llama_model *m, const int *p, int n, int k,
         assert_int_equal(llama_forward(c, &s, 1), 0);
     }
     for (int i = 0; i < k; i++) {
-        out[i] = argmax(lg, nv);
+        out[i] = tw_argmax(lg, nv);
         struct llama_seq_in d = {&kv, &out[i], 1, false, true, lg};
         assert_int_equal(llama_forward(c, &d, 1), 0);
     }
@@ -143,7 +121,7 @@ static void test_chunked_prefill_same_tokens(void **st)
     int prompt[NP];
     long_prompt(prompt, NP);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        struct llama_model *m = load_tw(&w, types[ti]);
+        struct llama_model *m = tw_load(&w, types[ti]);
         int want[NG];
         greedy_one_by_one(m, prompt, NP, NG, want);
         for (size_t ci = 0; ci < sizeof chunks / sizeof chunks[0]; ci++) {
@@ -223,7 +201,7 @@ static void test_long_prompt_does_not_stall_streams(void **st)
     (void)st;
     struct tw w;
     tw_random(&w, 43, false);
-    struct llama_model *m = load_tw(&w, GGML_TYPE_F32);
+    struct llama_model *m = tw_load(&w, GGML_TYPE_F32);
     enum { P = 96 };
     int want, b1, b2, b3, b4;
     int pb[P];
